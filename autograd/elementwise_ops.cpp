@@ -1,0 +1,122 @@
+// Elementwise ops with their backward rules. Saved tensors are detach()ed: the graph must not
+// own the tensors that own it.
+#include "autograd/ops.h"
+#include "kernels/elementwise.h"
+
+namespace fgvc {
+
+namespace k = kernels;
+using Grads = std::vector<Tensor>;
+using Needs = std::vector<bool>;
+
+namespace {
+
+// y = f(x) with dy/dx computed from x or y by `rule(grad, x, y)`.
+template <class Rule>
+Tensor unary_op(const char* name, k::UnaryOp op, const Tensor& x, Rule rule) {
+  Tensor y = k::unary(op, x);
+  autograd::record(name, {x}, {y}, [x = x.detach(), y = y.detach(), rule](const Grads& g, const Needs&) -> Grads {
+    return {rule(g[0], x, y)};
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = k::add(a, b);
+  autograd::record("add", {a, b}, {y}, [sa = a.shape(), sb = b.shape()](const Grads& g, const Needs& n) -> Grads {
+    return {n[0] ? sum_to(g[0], sa) : Tensor(), n[1] ? sum_to(g[0], sb) : Tensor()};
+  });
+  return y;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor y = k::sub(a, b);
+  autograd::record("sub", {a, b}, {y}, [sa = a.shape(), sb = b.shape()](const Grads& g, const Needs& n) -> Grads {
+    return {n[0] ? sum_to(g[0], sa) : Tensor(), n[1] ? sum_to(k::unary(k::UnaryOp::Neg, g[0]), sb) : Tensor()};
+  });
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor y = k::mul(a, b);
+  autograd::record("mul", {a, b}, {y}, [a = a.detach(), b = b.detach()](const Grads& g, const Needs& n) -> Grads {
+    return {n[0] ? sum_to(k::mul(g[0], b), a.shape()) : Tensor(), n[1] ? sum_to(k::mul(g[0], a), b.shape()) : Tensor()};
+  });
+  return y;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor y = k::div(a, b);
+  autograd::record("div", {a, b}, {y},
+                   [a = a.detach(), b = b.detach(), y = y.detach()](const Grads& g, const Needs& n) -> Grads {
+                     Grads out(2);
+                     if (n[0]) out[0] = sum_to(k::div(g[0], b), a.shape());
+                     if (n[1]) out[1] = sum_to(k::unary(k::UnaryOp::Neg, k::div(k::mul(g[0], y), b)), b.shape());
+                     return out;
+                   });
+  return y;
+}
+
+Tensor add(const Tensor& a, double b) {
+  Tensor y = k::binary(k::BinaryOp::Add, a, b);
+  autograd::record("add_scalar", {a}, {y}, [](const Grads& g, const Needs&) -> Grads { return {g[0]}; });
+  return y;
+}
+
+Tensor mul(const Tensor& a, double b) {
+  Tensor y = k::binary(k::BinaryOp::Mul, a, b);
+  autograd::record("mul_scalar", {a}, {y}, [b](const Grads& g, const Needs&) -> Grads {
+    return {k::binary(k::BinaryOp::Mul, g[0], b)};
+  });
+  return y;
+}
+
+Tensor pow(const Tensor& a, double exponent) {
+  Tensor y = k::binary(k::BinaryOp::Pow, a, exponent);
+  autograd::record("pow", {a}, {y}, [a = a.detach(), exponent](const Grads& g, const Needs&) -> Grads {
+    // d/da a^p = p a^(p-1)
+    const Tensor d = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Pow, a, exponent - 1.0), exponent);
+    return {k::mul(g[0], d)};
+  });
+  return y;
+}
+
+Tensor neg(const Tensor& x) {
+  return unary_op("neg", k::UnaryOp::Neg, x,
+                  [](const Tensor& g, const Tensor&, const Tensor&) { return k::unary(k::UnaryOp::Neg, g); });
+}
+Tensor exp(const Tensor& x) {
+  return unary_op("exp", k::UnaryOp::Exp, x, [](const Tensor& g, const Tensor&, const Tensor& y) { return k::mul(g, y); });
+}
+Tensor log(const Tensor& x) {
+  return unary_op("log", k::UnaryOp::Log, x, [](const Tensor& g, const Tensor& x_, const Tensor&) { return k::div(g, x_); });
+}
+Tensor sqrt(const Tensor& x) {
+  return unary_op("sqrt", k::UnaryOp::Sqrt, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+    return k::div(k::binary(k::BinaryOp::Mul, g, 0.5), y);
+  });
+}
+Tensor relu(const Tensor& x) {
+  return unary_op("relu", k::UnaryOp::Relu, x, [](const Tensor& g, const Tensor& x_, const Tensor&) {
+    return k::binary(k::BinaryOp::ReluBackward, g, x_);
+  });
+}
+Tensor sigmoid(const Tensor& x) {
+  return unary_op("sigmoid", k::UnaryOp::Sigmoid, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+    return k::binary(k::BinaryOp::SigmoidBackward, g, y);
+  });
+}
+Tensor tanh(const Tensor& x) {
+  return unary_op("tanh", k::UnaryOp::Tanh, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+    return k::binary(k::BinaryOp::TanhBackward, g, y);
+  });
+}
+Tensor square(const Tensor& x) {
+  return unary_op("square", k::UnaryOp::Square, x, [](const Tensor& g, const Tensor& x_, const Tensor&) {
+    return k::mul(g, k::binary(k::BinaryOp::Mul, x_, 2.0));
+  });
+}
+
+}  // namespace fgvc

@@ -1,0 +1,25 @@
+// Recording ops and running the backward pass.
+#pragma once
+#include <vector>
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+
+namespace fgvc {
+
+// Backpropagates from `root`, accumulating into the .grad of every leaf that requires a
+// gradient. Without `grad`, root must have one element (a loss) and its gradient is 1.
+// The graph's saved tensors are freed afterwards unless retain_graph; a second backward
+// through a freed graph throws.
+void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_graph = false);
+
+namespace autograd {
+
+// True when GradMode is on and some input requires a gradient.
+bool should_record(const std::vector<Tensor>& inputs);
+// Attaches a node named `name` with backward `fn` to `outputs` when should_record(inputs).
+// Tensors that `fn` captures must be detach()ed first, or the graph would own itself.
+void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
+
+}  // namespace autograd
+}  // namespace fgvc

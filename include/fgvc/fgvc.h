@@ -1,0 +1,21 @@
+// The umbrella header: #include <fgvc/fgvc.h> and link fgvc::fgvc.
+#pragma once
+
+#include "fgvc/config.h"
+
+#include "tensor/cuda_runtime.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+#include "kernels/concat.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+#include "kernels/reduce.h"
+#include "kernels/softmax.h"
+#include "kernels/topk.h"
+
+#include "autograd/engine.h"
+#include "autograd/gradcheck.h"
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"

@@ -1,0 +1,105 @@
+#include "tensor/copy.h"
+
+#include <cstring>
+
+#include "fgvc/config.h"
+#include "tensor/cast.h"
+#include "tensor/indexing.h"
+
+namespace fgvc {
+
+namespace detail {
+
+namespace {
+template <class D, class S>
+void copy_cpu_typed(const Tensor& dst, const Tensor& src) {
+  const auto map = make_index_map<2>(dst.shape(), {&dst.strides(), &src.strides()});
+  D* d = static_cast<D*>(dst.data_ptr());
+  const S* s = static_cast<const S*>(src.data_ptr());
+  const int64_t inner = map.inner_size(), ds = map.inner_stride(0), ss = map.inner_stride(1);
+  const int64_t rows = dst.numel() / inner;
+#pragma omp parallel for if (dst.numel() > (1 << 16)) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t off[2];
+    map.offsets(r * inner, off);
+    D* dp = d + off[0];
+    const S* sp = s + off[1];
+    for (int64_t i = 0; i < inner; ++i) dp[i * ds] = cast_value<D>(sp[i * ss]);
+  }
+}
+}  // namespace
+
+void copy_same_device_cpu(const Tensor& dst, const Tensor& src) {
+  if (dst.numel() == 0) return;
+  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
+    std::memcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes());
+    return;
+  }
+  FGVC_DISPATCH_ALL(dst.dtype(), "copy", D,
+                    FGVC_DISPATCH_ALL(src.dtype(), "copy", S, copy_cpu_typed<D, S>(dst, src)));
+}
+
+namespace {
+template <class T>
+void fill_cpu_typed(const Tensor& dst, double value) {
+  const T v = from_double<T>(value);
+  T* p = static_cast<T*>(dst.data_ptr());
+  if (dst.is_contiguous()) {
+    const int64_t n = dst.numel();
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = v;
+    return;
+  }
+  const auto map = make_index_map<1>(dst.shape(), {&dst.strides()});
+  for (int64_t i = 0; i < dst.numel(); ++i) {
+    int64_t off;
+    map.offsets(i, &off);
+    p[off] = v;
+  }
+}
+}  // namespace
+
+void fill_cpu(const Tensor& dst, double value) {
+  FGVC_DISPATCH_ALL(dst.dtype(), "fill", T, fill_cpu_typed<T>(dst, value));
+}
+
+}  // namespace detail
+
+void copy_tensor(const Tensor& dst, const Tensor& src, bool non_blocking) {
+  FGVC_CHECK(dst.defined() && src.defined(), "copy", "undefined tensor");
+  FGVC_CHECK(dst.shape() == src.shape(), "copy", "shape mismatch: destination ", describe(dst),
+             ", source ", describe(src));
+  if (dst.numel() == 0) return;
+  if (dst.device() == src.device()) {
+    if (dst.device().is_cpu()) return detail::copy_same_device_cpu(dst, src);
+#if FGVC_WITH_CUDA
+    return detail::copy_same_device_cuda(dst, src);
+#endif
+  }
+#if FGVC_WITH_CUDA
+  // Across devices: move contiguous bytes of the source dtype, then lay out and convert on
+  // the destination device.
+  Tensor s = src.contiguous();
+  const bool direct = dst.is_contiguous() && dst.dtype() == src.dtype();
+  Tensor staging = direct ? dst : Tensor::empty(src.shape(), src.dtype(), dst.device());
+  detail::copy_bytes(staging.data_ptr(), staging.device(), s.data_ptr(), s.device(), s.nbytes(),
+                     non_blocking && (s.device().is_cpu() ? s.storage()->pinned()
+                                                          : staging.storage()->pinned()));
+  if (!direct) copy_tensor(dst, staging);
+#else
+  (void)non_blocking;
+  throw Error(detail::concat("copy: ", describe(src), " to ", describe(dst),
+                             ": fgvc was built without CUDA"));
+#endif
+}
+
+void fill_tensor(const Tensor& dst, double value) {
+  FGVC_CHECK(dst.defined(), "fill", "undefined tensor");
+  if (dst.numel() == 0) return;
+  if (dst.device().is_cpu()) return detail::fill_cpu(dst, value);
+#if FGVC_WITH_CUDA
+  detail::fill_cuda(dst, value);
+#endif
+}
+
+}  // namespace fgvc

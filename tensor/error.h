@@ -1,0 +1,31 @@
+// Errors: one exception type and one check macro for the whole library.
+// Public entry points validate shapes, dtypes and devices here, once, and throw an
+// fgvc::Error whose message starts with the op's name (STYLE.md, "check, then call").
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace fgvc {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+namespace detail {
+template <class... Args>
+std::string concat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace fgvc
+
+// FGVC_CHECK(cond, "op", "message ", value, ...) throws fgvc::Error("op: message value...").
+#define FGVC_CHECK(cond, op, ...)                                            \
+  do {                                                                       \
+    if (!(cond)) throw ::fgvc::Error(::fgvc::detail::concat(op, ": ", __VA_ARGS__)); \
+  } while (0)

@@ -1,0 +1,38 @@
+// Reference-counted bytes on one device. A Storage is owned through std::shared_ptr by
+// every tensor that views it; the last owner returns the bytes to the device's allocator.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "tensor/device.h"
+
+namespace fgvc {
+
+class Storage {
+ public:
+  // `pinned` asks for page-locked host memory (async host<->device copies); it is honoured
+  // when the CUDA runtime is usable and silently becomes pageable memory otherwise.
+  Storage(size_t bytes, Device device, bool pinned = false);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Device device_;
+  bool pinned_ = false;
+};
+
+// Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which
+// reads as NaN in float32/float64, so a kernel that leaves an output element unwritten
+// fails its comparison instead of passing on leftover values.
+void set_allocation_poison(bool on);
+bool allocation_poison();
+
+}  // namespace fgvc
