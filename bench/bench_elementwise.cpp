@@ -1,0 +1,151 @@
+// Memory throughput of our elementwise ops and reductions, float32, beside the copy rate of
+// the machine (the ceiling for ops that read and write each element once).
+//
+// Inputs are [n/1024, 1024] (N x C) with n = 1M (the tensors fit in a server CPU's last-level
+// cache) and 16M (64 MB each: DRAM). Throughput counts the bytes the op must move, each input
+// read once and the output written once, over wall time; outputs our ops allocate are part
+// of the op, so allocation cost is in their numbers. Names are <device>/<op>/<size>:
+//   memcpy, std_fill (CPU only)   std::memcpy split over the OpenMP threads our kernels use,
+//                                 and std::fill, into preallocated buffers;
+//   clone, fill_                  Tensor::clone (allocates; the device copy baseline) and fill_;
+//   add, add_bias, relu, exp      kernels::add of two [N,C], add of a [C] bias over [N,C], relu, exp;
+//   sum_last, sum_all, sum_axis0  kernels::sum over C, over everything, over N.
+// CUDA cases are skipped with the reason when there is no device.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "bench_common.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+#include "tensor/random.h"
+
+namespace {
+
+using fgvc::Device;
+using fgvc::Tensor;
+namespace k = fgvc::kernels;
+
+constexpr int64_t kCols = 1024;
+constexpr int64_t kFloat = sizeof(float);
+
+Tensor input(int64_t n, Device device, uint64_t seed) {
+  fgvc::Generator gen(seed);
+  return fgvc::randn({n / kCols, kCols}, gen, fgvc::DType::Float32, device);
+}
+
+// Times `op` on `device` and reports `bytes` moved per call.
+template <class Op>
+void run(benchmark::State& state, Device device, int64_t bytes, Op&& op) {
+  if (device.is_cuda()) fgvc_bench::time_cuda(state, op);
+  else fgvc_bench::time_cpu(state, op);
+  state.SetBytesProcessed(state.iterations() * bytes);
+}
+
+void bm_memcpy(benchmark::State& state, Device device, int64_t n) {
+  const Tensor src = input(n, device, 1), dst = Tensor::empty(src.shape());
+  const char* s = static_cast<const char*>(src.data_ptr());
+  char* d = static_cast<char*>(dst.data_ptr());
+  const int64_t bytes = n * kFloat;
+  run(state, device, 2 * bytes, [&] {
+#pragma omp parallel
+    {
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t lo = bytes * t / nt, hi = bytes * (t + 1) / nt;
+      std::memcpy(d + lo, s + lo, static_cast<size_t>(hi - lo));
+    }
+  });
+}
+
+void bm_std_fill(benchmark::State& state, Device device, int64_t n) {
+  const Tensor dst = Tensor::empty({n / kCols, kCols});
+  float* d = dst.data<float>();
+  run(state, device, n * kFloat, [&] { std::fill(d, d + n, 1.0f); });
+}
+
+void bm_fill(benchmark::State& state, Device device, int64_t n) {
+  Tensor x = input(n, device, 1);
+  run(state, device, n * kFloat, [&] { x.fill_(1.0); });
+}
+
+void bm_clone(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, 2 * n * kFloat, [&] { x.clone(); });
+}
+
+void bm_add(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1), y = input(n, device, 2);
+  run(state, device, 3 * n * kFloat, [&] { k::add(x, y); });
+}
+
+void bm_add_bias(benchmark::State& state, Device device, int64_t n) {
+  fgvc::Generator gen(2);
+  const Tensor x = input(n, device, 1), bias = fgvc::randn({kCols}, gen, fgvc::DType::Float32, device);
+  run(state, device, (2 * n + kCols) * kFloat, [&] { k::add(x, bias); });
+}
+
+void bm_relu(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, 2 * n * kFloat, [&] { k::relu(x); });
+}
+
+void bm_exp(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, 2 * n * kFloat, [&] { k::exp(x); });
+}
+
+void bm_sum_last(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, (n + n / kCols) * kFloat, [&] { k::sum(x, {1}); });
+}
+
+void bm_sum_all(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, (n + 1) * kFloat, [&] { k::sum(x); });
+}
+
+void bm_sum_axis0(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1);
+  run(state, device, (n + kCols) * kFloat, [&] { k::sum(x, {0}); });
+}
+
+using BenchFn = void (*)(benchmark::State&, Device, int64_t);
+struct Case {
+  const char* name;
+  BenchFn fn;
+  bool cpu_only;
+};
+constexpr Case kCases[] = {
+    {"memcpy", bm_memcpy, true},       {"std_fill", bm_std_fill, true}, {"clone", bm_clone, false},
+    {"fill_", bm_fill, false},         {"add", bm_add, false},          {"add_bias", bm_add_bias, false},
+    {"relu", bm_relu, false},          {"exp", bm_exp, false},          {"sum_last", bm_sum_last, false},
+    {"sum_all", bm_sum_all, false},    {"sum_axis0", bm_sum_axis0, false},
+};
+
+void bm_cuda(benchmark::State& state, BenchFn fn, int64_t n) {
+  if (fgvc_bench::require_cuda(state)) fn(state, Device::cuda(), n);
+}
+
+void register_all() {
+  const std::pair<const char*, int64_t> sizes[] = {{"1M", int64_t{1} << 20}, {"16M", int64_t{1} << 24}};
+  for (const auto& [size_name, n] : sizes) {
+    for (const Case& c : kCases) {
+      const std::string tail = std::string("/") + c.name + "/" + size_name;
+      benchmark::RegisterBenchmark(("cpu" + tail).c_str(), c.fn, Device::cpu(), n)->UseRealTime();
+      if (!c.cpu_only) benchmark::RegisterBenchmark(("cuda" + tail).c_str(), bm_cuda, c.fn, n)->UseManualTime();
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

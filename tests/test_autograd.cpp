@@ -1,0 +1,160 @@
+// The engine: gradients accumulate into leaves, shared subexpressions sum, no-grad scopes
+// record nothing, the graph is freed after backward, and misuse is a clear error.
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using testing::all_close;
+
+Tensor leaf(const std::vector<double>& v, const Shape& shape) {
+  return Tensor::from_vector(v, shape).set_requires_grad(true);
+}
+
+TEST(Autograd, SimpleChainRule) {
+  Tensor x = leaf({1.0, 2.0, 3.0}, {3});
+  Tensor y = sum(mul(x, x) * 3.0);  // dy/dx = 6x
+  backward(y);
+  EXPECT_TRUE(all_close(x.grad(), {6.0, 12.0, 18.0}));
+  EXPECT_EQ(y.item<double>(), 42.0);
+}
+
+TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
+  Tensor x = leaf({1.0, -2.0}, {2});
+  backward(sum(x * 2.0));
+  backward(sum(x * 3.0));
+  EXPECT_TRUE(all_close(x.grad(), {5.0, 5.0}));
+  x.zero_grad();
+  EXPECT_FALSE(x.grad().defined());
+}
+
+TEST(Autograd, DiamondGraphSumsBothPaths) {
+  Tensor x = leaf({2.0}, {1});
+  Tensor a = exp(x), b = x * 4.0;
+  backward(sum(a * b));  // d/dx (4x e^x) = 4 e^x (1 + x)
+  EXPECT_TRUE(all_close(x.grad(), {4 * std::exp(2.0) * 3.0}, 1e-12));
+}
+
+TEST(Autograd, SameTensorUsedTwiceAsInputs) {
+  Tensor x = leaf({3.0}, {1});
+  Tensor a = leaf({5.0}, {1});
+  backward(sum(add(x, x) + a));  // d/dx = 2, d/da = 1: the shared gradient must not alias
+  EXPECT_TRUE(all_close(x.grad(), {2.0}));
+  EXPECT_TRUE(all_close(a.grad(), {1.0}));
+}
+
+TEST(Autograd, NoGradScopeRecordsNothing) {
+  Tensor x = leaf({1.0}, {1});
+  Tensor y;
+  {
+    NoGradGuard guard;
+    y = x * 2.0;
+  }
+  EXPECT_FALSE(y.requires_grad());
+  EXPECT_EQ(y.grad_fn(), nullptr);
+  EXPECT_TRUE(GradMode::enabled());
+  EXPECT_THROW(backward(sum(y)), Error);
+}
+
+TEST(Autograd, InputsWithoutRequiresGradGetNoGradient) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor c = Tensor::from_vector(std::vector<double>{3.0, 4.0}, {2});
+  backward(sum(x * c));
+  EXPECT_TRUE(all_close(x.grad(), {3.0, 4.0}));
+  EXPECT_FALSE(c.grad().defined());
+}
+
+TEST(Autograd, GraphIsFreedAfterBackward) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor y = sum(exp(x));
+  backward(y);
+  EXPECT_TRUE(y.grad_fn()->released());
+  try {
+    backward(y);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already freed"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Autograd, RetainGraphAllowsASecondBackward) {
+  Tensor x = leaf({1.0}, {1});
+  Tensor y = sum(exp(x));
+  backward(y, Tensor(), /*retain_graph=*/true);
+  backward(y);
+  EXPECT_TRUE(all_close(x.grad(), {2 * std::exp(1.0)}, 1e-12));
+}
+
+TEST(Autograd, SavedTensorsAreReleased) {
+  Tensor x = leaf({1.0, 2.0, 3.0}, {3});
+  Tensor e = exp(x);  // the exp node saves its output's storage
+  Tensor y = sum(e);
+  std::weak_ptr<Storage> saved = e.storage();
+  e = Tensor();  // only the graph still holds the storage
+  EXPECT_FALSE(saved.expired());
+  backward(y);
+  EXPECT_TRUE(saved.expired());
+}
+
+TEST(Autograd, NonScalarRootNeedsAGradient) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor y = x * 2.0;
+  EXPECT_THROW(backward(y), Error);
+  EXPECT_THROW(backward(y, Tensor::ones({3}, DType::Float64)), Error);  // wrong shape
+  backward(y, Tensor::from_vector(std::vector<double>{1.0, 10.0}, {2}));
+  EXPECT_TRUE(all_close(x.grad(), {2.0, 20.0}));
+}
+
+TEST(Autograd, WrongGradientShapeFromABackwardIsReported) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor y = x.detach().clone();
+  autograd::record("broken_op", {x}, {y}, [](const std::vector<Tensor>&, const std::vector<bool>&) {
+    return std::vector<Tensor>{Tensor::zeros({5}, DType::Float64)};
+  });
+  try {
+    backward(sum(y));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("broken_op"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[5]"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Autograd, OnlyFloatingLeavesCanRequireGrad) {
+  Tensor i = Tensor::zeros({2}, DType::Int64);
+  EXPECT_THROW(i.set_requires_grad(true), Error);
+  Tensor x = leaf({1.0}, {1});
+  Tensor y = x * 2.0;
+  EXPECT_THROW(y.set_requires_grad(false), Error);  // not a leaf
+}
+
+TEST(Autograd, UnusedSplitOutputsContributeZero) {
+  Tensor x = leaf({1.0, 2.0, 3.0, 4.0}, {4});
+  std::vector<Tensor> parts = split(x, {1, 3}, 0);
+  backward(sum(parts[1] * 2.0));
+  EXPECT_TRUE(all_close(x.grad(), {0.0, 2.0, 2.0, 2.0}));
+}
+
+TEST(Autograd, TrainsALinearModel) {
+  // Least squares by gradient descent: the engine, matmul, broadcasting and sum_to together.
+  Generator gen(5);
+  const Tensor xs = randn({64, 3}, gen, DType::Float64);
+  const Tensor true_w = Tensor::from_vector(std::vector<double>{1.5, -2.0, 0.5}, {3, 1});
+  const Tensor ys = kernels::add(kernels::matmul(xs, true_w), Tensor::scalar(0.25, DType::Float64));
+  Tensor w = Tensor::zeros({3, 1}, DType::Float64).set_requires_grad(true);
+  Tensor b = Tensor::zeros({1}, DType::Float64).set_requires_grad(true);
+  for (int step = 0; step < 300; ++step) {
+    Tensor loss = mean(square(matmul(xs, w) + b - ys));
+    backward(loss);
+    NoGradGuard guard;
+    w.copy_(kernels::sub(w, kernels::binary(kernels::BinaryOp::Mul, w.grad(), 0.1)));
+    b.copy_(kernels::sub(b, kernels::binary(kernels::BinaryOp::Mul, b.grad(), 0.1)));
+    w.zero_grad();
+    b.zero_grad();
+  }
+  EXPECT_TRUE(all_close(w, {1.5, -2.0, 0.5}, 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(b, {0.25}, 1e-6, 1e-6));
+}
+
+}  // namespace
+}  // namespace fgvc

@@ -1,0 +1,193 @@
+// CUDA against the CPU reference for every op (forward and backward kernels), random
+// numbers bit for bit, copies between devices, and the caching allocator. Every test skips
+// with the reason when no GPU is visible.
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using kernels::BinaryOp;
+using kernels::UnaryOp;
+using testing::expect_parity;
+using testing::randn_t;
+using Ts = std::vector<Tensor>;
+
+constexpr double kElementwiseTol = 1e-6;
+constexpr double kReductionTol = 1e-5;
+
+TEST(CudaParity, UnaryOps) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (UnaryOp op : {UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Rsqrt, UnaryOp::Abs,
+                       UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Square, UnaryOp::Reciprocal,
+                       UnaryOp::Sign}) {
+      const Tensor x = testing::rand_t({37, 129}, 1, 0.1, 3.0, dt);
+      expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::unary(op, in[0])}; }, {x},
+                    kElementwiseTol);
+      expect_parity(std::string(kernels::op_name(op)) + " strided",
+                    [op](const Ts& in) { return Ts{kernels::unary(op, in[0].transpose(0, 1))}; }, {x},
+                    kElementwiseTol);
+    }
+}
+
+TEST(CudaParity, BinaryOpsWithBroadcasting) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min,
+                        BinaryOp::Pow, BinaryOp::Eq, BinaryOp::Gt, BinaryOp::ReluBackward, BinaryOp::SigmoidBackward,
+                        BinaryOp::TanhBackward}) {
+      const Tensor a = testing::rand_t({8, 33, 17}, 2, 0.2, 2.0, dt), b = randn_t({33, 1}, 3, dt);
+      expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; },
+                    {a, b}, kElementwiseTol);
+      expect_parity(std::string(kernels::op_name(op)) + " same shape",
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[0])}; }, {a}, kElementwiseTol);
+      expect_parity(std::string(kernels::op_name(op)) + " scalar",
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], 1.25)}; }, {a}, kElementwiseTol);
+    }
+}
+
+TEST(CudaParity, Reductions) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor x = randn_t({4, 33, 65, 7}, 4);
+  for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{{}, {0}, {1}, {3}, {1, 2}, {0, 2, 3}}) {
+    expect_parity("sum " + shape_str(axes), [&](const Ts& in) { return Ts{kernels::sum(in[0], axes)}; }, {x},
+                  kReductionTol);
+    expect_parity("mean " + shape_str(axes), [&](const Ts& in) { return Ts{kernels::mean(in[0], axes, true)}; }, {x},
+                  kReductionTol);
+    expect_parity("max " + shape_str(axes), [&](const Ts& in) { return Ts{kernels::max(in[0], axes)}; }, {x}, 0.0 + 1e-12);
+  }
+  // Few long rows (split across blocks) and very many short rows.
+  expect_parity("sum long rows", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {randn_t({3, 1 << 20}, 5)},
+                kReductionTol);
+  expect_parity("sum many rows", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {randn_t({70000, 3}, 6)},
+                kReductionTol);
+}
+
+TEST(CudaParity, Matmul) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Tensor a = randn_t(ta ? Shape{300, 65} : Shape{65, 300}, 7, dt);
+        const Tensor b = randn_t(tb ? Shape{33, 300} : Shape{300, 33}, 8, dt);
+        expect_parity("matmul", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; }, {a, b},
+                      kReductionTol);
+        const Tensor ba = randn_t(ta ? Shape{3, 300, 65} : Shape{3, 65, 300}, 9, dt);
+        expect_parity("matmul batched shared", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; },
+                      {ba, b}, kReductionTol);
+      }
+}
+
+TEST(CudaParity, SoftmaxAndCrossEntropy) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor x = randn_t({64, 1000}, 10);
+  const Tensor g = randn_t({64, 1000}, 11);
+  const Tensor labels = kernels::topk(randn_t({64, 1000}, 12), 1).indices.reshape({64});
+  for (int64_t axis : {0, 1}) {
+    expect_parity("softmax", [&](const Ts& in) { return Ts{kernels::softmax(in[0], axis)}; }, {x}, kElementwiseTol);
+    expect_parity("log_softmax", [&](const Ts& in) { return Ts{kernels::log_softmax(in[0], axis)}; }, {x},
+                  kElementwiseTol);
+    expect_parity("softmax_backward",
+                  [&](const Ts& in) { return Ts{kernels::softmax_backward(in[1], kernels::softmax(in[0], axis), axis)}; },
+                  {x, g}, kReductionTol);
+    expect_parity("log_softmax_backward",
+                  [&](const Ts& in) {
+                    return Ts{kernels::log_softmax_backward(in[1], kernels::log_softmax(in[0], axis), axis)};
+                  },
+                  {x, g}, kReductionTol);
+  }
+  const Tensor gl = randn_t({64}, 13);
+  expect_parity("cross_entropy",
+                [](const Ts& in) {
+                  const kernels::CrossEntropyOutput o = kernels::cross_entropy(in[0], in[1], 0.1);
+                  return Ts{o.loss, o.lse, kernels::cross_entropy_backward(in[2], in[0], in[1], o.lse, 0.1)};
+                },
+                {x, labels, gl}, kReductionTol);
+  const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 1000}, {2}, Device::cuda());
+  EXPECT_THROW(kernels::cross_entropy(x.slice(0, 0, 2).cuda(), bad), Error);
+}
+
+TEST(CudaParity, TopKConcatAndCopies) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor x = randn_t({50, 1000}, 14);
+  expect_parity("topk", [](const Ts& in) { auto t = kernels::topk(in[0], 5); return Ts{t.values, t.indices}; }, {x}, 0.0 + 1e-12);
+  const Tensor ties = Tensor::from_vector(std::vector<float>{1, 5, 3, 5, 2, NAN, 7, 7}, {2, 4});
+  expect_parity("topk ties", [](const Ts& in) { return Ts{kernels::topk(in[0], 3).indices}; }, {ties}, 1e-12);
+  expect_parity("concat", [](const Ts& in) { return Ts{kernels::concat({in[0], in[1].transpose(0, 1)}, 1)}; },
+                {randn_t({6, 5}, 15), randn_t({7, 6}, 16)}, 1e-12);
+  expect_parity("casts", [](const Ts& in) {
+    return Ts{in[0].to(DType::BFloat16).to(DType::Float32), in[0].to(DType::Float16).to(DType::Float32),
+              in[0].to(DType::Int64).to(DType::Float64), in[0].permute({1, 0}).contiguous()};
+  }, {kernels::binary(BinaryOp::Mul, randn_t({33, 17}, 17), 100.0)}, 1e-12);
+}
+
+TEST(CudaParity, RandomNumbersAreBitIdentical) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    Generator g1(123), g2(123);
+    const Tensor cpu_n = randn({1000, 37}, g1, dt), gpu_n = randn({1000, 37}, g2, dt, Device::cuda());
+    EXPECT_EQ(cpu_n.to_vector<double>(), gpu_n.to_vector<double>()) << dtype_name(dt);
+    const Tensor cpu_u = rand({999}, g1, dt), gpu_u = rand({999}, g2, dt, Device::cuda());
+    EXPECT_EQ(cpu_u.to_vector<double>(), gpu_u.to_vector<double>()) << dtype_name(dt);
+    EXPECT_EQ(g1.offset(), g2.offset());
+  }
+}
+
+TEST(CudaParity, AsyncCopyFromPinnedMemory) {
+  FGVC_REQUIRE_CUDA();
+  Tensor host = Tensor::empty({1 << 20}, DType::Float32, Device::cpu(), /*pinned=*/true);
+  ASSERT_TRUE(host.storage()->pinned());
+  host.copy_(randn_t({1 << 20}, 18));
+  const Tensor dev = host.to(Device::cuda(), /*non_blocking=*/true);
+  Tensor back = Tensor::empty({1 << 20}, DType::Float32, Device::cpu(), true);
+  back.copy_(dev, /*non_blocking=*/true);
+  cuda_synchronize();
+  EXPECT_EQ(back.to_vector<float>(), host.to_vector<float>());
+}
+
+TEST(CudaAllocator, CachesBlocksAndReportsUsage) {
+  FGVC_REQUIRE_CUDA();
+  cuda_synchronize();
+  const CudaMemoryStats before = cuda_memory_stats();
+  {
+    Tensor a = Tensor::empty({1 << 20}, DType::Float32, Device::cuda());  // 4 MiB
+    const CudaMemoryStats during = cuda_memory_stats();
+    EXPECT_GE(during.allocated, before.allocated + (4u << 20));
+    EXPECT_GE(during.peak_allocated, during.allocated);
+    EXPECT_GE(during.reserved, during.allocated);
+  }
+  const CudaMemoryStats after_free = cuda_memory_stats();
+  EXPECT_EQ(after_free.allocated, before.allocated);
+  for (int i = 0; i < 10; ++i) Tensor::empty({1 << 20}, DType::Float32, Device::cuda());  // reuses the block
+  EXPECT_EQ(cuda_memory_stats().num_cuda_mallocs, after_free.num_cuda_mallocs);
+  cuda_empty_cache();
+  EXPECT_EQ(cuda_memory_stats().reserved, cuda_memory_stats().allocated);
+}
+
+TEST(CudaAllocator, OutOfMemoryNamesTheRequest) {
+  FGVC_REQUIRE_CUDA();
+  try {
+    Tensor::empty({int64_t(1) << 48}, DType::Float32, Device::cuda());  // 1 PiB
+    FAIL() << "expected an out-of-memory error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("out of memory"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
+  }
+  EXPECT_NO_THROW(Tensor::zeros({16}, DType::Float32, Device::cuda()));  // still usable
+}
+
+TEST(CudaParity, AutogradOnTheGpuMatchesTheCpu) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{3, 0, 9, 4}, {4});
+  auto run = [&](Device d) {
+    Tensor w = randn_t({16, 10}, 19).to(d).set_requires_grad(true);
+    const Tensor x = randn_t({4, 16}, 20).to(d);
+    backward(cross_entropy(relu(matmul(x, w)), labels.to(d), 0.1));
+    return w.grad().cpu();
+  };
+  EXPECT_LT(testing::rel_error(run(Device::cuda()), run(Device::cpu())), kReductionTol);
+}
+
+}  // namespace
+}  // namespace fgvc

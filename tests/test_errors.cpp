@@ -1,0 +1,59 @@
+// Bad shapes, dtypes and devices raise fgvc::Error whose message names the op and the
+// offending shapes/dtypes/devices; nothing aborts.
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+// Runs `f`, expects an fgvc::Error, and checks that its message contains every `part`.
+template <class F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
+
+TEST(Errors, ShapeMismatchNamesOpAndShapes) {
+  const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 5});
+  expect_error([&] { kernels::add(a, b); }, {"add", "[2, 3]", "[4, 5]"});
+  expect_error([&] { kernels::matmul(a, b); }, {"matmul", "[2, 3]", "[4, 5]"});
+  expect_error([&] { kernels::concat({a, b}, 0); }, {"concat", "[4, 5]"});
+  expect_error([&] { fgvc::mul(a, b); }, {"mul", "[2, 3]", "[4, 5]"});
+  expect_error([&] { kernels::sum(a, {2}); }, {"sum", "axis 2"});
+  expect_error([&] { kernels::topk(a, 4); }, {"topk", "k = 4"});
+  expect_error([&] { kernels::split(a, {1, 1}, 1); }, {"split", "[1, 1]"});
+}
+
+TEST(Errors, DtypeMismatchNamesOpAndDtypes) {
+  const Tensor a = Tensor::zeros({2}), b = Tensor::zeros({2}, DType::Float64);
+  expect_error([&] { kernels::add(a, b); }, {"add", "float32", "float64"});
+  expect_error([&] { kernels::relu(Tensor::zeros({2}, DType::Int64)); }, {"relu", "int64"});
+  expect_error([&] { kernels::matmul(Tensor::zeros({2, 2}), Tensor::zeros({2, 2}, DType::Float64)); },
+               {"matmul", "float64"});
+  expect_error([&] { kernels::cross_entropy(Tensor::zeros({2, 3}), Tensor::zeros({2})); },
+               {"cross_entropy", "int64", "float32"});
+}
+
+TEST(Errors, DeviceMismatchNamesOpAndDevices) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor a = Tensor::zeros({2}), b = Tensor::zeros({2}, DType::Float32, Device::cuda());
+  expect_error([&] { kernels::add(a, b); }, {"add", "cpu", "cuda:0"});
+  expect_error([&] { kernels::matmul(a.reshape({1, 2}), b.reshape({2, 1})); }, {"matmul", "cpu", "cuda:0"});
+}
+
+TEST(Errors, BadLabelsAreReportedWithTheRow) {
+  const Tensor logits = testing::randn_t({3, 4}, 1);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 7, 2}, {3});
+  expect_error([&] { kernels::cross_entropy(logits, labels); }, {"cross_entropy", "row 1", "label 7"});
+}
+
+TEST(Errors, UndefinedTensorIsAnErrorNotACrash) {
+  expect_error([] { Tensor().shape(); }, {"undefined"});
+  expect_error([] { kernels::relu(Tensor()); }, {"relu", "undefined"});
+}
+
+}  // namespace
+}  // namespace fgvc

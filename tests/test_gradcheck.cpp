@@ -1,0 +1,126 @@
+// Every differentiable op against float64 central differences, plus proof that the checker
+// catches a wrong backward.
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using Inputs = std::vector<Tensor>;
+
+Tensor r(const Shape& s, uint64_t seed) { return testing::randn_t(s, seed, DType::Float64); }
+Tensor pos(const Shape& s, uint64_t seed) { return testing::rand_t(s, seed, 0.5, 2.0, DType::Float64); }
+// Normal values pushed at least 0.05 away from 0 (kinks of relu/abs).
+Tensor away(const Shape& s, uint64_t seed) {
+  Tensor t = r(s, seed);
+  return kernels::add(t, kernels::binary(kernels::BinaryOp::Mul, kernels::unary(kernels::UnaryOp::Sign, t), 0.05));
+}
+
+void check(const char* name, const std::function<Tensor(const Inputs&)>& f, const Inputs& in) {
+  const GradcheckResult res = gradcheck(f, in);
+  EXPECT_TRUE(res.ok) << name << ": " << res.message;
+  EXPECT_GT(res.checked, 0) << name;
+}
+
+TEST(Gradcheck, ElementwiseBinaryWithBroadcasting) {
+  const Inputs in{r({3, 4}, 1), pos({4}, 2)};
+  check("add", [](const Inputs& x) { return add(x[0], x[1]); }, in);
+  check("sub", [](const Inputs& x) { return sub(x[0], x[1]); }, in);
+  check("mul", [](const Inputs& x) { return mul(x[0], x[1]); }, in);
+  check("div", [](const Inputs& x) { return div(x[0], x[1]); }, in);
+  check("add 0-d", [](const Inputs& x) { return add(x[0], x[1]); }, {r({2, 3}, 3), r({}, 4)});
+  check("mul [3,1]x[1,4]", [](const Inputs& x) { return mul(x[0], x[1]); }, {r({3, 1}, 5), r({1, 4}, 6)});
+}
+
+TEST(Gradcheck, ElementwiseUnaryAndScalar) {
+  check("neg", [](const Inputs& x) { return neg(x[0]); }, {r({5}, 1)});
+  check("exp", [](const Inputs& x) { return exp(x[0]); }, {r({5}, 2)});
+  check("log", [](const Inputs& x) { return log(x[0]); }, {pos({5}, 3)});
+  check("sqrt", [](const Inputs& x) { return sqrt(x[0]); }, {pos({5}, 4)});
+  check("relu", [](const Inputs& x) { return relu(x[0]); }, {away({4, 5}, 5)});
+  check("sigmoid", [](const Inputs& x) { return sigmoid(x[0]); }, {r({5}, 6)});
+  check("tanh", [](const Inputs& x) { return tanh(x[0]); }, {r({5}, 7)});
+  check("square", [](const Inputs& x) { return square(x[0]); }, {r({5}, 8)});
+  check("pow", [](const Inputs& x) { return pow(x[0], 2.5); }, {pos({5}, 9)});
+  check("add_scalar", [](const Inputs& x) { return x[0] + 3.0; }, {r({5}, 10)});
+  check("mul_scalar", [](const Inputs& x) { return x[0] * -1.5; }, {r({5}, 11)});
+}
+
+TEST(Gradcheck, Reductions) {
+  const Inputs in{r({2, 3, 4}, 1)};
+  for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{{}, {0}, {1}, {2}, {0, 2}, {1, 2}}) {
+    for (bool keep : {false, true}) {
+      check("sum", [&](const Inputs& x) { return sum(x[0], axes, keep); }, in);
+      check("mean", [&](const Inputs& x) { return mean(x[0], axes, keep); }, in);
+      check("max", [&](const Inputs& x) { return max(x[0], axes, keep); }, in);
+    }
+  }
+}
+
+TEST(Gradcheck, MaxSharesTheGradientAmongTies) {
+  Tensor x = Tensor::from_vector(std::vector<double>{1.0, 3.0, 3.0, 2.0}, {4}).set_requires_grad(true);
+  backward(max(x));
+  EXPECT_TRUE(testing::all_close(x.grad(), {0.0, 0.5, 0.5, 0.0}));
+}
+
+TEST(Gradcheck, MatmulAllTransposesAndBatches) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const Inputs in{r(ta ? Shape{4, 3} : Shape{3, 4}, 1), r(tb ? Shape{5, 4} : Shape{4, 5}, 2)};
+      check("matmul", [&](const Inputs& x) { return matmul(x[0], x[1], ta, tb); }, in);
+      const Inputs bin{r(ta ? Shape{2, 4, 3} : Shape{2, 3, 4}, 3), r(tb ? Shape{2, 5, 4} : Shape{2, 4, 5}, 4)};
+      check("matmul batched", [&](const Inputs& x) { return matmul(x[0], x[1], ta, tb); }, bin);
+      const Inputs shared{r(ta ? Shape{2, 4, 3} : Shape{2, 3, 4}, 5), r(tb ? Shape{5, 4} : Shape{4, 5}, 6)};
+      check("matmul shared", [&](const Inputs& x) { return matmul(x[0], x[1], ta, tb); }, shared);
+    }
+}
+
+TEST(Gradcheck, SoftmaxFamilyAndLoss) {
+  for (int64_t axis : {0, 1, -1}) {
+    check("softmax", [&](const Inputs& x) { return softmax(x[0], axis); }, {r({3, 5}, 1)});
+    check("log_softmax", [&](const Inputs& x) { return log_softmax(x[0], axis); }, {r({3, 5}, 2)});
+  }
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{4, 0, 2}, {3});
+  for (double e : {0.0, 0.1}) {
+    check("cross_entropy", [&](const Inputs& x) { return cross_entropy(x[0], x[1], e); }, {r({3, 5}, 3), labels});
+  }
+}
+
+TEST(Gradcheck, ShapeOps) {
+  const Inputs in{r({2, 3, 4}, 1)};
+  check("reshape", [](const Inputs& x) { return reshape(x[0], {4, -1}); }, in);
+  check("permute", [](const Inputs& x) { return permute(x[0], {2, 0, 1}); }, in);
+  check("transpose", [](const Inputs& x) { return transpose(x[0], 0, 2); }, in);
+  check("slice", [](const Inputs& x) { return slice(x[0], 2, 1, 4, 2); }, in);
+  check("slice neg", [](const Inputs& x) { return slice(x[0], 1, -2, 3); }, in);
+  check("expand", [](const Inputs& x) { return expand(x[0], {2, 2, 3, 4}); }, in);
+  check("contiguous", [](const Inputs& x) { return contiguous(transpose(x[0], 0, 1)); }, in);
+  check("concat", [](const Inputs& x) { return concat({x[0], x[1]}, 1); }, {r({2, 3, 4}, 2), r({2, 1, 4}, 3)});
+  check("split", [](const Inputs& x) {
+    std::vector<Tensor> p = split(x[0], {1, 3}, 2);
+    return add(mul(p[0], p[0]), p[1]);  // broadcast [2,3,1] + [2,3,3]
+  }, in);
+}
+
+TEST(Gradcheck, CatchesAWrongBackward) {
+  // y = 2x with a backward that claims dy/dx = 3.
+  auto wrong = [](const Inputs& x) {
+    Tensor y = kernels::binary(kernels::BinaryOp::Mul, x[0], 2.0);
+    autograd::record("wrong_double", {x[0]}, {y}, [](const std::vector<Tensor>& g, const std::vector<bool>&) {
+      return std::vector<Tensor>{kernels::binary(kernels::BinaryOp::Mul, g[0], 3.0)};
+    });
+    return y;
+  };
+  const GradcheckResult res = gradcheck(wrong, {r({4}, 1)});
+  EXPECT_FALSE(res.ok);
+  EXPECT_NE(res.message.find("analytic"), std::string::npos) << res.message;
+}
+
+TEST(Gradcheck, SkipsKinksButFailsWhenMostPointsAreKinks) {
+  // relu at exactly 0 everywhere: every point is a kink.
+  const GradcheckResult res = gradcheck([](const Inputs& x) { return relu(x[0]); }, {Tensor::zeros({4}, DType::Float64)});
+  EXPECT_FALSE(res.ok);
+  EXPECT_EQ(res.skipped, 4);
+}
+
+}  // namespace
+}  // namespace fgvc

@@ -1,0 +1,125 @@
+// Philox against the Random123 known-answer vectors, the deterministic log/sincos used for
+// normals, and the properties the generator promises: same seed -> same numbers whatever
+// the layout, thread count or device; the counter advances; sane statistics.
+#include <omp.h>
+
+#include "tensor/philox.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+TEST(Philox, KnownAnswerVectors) {
+  struct Kat {
+    philox::U32x4 ctr;
+    uint32_t k0, k1;
+    philox::U32x4 want;
+  };
+  const Kat kats[] = {
+      {{{0, 0, 0, 0}}, 0, 0, {{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}}},
+      {{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, 0xffffffff, 0xffffffff,
+       {{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}}},
+      {{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, 0xa4093822, 0x299f31d0,
+       {{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}}},
+  };
+  for (const Kat& k : kats) {
+    const philox::U32x4 got = philox::philox4x32_10(k.ctr, k.k0, k.k1);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(got.v[i], k.want.v[i]) << "word " << i;
+  }
+}
+
+TEST(Philox, DeterministicLogAndSincosAreAccurate) {
+  for (double x : {1e-300, 5.9604644775390625e-08, 0.1, 0.5, 0.7071, 0.75, 1.0, 1.5, 2.0, 12345.678}) {
+    EXPECT_NEAR(philox::log(x), std::log(x), 4e-16 * std::max(1.0, std::fabs(std::log(x)))) << x;
+  }
+  for (int i = 0; i < 4096; ++i) {
+    const double u = i / 4096.0 + 1.0 / 65536;
+    double s, c;
+    philox::sincos_turns(u, &s, &c);
+    EXPECT_NEAR(s, std::sin(2 * M_PI * u), 1e-15) << u;
+    EXPECT_NEAR(c, std::cos(2 * M_PI * u), 1e-15) << u;
+  }
+}
+
+TEST(Random, SameSeedSameNumbersNewSeedNewNumbers) {
+  const Tensor a = testing::randn_t({1000}, 42), b = testing::randn_t({1000}, 42), c = testing::randn_t({1000}, 43);
+  EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
+  EXPECT_NE(a.to_vector<float>(), c.to_vector<float>());
+}
+
+TEST(Random, CounterAdvancesAndCanBeRestored) {
+  Generator gen(7);
+  const Tensor first = randn({10}, gen);
+  EXPECT_EQ(gen.offset(), 3u);  // ceil(10 / 4) blocks
+  const Tensor second = randn({10}, gen);
+  EXPECT_NE(first.to_vector<float>(), second.to_vector<float>());
+  gen.set_state(7, 3);
+  EXPECT_EQ(randn({10}, gen).to_vector<float>(), second.to_vector<float>());
+}
+
+TEST(Random, IndependentOfThreadCount) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<float> one = testing::randn_t({1 << 16}, 5).to_vector<float>();
+  omp_set_num_threads(std::max(2, saved));
+  const std::vector<float> many = testing::randn_t({1 << 16}, 5).to_vector<float>();
+  omp_set_num_threads(saved);
+  EXPECT_EQ(one, many);
+}
+
+TEST(Random, StridedTargetGetsTheContiguousSequence) {
+  Generator g1(9), g2(9);
+  Tensor t = Tensor::zeros({4, 3}).transpose(0, 1);  // non-contiguous [3, 4]
+  normal_(t, 0.0, 1.0, g1);
+  const Tensor ref = randn({3, 4}, g2);
+  EXPECT_EQ(t.contiguous().to_vector<float>(), ref.to_vector<float>());
+}
+
+TEST(Random, Float32AndFloat64NormalsAgree) {
+  // Both come from the same double-precision Box-Muller value.
+  const std::vector<float> f = testing::randn_t({257}, 11).to_vector<float>();
+  const std::vector<double> d = testing::randn_t({257}, 11, DType::Float64).to_vector<double>();
+  for (size_t i = 0; i < f.size(); ++i) EXPECT_EQ(f[i], static_cast<float>(d[i]));
+}
+
+TEST(Random, NormalStatistics) {
+  const std::vector<double> v = testing::randn_t({1 << 18}, 3, DType::Float64).to_vector<double>();
+  double m = 0, m2 = 0, m4 = 0;
+  for (double x : v) m += x;
+  m /= v.size();
+  for (double x : v) {
+    m2 += (x - m) * (x - m);
+    m4 += std::pow(x - m, 4);
+  }
+  m2 /= v.size();
+  m4 /= v.size();
+  EXPECT_NEAR(m, 0.0, 0.01);
+  EXPECT_NEAR(m2, 1.0, 0.01);
+  EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);  // kurtosis of a normal
+}
+
+TEST(Random, UniformRangeAndMean) {
+  Generator gen(1);
+  Tensor t = Tensor::empty({1 << 16});
+  uniform_(t, -2.0, 3.0, gen);
+  double m = 0;
+  for (float x : t.to_vector<float>()) {
+    ASSERT_GE(x, -2.0f);
+    ASSERT_LT(x, 3.0f);
+    m += x;
+  }
+  EXPECT_NEAR(m / t.numel(), 0.5, 0.03);
+  Tensor d = Tensor::empty({1 << 12}, DType::Float64);
+  uniform_(d, 0.0, 1.0, gen);
+  std::vector<double> dv = d.to_vector<double>();
+  std::sort(dv.begin(), dv.end());
+  EXPECT_EQ(std::adjacent_find(dv.begin(), dv.end()), dv.end());  // 53-bit values: no ties
+}
+
+TEST(Random, RejectsIntegerTensors) {
+  Tensor t = Tensor::zeros({3}, DType::Int64);
+  EXPECT_THROW(normal_(t), Error);
+}
+
+}  // namespace
+}  // namespace fgvc

@@ -1,0 +1,183 @@
+// Tensor metadata, views, copies, dtype conversion and factories.
+#include <cstring>
+
+#include "tensor/half.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using testing::randn_t;
+
+TEST(Tensor, FactoriesAndMetadata) {
+  Tensor t = Tensor::full({2, 3, 4}, 1.5);
+  EXPECT_EQ(t.shape(), (Shape{2, 3, 4}));
+  EXPECT_EQ(t.strides(), (Strides{12, 4, 1}));
+  EXPECT_EQ(t.numel(), 24);
+  EXPECT_EQ(t.dim(), 3);
+  EXPECT_EQ(t.size(-1), 4);
+  EXPECT_TRUE(t.is_contiguous());
+  EXPECT_EQ(t.dtype(), DType::Float32);
+  EXPECT_TRUE(t.device().is_cpu());
+  for (float v : t.to_vector<float>()) EXPECT_EQ(v, 1.5f);
+  EXPECT_EQ(Tensor::arange(5).to_vector<float>(), (std::vector<float>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(Tensor::scalar(3.0, DType::Int64).item<int64_t>(), 3);
+  EXPECT_EQ(Tensor::zeros({0, 3}).numel(), 0);
+  EXPECT_FALSE(Tensor().defined());
+}
+
+TEST(Tensor, StorageIsSharedByViewsAndCopiedByClone) {
+  Tensor a = Tensor::arange(6).reshape({2, 3});
+  Tensor v = a.view({3, 2});
+  Tensor c = a.clone();
+  a.fill_(7.0);
+  EXPECT_EQ(v.to_vector<float>(), std::vector<float>(6, 7.0f));
+  EXPECT_EQ(c.to_vector<float>(), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(a.storage().get(), v.storage().get());
+  EXPECT_NE(a.storage().get(), c.storage().get());
+}
+
+TEST(Tensor, TransposePermuteAndContiguous) {
+  Tensor a = Tensor::arange(24).reshape({2, 3, 4});
+  Tensor p = a.permute({2, 0, 1});  // [4, 2, 3]
+  EXPECT_EQ(p.shape(), (Shape{4, 2, 3}));
+  EXPECT_FALSE(p.is_contiguous());
+  const std::vector<float> pv = p.contiguous().to_vector<float>();
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t j = 0; j < 2; ++j)
+      for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(pv[(i * 2 + j) * 3 + k], static_cast<float>(j * 12 + k * 4 + i));
+  Tensor t = a.transpose(0, 2);
+  EXPECT_EQ(t.shape(), (Shape{4, 3, 2}));
+  EXPECT_EQ(t.contiguous().to_vector<float>()[1], 12.0f);  // t[0,0,1] = a[1,0,0]
+  EXPECT_THROW(p.view({24}), Error);                       // view needs contiguity
+  EXPECT_EQ(p.reshape({24}).to_vector<float>(), pv);       // reshape copies
+}
+
+TEST(Tensor, SliceSelectExpandSqueeze) {
+  Tensor a = Tensor::arange(20).reshape({4, 5});
+  Tensor s = a.slice(1, 1, 5, 2);  // columns 1, 3
+  EXPECT_EQ(s.shape(), (Shape{4, 2}));
+  EXPECT_EQ(s.contiguous().to_vector<float>(), (std::vector<float>{1, 3, 6, 8, 11, 13, 16, 18}));
+  EXPECT_EQ(a.slice(0, -2, 100).shape(), (Shape{2, 5}));
+  EXPECT_EQ(a.select(0, 2).to_vector<float>(), (std::vector<float>{10, 11, 12, 13, 14}));
+  EXPECT_EQ(a.select(1, -1).to_vector<float>(), (std::vector<float>{4, 9, 14, 19}));
+  Tensor row = Tensor::arange(3).reshape({1, 3});
+  Tensor e = row.expand({2, 3});
+  EXPECT_EQ(e.strides()[0], 0);
+  EXPECT_EQ(e.contiguous().to_vector<float>(), (std::vector<float>{0, 1, 2, 0, 1, 2}));
+  EXPECT_EQ(row.squeeze(0).shape(), (Shape{3}));
+  EXPECT_EQ(row.unsqueeze(2).shape(), (Shape{1, 3, 1}));
+  EXPECT_EQ(Tensor::arange(3).unsqueeze(0).shape(), (Shape{1, 3}));
+  EXPECT_THROW(row.expand({2, 4}), Error);
+  EXPECT_THROW(a.select(0, 4), Error);
+}
+
+TEST(Tensor, ReshapeInfersOneAxis) {
+  Tensor a = randn_t({2, 3, 4}, 1);
+  EXPECT_EQ(a.reshape({-1, 4}).shape(), (Shape{6, 4}));
+  EXPECT_THROW(a.reshape({-1, -1}), Error);
+  EXPECT_THROW(a.reshape({5, -1}), Error);
+  EXPECT_THROW(a.reshape({7}), Error);
+}
+
+TEST(Tensor, CastsBetweenAllDtypes) {
+  Tensor x = Tensor::from_vector(std::vector<double>{-2.75, -1.0, 0.0, 0.5, 3.25, 254.6}, {6});
+  EXPECT_EQ(x.to(DType::Int64).to_vector<int64_t>(), (std::vector<int64_t>{-2, -1, 0, 0, 3, 254}));
+  EXPECT_EQ(x.to(DType::UInt8).to_vector<uint8_t>(), (std::vector<uint8_t>{0, 0, 0, 0, 3, 254}));  // saturates
+  EXPECT_EQ(x.to(DType::Float32).to(DType::Float64).to_vector<double>(),
+            (std::vector<double>{-2.75, -1.0, 0.0, 0.5, 3.25, static_cast<float>(254.6)}));
+  // bf16/fp16 keep values they can represent exactly.
+  Tensor exact = Tensor::from_vector(std::vector<float>{-2.75f, 0.5f, 3.25f, 1024.0f}, {4});
+  EXPECT_EQ(exact.to(DType::BFloat16).to(DType::Float32).to_vector<float>(), exact.to_vector<float>());
+  EXPECT_EQ(exact.to(DType::Float16).to(DType::Float32).to_vector<float>(), exact.to_vector<float>());
+  Tensor big = Tensor::from_vector(std::vector<double>{1e30, -1e30, NAN}, {3});
+  const std::vector<int64_t> sat = big.to(DType::Int64).to_vector<int64_t>();
+  EXPECT_GT(sat[0], 0);
+  EXPECT_LT(sat[1], 0);
+  EXPECT_EQ(sat[2], 0);
+}
+
+TEST(Tensor, HalfConversionsRoundToNearestEven) {
+  // bfloat16: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 -> even (1); 1 + 3*2^-8 -> 1 + 2^-6.
+  EXPECT_EQ(float_to_bf16(1.0f + 1.0f / 256), 0x3F80);
+  EXPECT_EQ(float_to_bf16(1.0f + 3.0f / 256), 0x3F82);
+  EXPECT_EQ(bf16_to_float(0x3F82), 1.0f + 1.0f / 64);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(NAN))));
+  // float16: exact normal, max, overflow, the smallest subnormal, underflow, halfway ties.
+  EXPECT_EQ(float_to_fp16(1.0f), 0x3C00);
+  EXPECT_EQ(float_to_fp16(65504.0f), 0x7BFF);
+  EXPECT_EQ(float_to_fp16(65520.0f), 0x7C00);
+  EXPECT_EQ(float_to_fp16(65519.0f), 0x7BFF);
+  EXPECT_EQ(float_to_fp16(5.9604644775390625e-08f), 0x0001);
+  EXPECT_EQ(float_to_fp16(2.98023223876953125e-08f), 0x0000);  // 2^-25: tie, rounds to even 0
+  EXPECT_EQ(float_to_fp16(-2.0f), 0xC000);
+  EXPECT_EQ(float_to_fp16(1.0f + 1.0f / 2048), 0x3C00);  // tie -> even
+  EXPECT_EQ(float_to_fp16(1.0f + 3.0f / 2048), 0x3C02);
+  EXPECT_EQ(float_to_fp16(INFINITY), 0x7C00);
+  EXPECT_TRUE(std::isnan(fp16_to_float(float_to_fp16(NAN))));
+  // Every finite float16 survives the round trip.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7C00) == 0x7C00) continue;
+    ASSERT_EQ(float_to_fp16(fp16_to_float(static_cast<uint16_t>(h))), h) << h;
+  }
+  EXPECT_EQ(fp16_to_float(0x0001), 5.9604644775390625e-08f);
+  EXPECT_EQ(fp16_to_float(0x3555), 0.333251953125f);
+}
+
+TEST(Tensor, StridedCopyIntoAView) {
+  Tensor dst = Tensor::zeros({3, 4});
+  Tensor src = Tensor::arange(6).reshape({3, 2});
+  dst.slice(1, 1, 3).copy_(src);
+  EXPECT_EQ(dst.to_vector<float>(), (std::vector<float>{0, 0, 1, 0, 0, 2, 3, 0, 0, 4, 5, 0}));
+  Tensor dst64 = Tensor::zeros({2, 3}, DType::Float64);
+  dst64.copy_(src.transpose(0, 1));  // strided source, converting copy
+  EXPECT_EQ(dst64.to_vector<double>(), (std::vector<double>{0, 2, 4, 1, 3, 5}));
+  EXPECT_THROW(dst.copy_(src), Error);  // shapes differ
+}
+
+TEST(Tensor, FillOnAStridedView) {
+  Tensor a = Tensor::zeros({3, 3}, DType::Int64);
+  a.slice(0, 0, 3, 2).fill_(5);
+  EXPECT_EQ(a.to_vector<int64_t>(), (std::vector<int64_t>{5, 5, 5, 0, 0, 0, 5, 5, 5}));
+}
+
+TEST(Tensor, DataChecksTheDtype) {
+  Tensor a = Tensor::zeros({2});
+  EXPECT_NO_THROW(a.data<float>());
+  EXPECT_THROW(a.data<double>(), Error);
+}
+
+TEST(Tensor, DeviceParsing) {
+  EXPECT_TRUE(Device::parse("cpu").is_cpu());
+  EXPECT_EQ(Device::parse("cuda:1").index, 1);
+  EXPECT_EQ(Device::parse("cuda").str(), "cuda:0");
+  EXPECT_THROW(Device::parse("gpu"), Error);
+  EXPECT_THROW(Device::parse("cuda:x"), Error);
+}
+
+TEST(Tensor, CudaTensorWithoutDeviceIsAClearError) {
+  if (cuda_available()) GTEST_SKIP() << "a CUDA device is present";
+  try {
+    Tensor::zeros({2}, DType::Float32, Device::cuda());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tensor, PinnedHostTensorsWork) {
+  Tensor p = Tensor::empty({4}, DType::Float32, Device::cpu(), /*pinned=*/true);
+  p.fill_(2.0);
+  EXPECT_EQ(p.to_vector<float>(), std::vector<float>(4, 2.0f));
+  EXPECT_EQ(p.storage()->pinned(), cuda_available());
+}
+
+TEST(Tensor, AllocationPoisonMakesFreshMemoryNaN) {
+  set_allocation_poison(true);
+  Tensor t = Tensor::empty({3});
+  set_allocation_poison(false);
+  for (float v : t.to_vector<float>()) EXPECT_TRUE(std::isnan(v));
+}
+
+}  // namespace
+}  // namespace fgvc
