@@ -1,0 +1,17 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: installs the Debian packages the build
+# needs when they are missing (with apt-get when root; otherwise prints the line to run).
+fgvc_packages=(cmake g++ ninja-build ccache pkg-config libopenblas-dev libgtest-dev libbenchmark-dev)
+fgvc_missing=()
+for p in "${fgvc_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || fgvc_missing+=("$p")
+done
+if (( ${#fgvc_missing[@]} )); then
+  if [[ $(id -u) == 0 ]]; then
+    echo "fgvc: installing ${fgvc_missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${fgvc_missing[@]}" >/dev/null
+  else
+    echo "fgvc: missing packages; run: sudo apt-get install -y ${fgvc_missing[*]}" >&2
+    exit 1
+  fi
+fi
