@@ -9,6 +9,8 @@
 //                                 and std::fill, into preallocated buffers;
 //   clone, fill_                  Tensor::clone (allocates; the device copy baseline) and fill_;
 //   add, add_bias, relu, exp      kernels::add of two [N,C], add of a [C] bias over [N,C], relu, exp;
+//   add_prealloc                  the same add kernel into a preallocated output (kernels::detail),
+//                                 which separates the loop's cost from the allocation's;
 //   sum_last, sum_all, sum_axis0  kernels::sum over C, over everything, over N.
 // CUDA cases are skipped with the reason when there is no device.
 #include <omp.h>
@@ -80,6 +82,14 @@ void bm_add(benchmark::State& state, Device device, int64_t n) {
   run(state, device, 3 * n * kFloat, [&] { k::add(x, y); });
 }
 
+void bm_add_prealloc(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1), y = input(n, device, 2), out = Tensor::empty(x.shape(), x.dtype(), device);
+  run(state, device, 3 * n * kFloat, [&] {
+    if (device.is_cuda()) k::detail::binary_cuda(k::BinaryOp::Add, x, y, out);
+    else k::detail::binary_cpu(k::BinaryOp::Add, x, y, out);
+  });
+}
+
 void bm_add_bias(benchmark::State& state, Device device, int64_t n) {
   fgvc::Generator gen(2);
   const Tensor x = input(n, device, 1), bias = fgvc::randn({kCols}, gen, fgvc::DType::Float32, device);
@@ -119,9 +129,9 @@ struct Case {
 };
 constexpr Case kCases[] = {
     {"memcpy", bm_memcpy, true},       {"std_fill", bm_std_fill, true}, {"clone", bm_clone, false},
-    {"fill_", bm_fill, false},         {"add", bm_add, false},          {"add_bias", bm_add_bias, false},
-    {"relu", bm_relu, false},          {"exp", bm_exp, false},          {"sum_last", bm_sum_last, false},
-    {"sum_all", bm_sum_all, false},    {"sum_axis0", bm_sum_axis0, false},
+    {"fill_", bm_fill, false},         {"add", bm_add, false},          {"add_prealloc", bm_add_prealloc, false},
+    {"add_bias", bm_add_bias, false},  {"relu", bm_relu, false},        {"exp", bm_exp, false},
+    {"sum_last", bm_sum_last, false},  {"sum_all", bm_sum_all, false},  {"sum_axis0", bm_sum_axis0, false},
 };
 
 void bm_cuda(benchmark::State& state, BenchFn fn, int64_t n) {

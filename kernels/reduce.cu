@@ -3,6 +3,7 @@
 // rows or very many rows: one thread per output element, coalesced across the columns. Accumulation is in double.
 #include <cmath>
 
+#include "kernels/block_reduce.cuh"
 #include "kernels/reduce.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
@@ -14,30 +15,20 @@ namespace detail {
 
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kBlockReduceThreads;
 
+// The combine step (block_reduce.cuh's functors) and its identity for each reduction.
 template <ReduceOp op> struct DevReducer;
 template <> struct DevReducer<ReduceOp::Sum> {
   __device__ static double init() { return 0.0; }
-  __device__ static double step(double a, double v) { return a + v; }
+  __device__ static double step(double a, double v) { return SumOp{}(a, v); }
+  __device__ static double block(double v) { return block_sum(v); }
 };
 template <> struct DevReducer<ReduceOp::Max> {
   __device__ static double init() { return -INFINITY; }
-  __device__ static double step(double a, double v) { return (v > a || v != v) ? v : a; }
+  __device__ static double step(double a, double v) { return MaxOp{}(a, v); }
+  __device__ static double block(double v) { return block_max(v); }
 };
-
-template <ReduceOp op>
-__device__ double block_reduce(double v) {
-  __shared__ double shared[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v = DevReducer<op>::step(v, __shfl_down_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? shared[threadIdx.x] : DevReducer<op>::init();
-  if (warp == 0)
-    for (int o = 16; o > 0; o >>= 1) v = DevReducer<op>::step(v, __shfl_down_sync(0xffffffffu, v, o));
-  return v;
-}
 
 // grid (splits, outer): block (s, o) reduces its share of row o into partial[o * splits + s].
 template <ReduceOp op, class T>
@@ -47,7 +38,7 @@ __global__ void reduce_rows_kernel(const T* x, int64_t r, int splits, double* pa
   const T* row = x + o * r;
   double acc = DevReducer<op>::init();
   for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) acc = DevReducer<op>::step(acc, static_cast<double>(row[i]));
-  acc = block_reduce<op>(acc);
+  acc = DevReducer<op>::block(acc);
   if (threadIdx.x == 0) partial[o * splits + blockIdx.x] = acc;
 }
 
