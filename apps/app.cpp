@@ -1,0 +1,54 @@
+#include "apps/app.h"
+
+#include <iostream>
+
+#include "tensor/cuda_runtime.h"
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace app {
+
+Device Common::resolved_device() const {
+  if (device.empty()) return cuda_available() ? Device::cuda() : Device::cpu();
+  Device d;
+  try {
+    d = Device::parse(device);
+  } catch (const Error&) {
+    throw UsageError("--device: expected cpu, cuda or cuda:N, got '" + device + "'");
+  }
+  if (d.is_cuda() && !cuda_available())
+    throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
+  return d;
+}
+
+int run(const std::string& name, const std::string& description, int argc, char** argv,
+        const std::function<void(CLI::App&)>& add_options,
+        const std::function<nlohmann::json(const Common&)>& body) {
+  CLI::App cli(description, name);
+  Common common;
+  cli.add_option("--device", common.device, "cpu, cuda or cuda:N (default: cuda when available)");
+  cli.add_flag("--json", common.json, "print one JSON object on stdout as the last line");
+  add_options(cli);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    const nlohmann::json out = body(common);
+    if (common.json) std::cout << out.dump() << std::endl;
+    return 0;
+  } catch (const UsageError& e) {
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace app
+}  // namespace fgvc

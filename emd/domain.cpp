@@ -1,0 +1,145 @@
+#include "emd/domain.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "emd/ground_distance.h"
+#include "tensor/safetensors.h"
+
+namespace fgvc {
+namespace emd {
+
+void validate_domain(const Domain& d) {
+  const std::string& who = d.name.empty() ? std::string("domain") : d.name;
+  FGVC_CHECK(d.features.defined() && d.features.dim() == 2, "domain", who, ": features must be [classes, dim], got ",
+             describe(d.features));
+  FGVC_CHECK(d.features.dtype() == DType::Float32 || d.features.dtype() == DType::Float64, "domain", who,
+             ": features must be F32 or F64, got ", dtype_name(d.features.dtype()));
+  const int64_t m = d.features.size(0);
+  FGVC_CHECK(m > 0 && d.features.size(1) > 0, "domain", who, ": empty domain (", describe(d.features), ")");
+  FGVC_CHECK(static_cast<int64_t>(d.counts.size()) == m, "domain", who, ": ", d.counts.size(), " counts for ", m,
+             " classes");
+  FGVC_CHECK(static_cast<int64_t>(d.classes.size()) == m, "domain", who, ": ", d.classes.size(), " class names for ",
+             m, " classes");
+  double total = 0;
+  for (size_t i = 0; i < d.counts.size(); ++i) {
+    FGVC_CHECK(std::isfinite(d.counts[i]) && d.counts[i] >= 0, "domain", who, ": class ", i, " ('", d.classes[i],
+               "') has count ", d.counts[i]);
+    total += d.counts[i];
+  }
+  FGVC_CHECK(total > 0, "domain", who, ": all class counts are zero");
+  const std::vector<double> f = d.features.to_vector<double>();
+  const int64_t dim = d.features.size(1);
+  for (size_t k = 0; k < f.size(); ++k)
+    FGVC_CHECK(std::isfinite(f[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
+               d.classes[k / dim], "') is ", f[k]);
+}
+
+Domain load_domain(const std::string& path) {
+  const SafetensorsFile file = read_safetensors(path);
+  Domain d;
+  d.name = path;
+  const auto f = file.tensors.find("features"), c = file.tensors.find("counts");
+  FGVC_CHECK(f != file.tensors.end(), "domain", path, ": no 'features' tensor");
+  FGVC_CHECK(c != file.tensors.end(), "domain", path, ": no 'counts' tensor");
+  FGVC_CHECK(c->second.dim() == 1 && c->second.dtype() == DType::Int64, "domain", path, ": counts must be I64 [m], got ",
+             describe(c->second));
+  d.features = f->second;
+  for (int64_t v : c->second.to_vector<int64_t>()) d.counts.push_back(static_cast<double>(v));
+  const auto meta = file.metadata.find("classes");
+  if (meta != file.metadata.end()) {
+    nlohmann::json names;
+    try {
+      names = nlohmann::json::parse(meta->second);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("domain: " + path + ": metadata 'classes' is not JSON: " + e.what());
+    }
+    FGVC_CHECK(names.is_array(), "domain", path, ": metadata 'classes' is not a JSON list");
+    for (const auto& n : names) {
+      FGVC_CHECK(n.is_string(), "domain", path, ": metadata 'classes' holds a non-string");
+      d.classes.push_back(n.get<std::string>());
+    }
+  } else {  // unnamed classes are numbered
+    for (size_t i = 0; i < d.counts.size(); ++i) d.classes.push_back(std::to_string(i));
+  }
+  validate_domain(d);
+  return d;
+}
+
+void save_domain(const std::string& path, const Domain& d, const std::string& model, const std::string& layer) {
+  validate_domain(d);
+  std::vector<int64_t> counts;
+  for (double c : d.counts) counts.push_back(static_cast<int64_t>(std::llround(c)));
+  write_safetensors(path,
+                    {{"features", d.features},
+                     {"counts", Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())})}},
+                    {{"classes", nlohmann::json(d.classes).dump()}, {"model", model}, {"layer", layer}});
+}
+
+namespace {
+void check_pair(const Domain& s, const Domain& t) {
+  FGVC_CHECK(s.features.size(1) == t.features.size(1), "domain_similarity", "feature dimensions differ: ", s.name,
+             " has ", s.features.size(1), ", ", t.name, " has ", t.features.size(1));
+}
+}  // namespace
+
+Similarity domain_similarity(const Domain& source, const Domain& target, double gamma, Device device,
+                             const Options& options) {
+  check_pair(source, target);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Tensor dist = pairwise_distances(source.features.to(device), target.features.to(device)).cpu();
+  const Result r = solve(dist.data<double>(), dist.size(0), dist.size(1), source.counts, target.counts, options);
+  Similarity s;
+  s.emd = r.cost;
+  s.similarity = std::exp(-gamma * r.cost);
+  s.iterations = r.iterations;
+  s.solve_seconds = r.seconds;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+std::vector<Selected> select_source_classes(const Domain& source, const std::vector<Domain>& targets,
+                                            const std::vector<int64_t>& k_per_target, double gamma, Device device) {
+  FGVC_CHECK(!targets.empty(), "select_source_classes", "no target domain");
+  FGVC_CHECK(k_per_target.size() == targets.size(), "select_source_classes", k_per_target.size(), " values of k for ",
+             targets.size(), " targets");
+  const int64_t m = source.features.size(0);
+  std::map<int64_t, Selected> chosen;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    check_pair(source, targets[t]);
+    const int64_t k = k_per_target[t];
+    FGVC_CHECK(k >= 0 && k <= m, "select_source_classes", "k = ", k, " for target ", targets[t].name, ", but the source ",
+               source.name, " has ", m, " classes");
+    // EMD of a single source class to T: the target-weighted mean distance.
+    const Tensor dist = pairwise_distances(source.features.to(device), targets[t].features.to(device)).cpu();
+    const double* d = dist.data<double>();
+    const int64_t n = dist.size(1);
+    double total = 0;
+    for (double c : targets[t].counts) total += c;
+    std::vector<double> sim(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) {
+      double e = 0;
+      for (int64_t j = 0; j < n; ++j) e += targets[t].counts[j] / total * d[i * n + j];
+      sim[i] = std::exp(-gamma * e);
+    }
+    std::vector<int64_t> order(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return sim[x] > sim[y]; });
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t i = order[r];
+      auto it = chosen.find(i);
+      if (it == chosen.end() || sim[i] > it->second.similarity)
+        chosen[i] = {i, source.classes[i], sim[i], targets[t].name};
+    }
+  }
+  std::vector<Selected> out;
+  for (auto& [i, s] : chosen) out.push_back(s);
+  std::stable_sort(out.begin(), out.end(), [](const Selected& x, const Selected& y) { return x.similarity > y.similarity; });
+  return out;
+}
+
+}  // namespace emd
+}  // namespace fgvc

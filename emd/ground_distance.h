@@ -1,0 +1,25 @@
+// Ground distances of the EMD: pairwise Euclidean distances between class means, in
+// float64, by GEMM: d_ij^2 = |a_i|^2 + |b_j|^2 - 2 a_i.b_j, clamped at 0. Where the two
+// norms nearly cancel (d^2 below 1e-3 of |a|^2 + |b|^2, e.g. near-duplicate classes) the
+// GEMM form has lost digits, and that distance is recomputed from exact differences.
+// CPU: OpenBLAS dgemm; CUDA: cuBLAS dgemm plus one combining kernel (ground_distance.cu).
+#pragma once
+#include "tensor/tensor.h"
+
+namespace fgvc {
+namespace emd {
+
+// a [m, d], b [n, d] (float32 or float64, same device) -> [m, n] float64 on that device.
+Tensor pairwise_distances(const Tensor& a, const Tensor& b);
+
+namespace detail {
+constexpr double kCancellation = 1e-3;
+// a, b float64 contiguous; gram = a b^T; na, nb squared row norms; out [m, n].
+void combine_distances_cpu(const Tensor& a, const Tensor& b, const Tensor& gram, const Tensor& na, const Tensor& nb,
+                           const Tensor& out);
+void combine_distances_cuda(const Tensor& a, const Tensor& b, const Tensor& gram, const Tensor& na, const Tensor& nb,
+                            const Tensor& out);
+}  // namespace detail
+
+}  // namespace emd
+}  // namespace fgvc

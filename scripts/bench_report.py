@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Markdown tables from the JSON of bench_gemm and bench_elementwise (Google Benchmark),
+optionally beside scripts/bench_torch.py's JSON, and a table of GoogleTest runs.
+
+Benchmark names are <device>/<impl>/<layout>/<MxNxK> (GEMM) and <device>/<op>/<size>
+(elementwise); rows keep the order the benchmarks were registered in. With repetitions the
+median is shown, and "cv %" is the largest coefficient of variation among the runs of a row
+(the noise: a difference smaller than it means nothing). "overhead %" is the extra time over
+the baseline, baseline rate / our rate - 1. Baselines: bare OpenBLAS (CPU GEMM), PyTorch (CUDA
+GEMM, and CUDA ops when given), memcpy (CPU ops) and Tensor::clone (CUDA ops).
+Standard library only.
+"""
+import argparse
+import json
+import os
+
+
+def load_benchmarks(path, device):
+    """{name: {"rate": {...}, "cv": {...}, "error": str}} for one device, in registration order.
+
+    The name drops the /real_time or /manual_time suffix; "rate" holds the median run
+    (or the only run) and "cv" the coefficient-of-variation aggregate when there is one.
+    """
+    with open(path) as f:
+        runs = sorted(json.load(f)["benchmarks"], key=lambda r: r.get("family_index", 0))
+    out = {}
+    for r in runs:
+        name = r.get("run_name", r["name"])
+        for suffix in ("/real_time", "/manual_time"):
+            name = name.removesuffix(suffix)
+        if not name.startswith(device + "/"):
+            continue
+        entry = out.setdefault(name, {})
+        if r.get("error_occurred"):
+            entry["error"] = r["error_message"]
+        elif r.get("aggregate_name") == "cv":
+            entry["cv"] = r
+        elif r.get("aggregate_name", "median") == "median":
+            entry["rate"] = r
+    return out
+
+
+def fmt(x, digits=1):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def overhead(ours, base):
+    return None if not ours or not base else (base / ours - 1.0) * 100.0
+
+
+def value(entries, name, key, scale):
+    """The median of counter `key` divided by `scale`, or None."""
+    run = entries.get(name, {}).get("rate")
+    return None if run is None else run[key] / scale
+
+
+def spread(entries, names, key):
+    """The largest cv (in %) of counter `key` among `names`, or None without repetitions."""
+    cvs = [entries[n]["cv"][key] * 100.0 for n in names if "cv" in entries.get(n, {})]
+    return max(cvs) if cvs else None
+
+
+def gemm_table(device, entries, torch):
+    rows = []  # (layout, shape) in registration order
+    for name in entries:
+        _, _, layout, shape = name.split("/")
+        if (layout, shape) not in rows:
+            rows.append((layout, shape))
+    base_name = "OpenBLAS" if device == "cpu" else "PyTorch"
+    lines = [f"| M x N x K | layout | fgvc gemm GFLOP/s | fgvc matmul GFLOP/s | {base_name} GFLOP/s "
+             "| gemm overhead % | matmul overhead % | cv % |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for layout, shape in rows:
+        names = [f"{device}/{impl}/{layout}/{shape}" for impl in ("fgvc_gemm", "fgvc_matmul", "openblas")]
+        gemm, matmul, base = (value(entries, n, "FLOPS", 1e9) for n in names)
+        if device == "cuda":
+            base = torch.get("gemm", {}).get(f"{layout}/{shape}", {}).get("gflops")
+        lines.append(f"| {shape} | {layout} | {fmt(gemm)} | {fmt(matmul)} | {fmt(base)} "
+                     f"| {fmt(overhead(gemm, base))} | {fmt(overhead(matmul, base))} "
+                     f"| {fmt(spread(entries, names, 'FLOPS'), 0)} |")
+    return lines
+
+
+def elementwise_table(device, entries, torch):
+    baseline = "memcpy" if device == "cpu" else "clone"
+    lines = [f"| op | size | GB/s | % of {baseline} | cv % |" + (" PyTorch GB/s | overhead vs PyTorch % |" if torch else ""),
+             "|---|---|---:|---:|---:|" + ("---:|---:|" if torch else "")]
+    for name in entries:
+        _, op, size = name.split("/")
+        base_name = f"{device}/{baseline}/{size}"
+        ours = value(entries, name, "bytes_per_second", 1e9)
+        base = value(entries, base_name, "bytes_per_second", 1e9)
+        share = None if not ours or not base else 100.0 * ours / base
+        row = f"| {op} | {size} | {fmt(ours)} | {fmt(share, 0)} | {fmt(spread(entries, [name, base_name], 'bytes_per_second'), 0)} |"
+        if torch:
+            theirs = torch.get("elementwise", {}).get(f"{op}/{size}", {}).get("gbps")
+            row += f" {fmt(theirs)} | {fmt(overhead(ours, theirs))} |"
+        lines.append(row)
+    return lines
+
+
+def tests_table(exit_codes_path):
+    """One row per test executable from lines "<name> <exit code> [note]" and <name>.json beside them."""
+    lines = ["| test executable | exit code | tests | failed | skipped | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    folder = os.path.dirname(exit_codes_path)
+    with open(exit_codes_path) as f:
+        rows = [line.strip().split(maxsplit=2) for line in f if line.strip()]
+    for name, code, *note in rows:
+        code = " ".join([code] + note)
+        report = os.path.join(folder, name + ".json")
+        if not os.path.exists(report):
+            lines.append(f"| {name} | {code} | no report | | | |")
+            continue
+        with open(report) as f:
+            r = json.load(f)
+        skipped = sum(1 for s in r.get("testsuites", []) for t in s.get("testsuite", [])
+                      if t.get("result") == "SKIPPED")
+        lines.append(f"| {name} | {code} | {r['tests']} | {r['failures']} | {skipped} "
+                     f"| {r.get('time', '').rstrip('s')} |")
+    return lines
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], required=True)
+    p.add_argument("--gemm", help="bench_gemm JSON")
+    p.add_argument("--elementwise", help="bench_elementwise JSON")
+    p.add_argument("--torch", help="bench_torch.py JSON")
+    p.add_argument("--tests", help='file of "<name> <exit code>" lines, with GoogleTest\'s <name>.json beside it')
+    args = p.parse_args()
+    torch = {}
+    if args.torch:
+        with open(args.torch) as f:
+            torch = json.load(f)
+    out = []
+    if args.tests:
+        out += ["### Tests", ""] + tests_table(args.tests) + [""]
+    for title, path, table in (("GEMM, float32", args.gemm, gemm_table),
+                               ("Elementwise and reductions, float32", args.elementwise, elementwise_table)):
+        if not path:
+            continue
+        entries = load_benchmarks(path, args.device)
+        errors = sorted({e["error"] for e in entries.values() if "error" in e})
+        out += [f"### {title} ({args.device})", ""]
+        out += [f"Skipped: {'; '.join(errors)}", ""] if errors else table(args.device, entries, torch) + [""]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

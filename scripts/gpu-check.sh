@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The GPU check of /work/shared/GPU.md, in two halves.
+#
+#   scripts/gpu-check.sh --prepare
+#       Here, without a GPU: builds the library, the tests and the benches for sm_90 only
+#       (Release) in build-gpu/, and gathers into gpu-bundle/ the stripped binaries and every
+#       shared library they need that the GPU machine may lack (OpenBLAS, gfortran, gomp,
+#       cudart, benchmark, libstdc++), leaving glibc, cuBLAS, cuDNN, NCCL and the driver to
+#       that machine. The bundle must stay under the 64 MiB the device tool carries.
+#
+#   scripts/gpu-check.sh --run
+#       On the GPU machine, from the repository root, with gpu-bundle carried:
+#         device run: command "scripts/gpu-check.sh --run", carry ["gpu-bundle"], timeout_s 540
+#       Checks that the carried binaries find their libraries, prints the card and cuDNN
+#       version, runs every test (GoogleTest JSON), compute-sanitizer memcheck on
+#       test_cuda_parity, the CUDA benchmarks, then PyTorch on the same cases. Writes
+#       $OUT/gpu-check.log, $OUT/results.md (printed last), the bench JSON and
+#       $OUT/tests.tar.gz ($OUT defaults to ./gpu-out). Every step has a timeout; the
+#       whole run stays under about 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle="gpu-bundle"
+
+prepare() {
+  set -e
+  local build=build-gpu
+  local config=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DFGVC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DFGVC_BUILD_BENCH=ON)
+  if ! cmake -S . -B "$build" "${config[@]}" -DFGVC_BUILD_TESTS=ON; then
+    echo "WARNING: configuring with the tests failed; bundling the benches alone" >&2
+    cmake -S . -B "$build" "${config[@]}" -DFGVC_BUILD_TESTS=OFF
+  fi
+  cmake --build "$build" --target fgvc bench_gemm bench_elementwise
+  rm -f "$build"/bin/test_*  # a test that no longer builds must not ship as a stale binary
+  cmake --build "$build" -- -k 0 || echo "WARNING: some tests failed to build; bundling those that did" >&2
+
+  rm -rf "$bundle"
+  mkdir -p "$bundle/bin" "$bundle/lib"
+  echo '*' >"$bundle/.gitignore"  # ignored by git, so it travels only when carried
+  cp "$build"/bin/bench_* "$bundle/bin/"
+  find "$build/bin" -maxdepth 1 -name 'test_*' -type f -exec cp {} "$bundle/bin/" \;
+  cp -L "$build/lib/libfgvc.so.0" "$bundle/lib/"
+  # Everything the binaries load except glibc, the CUDA driver and the big NVIDIA libraries.
+  local skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libcuda\.so|libcublas|libcublasLt|libcudnn|libnccl)'
+  ldd "$bundle"/bin/* "$bundle/lib/libfgvc.so.0" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+    while read -r name path; do
+      [[ $name =~ $skip || -e $bundle/lib/$name ]] || cp -L "$path" "$bundle/lib/$name"
+    done
+  strip --strip-unneeded "$bundle"/bin/* "$bundle"/lib/*
+
+  {
+    echo "commit $(git rev-parse HEAD)$([[ -z $(git status --porcelain) ]] || echo ' with uncommitted changes')"
+    echo "built $(date -u +%FT%TZ) on $(hostname), nvcc $(/usr/local/cuda/bin/nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90"
+  } >"$bundle/MANIFEST.txt"
+  ls -l "$bundle/bin" "$bundle/lib"
+  local bytes
+  bytes=$(du -sb "$bundle" | cut -f1)
+  echo "$bundle: $((bytes / 1024 / 1024)) MiB ($bytes bytes); $(find "$bundle/bin" -name 'test_*' | wc -l) test executables"
+  if ((bytes >= 64 * 1024 * 1024)); then
+    echo "ERROR: $bundle is over the 64 MiB the device tool carries" >&2
+    return 1
+  fi
+}
+
+step() { printf '\n==== %s  (%s, %ss)\n' "$*" "$(date +%T)" "$SECONDS"; }
+
+run() {
+  local scratch
+  scratch=$(mktemp -d)
+  mkdir -p "$scratch/tests"
+  : >"$scratch/tests/exit_codes.txt"
+  [[ -d $bundle/bin ]] || { echo "ERROR: no $bundle/: run --prepare here and carry it"; return 1; }
+  cat "$bundle/MANIFEST.txt"
+
+  step "library path"
+  local libpath="$PWD/$bundle/lib" purelib d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && libpath+=":$d"; done
+  purelib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+  for d in "$purelib"/nvidia/*/lib; do [[ -d $d ]] && libpath+=":$d"; done
+  echo "LD_LIBRARY_PATH for our binaries: $libpath"
+  local missing
+  missing=$(for f in "$bundle"/bin/* "$bundle"/lib/*; do
+    LD_LIBRARY_PATH=$libpath ldd "$f" | grep 'not found' | sed "s|^|$f: |"; done)
+  echo "${missing:-every carried binary finds all its libraries}"
+  LD_LIBRARY_PATH=$libpath ldd "$bundle/lib/libfgvc.so.0" | grep -E 'cudart|cublas|cudnn|nccl'
+
+  step "device"
+  local gpu cudnn torch_version torch_ok=0
+  gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
+  cudnn=$(LD_LIBRARY_PATH=$libpath timeout 20 python3 -c \
+    'import ctypes; print(ctypes.CDLL("libcudnn.so.9").cudnnGetVersion())' 2>&1 | tail -1)
+  echo "GPU: $gpu"
+  echo "cuDNN loaded from our library path: $cudnn"
+  torch_version=$(timeout 60 python3 -c \
+    'import torch; assert torch.cuda.is_available(); print(torch.__version__, "cuDNN", torch.backends.cudnn.version())') &&
+    torch_ok=1
+  echo "PyTorch: ${torch_version:-not usable}"
+
+  step "tests"
+  local t name rc left deadline=$((SECONDS + 150))
+  for t in "$bundle"/bin/test_*; do
+    [[ -x $t ]] || continue
+    name=$(basename "$t")
+    left=$((deadline - SECONDS))
+    if ((left < 10)); then
+      echo "$name - not run: out of time" >>"$scratch/tests/exit_codes.txt"
+      continue
+    fi
+    echo "---- $name"
+    LD_LIBRARY_PATH=$libpath timeout -k 5 $((left < 90 ? left : 90)) "$t" --gtest_brief=1 \
+      --gtest_output="json:$scratch/tests/$name.json"
+    rc=$?
+    echo "$name $rc$( ((rc == 124)) && echo ' timed out')" >>"$scratch/tests/exit_codes.txt"
+  done
+
+  step "compute-sanitizer memcheck on test_cuda_parity"
+  local sanitizer
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  if [[ -n $sanitizer && -x $bundle/bin/test_cuda_parity ]]; then
+    LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$sanitizer" --tool memcheck --error-exitcode 99 \
+      "$bundle/bin/test_cuda_parity" --gtest_brief=1 --gtest_output="json:$scratch/tests/memcheck-test_cuda_parity.json"
+    rc=$?
+    echo "memcheck-test_cuda_parity $rc$( ((rc == 99)) && echo ' memcheck errors')$( ((rc == 124)) && echo ' timed out')" \
+      >>"$scratch/tests/exit_codes.txt"
+  else
+    echo "skipped: no compute-sanitizer or no test_cuda_parity"
+  fi
+  tar -czf "$OUT/tests.tar.gz" -C "$scratch" tests
+
+  step "benchmarks (CUDA cases, median of 5)"
+  local bench
+  for bench in bench_gemm bench_elementwise; do
+    LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/$bench" --benchmark_filter='^cuda/' \
+      --benchmark_min_time=0.1 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$OUT/$bench.json" --benchmark_out_format=json
+  done
+
+  step "PyTorch on the same cases"
+  if ((torch_ok)); then
+    PYTHONUNBUFFERED=1 timeout -k 5 90 python3 scripts/bench_torch.py --out "$OUT/bench_torch.json"
+  else
+    echo "skipped: python3 cannot import torch with CUDA"
+  fi
+
+  step "results"
+  local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")
+  [[ -s $OUT/bench_gemm.json ]] && report+=(--gemm "$OUT/bench_gemm.json")
+  [[ -s $OUT/bench_elementwise.json ]] && report+=(--elementwise "$OUT/bench_elementwise.json")
+  [[ -s $OUT/bench_torch.json ]] && report+=(--torch "$OUT/bench_torch.json")
+  {
+    echo "# GPU check, $(date -u +%F)"
+    echo
+    echo "- card: $gpu"
+    echo "- cuDNN (our library path): $cudnn; PyTorch: ${torch_version:-not usable}"
+    echo "- build: $(paste -sd';' "$bundle/MANIFEST.txt")"
+    echo "- command: scripts/gpu-check.sh --run (${SECONDS}s)"
+    echo
+    python3 scripts/bench_report.py "${report[@]}"
+  } >"$OUT/results.md"
+  rm -rf "$scratch"
+  echo
+  cat "$OUT/results.md"
+}
+
+case "${1:-}" in
+  --prepare) prepare ;;
+  --run)
+    OUT=${OUT:-./gpu-out}
+    mkdir -p "$OUT"
+    run 2>&1 | tee "$OUT/gpu-check.log"
+    ;;
+  *) echo "usage: $0 --prepare | --run" >&2; exit 2 ;;
+esac

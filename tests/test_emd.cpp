@@ -1,0 +1,196 @@
+// The exact EMD solver against POT's answers (tests/data/emd_pot_fixtures.json, made by
+// scripts/emd_fixtures.py), and the self-certificate (primal feasibility, dual
+// feasibility, zero gap) on every problem solved; ground distances; domain files.
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "emd/domain.h"
+#include "emd/ground_distance.h"
+#include "emd/transport_simplex.h"
+#include "tensor/safetensors.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using nlohmann::json;
+
+Tensor matrix(const json& rows) {
+  std::vector<double> v;
+  for (const auto& r : rows)
+    for (const auto& x : r) v.push_back(x.get<double>());
+  return Tensor::from_vector(v, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
+}
+
+// Solves, checks the certificate, returns the result.
+emd::Result solve_certified(const Tensor& cost, const std::vector<double>& a, const std::vector<double>& b,
+                            const std::string& what) {
+  const emd::Result r = emd::solve(cost.data<double>(), cost.size(0), cost.size(1), a, b);
+  const emd::Certificate c = emd::check(cost.data<double>(), cost.size(0), cost.size(1), a, b, r);
+  double max_cost = 0;
+  for (double x : cost.to_vector<double>()) max_cost = std::max(max_cost, x);
+  EXPECT_LE(c.dual_violation, 1e-9 * std::max(max_cost, 1.0)) << what << ": reduced cost below zero";
+  EXPECT_LE(c.marginal_error, 1e-12) << what << ": flow does not meet the weights";
+  EXPECT_LE(c.gap, 1e-9 * std::max(std::fabs(r.cost), 1.0)) << what << ": primal and dual objectives differ";
+  EXPECT_LE(static_cast<int64_t>(r.flow.size()), cost.size(0) + cost.size(1) - 1) << what;
+  return r;
+}
+
+TEST(Emd, MatchesPotOnTheCommittedFixtures) {
+  std::ifstream in(FGVC_TEST_DATA "/emd_pot_fixtures.json");
+  ASSERT_TRUE(in) << "missing fixture file";
+  const json fixtures = json::parse(in);
+  ASSERT_GE(fixtures["problems"].size(), 15u);
+  for (const json& p : fixtures["problems"]) {
+    const std::string name = p["name"];
+    const std::vector<double> a = p["a"], b = p["b"];
+    const Tensor cost = p.contains("cost") ? matrix(p["cost"])
+                                           : emd::pairwise_distances(matrix(p["source"]), matrix(p["target"]));
+    const emd::Result r = solve_certified(cost, a, b, name);
+    const double want = p["pot_cost"];
+    EXPECT_LE(std::fabs(r.cost - want), 1e-9 * std::max(want, 1e-12)) << name << ": ours " << r.cost << ", POT " << want;
+  }
+}
+
+TEST(Emd, LargerRandomProblemsCertifyThemselves) {
+  for (int k = 0; k < 4; ++k) {
+    const int64_t m = 150 + 97 * k, n = 40 + 31 * k;
+    const Tensor s = testing::randn_t({m, 32}, 100 + k, DType::Float64);
+    const Tensor t = kernels::add(testing::randn_t({n, 32}, 200 + k, DType::Float64), Tensor::scalar(0.3, DType::Float64));
+    std::vector<double> a, b;
+    for (int64_t i = 0; i < m; ++i) a.push_back(1 + (i * 7919) % 97);  // uneven, long-tailed-ish
+    for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 13);
+    solve_certified(emd::pairwise_distances(s, t), a, b, "random " + std::to_string(k));
+  }
+}
+
+TEST(Emd, DegenerateProblemsSolve) {
+  // Equal weights and integer costs with many ties: every step of the start is degenerate.
+  const int64_t m = 120, n = 30;
+  std::vector<double> cost(static_cast<size_t>(m * n));
+  for (int64_t k = 0; k < m * n; ++k) cost[k] = static_cast<double>((k * 2654435761u) % 4);
+  const Tensor c = Tensor::from_vector(cost, {m, n});
+  solve_certified(c, std::vector<double>(m, 1.0), std::vector<double>(n, 1.0), "ties");
+  // All costs equal: any feasible flow is optimal, and the cost is that constant.
+  const Tensor flat = Tensor::full({7, 5}, 2.5, DType::Float64);
+  EXPECT_NEAR(solve_certified(flat, std::vector<double>(7, 1.0), {1, 2, 3, 4, 5}, "flat").cost, 2.5, 1e-15);
+  // Zero weights on both sides, and zero costs.
+  const Tensor zero = Tensor::zeros({4, 4}, DType::Float64);
+  EXPECT_EQ(solve_certified(zero, {0, 1, 0, 2}, {1, 0, 0, 1}, "zeros").cost, 0.0);
+}
+
+TEST(Emd, OneClassOnEitherSideIsTheWeightedMeanDistance) {
+  const Tensor c = Tensor::from_vector(std::vector<double>{1.0, 4.0, 2.0}, {1, 3});
+  const emd::Result r = solve_certified(c, {5.0}, {1.0, 1.0, 2.0}, "1 x n");
+  EXPECT_NEAR(r.cost, (1.0 + 4.0 + 2.0 * 2.0) / 4.0, 1e-15);
+  EXPECT_EQ(r.iterations, 0);
+  const Tensor ct = Tensor::from_vector(std::vector<double>{1.0, 4.0, 2.0}, {3, 1});
+  EXPECT_NEAR(solve_certified(ct, {1.0, 1.0, 2.0}, {3.0}, "m x 1").cost, 9.0 / 4.0, 1e-15);
+}
+
+TEST(Emd, RejectsBadWeightsAndCosts) {
+  const Tensor c = Tensor::ones({2, 2}, DType::Float64);
+  EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1, -1}, {1, 1}), Error);
+  EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {0, 0}, {1, 1}), Error);
+  EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1, NAN}, {1, 1}), Error);
+  EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1}, {1, 1}), Error);
+  const Tensor bad = Tensor::from_vector(std::vector<double>{1, INFINITY, 1, 1}, {2, 2});
+  EXPECT_THROW(emd::solve(bad.data<double>(), 2, 2, {1, 1}, {1, 1}), Error);
+}
+
+TEST(GroundDistance, MatchesExactDifferencesIncludingNearDuplicates) {
+  Tensor a = kernels::binary(kernels::BinaryOp::Mul, testing::randn_t({20, 64}, 1, DType::Float64), 100.0);
+  Tensor b = kernels::binary(kernels::BinaryOp::Mul, testing::randn_t({15, 64}, 2, DType::Float64), 100.0);
+  // Near-duplicates of large vectors: the GEMM form cancels to nothing here.
+  b.slice(0, 0, 3).copy_(kernels::add(a.slice(0, 0, 3), Tensor::scalar(1e-6, DType::Float64)));
+  const Tensor d = emd::pairwise_distances(a, b);
+  const std::vector<double> av = a.to_vector<double>(), bv = b.to_vector<double>(), dv = d.to_vector<double>();
+  for (int64_t i = 0; i < 20; ++i)
+    for (int64_t j = 0; j < 15; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < 64; ++k) s += (av[i * 64 + k] - bv[j * 64 + k]) * (av[i * 64 + k] - bv[j * 64 + k]);
+      EXPECT_NEAR(dv[i * 15 + j], std::sqrt(s), 1e-12 * std::max(1.0, std::sqrt(s))) << i << "," << j;
+    }
+  EXPECT_NEAR(dv[0], 8e-6, 1e-12);  // |1e-6 * ones(64)| = 8e-6
+  EXPECT_THROW(emd::pairwise_distances(a, testing::randn_t({3, 5}, 3)), Error);
+}
+
+class DomainFiles : public ::testing::Test {
+ protected:
+  std::string dir = ::testing::TempDir();
+  emd::Domain make(int64_t m, int64_t d, uint64_t seed) {
+    emd::Domain dom;
+    dom.features = testing::randn_t({m, d}, seed);
+    for (int64_t i = 0; i < m; ++i) {
+      dom.counts.push_back(static_cast<double>(1 + (i * 31) % 17));
+      dom.classes.push_back("class " + std::to_string(seed) + "/" + std::to_string(i));
+    }
+    return dom;
+  }
+};
+
+TEST_F(DomainFiles, RoundTripAndSimilarity) {
+  const emd::Domain s = make(30, 16, 1), t = make(12, 16, 2);
+  emd::save_domain(dir + "/s.safetensors", s, "resnet50", "pool");
+  emd::save_domain(dir + "/t.safetensors", t);
+  const emd::Domain s2 = emd::load_domain(dir + "/s.safetensors"), t2 = emd::load_domain(dir + "/t.safetensors");
+  EXPECT_EQ(s2.classes, s.classes);
+  EXPECT_EQ(s2.counts, s.counts);
+  EXPECT_TRUE(testing::all_close(s2.features, s.features, 0, 0));
+  const emd::Similarity sim = emd::domain_similarity(s2, t2, 0.01);
+  EXPECT_GT(sim.emd, 0);
+  EXPECT_NEAR(sim.similarity, std::exp(-0.01 * sim.emd), 1e-15);
+  EXPECT_NEAR(emd::domain_similarity(s2, s2).emd, 0.0, 1e-12);  // a domain is at distance 0 from itself
+}
+
+TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {
+  emd::Domain t = make(3, 4, 5);
+  emd::Domain s = make(10, 4, 6);
+  // Source classes 7 and 2 sit on the target's classes; 7 on the heaviest.
+  t.counts = {1, 1, 10};
+  s.features.select(0, 7).copy_(t.features.select(0, 2));
+  s.features.select(0, 2).copy_(t.features.select(0, 0));
+  t.name = "target";
+  const auto sel = emd::select_source_classes(s, {t}, {2});
+  ASSERT_EQ(sel.size(), 2u);
+  EXPECT_EQ(sel[0].index, 7);
+  EXPECT_EQ(sel[0].target, "target");
+  EXPECT_GE(sel[0].similarity, sel[1].similarity);
+  // Union over two targets: each class once.
+  emd::Domain t2 = t;
+  t2.name = "other";
+  EXPECT_EQ(emd::select_source_classes(s, {t, t2}, {2, 3}).size(), 3u);
+  EXPECT_THROW(emd::select_source_classes(s, {t}, {11}), Error);
+}
+
+TEST_F(DomainFiles, BadFilesAreClearErrors) {
+  auto expect_error = [](const std::string& path, const std::string& part) {
+    try {
+      emd::load_domain(path);
+      ADD_FAILURE() << "no error for " << path;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  };
+  { std::ofstream(dir + "/garbage.safetensors") << "this is not a safetensors file at all"; }
+  expect_error(dir + "/garbage.safetensors", "header length");
+  expect_error(dir + "/missing.safetensors", "cannot open");
+  write_safetensors(dir + "/nocounts.safetensors", {{"features", testing::randn_t({3, 2}, 1)}});
+  expect_error(dir + "/nocounts.safetensors", "counts");
+  emd::Domain d = make(3, 2, 1);
+  d.features.select(0, 1).fill_(NAN);
+  write_safetensors(dir + "/nan.safetensors",
+                    {{"features", d.features}, {"counts", Tensor::from_vector(std::vector<int64_t>{1, 2, 3}, {3})}});
+  expect_error(dir + "/nan.safetensors", "nan");
+  write_safetensors(dir + "/neg.safetensors", {{"features", testing::randn_t({3, 2}, 1)},
+                                               {"counts", Tensor::from_vector(std::vector<int64_t>{1, -2, 3}, {3})}});
+  expect_error(dir + "/neg.safetensors", "count -2");
+  write_safetensors(dir + "/zero.safetensors", {{"features", testing::randn_t({2, 2}, 1)},
+                                                {"counts", Tensor::from_vector(std::vector<int64_t>{0, 0}, {2})}});
+  expect_error(dir + "/zero.safetensors", "all class counts are zero");
+  EXPECT_THROW(emd::domain_similarity(make(3, 4, 1), make(3, 5, 2)), Error);
+}
+
+}  // namespace
+}  // namespace fgvc

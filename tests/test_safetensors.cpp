@@ -1,0 +1,97 @@
+// safetensors: round trips of every dtype, atomic writes, and malformed files rejected with
+// a message naming the file (never a crash).
+#include <fstream>
+
+#include "tensor/safetensors.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+std::string write_raw(const std::string& name, const std::string& header, const std::string& data) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream f(path, std::ios::binary);
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xFF));
+  f << header << data;
+  return path;
+}
+
+void expect_rejected(const std::string& path, const std::string& part) {
+  try {
+    read_safetensors(path);
+    ADD_FAILURE() << "accepted " << path;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
+TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
+  const std::string path = ::testing::TempDir() + "/all.safetensors";
+  const Tensor f = testing::randn_t({3, 4}, 1);
+  std::map<std::string, Tensor> tensors{{"f32", f},
+                                        {"f64", f.to(DType::Float64)},
+                                        {"bf16", f.to(DType::BFloat16)},
+                                        {"f16", f.to(DType::Float16)},
+                                        {"i64", Tensor::from_vector(std::vector<int64_t>{-5, 7}, {2})},
+                                        {"u8", Tensor::full({2, 2}, 200, DType::UInt8)},
+                                        {"scalar", Tensor::scalar(2.5)},
+                                        {"strided", f.transpose(0, 1)}};
+  write_safetensors(path, tensors, {{"model", "resnet50"}});
+  const SafetensorsFile back = read_safetensors(path);
+  EXPECT_EQ(back.metadata.at("model"), "resnet50");
+  ASSERT_EQ(back.tensors.size(), tensors.size());
+  for (const auto& [name, t] : tensors) {
+    const Tensor& b = back.tensors.at(name);
+    EXPECT_EQ(b.shape(), t.shape()) << name;
+    EXPECT_EQ(b.dtype(), t.dtype()) << name;
+    EXPECT_EQ(b.to(DType::Float64).to_vector<double>(), t.to(DType::Float64).to_vector<double>()) << name;
+  }
+}
+
+TEST(Safetensors, MalformedFilesAreRejected) {
+  expect_rejected(::testing::TempDir() + "/does-not-exist.safetensors", "cannot open");
+  {
+    const std::string p = ::testing::TempDir() + "/tiny";
+    std::ofstream(p) << "abc";
+    expect_rejected(p, "shorter");
+  }
+  expect_rejected(write_raw("huge_len", "", ""), "not valid JSON");
+  expect_rejected(write_raw("not_json", "{nope", ""), "not valid JSON");
+  expect_rejected(write_raw("array", "[1,2]", ""), "not a JSON object");
+  expect_rejected(write_raw("dtype", R"({"x":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", "abcd"),
+                  "unsupported dtype");
+  expect_rejected(write_raw("range", R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", "abcd"),
+                  "outside");
+  expect_rejected(write_raw("size", R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "abcd"),
+                  "needs 8");
+  expect_rejected(write_raw("neg", R"({"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "abcd"),
+                  "negative");
+  expect_rejected(write_raw("overlap", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                       R"("y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+                            "abcdefgh"),
+                  "overlap");
+  expect_rejected(write_raw("fields", R"({"x":{"dtype":"F32"}})", ""), "lacks");
+  expect_rejected(write_raw("meta", R"({"__metadata__":{"a":1}})", ""), "not a string");
+  // A header length far beyond the file.
+  const std::string p = ::testing::TempDir() + "/biglen";
+  {
+    std::ofstream f(p, std::ios::binary);
+    const char len[8] = {char(0xff), char(0xff), char(0xff), char(0x7f), 0, 0, 0, 0};
+    f.write(len, 8);
+    f << "{}";
+  }
+  expect_rejected(p, "header length");
+}
+
+TEST(Safetensors, WriteReplacesAtomically) {
+  const std::string path = ::testing::TempDir() + "/atomic.safetensors";
+  write_safetensors(path, {{"x", Tensor::full({2}, 1.0)}});
+  write_safetensors(path, {{"x", Tensor::full({3}, 2.0)}});
+  EXPECT_EQ(read_safetensors(path).tensors.at("x").to_vector<float>(), std::vector<float>(3, 2.0f));
+  EXPECT_THROW(write_safetensors("/nonexistent-dir/x.safetensors", {{"x", Tensor::zeros({1})}}), Error);
+}
+
+}  // namespace
+}  // namespace fgvc
