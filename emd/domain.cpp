@@ -31,11 +31,15 @@ void validate_domain(const Domain& d) {
     total += d.counts[i];
   }
   FGVC_CHECK(total > 0, "domain", who, ": all class counts are zero");
-  const std::vector<double> f = d.features.to_vector<double>();
+  const Tensor f = d.features.cpu().contiguous();
   const int64_t dim = d.features.size(1);
-  for (size_t k = 0; k < f.size(); ++k)
-    FGVC_CHECK(std::isfinite(f[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
-               d.classes[k / dim], "') is ", f[k]);
+  auto check_finite = [&](const auto* p) {
+    for (int64_t k = 0; k < f.numel(); ++k)
+      FGVC_CHECK(std::isfinite(p[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
+                 d.classes[k / dim], "') is ", p[k]);
+  };
+  if (f.dtype() == DType::Float32) check_finite(f.data<float>());
+  else check_finite(f.data<double>());
 }
 
 Domain load_domain(const std::string& path) {

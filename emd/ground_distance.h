@@ -14,11 +14,10 @@ Tensor pairwise_distances(const Tensor& a, const Tensor& b);
 
 namespace detail {
 constexpr double kCancellation = 1e-3;
-// a, b float64 contiguous; gram = a b^T; na, nb squared row norms; out [m, n].
-void combine_distances_cpu(const Tensor& a, const Tensor& b, const Tensor& gram, const Tensor& na, const Tensor& nb,
-                           const Tensor& out);
-void combine_distances_cuda(const Tensor& a, const Tensor& b, const Tensor& gram, const Tensor& na, const Tensor& nb,
-                            const Tensor& out);
+// a [m, d], b [n, d] float64 contiguous; `dist` holds the Gram matrix a b^T on entry and
+// the distances on return (in place: no second m x n buffer).
+void gram_to_distances_cpu(const Tensor& a, const Tensor& b, const Tensor& dist);
+void gram_to_distances_cuda(const Tensor& a, const Tensor& b, const Tensor& dist);
 }  // namespace detail
 
 }  // namespace emd

@@ -91,28 +91,49 @@ class Solver {
     return static_cast<int64_t>(i) * n_ + j;
   }
 
-  // Greedy start: each row in turn sends its supply to its cheapest columns that still
-  // have demand. Every allocation exhausts its row or its column (which is then never used
-  // again), so the cells form a forest; zero-flow cells then join it into a spanning tree.
+  // Start: the least-cost method on each row's few cheapest cells (the cells of an optimal
+  // flow are mostly among them), then each row still open sends what is left to its
+  // cheapest open columns. Every allocation exhausts its row or its column, which takes no
+  // further allocation, so the cells form a forest; zero-flow cells then join it into a
+  // spanning tree.
   void initial_basis() {
     constexpr double kExhausted = 1e-14;  // leftovers of rounding in the normalised weights
     std::vector<double> supply = a_, demand = b_;
-    std::vector<char> closed(static_cast<size_t>(n_), 0);
+    std::vector<char> row_open(static_cast<size_t>(m_), 1), col_open(static_cast<size_t>(n_), 1);
     UnionFind uf(m_ + n_);
+    auto allocate = [&](int i, int j) {
+      const double f = std::min(supply[i], demand[j]);
+      supply[i] -= f;
+      demand[j] -= f;
+      add_edge(i, m_ + j);
+      uf.unite(i, m_ + j);
+      initial_flow_.push_back(f);
+      if (supply[i] <= kExhausted) row_open[i] = 0;
+      else col_open[j] = 0;
+    };
+    const int per_row = std::min(n_, 8);
+    std::vector<std::pair<double, int64_t>> candidates;  // (cost, cell)
+    candidates.reserve(static_cast<size_t>(m_) * per_row);
+    std::vector<int> cols(static_cast<size_t>(n_));
     for (int i = 0; i < m_; ++i) {
-      for (;;) {
+      std::iota(cols.begin(), cols.end(), 0);
+      std::nth_element(cols.begin(), cols.begin() + (per_row - 1), cols.end(),
+                       [&](int x, int y) { return cost(i, x) < cost(i, y); });
+      for (int r = 0; r < per_row; ++r)
+        candidates.emplace_back(cost(i, cols[r]), static_cast<int64_t>(i) * n_ + cols[r]);
+    }
+    std::sort(candidates.begin(), candidates.end());
+    for (const auto& [c, cell] : candidates) {
+      const int i = static_cast<int>(cell / n_), j = static_cast<int>(cell % n_);
+      if (row_open[i] && col_open[j]) allocate(i, j);
+    }
+    for (int i = 0; i < m_; ++i) {
+      while (row_open[i]) {
         int best = -1;
         for (int j = 0; j < n_; ++j)
-          if (!closed[j] && (best < 0 || cost(i, j) < cost(i, best))) best = j;
-        if (best < 0) break;
-        const double f = std::min(supply[i], demand[best]);
-        supply[i] -= f;
-        demand[best] -= f;
-        add_edge(i, m_ + best);
-        uf.unite(i, m_ + best);
-        initial_flow_.push_back(f);
-        if (supply[i] <= kExhausted) break;
-        closed[best] = 1;
+          if (col_open[j] && (best < 0 || cost(i, j) < cost(i, best))) best = j;
+        if (best < 0) break;  // rounding left a crumb of supply and no column: drop it
+        allocate(i, best);
       }
     }
     // Join the remaining components to node 0's with zero-flow cells, cheapest first.

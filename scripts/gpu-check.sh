@@ -2,7 +2,7 @@
 # The GPU check of /work/shared/GPU.md, in two halves.
 #
 #   scripts/gpu-check.sh --prepare
-#       Here, without a GPU: builds the library, the tests and the benches for sm_90 only
+#       Here, without a GPU: builds the library, tests, benches and fgvc-* apps for sm_90 only
 #       (Release) in build-gpu/, and gathers into gpu-bundle/ the stripped binaries and every
 #       shared library they need that the GPU machine may lack (OpenBLAS, gfortran, gomp,
 #       cudart, benchmark, libstdc++), leaving glibc, cuBLAS, cuDNN, NCCL and the driver to
@@ -36,7 +36,7 @@ prepare() {
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib"
   echo '*' >"$bundle/.gitignore"  # ignored by git, so it travels only when carried
-  cp "$build"/bin/bench_* "$bundle/bin/"
+  cp "$build"/bin/bench_* "$build"/bin/fgvc-* "$bundle/bin/"
   find "$build/bin" -maxdepth 1 -name 'test_*' -type f -exec cp {} "$bundle/bin/" \;
   cp -L "$build/lib/libfgvc.so.0" "$bundle/lib/"
   # Everything the binaries load except glibc, the CUDA driver and the big NVIDIA libraries.
@@ -49,6 +49,7 @@ prepare() {
 
   {
     echo "commit $(git rev-parse HEAD)$([[ -z $(git status --porcelain) ]] || echo ' with uncommitted changes')"
+    echo "root $PWD"
     echo "built $(date -u +%FT%TZ) on $(hostname), nvcc $(/usr/local/cuda/bin/nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), sm_90"
   } >"$bundle/MANIFEST.txt"
   ls -l "$bundle/bin" "$bundle/lib"
@@ -70,6 +71,12 @@ run() {
   : >"$scratch/tests/exit_codes.txt"
   [[ -d $bundle/bin ]] || { echo "ERROR: no $bundle/: run --prepare here and carry it"; return 1; }
   cat "$bundle/MANIFEST.txt"
+  # Tests compiled with absolute paths (test_emd's data, test_apps' fgvc-* binaries) find them
+  # through links: the prepare-time root to this copy, build-gpu/bin to the bundle.
+  local root
+  root=$(sed -n 's/^root //p' "$bundle/MANIFEST.txt")
+  if [[ -n $root && ! -e $root ]]; then mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"; fi
+  if [[ ! -e build-gpu ]]; then mkdir build-gpu && ln -s "../$bundle/bin" build-gpu/bin; fi
 
   step "library path"
   local libpath="$PWD/$bundle/lib" purelib d
@@ -85,7 +92,8 @@ run() {
 
   step "device"
   local gpu cudnn torch_version torch_ok=0
-  gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
+  gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+  gpu=${gpu:-"nvidia-smi failed"}
   cudnn=$(LD_LIBRARY_PATH=$libpath timeout 20 python3 -c \
     'import ctypes; print(ctypes.CDLL("libcudnn.so.9").cudnnGetVersion())' 2>&1 | tail -1)
   echo "GPU: $gpu"
@@ -151,7 +159,7 @@ run() {
     echo
     echo "- card: $gpu"
     echo "- cuDNN (our library path): $cudnn; PyTorch: ${torch_version:-not usable}"
-    echo "- build: $(paste -sd';' "$bundle/MANIFEST.txt")"
+    echo "- build: $(sed ':a;N;$!ba;s/\n/; /g' "$bundle/MANIFEST.txt")"
     echo "- command: scripts/gpu-check.sh --run (${SECONDS}s)"
     echo
     python3 scripts/bench_report.py "${report[@]}"
@@ -164,7 +172,10 @@ run() {
 case "${1:-}" in
   --prepare) prepare ;;
   --run)
-    OUT=${OUT:-./gpu-out}
+    if [[ -z ${OUT:-} ]]; then  # a run outside the device tool: keep the results out of git
+      OUT=./gpu-out
+      mkdir -p "$OUT" && echo '*' >"$OUT/.gitignore"
+    fi
     mkdir -p "$OUT"
     run 2>&1 | tee "$OUT/gpu-check.log"
     ;;
