@@ -39,7 +39,10 @@ class Solver {
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
         max_iterations_(o.max_iterations) {
     const int64_t cells = static_cast<int64_t>(m) * n;
-    block_ = o.block_size > 0 ? o.block_size : std::max<int64_t>(64, static_cast<int64_t>(std::sqrt(double(cells))));
+    // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
+    // (measured on 1000 x 200 to 6089 x 200 problems).
+    block_ = o.block_size > 0 ? o.block_size
+                              : std::max<int64_t>(256, static_cast<int64_t>(2 * std::sqrt(double(cells))));
     const int nodes = m + n;
     parent_.assign(nodes, -1);
     depth_.assign(nodes, 0);
@@ -242,12 +245,20 @@ class Solver {
         const double* row = c_ + static_cast<int64_t>(i) * n_;
         const double ui = pot_[i];
         const double* v = pot_.data() + m_;
+        // The chunk's minimum first (a loop the compiler vectorises), its position only
+        // when it improves on the best so far.
+        double chunk_min = best;
         for (int j = j0; j < j1; ++j) {
           const double r = row[j] - ui - v[j];
-          if (r < best) {
-            best = r;
-            best_k = static_cast<int64_t>(i) * n_ + j;
-          }
+          chunk_min = r < chunk_min ? r : chunk_min;
+        }
+        if (chunk_min < best) {
+          for (int j = j0; j < j1; ++j)
+            if (row[j] - ui - v[j] == chunk_min) {
+              best = chunk_min;
+              best_k = static_cast<int64_t>(i) * n_ + j;
+              break;
+            }
         }
         k += j1 - j0;
       }

@@ -20,7 +20,7 @@ namespace emd {
 
 struct Options {
   double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable
-  int64_t block_size = 0;       // cells priced per block; 0: about sqrt(m n)
+  int64_t block_size = 0;       // cells priced per block; 0: about 2 sqrt(m n)
   int64_t max_iterations = 0;   // 0: no limit (throws when exceeded)
 };
 
