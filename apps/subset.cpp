@@ -1,0 +1,44 @@
+// fgvc-subset: the more balanced subset for the second, fine-tuning stage of long-tailed
+// training: at most N images of each class (all of a class with fewer), chosen with a seed.
+//   fgvc-subset --data train/ --max-per-class 30 --out subset.txt [--seed 0]
+#include <cstdio>
+
+#include "apps/app.h"
+#include "data/dataset.h"
+#include "data/subset.h"
+
+int main(int argc, char** argv) {
+  std::string data, out;
+  int64_t max_per_class = 0, threshold = 100;
+  uint64_t seed = 0;
+  return fgvc::app::run(
+      "fgvc-subset", "Write a class-balanced subset (at most N images per class) as a list file", argc, argv,
+      [&](CLI::App& cli) {
+        cli.add_option("--data", data, "training set: ImageFolder, .txt list or .json (COCO)")->required();
+        cli.add_option("--max-per-class", max_per_class, "images kept per class at most")
+            ->required()
+            ->check(CLI::PositiveNumber);
+        cli.add_option("--out", out, "list file to write (paths relative to it)")->required();
+        cli.add_option("--seed", seed, "random seed (default 0)");
+        cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)");
+      },
+      [&](const fgvc::app::Common& common) {
+        using namespace fgvc::data;
+        const Dataset full = load_dataset(data);
+        const Dataset sub = balanced_subset(full, max_per_class, seed);
+        write_list_file(out, sub);
+        const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
+        if (!common.json) {
+          std::printf("%-8s %8s %8s %8s %10s\n", "", "images", "largest", "smallest", "imbalance");
+          std::printf("%-8s %8zu %8lld %8lld %10.1f\n", "full", full.samples.size(), (long long)before.largest,
+                      (long long)before.smallest, before.imbalance);
+          std::printf("%-8s %8zu %8lld %8lld %10.1f\n", "subset", sub.samples.size(), (long long)after.largest,
+                      (long long)after.smallest, after.imbalance);
+          std::printf("wrote %s (%zu classes)\n", out.c_str(), full.classes.size());
+        }
+        return nlohmann::json{{"images", sub.samples.size()}, {"images_full", full.samples.size()},
+                              {"classes", full.classes.size()}, {"max_per_class", max_per_class},
+                              {"imbalance_full", before.imbalance}, {"imbalance", after.imbalance},
+                              {"counts", after.counts}, {"out", out}};
+      });
+}

@@ -1,0 +1,160 @@
+#include "data/dataset.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace data {
+
+namespace fs = std::filesystem;
+
+std::vector<int64_t> Dataset::counts() const {
+  std::vector<int64_t> c(classes.size(), 0);
+  for (const Sample& s : samples) c[static_cast<size_t>(s.label)]++;
+  return c;
+}
+
+namespace {
+
+bool image_extension(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".gif";
+}
+
+}  // namespace
+
+Dataset load_image_folder(const std::string& root) {
+  std::error_code ec;
+  FGVC_CHECK(fs::is_directory(root, ec), "dataset", root, ": not a folder");
+  Dataset d;
+  d.source = root;
+  std::vector<fs::path> class_dirs;
+  for (const auto& e : fs::directory_iterator(root, ec))
+    if (e.is_directory()) class_dirs.push_back(e.path());
+  FGVC_CHECK(!ec, "dataset", root, ": ", ec.message());
+  std::sort(class_dirs.begin(), class_dirs.end());
+  FGVC_CHECK(!class_dirs.empty(), "dataset", root,
+             ": no class folders (an ImageFolder has one sub-folder of images per class)");
+  for (const fs::path& dir : class_dirs) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec))
+      if (e.is_regular_file() && image_extension(e.path())) files.push_back(e.path().string());
+    FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
+    std::sort(files.begin(), files.end());
+    const int64_t label = static_cast<int64_t>(d.classes.size());
+    d.classes.push_back(dir.filename().string());
+    for (std::string& f : files) d.samples.push_back({std::move(f), label});
+  }
+  FGVC_CHECK(!d.samples.empty(), "dataset", root, ": no images (.jpg, .jpeg, .png, .bmp, .gif) in its ",
+             class_dirs.size(), " class folders");
+  return d;
+}
+
+Dataset load_list_file(const std::string& path) {
+  std::ifstream in(path);
+  FGVC_CHECK(in, "dataset", path, ": cannot open");
+  const fs::path base = fs::path(path).parent_path();
+  Dataset d;
+  d.source = path;
+  std::string line;
+  int64_t max_label = -1;
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
+    // The label is the last field; the path is everything before it (paths may hold spaces).
+    const size_t end = line.find_last_not_of(" \t");
+    const size_t sep = line.find_last_of(" \t", end);
+    FGVC_CHECK(sep != std::string::npos, "dataset", path, ":", line_no, ": expected 'path label', got '", line, "'");
+    const std::string label_text = line.substr(sep + 1, end - sep);
+    const size_t path_end = line.find_last_not_of(" \t", sep);
+    FGVC_CHECK(path_end != std::string::npos, "dataset", path, ":", line_no, ": missing path in '", line, "'");
+    char* rest = nullptr;
+    const long long label = std::strtoll(label_text.c_str(), &rest, 10);
+    FGVC_CHECK(*rest == '\0' && !label_text.empty() && label >= 0, "dataset", path, ":", line_no,
+               ": label '", label_text, "' is not a non-negative integer");
+    const fs::path p = line.substr(0, path_end + 1);
+    d.samples.push_back({(p.is_absolute() ? p : base / p).string(), label});
+    max_label = std::max<int64_t>(max_label, label);
+  }
+  FGVC_CHECK(!d.samples.empty(), "dataset", path, ": no samples");
+  for (int64_t c = 0; c <= max_label; ++c) d.classes.push_back(std::to_string(c));
+  return d;
+}
+
+Dataset load_coco_json(const std::string& path) {
+  std::ifstream in(path);
+  FGVC_CHECK(in, "dataset", path, ": cannot open");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("dataset: " + path + ": not valid JSON: " + e.what());
+  }
+  for (const char* key : {"images", "annotations", "categories"})
+    FGVC_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "dataset", path, ": no '", key,
+               "' list (expected iNaturalist/COCO JSON with images, annotations, categories)");
+  const fs::path base = fs::path(path).parent_path();
+  Dataset d;
+  d.source = path;
+  // Labels follow the categories' ids in increasing order.
+  std::vector<std::pair<int64_t, std::string>> cats;
+  try {
+    for (const auto& c : j["categories"]) cats.emplace_back(c.at("id").get<int64_t>(), c.at("name").get<std::string>());
+    std::sort(cats.begin(), cats.end());
+    std::map<int64_t, int64_t> label_of;
+    for (const auto& [id, name] : cats) {
+      FGVC_CHECK(!label_of.count(id), "dataset", path, ": category id ", id, " appears twice");
+      label_of[id] = static_cast<int64_t>(d.classes.size());
+      d.classes.push_back(name);
+    }
+    std::map<int64_t, std::string> file_of;
+    for (const auto& im : j["images"]) file_of[im.at("id").get<int64_t>()] = im.at("file_name").get<std::string>();
+    for (const auto& a : j["annotations"]) {
+      const int64_t image = a.at("image_id").get<int64_t>(), cat = a.at("category_id").get<int64_t>();
+      const auto f = file_of.find(image);
+      FGVC_CHECK(f != file_of.end(), "dataset", path, ": annotation for unknown image id ", image);
+      const auto l = label_of.find(cat);
+      FGVC_CHECK(l != label_of.end(), "dataset", path, ": annotation with unknown category id ", cat);
+      const fs::path p = f->second;
+      d.samples.push_back({(p.is_absolute() ? p : base / p).string(), l->second});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("dataset: " + path + ": missing or mistyped field: " + e.what());
+  }
+  FGVC_CHECK(!d.samples.empty(), "dataset", path, ": no annotated images");
+  return d;
+}
+
+Dataset load_dataset(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return load_image_folder(path);
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".txt") return load_list_file(path);
+  if (ext == ".json") return load_coco_json(path);
+  FGVC_CHECK(fs::exists(path, ec), "dataset", path, ": no such file or folder");
+  throw Error("dataset: " + path + ": expected a folder (ImageFolder), a .txt list or a .json (COCO) file");
+}
+
+void write_list_file(const std::string& path, const Dataset& d) {
+  const fs::path base = fs::absolute(fs::path(path)).parent_path();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    FGVC_CHECK(out, "dataset", path, ": cannot write");
+    for (const Sample& s : d.samples)
+      out << fs::absolute(s.path).lexically_relative(base).string() << '\t' << s.label << '\n';
+    FGVC_CHECK(out.flush(), "dataset", path, ": write failed");
+  }
+  FGVC_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "dataset", path, ": cannot replace");
+}
+
+}  // namespace data
+}  // namespace fgvc

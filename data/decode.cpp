@@ -1,0 +1,241 @@
+#include "data/decode.h"
+
+#include <jpeglib.h>
+#include <stb/stb_image.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace fgvc {
+namespace data {
+
+namespace {
+
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 Mpixel: anything larger is not a photo
+
+// libjpeg reports errors through a callback that must not return; ours jumps back to the
+// decode call with the message. Warnings (corrupt or truncated data) count as errors too:
+// a half-gray image is not a training sample.
+struct JpegErrors {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_fail(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+void jpeg_message(j_common_ptr c, int level) {
+  if (level < 0) jpeg_fail(c);  // a warning; trace messages (level >= 0) are dropped
+}
+
+void install_errors(jpeg_decompress_struct* cinfo, JpegErrors* errors) {
+  cinfo->err = jpeg_std_error(&errors->mgr);
+  errors->mgr.error_exit = jpeg_fail;
+  errors->mgr.emit_message = jpeg_message;
+  errors->message[0] = '\0';
+}
+
+// Every local here is trivially destructible: longjmp may leave this function's frame.
+bool jpeg_header(const uint8_t* bytes, size_t size, ImageHeader* h, char* message) {
+  jpeg_decompress_struct cinfo;
+  JpegErrors errors;
+  install_errors(&cinfo, &errors);
+  if (setjmp(errors.jump)) {
+    std::strcpy(message, errors.message);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  h->width = static_cast<int>(cinfo.image_width);
+  h->height = static_cast<int>(cinfo.image_height);
+  jpeg_destroy_decompress(&cinfo);
+  return true;
+}
+
+// CMYK as stored by libjpeg to RGB; Adobe writes the channels inverted.
+void cmyk_to_rgb(const uint8_t* in, uint8_t* out, int n, bool inverted) {
+  for (int i = 0; i < n; ++i, in += 4, out += 3) {
+    const int c = inverted ? in[0] : 255 - in[0], m = inverted ? in[1] : 255 - in[1];
+    const int y = inverted ? in[2] : 255 - in[2], k = inverted ? in[3] : 255 - in[3];
+    out[0] = static_cast<uint8_t>((c * k + 127) / 255);
+    out[1] = static_cast<uint8_t>((m * k + 127) / 255);
+    out[2] = static_cast<uint8_t>((y * k + 127) / 255);
+  }
+}
+
+bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, int min_h, Decoded* out,
+                 char* message) {
+  jpeg_decompress_struct cinfo;
+  JpegErrors errors;
+  install_errors(&cinfo, &errors);
+  if (setjmp(errors.jump)) {
+    std::strcpy(message, errors.message);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  const double W = cinfo.image_width, H = cinfo.image_height;
+  if (W * H > static_cast<double>(kMaxPixels)) {
+    std::snprintf(message, JMSG_LENGTH_MAX, "image of %.0f x %.0f pixels is too large", W, H);
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
+  // The region, clamped to the image (the whole image when empty).
+  Box r = want;
+  if (r.w <= 0 || r.h <= 0) r = {0, 0, W, H};
+  r.x = std::clamp(r.x, 0.0, W - 1);
+  r.y = std::clamp(r.y, 0.0, H - 1);
+  r.w = std::min(r.w, W - r.x);
+  r.h = std::min(r.h, H - r.y);
+
+  // Smallest k/8 scale that keeps the region at least min_w x min_h.
+  int k = 8;
+  if (min_w > 0 && min_h > 0)
+    for (k = 1; k < 8; ++k)
+      if (r.w * k / 8 >= min_w && r.h * k / 8 >= min_h) break;
+  cinfo.scale_num = static_cast<unsigned>(k);
+  cinfo.scale_denom = 8;
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;  // libjpeg-turbo expands grayscale to RGB
+  cinfo.dct_method = JDCT_ISLOW;
+  jpeg_start_decompress(&cinfo);
+
+  const int ow = static_cast<int>(cinfo.output_width), oh = static_cast<int>(cinfo.output_height);
+  const double fx = ow / W, fy = oh / H;
+  const double sx = r.x * fx, sy = r.y * fy, sw = r.w * fx, sh = r.h * fy;
+  // One pixel of margin on every side for the bilinear sampling at the region's border.
+  JDIMENSION x0 = static_cast<JDIMENSION>(std::max(0.0, std::floor(sx) - 1));
+  const int x1 = std::min(ow, static_cast<int>(std::ceil(sx + sw)) + 1);
+  const int y0 = std::max(0, static_cast<int>(std::floor(sy)) - 1);
+  const int y1 = std::min(oh, static_cast<int>(std::ceil(sy + sh)) + 1);
+  JDIMENSION cw = static_cast<JDIMENSION>(x1) - x0;
+  if (cw < static_cast<JDIMENSION>(ow)) jpeg_crop_scanline(&cinfo, &x0, &cw);  // widens to iMCU columns
+  if (y0 > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y0));
+
+  out->image = Image(static_cast<int>(cw), y1 - y0);
+  // A CMYK row goes through a buffer from libjpeg's own pool (freed with cinfo).
+  JSAMPARRAY cmyk_row =
+      cmyk ? (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE, cw * 4, 1) : nullptr;
+  for (int y = y0; y < y1; ++y) {
+    JSAMPROW row = cmyk ? cmyk_row[0] : out->image.row(y - y0);
+    jpeg_read_scanlines(&cinfo, &row, 1);
+    if (cmyk) cmyk_to_rgb(cmyk_row[0], out->image.row(y - y0), static_cast<int>(cw), cinfo.saw_Adobe_marker);
+  }
+  out->region = {sx - x0, sy - y0, sw, sh};
+  out->scale_eighths = k;
+  jpeg_destroy_decompress(&cinfo);  // the rows below the region are never decoded
+  return true;
+}
+
+}  // namespace
+
+ImageFormat detect_format(const uint8_t* b, size_t n) {
+  if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return ImageFormat::Jpeg;
+  if (n >= 8 && std::memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
+  if (n >= 6 && (std::memcmp(b, "GIF87a", 6) == 0 || std::memcmp(b, "GIF89a", 6) == 0)) return ImageFormat::Gif;
+  if (n >= 2 && b[0] == 'B' && b[1] == 'M') return ImageFormat::Bmp;
+  return ImageFormat::Unknown;
+}
+
+const char* format_name(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::Jpeg: return "JPEG";
+    case ImageFormat::Png: return "PNG";
+    case ImageFormat::Bmp: return "BMP";
+    case ImageFormat::Gif: return "GIF";
+    default: return "unknown";
+  }
+}
+
+ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& name) {
+  ImageHeader h;
+  h.format = detect_format(bytes.data(), bytes.size());
+  if (bytes.empty()) {
+    h.error = name + ": empty file";
+  } else if (h.format == ImageFormat::Unknown) {
+    h.error = name + ": not a JPEG, PNG, BMP or GIF image";
+  } else if (h.format == ImageFormat::Jpeg) {
+    char message[JMSG_LENGTH_MAX];
+    if (!jpeg_header(bytes.data(), bytes.size(), &h, message)) h.error = name + ": bad JPEG: " + message;
+  } else {
+    int comp = 0;
+    if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &h.width, &h.height, &comp))
+      h.error = name + ": bad " + format_name(h.format) + ": " + stbi_failure_reason();
+  }
+  if (h.error.empty() && (h.width <= 0 || h.height <= 0))
+    h.error = name + ": image has no pixels";
+  return h;
+}
+
+Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name, const Box& region, int min_width,
+                     int min_height) {
+  Decoded d;
+  const ImageFormat format = detect_format(bytes.data(), bytes.size());
+  if (bytes.empty()) {
+    d.error = name + ": empty file";
+    return d;
+  }
+  if (format == ImageFormat::Unknown) {
+    d.error = name + ": not a JPEG, PNG, BMP or GIF image";
+    return d;
+  }
+  if (format == ImageFormat::Jpeg) {
+    char message[JMSG_LENGTH_MAX];
+    if (!jpeg_decode(bytes.data(), bytes.size(), region, min_width, min_height, &d, message)) {
+      d = Decoded();
+      d.error = name + ": bad JPEG: " + message;
+    }
+    return d;
+  }
+  int w = 0, h = 0, comp = 0;
+  if (stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp) &&
+      static_cast<int64_t>(w) * h > kMaxPixels) {
+    d.error = name + ": image too large";
+    return d;
+  }
+  uint8_t* pixels = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp, 3);
+  if (!pixels) {
+    d.error = name + ": bad " + format_name(format) + ": " + stbi_failure_reason();
+    return d;
+  }
+  d.image = Image(w, h);
+  std::memcpy(d.image.rgb.data(), pixels, d.image.rgb.size());
+  stbi_image_free(pixels);
+  Box r = region;
+  if (r.w <= 0 || r.h <= 0) r = {0, 0, static_cast<double>(w), static_cast<double>(h)};
+  d.region = r;
+  return d;
+}
+
+bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* error) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    *error = path + ": cannot open: " + std::strerror(errno);
+    return false;
+  }
+  f.seekg(0, std::ios::end);
+  const std::streamoff n = f.tellg();
+  f.seekg(0);
+  out->resize(static_cast<size_t>(n > 0 ? n : 0));
+  if (n > 0 && !f.read(reinterpret_cast<char*>(out->data()), n)) {
+    *error = path + ": read failed";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace data
+}  // namespace fgvc

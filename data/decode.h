@@ -1,0 +1,50 @@
+// Image decoding: JPEG through libjpeg-turbo, PNG/BMP/GIF through stb_image; the format is
+// recognised from the bytes, never from the file name.
+//
+// For JPEG the decoder works at the smallest DCT scale (1/8 .. 8/8 of the full size) at which
+// the requested region still has the requested number of pixels, and decodes only the rows
+// and the iMCU columns that hold the region: most of the cost of a 299 px crop from an
+// 800x600 photo is never paid. Grayscale and CMYK/YCCK JPEGs come out as RGB.
+//
+// Bad data is a value, not an exception: a truncated, empty or garbage file gives a result
+// whose `error` names the file and the reason, and libjpeg's own messages are never printed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/image.h"
+
+namespace fgvc {
+namespace data {
+
+enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif };
+ImageFormat detect_format(const uint8_t* bytes, size_t size);
+const char* format_name(ImageFormat f);
+
+struct ImageHeader {
+  int width = 0, height = 0;
+  ImageFormat format = ImageFormat::Unknown;
+  std::string error;  // empty when the header was read
+};
+
+struct Decoded {
+  Image image;          // the decoded pixels: the region (with some margin), possibly downscaled
+  Box region;           // where the requested region lies in `image`
+  int scale_eighths = 8;  // the DCT scale used, in eighths (8 = full size)
+  std::string error;    // empty on success
+  bool ok() const { return error.empty(); }
+};
+
+ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& name);
+
+// Decodes `region` of the image (all of it when region.w or region.h is 0), at a scale at
+// which the region is at least min_width x min_height pixels (0: full size).
+Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name, const Box& region = {},
+                     int min_width = 0, int min_height = 0);
+
+// Whole file into memory; an error string (naming the file) instead of an exception.
+bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* error);
+
+}  // namespace data
+}  // namespace fgvc

@@ -1,0 +1,190 @@
+#include "data/loader.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "data/decode.h"
+#include "data/subset.h"
+#include "tensor/cuda_runtime.h"
+
+namespace fgvc {
+namespace data {
+
+Loader::Loader(Dataset dataset, LoaderOptions options) : dataset_(std::move(dataset)), options_(options) {
+  FGVC_CHECK(options_.batch_size > 0, "Loader", "batch size must be positive, got ", options_.batch_size);
+  FGVC_CHECK(options_.size > 0, "Loader", "image size must be positive, got ", options_.size);
+  FGVC_CHECK(options_.workers > 0 && options_.prefetch > 0, "Loader", "needs at least one worker and one batch of prefetch");
+  FGVC_CHECK(!dataset_.samples.empty(), "Loader", "dataset ", dataset_.source, " is empty");
+  options_.pinned = options_.pinned && cuda_available();
+}
+
+Loader::~Loader() { stop_workers(); }
+
+int64_t Loader::batches_per_epoch() const {
+  const int64_t n = static_cast<int64_t>(dataset_.samples.size()), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void Loader::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+  stopping_ = false;
+}
+
+void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
+  stop_workers();
+  const int64_t n = static_cast<int64_t>(dataset_.samples.size());
+  if (options_.mode == Mode::Train && options_.shuffle) {
+    order_ = shuffled_order(n, options_.seed, epoch);
+  } else {
+    order_.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) order_[i] = i;
+  }
+  epoch_ = epoch;
+  end_ = batches_per_epoch();
+  next_to_make_ = next_to_hand_ = std::min(first_batch, end_);
+  skipped_ = 0;
+  failure_ = nullptr;
+  ready_.clear();
+  for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this] { worker_loop(); });
+}
+
+void Loader::worker_loop() {
+  for (;;) {
+    int64_t b;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stopping_ || next_to_make_ >= end_ || next_to_make_ < next_to_hand_ + options_.prefetch;
+      });
+      if (stopping_ || next_to_make_ >= end_) return;
+      b = next_to_make_++;
+    }
+    Batch batch;
+    std::exception_ptr failure;
+    try {
+      batch = make_batch(b, epoch_);
+    } catch (...) {  // e.g. out of memory: handed to the consumer, not std::terminate
+      failure = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failure && !failure_) failure_ = failure;
+      ready_.emplace(b, std::move(batch));
+    }
+    cv_.notify_all();
+  }
+}
+
+bool Loader::next(Batch* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (next_to_hand_ >= end_) return false;
+  cv_.wait(lock, [&] { return ready_.count(next_to_hand_) > 0; });
+  if (failure_) std::rethrow_exception(failure_);
+  auto it = ready_.find(next_to_hand_);
+  *out = std::move(it->second);
+  ready_.erase(it);
+  ++next_to_hand_;
+  skipped_ += out->skipped;
+  lock.unlock();
+  cv_.notify_all();
+  return true;
+}
+
+bool Loader::load_sample(int64_t index, uint64_t epoch, void* out, std::string* error) const {
+  const Sample& s = dataset_.samples[index];
+  std::vector<uint8_t> bytes;
+  if (!read_file(s.path, &bytes, error)) return false;
+  const ImageHeader header = read_header(bytes, s.path);
+  if (!header.error.empty()) {
+    *error = header.error;
+    return false;
+  }
+  const int S = options_.size;
+  std::vector<Box> boxes;
+  RandomStream rng = RandomStream::for_sample(options_.seed, epoch, static_cast<uint64_t>(index));
+  if (options_.mode == Mode::Train) boxes.push_back(sample_crop(header.width, header.height, options_.augment, rng));
+  else if (options_.mode == Mode::Eval) boxes.push_back(central_crop(header.width, header.height));
+  else boxes = twelve_crop_boxes(header.width, header.height);
+
+  // One decode covering every box (for 12 views: the whole image) at the scale the smallest
+  // box still needs S x S pixels.
+  Box cover = boxes[0];
+  double min_w = boxes[0].w, min_h = boxes[0].h;
+  for (const Box& b : boxes) {
+    const double x1 = std::max(cover.x + cover.w, b.x + b.w), y1 = std::max(cover.y + cover.h, b.y + b.h);
+    cover.x = std::min(cover.x, b.x);
+    cover.y = std::min(cover.y, b.y);
+    cover.w = x1 - cover.x;
+    cover.h = y1 - cover.y;
+    min_w = std::min(min_w, b.w);
+    min_h = std::min(min_h, b.h);
+  }
+  // The scale that gives the smallest box S pixels gives the covering region this many.
+  const int need_w = static_cast<int>(std::ceil(S * cover.w / min_w));
+  const int need_h = static_cast<int>(std::ceil(S * cover.h / min_h));
+  const Decoded d = decode_image(bytes, s.path, cover, need_w, need_h);
+  if (!d.ok()) {
+    *error = d.error;
+    return false;
+  }
+  const double fx = d.region.w / cover.w, fy = d.region.h / cover.h;
+  const size_t per_view = static_cast<size_t>(3) * S * S;
+  int view = 0;
+  for (const Box& b : boxes) {
+    const Box in_decoded{d.region.x + (b.x - cover.x) * fx, d.region.y + (b.y - cover.y) * fy, b.w * fx, b.h * fy};
+    Image img = resize_region(d.image, in_decoded, S);
+    const int flips = options_.mode == Mode::Eval12 ? 2 : 1;
+    for (int f = 0; f < flips; ++f, ++view) {
+      Image v = img;
+      if (options_.mode == Mode::Eval12 ? f == 1 : (options_.augment.flip && rng.uniform() < 0.5)) flip_horizontal(v);
+      if (options_.mode == Mode::Train && options_.augment.color_distort) distort_color(v, options_.augment, rng);
+      if (options_.uint8_output) {
+        uint8_t* o = static_cast<uint8_t*>(out) + view * per_view;
+        for (int c = 0; c < 3; ++c)
+          for (int p = 0; p < S * S; ++p) o[c * S * S + p] = v.rgb[static_cast<size_t>(p) * 3 + c];
+      } else {
+        normalize_to_chw(v, options_.normalization, static_cast<float*>(out) + view * per_view);
+      }
+    }
+  }
+  return true;
+}
+
+Batch Loader::make_batch(int64_t b, uint64_t epoch) const {
+  const int64_t n = static_cast<int64_t>(order_.size()), B = options_.batch_size;
+  const int64_t lo = b * B, hi = std::min(n, lo + B);
+  const int V = views(), S = options_.size;
+  const size_t per_image = static_cast<size_t>(V) * 3 * S * S;
+  const DType dtype = options_.uint8_output ? DType::UInt8 : DType::Float32;
+  Tensor images = Tensor::empty({(hi - lo) * V, 3, S, S}, dtype, Device::cpu(), options_.pinned);
+  std::vector<int64_t> labels;
+  Batch batch;
+  char* base = static_cast<char*>(images.data_ptr());
+  for (int64_t p = lo; p < hi; ++p) {
+    const int64_t index = order_[p];
+    std::string error;
+    void* slot = base + static_cast<size_t>(batch.indices.size()) * per_image * dtype_size(dtype);
+    if (!load_sample(index, epoch, slot, &error)) {
+      batch.skipped++;
+      if (options_.warn) std::fprintf(stderr, "fgvc: warning: skipped %s\n", error.c_str());
+      continue;
+    }
+    batch.indices.push_back(index);
+    for (int v = 0; v < V; ++v) labels.push_back(dataset_.samples[index].label);
+  }
+  const int64_t kept = static_cast<int64_t>(batch.indices.size());
+  batch.images = kept == hi - lo ? images : images.slice(0, 0, kept * V);
+  batch.labels = Tensor::from_vector(labels, {static_cast<int64_t>(labels.size())});
+  return batch;
+}
+
+}  // namespace data
+}  // namespace fgvc

@@ -1,0 +1,95 @@
+// The input pipeline: worker threads decode and transform samples into batches ahead of the
+// consumer, through a bounded queue of ready batches.
+//
+// Determinism: batch b of epoch e holds the samples at positions [b B, (b + 1) B) of the
+// epoch's order (a function of seed and epoch), and every random choice of a sample comes
+// from the stream of (seed, epoch, sample index). Batches are handed out in order. So the
+// batches are the same with 1 or 16 workers, whatever the timing.
+//
+// Bad files are skipped (the batch is that much smaller) with one warning line each, and
+// counted; skipped() reports the epoch's count.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/dataset.h"
+#include "data/transforms.h"
+#include "tensor/tensor.h"
+
+namespace fgvc {
+namespace data {
+
+enum class Mode { Train, Eval, Eval12 };  // Eval12: 12 views per image, [12 B, 3, S, S]
+
+struct LoaderOptions {
+  int64_t batch_size = 32;
+  int size = 299;                        // output S x S
+  Mode mode = Mode::Train;
+  Normalization normalization = Normalization::Inception;
+  TrainAugment augment;
+  int workers = 1;
+  int prefetch = 4;                      // ready batches kept ahead of the consumer
+  bool shuffle = true;                   // train; eval keeps the dataset order
+  bool drop_last = false;
+  bool uint8_output = false;             // raw RGB [B, 3, S, S] uint8 instead of normalised float32
+  bool pinned = true;                    // page-locked batches when a CUDA device is usable
+  bool warn = true;                      // print one warning per skipped file on stderr
+  uint64_t seed = 0;
+};
+
+struct Batch {
+  Tensor images;                 // [B, 3, S, S] (B may be smaller: last batch, skipped files)
+  Tensor labels;                 // [B] int64
+  std::vector<int64_t> indices;  // dataset index of each image
+  int64_t skipped = 0;           // files of this batch that could not be read
+};
+
+class Loader {
+ public:
+  Loader(Dataset dataset, LoaderOptions options);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // Starts (or restarts) epoch `epoch` (its order and augmentations), from batch `first`.
+  void start_epoch(uint64_t epoch, int64_t first_batch = 0);
+  // The next batch of the epoch in order; false when the epoch is over.
+  bool next(Batch* batch);
+  int64_t batches_per_epoch() const;
+  int64_t skipped() const { return skipped_; }
+  const Dataset& dataset() const { return dataset_; }
+  const LoaderOptions& options() const { return options_; }
+
+  // One sample as the workers make it (for tests and tools): views x 3 x S x S floats or
+  // bytes written to `out`; false (with the reason) for an unreadable file.
+  bool load_sample(int64_t index, uint64_t epoch, void* out, std::string* error) const;
+  int views() const { return options_.mode == Mode::Eval12 ? 12 : 1; }
+
+ private:
+  void stop_workers();
+  void worker_loop();
+  Batch make_batch(int64_t b, uint64_t epoch) const;
+
+  Dataset dataset_;
+  LoaderOptions options_;
+  std::vector<int64_t> order_;
+  uint64_t epoch_ = 0;
+  int64_t next_to_make_ = 0, next_to_hand_ = 0, end_ = 0;
+  int64_t skipped_ = 0;
+  std::map<int64_t, Batch> ready_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::exception_ptr failure_;  // the first error a worker hit
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace data
+}  // namespace fgvc

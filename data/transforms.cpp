@@ -1,0 +1,189 @@
+#include "data/transforms.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "tensor/philox.h"
+
+namespace fgvc {
+namespace data {
+
+double RandomStream::uniform() {
+  if (next_ + 2 > 4) {
+    const philox::U32x4 b = philox::block(seed_, base_ + block_++);
+    for (int i = 0; i < 4; ++i) words_[i] = b.v[i];
+    next_ = 0;
+  }
+  const double u = philox::uniform53(words_[next_], words_[next_ + 1]);
+  next_ += 2;
+  return u;
+}
+
+int64_t RandomStream::below(int64_t n) {
+  return std::min<int64_t>(n - 1, static_cast<int64_t>(uniform() * static_cast<double>(n)));
+}
+
+Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng) {
+  const double W = width, H = height, area = W * H;
+  for (int attempt = 0; attempt < aug.attempts; ++attempt) {
+    const double fraction = rng.uniform(aug.area_min, aug.area_max);
+    const double aspect = rng.uniform(aug.aspect_min, aug.aspect_max);  // width / height
+    const double w = std::sqrt(fraction * area * aspect), h = std::sqrt(fraction * area / aspect);
+    if (w > W || h > H || fraction < aug.min_covered) continue;
+    return {rng.uniform() * (W - w), rng.uniform() * (H - h), w, h};
+  }
+  return {0, 0, W, H};
+}
+
+Box central_crop(int width, int height, double fraction) {
+  const double w = width * fraction, h = height * fraction;
+  return {(width - w) / 2, (height - h) / 2, w, h};
+}
+
+std::vector<Box> twelve_crop_boxes(int width, int height, double fraction) {
+  const double W = width, H = height, w = W * fraction, h = H * fraction;
+  return {{0, 0, W, H}, central_crop(width, height, fraction), {0, 0, w, h}, {W - w, 0, w, h},
+          {0, H - h, w, h}, {W - w, H - h, w, h}};
+}
+
+namespace {
+
+// Weights of a separable resampling along one axis: output i covers source coordinates
+// [start + i * scale, start + (i + 1) * scale); a triangle filter of half-width
+// max(1, scale) when shrinking by more than 2x, else 1 (plain bilinear).
+struct AxisWeights {
+  std::vector<int> first;      // first source index per output
+  std::vector<int> count;      // taps per output
+  std::vector<float> weights;  // count[i] weights per output, at i * taps
+  int taps = 0;
+};
+
+AxisWeights axis_weights(double start, double length, int src_size, int out_size) {
+  AxisWeights a;
+  const double scale = length / out_size;
+  const double support = scale > 2.0 ? scale : 1.0;  // half-width in source pixels
+  a.taps = static_cast<int>(std::ceil(support)) * 2 + 1;
+  a.first.resize(out_size);
+  a.count.resize(out_size);
+  a.weights.assign(static_cast<size_t>(out_size) * a.taps, 0.0f);
+  for (int i = 0; i < out_size; ++i) {
+    const double center = start + (i + 0.5) * scale - 0.5;  // in source pixel-centre coordinates
+    int lo = static_cast<int>(std::floor(center - support)) + 1, hi = static_cast<int>(std::ceil(center + support)) - 1;
+    lo = std::max(lo, 0);
+    hi = std::min(hi, src_size - 1);
+    if (hi < lo) lo = hi = std::clamp(static_cast<int>(std::lround(center)), 0, src_size - 1);
+    double total = 0;
+    for (int k = lo; k <= hi; ++k) total += std::max(0.0, 1.0 - std::fabs(k - center) / support);
+    a.first[i] = lo;
+    a.count[i] = hi - lo + 1;
+    for (int k = lo; k <= hi; ++k) {
+      const double w = total > 0 ? std::max(0.0, 1.0 - std::fabs(k - center) / support) / total : 1.0 / (hi - lo + 1);
+      a.weights[static_cast<size_t>(i) * a.taps + (k - lo)] = static_cast<float>(w);
+    }
+  }
+  return a;
+}
+
+uint8_t to_u8(float v) { return static_cast<uint8_t>(std::clamp(v + 0.5f, 0.0f, 255.0f)); }
+
+}  // namespace
+
+Image resize_region(const Image& src, const Box& region, int size) {
+  const AxisWeights ax = axis_weights(region.x, region.w, src.width, size);
+  const AxisWeights ay = axis_weights(region.y, region.h, src.height, size);
+  // Rows first (only the source rows the vertical pass needs), then columns.
+  const int row_lo = ay.first.front(), row_hi = ay.first.back() + ay.count.back();
+  std::vector<float> tmp(static_cast<size_t>(row_hi - row_lo) * size * 3);
+  for (int y = row_lo; y < row_hi; ++y) {
+    const uint8_t* in = src.row(y);
+    float* o = tmp.data() + static_cast<size_t>(y - row_lo) * size * 3;
+    for (int i = 0; i < size; ++i) {
+      const float* w = ax.weights.data() + static_cast<size_t>(i) * ax.taps;
+      float r = 0, g = 0, b = 0;
+      for (int k = 0; k < ax.count[i]; ++k) {
+        const uint8_t* p = in + (ax.first[i] + k) * 3;
+        r += w[k] * p[0];
+        g += w[k] * p[1];
+        b += w[k] * p[2];
+      }
+      o[i * 3] = r, o[i * 3 + 1] = g, o[i * 3 + 2] = b;
+    }
+  }
+  Image out(size, size);
+  for (int j = 0; j < size; ++j) {
+    const float* w = ay.weights.data() + static_cast<size_t>(j) * ay.taps;
+    uint8_t* o = out.row(j);
+    for (int c = 0; c < size * 3; ++c) {
+      float v = 0;
+      for (int k = 0; k < ay.count[j]; ++k) v += w[k] * tmp[static_cast<size_t>(ay.first[j] + k - row_lo) * size * 3 + c];
+      o[c] = to_u8(v);
+    }
+  }
+  return out;
+}
+
+void flip_horizontal(Image& img) {
+  for (int y = 0; y < img.height; ++y) {
+    uint8_t* r = img.row(y);
+    for (int a = 0, b = img.width - 1; a < b; ++a, --b) std::swap_ranges(r + a * 3, r + a * 3 + 3, r + b * 3);
+  }
+}
+
+namespace {
+// TF's adjust_saturation: to HSV, scale S (clipped to [0, 1]), back to RGB; values in [0, 1].
+void saturate(float& r, float& g, float& b, float factor) {
+  const float mx = std::max({r, g, b}), mn = std::min({r, g, b});
+  const float v = mx, delta = mx - mn;
+  if (v <= 0.0f || delta <= 0.0f) return;  // gray: saturation stays 0
+  float h;
+  if (mx == r) h = (g - b) / delta;
+  else if (mx == g) h = 2.0f + (b - r) / delta;
+  else h = 4.0f + (r - g) / delta;
+  h = h < 0 ? h + 6.0f : h;
+  const float s = std::min(1.0f, delta / v * factor);
+  const float c = v * s, x = c * (1.0f - std::fabs(std::fmod(h, 2.0f) - 1.0f)), m = v - c;
+  float rr, gg, bb;
+  switch (static_cast<int>(h) % 6) {
+    case 0: rr = c, gg = x, bb = 0; break;
+    case 1: rr = x, gg = c, bb = 0; break;
+    case 2: rr = 0, gg = c, bb = x; break;
+    case 3: rr = 0, gg = x, bb = c; break;
+    case 4: rr = x, gg = 0, bb = c; break;
+    default: rr = c, gg = 0, bb = x; break;
+  }
+  r = rr + m, g = gg + m, b = bb + m;
+}
+}  // namespace
+
+void distort_color(Image& img, const TrainAugment& aug, RandomStream& rng) {
+  const bool brightness_first = rng.uniform() < 0.5;
+  const float delta = static_cast<float>(rng.uniform(-aug.brightness, aug.brightness));
+  const float factor = static_cast<float>(rng.uniform(aug.saturation_min, aug.saturation_max));
+  for (size_t i = 0; i < img.rgb.size(); i += 3) {
+    float r = img.rgb[i] / 255.0f, g = img.rgb[i + 1] / 255.0f, b = img.rgb[i + 2] / 255.0f;
+    if (brightness_first) {
+      r += delta, g += delta, b += delta;
+      saturate(r, g, b, factor);
+    } else {
+      saturate(r, g, b, factor);
+      r += delta, g += delta, b += delta;
+    }
+    img.rgb[i] = to_u8(std::clamp(r, 0.0f, 1.0f) * 255.0f);
+    img.rgb[i + 1] = to_u8(std::clamp(g, 0.0f, 1.0f) * 255.0f);
+    img.rgb[i + 2] = to_u8(std::clamp(b, 0.0f, 1.0f) * 255.0f);
+  }
+}
+
+void normalize_to_chw(const Image& img, Normalization norm, float* out) {
+  static const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
+  const size_t plane = static_cast<size_t>(img.width) * img.height;
+  for (int c = 0; c < 3; ++c) {
+    const float scale = norm == Normalization::Inception ? 2.0f / 255.0f : 1.0f / (255.0f * kStd[c]);
+    const float shift = norm == Normalization::Inception ? -1.0f : -kMean[c] / kStd[c];
+    float* o = out + c * plane;
+    for (size_t p = 0; p < plane; ++p) o[p] = img.rgb[p * 3 + c] * scale + shift;
+  }
+}
+
+}  // namespace data
+}  // namespace fgvc

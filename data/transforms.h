@@ -1,0 +1,69 @@
+// The paper's input transforms, as TF-slim's Inception preprocessing does them.
+//
+// Train: a random crop of area fraction in [0.05, 1] that covers at least 10% of the image
+// (so [0.1, 1] in effect) with aspect ratio in [0.75, 1.33] (100 attempts, else the whole
+// image), resized to S x S (bilinear), flipped left-right with probability 1/2, colours
+// distorted (brightness +-32/255 and saturation x[0.5, 1.5] in random order, clipped).
+// Eval: the central 87.5% of the image resized to S x S; 12-crop: the full image, the centre
+// and the four corners (87.5% crops), each also flipped.
+// Resizing is bilinear; when shrinking by more than 2x the filter widens with the scale
+// (antialiasing), so no detail aliases. Outputs are float32 CHW, normalised to [-1, 1]
+// (Inception) or by the ImageNet mean and std (ResNets).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "data/image.h"
+
+namespace fgvc {
+namespace data {
+
+enum class Normalization { Inception, ImageNet };
+
+// Uniform random numbers from a counter-based stream (Philox, tensor/philox.h): a key and
+// the first block. Augmentations take the stream of (seed, epoch, sample index), so they
+// never depend on threads or timing.
+class RandomStream {
+ public:
+  RandomStream(uint64_t key, uint64_t first_block) : seed_(key), base_(first_block) {}
+  // The stream of one sample in one epoch: 4096 blocks of its own.
+  static RandomStream for_sample(uint64_t seed, uint64_t epoch, uint64_t index) {
+    return RandomStream(seed, (epoch << 44) ^ (index << 12));
+  }
+  double uniform();  // [0, 1), 53 random bits
+  double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
+  int64_t below(int64_t n);  // uniform integer in [0, n)
+
+ private:
+  uint64_t seed_, base_;
+  uint32_t words_[4] = {};
+  int next_ = 4;
+  uint64_t block_ = 0;
+};
+
+struct TrainAugment {
+  double area_min = 0.05, area_max = 1.0, min_covered = 0.1;
+  double aspect_min = 0.75, aspect_max = 1.33;
+  int attempts = 100;
+  bool flip = true;
+  bool color_distort = true;
+  double brightness = 32.0 / 255.0;
+  double saturation_min = 0.5, saturation_max = 1.5;
+};
+
+// The crop box of the train transform in an image of width x height.
+Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng);
+// The central crop (fraction of each side) and the 12-crop boxes (6 regions; flips are separate).
+Box central_crop(int width, int height, double fraction = 0.875);
+std::vector<Box> twelve_crop_boxes(int width, int height, double fraction = 0.875);
+
+// Resamples `region` of `src` to size x size RGB (antialiased when shrinking > 2x).
+Image resize_region(const Image& src, const Box& region, int size);
+void flip_horizontal(Image& img);
+// Brightness and saturation in random order, then clipped, as TF-slim's fast distort_color.
+void distort_color(Image& img, const TrainAugment& aug, RandomStream& rng);
+// RGB uint8 -> float32 CHW normalised, written to out[0 .. 3 * size * size).
+void normalize_to_chw(const Image& img, Normalization norm, float* out);
+
+}  // namespace data
+}  // namespace fgvc

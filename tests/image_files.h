@@ -1,0 +1,107 @@
+// Test images written by the tests themselves: JPEGs through libjpeg (baseline, progressive,
+// grayscale, CMYK), PNG/BMP through stb_image_write, and a small gradient-plus-detail picture.
+#pragma once
+#include <jpeglib.h>
+#include <stb/stb_image_write.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "data/image.h"
+
+namespace fgvc {
+namespace testing {
+
+// A smooth colour gradient with a few sharp edges (so crops and flips are visible).
+inline data::Image test_picture(int w, int h) {
+  data::Image img(w, h);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = img.row(y) + x * 3;
+      p[0] = static_cast<uint8_t>(255 * x / std::max(1, w - 1));
+      p[1] = static_cast<uint8_t>(255 * y / std::max(1, h - 1));
+      p[2] = static_cast<uint8_t>((x / 16 + y / 16) % 2 ? 200 : 40);
+    }
+  return img;
+}
+
+enum class JpegKind { Baseline, Progressive, Gray, Cmyk };
+
+inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, int quality = 95) {
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buf, &size);
+  c.image_width = static_cast<JDIMENSION>(img.width);
+  c.image_height = static_cast<JDIMENSION>(img.height);
+  c.input_components = kind == JpegKind::Gray ? 1 : (kind == JpegKind::Cmyk ? 4 : 3);
+  c.in_color_space = kind == JpegKind::Gray ? JCS_GRAYSCALE : (kind == JpegKind::Cmyk ? JCS_CMYK : JCS_RGB);
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, quality, TRUE);
+  if (kind == JpegKind::Progressive) jpeg_simple_progression(&c);
+  jpeg_start_compress(&c, TRUE);
+  std::vector<uint8_t> row(static_cast<size_t>(img.width) * 4);
+  for (int y = 0; y < img.height; ++y) {
+    const uint8_t* p = img.row(y);
+    for (int x = 0; x < img.width; ++x) {
+      if (kind == JpegKind::Gray) {
+        row[x] = p[x * 3 + 1];
+      } else if (kind == JpegKind::Cmyk) {  // Adobe's inverted CMYK of the colour, no black ink
+        row[x * 4] = p[x * 3], row[x * 4 + 1] = p[x * 3 + 1], row[x * 4 + 2] = p[x * 3 + 2], row[x * 4 + 3] = 255;
+      } else {
+        row[x * 3] = p[x * 3], row[x * 3 + 1] = p[x * 3 + 1], row[x * 3 + 2] = p[x * 3 + 2];
+      }
+    }
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&c, &r, 1);
+  }
+  jpeg_finish_compress(&c);
+  std::vector<uint8_t> out(buf, buf + size);
+  jpeg_destroy_compress(&c);
+  std::free(buf);
+  return out;
+}
+
+inline std::vector<uint8_t> encode_png(const data::Image& img) {
+  std::vector<uint8_t> out;
+  stbi_write_png_to_func([](void* ctx, void* d, int n) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(d), static_cast<uint8_t*>(d) + n);
+  }, &out, img.width, img.height, 3, img.rgb.data(), img.width * 3);
+  return out;
+}
+
+inline std::vector<uint8_t> encode_bmp(const data::Image& img) {
+  std::vector<uint8_t> out;
+  stbi_write_bmp_to_func([](void* ctx, void* d, int n) {
+    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+    v->insert(v->end(), static_cast<uint8_t*>(d), static_cast<uint8_t*>(d) + n);
+  }, &out, img.width, img.height, 3, img.rgb.data());
+  return out;
+}
+
+// A 1x1 GIF89a with a black pixel.
+inline std::vector<uint8_t> tiny_gif() {
+  const unsigned char g[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255,
+                             ',', 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 'D', 1, 0, ';'};
+  return std::vector<uint8_t>(g, g + sizeof(g));
+}
+
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline double mean_abs_diff(const data::Image& a, const data::Image& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) s += std::abs(int(a.rgb[i]) - int(b.rgb[i]));
+  return s / static_cast<double>(a.rgb.size());
+}
+
+}  // namespace testing
+}  // namespace fgvc

@@ -1,0 +1,353 @@
+// The data pipeline: every decoder path (baseline, progressive, grayscale, CMYK JPEG, PNG,
+// BMP, GIF, region + DCT-scaled decoding, broken files), the dataset formats, transform
+// geometry, loader determinism across worker counts, skipped files, and subsets.
+#include <filesystem>
+#include <set>
+
+#include "data/dataset.h"
+#include "data/decode.h"
+#include "data/loader.h"
+#include "data/subset.h"
+#include "data/transforms.h"
+#include "image_files.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace data;
+using testing::encode_jpeg;
+using testing::JpegKind;
+using testing::mean_abs_diff;
+using testing::test_picture;
+
+std::string fresh_dir(const std::string& name) {
+  const std::string d = ::testing::TempDir() + "/fgvc_data_" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+TEST(Decode, EveryJpegKindComesOutAsRGB) {
+  const Image src = test_picture(97, 61);
+  for (JpegKind kind : {JpegKind::Baseline, JpegKind::Progressive, JpegKind::Gray, JpegKind::Cmyk}) {
+    const std::vector<uint8_t> bytes = encode_jpeg(src, kind);
+    EXPECT_EQ(detect_format(bytes.data(), bytes.size()), ImageFormat::Jpeg);
+    const ImageHeader h = read_header(bytes, "x.jpg");
+    ASSERT_TRUE(h.error.empty()) << h.error;
+    EXPECT_EQ(h.width, 97);
+    EXPECT_EQ(h.height, 61);
+    const Decoded d = decode_image(bytes, "x.jpg");
+    ASSERT_TRUE(d.ok()) << d.error;
+    ASSERT_EQ(d.image.width, 97);
+    ASSERT_EQ(d.image.height, 61);
+    Image want = src;
+    if (kind == JpegKind::Gray)
+      for (size_t i = 0; i < want.rgb.size(); i += 3) want.rgb[i] = want.rgb[i + 2] = want.rgb[i + 1];
+    EXPECT_LT(mean_abs_diff(d.image, want), 4.0) << static_cast<int>(kind);
+  }
+}
+
+TEST(Decode, PngBmpGifThroughStb) {
+  const Image src = test_picture(40, 30);
+  for (const auto& [bytes, format] : std::vector<std::pair<std::vector<uint8_t>, ImageFormat>>{
+           {testing::encode_png(src), ImageFormat::Png}, {testing::encode_bmp(src), ImageFormat::Bmp}}) {
+    EXPECT_EQ(detect_format(bytes.data(), bytes.size()), format);
+    const Decoded d = decode_image(bytes, "img.jpg");  // the name does not matter, the bytes do
+    ASSERT_TRUE(d.ok()) << d.error;
+    EXPECT_EQ(mean_abs_diff(d.image, src), 0.0);  // lossless
+  }
+  const Decoded g = decode_image(testing::tiny_gif(), "tiny.gif");
+  ASSERT_TRUE(g.ok()) << g.error;
+  EXPECT_EQ(g.image.width, 1);
+  EXPECT_EQ(g.image.rgb, (std::vector<uint8_t>{0, 0, 0}));
+}
+
+TEST(Decode, RegionAtReducedScaleMatchesFullDecode) {
+  const Image src = test_picture(800, 600);
+  const std::vector<uint8_t> bytes = encode_jpeg(src, JpegKind::Baseline);
+  const Box region{130.5, 77.25, 500, 400};
+  const Decoded full = decode_image(bytes, "p.jpg");
+  const Decoded part = decode_image(bytes, "p.jpg", region, 100, 100);
+  ASSERT_TRUE(part.ok()) << part.error;
+  EXPECT_LT(part.scale_eighths, 8);                                // decoded smaller
+  EXPECT_LT(part.image.width * part.image.height, 800 * 600 / 4);  // and only around the region
+  const Image a = resize_region(full.image, region, 100), b = resize_region(part.image, part.region, 100);
+  EXPECT_LT(mean_abs_diff(a, b), 3.0);
+  // Progressive and CMYK files decode a region too.
+  for (JpegKind kind : {JpegKind::Progressive, JpegKind::Cmyk}) {
+    const Decoded p = decode_image(encode_jpeg(src, kind), "p.jpg", region, 100, 100);
+    ASSERT_TRUE(p.ok()) << p.error;
+    EXPECT_LT(mean_abs_diff(resize_region(p.image, p.region, 100), a), 4.0);
+  }
+}
+
+TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
+  const std::vector<uint8_t> good = encode_jpeg(test_picture(64, 64), JpegKind::Baseline);
+  const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
+      {"empty.jpg", {}},
+      {"garbage.jpg", std::vector<uint8_t>(300, 0x41)},
+      {"truncated.jpg", std::vector<uint8_t>(good.begin(), good.begin() + good.size() / 2)},
+      {"header_only.jpg", std::vector<uint8_t>(good.begin(), good.begin() + 20)},
+      {"bad.png", {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 1, 2, 3}},
+  };
+  ::testing::internal::CaptureStderr();
+  for (const auto& [name, bytes] : cases) {
+    const Decoded d = decode_image(bytes, name);
+    EXPECT_FALSE(d.ok()) << name;
+    EXPECT_NE(d.error.find(name), std::string::npos) << d.error;
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no libjpeg noise
+}
+
+TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
+  TrainAugment aug;
+  for (int i = 0; i < 2000; ++i) {
+    RandomStream rng = RandomStream::for_sample(1, 0, static_cast<uint64_t>(i));
+    const int W = 200 + i % 700, H = 150 + (i * 7) % 500;
+    const Box b = sample_crop(W, H, aug, rng);
+    ASSERT_GE(b.x, 0);
+    ASSERT_GE(b.y, 0);
+    ASSERT_LE(b.x + b.w, W + 1e-9);
+    ASSERT_LE(b.y + b.h, H + 1e-9);
+    const double area = b.w * b.h / (double(W) * H), aspect = b.w / b.h;
+    if (area == 1.0) continue;  // the whole-image fallback
+    ASSERT_GE(area, 0.1 - 1e-12);
+    ASSERT_GE(aspect, 0.75 - 1e-9);
+    ASSERT_LE(aspect, 1.33 + 1e-9);
+  }
+}
+
+TEST(Transforms, EvalBoxesAndFlip) {
+  const Box c = central_crop(800, 600);
+  EXPECT_DOUBLE_EQ(c.w, 700);
+  EXPECT_DOUBLE_EQ(c.x, 50);
+  EXPECT_DOUBLE_EQ(c.y, 37.5);
+  const std::vector<Box> twelve = twelve_crop_boxes(800, 600);
+  ASSERT_EQ(twelve.size(), 6u);
+  EXPECT_DOUBLE_EQ(twelve[0].w, 800);
+  EXPECT_DOUBLE_EQ(twelve[5].x + twelve[5].w, 800);
+  EXPECT_DOUBLE_EQ(twelve[5].y + twelve[5].h, 600);
+  Image img = test_picture(5, 2);
+  const Image orig = img;
+  flip_horizontal(img);
+  for (int c2 = 0; c2 < 3; ++c2) EXPECT_EQ(img.row(1)[0 * 3 + c2], orig.row(1)[4 * 3 + c2]);
+  flip_horizontal(img);
+  EXPECT_EQ(img.rgb, orig.rgb);
+}
+
+TEST(Transforms, ResizeIsExactOnFlatImagesAndAntialiasesWhenShrinking) {
+  Image flat(300, 200);
+  std::fill(flat.rgb.begin(), flat.rgb.end(), 77);
+  const Image r = resize_region(flat, {10.3, 5.7, 250, 180}, 50);
+  for (uint8_t v : r.rgb) ASSERT_EQ(v, 77);
+  // A one-pixel checkerboard shrunk 8x must come out near its mean, not as stripes.
+  Image checks(400, 400);
+  for (int y = 0; y < 400; ++y)
+    for (int x = 0; x < 400; ++x)
+      for (int c = 0; c < 3; ++c) checks.row(y)[x * 3 + c] = (x + y) % 2 ? 255 : 0;
+  const Image small = resize_region(checks, {0, 0, 400, 400}, 50);
+  for (uint8_t v : small.rgb) ASSERT_NEAR(v, 127.5, 12.0);
+  // Upscaling interpolates between neighbours.
+  Image two(2, 1);
+  two.rgb = {0, 0, 0, 200, 200, 200};
+  const Image up = resize_region(two, {0, 0, 2, 1}, 4);
+  EXPECT_EQ(up.row(0)[0], 0);
+  EXPECT_EQ(up.row(0)[3], 50);
+  EXPECT_EQ(up.row(0)[9], 200);
+}
+
+TEST(Transforms, ColorDistortionAndNormalisation) {
+  Image gray(4, 4);
+  std::fill(gray.rgb.begin(), gray.rgb.end(), 128);
+  TrainAugment aug;
+  RandomStream rng(3, 0);
+  distort_color(gray, aug, rng);  // saturation leaves gray gray; brightness moves all alike
+  for (uint8_t v : gray.rgb) {
+    EXPECT_EQ(v, gray.rgb[0]);
+    EXPECT_NEAR(v, 128, 33);
+  }
+  std::vector<float> out(3 * 16);
+  normalize_to_chw(gray, Normalization::Inception, out.data());
+  EXPECT_NEAR(out[0], gray.rgb[0] / 127.5 - 1.0, 1e-6);
+  Image white(1, 1);
+  white.rgb = {255, 0, 255};
+  std::vector<float> o(3);
+  normalize_to_chw(white, Normalization::ImageNet, o.data());
+  EXPECT_NEAR(o[0], (1.0 - 0.485) / 0.229, 1e-5);
+  EXPECT_NEAR(o[1], (0.0 - 0.456) / 0.224, 1e-5);
+}
+
+// An ImageFolder of small JPEGs: class i has counts[i] images; `broken` extra bad files.
+std::string make_folder(const std::string& name, const std::vector<int>& counts, int broken = 0) {
+  const std::string root = fresh_dir(name);
+  for (size_t c = 0; c < counts.size(); ++c) {
+    const std::string dir = root + "/class_" + std::to_string(c);
+    fs::create_directories(dir);
+    for (int i = 0; i < counts[c]; ++i)
+      testing::write_bytes(dir + "/img_" + std::to_string(i) + ".jpg",
+                           encode_jpeg(test_picture(60 + 7 * i % 50, 50 + 5 * int(c)), JpegKind::Baseline, 80));
+  }
+  for (int i = 0; i < broken; ++i)
+    testing::write_bytes(root + "/class_0/broken_" + std::to_string(i) + ".jpg", std::vector<uint8_t>(100, 7));
+  return root;
+}
+
+TEST(Datasets, ImageFolderListAndCocoJson) {
+  const std::string root = make_folder("formats", {3, 1, 2});
+  const Dataset f = load_dataset(root);
+  EXPECT_EQ(f.classes, (std::vector<std::string>{"class_0", "class_1", "class_2"}));
+  EXPECT_EQ(f.counts(), (std::vector<int64_t>{3, 1, 2}));
+  // The same set as a list file, written and read back.
+  write_list_file(root + "/list.txt", f);
+  const Dataset l = load_dataset(root + "/list.txt");
+  ASSERT_EQ(l.samples.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_TRUE(fs::equivalent(l.samples[i].path, f.samples[i].path));
+    EXPECT_EQ(l.samples[i].label, f.samples[i].label);
+  }
+  // COCO JSON with category ids that are not 0..n-1.
+  {
+    std::ofstream j(root + "/train.json");
+    j << R"({"images":[{"id":10,"file_name":"class_0/img_0.jpg"},{"id":11,"file_name":"class_2/img_1.jpg"}],)"
+      << R"("annotations":[{"id":1,"image_id":10,"category_id":7},{"id":2,"image_id":11,"category_id":3}],)"
+      << R"("categories":[{"id":7,"name":"Aves"},{"id":3,"name":"Plantae"}]})";
+  }
+  const Dataset c = load_dataset(root + "/train.json");
+  EXPECT_EQ(c.classes, (std::vector<std::string>{"Plantae", "Aves"}));
+  ASSERT_EQ(c.samples.size(), 2u);
+  EXPECT_EQ(c.samples[0].label, 1);
+  EXPECT_TRUE(fs::exists(c.samples[1].path));
+}
+
+TEST(Datasets, BadLayoutsAreClearErrors) {
+  auto expect_error = [](const std::string& path, const std::string& part) {
+    try {
+      load_dataset(path);
+      ADD_FAILURE() << "no error for " << path;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  const std::string d = fresh_dir("bad");
+  expect_error(d, "no class folders");
+  fs::create_directories(d + "/a");
+  expect_error(d, "no images");
+  {
+    std::ofstream(d + "/list.txt") << "a/x.jpg 0\nthis-line-has-no-label\n";
+  }
+  expect_error(d + "/list.txt", "list.txt:2");
+  { std::ofstream(d + "/neg.txt") << "a/x.jpg -3\n"; }
+  expect_error(d + "/neg.txt", "neg.txt:1");
+  { std::ofstream(d + "/x.json") << R"({"images": []})"; }
+  expect_error(d + "/x.json", "annotations");
+  { std::ofstream(d + "/y.json") << "{not json"; }
+  expect_error(d + "/y.json", "not valid JSON");
+  expect_error(d + "/nothing.txt", "cannot open");
+  expect_error(d + "/data.csv", "no such file");
+}
+
+TEST(Subsets, AtMostNPerClassSeededAndStatistics) {
+  const std::string root = make_folder("subset", {9, 2, 5, 0});
+  const Dataset d = load_dataset(root);
+  const Dataset s = balanced_subset(d, 3, 42);
+  EXPECT_EQ(s.counts(), (std::vector<int64_t>{3, 2, 3, 0}));
+  EXPECT_EQ(balanced_subset(d, 3, 42).samples.size(), s.samples.size());
+  std::set<std::string> a, b;
+  for (const auto& x : s.samples) a.insert(x.path);
+  for (const auto& x : balanced_subset(d, 3, 42).samples) b.insert(x.path);
+  EXPECT_EQ(a, b);  // same seed, same subset
+  bool differs = false;
+  for (uint64_t seed = 1; seed < 20 && !differs; ++seed) {
+    std::set<std::string> c;
+    for (const auto& x : balanced_subset(d, 3, seed).samples) c.insert(x.path);
+    differs = c != a;
+  }
+  EXPECT_TRUE(differs);
+  const LongTailStats st = long_tail_stats(d, 5);
+  EXPECT_EQ(st.head_classes, 2);
+  EXPECT_EQ(st.tail_classes, 2);
+  EXPECT_EQ(st.head_images, 14);
+  EXPECT_DOUBLE_EQ(st.imbalance, 4.5);
+  // Class-balanced order: every non-empty class about equally often.
+  const std::vector<int64_t> order = class_balanced_order(d, 3000, 1, 0);
+  std::vector<int> per_class(4, 0);
+  for (int64_t i : order) per_class[d.samples[i].label]++;
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(per_class[c], 1000, 120);
+  EXPECT_EQ(per_class[3], 0);
+  std::vector<int64_t> perm = shuffled_order(100, 5, 2);
+  std::sort(perm.begin(), perm.end());
+  for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(perm[i], i);
+}
+
+TEST(Loader, SameBatchesWithOneOrFourWorkers) {
+  const std::string root = make_folder("determinism", {7, 5, 6});
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.size = 32;
+  o.seed = 9;
+  auto epoch_batches = [&](int workers, uint64_t epoch) {
+    o.workers = workers;
+    Loader l(load_dataset(root), o);
+    l.start_epoch(epoch);
+    std::vector<std::vector<float>> out;
+    Batch b;
+    while (l.next(&b)) {
+      out.push_back(b.images.to_vector<float>());
+      for (int64_t y : b.labels.to_vector<int64_t>()) out.back().push_back(static_cast<float>(y));
+    }
+    return out;
+  };
+  const auto one = epoch_batches(1, 3), four = epoch_batches(4, 3);
+  ASSERT_EQ(one.size(), 5u);  // 18 images in batches of 4
+  EXPECT_EQ(one, four);
+  EXPECT_NE(one, epoch_batches(2, 4));  // another epoch: another order and other augmentations
+}
+
+TEST(Loader, SkipsAndCountsBrokenFiles) {
+  const std::string root = make_folder("broken", {4, 3}, 2);
+  LoaderOptions o;
+  o.batch_size = 3;
+  o.size = 24;
+  o.workers = 2;
+  o.warn = false;
+  Loader l(load_dataset(root), o);
+  l.start_epoch(0);
+  Batch b;
+  int64_t images = 0;
+  while (l.next(&b)) {
+    images += b.images.size(0);
+    EXPECT_EQ(b.labels.size(0), b.images.size(0));
+  }
+  EXPECT_EQ(images, 7);
+  EXPECT_EQ(l.skipped(), 2);
+}
+
+TEST(Loader, EvalModesShapesAndDropLast) {
+  const std::string root = make_folder("eval", {3, 2});
+  LoaderOptions o;
+  o.batch_size = 2;
+  o.size = 16;
+  o.mode = Mode::Eval12;
+  o.drop_last = true;
+  o.uint8_output = true;
+  Loader l(load_dataset(root), o);
+  EXPECT_EQ(l.batches_per_epoch(), 2);
+  l.start_epoch(0);
+  Batch b;
+  ASSERT_TRUE(l.next(&b));
+  EXPECT_EQ(b.images.shape(), (Shape{24, 3, 16, 16}));
+  EXPECT_EQ(b.images.dtype(), DType::UInt8);
+  EXPECT_EQ(b.labels.size(0), 24);
+  // View 1 is view 0 flipped.
+  const std::vector<uint8_t> px = b.images.to_vector<uint8_t>();
+  const size_t view = 3 * 16 * 16;
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 16; ++x) ASSERT_EQ(px[y * 16 + x], px[view + y * 16 + (15 - x)]);
+  ASSERT_TRUE(l.next(&b));
+  EXPECT_FALSE(l.next(&b));
+}
+
+}  // namespace
+}  // namespace fgvc
