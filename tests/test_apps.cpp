@@ -7,7 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/dataset.h"
+#include "data/decode.h"
 #include "emd/domain.h"
+#include "image_files.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -126,8 +129,64 @@ TEST_F(Apps, BadFilesExitOneNamingTheFile) {
   EXPECT_NE(d.err.find("feature dimensions differ"), std::string::npos) << d.err;
 }
 
+// A small ImageFolder: 3 classes of 6, 3 and 1 JPEGs, plus one broken file.
+std::string make_images(const std::string& dir) {
+  const std::string root = dir + "/images";
+  std::filesystem::remove_all(root);
+  const int counts[] = {6, 3, 1};
+  for (int c = 0; c < 3; ++c) {
+    std::filesystem::create_directories(root + "/c" + std::to_string(c));
+    for (int i = 0; i < counts[c]; ++i)
+      testing::write_bytes(root + "/c" + std::to_string(c) + "/" + std::to_string(i) + ".jpg",
+                           testing::encode_jpeg(testing::test_picture(80 + i, 60), testing::JpegKind::Baseline));
+  }
+  testing::write_bytes(root + "/c0/broken.jpg", std::vector<uint8_t>(50, 1));
+  return root;
+}
+
+TEST_F(Apps, SubsetWritesABalancedList) {
+  const std::string images = make_images(dir), out = dir + "/subset.txt";
+  const Outcome r = run("fgvc-subset --data " + images + " --max-per-class 2 --out " + out + " --seed 3 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = last_json_line(r.out);
+  EXPECT_EQ(j.at("images").get<int>(), 2 + 2 + 1);
+  EXPECT_EQ(j.at("counts"), nlohmann::json({2, 2, 1}));
+  const data::Dataset back = data::load_dataset(out);
+  EXPECT_EQ(back.samples.size(), 5u);
+  for (const auto& s : back.samples) EXPECT_TRUE(std::filesystem::exists(s.path)) << s.path;
+  const Outcome bad = run("fgvc-subset --data " + dir + "/nowhere --max-per-class 2 --out " + out);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.err.rfind("fgvc-subset: error: ", 0), 0u) << bad.err;
+  EXPECT_EQ(run("fgvc-subset --data " + images + " --max-per-class 0 --out " + out).code, 2);
+}
+
+TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {
+  const std::string images = make_images(dir), grid = dir + "/grid.png";
+  const Outcome r = run("fgvc-loader-bench --device cpu --data " + images +
+                        " --input-size 32 --images 10 --batch-size 4 --workers 2 --save-grid " + grid + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = last_json_line(r.out);
+  EXPECT_GE(j.at("images").get<int>(), 10);
+  EXPECT_EQ(j.at("skipped").get<int>(), 1);
+  EXPECT_GT(j.at("images_per_sec").get<double>(), 0);
+  EXPECT_NE(r.err.find("broken.jpg"), std::string::npos) << r.err;  // one warning naming the file
+  std::vector<uint8_t> png;
+  std::string error;
+  ASSERT_TRUE(data::read_file(grid, &png, &error)) << error;
+  const data::Decoded d = data::decode_image(png, grid);
+  ASSERT_TRUE(d.ok()) << d.error;
+  EXPECT_EQ(d.image.width, 4 * 32);
+  for (const char* mode : {"eval", "eval12"})
+    EXPECT_EQ(run("fgvc-loader-bench --device cpu --data " + images + " --input-size 24 --images 4 --mode " + mode).code, 0);
+  { std::ofstream(dir + "/bad.txt") << "c0/0.jpg 0\nno_label_here\n"; }
+  const Outcome bad = run("fgvc-loader-bench --device cpu --data " + dir + "/bad.txt");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("bad.txt:2"), std::string::npos) << bad.err;
+  EXPECT_EQ(run("fgvc-loader-bench --data " + images + " --mode sideways").code, 2);
+}
+
 TEST_F(Apps, HelpExitsZero) {
-  for (const char* app : {"fgvc-similarity", "fgvc-select"}) {
+  for (const char* app : {"fgvc-similarity", "fgvc-select", "fgvc-subset", "fgvc-loader-bench"}) {
     const Outcome r = run(std::string(app) + " --help");
     EXPECT_EQ(r.code, 0) << app;
     EXPECT_NE(r.out.find("--device"), std::string::npos) << r.out;
