@@ -143,16 +143,13 @@ bool Loader::load_sample(int64_t index, uint64_t epoch, void* out, std::string* 
     Image img = resize_region(d.image, in_decoded, S);
     const int flips = options_.mode == Mode::Eval12 ? 2 : 1;
     for (int f = 0; f < flips; ++f, ++view) {
-      Image v = img;
-      if (options_.mode == Mode::Eval12 ? f == 1 : (options_.augment.flip && rng.uniform() < 0.5)) flip_horizontal(v);
-      if (options_.mode == Mode::Train && options_.augment.color_distort) distort_color(v, options_.augment, rng);
-      if (options_.uint8_output) {
-        uint8_t* o = static_cast<uint8_t*>(out) + view * per_view;
-        for (int c = 0; c < 3; ++c)
-          for (int p = 0; p < S * S; ++p) o[c * S * S + p] = v.rgb[static_cast<size_t>(p) * 3 + c];
-      } else {
-        normalize_to_chw(v, options_.normalization, static_cast<float*>(out) + view * per_view);
-      }
+      const bool train = options_.mode == Mode::Train;
+      const bool flip = train ? options_.augment.flip && rng.uniform() < 0.5 : f == 1;
+      ColorJitter jitter;
+      if (train && options_.augment.color_distort) jitter = sample_color_jitter(options_.augment, rng);
+      const ColorJitter* j = train && options_.augment.color_distort ? &jitter : nullptr;
+      if (options_.uint8_output) write_chw(img, flip, j, static_cast<uint8_t*>(out) + view * per_view);
+      else write_chw(img, flip, j, options_.normalization, static_cast<float*>(out) + view * per_view);
     }
   }
   return true;

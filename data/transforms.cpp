@@ -110,14 +110,17 @@ Image resize_region(const Image& src, const Box& region, int size) {
     }
   }
   Image out(size, size);
+  std::vector<float> acc(static_cast<size_t>(size) * 3);
   for (int j = 0; j < size; ++j) {
     const float* w = ay.weights.data() + static_cast<size_t>(j) * ay.taps;
-    uint8_t* o = out.row(j);
-    for (int c = 0; c < size * 3; ++c) {
-      float v = 0;
-      for (int k = 0; k < ay.count[j]; ++k) v += w[k] * tmp[static_cast<size_t>(ay.first[j] + k - row_lo) * size * 3 + c];
-      o[c] = to_u8(v);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int k = 0; k < ay.count[j]; ++k) {  // whole rows at a time: the inner loop vectorises
+      const float* in = tmp.data() + static_cast<size_t>(ay.first[j] + k - row_lo) * size * 3;
+      const float wk = w[k];
+      for (int c = 0; c < size * 3; ++c) acc[c] += wk * in[c];
     }
+    uint8_t* o = out.row(j);
+    for (int c = 0; c < size * 3; ++c) o[c] = to_u8(acc[c]);
   }
   return out;
 }
@@ -129,60 +132,79 @@ void flip_horizontal(Image& img) {
   }
 }
 
-namespace {
-// TF's adjust_saturation: to HSV, scale S (clipped to [0, 1]), back to RGB; values in [0, 1].
-void saturate(float& r, float& g, float& b, float factor) {
-  const float mx = std::max({r, g, b}), mn = std::min({r, g, b});
-  const float v = mx, delta = mx - mn;
-  if (v <= 0.0f || delta <= 0.0f) return;  // gray: saturation stays 0
-  float h;
-  if (mx == r) h = (g - b) / delta;
-  else if (mx == g) h = 2.0f + (b - r) / delta;
-  else h = 4.0f + (r - g) / delta;
-  h = h < 0 ? h + 6.0f : h;
-  const float s = std::min(1.0f, delta / v * factor);
-  const float c = v * s, x = c * (1.0f - std::fabs(std::fmod(h, 2.0f) - 1.0f)), m = v - c;
-  float rr, gg, bb;
-  switch (static_cast<int>(h) % 6) {
-    case 0: rr = c, gg = x, bb = 0; break;
-    case 1: rr = x, gg = c, bb = 0; break;
-    case 2: rr = 0, gg = c, bb = x; break;
-    case 3: rr = 0, gg = x, bb = c; break;
-    case 4: rr = x, gg = 0, bb = c; break;
-    default: rr = c, gg = 0, bb = x; break;
-  }
-  r = rr + m, g = gg + m, b = bb + m;
+ColorJitter sample_color_jitter(const TrainAugment& aug, RandomStream& rng) {
+  ColorJitter j;
+  j.brightness_first = rng.uniform() < 0.5;
+  j.delta = static_cast<float>(rng.uniform(-aug.brightness, aug.brightness));
+  j.saturation = static_cast<float>(rng.uniform(aug.saturation_min, aug.saturation_max));
+  return j;
 }
+
+namespace {
+
+// TF's adjust_saturation without the trip through HSV: for a fixed hue and value V = max,
+// each channel is V (1 - S k_c), affine in the saturation S = (max - min) / max, so scaling
+// S by f (clipped to 1) moves each channel to V - (V - c) min(f, 1 / S).
+inline void saturate(float& r, float& g, float& b, float factor) {
+  const float mx = std::max({r, g, b}), mn = std::min({r, g, b});
+  if (mx <= 0.0f || mx <= mn) return;  // black or gray: saturation stays 0
+  const float ratio = std::min(factor, mx / (mx - mn));
+  r = mx - (mx - r) * ratio;
+  g = mx - (mx - g) * ratio;
+  b = mx - (mx - b) * ratio;
+}
+
+inline void jitter_pixel(float& r, float& g, float& b, const ColorJitter& j) {
+  if (j.brightness_first) {
+    r += j.delta, g += j.delta, b += j.delta;
+    saturate(r, g, b, j.saturation);
+  } else {
+    saturate(r, g, b, j.saturation);
+    r += j.delta, g += j.delta, b += j.delta;
+  }
+  r = std::clamp(r, 0.0f, 1.0f), g = std::clamp(g, 0.0f, 1.0f), b = std::clamp(b, 0.0f, 1.0f);
+}
+
+// One pass: source pixel (flipped or not) -> jitter -> store(c, plane offset, value in [0, 1]).
+template <class Store>
+void for_each_output(const Image& img, bool flip, const ColorJitter* jitter, Store store) {
+  const int W = img.width;
+  for (int y = 0; y < img.height; ++y) {
+    const uint8_t* row = img.row(y);
+    for (int x = 0; x < W; ++x) {
+      const uint8_t* p = row + (flip ? W - 1 - x : x) * 3;
+      float r = p[0] * (1.0f / 255.0f), g = p[1] * (1.0f / 255.0f), b = p[2] * (1.0f / 255.0f);
+      if (jitter) jitter_pixel(r, g, b, *jitter);
+      const size_t at = static_cast<size_t>(y) * W + x;
+      store(at, r, g, b);
+    }
+  }
+}
+
 }  // namespace
 
-void distort_color(Image& img, const TrainAugment& aug, RandomStream& rng) {
-  const bool brightness_first = rng.uniform() < 0.5;
-  const float delta = static_cast<float>(rng.uniform(-aug.brightness, aug.brightness));
-  const float factor = static_cast<float>(rng.uniform(aug.saturation_min, aug.saturation_max));
-  for (size_t i = 0; i < img.rgb.size(); i += 3) {
-    float r = img.rgb[i] / 255.0f, g = img.rgb[i + 1] / 255.0f, b = img.rgb[i + 2] / 255.0f;
-    if (brightness_first) {
-      r += delta, g += delta, b += delta;
-      saturate(r, g, b, factor);
-    } else {
-      saturate(r, g, b, factor);
-      r += delta, g += delta, b += delta;
-    }
-    img.rgb[i] = to_u8(std::clamp(r, 0.0f, 1.0f) * 255.0f);
-    img.rgb[i + 1] = to_u8(std::clamp(g, 0.0f, 1.0f) * 255.0f);
-    img.rgb[i + 2] = to_u8(std::clamp(b, 0.0f, 1.0f) * 255.0f);
-  }
-}
-
-void normalize_to_chw(const Image& img, Normalization norm, float* out) {
+void write_chw(const Image& img, bool flip, const ColorJitter* jitter, Normalization norm, float* out) {
   static const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
   const size_t plane = static_cast<size_t>(img.width) * img.height;
+  float scale[3], shift[3];
   for (int c = 0; c < 3; ++c) {
-    const float scale = norm == Normalization::Inception ? 2.0f / 255.0f : 1.0f / (255.0f * kStd[c]);
-    const float shift = norm == Normalization::Inception ? -1.0f : -kMean[c] / kStd[c];
-    float* o = out + c * plane;
-    for (size_t p = 0; p < plane; ++p) o[p] = img.rgb[p * 3 + c] * scale + shift;
+    scale[c] = norm == Normalization::Inception ? 2.0f : 1.0f / kStd[c];
+    shift[c] = norm == Normalization::Inception ? -1.0f : -kMean[c] / kStd[c];
   }
+  for_each_output(img, flip, jitter, [&](size_t at, float r, float g, float b) {
+    out[at] = r * scale[0] + shift[0];
+    out[plane + at] = g * scale[1] + shift[1];
+    out[2 * plane + at] = b * scale[2] + shift[2];
+  });
+}
+
+void write_chw(const Image& img, bool flip, const ColorJitter* jitter, uint8_t* out) {
+  const size_t plane = static_cast<size_t>(img.width) * img.height;
+  for_each_output(img, flip, jitter, [&](size_t at, float r, float g, float b) {
+    out[at] = to_u8(r * 255.0f);
+    out[plane + at] = to_u8(g * 255.0f);
+    out[2 * plane + at] = to_u8(b * 255.0f);
+  });
 }
 
 }  // namespace data

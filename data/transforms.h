@@ -60,10 +60,19 @@ std::vector<Box> twelve_crop_boxes(int width, int height, double fraction = 0.87
 // Resamples `region` of `src` to size x size RGB (antialiased when shrinking > 2x).
 Image resize_region(const Image& src, const Box& region, int size);
 void flip_horizontal(Image& img);
-// Brightness and saturation in random order, then clipped, as TF-slim's fast distort_color.
-void distort_color(Image& img, const TrainAugment& aug, RandomStream& rng);
-// RGB uint8 -> float32 CHW normalised, written to out[0 .. 3 * size * size).
-void normalize_to_chw(const Image& img, Normalization norm, float* out);
+
+// TF-slim's fast distort_color: brightness (+delta) and saturation (x factor, in HSV) in a
+// random order, then clipped to [0, 1].
+struct ColorJitter {
+  bool brightness_first = true;
+  float delta = 0, saturation = 1;
+};
+ColorJitter sample_color_jitter(const TrainAugment& aug, RandomStream& rng);
+
+// The last step, in one pass over the pixels: optional left-right flip, optional colour
+// jitter, then float32 CHW normalised (or uint8 CHW), written to out[0 .. 3 * w * h).
+void write_chw(const Image& img, bool flip, const ColorJitter* jitter, Normalization norm, float* out);
+void write_chw(const Image& img, bool flip, const ColorJitter* jitter, uint8_t* out);
 
 }  // namespace data
 }  // namespace fgvc

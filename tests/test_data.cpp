@@ -158,25 +158,67 @@ TEST(Transforms, ResizeIsExactOnFlatImagesAndAntialiasesWhenShrinking) {
   EXPECT_EQ(up.row(0)[9], 200);
 }
 
-TEST(Transforms, ColorDistortionAndNormalisation) {
-  Image gray(4, 4);
-  std::fill(gray.rgb.begin(), gray.rgb.end(), 128);
-  TrainAugment aug;
-  RandomStream rng(3, 0);
-  distort_color(gray, aug, rng);  // saturation leaves gray gray; brightness moves all alike
-  for (uint8_t v : gray.rgb) {
-    EXPECT_EQ(v, gray.rgb[0]);
-    EXPECT_NEAR(v, 128, 33);
+// TF's adjust_saturation the long way: RGB -> HSV, scale S (clipped), HSV -> RGB.
+void saturate_via_hsv(float& r, float& g, float& b, float f) {
+  const float mx = std::max({r, g, b}), mn = std::min({r, g, b}), delta = mx - mn;
+  if (mx <= 0 || delta <= 0) return;
+  float h = mx == r ? (g - b) / delta : (mx == g ? 2 + (b - r) / delta : 4 + (r - g) / delta);
+  if (h < 0) h += 6;
+  const float s = std::min(1.0f, delta / mx * f), c = mx * s;
+  const float x = c * (1 - std::fabs(std::fmod(h, 2.0f) - 1)), m = mx - c;
+  const float table[6][3] = {{c, x, 0}, {x, c, 0}, {0, c, x}, {0, x, c}, {x, 0, c}, {c, 0, x}};
+  const int sector = std::min(5, static_cast<int>(h));
+  r = table[sector][0] + m, g = table[sector][1] + m, b = table[sector][2] + m;
+}
+
+TEST(Transforms, ColorJitterMatchesTheHsvDefinition) {
+  RandomStream rng(11, 0);
+  for (int i = 0; i < 2000; ++i) {
+    Image px(1, 1);
+    for (auto& v : px.rgb) v = static_cast<uint8_t>(rng.below(256));
+    ColorJitter j;
+    j.brightness_first = i % 2;
+    j.delta = static_cast<float>(rng.uniform(-0.125, 0.125));
+    j.saturation = static_cast<float>(rng.uniform(0.5, 1.5));
+    float want[3] = {px.rgb[0] / 255.0f, px.rgb[1] / 255.0f, px.rgb[2] / 255.0f};
+    if (j.brightness_first) {
+      for (float& v : want) v += j.delta;
+      saturate_via_hsv(want[0], want[1], want[2], j.saturation);
+    } else {
+      saturate_via_hsv(want[0], want[1], want[2], j.saturation);
+      for (float& v : want) v += j.delta;
+    }
+    float got[3];
+    write_chw(px, false, &j, Normalization::Inception, got);
+    for (int c = 0; c < 3; ++c) ASSERT_NEAR((got[c] + 1) / 2, std::clamp(want[c], 0.0f, 1.0f), 2e-5) << i;
   }
-  std::vector<float> out(3 * 16);
-  normalize_to_chw(gray, Normalization::Inception, out.data());
-  EXPECT_NEAR(out[0], gray.rgb[0] / 127.5 - 1.0, 1e-6);
-  Image white(1, 1);
-  white.rgb = {255, 0, 255};
-  std::vector<float> o(3);
-  normalize_to_chw(white, Normalization::ImageNet, o.data());
-  EXPECT_NEAR(o[0], (1.0 - 0.485) / 0.229, 1e-5);
-  EXPECT_NEAR(o[1], (0.0 - 0.456) / 0.224, 1e-5);
+}
+
+TEST(Transforms, WriteChwFlipsAndNormalises) {
+  Image img(2, 1);
+  img.rgb = {255, 0, 128, 0, 51, 255};
+  float out[6];
+  write_chw(img, false, nullptr, Normalization::Inception, out);
+  EXPECT_FLOAT_EQ(out[0], 1.0f);    // R of pixel 0
+  EXPECT_FLOAT_EQ(out[1], -1.0f);   // R of pixel 1
+  EXPECT_FLOAT_EQ(out[5], 1.0f);    // B of pixel 1
+  write_chw(img, true, nullptr, Normalization::ImageNet, out);
+  EXPECT_NEAR(out[0], (0.0 - 0.485) / 0.229, 1e-5);  // flipped: pixel 1 first
+  EXPECT_NEAR(out[2], (0.2 - 0.456) / 0.224, 1e-5);
+  uint8_t raw[6];
+  write_chw(img, true, nullptr, raw);
+  EXPECT_EQ(raw[0], 0);
+  EXPECT_EQ(raw[1], 255);
+  EXPECT_EQ(raw[5], 128);
+  // Jitter on a gray image: saturation keeps it gray, brightness moves every channel alike.
+  Image gray(3, 3);
+  std::fill(gray.rgb.begin(), gray.rgb.end(), 128);
+  ColorJitter j;
+  j.delta = 0.1f;
+  j.saturation = 1.4f;
+  uint8_t g[27];
+  write_chw(gray, false, &j, g);
+  for (uint8_t v : g) EXPECT_EQ(v, 154);
 }
 
 // An ImageFolder of small JPEGs: class i has counts[i] images; `broken` extra bad files.
