@@ -101,10 +101,11 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
   r.w = std::min(r.w, W - r.x);
   r.h = std::min(r.h, H - r.y);
 
-  // Smallest k/8 scale that keeps the region at least min_w x min_h.
+  // Smallest scale k/8 that keeps the region at least min_w x min_h. Only 1/8, 1/4, 1/2 and
+  // 1: libjpeg-turbo has SIMD inverse DCTs for those, and plain C ones for 3/8, 5/8, ...
   int k = 8;
   if (min_w > 0 && min_h > 0)
-    for (k = 1; k < 8; ++k)
+    for (k = 1; k < 8; k *= 2)
       if (r.w * k / 8 >= min_w && r.h * k / 8 >= min_h) break;
   cinfo.scale_num = static_cast<unsigned>(k);
   cinfo.scale_denom = 8;

@@ -142,42 +142,47 @@ ColorJitter sample_color_jitter(const TrainAugment& aug, RandomStream& rng) {
 
 namespace {
 
-// TF's adjust_saturation without the trip through HSV: for a fixed hue and value V = max,
-// each channel is V (1 - S k_c), affine in the saturation S = (max - min) / max, so scaling
-// S by f (clipped to 1) moves each channel to V - (V - c) min(f, 1 / S).
-inline void saturate(float& r, float& g, float& b, float factor) {
-  const float mx = std::max({r, g, b}), mn = std::min({r, g, b});
-  if (mx <= 0.0f || mx <= mn) return;  // black or gray: saturation stays 0
-  const float ratio = std::min(factor, mx / (mx - mn));
-  r = mx - (mx - r) * ratio;
-  g = mx - (mx - g) * ratio;
-  b = mx - (mx - b) * ratio;
-}
-
-inline void jitter_pixel(float& r, float& g, float& b, const ColorJitter& j) {
-  if (j.brightness_first) {
-    r += j.delta, g += j.delta, b += j.delta;
-    saturate(r, g, b, j.saturation);
-  } else {
-    saturate(r, g, b, j.saturation);
-    r += j.delta, g += j.delta, b += j.delta;
-  }
-  r = std::clamp(r, 0.0f, 1.0f), g = std::clamp(g, 0.0f, 1.0f), b = std::clamp(b, 0.0f, 1.0f);
-}
-
-// One pass: source pixel (flipped or not) -> jitter -> store(c, plane offset, value in [0, 1]).
+// The rows of an image as three float planes in [0, 1] (flipped or not), jittered, handed to
+// `store(y, r, g, b)` one row at a time. The per-pixel loops are branch-free so they
+// vectorise.
 template <class Store>
-void for_each_output(const Image& img, bool flip, const ColorJitter* jitter, Store store) {
+void for_each_row(const Image& img, bool flip, const ColorJitter* jitter, Store store) {
   const int W = img.width;
+  std::vector<float> buf(static_cast<size_t>(W) * 3);
+  float *r = buf.data(), *g = r + W, *b = g + W;
   for (int y = 0; y < img.height; ++y) {
     const uint8_t* row = img.row(y);
     for (int x = 0; x < W; ++x) {
       const uint8_t* p = row + (flip ? W - 1 - x : x) * 3;
-      float r = p[0] * (1.0f / 255.0f), g = p[1] * (1.0f / 255.0f), b = p[2] * (1.0f / 255.0f);
-      if (jitter) jitter_pixel(r, g, b, *jitter);
-      const size_t at = static_cast<size_t>(y) * W + x;
-      store(at, r, g, b);
+      r[x] = p[0] * (1.0f / 255.0f), g[x] = p[1] * (1.0f / 255.0f), b[x] = p[2] * (1.0f / 255.0f);
     }
+    if (jitter) {
+      const float f = jitter->saturation;
+      const float d_before = jitter->brightness_first ? jitter->delta : 0.0f;
+      const float d_after = jitter->brightness_first ? 0.0f : jitter->delta;
+      for (int x = 0; x < W; ++x) {
+        float rr = r[x] + d_before, gg = g[x] + d_before, bb = b[x] + d_before;
+        // TF's adjust_saturation without the trip through HSV: for a fixed hue and value
+        // V = max, each channel is V (1 - S k_c), affine in the saturation S = (max - min) / max,
+        // so scaling S by f (clipped to 1) moves each channel to V - (V - c) min(f, 1 / S).
+        float mx = rr > gg ? rr : gg;
+        mx = mx > bb ? mx : bb;
+        float mn = rr < gg ? rr : gg;
+        mn = mn < bb ? mn : bb;
+        const float span = mx - mn;
+        const bool colored = (span > 0.0f) & (mx > 0.0f);  // black and gray stay as they are
+        float ratio = mx / (colored ? span : 1.0f);
+        ratio = ratio < f ? ratio : f;
+        ratio = colored ? ratio : 1.0f;
+        rr = mx - (mx - rr) * ratio + d_after;
+        gg = mx - (mx - gg) * ratio + d_after;
+        bb = mx - (mx - bb) * ratio + d_after;
+        r[x] = rr < 0.0f ? 0.0f : (rr > 1.0f ? 1.0f : rr);
+        g[x] = gg < 0.0f ? 0.0f : (gg > 1.0f ? 1.0f : gg);
+        b[x] = bb < 0.0f ? 0.0f : (bb > 1.0f ? 1.0f : bb);
+      }
+    }
+    store(y, r, g, b);
   }
 }
 
@@ -191,19 +196,23 @@ void write_chw(const Image& img, bool flip, const ColorJitter* jitter, Normaliza
     scale[c] = norm == Normalization::Inception ? 2.0f : 1.0f / kStd[c];
     shift[c] = norm == Normalization::Inception ? -1.0f : -kMean[c] / kStd[c];
   }
-  for_each_output(img, flip, jitter, [&](size_t at, float r, float g, float b) {
-    out[at] = r * scale[0] + shift[0];
-    out[plane + at] = g * scale[1] + shift[1];
-    out[2 * plane + at] = b * scale[2] + shift[2];
+  const int W = img.width;
+  for_each_row(img, flip, jitter, [&](int y, const float* r, const float* g, const float* b) {
+    float* o = out + static_cast<size_t>(y) * W;
+    for (int x = 0; x < W; ++x) o[x] = r[x] * scale[0] + shift[0];
+    for (int x = 0; x < W; ++x) o[plane + x] = g[x] * scale[1] + shift[1];
+    for (int x = 0; x < W; ++x) o[2 * plane + x] = b[x] * scale[2] + shift[2];
   });
 }
 
 void write_chw(const Image& img, bool flip, const ColorJitter* jitter, uint8_t* out) {
   const size_t plane = static_cast<size_t>(img.width) * img.height;
-  for_each_output(img, flip, jitter, [&](size_t at, float r, float g, float b) {
-    out[at] = to_u8(r * 255.0f);
-    out[plane + at] = to_u8(g * 255.0f);
-    out[2 * plane + at] = to_u8(b * 255.0f);
+  const int W = img.width;
+  for_each_row(img, flip, jitter, [&](int y, const float* r, const float* g, const float* b) {
+    uint8_t* o = out + static_cast<size_t>(y) * W;
+    for (int x = 0; x < W; ++x) o[x] = to_u8(r[x] * 255.0f);
+    for (int x = 0; x < W; ++x) o[plane + x] = to_u8(g[x] * 255.0f);
+    for (int x = 0; x < W; ++x) o[2 * plane + x] = to_u8(b[x] * 255.0f);
   });
 }
 
