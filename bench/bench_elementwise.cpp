@@ -1,8 +1,8 @@
 // Memory throughput of our elementwise ops and reductions, float32, beside the copy rate of
 // the machine (the ceiling for ops that read and write each element once).
 //
-// Inputs are [n/1024, 1024] (N x C) with n = 1M (the tensors fit in a server CPU's last-level
-// cache) and 16M (64 MB each: DRAM). Throughput counts the bytes the op must move, each input
+// Inputs are [n/1024, 1024] (N x C) with n = 1M (4 MB tensors: they stay in a server CPU's
+// last-level cache and an H100's L2) and 16M (64 MB each: DRAM / HBM). Throughput counts the bytes the op must move, each input
 // read once and the output written once, over wall time; outputs our ops allocate are part
 // of the op, so allocation cost is in their numbers. Names are <device>/<op>/<size>:
 //   memcpy, std_fill (CPU only)   std::memcpy split over the OpenMP threads our kernels use,
@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "bench_common.h"
 #include "kernels/elementwise.h"

@@ -4,7 +4,9 @@
 # overhead, and each elementwise op's GB/s as a share of memcpy.
 #
 # Each case runs 5 times in random order (--benchmark_enable_random_interleaving) and the
-# median is reported, which keeps a noisy shared machine from deciding the comparison.
+# median is reported, with the coefficient of variation as the noise. Threads: all cores by
+# default; OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 gives single-core numbers, which are
+# steadier on a shared machine (no thread team waiting for a descheduled member).
 # Usage: scripts/bench.sh [output folder, default build-bench/results]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,10 @@ for bench in bench_gemm bench_elementwise; do
     --benchmark_out="$out/$bench.json" --benchmark_out_format=json >"$out/$bench.txt"
 done
 
-echo "CPU: $(nproc) threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average before: $load"
-/usr/bin/python3 scripts/bench_report.py --device cpu --gemm "$out/bench_gemm.json" \
-  --elementwise "$out/bench_elementwise.json" | tee "$out/results.md"
+{
+  echo "CPU: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
+    "threads: OpenMP ${OMP_NUM_THREADS:-all}, OpenBLAS ${OPENBLAS_NUM_THREADS:-all}; load average before: $load"
+  echo
+  /usr/bin/python3 scripts/bench_report.py --device cpu --gemm "$out/bench_gemm.json" \
+    --elementwise "$out/bench_elementwise.json"
+} | tee "$out/results.md"

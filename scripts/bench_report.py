@@ -4,8 +4,8 @@ optionally beside scripts/bench_torch.py's JSON, and a table of GoogleTest runs.
 
 Benchmark names are <device>/<impl>/<layout>/<MxNxK> (GEMM) and <device>/<op>/<size>
 (elementwise); rows keep the order the benchmarks were registered in. With repetitions the
-median is shown, and "cv %" is the largest coefficient of variation among the runs of a row
-(the noise: a difference smaller than it means nothing). "overhead %" is the extra time over
+median is shown, and "cv %" is the coefficient of variation (the noise: a difference smaller
+than it means nothing), the largest among a GEMM row's runs. "overhead %" is the extra time over
 the baseline, baseline rate / our rate - 1. Baselines: bare OpenBLAS (CPU GEMM), PyTorch (CUDA
 GEMM, and CUDA ops when given), memcpy (CPU ops) and Tensor::clone (CUDA ops).
 Standard library only.
@@ -90,7 +90,7 @@ def elementwise_table(device, entries, torch):
         ours = value(entries, name, "bytes_per_second", 1e9)
         base = value(entries, base_name, "bytes_per_second", 1e9)
         share = None if not ours or not base else 100.0 * ours / base
-        row = f"| {op} | {size} | {fmt(ours)} | {fmt(share, 0)} | {fmt(spread(entries, [name, base_name], 'bytes_per_second'), 0)} |"
+        row = f"| {op} | {size} | {fmt(ours)} | {fmt(share, 0)} | {fmt(spread(entries, [name], 'bytes_per_second'), 0)} |"
         if torch:
             theirs = torch.get("elementwise", {}).get(f"{op}/{size}", {}).get("gbps")
             row += f" {fmt(theirs)} | {fmt(overhead(ours, theirs))} |"
