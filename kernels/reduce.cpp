@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <omp.h>
 
 #include "fgvc/config.h"
 #include "tensor/dispatch.h"
@@ -46,34 +45,46 @@ template <> struct Reducer<ReduceOp::Max> {
   static double step(double acc, double v) { return (v > acc || v != v) ? v : acc; }  // NaN wins
 };
 
+// One row: kLanes independent accumulators (the adds overlap instead of waiting on one
+// another), combined in a fixed order, so the result does not depend on threads.
+constexpr int kLanes = 8;
+
+template <ReduceOp op, class T>
+double reduce_span(const T* x, int64_t n) {
+  using R = Reducer<op>;
+  double lane[kLanes];
+  for (double& l : lane) l = R::init();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lane[k] = R::step(lane[k], static_cast<double>(x[i + k]));
+  for (; i < n; ++i) lane[0] = R::step(lane[0], static_cast<double>(x[i]));
+  double acc = lane[0];
+  for (int k = 1; k < kLanes; ++k) acc = R::step(acc, lane[k]);
+  return acc;
+}
+
+// The summation order depends on the shape only, never on the thread count, so a result is
+// the same on every machine.
 template <ReduceOp op, class T>
 void reduce_rows(const T* x, int64_t outer, int64_t r, double scale, T* out) {
   using R = Reducer<op>;
-  if (outer >= omp_get_max_threads() || r < (1 << 16)) {
+  constexpr int64_t kChunk = 1 << 14;
+  if (r < 4 * kChunk) {
 #pragma omp parallel for if (outer * r > (1 << 15)) schedule(static)
-    for (int64_t o = 0; o < outer; ++o) {
-      const T* row = x + o * r;
-      double acc = R::init();
-      for (int64_t i = 0; i < r; ++i) acc = R::step(acc, static_cast<double>(row[i]));
-      out[o] = static_cast<T>(acc * scale);
-    }
+    for (int64_t o = 0; o < outer; ++o) out[o] = static_cast<T>(reduce_span<op>(x + o * r, r) * scale);
     return;
   }
-  // Few long rows: split each row across threads, combine the partial results in order.
+  // Long rows: fixed chunks of every row in parallel, then each row's chunks in order.
+  const int64_t chunks = (r + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(outer * chunks));
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < outer * chunks; ++t) {
+    const int64_t o = t / chunks, c = t % chunks;
+    part[t] = reduce_span<op>(x + o * r + c * kChunk, std::min(kChunk, r - c * kChunk));
+  }
   for (int64_t o = 0; o < outer; ++o) {
-    const T* row = x + o * r;
-    const int nt = omp_get_max_threads();
-    std::vector<double> part(static_cast<size_t>(nt), R::init());
-#pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num();
-      const int64_t lo = r * t / nt, hi = r * (t + 1) / nt;
-      double acc = R::init();
-      for (int64_t i = lo; i < hi; ++i) acc = R::step(acc, static_cast<double>(row[i]));
-      part[static_cast<size_t>(t)] = acc;
-    }
-    double acc = R::init();
-    for (double p : part) acc = R::step(acc, p);
+    double acc = part[o * chunks];
+    for (int64_t c = 1; c < chunks; ++c) acc = R::step(acc, part[o * chunks + c]);
     out[o] = static_cast<T>(acc * scale);
   }
 }
@@ -83,18 +94,30 @@ void reduce_middle(const T* x, int64_t outer, int64_t r, int64_t inner, double s
   using R = Reducer<op>;
   constexpr int64_t kBlock = 256;  // columns per task: the accumulators stay in L1
   const int64_t col_blocks = (inner + kBlock - 1) / kBlock;
+  // Few column blocks (a bias gradient: sum over N of [N, C]): split the reduced axis into
+  // fixed row chunks too, and combine the chunks in order afterwards.
+  const int64_t row_chunks = outer * col_blocks >= 16 || r < 64 ? 1 : std::min<int64_t>(r / 32, 16);
+  std::vector<double> partial(static_cast<size_t>(outer * row_chunks * inner));
 #pragma omp parallel for if (outer * r * inner > (1 << 15)) schedule(static)
-  for (int64_t task = 0; task < outer * col_blocks; ++task) {
-    const int64_t o = task / col_blocks, c0 = (task % col_blocks) * kBlock;
-    const int64_t c1 = std::min(inner, c0 + kBlock);
+  for (int64_t task = 0; task < outer * col_blocks * row_chunks; ++task) {
+    const int64_t chunk = task % row_chunks, o = task / row_chunks / col_blocks;
+    const int64_t c0 = (task / row_chunks % col_blocks) * kBlock, c1 = std::min(inner, c0 + kBlock);
+    const int64_t k0 = r * chunk / row_chunks, k1 = r * (chunk + 1) / row_chunks;
     double acc[kBlock];
     for (int64_t c = c0; c < c1; ++c) acc[c - c0] = R::init();
-    for (int64_t k = 0; k < r; ++k) {
+    for (int64_t k = k0; k < k1; ++k) {
       const T* row = x + (o * r + k) * inner;
       for (int64_t c = c0; c < c1; ++c) acc[c - c0] = R::step(acc[c - c0], static_cast<double>(row[c]));
     }
-    for (int64_t c = c0; c < c1; ++c) out[o * inner + c] = static_cast<T>(acc[c - c0] * scale);
+    for (int64_t c = c0; c < c1; ++c) partial[(o * row_chunks + chunk) * inner + c] = acc[c - c0];
   }
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t c = 0; c < inner; ++c) {
+      double acc = partial[(o * row_chunks) * inner + c];
+      for (int64_t chunk = 1; chunk < row_chunks; ++chunk)
+        acc = R::step(acc, partial[(o * row_chunks + chunk) * inner + c]);
+      out[o * inner + c] = static_cast<T>(acc * scale);
+    }
 }
 
 template <class T>

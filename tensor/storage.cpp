@@ -6,6 +6,7 @@
 #include <new>
 
 #include "fgvc/config.h"
+#include "tensor/block_pool.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
 
@@ -19,6 +20,34 @@ namespace fgvc {
 namespace {
 std::atomic<bool> g_poison{false};
 constexpr size_t kAlign = 64;  // a cache line, and enough for AVX-512 loads
+constexpr size_t kPooledFrom = 1 << 20;  // host tensors this large come from the pool
+
+void* host_alloc(size_t bytes) { return std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign + kAlign); }
+
+// Large host blocks are kept for reuse (tensor/block_pool.h): a fresh one costs a page fault
+// per 4 KiB, which for a 64 MB tensor is several times the cost of the op that fills it.
+BlockPool& host_pool() {
+  static auto* pool = new BlockPool(host_alloc, [](void* p, size_t) { std::free(p); }, nullptr,
+                                    size_t(1) << 30 /* at most 1 GiB cached */);
+  return *pool;
+}
+#if FGVC_WITH_CUDA
+// Page-locked host blocks are slower still to get (cudaHostAlloc), and the loader asks for
+// one per batch: they are pooled too.
+BlockPool& pinned_pool() {
+  static auto* pool = new BlockPool(
+      [](size_t bytes) -> void* {
+        void* p = nullptr;
+        if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+          cudaGetLastError();
+          return nullptr;
+        }
+        return p;
+      },
+      [](void* p, size_t) { FGVC_CUDA_CHECK_NOTHROW(cudaFreeHost(p)); }, nullptr, size_t(1) << 30);
+  return *pool;
+}
+#endif
 }  // namespace
 
 void set_allocation_poison(bool on) { g_poison = on; }
@@ -28,14 +57,16 @@ Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), devi
   if (device.is_cpu()) {
 #if FGVC_WITH_CUDA
     if (pinned && cuda_available()) {
-      FGVC_CUDA_CHECK(cudaHostAlloc(&data_, bytes ? bytes : 1, cudaHostAllocDefault));
+      data_ = pinned_pool().allocate(bytes);
+      FGVC_CHECK(data_, "Storage", "cannot allocate ", bytes, " bytes of page-locked host memory");
       pinned_ = true;
     }
 #else
     (void)pinned;
 #endif
     if (!data_) {
-      data_ = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign + kAlign);
+      pooled_ = bytes >= kPooledFrom;
+      data_ = pooled_ ? host_pool().allocate(bytes) : host_alloc(bytes);
       if (!data_) throw Error(detail::concat("Storage: out of host memory allocating ", bytes, " bytes"));
     }
     if (g_poison) std::memset(data_, 0xFF, bytes);
@@ -59,11 +90,12 @@ Storage::~Storage() {
   if (device_.is_cpu()) {
 #if FGVC_WITH_CUDA
     if (pinned_) {
-      FGVC_CUDA_CHECK_NOTHROW(cudaFreeHost(data_));
+      pinned_pool().release(data_);
       return;
     }
 #endif
-    std::free(data_);
+    if (pooled_) host_pool().release(data_);
+    else std::free(data_);
     return;
   }
 #if FGVC_WITH_CUDA

@@ -27,6 +27,7 @@ class Storage {
   size_t bytes_ = 0;
   Device device_;
   bool pinned_ = false;
+  bool pooled_ = false;  // a large host block from the reuse pool
 };
 
 // Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which

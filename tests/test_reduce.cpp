@@ -1,5 +1,7 @@
 // sum / mean / max over any axes against float64 loops, for adjacent axes (no copy), split
 // axes (permuted), all axes, keepdim, and the long-row parallel path.
+#include <omp.h>
+
 #include "test_util.h"
 
 namespace fgvc {
@@ -79,6 +81,29 @@ TEST(Reduce, MaxPropagatesNaN) {
   const std::vector<float> m = kernels::max(x, {1}).to_vector<float>();
   EXPECT_TRUE(std::isnan(m[0]));
   EXPECT_EQ(m[1], 4.0f);
+}
+
+}  // namespace
+}  // namespace fgvc
+
+namespace fgvc {
+namespace {
+
+TEST(Reduce, SameBitsWhateverTheThreadCount) {
+  const Tensor long_rows = testing::randn_t({3, 300000}, 21), tall = testing::randn_t({5000, 40}, 22);
+  auto run = [&] {
+    return std::vector<std::vector<float>>{kernels::sum(long_rows, {1}).to_vector<float>(),
+                                           kernels::sum(long_rows).to_vector<float>(),
+                                           kernels::sum(tall, {0}).to_vector<float>(),
+                                           kernels::max(tall, {0}).to_vector<float>()};
+  };
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto one = run();
+  omp_set_num_threads(3);
+  const auto three = run();
+  omp_set_num_threads(saved);
+  EXPECT_EQ(one, three);
 }
 
 }  // namespace
