@@ -51,6 +51,7 @@ void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
   end_ = batches_per_epoch();
   next_to_make_ = next_to_hand_ = std::min(first_batch, end_);
   skipped_ = 0;
+  reported_ = false;
   failure_ = nullptr;
   ready_.clear();
   for (int w = 0; w < options_.workers; ++w) threads_.emplace_back([this] { worker_loop(); });
@@ -85,7 +86,14 @@ void Loader::worker_loop() {
 
 bool Loader::next(Batch* out) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (next_to_hand_ >= end_) return false;
+  if (next_to_hand_ >= end_) {
+    if (options_.warn && skipped_ > 0 && !reported_) {  // once, at the end of the epoch
+      std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped in epoch %llu\n",
+                   static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_));
+      reported_ = true;
+    }
+    return false;
+  }
   cv_.wait(lock, [&] { return ready_.count(next_to_hand_) > 0; });
   if (failure_) std::rethrow_exception(failure_);
   auto it = ready_.find(next_to_hand_);

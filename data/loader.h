@@ -7,7 +7,7 @@
 // batches are the same with 1 or 16 workers, whatever the timing.
 //
 // Bad files are skipped (the batch is that much smaller) with one warning line each, and
-// counted; skipped() reports the epoch's count.
+// counted; skipped() gives the epoch's count, which is also printed when the epoch ends.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -83,6 +83,7 @@ class Loader {
   uint64_t epoch_ = 0;
   int64_t next_to_make_ = 0, next_to_hand_ = 0, end_ = 0;
   int64_t skipped_ = 0;
+  bool reported_ = false;  // the epoch's skipped count has been printed
   std::map<int64_t, Batch> ready_;
   std::mutex mu_;
   std::condition_variable cv_;
