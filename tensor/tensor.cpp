@@ -274,6 +274,16 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   return *this;
 }
 
+Tensor& Tensor::move_to_(Device device) {
+  if (device == this->device()) return *this;
+  const Tensor moved = contiguous().to(device);
+  impl_->storage = moved.storage();
+  impl_->offset = moved.offset();
+  impl_->strides = moved.strides();
+  impl_->device = device;
+  return *this;
+}
+
 Tensor& Tensor::fill_(double value) {
   fill_tensor(*this, value);
   return *this;

@@ -87,6 +87,9 @@ class Tensor {
   Tensor cuda(int index = 0) const { return to(Device::cuda(index)); }
   Tensor& copy_(const Tensor& src, bool non_blocking = false);  // shapes must match
   Tensor& fill_(double value);
+  // Moves this tensor's data to `device` in place: every handle to it sees the move (how a
+  // module's parameters change device without breaking the layers that hold them).
+  Tensor& move_to_(Device device);
   Tensor& zero_() { return fill_(0.0); }
 
   // Host read-back (copies from the device if needed), converted to T.

@@ -18,4 +18,8 @@
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
+#include "autograd/nn_ops.h"
 #include "autograd/ops.h"
+
+#include "nn/layers.h"
+#include "nn/models/registry.h"

@@ -1,0 +1,147 @@
+#include "kernels/batch_norm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "tensor/dispatch.h"
+
+namespace fgvc {
+namespace kernels {
+
+namespace {
+
+struct Layout {
+  int64_t n, c, hw;  // x viewed as [n, c, hw]
+};
+
+Layout layout(const Tensor& x, const Tensor& gamma, const char* op) {
+  FGVC_CHECK(x.defined() && gamma.defined(), op, "undefined tensor");
+  FGVC_CHECK(x.dim() == 2 || x.dim() == 4, op, "needs [N, C] or [N, C, H, W], got ", describe(x));
+  FGVC_CHECK(x.device().is_cpu(), op, "the CUDA batch norm (cuDNN) is not built yet; got ", describe(x));
+  FGVC_CHECK(gamma.shape() == Shape{x.size(1)} && gamma.dtype() == x.dtype(), op, "gamma ", describe(gamma),
+             " does not match ", x.size(1), " channels of ", describe(x));
+  return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1};
+}
+
+// Per-channel sums of f(x) over n and hw, in double.
+template <class T, class F>
+std::vector<double> channel_sums(const T* x, const Layout& l, F f) {
+  std::vector<double> s(static_cast<size_t>(l.c), 0.0);
+#pragma omp parallel for if (l.n * l.c * l.hw > (1 << 15)) schedule(static)
+  for (int64_t c = 0; c < l.c; ++c) {
+    double acc = 0;
+    for (int64_t n = 0; n < l.n; ++n) {
+      const T* p = x + (n * l.c + c) * l.hw;
+      for (int64_t i = 0; i < l.hw; ++i) acc += f(c, static_cast<double>(p[i]), n * l.c * l.hw + c * l.hw + i);
+    }
+    s[c] = acc;
+  }
+  return s;
+}
+
+template <class T>
+void apply_typed(const T* x, const Layout& l, const T* gamma, const T* beta, const T* mean, const T* invstd, T* y) {
+#pragma omp parallel for if (l.n * l.c * l.hw > (1 << 15)) schedule(static)
+  for (int64_t p = 0; p < l.n * l.c; ++p) {
+    const int64_t c = p % l.c;
+    const T scale = gamma[c] * invstd[c], shift = beta[c] - mean[c] * scale;
+    for (int64_t i = 0; i < l.hw; ++i) y[p * l.hw + i] = x[p * l.hw + i] * scale + shift;
+  }
+}
+
+template <class T>
+BatchNormStats train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, const Layout& l) {
+  const T* px = static_cast<const T*>(x.data_ptr());
+  const double count = static_cast<double>(l.n * l.hw);
+  const std::vector<double> sum = channel_sums(px, l, [](int64_t, double v, int64_t) { return v; });
+  std::vector<double> mean(sum.size());
+  for (size_t c = 0; c < sum.size(); ++c) mean[c] = sum[c] / count;
+  const std::vector<double> sq = channel_sums(px, l, [&](int64_t c, double v, int64_t) { return (v - mean[c]) * (v - mean[c]); });
+  std::vector<double> inv(sum.size()), unbiased(sum.size());
+  for (size_t c = 0; c < sum.size(); ++c) {
+    inv[c] = 1.0 / std::sqrt(sq[c] / count + eps);
+    unbiased[c] = count > 1 ? sq[c] / (count - 1) : 0.0;
+  }
+  BatchNormStats s;
+  s.mean = Tensor::from_vector(mean, {l.c}).to(x.dtype());
+  s.invstd = Tensor::from_vector(inv, {l.c}).to(x.dtype());
+  s.var_unbiased = Tensor::from_vector(unbiased, {l.c}).to(x.dtype());
+  s.y = Tensor::empty(x.shape(), x.dtype());
+  apply_typed(px, l, static_cast<const T*>(gamma.data_ptr()), static_cast<const T*>(beta.data_ptr()),
+              static_cast<const T*>(s.mean.data_ptr()), static_cast<const T*>(s.invstd.data_ptr()),
+              static_cast<T*>(s.y.data_ptr()));
+  return s;
+}
+
+template <class T>
+BatchNormGrads backward_typed(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                              const Tensor& invstd, bool training, const Layout& l) {
+  const T *g = static_cast<const T*>(grad.data_ptr()), *px = static_cast<const T*>(x.data_ptr());
+  const T *pg = static_cast<const T*>(gamma.data_ptr()), *pm = static_cast<const T*>(mean.data_ptr());
+  const T* pi = static_cast<const T*>(invstd.data_ptr());
+  // dbeta = sum g, dgamma = sum g * xhat.
+  const std::vector<double> dbeta = channel_sums(g, l, [](int64_t, double v, int64_t) { return v; });
+  const std::vector<double> dgamma = channel_sums(px, l, [&](int64_t c, double v, int64_t at) {
+    return static_cast<double>(g[at]) * (v - pm[c]) * pi[c];
+  });
+  BatchNormGrads out;
+  out.dbeta = Tensor::from_vector(dbeta, {l.c}).to(x.dtype());
+  out.dgamma = Tensor::from_vector(dgamma, {l.c}).to(x.dtype());
+  out.dx = Tensor::empty(x.shape(), x.dtype());
+  T* dx = static_cast<T*>(out.dx.data_ptr());
+  const double count = static_cast<double>(l.n * l.hw);
+#pragma omp parallel for if (l.n * l.c * l.hw > (1 << 15)) schedule(static)
+  for (int64_t p = 0; p < l.n * l.c; ++p) {
+    const int64_t c = p % l.c;
+    const double scale = static_cast<double>(pg[c]) * pi[c];
+    for (int64_t i = 0; i < l.hw; ++i) {
+      const int64_t at = p * l.hw + i;
+      if (!training) {
+        dx[at] = static_cast<T>(g[at] * scale);
+        continue;
+      }
+      // dx = gamma invstd / M (M g - sum g - xhat sum(g xhat))
+      const double xhat = (static_cast<double>(px[at]) - pm[c]) * pi[c];
+      dx[at] = static_cast<T>(scale * (g[at] - dbeta[c] / count - xhat * dgamma[c] / count));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, double eps) {
+  const Layout l = layout(x_in, gamma, "batch_norm");
+  FGVC_CHECK(l.n * l.hw > 1, "batch_norm", "training needs more than one value per channel, got ", describe(x_in));
+  const Tensor x = x_in.contiguous();
+  BatchNormStats s;
+  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, s = train_typed<T>(x, gamma.contiguous(), beta.contiguous(), eps, l));
+  return s;
+}
+
+Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                        const Tensor& invstd) {
+  const Layout l = layout(x_in, gamma, "batch_norm");
+  const Tensor x = x_in.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T,
+                      apply_typed(static_cast<const T*>(x.data_ptr()), l, gamma.contiguous().data<T>(),
+                                  beta.contiguous().data<T>(), mean.contiguous().data<T>(),
+                                  invstd.contiguous().data<T>(), static_cast<T*>(y.data_ptr())));
+  return y;
+}
+
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                   const Tensor& invstd, bool training) {
+  const Layout l = layout(x, gamma, "batch_norm_backward");
+  FGVC_CHECK(grad.shape() == x.shape(), "batch_norm_backward", "gradient ", describe(grad), " does not match ",
+             describe(x));
+  BatchNormGrads out;
+  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", T,
+                      out = backward_typed<T>(grad.contiguous(), x.contiguous(), gamma.contiguous(),
+                                              mean.contiguous(), invstd.contiguous(), training, l));
+  return out;
+}
+
+}  // namespace kernels
+}  // namespace fgvc

@@ -1,0 +1,32 @@
+// Batch normalisation over N (and H, W) per channel C, for [N, C] or [N, C, H, W] inputs.
+// Training uses the batch's mean and biased variance (and hands back the unbiased variance
+// for the running average); evaluation uses the running statistics. CPU only for now (the
+// cuDNN version comes with the models issue); a CUDA tensor is a clear error.
+#pragma once
+#include "tensor/tensor.h"
+
+namespace fgvc {
+namespace kernels {
+
+struct BatchNormStats {
+  Tensor y;          // normalised, scaled and shifted input
+  Tensor mean;       // [C] batch mean
+  Tensor invstd;     // [C] 1 / sqrt(var + eps), var biased
+  Tensor var_unbiased;  // [C], for the running average
+};
+
+BatchNormStats batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);
+// y = (x - mean) * invstd * gamma + beta with given per-channel statistics (evaluation).
+Tensor batch_norm_apply(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                        const Tensor& invstd);
+
+struct BatchNormGrads {
+  Tensor dx, dgamma, dbeta;
+};
+// training: the statistics are functions of x (the full backward); otherwise they are
+// constants and dx = grad * gamma * invstd.
+BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                   const Tensor& invstd, bool training);
+
+}  // namespace kernels
+}  // namespace fgvc

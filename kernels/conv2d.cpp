@@ -1,0 +1,177 @@
+#include "kernels/conv2d.h"
+
+#include <cstring>
+
+#include "kernels/matmul.h"
+#include "tensor/dispatch.h"
+
+namespace fgvc {
+namespace kernels {
+
+namespace {
+
+struct Dims {
+  int64_t n, c, h, w, o, kh, kw, ho, wo;
+};
+
+Dims check(const Tensor& x_like, const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g, const char* op) {
+  FGVC_CHECK(x_shape.size() == 4 && w_shape.size() == 4, op, "needs x [N, C, H, W] and w [O, C, kh, kw], got ",
+             shape_str(x_shape), " and ", shape_str(w_shape));
+  FGVC_CHECK(x_shape[1] == w_shape[1], op, "input has ", x_shape[1], " channels, the weight ", shape_str(w_shape),
+             " expects ", w_shape[1]);
+  FGVC_CHECK(g.stride_h > 0 && g.stride_w > 0 && g.dilation_h > 0 && g.dilation_w > 0 && g.pad_top >= 0 &&
+                 g.pad_bottom >= 0 && g.pad_left >= 0 && g.pad_right >= 0,
+             op, "bad stride, dilation or padding");
+  FGVC_CHECK(x_like.device().is_cpu(), op, "the CUDA convolution (cuDNN) is not built yet; got ", describe(x_like));
+  Dims d{x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0], w_shape[2], w_shape[3], 0, 0};
+  d.ho = g.out_size(d.h, d.kh, true);
+  d.wo = g.out_size(d.w, d.kw, false);
+  FGVC_CHECK(d.ho > 0 && d.wo > 0, op, "input ", shape_str(x_shape), " is smaller than the kernel ",
+             shape_str(w_shape), " with this padding");
+  return d;
+}
+
+bool is_pointwise(const Dims& d, const Conv2dGeometry& g) {
+  return d.kh == 1 && d.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 && g.pad_bottom == 0 &&
+         g.pad_left == 0 && g.pad_right == 0;
+}
+
+// One image [C, H, W] -> columns [C kh kw, Ho Wo] (zeros where the window is in the padding).
+template <class T>
+void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols) {
+#pragma omp parallel for if (d.c * d.kh * d.kw * d.ho * d.wo > (1 << 16)) schedule(static)
+  for (int64_t r = 0; r < d.c * d.kh * d.kw; ++r) {
+    const int64_t c = r / (d.kh * d.kw), ki = r / d.kw % d.kh, kj = r % d.kw;
+    T* out = cols + r * d.ho * d.wo;
+    for (int64_t oy = 0; oy < d.ho; ++oy) {
+      const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
+      T* o = out + oy * d.wo;
+      if (iy < 0 || iy >= d.h) {
+        std::memset(o, 0, sizeof(T) * d.wo);
+        continue;
+      }
+      const T* in = x + (c * d.h + iy) * d.w;
+      for (int64_t ox = 0; ox < d.wo; ++ox) {
+        const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
+        o[ox] = ix >= 0 && ix < d.w ? in[ix] : T(0);
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: columns are added back into the image they came from.
+template <class T>
+void col2im(const T* cols, const Dims& d, const Conv2dGeometry& g, T* x) {
+#pragma omp parallel for if (d.c * d.kh * d.kw * d.ho * d.wo > (1 << 16)) schedule(static)
+  for (int64_t c = 0; c < d.c; ++c) {  // channels own disjoint output planes: no races
+    for (int64_t ki = 0; ki < d.kh; ++ki)
+      for (int64_t kj = 0; kj < d.kw; ++kj) {
+        const T* in = cols + ((c * d.kh + ki) * d.kw + kj) * d.ho * d.wo;
+        for (int64_t oy = 0; oy < d.ho; ++oy) {
+          const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
+          if (iy < 0 || iy >= d.h) continue;
+          T* o = x + (c * d.h + iy) * d.w;
+          for (int64_t ox = 0; ox < d.wo; ++ox) {
+            const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
+            if (ix >= 0 && ix < d.w) o[ix] += in[oy * d.wo + ox];
+          }
+        }
+      }
+  }
+}
+
+// A [rows, cols] view of one image's plane block, for gemm.
+Tensor image_matrix(const Tensor& t, int64_t n, int64_t rows, int64_t cols) {
+  return t.select(0, n).view({rows, cols});
+}
+
+template <class T>
+Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
+  Tensor out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
+  const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
+  const bool pointwise = is_pointwise(d, g);
+  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
+  for (int64_t n = 0; n < d.n; ++n) {
+    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w) : cols;
+    if (!pointwise) im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(cols.data_ptr()));
+    gemm(w2, false, in, false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
+  }
+  if (bias.defined()) {
+    T* o = static_cast<T*>(out.data_ptr());
+    const T* b = static_cast<const T*>(bias.data_ptr());
+#pragma omp parallel for if (out.numel() > (1 << 16)) schedule(static)
+    for (int64_t p = 0; p < d.n * d.o; ++p)
+      for (int64_t i = 0; i < d.ho * d.wo; ++i) o[p * d.ho * d.wo + i] += b[p % d.o];
+  }
+  return out;
+}
+
+template <class T>
+Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, const Conv2dGeometry& g) {
+  Tensor dx = Tensor::zeros({d.n, d.c, d.h, d.w}, grad.dtype(), grad.device());
+  const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
+  const bool pointwise = is_pointwise(d, g);
+  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
+  for (int64_t n = 0; n < d.n; ++n) {
+    const Tensor gn = image_matrix(grad, n, d.o, d.ho * d.wo);
+    if (pointwise) {
+      gemm(w2, true, gn, false, 1.0, 0.0, image_matrix(dx, n, d.c, d.h * d.w));
+      continue;
+    }
+    gemm(w2, true, gn, false, 1.0, 0.0, cols);  // [C kh kw, Ho Wo]
+    col2im(static_cast<const T*>(cols.data_ptr()), d, g, static_cast<T*>(dx.select(0, n).data_ptr()));
+  }
+  return dx;
+}
+
+template <class T>
+Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
+  Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
+  const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
+  const bool pointwise = is_pointwise(d, g);
+  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
+  for (int64_t n = 0; n < d.n; ++n) {
+    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w) : cols;
+    if (!pointwise) im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(cols.data_ptr()));
+    gemm(image_matrix(grad, n, d.o, d.ho * d.wo), false, in, true, 1.0, 1.0, dw2);  // dW += g_n cols_n^T
+  }
+  return dw;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias, const Conv2dGeometry& g) {
+  FGVC_CHECK(x_in.defined() && w_in.defined(), "conv2d", "undefined tensor");
+  const Dims d = check(x_in, x_in.shape(), w_in.shape(), g, "conv2d");
+  FGVC_CHECK(x_in.dtype() == w_in.dtype() && x_in.device() == w_in.device(), "conv2d", "input ", describe(x_in),
+             " and weight ", describe(w_in), " differ in dtype or device");
+  FGVC_CHECK(!bias.defined() || (bias.shape() == Shape{d.o} && bias.dtype() == x_in.dtype()), "conv2d", "bias ",
+             describe(bias), " should be [", d.o, "] ", dtype_name(x_in.dtype()));
+  const Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = bias.defined() ? bias.contiguous() : bias;
+  Tensor out;
+  FGVC_DISPATCH_FLOAT(x.dtype(), "conv2d", T, out = conv2d_typed<T>(x, w, b, d, g));
+  return out;
+}
+
+Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g) {
+  const Dims d = check(grad, x_shape, w.shape(), g, "conv2d_backward_input");
+  FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_input", "gradient ", describe(grad),
+             " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
+  Tensor out;
+  FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_input", T,
+                      out = backward_input_typed<T>(grad.contiguous(), w.contiguous(), d, g));
+  return out;
+}
+
+Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g) {
+  const Dims d = check(grad, x.shape(), w_shape, g, "conv2d_backward_weight");
+  FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_weight", "gradient ", describe(grad),
+             " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
+  Tensor out;
+  FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_weight", T,
+                      out = backward_weight_typed<T>(grad.contiguous(), x.contiguous(), d, g));
+  return out;
+}
+
+}  // namespace kernels
+}  // namespace fgvc

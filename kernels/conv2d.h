@@ -1,0 +1,38 @@
+// 2-D convolution (cross-correlation, as every framework defines it), NCHW, groups = 1, with
+// stride, dilation and per-side padding (TensorFlow's asymmetric SAME is padding that differs
+// between top/bottom or left/right). CPU: im2col + OpenBLAS GEMM per image (a 1x1 stride-1
+// convolution is a GEMM on the input as it is). CUDA: cuDNN (to come with the models issue;
+// until then a CUDA tensor is a clear error, never a silent CPU fallback).
+#pragma once
+#include "tensor/tensor.h"
+
+namespace fgvc {
+
+// In namespace fgvc (not kernels) so that argument-dependent lookup of an unqualified
+// conv2d(x, w, b, geometry) finds the differentiable fgvc::conv2d only.
+struct Conv2dGeometry {
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int dilation_h = 1, dilation_w = 1;
+
+  static Conv2dGeometry symmetric(int stride, int padding, int dilation = 1) {
+    return {stride, stride, padding, padding, padding, padding, dilation, dilation};
+  }
+  int64_t out_size(int64_t in, int64_t kernel, bool height) const {
+    const int s = height ? stride_h : stride_w, d = height ? dilation_h : dilation_w;
+    const int p = height ? pad_top + pad_bottom : pad_left + pad_right;
+    return (in + p - d * (kernel - 1) - 1) / s + 1;
+  }
+};
+
+namespace kernels {
+using fgvc::Conv2dGeometry;
+
+// x [N, C, H, W], w [O, C, kh, kw], bias [O] or undefined -> [N, O, Ho, Wo].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dGeometry& g);
+// Gradients of conv2d: w.r.t. the input (shape of x), the weight (shape of w) and the bias.
+Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g);
+Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g);
+
+}  // namespace kernels
+}  // namespace fgvc

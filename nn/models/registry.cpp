@@ -1,0 +1,42 @@
+#include "nn/models/registry.h"
+
+#include <functional>
+#include <map>
+
+#include "nn/models/resnet.h"
+
+namespace fgvc {
+namespace nn {
+
+namespace {
+using Factory = std::function<std::shared_ptr<Module>(int64_t)>;
+const std::map<std::string, Factory>& factories() {
+  static const std::map<std::string, Factory> f = {
+      {"resnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
+      {"resnet101", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
+      {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
+      {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
+  };
+  return f;
+}
+}  // namespace
+
+std::vector<std::string> model_names() {
+  std::vector<std::string> out;
+  for (auto& [name, f] : factories()) out.push_back(name);
+  return out;
+}
+
+std::shared_ptr<Module> create_model(const std::string& name, int64_t num_classes) {
+  FGVC_CHECK(num_classes > 0, "create_model", "num_classes must be positive, got ", num_classes);
+  const auto it = factories().find(name);
+  if (it == factories().end()) {
+    std::string known;
+    for (const std::string& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("create_model: unknown model '" + name + "' (known: " + known + ")");
+  }
+  return it->second(num_classes);
+}
+
+}  // namespace nn
+}  // namespace fgvc

@@ -1,0 +1,62 @@
+// nn::Module: a layer or a network. It owns named parameters (trained), named buffers
+// (state that is not trained, such as batch-norm running statistics) and named
+// sub-modules; names join with dots ("layer1.0.conv1.weight"), following timm/torchvision so
+// that their weights load by name.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace fgvc {
+namespace nn {
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+  virtual std::string type_name() const = 0;
+
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // Parameters and buffers, as saved in a weights file.
+  std::map<std::string, Tensor> state_dict() const;
+
+  struct LoadReport {
+    std::vector<std::string> missing, unexpected, mismatched;  // mismatched: "name: [file shape] vs [model]"
+    bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+    std::string str() const;
+  };
+  // Copies tensors by name (converting dtype, onto the module's device). With strict, any
+  // missing, unexpected or mis-shaped key is an error listing them all; otherwise the
+  // matching ones load and the report says what did not.
+  LoadReport load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  int64_t num_parameters() const;
+  void to(Device device);  // moves parameters and buffers
+
+ protected:
+  Tensor& register_parameter(const std::string& name, Tensor t);
+  Tensor& register_buffer(const std::string& name, Tensor t);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  std::vector<std::pair<std::string, Tensor>> params_, buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+}  // namespace nn
+}  // namespace fgvc

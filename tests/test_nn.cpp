@@ -1,0 +1,211 @@
+// Network layers: values against direct float64 loops, gradient checks, batch-norm running
+// statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
+#include "nn/models/registry.h"
+#include "nn/models/resnet.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+using kernels::Conv2dGeometry;
+using kernels::Pool2dGeometry;
+using Inputs = std::vector<Tensor>;
+
+Tensor r64(const Shape& s, uint64_t seed) { return testing::randn_t(s, seed, DType::Float64); }
+
+// Direct convolution in float64.
+std::vector<double> ref_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), O = w.size(0), KH = w.size(2), KW = w.size(3);
+  const int64_t Ho = g.out_size(H, KH, true), Wo = g.out_size(W, KW, false);
+  const std::vector<double> xv = x.to_vector<double>(), wv = w.to_vector<double>();
+  const std::vector<double> bv = b.defined() ? b.to_vector<double>() : std::vector<double>(O, 0.0);
+  std::vector<double> out;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t oy = 0; oy < Ho; ++oy)
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          double s = bv[o];
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < KH; ++i)
+              for (int64_t j = 0; j < KW; ++j) {
+                const int64_t iy = oy * g.stride_h - g.pad_top + i * g.dilation_h;
+                const int64_t ix = ox * g.stride_w - g.pad_left + j * g.dilation_w;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                  s += xv[((n * C + c) * H + iy) * W + ix] * wv[((o * C + c) * KH + i) * KW + j];
+              }
+          out.push_back(s);
+        }
+  return out;
+}
+
+const std::vector<Conv2dGeometry> kGeometries = {
+    Conv2dGeometry::symmetric(1, 0), Conv2dGeometry::symmetric(1, 1), Conv2dGeometry::symmetric(2, 1),
+    {2, 2, 0, 1, 0, 1, 1, 1},  // TF SAME with stride 2: the extra row/column at the end
+    {1, 2, 1, 0, 2, 1, 1, 1}, Conv2dGeometry::symmetric(1, 2, 2)};
+
+TEST(Conv2d, MatchesDirectConvolution) {
+  for (const Conv2dGeometry& g : kGeometries)
+    for (int k : {1, 3}) {
+      const Tensor x = r64({2, 3, 9, 8}, 1), w = r64({4, 3, k, k}, 2), b = r64({4}, 3);
+      EXPECT_TRUE(testing::all_close(kernels::conv2d(x, w, b, g), ref_conv(x, w, b, g), 1e-12, 1e-12))
+          << "stride " << g.stride_h << " pad " << g.pad_top << g.pad_bottom << g.pad_left << g.pad_right << " k " << k;
+      const Tensor y32 = kernels::conv2d(x.to(DType::Float32), w.to(DType::Float32), Tensor(), g);
+      EXPECT_LT(testing::rel_error(y32, Tensor::from_vector(ref_conv(x, w, Tensor(), g), y32.shape())), 1e-5);
+    }
+}
+
+TEST(Conv2d, GradientCheck) {
+  for (const Conv2dGeometry& g : kGeometries) {
+    const GradcheckResult res = gradcheck(
+        [&](const Inputs& in) { return conv2d(in[0], in[1], in[2], g); }, {r64({2, 2, 6, 5}, 4), r64({3, 2, 3, 3}, 5), r64({3}, 6)});
+    EXPECT_TRUE(res.ok) << res.message;
+  }
+  const GradcheckResult pointwise = gradcheck([](const Inputs& in) { return conv2d(in[0], in[1], Tensor(), Conv2dGeometry()); },
+                                              {r64({2, 3, 4, 4}, 7), r64({5, 3, 1, 1}, 8)});
+  EXPECT_TRUE(pointwise.ok) << pointwise.message;
+}
+
+TEST(BatchNorm, TrainingNormalisesAndUpdatesRunningStatistics) {
+  const Tensor x = kernels::add(r64({4, 3, 5, 5}, 1), Tensor::scalar(2.0, DType::Float64));
+  Tensor gamma = Tensor::from_vector(std::vector<double>{1.0, 2.0, 0.5}, {3});
+  Tensor beta = Tensor::from_vector(std::vector<double>{0.0, -1.0, 3.0}, {3});
+  Tensor rm = Tensor::zeros({3}, DType::Float64), rv = Tensor::ones({3}, DType::Float64);
+  const Tensor y = batch_norm(x, gamma, beta, rm, rv, true, 0.1, 1e-5);
+  // Per channel: mean beta, std |gamma| (up to eps).
+  const Tensor m = kernels::mean(y, {0, 2, 3});
+  EXPECT_TRUE(testing::all_close(m, {0.0, -1.0, 3.0}, 1e-9, 1e-9));
+  const std::vector<double> xv = x.to_vector<double>();
+  double mean0 = 0, var0 = 0;
+  for (int n = 0; n < 4; ++n)
+    for (int i = 0; i < 25; ++i) mean0 += xv[n * 75 + i];
+  mean0 /= 100;
+  for (int n = 0; n < 4; ++n)
+    for (int i = 0; i < 25; ++i) var0 += (xv[n * 75 + i] - mean0) * (xv[n * 75 + i] - mean0);
+  EXPECT_NEAR(rm.to_vector<double>()[0], 0.1 * mean0, 1e-12);
+  EXPECT_NEAR(rv.to_vector<double>()[0], 0.9 + 0.1 * var0 / 99, 1e-12);  // unbiased
+  // Evaluation uses the running statistics.
+  const Tensor ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1, 1e-5);
+  EXPECT_NEAR(ye.to_vector<double>()[0], (xv[0] - rm.to_vector<double>()[0]) / std::sqrt(rv.to_vector<double>()[0] + 1e-5),
+              1e-12);
+}
+
+TEST(BatchNorm, GradientCheckTrainingAndEval) {
+  for (bool training : {true, false}) {
+    Tensor rm = r64({3}, 9), rv = kernels::add(kernels::unary(kernels::UnaryOp::Square, r64({3}, 10)), Tensor::scalar(0.5, DType::Float64));
+    const GradcheckResult res = gradcheck(
+        [&](const Inputs& in) {
+          Tensor m = rm.clone(), v = rv.clone();
+          return batch_norm(in[0], in[1], in[2], m, v, training, 0.1, 1e-3);
+        },
+        {r64({3, 3, 2, 2}, 11), r64({3}, 12), r64({3}, 13)});
+    EXPECT_TRUE(res.ok) << (training ? "train: " : "eval: ") << res.message;
+  }
+}
+
+TEST(Pooling, ValuesMatchPyTorchRules) {
+  const Tensor x6 = Tensor::arange(36, DType::Float64).reshape({1, 1, 6, 6});
+  // 3x3 stride 2 on 6x6: floor mode gives 2x2, ceil mode adds the partial window at 4..5.
+  EXPECT_EQ(kernels::max_pool2d(x6, Pool2dGeometry::square(3, 2)).y.to_vector<double>(),
+            (std::vector<double>{14, 16, 26, 28}));
+  const Tensor mx = kernels::max_pool2d(x6, Pool2dGeometry::square(3, 2, 0, true)).y;
+  EXPECT_EQ(mx.shape(), (Shape{1, 1, 3, 3}));
+  EXPECT_EQ(mx.to_vector<double>(), (std::vector<double>{14, 16, 17, 26, 28, 29, 32, 34, 35}));
+  const Tensor x = Tensor::arange(25, DType::Float64).reshape({1, 1, 5, 5});
+  // 3x3 stride 1 pad 1, with and without the padding in the divisor.
+  const Tensor in_pad = kernels::avg_pool2d(x, Pool2dGeometry::square(3, 1, 1, false, true));
+  const Tensor ex_pad = kernels::avg_pool2d(x, Pool2dGeometry::square(3, 1, 1, false, false));
+  EXPECT_DOUBLE_EQ(in_pad.to_vector<double>()[0], (0 + 1 + 5 + 6) / 9.0);
+  EXPECT_DOUBLE_EQ(ex_pad.to_vector<double>()[0], (0 + 1 + 5 + 6) / 4.0);
+  EXPECT_DOUBLE_EQ(ex_pad.to_vector<double>()[6], 6.0);  // an interior window
+  EXPECT_EQ(Pool2dGeometry::square(3, 2, 1).out_size(112, true), 56);  // ResNet's stem
+  EXPECT_EQ(Pool2dGeometry::square(3, 2).out_size(147, true), 73);     // Inception's
+}
+
+TEST(Pooling, GradientChecks) {
+  // Distinct values so no two share a window maximum (no kinks).
+  const Tensor x = kernels::add(kernels::binary(kernels::BinaryOp::Mul, Tensor::arange(72, DType::Float64), 0.1),
+                                kernels::binary(kernels::BinaryOp::Mul, r64({72}, 1), 0.01))
+                       .reshape({2, 1, 6, 6});
+  for (const Pool2dGeometry& g : {Pool2dGeometry::square(2, 2), Pool2dGeometry::square(3, 2, 1, true),
+                                   Pool2dGeometry::square(3, 1, 1, false, false)}) {
+    const GradcheckResult m = gradcheck([&](const Inputs& in) { return max_pool2d(in[0], g); }, {x});
+    EXPECT_TRUE(m.ok) << m.message;
+    const GradcheckResult a = gradcheck([&](const Inputs& in) { return avg_pool2d(in[0], g); }, {x});
+    EXPECT_TRUE(a.ok) << a.message;
+  }
+}
+
+TEST(Layers, LinearAndDropout) {
+  const GradcheckResult res =
+      gradcheck([](const Inputs& in) { return linear(in[0], in[1], in[2]); }, {r64({4, 5}, 1), r64({3, 5}, 2), r64({3}, 3)});
+  EXPECT_TRUE(res.ok) << res.message;
+  Generator gen(1);
+  const Tensor x = Tensor::ones({100000});
+  const std::vector<float> y = dropout(x, 0.3, true, gen).to_vector<float>();
+  int zeros = 0;
+  for (float v : y) {
+    if (v == 0) ++zeros;
+    else EXPECT_FLOAT_EQ(v, 1.0f / 0.7f);
+  }
+  EXPECT_NEAR(zeros / 100000.0, 0.3, 0.01);
+  EXPECT_TRUE(dropout(x, 0.3, false, gen).same(x));
+}
+
+TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
+  EXPECT_EQ(nn::create_model("resnet50")->num_parameters(), 25557032);
+  EXPECT_EQ(nn::create_model("resnet101")->num_parameters(), 44549160);
+  EXPECT_EQ(nn::create_model("resnet152")->num_parameters(), 60192808);
+  EXPECT_EQ(nn::create_model("seresnet50")->num_parameters(), 28088024);
+  EXPECT_EQ(nn::create_model("resnet50", 200)->num_parameters(), 25557032 - 2049 * 1000 + 2049 * 200);
+  EXPECT_THROW(nn::create_model("resnet51"), Error);
+}
+
+TEST(Models, StateDictNamesAndStrictLoading) {
+  auto model = nn::create_model("resnet50", 10);
+  const auto state = model->state_dict();
+  for (const char* name : {"conv1.weight", "bn1.running_mean", "bn1.num_batches_tracked", "layer1.0.conv1.weight",
+                           "layer1.0.downsample.0.weight", "layer1.0.downsample.1.running_var",
+                           "layer4.2.bn3.bias", "fc.weight", "fc.bias"})
+    EXPECT_TRUE(state.count(name)) << name;
+  EXPECT_EQ(state.at("fc.weight").shape(), (Shape{10, 2048}));
+  // A second model takes the first one's weights by name.
+  auto other = nn::create_model("resnet50", 10);
+  other->load_state_dict(state);
+  EXPECT_EQ(other->state_dict().at("layer3.1.conv2.weight").to_vector<float>(),
+            state.at("layer3.1.conv2.weight").to_vector<float>());
+  // Strict loading lists what is wrong.
+  auto bad = state;
+  bad.erase("fc.bias");
+  bad["extra.weight"] = Tensor::zeros({1});
+  bad["fc.weight"] = Tensor::zeros({5, 2048});
+  try {
+    other->load_state_dict(bad);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("missing (1): fc.bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("unexpected (1): extra.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("fc.weight: [5, 2048] vs [10, 2048]"), std::string::npos) << m;
+  }
+  const auto report = other->load_state_dict(bad, /*strict=*/false);
+  EXPECT_EQ(report.missing.size(), 1u);
+}
+
+TEST(Models, ResNetForwardAndBackwardOnASmallInput) {
+  manual_seed(3);
+  auto model = nn::create_model("resnet50", 7);
+  const Tensor x = testing::randn_t({2, 3, 64, 64}, 4);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 5}, {2});
+  Tensor loss = cross_entropy(model->forward(x), labels, 0.1);
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  backward(loss);
+  int64_t with_grad = 0;
+  for (auto& [name, p] : model->named_parameters()) with_grad += p.grad().defined();
+  EXPECT_EQ(with_grad, static_cast<int64_t>(model->named_parameters().size()));
+  model->eval();
+  NoGradGuard no_grad;
+  EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));
+}
+
+}  // namespace
+}  // namespace fgvc
