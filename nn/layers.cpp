@@ -26,7 +26,7 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_) : eps(
   num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}, DType::Int64));
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
+Tensor BatchNorm2d::forward_impl(const Tensor& x) {
   if (is_training()) num_batches_tracked.fill_(num_batches_tracked.item<int64_t>() + 1);
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
@@ -53,7 +53,7 @@ void Sequential::push_back(std::shared_ptr<Module> m) {
   layers_.push_back(std::move(m));
 }
 
-Tensor Sequential::forward(const Tensor& x) {
+Tensor Sequential::forward_impl(const Tensor& x) {
   Tensor y = x;
   for (auto& m : layers_) y = m->forward(y);
   return y;

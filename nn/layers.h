@@ -19,8 +19,11 @@ class Conv2d : public Module {
          Generator& gen = default_generator());
   Conv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, const kernels::Conv2dGeometry& geometry, bool bias,
          Generator& gen = default_generator());
-  Tensor forward(const Tensor& x) override { return fgvc::conv2d(x, weight, bias, geometry); }
+  Tensor forward_impl(const Tensor& x) override { return fgvc::conv2d(x, weight, bias, geometry); }
   std::string type_name() const override { return "Conv2d"; }
+  int64_t macs(const Shape&, const Shape& y) const override {
+    return numel(y) * weight.size(1) * weight.size(2) * weight.size(3);
+  }
   Tensor weight, bias;
   kernels::Conv2dGeometry geometry;
 };
@@ -29,7 +32,7 @@ class BatchNorm2d : public Module {
  public:
   // momentum as PyTorch counts it (TF's decay is 1 - momentum); eps per model.
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
@@ -37,14 +40,14 @@ class BatchNorm2d : public Module {
 
 class ReLU : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return relu(x); }
+  Tensor forward_impl(const Tensor& x) override { return relu(x); }
   std::string type_name() const override { return "ReLU"; }
 };
 
 class MaxPool2d : public Module {
  public:
   explicit MaxPool2d(const kernels::Pool2dGeometry& g) : geometry(g) {}
-  Tensor forward(const Tensor& x) override { return fgvc::max_pool2d(x, geometry); }
+  Tensor forward_impl(const Tensor& x) override { return fgvc::max_pool2d(x, geometry); }
   std::string type_name() const override { return "MaxPool2d"; }
   kernels::Pool2dGeometry geometry;
 };
@@ -52,7 +55,7 @@ class MaxPool2d : public Module {
 class AvgPool2d : public Module {
  public:
   explicit AvgPool2d(const kernels::Pool2dGeometry& g) : geometry(g) {}
-  Tensor forward(const Tensor& x) override { return fgvc::avg_pool2d(x, geometry); }
+  Tensor forward_impl(const Tensor& x) override { return fgvc::avg_pool2d(x, geometry); }
   std::string type_name() const override { return "AvgPool2d"; }
   kernels::Pool2dGeometry geometry;
 };
@@ -60,22 +63,23 @@ class AvgPool2d : public Module {
 // Mean over H and W: [N, C, H, W] -> [N, C] (pooling and flattening in one).
 class GlobalAvgPool : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return mean(x, {2, 3}); }
+  Tensor forward_impl(const Tensor& x) override { return mean(x, {2, 3}); }
   std::string type_name() const override { return "GlobalAvgPool"; }
 };
 
 class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, bool bias = true, Generator& gen = default_generator());
-  Tensor forward(const Tensor& x) override { return linear(x, weight, bias); }
+  Tensor forward_impl(const Tensor& x) override { return linear(x, weight, bias); }
   std::string type_name() const override { return "Linear"; }
+  int64_t macs(const Shape&, const Shape& y) const override { return numel(y) * weight.size(1); }
   Tensor weight, bias;
 };
 
 class Dropout : public Module {
  public:
   explicit Dropout(double p, Generator& gen = default_generator()) : p(p), gen_(&gen) {}
-  Tensor forward(const Tensor& x) override { return dropout(x, p, is_training(), *gen_); }
+  Tensor forward_impl(const Tensor& x) override { return dropout(x, p, is_training(), *gen_); }
   std::string type_name() const override { return "Dropout"; }
   double p;
 
@@ -85,7 +89,7 @@ class Dropout : public Module {
 
 class Flatten : public Module {
  public:
-  Tensor forward(const Tensor& x) override { return reshape(x, {x.size(0), -1}); }
+  Tensor forward_impl(const Tensor& x) override { return reshape(x, {x.size(0), -1}); }
   std::string type_name() const override { return "Flatten"; }
 };
 
@@ -95,7 +99,7 @@ class Sequential : public Module {
   Sequential() = default;
   explicit Sequential(std::vector<std::shared_ptr<Module>> layers);
   void push_back(std::shared_ptr<Module> m);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override;
   std::string type_name() const override { return "Sequential"; }
   size_t size() const { return layers_.size(); }
 

@@ -8,6 +8,8 @@ namespace fgvc {
 namespace nn {
 
 namespace {
+thread_local ForwardObserver* g_observer = nullptr;
+
 void collect(const Module& m, const std::string& prefix, bool params,
              std::vector<std::pair<std::string, Tensor>>& out,
              const std::function<std::vector<std::pair<std::string, Tensor>>(const Module&)>& own) {
@@ -15,6 +17,16 @@ void collect(const Module& m, const std::string& prefix, bool params,
   for (auto& [name, child] : m.named_children()) collect(*child, prefix + name + ".", params, out, own);
 }
 }  // namespace
+
+void Module::set_observer(ForwardObserver* observer) { g_observer = observer; }
+
+Tensor Module::forward(const Tensor& x) {
+  if (!g_observer) return forward_impl(x);
+  g_observer->before(*this, x);
+  Tensor y = forward_impl(x);
+  g_observer->after(*this, x, y);
+  return y;
+}
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   if (t.defined() && !t.requires_grad()) t.set_requires_grad(true);

@@ -14,12 +14,30 @@
 namespace fgvc {
 namespace nn {
 
+class Module;
+
+// Observes every module's forward: fgvc-model-info builds its per-layer table with one.
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  virtual void before(const Module& m, const Tensor& x) = 0;
+  virtual void after(const Module& m, const Tensor& x, const Tensor& y) = 0;
+};
+
 class Module {
  public:
   virtual ~Module() = default;
-  virtual Tensor forward(const Tensor& x) = 0;
+  // Runs forward_impl, telling the observer (if one is set on this thread) before and after.
+  Tensor forward(const Tensor& x);
   Tensor operator()(const Tensor& x) { return forward(x); }
   virtual std::string type_name() const = 0;
+  // Multiply-accumulates of one forward with input x and output y (convolutions and linear
+  // layers; 0 for the rest).
+  virtual int64_t macs(const Shape& x, const Shape& y) const {
+    (void)x, (void)y;
+    return 0;
+  }
+  static void set_observer(ForwardObserver* observer);  // per thread; nullptr to stop
 
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
@@ -44,6 +62,7 @@ class Module {
   void to(Device device);  // moves parameters and buffers
 
  protected:
+  virtual Tensor forward_impl(const Tensor& x) = 0;
   Tensor& register_parameter(const std::string& name, Tensor t);
   Tensor& register_buffer(const std::string& name, Tensor t);
   template <class M>

@@ -1,5 +1,6 @@
 // Network layers: values against direct float64 loops, gradient checks, batch-norm running
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
+#include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "nn/models/resnet.h"
 #include "test_util.h"
@@ -158,6 +159,32 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("seresnet50")->num_parameters(), 28088024);
   EXPECT_EQ(nn::create_model("resnet50", 200)->num_parameters(), 25557032 - 2049 * 1000 + 2049 * 200);
   EXPECT_THROW(nn::create_model("resnet51"), Error);
+  EXPECT_EQ(nn::create_model("inception_v3")->num_parameters(), 27161264);  // with the aux head
+  EXPECT_EQ(nn::InceptionV3(1000, /*aux_logits=*/false).num_parameters(), 23834568);
+}
+
+TEST(Models, InceptionV3NamesAndAuxHead) {
+  manual_seed(5);
+  nn::InceptionV3 model(6);
+  const auto state = model.state_dict();
+  for (const char* name : {"Conv2d_1a_3x3.conv.weight", "Conv2d_1a_3x3.bn.running_var", "Mixed_5b.branch_pool.conv.weight",
+                           "Mixed_6e.branch7x7dbl_5.bn.bias", "Mixed_7c.branch3x3dbl_3b.conv.weight",
+                           "AuxLogits.conv1.conv.weight", "AuxLogits.fc.bias", "fc.weight"})
+    EXPECT_TRUE(state.count(name)) << name;
+  EXPECT_EQ(state.at("Mixed_6b.branch7x7_2.conv.weight").shape(), (Shape{128, 128, 1, 7}));
+  // 299 px: the auxiliary head needs Mixed_6e's 17x17 (it pools 5x5/3, then a 5x5 convolution).
+  const Tensor x = testing::randn_t({2, 3, 299, 299}, 6);
+  const Tensor logits = model.forward(x);
+  EXPECT_EQ(logits.shape(), (Shape{2, 6}));
+  ASSERT_TRUE(model.aux_logits().defined());
+  EXPECT_EQ(model.aux_logits().shape(), (Shape{2, 6}));
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 3}, {2});
+  backward(add(cross_entropy(logits, labels), mul(cross_entropy(model.aux_logits(), labels), 0.4)));
+  EXPECT_TRUE(state.at("AuxLogits.fc.weight").grad().defined());
+  model.eval();
+  NoGradGuard no_grad;
+  model.forward(x);
+  EXPECT_FALSE(model.aux_logits().defined());
 }
 
 TEST(Models, StateDictNamesAndStrictLoading) {

@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 
+#include "nn/models/inception_v3.h"
 #include "nn/models/resnet.h"
 
 namespace fgvc {
@@ -16,6 +17,7 @@ const std::map<std::string, Factory>& factories() {
       {"resnet101", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
       {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
       {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
+      {"inception_v3", [](int64_t k) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
   };
   return f;
 }

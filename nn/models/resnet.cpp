@@ -9,7 +9,7 @@ SqueezeExcite::SqueezeExcite(int64_t channels, int64_t reduction) {
   fc2_ = register_module("fc2", std::make_shared<Conv2d>(reduced, channels, 1, 1, 0, /*bias=*/true));
 }
 
-Tensor SqueezeExcite::forward(const Tensor& x) {
+Tensor SqueezeExcite::forward_impl(const Tensor& x) {
   const Tensor s = mean(x, {2, 3}, /*keepdim=*/true);  // [N, C, 1, 1]
   return mul(x, sigmoid(fc2_->forward(relu(fc1_->forward(s)))));
 }
@@ -29,7 +29,7 @@ Bottleneck::Bottleneck(int64_t in, int64_t planes, int stride, bool se) {
                                                     std::make_shared<BatchNorm2d>(out)}));
 }
 
-Tensor Bottleneck::forward(const Tensor& x) {
+Tensor Bottleneck::forward_impl(const Tensor& x) {
   Tensor y = relu(bn1_->forward(conv1_->forward(x)));
   y = relu(bn2_->forward(conv2_->forward(y)));
   y = bn3_->forward(conv3_->forward(y));

@@ -15,7 +15,7 @@ namespace nn {
 class SqueezeExcite : public Module {
  public:
   SqueezeExcite(int64_t channels, int64_t reduction = 16);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override;
   std::string type_name() const override { return "SqueezeExcite"; }
 
  private:
@@ -26,7 +26,7 @@ class Bottleneck : public Module {
  public:
   static constexpr int64_t kExpansion = 4;
   Bottleneck(int64_t in, int64_t planes, int stride, bool se);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override;
   std::string type_name() const override { return "Bottleneck"; }
 
  private:
@@ -40,7 +40,7 @@ class ResNet : public Module {
  public:
   // blocks per stage: {3, 4, 6, 3} ResNet-50, {3, 4, 23, 3} -101, {3, 8, 36, 3} -152.
   ResNet(const std::vector<int>& blocks, int64_t num_classes, bool se = false);
-  Tensor forward(const Tensor& x) override { return fc_->forward(features(x)); }
+  Tensor forward_impl(const Tensor& x) override { return fc_->forward(features(x)); }
   Tensor features(const Tensor& x);  // the pooled 2048-d penultimate layer
   std::string type_name() const override { return "ResNet"; }
 

@@ -1,0 +1,65 @@
+// Inception-v3 (Szegedy et al. 2016) block by block as torchvision builds it, with its
+// parameter names (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.running_mean, ...), so
+// torchvision/timm weights load by name. Batch norm eps 0.001 as in TF-slim.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace fgvc {
+namespace nn {
+
+// Convolution without bias, batch norm, ReLU: torchvision's BasicConv2d.
+class BasicConv2d : public Module {
+ public:
+  BasicConv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, int stride = 1, int pad_h = 0, int pad_w = 0);
+  BasicConv2d(int64_t in, int64_t out, int kernel, int stride = 1, int padding = 0)
+      : BasicConv2d(in, out, kernel, kernel, stride, padding, padding) {}
+  Tensor forward_impl(const Tensor& x) override { return relu(bn_->forward(conv_->forward(x))); }
+  std::string type_name() const override { return "BasicConv2d"; }
+
+ private:
+  std::shared_ptr<Conv2d> conv_;
+  std::shared_ptr<BatchNorm2d> bn_;
+};
+
+// A Mixed block: named branches (each a chain of modules, optionally after a pooling step)
+// whose outputs are concatenated along channels. Branches that split in two (InceptionE's
+// 3x3 -> 1x3 and 3x1) are expressed with a `fork` of two final convolutions.
+class InceptionBlock : public Module {
+ public:
+  struct Branch {
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> chain;  // run in order
+    std::shared_ptr<Module> pool;                                        // run first, unnamed (no parameters)
+    std::vector<std::pair<std::string, std::shared_ptr<Module>>> fork;   // applied to the chain's output, concatenated
+  };
+  InceptionBlock(std::string type, std::vector<Branch> branches);
+  Tensor forward_impl(const Tensor& x) override;
+  std::string type_name() const override { return type_; }
+
+ private:
+  std::string type_;
+  std::vector<Branch> branches_;
+};
+
+class InceptionV3 : public Module {
+ public:
+  InceptionV3(int64_t num_classes, bool aux_logits = true);
+  Tensor forward_impl(const Tensor& x) override { return fc_->forward(dropout_->forward(features(x))); }
+  Tensor features(const Tensor& x);  // pooled 2048-d
+  // The auxiliary classifier's logits from the last forward in training mode (undefined otherwise).
+  const Tensor& aux_logits() const { return aux_out_; }
+  std::string type_name() const override { return "InceptionV3"; }
+
+ private:
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> stem_, mixed_;
+  std::shared_ptr<Module> aux_;
+  std::shared_ptr<Dropout> dropout_;
+  std::shared_ptr<Linear> fc_;
+  Tensor aux_out_;
+};
+
+}  // namespace nn
+}  // namespace fgvc
