@@ -3,9 +3,11 @@
 // arrived (Kahn's algorithm), summing gradients that meet at the same output.
 #include "autograd/engine.h"
 
+#include <chrono>
 #include <unordered_map>
 
 #include "kernels/elementwise.h"
+#include "tensor/cuda_runtime.h"
 
 namespace fgvc {
 namespace autograd {
@@ -52,6 +54,9 @@ bool should_record(const std::vector<Tensor>& inputs) {
 }
 
 namespace {
+thread_local uint64_t g_nodes_created = 0;
+thread_local BackwardTimer g_backward_timer;
+
 Edge edge_to(const Tensor& t) {
   if (!t.defined() || !t.requires_grad()) return {};
   if (t.grad_fn()) return {t.grad_fn(), t.impl()->output_nr};
@@ -68,6 +73,7 @@ Edge edge_to(const Tensor& t) {
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn) {
   if (!should_record(inputs)) return;
   auto node = std::make_shared<Node>(name, std::move(fn));
+  node->sequence = g_nodes_created++;
   for (const Tensor& t : inputs) node->next.push_back(edge_to(t));
   for (size_t i = 0; i < outputs.size(); ++i) {
     TensorImpl* impl = outputs[i].impl();
@@ -77,6 +83,9 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
     impl->output_nr = static_cast<int>(i);
   }
 }
+
+uint64_t nodes_created() { return g_nodes_created; }
+void set_backward_timer(BackwardTimer timer) { g_backward_timer = std::move(timer); }
 
 }  // namespace autograd
 
@@ -130,7 +139,14 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
       if (!grads[i].defined())
         grads[i] = Tensor::zeros(node->outputs[i].shape, node->outputs[i].dtype, node->outputs[i].device);
 
+    const bool timed = static_cast<bool>(autograd::g_backward_timer);
+    if (timed) cuda_synchronize();  // device work of earlier nodes is not this node's
+    const auto t0 = std::chrono::steady_clock::now();
     std::vector<Tensor> input_grads = node->apply(grads);
+    if (timed) {
+      cuda_synchronize();
+      autograd::g_backward_timer(*node, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
     const std::vector<autograd::Edge> next = node->next;
     if (!retain_graph) node->release();
     FGVC_CHECK(input_grads.size() == next.size() || next.empty(), "backward", "'", node->name(), "' returned ",

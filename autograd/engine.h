@@ -1,5 +1,6 @@
 // Recording ops and running the backward pass.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "autograd/grad_mode.h"
@@ -20,6 +21,13 @@ bool should_record(const std::vector<Tensor>& inputs);
 // Attaches a node named `name` with backward `fn` to `outputs` when should_record(inputs).
 // Tensors that `fn` captures must be detach()ed first, or the graph would own itself.
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
+
+// How many nodes this thread has recorded: a layer's nodes are those numbered between the
+// counts before and after its forward (fgvc-model-info --time attributes backward time so).
+uint64_t nodes_created();
+// Called after each node's backward on this thread with the seconds it took; nullptr stops.
+using BackwardTimer = std::function<void(const Node& node, double seconds)>;
+void set_backward_timer(BackwardTimer timer);
 
 }  // namespace autograd
 }  // namespace fgvc

@@ -47,6 +47,7 @@ class Node {
 
   std::vector<Edge> next;           // one per input
   std::vector<OutputMeta> outputs;  // one per output
+  uint64_t sequence = 0;            // creation order (autograd::nodes_created() when made)
 
  protected:
   std::string name_;

@@ -10,6 +10,8 @@
 #include "data/dataset.h"
 #include "data/decode.h"
 #include "emd/domain.h"
+#include "nn/models/registry.h"
+#include "tensor/safetensors.h"
 #include "image_files.h"
 #include "test_util.h"
 
@@ -185,8 +187,47 @@ TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {
   EXPECT_EQ(run("fgvc-loader-bench --data " + images + " --mode sideways").code, 2);
 }
 
+TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
+  const Outcome r = run("fgvc-model-info --device cpu --model resnet50 --input-size 224 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = last_json_line(r.out);
+  EXPECT_EQ(j.at("params").get<int64_t>(), 25557032);
+  EXPECT_EQ(j.at("buffers").get<int64_t>(), 53173);  // running mean/var and num_batches_tracked
+  EXPECT_NEAR(j.at("macs").get<double>(), 4.089e9, 0.01e9);
+  EXPECT_EQ(j.at("output_shape"), nlohmann::json({1, 1000}));
+  const Outcome layers = run("fgvc-model-info --device cpu --model resnet50 --num-classes 10 --input-size 64 --layers --json");
+  ASSERT_EQ(layers.code, 0) << layers.err;
+  const nlohmann::json lj = last_json_line(layers.out);
+  int64_t params = 0;
+  for (const auto& row : lj.at("layers")) params += row.at("params").get<int64_t>();
+  EXPECT_EQ(params, lj.at("params").get<int64_t>());  // every parameter sits in some layer row
+  EXPECT_EQ(run("fgvc-model-info --model resnet51").code, 2);
+}
+
+TEST_F(Apps, InferMatchesTheLibraryForward) {
+  manual_seed(7);
+  auto model = nn::create_model("resnet50", 5);
+  write_safetensors(dir + "/w.safetensors", model->state_dict());
+  const Tensor x = testing::randn_t({2, 3, 64, 64}, 8);
+  write_safetensors(dir + "/x.safetensors", {{"input", x}});
+  const Outcome r = run("fgvc-infer --device cpu --model resnet50 --weights " + dir + "/w.safetensors --input " + dir +
+                        "/x.safetensors --output " + dir + "/y.safetensors");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const SafetensorsFile y = read_safetensors(dir + "/y.safetensors");
+  model->eval();
+  NoGradGuard no_grad;
+  EXPECT_LT(testing::rel_error(y.tensors.at("logits"), model->forward(x)), 1e-6);
+  EXPECT_EQ(y.tensors.at("features").shape(), (Shape{2, 2048}));
+  // Weights of another architecture: a strict load lists the problem and exits 1.
+  const Outcome bad = run("fgvc-infer --device cpu --model inception_v3 --num-classes 5 --weights " + dir +
+                          "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("missing"), std::string::npos) << bad.err;
+}
+
 TEST_F(Apps, HelpExitsZero) {
-  for (const char* app : {"fgvc-similarity", "fgvc-select", "fgvc-subset", "fgvc-loader-bench"}) {
+  for (const char* app : {"fgvc-similarity", "fgvc-select", "fgvc-subset", "fgvc-loader-bench", "fgvc-model-info",
+                          "fgvc-infer"}) {
     const Outcome r = run(std::string(app) + " --help");
     EXPECT_EQ(r.code, 0) << app;
     EXPECT_NE(r.out.find("--device"), std::string::npos) << r.out;

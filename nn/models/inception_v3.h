@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nn/layers.h"
+#include "nn/models/registry.h"
 
 namespace fgvc {
 namespace nn {
@@ -44,11 +45,12 @@ class InceptionBlock : public Module {
   std::vector<Branch> branches_;
 };
 
-class InceptionV3 : public Module {
+class InceptionV3 : public Classifier {
  public:
   InceptionV3(int64_t num_classes, bool aux_logits = true);
   Tensor forward_impl(const Tensor& x) override { return fc_->forward(dropout_->forward(features(x))); }
-  Tensor features(const Tensor& x);  // pooled 2048-d
+  Tensor features(const Tensor& x) override;  // pooled 2048-d
+  int64_t feature_dim() const override { return 2048; }
   // The auxiliary classifier's logits from the last forward in training mode (undefined otherwise).
   const Tensor& aux_logits() const { return aux_out_; }
   std::string type_name() const override { return "InceptionV3"; }

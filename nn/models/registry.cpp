@@ -10,7 +10,7 @@ namespace fgvc {
 namespace nn {
 
 namespace {
-using Factory = std::function<std::shared_ptr<Module>(int64_t)>;
+using Factory = std::function<std::shared_ptr<Classifier>(int64_t)>;
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> f = {
       {"resnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
@@ -29,7 +29,7 @@ std::vector<std::string> model_names() {
   return out;
 }
 
-std::shared_ptr<Module> create_model(const std::string& name, int64_t num_classes) {
+std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes) {
   FGVC_CHECK(num_classes > 0, "create_model", "num_classes must be positive, got ", num_classes);
   const auto it = factories().find(name);
   if (it == factories().end()) {

@@ -9,8 +9,17 @@
 namespace fgvc {
 namespace nn {
 
+// An image classifier: features (the pooled penultimate layer, what domain similarity and
+// fgvc-infer's `features` use), then the classifier layer.
+class Classifier : public Module {
+ public:
+  virtual Tensor features(const Tensor& x) = 0;
+  virtual int64_t feature_dim() const = 0;
+  virtual std::string classifier_prefix() const { return "fc."; }  // whose weights --reset-classifier drops
+};
+
 // Throws an Error listing the known names for an unknown one.
-std::shared_ptr<Module> create_model(const std::string& name, int64_t num_classes = 1000);
+std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000);
 std::vector<std::string> model_names();
 
 }  // namespace nn

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "nn/layers.h"
+#include "nn/models/registry.h"
 
 namespace fgvc {
 namespace nn {
@@ -36,12 +37,13 @@ class Bottleneck : public Module {
   std::shared_ptr<Sequential> downsample_;
 };
 
-class ResNet : public Module {
+class ResNet : public Classifier {
  public:
   // blocks per stage: {3, 4, 6, 3} ResNet-50, {3, 4, 23, 3} -101, {3, 8, 36, 3} -152.
   ResNet(const std::vector<int>& blocks, int64_t num_classes, bool se = false);
   Tensor forward_impl(const Tensor& x) override { return fc_->forward(features(x)); }
-  Tensor features(const Tensor& x);  // the pooled 2048-d penultimate layer
+  Tensor features(const Tensor& x) override;  // the pooled 2048-d penultimate layer
+  int64_t feature_dim() const override { return 2048; }
   std::string type_name() const override { return "ResNet"; }
 
  private:

@@ -1,0 +1,59 @@
+// fgvc-infer: an evaluation-mode forward of a batch stored in a safetensors file.
+//   fgvc-infer --model resnet50 --weights resnet50.safetensors --input x.safetensors --output y.safetensors
+// Reads tensor `input` [N, 3, H, W] float32; writes `logits` [N, K] and `features` [N, D]
+// (the pooled penultimate layer).
+#include <cstdio>
+
+#include "apps/app.h"
+#include "autograd/grad_mode.h"
+#include "nn/models/registry.h"
+#include "tensor/safetensors.h"
+
+int main(int argc, char** argv) {
+  std::string model_name, weights, input, output;
+  int64_t num_classes = 0;
+  return fgvc::app::run(
+      "fgvc-infer", "Evaluation-mode forward of tensor `input` through a model with given weights", argc, argv,
+      [&](CLI::App& cli) {
+        cli.add_option("--model", model_name, "model name")->required();
+        cli.add_option("--weights", weights, "weights (.safetensors, timm/torchvision names)")->required();
+        cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required();
+        cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required();
+        cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
+            ->check(CLI::PositiveNumber);
+      },
+      [&](const fgvc::app::Common& common) {
+        using namespace fgvc;
+        const Device device = common.resolved_device();
+        const SafetensorsFile w = read_safetensors(weights);
+        if (num_classes == 0) {  // from the classifier's weight, [K, D]
+          const auto fc = w.tensors.find("fc.weight");
+          if (fc == w.tensors.end() || fc->second.dim() != 2)
+            throw app::UsageError("--num-classes: not given and " + weights + " has no fc.weight [K, D]");
+          num_classes = fc->second.size(0);
+        }
+        std::shared_ptr<nn::Classifier> model;
+        try {
+          model = nn::create_model(model_name, num_classes);
+        } catch (const Error& e) {
+          throw app::UsageError(std::string("--model: ") + e.what());
+        }
+        model->load_state_dict(w.tensors, /*strict=*/true);
+        model->to(device);
+        model->eval();
+        const SafetensorsFile in = read_safetensors(input);
+        const auto x = in.tensors.find("input");
+        FGVC_CHECK(x != in.tensors.end(), "fgvc-infer", input, ": no tensor named 'input'");
+        FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "fgvc-infer",
+                   input, ": 'input' must be float32 [N, 3, H, W], got ", describe(x->second));
+        NoGradGuard no_grad;
+        const Tensor features = model->features(x->second.to(device));
+        const Tensor logits = model->forward(x->second.to(device));
+        write_safetensors(output, {{"logits", logits.cpu()}, {"features", features.cpu()}},
+                          {{"model", model_name}, {"weights", weights}});
+        if (!common.json)
+          std::printf("%s: logits %s, features %s -> %s\n", model_name.c_str(), shape_str(logits.shape()).c_str(),
+                      shape_str(features.shape()).c_str(), output.c_str());
+        return nlohmann::json{{"logits_shape", logits.shape()}, {"features_shape", features.shape()}, {"output", output}};
+      });
+}

@@ -1,0 +1,193 @@
+// fgvc-model-info: what a network is made of: parameters, buffers, multiply-accumulates and
+// output shape at an input size; --layers adds the per-layer table, --time each layer's
+// measured forward and backward time (as `caffe time` does).
+//   fgvc-model-info --model inception_v4 --input-size 560 --layers
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "apps/app.h"
+#include "autograd/ops.h"
+#include "nn/models/registry.h"
+#include "tensor/cuda_runtime.h"
+#include "tensor/random.h"
+
+namespace {
+
+using fgvc::nn::Module;
+
+struct LayerRow {
+  std::string name, type;
+  fgvc::Shape output;
+  int64_t params = 0, macs = 0;
+  uint64_t first_node = 0, end_node = 0;  // autograd nodes its forward created
+  std::vector<double> forward_s, backward_s;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Records every leaf module's forward (modules without children: the layers themselves).
+class Recorder : public fgvc::nn::ForwardObserver {
+ public:
+  explicit Recorder(const Module& root) { name_tree(root, ""); }
+  void before(const Module& m, const fgvc::Tensor&) override {
+    if (!m.named_children().empty()) return;
+    fgvc::cuda_synchronize();
+    started_[&m] = {std::chrono::steady_clock::now(), fgvc::autograd::nodes_created()};
+  }
+  void after(const Module& m, const fgvc::Tensor& x, const fgvc::Tensor& y) override {
+    if (!m.named_children().empty()) return;
+    fgvc::cuda_synchronize();
+    const auto [t0, first] = started_.at(&m);
+    LayerRow& row = row_for(m);
+    row.type = m.type_name();
+    row.output = y.shape();
+    row.macs = m.macs(x.shape(), y.shape());
+    row.params = m.num_parameters();
+    row.first_node = first;
+    row.end_node = fgvc::autograd::nodes_created();
+    row.forward_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  void next_pass() { pass_counter_.clear(); }
+  // The row whose forward created the node with this sequence number.
+  LayerRow* owner(uint64_t sequence) {
+    for (LayerRow& r : rows) if (sequence >= r.first_node && sequence < r.end_node) return &r;
+    return nullptr;
+  }
+  std::vector<LayerRow> rows;
+
+ private:
+  void name_tree(const Module& m, const std::string& prefix) {
+    for (auto& [n, child] : m.named_children()) {
+      names_[child.get()] = prefix + n;
+      name_tree(*child, prefix + n + ".");
+    }
+  }
+  // A module may run several times in one forward (shared layers): one row per call.
+  LayerRow& row_for(const Module& m) {
+    const int call = pass_counter_[&m]++;
+    const std::string key = names_[&m] + (call ? "#" + std::to_string(call) : "");
+    for (LayerRow& r : rows) if (r.name == key) return r;
+    rows.push_back({});
+    rows.back().name = key;
+    return rows.back();
+  }
+  std::map<const Module*, std::string> names_;
+  std::map<const Module*, std::pair<std::chrono::steady_clock::time_point, uint64_t>> started_;
+  std::map<const Module*, int> pass_counter_;
+};
+
+std::string shape_text(const fgvc::Shape& s) { return fgvc::shape_str(s); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_name;
+  int64_t num_classes = 1000, batch = 1;
+  int size = 299, repeats = 3;
+  bool layers = false, time = false;
+  return fgvc::app::run(
+      "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
+      [&](CLI::App& cli) {
+        cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required();
+        cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(CLI::PositiveNumber);
+        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(CLI::PositiveNumber);
+        cli.add_flag("--layers", layers, "print the per-layer table");
+        cli.add_flag("--time", time, "measure each layer's forward and backward time");
+        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(CLI::PositiveNumber);
+        cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
+            ->check(CLI::PositiveNumber);
+      },
+      [&](const fgvc::app::Common& common) {
+        using namespace fgvc;
+        const Device device = common.resolved_device();
+        std::shared_ptr<nn::Classifier> model;
+        try {
+          model = nn::create_model(model_name, num_classes);
+        } catch (const Error& e) {
+          throw app::UsageError(std::string("--model: ") + e.what());
+        }
+        model->to(device);
+        int64_t buffers = 0;
+        for (auto& [n, b] : model->named_buffers()) buffers += b.numel();
+        Recorder rec(*model);
+        nn::Module::set_observer(&rec);
+        Generator gen(0);
+        const Tensor x = randn({time ? batch : 1, 3, size, size}, gen, DType::Float32, device);
+        Tensor y;
+        if (!time) {
+          model->eval();
+          NoGradGuard no_grad;
+          y = model->forward(x);
+        } else {
+          model->train();
+          autograd::set_backward_timer([&](const autograd::Node& node, double s) {
+            if (LayerRow* r = rec.owner(node.sequence)) r->backward_s.push_back(s);
+          });
+          for (int pass = 0; pass <= repeats; ++pass) {
+            rec.next_pass();
+            if (pass == 1)  // the first pass warms up: drop its timings
+              for (LayerRow& r : rec.rows) r.forward_s.clear(), r.backward_s.clear();
+            y = model->forward(x);
+            backward(sum(y));
+          }
+          autograd::set_backward_timer(nullptr);
+        }
+        nn::Module::set_observer(nullptr);
+        int64_t macs = 0;
+        for (const LayerRow& r : rec.rows) macs += r.macs;
+        if (time) macs /= batch;  // per image
+        Shape out = y.shape();
+        out[0] = 1;
+
+        nlohmann::json j{{"model", model_name}, {"params", model->num_parameters()}, {"buffers", buffers},
+                         {"macs", macs}, {"output_shape", out}, {"input_size", size}, {"num_classes", num_classes},
+                         {"device", device.str()}};
+        if (!common.json) {
+          std::printf("model        %s (%lld classes) at %d x %d\n", model_name.c_str(), (long long)num_classes, size, size);
+          std::printf("parameters   %lld\n", (long long)model->num_parameters());
+          std::printf("buffers      %lld\n", (long long)buffers);
+          std::printf("MACs         %.3f G per image\n", macs / 1e9);
+          std::printf("output       %s\n", shape_text(out).c_str());
+        }
+        if (layers || time) {
+          nlohmann::json rows = nlohmann::json::array();
+          if (!common.json) {
+            std::printf("\n%-42s %-14s %-20s %12s %10s", "layer", "type", "output", "params", "MMACs");
+            if (time) std::printf(" %10s %10s", "fwd ms", "bwd ms");
+            std::printf("\n");
+          }
+          double total_f = 0, total_b = 0;
+          for (const LayerRow& r : rec.rows) {
+            const double f = median(r.forward_s) * 1e3;
+            // Backward: all of this layer's node timings in the timed passes, per pass.
+            double b = 0;
+            for (double s : r.backward_s) b += s;
+            b = r.backward_s.empty() ? 0 : b * 1e3 / repeats;
+            total_f += f, total_b += b;
+            Shape o = r.output;
+            if (!time) o[0] = 1;
+            if (!common.json) {
+              std::printf("%-42s %-14s %-20s %12lld %10.1f", r.name.c_str(), r.type.c_str(), shape_text(o).c_str(),
+                          (long long)r.params, (time ? r.macs / batch : r.macs) / 1e6);
+              if (time) std::printf(" %10.2f %10.2f", f, b);
+              std::printf("\n");
+            }
+            nlohmann::json row{{"name", r.name}, {"type", r.type}, {"output_shape", o}, {"params", r.params},
+                               {"macs", time ? r.macs / batch : r.macs}};
+            if (time) row["forward_ms"] = f, row["backward_ms"] = b;
+            rows.push_back(row);
+          }
+          if (time && !common.json)
+            std::printf("%-42s %-14s %-20s %12s %10s %10.2f %10.2f\n", "total", "", "", "", "", total_f, total_b);
+          j["layers"] = rows;
+          if (time) j["forward_ms"] = total_f, j["backward_ms"] = total_b, j["batch_size"] = batch;
+        }
+        return j;
+      });
+}
