@@ -19,6 +19,8 @@ std::shared_ptr<Module> avg_pool_3x3() {  // stride 1, pad 1, padding counted (P
 }
 std::shared_ptr<Module> max_pool_3x3_s2() { return std::make_shared<MaxPool2d>(Pool2dGeometry::square(3, 2)); }
 
+}  // namespace
+
 std::shared_ptr<InceptionBlock> inception_a(int64_t in, int64_t pool_features) {
   return std::make_shared<InceptionBlock>(
       "InceptionA",
@@ -85,6 +87,8 @@ std::shared_ptr<InceptionBlock> inception_e(int64_t in) {
            {{"branch3x3dbl_3a", conv_hw(384, 384, 1, 3, 0, 1)}, {"branch3x3dbl_3b", conv_hw(384, 384, 3, 1, 1, 0)}}},
           {{{"branch_pool", conv(in, 192, 1)}}, avg_pool_3x3(), {}}});
 }
+
+namespace {
 
 // The auxiliary classifier on Mixed_6e: 5x5/3 average pool, 1x1 conv to 128, 5x5 conv to
 // 768, global pool, fully connected.

@@ -15,7 +15,7 @@ namespace nn {
 // Convolution without bias, batch norm, ReLU: torchvision's BasicConv2d.
 class BasicConv2d : public Module {
  public:
-  BasicConv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, int stride = 1, int pad_h = 0, int pad_w = 0);
+  BasicConv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, int stride, int pad_h, int pad_w);
   BasicConv2d(int64_t in, int64_t out, int kernel, int stride = 1, int padding = 0)
       : BasicConv2d(in, out, kernel, kernel, stride, padding, padding) {}
   Tensor forward_impl(const Tensor& x) override { return relu(bn_->forward(conv_->forward(x))); }
@@ -44,6 +44,13 @@ class InceptionBlock : public Module {
   std::string type_;
   std::vector<Branch> branches_;
 };
+
+// The five kinds of Mixed block (torchvision's InceptionA..E), for the model and for tests.
+std::shared_ptr<InceptionBlock> inception_a(int64_t in, int64_t pool_features);
+std::shared_ptr<InceptionBlock> inception_b(int64_t in);
+std::shared_ptr<InceptionBlock> inception_c(int64_t in, int64_t channels_7x7);
+std::shared_ptr<InceptionBlock> inception_d(int64_t in);
+std::shared_ptr<InceptionBlock> inception_e(int64_t in);
 
 class InceptionV3 : public Classifier {
  public:
