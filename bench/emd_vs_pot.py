@@ -12,40 +12,28 @@ reach the optimum). Needs Debian python3-pot and python3-numpy.
 import argparse
 import json
 import os
-import struct
 import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 import ot
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import safetensors_io  # noqa: E402
+
 
 def write_domain(path, features, counts):
-    """A domain file (SPEC.md section 5) written with the standard library and numpy."""
+    """A domain file (SPEC.md section 5)."""
     names = json.dumps([f"class_{i}" for i in range(len(counts))])
-    f = np.ascontiguousarray(features, dtype=np.float32).tobytes()
-    c = np.ascontiguousarray(counts, dtype=np.int64).tobytes()
-    header = {
-        "__metadata__": {"classes": names, "model": "synthetic", "layer": "gaussian"},
-        "features": {"dtype": "F32", "shape": list(features.shape), "data_offsets": [0, len(f)]},
-        "counts": {"dtype": "I64", "shape": [len(counts)], "data_offsets": [len(f), len(f) + len(c)]},
-    }
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(h)) + h + f + c)
+    safetensors_io.save(path, {"features": np.asarray(features, dtype=np.float32), "counts": np.asarray(counts, dtype=np.int64)},
+                        {"classes": names, "model": "synthetic", "layer": "gaussian"})
 
 
 def read_domain(path):
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(n))
-        data = fh.read()
-    f, c = header["features"], header["counts"]
-    features = np.frombuffer(data[f["data_offsets"][0]:f["data_offsets"][1]], dtype=np.float32).reshape(f["shape"])
-    counts = np.frombuffer(data[c["data_offsets"][0]:c["data_offsets"][1]], dtype=np.int64)
-    return features.astype(np.float64), counts.astype(np.float64)
+    t = safetensors_io.load(path)
+    return t["features"].astype(np.float64), t["counts"].astype(np.float64)
 
 
 def pot_end_to_end(source, target):

@@ -85,17 +85,34 @@ Tensor image_matrix(const Tensor& t, int64_t n, int64_t rows, int64_t cols) {
   return t.select(0, n).view({rows, cols});
 }
 
+// The GEMM operand of image n: the image itself as [C, H W] for a pointwise convolution,
+// else its im2col columns [C kh kw, Ho Wo] in a buffer reused across images.
+template <class T>
+class ImageColumns {
+ public:
+  ImageColumns(const Tensor& x, const Dims& d, const Conv2dGeometry& g)
+      : x_(x), d_(d), g_(g), pointwise_(is_pointwise(d, g)) {
+    if (!pointwise_) cols_ = Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
+  }
+  Tensor operator()(int64_t n) const {
+    if (pointwise_) return image_matrix(x_, n, d_.c, d_.h * d_.w);
+    im2col(static_cast<const T*>(x_.select(0, n).data_ptr()), d_, g_, static_cast<T*>(cols_.data_ptr()));
+    return cols_;
+  }
+
+ private:
+  Tensor x_, cols_;
+  Dims d_;
+  Conv2dGeometry g_;
+  bool pointwise_;
+};
+
 template <class T>
 Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
   Tensor out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
-  const bool pointwise = is_pointwise(d, g);
-  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
-  for (int64_t n = 0; n < d.n; ++n) {
-    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w) : cols;
-    if (!pointwise) im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(cols.data_ptr()));
-    gemm(w2, false, in, false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
-  }
+  const ImageColumns<T> columns(x, d, g);
+  for (int64_t n = 0; n < d.n; ++n) gemm(w2, false, columns(n), false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
   if (bias.defined()) {
     T* o = static_cast<T*>(out.data_ptr());
     const T* b = static_cast<const T*>(bias.data_ptr());
@@ -128,13 +145,9 @@ template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
-  const bool pointwise = is_pointwise(d, g);
-  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
-  for (int64_t n = 0; n < d.n; ++n) {
-    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w) : cols;
-    if (!pointwise) im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(cols.data_ptr()));
-    gemm(image_matrix(grad, n, d.o, d.ho * d.wo), false, in, true, 1.0, 1.0, dw2);  // dW += g_n cols_n^T
-  }
+  const ImageColumns<T> columns(x, d, g);
+  for (int64_t n = 0; n < d.n; ++n)  // dW += g_n cols_n^T
+    gemm(image_matrix(grad, n, d.o, d.ho * d.wo), false, columns(n), true, 1.0, 1.0, dw2);
   return dw;
 }
 

@@ -67,21 +67,21 @@ inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, i
   return out;
 }
 
+// stb_image_write's output callback: append to the std::vector<uint8_t> in ctx.
+inline void append_bytes(void* ctx, void* data, int n) {
+  auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+  v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + n);
+}
+
 inline std::vector<uint8_t> encode_png(const data::Image& img) {
   std::vector<uint8_t> out;
-  stbi_write_png_to_func([](void* ctx, void* d, int n) {
-    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
-    v->insert(v->end(), static_cast<uint8_t*>(d), static_cast<uint8_t*>(d) + n);
-  }, &out, img.width, img.height, 3, img.rgb.data(), img.width * 3);
+  stbi_write_png_to_func(append_bytes, &out, img.width, img.height, 3, img.rgb.data(), img.width * 3);
   return out;
 }
 
 inline std::vector<uint8_t> encode_bmp(const data::Image& img) {
   std::vector<uint8_t> out;
-  stbi_write_bmp_to_func([](void* ctx, void* d, int n) {
-    auto* v = static_cast<std::vector<uint8_t>*>(ctx);
-    v->insert(v->end(), static_cast<uint8_t*>(d), static_cast<uint8_t*>(d) + n);
-  }, &out, img.width, img.height, 3, img.rgb.data());
+  stbi_write_bmp_to_func(append_bytes, &out, img.width, img.height, 3, img.rgb.data());
   return out;
 }
 

@@ -225,9 +225,28 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
   EXPECT_NE(bad.err.find("missing"), std::string::npos) << bad.err;
 }
 
+TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
+  const std::string images = make_images(dir);
+  manual_seed(9);
+  write_safetensors(dir + "/r.safetensors", nn::create_model("resnet50", 3)->state_dict());
+  const Outcome r = run("fgvc-extract --device cpu --model resnet50 --weights " + dir + "/r.safetensors --data " +
+                        images + " --input-size 64 --batch-size 4 --out " + dir + "/domain.safetensors --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(last_json_line(r.out).at("images").get<int>(), 10);  // the broken file is skipped
+  const emd::Domain d = emd::load_domain(dir + "/domain.safetensors");
+  EXPECT_EQ(d.classes, (std::vector<std::string>{"c0", "c1", "c2"}));
+  EXPECT_EQ(d.counts, (std::vector<double>{6, 3, 1}));
+  EXPECT_EQ(d.features.shape(), (Shape{3, 2048}));
+  // The domain file works with fgvc-similarity against itself: EMD 0.
+  const Outcome s = run("fgvc-similarity --device cpu --source " + dir + "/domain.safetensors --target " + dir +
+                        "/domain.safetensors --json");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NEAR(last_json_line(s.out).at("emd").get<double>(), 0.0, 1e-9);
+}
+
 TEST_F(Apps, HelpExitsZero) {
   for (const char* app : {"fgvc-similarity", "fgvc-select", "fgvc-subset", "fgvc-loader-bench", "fgvc-model-info",
-                          "fgvc-infer"}) {
+                          "fgvc-infer", "fgvc-extract"}) {
     const Outcome r = run(std::string(app) + " --help");
     EXPECT_EQ(r.code, 0) << app;
     EXPECT_NE(r.out.find("--device"), std::string::npos) << r.out;
