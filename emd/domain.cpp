@@ -33,8 +33,9 @@ void validate_domain(const Domain& d) {
   FGVC_CHECK(total > 0, "domain", who, ": all class counts are zero");
   const Tensor f = d.features.cpu().contiguous();
   const int64_t dim = d.features.size(1);
+  const int64_t n = f.numel();
   auto check_finite = [&](const auto* p) {
-    for (int64_t k = 0; k < f.numel(); ++k)
+    for (int64_t k = 0; k < n; ++k)
       FGVC_CHECK(std::isfinite(p[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
                  d.classes[k / dim], "') is ", p[k]);
   };
