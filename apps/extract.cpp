@@ -34,12 +34,11 @@ int main(int argc, char** argv) {
         o.size = size > 0 ? size : (inception ? 299 : 224);
         o.normalization = inception ? data::Normalization::Inception : data::Normalization::ImageNet;
         const SafetensorsFile w = read_safetensors(weights);
-        const auto fc = w.tensors.find("fc.weight");
-        FGVC_CHECK(fc != w.tensors.end() && fc->second.dim() == 2, "fgvc-extract", weights,
-                   ": no classifier weight fc.weight [K, D]");
+        const Tensor fc = nn::classifier_weight(w.tensors);
+        FGVC_CHECK(fc.defined(), "fgvc-extract", weights, ": no classifier weight [K, D]");
         std::shared_ptr<nn::Classifier> model;
         try {
-          model = nn::create_model(model_name, fc->second.size(0));
+          model = nn::create_model(model_name, fc.size(0));
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }

@@ -27,10 +27,10 @@ int main(int argc, char** argv) {
         const Device device = common.resolved_device();
         const SafetensorsFile w = read_safetensors(weights);
         if (num_classes == 0) {  // from the classifier's weight, [K, D]
-          const auto fc = w.tensors.find("fc.weight");
-          if (fc == w.tensors.end() || fc->second.dim() != 2)
-            throw app::UsageError("--num-classes: not given and " + weights + " has no fc.weight [K, D]");
-          num_classes = fc->second.size(0);
+          const Tensor fc = nn::classifier_weight(w.tensors);
+          if (!fc.defined())
+            throw app::UsageError("--num-classes: not given and " + weights + " has no classifier weight [K, D]");
+          num_classes = fc.size(0);
         }
         std::shared_ptr<nn::Classifier> model;
         try {

@@ -202,6 +202,11 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   for (const auto& row : lj.at("layers")) params += row.at("params").get<int64_t>();
   EXPECT_EQ(params, lj.at("params").get<int64_t>());  // every parameter sits in some layer row
   EXPECT_EQ(run("fgvc-model-info --model resnet51").code, 2);
+  // The models issue's check: Inception-v4 at 560 is about 45.8 G multiply-accumulates.
+  const Outcome v4 = run("fgvc-model-info --device cpu --model inception_v4 --input-size 560 --json");
+  ASSERT_EQ(v4.code, 0) << v4.err;
+  EXPECT_EQ(last_json_line(v4.out).at("params").get<int64_t>(), 42679816);
+  EXPECT_NEAR(last_json_line(v4.out).at("macs").get<double>(), 45.8e9, 0.05e9);
 }
 
 TEST_F(Apps, InferMatchesTheLibraryForward) {

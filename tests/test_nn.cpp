@@ -161,6 +161,7 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_THROW(nn::create_model("resnet51"), Error);
   EXPECT_EQ(nn::create_model("inception_v3")->num_parameters(), 27161264);  // with the aux head
   EXPECT_EQ(nn::InceptionV3(1000, /*aux_logits=*/false).num_parameters(), 23834568);
+  EXPECT_EQ(nn::create_model("inception_v4")->num_parameters(), 42679816);
 }
 
 TEST(Models, InceptionV3NamesAndAuxHead) {

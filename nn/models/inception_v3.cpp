@@ -7,12 +7,11 @@ namespace {
 
 using Chain = std::vector<std::pair<std::string, std::shared_ptr<Module>>>;
 
-// A kh x kw BasicConv2d (stride 1) with padding (ph, pw): the 1x7, 7x1, 1x3, 3x1 ones.
 std::shared_ptr<Module> conv_hw(int64_t in, int64_t out, int kh, int kw, int ph, int pw) {
-  return std::make_shared<BasicConv2d>(in, out, kh, kw, 1, ph, pw);
+  return basic_conv_hw(in, out, kh, kw, ph, pw);
 }
 std::shared_ptr<Module> conv(int64_t in, int64_t out, int k, int stride = 1, int pad = 0) {
-  return std::make_shared<BasicConv2d>(in, out, k, k, stride, pad, pad);
+  return basic_conv(in, out, k, stride, pad);
 }
 std::shared_ptr<Module> avg_pool_3x3() {  // stride 1, pad 1, padding counted (PyTorch's default)
   return std::make_shared<AvgPool2d>(Pool2dGeometry::square(3, 1, 1));
@@ -110,6 +109,13 @@ class InceptionAux : public Module {
 };
 
 }  // namespace
+
+std::shared_ptr<Module> basic_conv(int64_t in, int64_t out, int kernel, int stride, int padding) {
+  return std::make_shared<BasicConv2d>(in, out, kernel, kernel, stride, padding, padding);
+}
+std::shared_ptr<Module> basic_conv_hw(int64_t in, int64_t out, int kh, int kw, int ph, int pw) {
+  return std::make_shared<BasicConv2d>(in, out, kh, kw, 1, ph, pw);
+}
 
 BasicConv2d::BasicConv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, int stride, int pad_h, int pad_w) {
   const Conv2dGeometry g{stride, stride, pad_h, pad_h, pad_w, pad_w, 1, 1};

@@ -45,6 +45,11 @@ class InceptionBlock : public Module {
   std::vector<Branch> branches_;
 };
 
+// BasicConv2d factories shared by the Inception models: square kernels, and the kh x kw ones
+// (1x7, 7x1, 1x3, 3x1) with stride 1 and padding (ph, pw).
+std::shared_ptr<Module> basic_conv(int64_t in, int64_t out, int kernel, int stride = 1, int padding = 0);
+std::shared_ptr<Module> basic_conv_hw(int64_t in, int64_t out, int kh, int kw, int ph, int pw);
+
 // The five kinds of Mixed block (torchvision's InceptionA..E), for the model and for tests.
 std::shared_ptr<InceptionBlock> inception_a(int64_t in, int64_t pool_features);
 std::shared_ptr<InceptionBlock> inception_b(int64_t in);

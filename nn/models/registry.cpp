@@ -4,6 +4,7 @@
 #include <map>
 
 #include "nn/models/inception_v3.h"
+#include "nn/models/inception_v4.h"
 #include "nn/models/resnet.h"
 
 namespace fgvc {
@@ -18,6 +19,7 @@ const std::map<std::string, Factory>& factories() {
       {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
       {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
       {"inception_v3", [](int64_t k) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
+      {"inception_v4", [](int64_t k) { return std::make_shared<InceptionV4>(k); }},
   };
   return f;
 }
@@ -27,6 +29,14 @@ std::vector<std::string> model_names() {
   std::vector<std::string> out;
   for (auto& [name, f] : factories()) out.push_back(name);
   return out;
+}
+
+Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
+  for (const char* name : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight"}) {
+    const auto it = weights.find(name);
+    if (it != weights.end() && it->second.dim() == 2) return it->second;
+  }
+  return Tensor();
 }
 
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes) {

@@ -1,5 +1,6 @@
 // Models by the names of SPEC.md section 3 (--model).
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,9 @@ class Classifier : public Module {
 // Throws an Error listing the known names for an unknown one.
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000);
 std::vector<std::string> model_names();
+// The classifier's weight [K, D] in a weights file ("fc.weight", timm's "last_linear.weight",
+// ...), for reading K from it; undefined when none is there.
+Tensor classifier_weight(const std::map<std::string, Tensor>& weights);
 
 }  // namespace nn
 }  // namespace fgvc
