@@ -162,6 +162,10 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("inception_v3")->num_parameters(), 27161264);  // with the aux head
   EXPECT_EQ(nn::InceptionV3(1000, /*aux_logits=*/false).num_parameters(), 23834568);
   EXPECT_EQ(nn::create_model("inception_v4")->num_parameters(), 42679816);
+  EXPECT_EQ(nn::create_model("inception_resnet_v2")->num_parameters(), 55843464);
+  // Our SE variants (counts documented in their model files).
+  EXPECT_EQ(nn::create_model("inception_v3_se")->num_parameters(), 28822884);
+  EXPECT_EQ(nn::create_model("inception_resnet_v2_se")->num_parameters(), 64387444);
 }
 
 TEST(Models, InceptionV3NamesAndAuxHead) {

@@ -1,5 +1,7 @@
 #include "nn/models/inception_v3.h"
 
+#include "nn/models/resnet.h"
+
 namespace fgvc {
 namespace nn {
 
@@ -131,7 +133,7 @@ InceptionBlock::InceptionBlock(std::string type, std::vector<Branch> branches)
   }
 }
 
-Tensor InceptionBlock::forward_impl(const Tensor& x) {
+Tensor InceptionBlock::concat_branches(const Tensor& x) {
   std::vector<Tensor> outs;
   for (const Branch& b : branches_) {
     Tensor y = b.pool ? b.pool->forward(x) : x;
@@ -147,7 +149,7 @@ Tensor InceptionBlock::forward_impl(const Tensor& x) {
   return concat(outs, 1);
 }
 
-InceptionV3::InceptionV3(int64_t num_classes, bool aux_logits) {
+InceptionV3::InceptionV3(int64_t num_classes, bool aux_logits, bool se) {
   stem_ = {{"Conv2d_1a_3x3", conv(3, 32, 3, 2)},     {"Conv2d_2a_3x3", conv(32, 32, 3)},
            {"Conv2d_2b_3x3", conv(32, 64, 3, 1, 1)}, {"maxpool1", max_pool_3x3_s2()},
            {"Conv2d_3b_1x1", conv(64, 80, 1)},       {"Conv2d_4a_3x3", conv(80, 192, 3)},
@@ -157,8 +159,11 @@ InceptionV3::InceptionV3(int64_t num_classes, bool aux_logits) {
             {"Mixed_6d", inception_c(768, 160)}, {"Mixed_6e", inception_c(768, 192)}, {"Mixed_7a", inception_d(768)},
             {"Mixed_7b", inception_e(1280)},    {"Mixed_7c", inception_e(2048)}};
   for (auto& [name, m] : stem_) register_module(name, m);
-  for (auto& [name, m] : mixed_) {
+  const int64_t mixed_channels[] = {256, 288, 288, 768, 768, 768, 768, 768, 1280, 2048, 2048};
+  for (size_t i = 0; i < mixed_.size(); ++i) {
+    const auto& [name, m] = mixed_[i];
     register_module(name, m);
+    if (se) se_.push_back(register_module(name + "_se", std::make_shared<SqueezeExcite>(mixed_channels[i])));
     if (name == "Mixed_6e" && aux_logits) aux_ = register_module("AuxLogits", std::make_shared<InceptionAux>(768, num_classes));
   }
   dropout_ = register_module("dropout", std::make_shared<Dropout>(0.5));
@@ -169,9 +174,10 @@ Tensor InceptionV3::features(const Tensor& x) {
   Tensor y = x;
   for (auto& [name, m] : stem_) y = m->forward(y);
   aux_out_ = Tensor();
-  for (auto& [name, m] : mixed_) {
-    y = m->forward(y);
-    if (name == "Mixed_6e" && aux_ && is_training()) aux_out_ = aux_->forward(y);
+  for (size_t i = 0; i < mixed_.size(); ++i) {
+    y = mixed_[i].second->forward(y);
+    if (!se_.empty()) y = se_[i]->forward(y);
+    if (mixed_[i].first == "Mixed_6e" && aux_ && is_training()) aux_out_ = aux_->forward(y);
   }
   return mean(y, {2, 3});
 }

@@ -1,6 +1,10 @@
 // Inception-v3 (Szegedy et al. 2016) block by block as torchvision builds it, with its
 // parameter names (Conv2d_1a_3x3.conv.weight, Mixed_5b.branch1x1.bn.running_mean, ...), so
 // torchvision/timm weights load by name. Batch norm eps 0.001 as in TF-slim.
+//
+// inception_v3_se (the paper's released code; our naming): a Squeeze-and-Excitation block
+// (reduction 16) after each of the 11 Mixed blocks, named Mixed_5b_se, ..., Mixed_7c_se
+// (Mixed_5b_se.fc1.weight, ...). 28,822,884 parameters with the aux head (1000 classes).
 #pragma once
 #include <memory>
 #include <string>
@@ -37,8 +41,11 @@ class InceptionBlock : public Module {
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> fork;   // applied to the chain's output, concatenated
   };
   InceptionBlock(std::string type, std::vector<Branch> branches);
-  Tensor forward_impl(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override { return concat_branches(x); }
   std::string type_name() const override { return type_; }
+
+ protected:
+  Tensor concat_branches(const Tensor& x);
 
  private:
   std::string type_;
@@ -59,7 +66,7 @@ std::shared_ptr<InceptionBlock> inception_e(int64_t in);
 
 class InceptionV3 : public Classifier {
  public:
-  InceptionV3(int64_t num_classes, bool aux_logits = true);
+  InceptionV3(int64_t num_classes, bool aux_logits = true, bool se = false);
   Tensor forward_impl(const Tensor& x) override { return fc_->forward(dropout_->forward(features(x))); }
   Tensor features(const Tensor& x) override;  // pooled 2048-d
   int64_t feature_dim() const override { return 2048; }
@@ -69,6 +76,7 @@ class InceptionV3 : public Classifier {
 
  private:
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> stem_, mixed_;
+  std::vector<std::shared_ptr<Module>> se_;  // one per Mixed block, or none
   std::shared_ptr<Module> aux_;
   std::shared_ptr<Dropout> dropout_;
   std::shared_ptr<Linear> fc_;

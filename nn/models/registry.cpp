@@ -4,6 +4,7 @@
 #include <map>
 
 #include "nn/models/inception_v3.h"
+#include "nn/models/inception_resnet_v2.h"
 #include "nn/models/inception_v4.h"
 #include "nn/models/resnet.h"
 
@@ -20,6 +21,9 @@ const std::map<std::string, Factory>& factories() {
       {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
       {"inception_v3", [](int64_t k) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
       {"inception_v4", [](int64_t k) { return std::make_shared<InceptionV4>(k); }},
+      {"inception_resnet_v2", [](int64_t k) { return std::make_shared<InceptionResNetV2>(k); }},
+      {"inception_v3_se", [](int64_t k) { return std::make_shared<InceptionV3>(k, true, /*se=*/true); }},
+      {"inception_resnet_v2_se", [](int64_t k) { return std::make_shared<InceptionResNetV2>(k, /*se=*/true); }},
   };
   return f;
 }

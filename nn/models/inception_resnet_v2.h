@@ -1,0 +1,44 @@
+// Inception-ResNet-v2 (Szegedy et al. 2017) as timm builds it (conv2d_1a ... conv2d_7b,
+// repeat / repeat_1 / repeat_2 of Block35 / Block17 / Block8, classif), with timm's names.
+// A residual Inception block concatenates its branches, projects them back with a 1x1
+// convolution (with bias), scales the result (0.17, 0.10, 0.20) and adds it to its input.
+//
+// inception_resnet_v2_se (the paper's released code; our naming): a Squeeze-and-Excitation
+// block (reduction 16) on each residual branch after the scaling and before the addition,
+// named `se` inside its block (repeat.0.se.fc1.weight, ...). 64,387,444 parameters (1000 classes).
+#pragma once
+#include "nn/models/inception_v3.h"
+#include "nn/models/resnet.h"
+
+namespace fgvc {
+namespace nn {
+
+class ResidualInceptionBlock : public InceptionBlock {
+ public:
+  ResidualInceptionBlock(std::string type, std::vector<Branch> branches, int64_t concat_channels, int64_t channels,
+                         double scale, bool relu, bool se);
+  Tensor forward_impl(const Tensor& x) override;
+
+ private:
+  std::shared_ptr<Conv2d> conv2d_;
+  std::shared_ptr<Module> se_;
+  double scale_;
+  bool relu_;
+};
+
+class InceptionResNetV2 : public Classifier {
+ public:
+  explicit InceptionResNetV2(int64_t num_classes, bool se = false);
+  Tensor forward_impl(const Tensor& x) override { return classif_->forward(features(x)); }
+  Tensor features(const Tensor& x) override;  // pooled 1536-d
+  int64_t feature_dim() const override { return 1536; }
+  std::string classifier_prefix() const override { return "classif."; }
+  std::string type_name() const override { return "InceptionResNetV2"; }
+
+ private:
+  std::vector<std::shared_ptr<Module>> body_;
+  std::shared_ptr<Linear> classif_;
+};
+
+}  // namespace nn
+}  // namespace fgvc
