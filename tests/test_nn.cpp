@@ -157,6 +157,9 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("resnet101")->num_parameters(), 44549160);
   EXPECT_EQ(nn::create_model("resnet152")->num_parameters(), 60192808);
   EXPECT_EQ(nn::create_model("seresnet50")->num_parameters(), 28088024);
+  EXPECT_EQ(nn::create_model("resnetv2_50")->num_parameters(), 25549352);
+  EXPECT_EQ(nn::create_model("resnetv2_101")->num_parameters(), 44541480);
+  EXPECT_EQ(nn::create_model("resnetv2_152")->num_parameters(), 60185128);
   EXPECT_EQ(nn::create_model("resnet50", 200)->num_parameters(), 25557032 - 2049 * 1000 + 2049 * 200);
   EXPECT_THROW(nn::create_model("resnet51"), Error);
   EXPECT_EQ(nn::create_model("inception_v3")->num_parameters(), 27161264);  // with the aux head

@@ -7,6 +7,7 @@
 #include "nn/models/inception_resnet_v2.h"
 #include "nn/models/inception_v4.h"
 #include "nn/models/resnet.h"
+#include "nn/models/resnet_v2.h"
 
 namespace fgvc {
 namespace nn {
@@ -18,6 +19,9 @@ const std::map<std::string, Factory>& factories() {
       {"resnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
       {"resnet101", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
       {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
+      {"resnetv2_50", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 6, 3}, k); }},
+      {"resnetv2_101", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 23, 3}, k); }},
+      {"resnetv2_152", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 8, 36, 3}, k); }},
       {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
       {"inception_v3", [](int64_t k) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
       {"inception_v4", [](int64_t k) { return std::make_shared<InceptionV4>(k); }},
@@ -38,7 +42,9 @@ std::vector<std::string> model_names() {
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
   for (const char* name : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight"}) {
     const auto it = weights.find(name);
-    if (it != weights.end() && it->second.dim() == 2) return it->second;
+    if (it == weights.end()) continue;
+    const Tensor& w = it->second;  // [K, D], or [K, D, 1, 1] for a 1x1 convolution head
+    if (w.dim() == 2 || (w.dim() == 4 && w.size(2) == 1 && w.size(3) == 1)) return w.reshape({w.size(0), w.size(1)});
   }
   return Tensor();
 }
