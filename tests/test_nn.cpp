@@ -3,6 +3,7 @@
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "nn/models/resnet.h"
+#include "tensor/safetensors.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -224,6 +225,19 @@ TEST(Models, StateDictNamesAndStrictLoading) {
   }
   const auto report = other->load_state_dict(bad, /*strict=*/false);
   EXPECT_EQ(report.missing.size(), 1u);
+}
+
+TEST(Models, ResetClassifierLoadsEverythingButTheHead) {
+  const std::string path = ::testing::TempDir() + "/imagenet_like.safetensors";
+  auto pretrained = nn::create_model("resnet50", 1000);
+  write_safetensors(path, pretrained->state_dict());
+  auto fine = nn::create_model("resnet50", 200);
+  EXPECT_THROW(nn::load_weights(*fine, path), Error);  // fc is [1000, 2048] in the file
+  const std::vector<float> own_fc = fine->state_dict().at("fc.weight").to_vector<float>();
+  nn::load_weights(*fine, path, /*reset_classifier=*/true);
+  EXPECT_EQ(fine->state_dict().at("fc.weight").to_vector<float>(), own_fc);
+  EXPECT_EQ(fine->state_dict().at("layer2.0.conv2.weight").to_vector<float>(),
+            pretrained->state_dict().at("layer2.0.conv2.weight").to_vector<float>());
 }
 
 TEST(Models, ResNetForwardAndBackwardOnASmallInput) {

@@ -7,6 +7,7 @@
 #include "nn/models/inception_resnet_v2.h"
 #include "nn/models/inception_v4.h"
 #include "nn/models/resnet.h"
+#include "tensor/safetensors.h"
 #include "nn/models/resnet_v2.h"
 
 namespace fgvc {
@@ -47,6 +48,23 @@ Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
     if (w.dim() == 2 || (w.dim() == 4 && w.size(2) == 1 && w.size(3) == 1)) return w.reshape({w.size(0), w.size(1)});
   }
   return Tensor();
+}
+
+Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
+  std::map<std::string, Tensor> weights = read_safetensors(path).tensors;
+  if (reset_classifier) {
+    const std::string prefix = model.classifier_prefix();
+    for (auto it = weights.begin(); it != weights.end();)
+      it = it->first.rfind(prefix, 0) == 0 ? weights.erase(it) : std::next(it);
+    // The model's own classifier stays as initialised: take it as if from the file.
+    for (const auto& [name, t] : model.state_dict())
+      if (name.rfind(prefix, 0) == 0) weights[name] = t.detach().clone();
+  }
+  try {
+    return model.load_state_dict(weights, strict);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
 }
 
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes) {

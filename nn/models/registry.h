@@ -19,6 +19,13 @@ class Classifier : public Module {
   virtual std::string classifier_prefix() const { return "fc."; }  // whose weights --reset-classifier drops
 };
 
+// Loads weights by name (timm/torchvision names) from a safetensors file. With
+// reset_classifier the file's classifier (fc., last_linear., classif., head.fc.) is left out
+// and the model keeps its freshly initialised one: fine-tuning to new classes. Strict: any
+// other missing, unexpected or mis-shaped key is an error that lists them.
+Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier = false,
+                                bool strict = true);
+
 // Throws an Error listing the known names for an unknown one.
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000);
 std::vector<std::string> model_names();
