@@ -1,5 +1,8 @@
 #include "kernels/conv2d.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/matmul.h"
@@ -36,13 +39,14 @@ bool is_pointwise(const Dims& d, const Conv2dGeometry& g) {
          g.pad_left == 0 && g.pad_right == 0;
 }
 
-// One image [C, H, W] -> columns [C kh kw, Ho Wo] (zeros where the window is in the padding).
+// One image [C, H, W] -> columns [C kh kw, Ho Wo] (zeros where the window is in the padding);
+// row r starts at cols + r * ld (ld >= Ho Wo: several images side by side in one buffer).
 template <class T>
-void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols) {
+void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols, int64_t ld) {
 #pragma omp parallel for if (d.c * d.kh * d.kw * d.ho * d.wo > (1 << 16)) schedule(static)
   for (int64_t r = 0; r < d.c * d.kh * d.kw; ++r) {
     const int64_t c = r / (d.kh * d.kw), ki = r / d.kw % d.kh, kj = r % d.kw;
-    T* out = cols + r * d.ho * d.wo;
+    T* out = cols + r * ld;
     for (int64_t oy = 0; oy < d.ho; ++oy) {
       const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
       T* o = out + oy * d.wo;
@@ -85,34 +89,32 @@ Tensor image_matrix(const Tensor& t, int64_t n, int64_t rows, int64_t cols) {
   return t.select(0, n).view({rows, cols});
 }
 
-// The GEMM operand of image n: the image itself as [C, H W] for a pointwise convolution,
-// else its im2col columns [C kh kw, Ho Wo] in a buffer reused across images.
-template <class T>
-class ImageColumns {
- public:
-  ImageColumns(const Tensor& x, const Dims& d, const Conv2dGeometry& g)
-      : x_(x), d_(d), g_(g), pointwise_(is_pointwise(d, g)) {
-    if (!pointwise_) cols_ = Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
+// Images run in parallel, one thread each with its own column buffer and a single-threaded
+// GEMM (OpenBLAS's OpenMP build runs serially inside a parallel region), when there are
+// enough of them; otherwise one at a time with the GEMM using every thread. Each image's
+// result is computed the same way either way.
+template <class F>
+void for_each_image(int64_t n, F f) {
+  if (n >= omp_get_max_threads() && n > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) f(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) f(i);
   }
-  Tensor operator()(int64_t n) const {
-    if (pointwise_) return image_matrix(x_, n, d_.c, d_.h * d_.w);
-    im2col(static_cast<const T*>(x_.select(0, n).data_ptr()), d_, g_, static_cast<T*>(cols_.data_ptr()));
-    return cols_;
-  }
-
- private:
-  Tensor x_, cols_;
-  Dims d_;
-  Conv2dGeometry g_;
-  bool pointwise_;
-};
+}
 
 template <class T>
 Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
   Tensor out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
-  const ImageColumns<T> columns(x, d, g);
-  for (int64_t n = 0; n < d.n; ++n) gemm(w2, false, columns(n), false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
+  const bool pointwise = is_pointwise(d, g);
+  for_each_image(d.n, [&](int64_t n) {
+    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w)
+                          : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
+    if (!pointwise)
+      im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(in.data_ptr()), d.ho * d.wo);
+    gemm(w2, false, in, false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
+  });
   if (bias.defined()) {
     T* o = static_cast<T*>(out.data_ptr());
     const T* b = static_cast<const T*>(bias.data_ptr());
@@ -128,26 +130,43 @@ Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, 
   Tensor dx = Tensor::zeros({d.n, d.c, d.h, d.w}, grad.dtype(), grad.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
-  Tensor cols = pointwise ? Tensor() : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
-  for (int64_t n = 0; n < d.n; ++n) {
+  for_each_image(d.n, [&](int64_t n) {
     const Tensor gn = image_matrix(grad, n, d.o, d.ho * d.wo);
     if (pointwise) {
       gemm(w2, true, gn, false, 1.0, 0.0, image_matrix(dx, n, d.c, d.h * d.w));
-      continue;
+      return;
     }
+    Tensor cols = Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
     gemm(w2, true, gn, false, 1.0, 0.0, cols);  // [C kh kw, Ho Wo]
     col2im(static_cast<const T*>(cols.data_ptr()), d, g, static_cast<T*>(dx.select(0, n).data_ptr()));
-  }
+  });
   return dx;
 }
 
+// dW = sum over images of g_n cols_n^T, as one GEMM per chunk of images: the chunk's columns
+// side by side [C kh kw, nb Ho Wo] and its gradients [O, nb Ho Wo]. Chunks (at most 16 M
+// elements of columns) depend on the shapes only, so the summation order does too.
 template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
-  const ImageColumns<T> columns(x, d, g);
-  for (int64_t n = 0; n < d.n; ++n)  // dW += g_n cols_n^T
-    gemm(image_matrix(grad, n, d.o, d.ho * d.wo), false, columns(n), true, 1.0, 1.0, dw2);
+  const int64_t rows = d.c * d.kh * d.kw, plane = d.ho * d.wo;
+  const int64_t per_chunk = std::max<int64_t>(1, (int64_t(16) << 20) / (rows * plane));
+  const T* pg = static_cast<const T*>(grad.data_ptr());
+  for (int64_t n0 = 0; n0 < d.n; n0 += per_chunk) {
+    const int64_t nb = std::min(per_chunk, d.n - n0), ld = nb * plane;
+    Tensor cols = Tensor::empty({rows, ld}, grad.dtype(), grad.device());
+    Tensor gt = Tensor::empty({d.o, ld}, grad.dtype(), grad.device());
+    T* pc = static_cast<T*>(cols.data_ptr());
+    T* pt = static_cast<T*>(gt.data_ptr());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < nb; ++i) {
+      im2col(static_cast<const T*>(x.select(0, n0 + i).data_ptr()), d, g, pc + i * plane, ld);
+      for (int64_t o = 0; o < d.o; ++o)
+        std::memcpy(pt + o * ld + i * plane, pg + ((n0 + i) * d.o + o) * plane, sizeof(T) * plane);
+    }
+    gemm(gt, false, cols, true, 1.0, 1.0, dw2);
+  }
   return dw;
 }
 
