@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -17,7 +19,7 @@ struct Layout {
 Layout layout(const Tensor& x, const Tensor& gamma, const char* op) {
   FGVC_CHECK(x.defined() && gamma.defined(), op, "undefined tensor");
   FGVC_CHECK(x.dim() == 2 || x.dim() == 4, op, "needs [N, C] or [N, C, H, W], got ", describe(x));
-  FGVC_CHECK(x.device().is_cpu(), op, "the CUDA batch norm (cuDNN) is not built yet; got ", describe(x));
+  FGVC_CHECK(gamma.device() == x.device(), op, "gamma ", describe(gamma), " is not on ", x.device().str());
   FGVC_CHECK(gamma.shape() == Shape{x.size(1)} && gamma.dtype() == x.dtype(), op, "gamma ", describe(gamma),
              " does not match ", x.size(1), " channels of ", describe(x));
   return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1};
@@ -108,12 +110,56 @@ BatchNormGrads backward_typed(const Tensor& grad, const Tensor& x, const Tensor&
   return out;
 }
 
+// The CUDA path, composed from the device-generic (and parity-tested) elementwise and
+// reduction kernels: the same formulas as the CPU loops above, a few more passes over memory.
+std::vector<int64_t> stat_axes(const Tensor& x) { return x.dim() == 4 ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0}; }
+Tensor per_channel(const Tensor& v, const Tensor& x) {  // [C] -> broadcastable over x
+  return x.dim() == 4 ? v.view({1, v.size(0), 1, 1}) : v.view({1, v.size(0)});
+}
+
+BatchNormStats train_generic(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, const Layout& l) {
+  const double count = static_cast<double>(l.n * l.hw);
+  BatchNormStats s;
+  s.mean = mean(x, stat_axes(x));
+  const Tensor centered = sub(x, per_channel(s.mean, x));
+  const Tensor var = mean(unary(UnaryOp::Square, centered), stat_axes(x));
+  s.invstd = unary(UnaryOp::Rsqrt, binary(BinaryOp::Add, var, eps));
+  s.var_unbiased = binary(BinaryOp::Mul, var, count > 1 ? count / (count - 1) : 0.0);
+  s.y = add(mul(centered, per_channel(mul(gamma, s.invstd), x)), per_channel(beta, x));
+  return s;
+}
+
+Tensor apply_generic(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& m, const Tensor& invstd) {
+  const Tensor scale = mul(gamma, invstd), shift = sub(beta, mul(m, scale));
+  return add(mul(x, per_channel(scale, x)), per_channel(shift, x));
+}
+
+BatchNormGrads backward_generic(const Tensor& g, const Tensor& x, const Tensor& gamma, const Tensor& m,
+                                const Tensor& invstd, bool training, const Layout& l) {
+  BatchNormGrads out;
+  const Tensor xhat = mul(sub(x, per_channel(m, x)), per_channel(invstd, x));
+  out.dbeta = sum(g, stat_axes(x));
+  out.dgamma = sum(mul(g, xhat), stat_axes(x));
+  const Tensor scale = per_channel(mul(gamma, invstd), x);
+  if (!training) {
+    out.dx = mul(g, scale);
+    return out;
+  }
+  const double count = static_cast<double>(l.n * l.hw);
+  // dx = gamma invstd / M (M g - sum g - xhat sum(g xhat))
+  const Tensor inner = sub(sub(binary(BinaryOp::Mul, g, count), per_channel(out.dbeta, x)),
+                           mul(xhat, per_channel(out.dgamma, x)));
+  out.dx = mul(inner, binary(BinaryOp::Mul, scale, 1.0 / count));
+  return out;
+}
+
 }  // namespace
 
 BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, double eps) {
   const Layout l = layout(x_in, gamma, "batch_norm");
   FGVC_CHECK(l.n * l.hw > 1, "batch_norm", "training needs more than one value per channel, got ", describe(x_in));
   const Tensor x = x_in.contiguous();
+  if (x.device().is_cuda()) return train_generic(x, gamma, beta, eps, l);
   BatchNormStats s;
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, s = train_typed<T>(x, gamma.contiguous(), beta.contiguous(), eps, l));
   return s;
@@ -123,6 +169,7 @@ Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& b
                         const Tensor& invstd) {
   const Layout l = layout(x_in, gamma, "batch_norm");
   const Tensor x = x_in.contiguous();
+  if (x.device().is_cuda()) return apply_generic(x, gamma, beta, mean, invstd);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T,
                       apply_typed(static_cast<const T*>(x.data_ptr()), l, gamma.contiguous().data<T>(),
@@ -136,6 +183,8 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
   const Layout l = layout(x, gamma, "batch_norm_backward");
   FGVC_CHECK(grad.shape() == x.shape(), "batch_norm_backward", "gradient ", describe(grad), " does not match ",
              describe(x));
+  if (x.device().is_cuda())
+    return backward_generic(grad.contiguous(), x.contiguous(), gamma, mean, invstd, training, l);
   BatchNormGrads out;
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", T,
                       out = backward_typed<T>(grad.contiguous(), x.contiguous(), gamma.contiguous(),

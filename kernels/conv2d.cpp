@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fgvc/config.h"
+#include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "tensor/dispatch.h"
 
@@ -17,7 +19,7 @@ struct Dims {
   int64_t n, c, h, w, o, kh, kw, ho, wo;
 };
 
-Dims check(const Tensor& x_like, const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g, const char* op) {
+Dims check(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g, const char* op) {
   FGVC_CHECK(x_shape.size() == 4 && w_shape.size() == 4, op, "needs x [N, C, H, W] and w [O, C, kh, kw], got ",
              shape_str(x_shape), " and ", shape_str(w_shape));
   FGVC_CHECK(x_shape[1] == w_shape[1], op, "input has ", x_shape[1], " channels, the weight ", shape_str(w_shape),
@@ -25,7 +27,6 @@ Dims check(const Tensor& x_like, const Shape& x_shape, const Shape& w_shape, con
   FGVC_CHECK(g.stride_h > 0 && g.stride_w > 0 && g.dilation_h > 0 && g.dilation_w > 0 && g.pad_top >= 0 &&
                  g.pad_bottom >= 0 && g.pad_left >= 0 && g.pad_right >= 0,
              op, "bad stride, dilation or padding");
-  FGVC_CHECK(x_like.device().is_cpu(), op, "the CUDA convolution (cuDNN) is not built yet; got ", describe(x_like));
   Dims d{x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0], w_shape[2], w_shape[3], 0, 0};
   d.ho = g.out_size(d.h, d.kh, true);
   d.wo = g.out_size(d.w, d.kw, false);
@@ -174,21 +175,32 @@ Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d,
 
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias, const Conv2dGeometry& g) {
   FGVC_CHECK(x_in.defined() && w_in.defined(), "conv2d", "undefined tensor");
-  const Dims d = check(x_in, x_in.shape(), w_in.shape(), g, "conv2d");
+  const Dims d = check(x_in.shape(), w_in.shape(), g, "conv2d");
   FGVC_CHECK(x_in.dtype() == w_in.dtype() && x_in.device() == w_in.device(), "conv2d", "input ", describe(x_in),
              " and weight ", describe(w_in), " differ in dtype or device");
   FGVC_CHECK(!bias.defined() || (bias.shape() == Shape{d.o} && bias.dtype() == x_in.dtype()), "conv2d", "bias ",
              describe(bias), " should be [", d.o, "] ", dtype_name(x_in.dtype()));
+  FGVC_CHECK(!bias.defined() || bias.device() == x_in.device(), "conv2d", "bias ", describe(bias), " is not on ",
+             x_in.device().str());
   const Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = bias.defined() ? bias.contiguous() : bias;
+  if (x.device().is_cuda()) {
+    FGVC_CHECK(x.dtype() == DType::Float32 || x.dtype() == DType::Float64, "conv2d", "needs float32 or float64, got ",
+               describe(x));
+    const Tensor y = detail::conv2d_cuda(x, w, g, {d.n, d.o, d.ho, d.wo});
+    return b.defined() ? add(y, b.view({1, d.o, 1, 1})) : y;
+  }
   Tensor out;
   FGVC_DISPATCH_FLOAT(x.dtype(), "conv2d", T, out = conv2d_typed<T>(x, w, b, d, g));
   return out;
 }
 
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g) {
-  const Dims d = check(grad, x_shape, w.shape(), g, "conv2d_backward_input");
+  const Dims d = check(x_shape, w.shape(), g, "conv2d_backward_input");
   FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_input", "gradient ", describe(grad),
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
+  FGVC_CHECK(grad.device() == w.device(), "conv2d_backward_input", "gradient ", describe(grad), " and weight ",
+             describe(w), " are on different devices");
+  if (grad.device().is_cuda()) return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_input", T,
                       out = backward_input_typed<T>(grad.contiguous(), w.contiguous(), d, g));
@@ -196,14 +208,32 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
 }
 
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g) {
-  const Dims d = check(grad, x.shape(), w_shape, g, "conv2d_backward_weight");
+  const Dims d = check(x.shape(), w_shape, g, "conv2d_backward_weight");
   FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_weight", "gradient ", describe(grad),
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
+  FGVC_CHECK(grad.device() == x.device(), "conv2d_backward_weight", "gradient ", describe(grad), " and input ",
+             describe(x), " are on different devices");
+  if (grad.device().is_cuda()) return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_weight", T,
                       out = backward_weight_typed<T>(grad.contiguous(), x.contiguous(), d, g));
   return out;
 }
+
+#if !FGVC_WITH_CUDA
+void set_cudnn_allow_tf32(bool) {}
+namespace detail {
+Tensor conv2d_cuda(const Tensor&, const Tensor&, const Conv2dGeometry&, const Shape&) {
+  throw Error("conv2d: built without CUDA");
+}
+Tensor conv2d_backward_input_cuda(const Tensor&, const Tensor&, const Shape&, const Conv2dGeometry&) {
+  throw Error("conv2d_backward_input: built without CUDA");
+}
+Tensor conv2d_backward_weight_cuda(const Tensor&, const Tensor&, const Shape&, const Conv2dGeometry&) {
+  throw Error("conv2d_backward_weight: built without CUDA");
+}
+}  // namespace detail
+#endif
 
 }  // namespace kernels
 }  // namespace fgvc

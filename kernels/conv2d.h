@@ -1,8 +1,8 @@
 // 2-D convolution (cross-correlation, as every framework defines it), NCHW, groups = 1, with
 // stride, dilation and per-side padding (TensorFlow's asymmetric SAME is padding that differs
 // between top/bottom or left/right). CPU: im2col + OpenBLAS GEMM per image (a 1x1 stride-1
-// convolution is a GEMM on the input as it is). CUDA: cuDNN (to come with the models issue;
-// until then a CUDA tensor is a clear error, never a silent CPU fallback).
+// convolution is a GEMM on the input as it is), in conv2d.cpp. CUDA: cuDNN, in
+// conv2d_cudnn.cpp (asymmetric padding is applied to the input first).
 #pragma once
 #include "tensor/tensor.h"
 
@@ -33,6 +33,17 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 // Gradients of conv2d: w.r.t. the input (shape of x), the weight (shape of w) and the bias.
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g);
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g);
+
+// cuDNN may use TF32 tensor cores for float32 (its default math; on by default). Off: exact
+// FP32 products, comparable with the CPU to float rounding.
+void set_cudnn_allow_tf32(bool on);
+
+namespace detail {
+// CUDA implementations (contiguous inputs, checked shapes; no bias).
+Tensor conv2d_cuda(const Tensor& x, const Tensor& w, const Conv2dGeometry& g, const Shape& y_shape);
+Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g);
+Tensor conv2d_backward_weight_cuda(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g);
+}  // namespace detail
 
 }  // namespace kernels
 }  // namespace fgvc

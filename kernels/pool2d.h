@@ -1,6 +1,7 @@
 // Max and average pooling over H, W of NCHW tensors, with stride, symmetric padding, ceil
 // mode and (average) count_include_pad as PyTorch defines them; the layouts of the
-// reference models depend on these details. CPU only for now (cuDNN with the models issue).
+// reference models depend on these details. CPU loops in pool2d.cpp, CUDA kernels in
+// pool2d.cu, over the same windows (pool2d_window.h).
 #pragma once
 #include "tensor/tensor.h"
 

@@ -1,6 +1,8 @@
 // CUDA against the CPU reference for every op (forward and backward kernels), random
 // numbers bit for bit, copies between devices, and the caching allocator. Every test skips
 // with the reason when no GPU is visible.
+#include "kernels/batch_norm.h"
+#include "nn/models/registry.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -187,6 +189,63 @@ TEST(CudaParity, AutogradOnTheGpuMatchesTheCpu) {
     return w.grad().cpu();
   };
   EXPECT_LT(testing::rel_error(run(Device::cuda()), run(Device::cpu())), kReductionTol);
+}
+
+TEST(CudaParity, ConvolutionPoolingAndBatchNorm) {
+  FGVC_REQUIRE_CUDA();
+  kernels::set_cudnn_allow_tf32(false);  // exact FP32 products, comparable with the CPU
+  const std::vector<Conv2dGeometry> geometries = {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry::symmetric(2, 0),
+                                                  {2, 2, 0, 1, 0, 1, 1, 1} /* TF SAME, asymmetric */,
+                                                  Conv2dGeometry::symmetric(1, 2, 2)};
+  for (const Conv2dGeometry& g : geometries) {
+    const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, 3, 3}, 31), b = randn_t({7}, 32);
+    const Shape y_shape{2, 7, g.out_size(13, 3, true), g.out_size(11, 3, false)};
+    const Tensor gy = randn_t(y_shape, 33);
+    expect_parity("conv2d", [&](const Ts& in) {
+      return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
+                kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
+    }, {x, w, b, gy}, kReductionTol);
+  }
+  kernels::set_cudnn_allow_tf32(true);
+  const Tensor x = randn_t({2, 3, 12, 12}, 34);
+  for (const Pool2dGeometry& g : {Pool2dGeometry::square(3, 2), Pool2dGeometry::square(3, 2, 1, true),
+                                   Pool2dGeometry::square(3, 1, 1, false, false)}) {
+    const int64_t o = g.out_size(12, true);
+    const Tensor gy = randn_t({2, 3, o, o}, 35);
+    expect_parity("max_pool2d", [&](const Ts& in) {
+      const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], g);
+      return Ts{m.y, m.argmax, kernels::max_pool2d_backward(in[1], m.argmax, in[0].shape())};
+    }, {x, gy}, kElementwiseTol);
+    expect_parity("avg_pool2d", [&](const Ts& in) {
+      return Ts{kernels::avg_pool2d(in[0], g), kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
+    }, {x, gy}, kElementwiseTol);
+  }
+  const Tensor gamma = randn_t({3}, 36), beta = randn_t({3}, 37), gy = randn_t({2, 3, 12, 12}, 38);
+  expect_parity("batch_norm", [&](const Ts& in) {
+    const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-3);
+    const kernels::BatchNormGrads t = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, true);
+    const kernels::BatchNormGrads e = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, false);
+    return Ts{s.y, s.mean, s.invstd, s.var_unbiased, t.dx, t.dgamma, t.dbeta, e.dx,
+              kernels::batch_norm_apply(in[0], in[1], in[2], s.mean, s.invstd)};
+  }, {x, gamma, beta, gy}, kReductionTol);
+}
+
+TEST(CudaParity, ResNetForwardAndBackwardOnTheGpu) {
+  FGVC_REQUIRE_CUDA();
+  kernels::set_cudnn_allow_tf32(false);
+  manual_seed(40);
+  auto cpu = nn::create_model("resnet50", 10);
+  manual_seed(40);
+  auto gpu = nn::create_model("resnet50", 10);
+  gpu->to(Device::cuda());
+  const Tensor x = randn_t({2, 3, 64, 64}, 41);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{3, 7}, {2});
+  backward(cross_entropy(cpu->forward(x), labels, 0.1));
+  backward(cross_entropy(gpu->forward(x.cuda()), labels.cuda(), 0.1));
+  const auto pc = cpu->named_parameters(), pg = gpu->named_parameters();
+  for (size_t i = 0; i < pc.size(); ++i)
+    EXPECT_LT(testing::rel_error(pg[i].second.grad().cpu(), pc[i].second.grad()), 1e-3) << pc[i].first;
+  kernels::set_cudnn_allow_tf32(true);
 }
 
 }  // namespace

@@ -1,0 +1,111 @@
+// CUDA side of kernels/pool2d.h: one thread per output over the same windows as the CPU
+// (pool2d_window.h). The backward passes scatter with atomicAdd where windows overlap.
+#include <cmath>
+
+#include "kernels/pool2d_window.h"
+#include "tensor/cuda_check.h"
+#include "tensor/cuda_context.h"
+#include "tensor/dispatch.h"
+
+namespace fgvc {
+namespace kernels {
+namespace detail {
+
+namespace {
+
+#define FGVC_EACH_OUTPUT(k, n) \
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < (n); k += int64_t(gridDim.x) * blockDim.x)
+
+template <class T>
+__global__ void max_kernel(const T* x, PoolDims d, Pool2dGeometry g, T* y, int64_t* arg) {
+  FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
+    const int64_t p = k / (d.ho * d.wo), oy = k / d.wo % d.ho, ox = k % d.wo;
+    const PoolWindow win = pool_window(oy, ox, d, g);
+    T best = -INFINITY;
+    int64_t at = win.y0 * d.w + win.x0;
+    for (int64_t iy = win.y0; iy < win.y1; ++iy)
+      for (int64_t ix = win.x0; ix < win.x1; ++ix) {
+        const T v = x[p * d.h * d.w + iy * d.w + ix];
+        if (v > best || v != v) best = v, at = iy * d.w + ix;
+      }
+    y[k] = best;
+    arg[k] = at;
+  }
+}
+
+template <class T>
+__global__ void max_backward_kernel(const T* g, const int64_t* arg, PoolDims d, T* dx) {
+  FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
+    const int64_t p = k / (d.ho * d.wo);
+    atomicAdd(dx + p * d.h * d.w + arg[k], g[k]);
+  }
+}
+
+template <class T>
+__global__ void avg_kernel(const T* x, PoolDims d, Pool2dGeometry g, T* y) {
+  FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
+    const int64_t p = k / (d.ho * d.wo), oy = k / d.wo % d.ho, ox = k % d.wo;
+    const PoolWindow win = pool_window(oy, ox, d, g);
+    double s = 0;
+    for (int64_t iy = win.y0; iy < win.y1; ++iy)
+      for (int64_t ix = win.x0; ix < win.x1; ++ix) s += x[p * d.h * d.w + iy * d.w + ix];
+    y[k] = static_cast<T>(s / static_cast<double>(win.divisor));
+  }
+}
+
+template <class T>
+__global__ void avg_backward_kernel(const T* g_out, PoolDims d, Pool2dGeometry g, T* dx) {
+  FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
+    const int64_t p = k / (d.ho * d.wo), oy = k / d.wo % d.ho, ox = k % d.wo;
+    const PoolWindow win = pool_window(oy, ox, d, g);
+    const T share = g_out[k] / static_cast<T>(win.divisor);
+    for (int64_t iy = win.y0; iy < win.y1; ++iy)
+      for (int64_t ix = win.x0; ix < win.x1; ++ix) atomicAdd(dx + p * d.h * d.w + iy * d.w + ix, share);
+  }
+}
+
+}  // namespace
+
+void max_pool2d_cuda(const Tensor& x, const PoolDims& d, const Pool2dGeometry& g, const Tensor& y, const Tensor& argmax) {
+  const int dev = x.device().index;
+  cuda::DeviceGuard guard(dev);
+  FGVC_DISPATCH_FLOAT(x.dtype(), "max_pool2d", T, {
+    max_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(
+        x.data<T>(), d, g, y.data<T>(), argmax.data<int64_t>());
+    FGVC_CHECK_LAUNCH();
+  });
+}
+
+void max_pool2d_backward_cuda(const Tensor& grad, const Tensor& argmax, const PoolDims& d, const Tensor& dx) {
+  const int dev = grad.device().index;
+  cuda::DeviceGuard guard(dev);
+  FGVC_DISPATCH_FLOAT(grad.dtype(), "max_pool2d_backward", T, {
+    max_backward_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(
+        grad.data<T>(), argmax.data<int64_t>(), d, dx.data<T>());
+    FGVC_CHECK_LAUNCH();
+  });
+}
+
+void avg_pool2d_cuda(const Tensor& x, const PoolDims& d, const Pool2dGeometry& g, const Tensor& y) {
+  const int dev = x.device().index;
+  cuda::DeviceGuard guard(dev);
+  FGVC_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", T, {
+    avg_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(x.data<T>(), d, g,
+                                                                                           y.data<T>());
+    FGVC_CHECK_LAUNCH();
+  });
+}
+
+void avg_pool2d_backward_cuda(const Tensor& grad, const PoolDims& d, const Pool2dGeometry& g, const Tensor& dx) {
+  const int dev = grad.device().index;
+  cuda::DeviceGuard guard(dev);
+  FGVC_DISPATCH_FLOAT(grad.dtype(), "avg_pool2d_backward", T, {
+    avg_backward_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(
+        grad.data<T>(), d, g, dx.data<T>());
+    FGVC_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace fgvc
