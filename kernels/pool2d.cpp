@@ -43,7 +43,9 @@ void max_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y, int
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
           for (int64_t ix = win.x0; ix < win.x1; ++ix) {
             const T v = x[p * d.h * d.w + iy * d.w + ix];
-            if (v > best || v != v) best = v, at = iy * d.w + ix;  // NaN wins, as in PyTorch
+            const bool take = v > best || v != v;  // NaN wins, as in PyTorch
+            best = take ? v : best;                  // selects, not branches
+            at = take ? iy * d.w + ix : at;
           }
         y[(p * d.ho + oy) * d.wo + ox] = best;
         arg[(p * d.ho + oy) * d.wo + ox] = at;
