@@ -23,3 +23,5 @@
 
 #include "nn/layers.h"
 #include "nn/models/registry.h"
+
+#include "optim/optimizer.h"

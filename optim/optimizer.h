@@ -1,0 +1,97 @@
+// Optimisers over named parameters (nn::Module::named_parameters()), with TensorFlow's
+// semantics where the paper's recipe depends on them. Each keeps its slots (per-parameter
+// state) by parameter name, so checkpoints can save and restore them by name.
+//
+//   RMSProp (TF): ms = decay ms + (1 - decay) g^2;  mom = momentum mom + lr g / sqrt(ms + eps);
+//                 w -= mom.  ms starts at 1, mom at 0, as TensorFlow initialises its slots.
+//   SGD with momentum: v = momentum v + g; w -= lr v.
+//
+// L2 weight decay is applied as TF-slim does, as a loss term wd/2 |w|^2 on convolution and
+// fully connected weights only (not batch-norm parameters, not biases): g += wd w.
+// Updates are composed from the device-generic kernels, so they run where the parameters are.
+#pragma once
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace fgvc {
+namespace optim {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// Conv and fully connected weights (rank >= 2, named "...weight"): the ones TF-slim decays.
+bool decays(const std::string& name, const Tensor& t);
+
+class Optimizer {
+ public:
+  Optimizer(NamedTensors params, double weight_decay) : params_(std::move(params)), weight_decay_(weight_decay) {}
+  virtual ~Optimizer() = default;
+  // One update with learning rate lr from the parameters' .grad (parameters without a
+  // gradient are left alone). Runs without recording a graph.
+  void step(double lr);
+  void zero_grad();
+  // Slots by "<parameter name>.<slot name>", for checkpoints.
+  std::map<std::string, Tensor> state() const;
+  void load_state(const std::map<std::string, Tensor>& state);
+
+ protected:
+  virtual void update(const std::string& name, Tensor& w, const Tensor& g, double lr) = 0;
+  Tensor& slot(const std::string& param, const std::string& slot, const Tensor& like, double init);
+
+ private:
+  NamedTensors params_;
+  double weight_decay_;
+  std::map<std::string, Tensor> slots_;
+};
+
+class RMSProp : public Optimizer {
+ public:
+  RMSProp(NamedTensors params, double decay = 0.9, double momentum = 0.9, double epsilon = 1.0,
+          double weight_decay = 0.0)
+      : Optimizer(std::move(params), weight_decay), decay_(decay), momentum_(momentum), epsilon_(epsilon) {}
+
+ protected:
+  void update(const std::string& name, Tensor& w, const Tensor& g, double lr) override;
+
+ private:
+  double decay_, momentum_, epsilon_;
+};
+
+class SGD : public Optimizer {
+ public:
+  SGD(NamedTensors params, double momentum = 0.9, double weight_decay = 0.0)
+      : Optimizer(std::move(params), weight_decay), momentum_(momentum) {}
+
+ protected:
+  void update(const std::string& name, Tensor& w, const Tensor& g, double lr) override;
+
+ private:
+  double momentum_;
+};
+
+// lr0 * rate^floor(epoch / decay_epochs): TF's staircase exponential decay per N epochs
+// (0.94 every 2 epochs in the paper's training, every 4 when fine-tuning).
+double exponential_decay(double lr0, double rate, double decay_epochs, double epoch);
+
+// Scales all gradients so that their global L2 norm is at most max_norm; returns the norm
+// before clipping.
+double clip_grad_norm(const NamedTensors& params, double max_norm);
+
+// An exponential moving average of the parameters: shadow = decay shadow + (1 - decay) w,
+// used for evaluation and export.
+class EMA {
+ public:
+  EMA(const NamedTensors& params, double decay);
+  void update(const NamedTensors& params);
+  const std::map<std::string, Tensor>& shadow() const { return shadow_; }
+
+ private:
+  double decay_;
+  std::map<std::string, Tensor> shadow_;
+};
+
+}  // namespace optim
+}  // namespace fgvc
