@@ -4,6 +4,7 @@
 // (set_cudnn_allow_tf32) for bit-for-bit-comparable FP32, as the parity tests do.
 #include <cudnn.h>
 
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <string>
@@ -20,6 +21,15 @@
     if (fgvc_st_ != CUDNN_STATUS_SUCCESS)                                                        \
       throw ::fgvc::Error(::fgvc::detail::concat("cuDNN error: ", #expr, " failed at ", __FILE__, \
                                                  ":", __LINE__, ": ", cudnnGetErrorString(fgvc_st_))); \
+  } while (0)
+
+// For destructors: report, do not throw.
+#define FGVC_CUDNN_CHECK_NOTHROW(expr)                                                                \
+  do {                                                                                                \
+    cudnnStatus_t fgvc_st_ = (expr);                                                                  \
+    if (fgvc_st_ != CUDNN_STATUS_SUCCESS)                                                             \
+      std::fprintf(stderr, "fgvc: cuDNN error: %s failed at %s:%d: %s\n", #expr, __FILE__, __LINE__, \
+                   cudnnGetErrorString(fgvc_st_));                                                    \
   } while (0)
 
 namespace fgvc {
@@ -68,10 +78,10 @@ struct ConvDescriptors {
                          g.dilation_w, dtype_name(dtype), tf32);
   }
   ~ConvDescriptors() {
-    cudnnDestroyTensorDescriptor(x);
-    cudnnDestroyTensorDescriptor(y);
-    cudnnDestroyFilterDescriptor(w);
-    cudnnDestroyConvolutionDescriptor(conv);
+    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(x));
+    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(y));
+    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyFilterDescriptor(w));
+    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyConvolutionDescriptor(conv));
   }
   ConvDescriptors(const ConvDescriptors&) = delete;
   ConvDescriptors& operator=(const ConvDescriptors&) = delete;

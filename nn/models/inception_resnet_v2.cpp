@@ -9,21 +9,17 @@ namespace {
 
 using Branch = InceptionBlock::Branch;
 
-std::shared_ptr<Module> conv(int64_t in, int64_t out, int k, int stride = 1, int pad = 0) {
-  return basic_conv(in, out, k, stride, pad);
-}
-std::shared_ptr<Module> max_pool() { return std::make_shared<MaxPool2d>(Pool2dGeometry::square(3, 2)); }
 
 std::shared_ptr<Module> mixed_5b() {
   return std::make_shared<InceptionBlock>(
       "Mixed_5b",
       std::vector<Branch>{
-          {{{"branch0", conv(192, 96, 1)}}, nullptr, {}},
-          {{{"branch1.0", conv(192, 48, 1)}, {"branch1.1", conv(48, 64, 5, 1, 2)}}, nullptr, {}},
-          {{{"branch2.0", conv(192, 64, 1)}, {"branch2.1", conv(64, 96, 3, 1, 1)}, {"branch2.2", conv(96, 96, 3, 1, 1)}},
+          {{{"branch0", basic_conv(192, 96, 1)}}, nullptr, {}},
+          {{{"branch1.0", basic_conv(192, 48, 1)}, {"branch1.1", basic_conv(48, 64, 5, 1, 2)}}, nullptr, {}},
+          {{{"branch2.0", basic_conv(192, 64, 1)}, {"branch2.1", basic_conv(64, 96, 3, 1, 1)}, {"branch2.2", basic_conv(96, 96, 3, 1, 1)}},
            nullptr,
            {}},
-          {{{"branch3.1", conv(192, 64, 1)}},
+          {{{"branch3.1", basic_conv(192, 64, 1)}},
            std::make_shared<AvgPool2d>(Pool2dGeometry::square(3, 1, 1, false, false)),
            {}}});
 }
@@ -32,9 +28,9 @@ std::shared_ptr<Module> block35(double scale, bool se) {
   return std::make_shared<ResidualInceptionBlock>(
       "Block35",
       std::vector<Branch>{
-          {{{"branch0", conv(320, 32, 1)}}, nullptr, {}},
-          {{{"branch1.0", conv(320, 32, 1)}, {"branch1.1", conv(32, 32, 3, 1, 1)}}, nullptr, {}},
-          {{{"branch2.0", conv(320, 32, 1)}, {"branch2.1", conv(32, 48, 3, 1, 1)}, {"branch2.2", conv(48, 64, 3, 1, 1)}},
+          {{{"branch0", basic_conv(320, 32, 1)}}, nullptr, {}},
+          {{{"branch1.0", basic_conv(320, 32, 1)}, {"branch1.1", basic_conv(32, 32, 3, 1, 1)}}, nullptr, {}},
+          {{{"branch2.0", basic_conv(320, 32, 1)}, {"branch2.1", basic_conv(32, 48, 3, 1, 1)}, {"branch2.2", basic_conv(48, 64, 3, 1, 1)}},
            nullptr,
            {}}},
       128, 320, scale, true, se);
@@ -44,18 +40,18 @@ std::shared_ptr<Module> mixed_6a() {
   return std::make_shared<InceptionBlock>(
       "Mixed_6a",
       std::vector<Branch>{
-          {{{"branch0", conv(320, 384, 3, 2)}}, nullptr, {}},
-          {{{"branch1.0", conv(320, 256, 1)}, {"branch1.1", conv(256, 256, 3, 1, 1)}, {"branch1.2", conv(256, 384, 3, 2)}},
+          {{{"branch0", basic_conv(320, 384, 3, 2)}}, nullptr, {}},
+          {{{"branch1.0", basic_conv(320, 256, 1)}, {"branch1.1", basic_conv(256, 256, 3, 1, 1)}, {"branch1.2", basic_conv(256, 384, 3, 2)}},
            nullptr,
            {}},
-          {{}, max_pool(), {}}});
+          {{}, max_pool_3x3_s2(), {}}});
 }
 
 std::shared_ptr<Module> block17(double scale, bool se) {
   return std::make_shared<ResidualInceptionBlock>(
       "Block17",
-      std::vector<Branch>{{{{"branch0", conv(1088, 192, 1)}}, nullptr, {}},
-                          {{{"branch1.0", conv(1088, 128, 1)}, {"branch1.1", basic_conv_hw(128, 160, 1, 7, 0, 3)},
+      std::vector<Branch>{{{{"branch0", basic_conv(1088, 192, 1)}}, nullptr, {}},
+                          {{{"branch1.0", basic_conv(1088, 128, 1)}, {"branch1.1", basic_conv_hw(128, 160, 1, 7, 0, 3)},
                             {"branch1.2", basic_conv_hw(160, 192, 7, 1, 3, 0)}},
                            nullptr,
                            {}}},
@@ -66,19 +62,19 @@ std::shared_ptr<Module> mixed_7a() {
   return std::make_shared<InceptionBlock>(
       "Mixed_7a",
       std::vector<Branch>{
-          {{{"branch0.0", conv(1088, 256, 1)}, {"branch0.1", conv(256, 384, 3, 2)}}, nullptr, {}},
-          {{{"branch1.0", conv(1088, 256, 1)}, {"branch1.1", conv(256, 288, 3, 2)}}, nullptr, {}},
-          {{{"branch2.0", conv(1088, 256, 1)}, {"branch2.1", conv(256, 288, 3, 1, 1)}, {"branch2.2", conv(288, 320, 3, 2)}},
+          {{{"branch0.0", basic_conv(1088, 256, 1)}, {"branch0.1", basic_conv(256, 384, 3, 2)}}, nullptr, {}},
+          {{{"branch1.0", basic_conv(1088, 256, 1)}, {"branch1.1", basic_conv(256, 288, 3, 2)}}, nullptr, {}},
+          {{{"branch2.0", basic_conv(1088, 256, 1)}, {"branch2.1", basic_conv(256, 288, 3, 1, 1)}, {"branch2.2", basic_conv(288, 320, 3, 2)}},
            nullptr,
            {}},
-          {{}, max_pool(), {}}});
+          {{}, max_pool_3x3_s2(), {}}});
 }
 
 std::shared_ptr<Module> block8(double scale, bool relu, bool se) {
   return std::make_shared<ResidualInceptionBlock>(
       "Block8",
-      std::vector<Branch>{{{{"branch0", conv(2080, 192, 1)}}, nullptr, {}},
-                          {{{"branch1.0", conv(2080, 192, 1)}, {"branch1.1", basic_conv_hw(192, 224, 1, 3, 0, 1)},
+      std::vector<Branch>{{{{"branch0", basic_conv(2080, 192, 1)}}, nullptr, {}},
+                          {{{"branch1.0", basic_conv(2080, 192, 1)}, {"branch1.1", basic_conv_hw(192, 224, 1, 3, 0, 1)},
                             {"branch1.2", basic_conv_hw(224, 256, 3, 1, 1, 0)}},
                            nullptr,
                            {}}},
@@ -109,13 +105,13 @@ Tensor ResidualInceptionBlock::forward_impl(const Tensor& x) {
 
 InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se) {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>> body = {
-      {"conv2d_1a", conv(3, 32, 3, 2)},
-      {"conv2d_2a", conv(32, 32, 3)},
-      {"conv2d_2b", conv(32, 64, 3, 1, 1)},
-      {"maxpool_3a", max_pool()},
-      {"conv2d_3b", conv(64, 80, 1)},
-      {"conv2d_4a", conv(80, 192, 3)},
-      {"maxpool_5a", max_pool()},
+      {"conv2d_1a", basic_conv(3, 32, 3, 2)},
+      {"conv2d_2a", basic_conv(32, 32, 3)},
+      {"conv2d_2b", basic_conv(32, 64, 3, 1, 1)},
+      {"maxpool_3a", max_pool_3x3_s2()},
+      {"conv2d_3b", basic_conv(64, 80, 1)},
+      {"conv2d_4a", basic_conv(80, 192, 3)},
+      {"maxpool_5a", max_pool_3x3_s2()},
       {"mixed_5b", mixed_5b()},
       {"repeat", repeat(10, [se] { return block35(0.17, se); })},
       {"mixed_6a", mixed_6a()},
@@ -123,7 +119,7 @@ InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se) {
       {"mixed_7a", mixed_7a()},
       {"repeat_2", repeat(9, [se] { return block8(0.20, true, se); })},
       {"block8", block8(1.0, /*relu=*/false, se)},
-      {"conv2d_7b", conv(2080, 1536, 1)}};
+      {"conv2d_7b", basic_conv(2080, 1536, 1)}};
   for (const auto& [name, m] : body) body_.push_back(register_module(name, m));
   classif_ = register_module("classif", std::make_shared<Linear>(1536, num_classes));
 }

@@ -9,16 +9,9 @@ namespace {
 
 using Chain = std::vector<std::pair<std::string, std::shared_ptr<Module>>>;
 
-std::shared_ptr<Module> conv_hw(int64_t in, int64_t out, int kh, int kw, int ph, int pw) {
-  return basic_conv_hw(in, out, kh, kw, ph, pw);
-}
-std::shared_ptr<Module> conv(int64_t in, int64_t out, int k, int stride = 1, int pad = 0) {
-  return basic_conv(in, out, k, stride, pad);
-}
 std::shared_ptr<Module> avg_pool_3x3() {  // stride 1, pad 1, padding counted (PyTorch's default)
   return std::make_shared<AvgPool2d>(Pool2dGeometry::square(3, 1, 1));
 }
-std::shared_ptr<Module> max_pool_3x3_s2() { return std::make_shared<MaxPool2d>(Pool2dGeometry::square(3, 2)); }
 
 }  // namespace
 
@@ -26,21 +19,21 @@ std::shared_ptr<InceptionBlock> inception_a(int64_t in, int64_t pool_features) {
   return std::make_shared<InceptionBlock>(
       "InceptionA",
       std::vector<InceptionBlock::Branch>{
-          {{{"branch1x1", conv(in, 64, 1)}}, nullptr, {}},
-          {{{"branch5x5_1", conv(in, 48, 1)}, {"branch5x5_2", conv(48, 64, 5, 1, 2)}}, nullptr, {}},
-          {{{"branch3x3dbl_1", conv(in, 64, 1)}, {"branch3x3dbl_2", conv(64, 96, 3, 1, 1)},
-            {"branch3x3dbl_3", conv(96, 96, 3, 1, 1)}},
+          {{{"branch1x1", basic_conv(in, 64, 1)}}, nullptr, {}},
+          {{{"branch5x5_1", basic_conv(in, 48, 1)}, {"branch5x5_2", basic_conv(48, 64, 5, 1, 2)}}, nullptr, {}},
+          {{{"branch3x3dbl_1", basic_conv(in, 64, 1)}, {"branch3x3dbl_2", basic_conv(64, 96, 3, 1, 1)},
+            {"branch3x3dbl_3", basic_conv(96, 96, 3, 1, 1)}},
            nullptr,
            {}},
-          {{{"branch_pool", conv(in, pool_features, 1)}}, avg_pool_3x3(), {}}});
+          {{{"branch_pool", basic_conv(in, pool_features, 1)}}, avg_pool_3x3(), {}}});
 }
 
 std::shared_ptr<InceptionBlock> inception_b(int64_t in) {
   return std::make_shared<InceptionBlock>(
       "InceptionB", std::vector<InceptionBlock::Branch>{
-                        {{{"branch3x3", conv(in, 384, 3, 2)}}, nullptr, {}},
-                        {{{"branch3x3dbl_1", conv(in, 64, 1)}, {"branch3x3dbl_2", conv(64, 96, 3, 1, 1)},
-                          {"branch3x3dbl_3", conv(96, 96, 3, 2)}},
+                        {{{"branch3x3", basic_conv(in, 384, 3, 2)}}, nullptr, {}},
+                        {{{"branch3x3dbl_1", basic_conv(in, 64, 1)}, {"branch3x3dbl_2", basic_conv(64, 96, 3, 1, 1)},
+                          {"branch3x3dbl_3", basic_conv(96, 96, 3, 2)}},
                          nullptr,
                          {}},
                         {{}, max_pool_3x3_s2(), {}}});
@@ -50,26 +43,26 @@ std::shared_ptr<InceptionBlock> inception_c(int64_t in, int64_t c7) {
   return std::make_shared<InceptionBlock>(
       "InceptionC",
       std::vector<InceptionBlock::Branch>{
-          {{{"branch1x1", conv(in, 192, 1)}}, nullptr, {}},
-          {{{"branch7x7_1", conv(in, c7, 1)}, {"branch7x7_2", conv_hw(c7, c7, 1, 7, 0, 3)},
-            {"branch7x7_3", conv_hw(c7, 192, 7, 1, 3, 0)}},
+          {{{"branch1x1", basic_conv(in, 192, 1)}}, nullptr, {}},
+          {{{"branch7x7_1", basic_conv(in, c7, 1)}, {"branch7x7_2", basic_conv_hw(c7, c7, 1, 7, 0, 3)},
+            {"branch7x7_3", basic_conv_hw(c7, 192, 7, 1, 3, 0)}},
            nullptr,
            {}},
-          {{{"branch7x7dbl_1", conv(in, c7, 1)}, {"branch7x7dbl_2", conv_hw(c7, c7, 7, 1, 3, 0)},
-            {"branch7x7dbl_3", conv_hw(c7, c7, 1, 7, 0, 3)}, {"branch7x7dbl_4", conv_hw(c7, c7, 7, 1, 3, 0)},
-            {"branch7x7dbl_5", conv_hw(c7, 192, 1, 7, 0, 3)}},
+          {{{"branch7x7dbl_1", basic_conv(in, c7, 1)}, {"branch7x7dbl_2", basic_conv_hw(c7, c7, 7, 1, 3, 0)},
+            {"branch7x7dbl_3", basic_conv_hw(c7, c7, 1, 7, 0, 3)}, {"branch7x7dbl_4", basic_conv_hw(c7, c7, 7, 1, 3, 0)},
+            {"branch7x7dbl_5", basic_conv_hw(c7, 192, 1, 7, 0, 3)}},
            nullptr,
            {}},
-          {{{"branch_pool", conv(in, 192, 1)}}, avg_pool_3x3(), {}}});
+          {{{"branch_pool", basic_conv(in, 192, 1)}}, avg_pool_3x3(), {}}});
 }
 
 std::shared_ptr<InceptionBlock> inception_d(int64_t in) {
   return std::make_shared<InceptionBlock>(
       "InceptionD",
       std::vector<InceptionBlock::Branch>{
-          {{{"branch3x3_1", conv(in, 192, 1)}, {"branch3x3_2", conv(192, 320, 3, 2)}}, nullptr, {}},
-          {{{"branch7x7x3_1", conv(in, 192, 1)}, {"branch7x7x3_2", conv_hw(192, 192, 1, 7, 0, 3)},
-            {"branch7x7x3_3", conv_hw(192, 192, 7, 1, 3, 0)}, {"branch7x7x3_4", conv(192, 192, 3, 2)}},
+          {{{"branch3x3_1", basic_conv(in, 192, 1)}, {"branch3x3_2", basic_conv(192, 320, 3, 2)}}, nullptr, {}},
+          {{{"branch7x7x3_1", basic_conv(in, 192, 1)}, {"branch7x7x3_2", basic_conv_hw(192, 192, 1, 7, 0, 3)},
+            {"branch7x7x3_3", basic_conv_hw(192, 192, 7, 1, 3, 0)}, {"branch7x7x3_4", basic_conv(192, 192, 3, 2)}},
            nullptr,
            {}},
           {{}, max_pool_3x3_s2(), {}}});
@@ -79,14 +72,14 @@ std::shared_ptr<InceptionBlock> inception_e(int64_t in) {
   return std::make_shared<InceptionBlock>(
       "InceptionE",
       std::vector<InceptionBlock::Branch>{
-          {{{"branch1x1", conv(in, 320, 1)}}, nullptr, {}},
-          {{{"branch3x3_1", conv(in, 384, 1)}},
+          {{{"branch1x1", basic_conv(in, 320, 1)}}, nullptr, {}},
+          {{{"branch3x3_1", basic_conv(in, 384, 1)}},
            nullptr,
-           {{"branch3x3_2a", conv_hw(384, 384, 1, 3, 0, 1)}, {"branch3x3_2b", conv_hw(384, 384, 3, 1, 1, 0)}}},
-          {{{"branch3x3dbl_1", conv(in, 448, 1)}, {"branch3x3dbl_2", conv(448, 384, 3, 1, 1)}},
+           {{"branch3x3_2a", basic_conv_hw(384, 384, 1, 3, 0, 1)}, {"branch3x3_2b", basic_conv_hw(384, 384, 3, 1, 1, 0)}}},
+          {{{"branch3x3dbl_1", basic_conv(in, 448, 1)}, {"branch3x3dbl_2", basic_conv(448, 384, 3, 1, 1)}},
            nullptr,
-           {{"branch3x3dbl_3a", conv_hw(384, 384, 1, 3, 0, 1)}, {"branch3x3dbl_3b", conv_hw(384, 384, 3, 1, 1, 0)}}},
-          {{{"branch_pool", conv(in, 192, 1)}}, avg_pool_3x3(), {}}});
+           {{"branch3x3dbl_3a", basic_conv_hw(384, 384, 1, 3, 0, 1)}, {"branch3x3dbl_3b", basic_conv_hw(384, 384, 3, 1, 1, 0)}}},
+          {{{"branch_pool", basic_conv(in, 192, 1)}}, avg_pool_3x3(), {}}});
 }
 
 namespace {
@@ -111,6 +104,8 @@ class InceptionAux : public Module {
 };
 
 }  // namespace
+
+std::shared_ptr<Module> max_pool_3x3_s2() { return std::make_shared<MaxPool2d>(Pool2dGeometry::square(3, 2)); }
 
 std::shared_ptr<Module> basic_conv(int64_t in, int64_t out, int kernel, int stride, int padding) {
   return std::make_shared<BasicConv2d>(in, out, kernel, kernel, stride, padding, padding);
@@ -150,9 +145,9 @@ Tensor InceptionBlock::concat_branches(const Tensor& x) {
 }
 
 InceptionV3::InceptionV3(int64_t num_classes, bool aux_logits, bool se) {
-  stem_ = {{"Conv2d_1a_3x3", conv(3, 32, 3, 2)},     {"Conv2d_2a_3x3", conv(32, 32, 3)},
-           {"Conv2d_2b_3x3", conv(32, 64, 3, 1, 1)}, {"maxpool1", max_pool_3x3_s2()},
-           {"Conv2d_3b_1x1", conv(64, 80, 1)},       {"Conv2d_4a_3x3", conv(80, 192, 3)},
+  stem_ = {{"Conv2d_1a_3x3", basic_conv(3, 32, 3, 2)},     {"Conv2d_2a_3x3", basic_conv(32, 32, 3)},
+           {"Conv2d_2b_3x3", basic_conv(32, 64, 3, 1, 1)}, {"maxpool1", max_pool_3x3_s2()},
+           {"Conv2d_3b_1x1", basic_conv(64, 80, 1)},       {"Conv2d_4a_3x3", basic_conv(80, 192, 3)},
            {"maxpool2", max_pool_3x3_s2()}};
   mixed_ = {{"Mixed_5b", inception_a(192, 32)}, {"Mixed_5c", inception_a(256, 64)}, {"Mixed_5d", inception_a(288, 64)},
             {"Mixed_6a", inception_b(288)},     {"Mixed_6b", inception_c(768, 128)}, {"Mixed_6c", inception_c(768, 160)},

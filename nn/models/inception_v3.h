@@ -56,6 +56,8 @@ class InceptionBlock : public Module {
 // (1x7, 7x1, 1x3, 3x1) with stride 1 and padding (ph, pw).
 std::shared_ptr<Module> basic_conv(int64_t in, int64_t out, int kernel, int stride = 1, int padding = 0);
 std::shared_ptr<Module> basic_conv_hw(int64_t in, int64_t out, int kh, int kw, int ph, int pw);
+// The 3x3 stride-2 max pool (no padding) of every Inception reduction.
+std::shared_ptr<Module> max_pool_3x3_s2();
 
 // The five kinds of Mixed block (torchvision's InceptionA..E), for the model and for tests.
 std::shared_ptr<InceptionBlock> inception_a(int64_t in, int64_t pool_features);
