@@ -3,9 +3,10 @@
 //   fgvc-select --source inat.safetensors --target cub.safetensors --target cars.safetensors
 //               --top-k 200 [--per-target-k 100,50] --out classes.txt
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 
 #include "apps/app.h"
+#include "tensor/atomic_file.h"
 #include "emd/domain.h"
 
 int main(int argc, char** argv) {
@@ -38,15 +39,10 @@ int main(int argc, char** argv) {
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);
-        const std::string tmp = out + ".tmp";
-        {
-          std::ofstream f(tmp);
-          if (!f) throw fgvc::Error("cannot write " + out);
-          f.precision(12);
-          for (const auto& x : sel) f << x.name << '\t' << x.similarity << '\t' << x.target << '\n';
-          if (!f.flush()) throw fgvc::Error("cannot write " + out);
-        }
-        if (std::rename(tmp.c_str(), out.c_str()) != 0) throw fgvc::Error("cannot write " + out);
+        std::ostringstream f;
+        f.precision(12);
+        for (const auto& x : sel) f << x.name << '\t' << x.similarity << '\t' << x.target << '\n';
+        fgvc::write_file_atomic(out, f.str());
         if (!common.json) std::printf("selected %zu source classes into %s\n", sel.size(), out.c_str());
         nlohmann::json classes = nlohmann::json::array();
         for (const auto& x : sel) classes.push_back({{"class", x.name}, {"similarity", x.similarity}, {"target", x.target}});

@@ -1,5 +1,7 @@
 #include "data/dataset.h"
 
+#include "tensor/atomic_file.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -145,15 +147,10 @@ Dataset load_dataset(const std::string& path) {
 
 void write_list_file(const std::string& path, const Dataset& d) {
   const fs::path base = fs::absolute(fs::path(path)).parent_path();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    FGVC_CHECK(out, "dataset", path, ": cannot write");
-    for (const Sample& s : d.samples)
-      out << fs::absolute(s.path).lexically_relative(base).string() << '\t' << s.label << '\n';
-    FGVC_CHECK(out.flush(), "dataset", path, ": write failed");
-  }
-  FGVC_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "dataset", path, ": cannot replace");
+  std::ostringstream out;
+  for (const Sample& s : d.samples)
+    out << fs::absolute(s.path).lexically_relative(base).string() << '\t' << s.label << '\n';
+  write_file_atomic(path, out.str());
 }
 
 }  // namespace data

@@ -1,10 +1,12 @@
 #include "optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/grad_mode.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
+#include "optim/update_kernels.h"
 
 namespace fgvc {
 namespace optim {
@@ -30,8 +32,8 @@ void Optimizer::step(double lr) {
   for (auto& [name, w] : params_) {
     Tensor g = w.grad();
     if (!g.defined()) continue;
-    if (weight_decay_ > 0 && decays(name, w)) g = k::add(g, k::binary(BinaryOp::Mul, w, weight_decay_));
-    update(name, w, g, lr);
+    if (!g.is_contiguous()) g = g.contiguous();
+    update(name, w, g, lr, decays(name, w) ? weight_decay_ : 0.0);
   }
 }
 
@@ -42,24 +44,27 @@ void Optimizer::zero_grad() {
 std::map<std::string, Tensor> Optimizer::state() const { return slots_; }
 
 void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
-  for (const auto& [key, t] : state) slots_[key] = t.clone();
+  for (const auto& [key, t] : state) {
+    const size_t dot = key.rfind('.');
+    const std::string param = dot == std::string::npos ? key : key.substr(0, dot);
+    const auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& p) { return p.first == param; });
+    FGVC_CHECK(it != params_.end(), "Optimizer::load_state", "slot '", key, "' belongs to no parameter");
+    const Tensor& w = it->second;
+    FGVC_CHECK(t.shape() == w.shape(), "Optimizer::load_state", "slot '", key, "' has shape ", shape_str(t.shape()),
+               ", its parameter ", shape_str(w.shape()));
+    slots_[key] = t.to(w.device()).to(w.dtype()).contiguous().clone();
+  }
 }
 
-void RMSProp::update(const std::string& name, Tensor& w, const Tensor& g, double lr) {
+void RMSProp::update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) {
   Tensor& ms = slot(name, "ms", w, 1.0);
   Tensor& mom = slot(name, "mom", w, 0.0);
-  // ms = decay ms + (1 - decay) g^2
-  ms.copy_(k::add(k::binary(BinaryOp::Mul, ms, decay_), k::binary(BinaryOp::Mul, k::unary(UnaryOp::Square, g), 1.0 - decay_)));
-  // mom = momentum mom + lr g / sqrt(ms + eps)
-  const Tensor step = k::mul(k::binary(BinaryOp::Mul, g, lr), k::unary(UnaryOp::Rsqrt, k::binary(BinaryOp::Add, ms, epsilon_)));
-  mom.copy_(k::add(k::binary(BinaryOp::Mul, mom, momentum_), step));
-  w.copy_(k::sub(w, mom));
+  rmsprop_update(w, g, ms, mom, RMSPropRule{lr, decay_, momentum_, epsilon_, weight_decay});
 }
 
-void SGD::update(const std::string& name, Tensor& w, const Tensor& g, double lr) {
+void SGD::update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) {
   Tensor& v = slot(name, "momentum", w, 0.0);
-  v.copy_(k::add(k::binary(BinaryOp::Mul, v, momentum_), g));
-  w.copy_(k::sub(w, k::binary(BinaryOp::Mul, v, lr)));
+  sgd_update(w, g, v, SGDRule{lr, momentum_, weight_decay});
 }
 
 double exponential_decay(double lr0, double rate, double decay_epochs, double epoch) {
@@ -78,15 +83,22 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
   return norm;
 }
 
-EMA::EMA(const NamedTensors& params, double decay) : decay_(decay) {
-  for (const auto& [name, w] : params) shadow_[name] = w.detach().clone();
+EMA::EMA(const NamedTensors& weights, double decay) : decay_(decay) {
+  for (const auto& [name, w] : weights) shadow_[name] = w.detach().clone();
 }
 
-void EMA::update(const NamedTensors& params) {
+void EMA::update(const NamedTensors& weights, double decay) {
   NoGradGuard no_grad;
-  for (const auto& [name, w] : params) {
-    Tensor& s = shadow_.at(name);
-    s.copy_(k::add(k::binary(BinaryOp::Mul, s, decay_), k::binary(BinaryOp::Mul, w.detach(), 1.0 - decay_)));
+  for (const auto& [name, w] : weights) ema_update(shadow_.at(name), w.detach(), decay);
+}
+
+void EMA::load(const std::map<std::string, Tensor>& shadow) {
+  for (auto& [name, s] : shadow_) {
+    const auto it = shadow.find(name);
+    FGVC_CHECK(it != shadow.end(), "EMA::load", "no average for '", name, "'");
+    FGVC_CHECK(it->second.shape() == s.shape(), "EMA::load", "'", name, "' has shape ", shape_str(it->second.shape()),
+               ", expected ", shape_str(s.shape()));
+    s.copy_(it->second);
   }
 }
 

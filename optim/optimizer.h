@@ -8,7 +8,7 @@
 //
 // L2 weight decay is applied as TF-slim does, as a loss term wd/2 |w|^2 on convolution and
 // fully connected weights only (not batch-norm parameters, not biases): g += wd w.
-// Updates are composed from the device-generic kernels, so they run where the parameters are.
+// Each parameter's update is one fused kernel (optim/update_kernels.h) on its own device.
 #pragma once
 #include <map>
 #include <string>
@@ -38,7 +38,8 @@ class Optimizer {
   void load_state(const std::map<std::string, Tensor>& state);
 
  protected:
-  virtual void update(const std::string& name, Tensor& w, const Tensor& g, double lr) = 0;
+  // One parameter's update; weight_decay is 0 for parameters that do not decay.
+  virtual void update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) = 0;
   Tensor& slot(const std::string& param, const std::string& slot, const Tensor& like, double init);
 
  private:
@@ -54,7 +55,7 @@ class RMSProp : public Optimizer {
       : Optimizer(std::move(params), weight_decay), decay_(decay), momentum_(momentum), epsilon_(epsilon) {}
 
  protected:
-  void update(const std::string& name, Tensor& w, const Tensor& g, double lr) override;
+  void update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) override;
 
  private:
   double decay_, momentum_, epsilon_;
@@ -66,7 +67,7 @@ class SGD : public Optimizer {
       : Optimizer(std::move(params), weight_decay), momentum_(momentum) {}
 
  protected:
-  void update(const std::string& name, Tensor& w, const Tensor& g, double lr) override;
+  void update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) override;
 
  private:
   double momentum_;
@@ -80,13 +81,19 @@ double exponential_decay(double lr0, double rate, double decay_epochs, double ep
 // before clipping.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
 
-// An exponential moving average of the parameters: shadow = decay shadow + (1 - decay) w,
-// used for evaluation and export.
+// An exponential moving average of the weights: shadow = decay shadow + (1 - decay) w, used
+// for evaluation and export. As TF-slim's training script does, it averages the batch-norm
+// moving statistics too: pass the parameters and the floating-point buffers.
 class EMA {
  public:
-  EMA(const NamedTensors& params, double decay);
-  void update(const NamedTensors& params);
+  EMA(const NamedTensors& weights, double decay);
+  void update(const NamedTensors& weights) { update(weights, decay_); }
+  // With this step's decay: TF-slim passes the global step, so the decay is
+  // min(decay, (1 + step) / (10 + step)) and early averages do not cling to the initial weights.
+  void update(const NamedTensors& weights, double decay);
+  double decay() const { return decay_; }
   const std::map<std::string, Tensor>& shadow() const { return shadow_; }
+  void load(const std::map<std::string, Tensor>& shadow);  // from a checkpoint, by name
 
  private:
   double decay_;

@@ -1,5 +1,7 @@
 #include "tensor/safetensors.h"
 
+#include "tensor/atomic_file.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -141,37 +143,16 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail(path, std::string("cannot create ") + tmp + ": " + std::strerror(errno));
-  auto write_all = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const std::string why = std::strerror(errno);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        fail(path, "write failed: " + why);
-      }
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-  };
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((static_cast<uint64_t>(h.size()) >> (8 * i)) & 0xFF);
-  write_all(len, 8);
-  write_all(h.data(), h.size());
-  for (const Tensor& t : host) write_all(t.data_ptr(), t.nbytes());
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail(path, std::string("fsync/close failed: ") + std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    fail(path, "rename failed: " + why);
+  try {
+    AtomicFile file(path);
+    file.write(len, 8);
+    file.write(h);
+    for (const Tensor& t : host) file.write(t.data_ptr(), t.nbytes());
+    file.commit();
+  } catch (const Error& e) {
+    throw Error(std::string("safetensors: ") + e.what());
   }
 }
 

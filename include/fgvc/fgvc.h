@@ -25,3 +25,8 @@
 #include "nn/models/registry.h"
 
 #include "optim/optimizer.h"
+#include "optim/update_kernels.h"
+
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"

@@ -7,6 +7,7 @@
 #include "nn/models/inception_resnet_v2.h"
 #include "nn/models/inception_v4.h"
 #include "nn/models/resnet.h"
+#include "nn/models/resnet_cifar.h"
 #include "tensor/safetensors.h"
 #include "nn/models/resnet_v2.h"
 
@@ -17,6 +18,9 @@ namespace {
 using Factory = std::function<std::shared_ptr<Classifier>(int64_t)>;
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> f = {
+      {"resnet20", [](int64_t k) { return std::make_shared<ResNetCifar>(20, k); }},
+      {"resnet32", [](int64_t k) { return std::make_shared<ResNetCifar>(32, k); }},
+      {"resnet56", [](int64_t k) { return std::make_shared<ResNetCifar>(56, k); }},
       {"resnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
       {"resnet101", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
       {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
@@ -40,8 +44,16 @@ std::vector<std::string> model_names() {
   return out;
 }
 
+bool is_inception(const std::string& model) { return model.rfind("inception", 0) == 0; }
+
+int default_input_size(const std::string& model) {
+  if (is_inception(model)) return 299;
+  if (model == "resnet20" || model == "resnet32" || model == "resnet56") return 32;
+  return 224;
+}
+
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
-  for (const char* name : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight"}) {
+  for (const char* name : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight", "linear.weight"}) {
     const auto it = weights.find(name);
     if (it == weights.end()) continue;
     const Tensor& w = it->second;  // [K, D], or [K, D, 1, 1] for a 1x1 convolution head
@@ -50,8 +62,30 @@ Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
   return Tensor();
 }
 
+std::map<std::string, Tensor> model_weights(const SafetensorsFile& file, bool prefer_ema, bool* used_ema) {
+  if (used_ema) *used_ema = false;
+  const auto format = file.metadata.find("format");
+  if (format == file.metadata.end() || format->second != kCheckpointFormat) return file.tensors;
+  bool has_ema = false;
+  for (const auto& [name, t] : file.tensors) has_ema |= name.rfind(kEmaPrefix, 0) == 0;
+  const bool ema = prefer_ema && has_ema;
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, t] : file.tensors) {
+    if (name.rfind(kOptimizerPrefix, 0) == 0) continue;
+    const bool is_ema = name.rfind(kEmaPrefix, 0) == 0;
+    if (is_ema && ema) out[name.substr(std::string(kEmaPrefix).size())] = t;  // the average wins
+    else if (!is_ema) out.emplace(name, t);  // kept unless an average came first
+  }
+  if (used_ema) *used_ema = ema;
+  return out;
+}
+
+std::map<std::string, Tensor> read_model_weights(const std::string& path, bool prefer_ema, bool* used_ema) {
+  return model_weights(read_safetensors(path), prefer_ema, used_ema);
+}
+
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
-  std::map<std::string, Tensor> weights = read_safetensors(path).tensors;
+  std::map<std::string, Tensor> weights = read_model_weights(path);
   if (reset_classifier) {
     const std::string prefix = model.classifier_prefix();
     for (auto it = weights.begin(); it != weights.end();)

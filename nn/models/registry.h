@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "nn/module.h"
+#include "tensor/safetensors.h"
 
 namespace fgvc {
 namespace nn {
@@ -19,6 +20,21 @@ class Classifier : public Module {
   virtual std::string classifier_prefix() const { return "fc."; }  // whose weights --reset-classifier drops
 };
 
+// fgvc-train checkpoints (train/checkpoint.h) are weights files too: the model's tensors under
+// their own names, beside "ema.<name>" (the moving average) and "optim.<name>.<slot>", with
+// metadata format = "fgvc-checkpoint".
+constexpr const char* kCheckpointFormat = "fgvc-checkpoint";
+constexpr const char* kEmaPrefix = "ema.";
+constexpr const char* kOptimizerPrefix = "optim.";
+
+// The model's weights in a weights file or a checkpoint. Of a checkpoint with a moving
+// average, the averaged weights when prefer_ema (what evaluation and export use), else the
+// trained ones; optimizer slots are left out. *used_ema says which it took.
+std::map<std::string, Tensor> model_weights(const SafetensorsFile& file, bool prefer_ema = true,
+                                            bool* used_ema = nullptr);
+std::map<std::string, Tensor> read_model_weights(const std::string& path, bool prefer_ema = true,
+                                                 bool* used_ema = nullptr);
+
 // Loads weights by name (timm/torchvision names) from a safetensors file. With
 // reset_classifier the file's classifier (fc., last_linear., classif., head.fc.) is left out
 // and the model keeps its freshly initialised one: fine-tuning to new classes. Strict: any
@@ -29,6 +45,11 @@ Module::LoadReport load_weights(Classifier& model, const std::string& path, bool
 // Throws an Error listing the known names for an unknown one.
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000);
 std::vector<std::string> model_names();
+// The Inception family (inception_*): TF-slim preprocessing (pixels in [-1, 1]), default input
+// 299 and batch-norm decay 0.9997; ResNets use the ImageNet mean/std and 224 (the CIFAR
+// ResNets, resnet20/32/56, 32).
+bool is_inception(const std::string& model);
+int default_input_size(const std::string& model);
 // The classifier's weight [K, D] in a weights file ("fc.weight", timm's "last_linear.weight",
 // ...), for reading K from it; undefined when none is there.
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights);

@@ -1,0 +1,124 @@
+// fgvc-eval: top-1/top-5 accuracy of a model or an ensemble on a validation set, 1 or 12
+// crops, with the head/tail split of the paper's Table 4 and a per-class CSV.
+//   fgvc-eval --model inception_v3 --weights runs/stage2/best.safetensors --data inat/val ...
+//       ... --train-counts inat/train --per-class per_class.csv
+//   fgvc-eval --model inception_v3 --weights a.safetensors --model resnet50 --weights b.safetensors --data val
+#include <cstdio>
+#include <memory>
+
+#include "apps/app.h"
+#include "data/loader.h"
+#include "nn/models/registry.h"
+#include "train/evaluate.h"
+
+int main(int argc, char** argv) {
+  std::vector<std::string> models, weights;
+  std::string data_path, train_counts_path, per_class;
+  int size = 0, crops = 1;
+  int64_t threshold = 100, batch_size = 32;
+  int workers = 1;
+  bool no_ema = false;
+  return fgvc::app::run(
+      "fgvc-eval", "Top-1/top-5 accuracy of a model or an ensemble, with the head/tail split", argc, argv,
+      [&](CLI::App& cli) {
+        cli.add_option("--model", models, "model name; one per --weights, or one for all")->required();
+        cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required();
+        cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required();
+        cli.add_option("--input-size", size, "input size (default: each model's)")->check(CLI::PositiveNumber);
+        cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")
+            ->capture_default_str()->check(CLI::IsMember({1, 12}));
+        cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size");
+        cli.add_option("--head-threshold", threshold, "head classes: at least this many training images")
+            ->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV");
+        cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
+      },
+      [&](const fgvc::app::Common& common) {
+        using namespace fgvc;
+        if (models.size() != 1 && models.size() != weights.size())
+          throw app::UsageError("give one --model for all --weights, or one per --weights (" +
+                                std::to_string(models.size()) + " models, " + std::to_string(weights.size()) + " weights)");
+        const Device device = common.resolved_device();
+        const data::Dataset dataset = data::load_dataset(data_path);
+        const int64_t K = static_cast<int64_t>(dataset.classes.size());
+        std::vector<int64_t> train_counts;
+        if (!train_counts_path.empty()) {
+          train_counts = data::load_dataset(train_counts_path).counts();
+          if (static_cast<int64_t>(train_counts.size()) != K)
+            throw Error("--train-counts " + train_counts_path + ": " + std::to_string(train_counts.size()) +
+                        " classes, --data has " + std::to_string(K));
+        }
+        std::vector<std::shared_ptr<nn::Classifier>> nets;
+        std::vector<std::unique_ptr<data::Loader>> loaders;
+        std::vector<train::EnsembleMember> members;
+        for (size_t i = 0; i < weights.size(); ++i) {
+          const std::string& name = models.size() == 1 ? models[0] : models[i];
+          bool used_ema = false;
+          const auto w = nn::read_model_weights(weights[i], !no_ema, &used_ema);
+          const Tensor fc = nn::classifier_weight(w);
+          if (!fc.defined()) throw Error(weights[i] + ": no classifier weight [K, D]");
+          if (fc.size(0) != K)
+            throw Error(weights[i] + ": a classifier for " + std::to_string(fc.size(0)) + " classes, --data has " +
+                        std::to_string(K));
+          std::shared_ptr<nn::Classifier> net;
+          try {
+            net = nn::create_model(name, K);
+          } catch (const Error& e) {
+            throw app::UsageError(std::string("--model: ") + e.what());
+          }
+          try {
+            net->load_state_dict(w, /*strict=*/true);
+          } catch (const Error& e) {
+            throw Error(weights[i] + ": " + e.what());
+          }
+          net->to(device);
+          data::LoaderOptions o;
+          o.mode = crops == 12 ? data::Mode::Eval12 : data::Mode::Eval;
+          o.size = size > 0 ? size : nn::default_input_size(name);
+          o.normalization = nn::is_inception(name) ? data::Normalization::Inception : data::Normalization::ImageNet;
+          o.batch_size = batch_size;
+          o.workers = workers;
+          o.shuffle = false;
+          o.warn = i == 0;  // one warning per bad file, not one per model
+          loaders.push_back(std::make_unique<data::Loader>(dataset, o));
+          nets.push_back(net);
+          members.push_back({net.get(), loaders.back().get()});
+          if (!common.json && used_ema) std::printf("%s: the moving average of the weights\n", weights[i].c_str());
+        }
+        const train::EvalResult r = train::evaluate(members, device);
+        if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);
+        nlohmann::json out = {{"images", r.images},
+                              {"skipped", r.skipped},
+                              {"models", weights.size()},
+                              {"crops", crops},
+                              {"top1", r.top1_accuracy()},
+                              {"top5", r.top5_accuracy()},
+                              {"top1_error", 1 - r.top1_accuracy()},
+                              {"top5_error", 1 - r.top5_accuracy()},
+                              {"loss", r.loss}};
+        if (!common.json) {
+          std::printf("%lld images (%lld unreadable, skipped), %zu model(s), %d crop(s)\n", (long long)r.images,
+                      (long long)r.skipped, weights.size(), crops);
+          std::printf("%-8s %8s %8s %8s %8s %8s\n", "", "classes", "images", "top-1", "top-5", "top-1 err");
+          std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "all", (long long)K, (long long)r.images,
+                      100 * r.top1_accuracy(), 100 * r.top5_accuracy(), 100 * (1 - r.top1_accuracy()));
+        }
+        if (!train_counts.empty()) {
+          const train::HeadTailResult h = train::head_tail(r, train_counts, threshold);
+          out["head"] = {{"classes", h.head_classes}, {"images", h.head_images}, {"top1", h.head_top1}, {"top5", h.head_top5}};
+          out["tail"] = {{"classes", h.tail_classes}, {"images", h.tail_images}, {"top1", h.tail_top1}, {"top5", h.tail_top5}};
+          out["head_threshold"] = threshold;
+          if (!common.json) {
+            std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "head", (long long)h.head_classes,
+                        (long long)h.head_images, 100 * h.head_top1, 100 * h.head_top5, 100 * (1 - h.head_top1));
+            std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "tail", (long long)h.tail_classes,
+                        (long long)h.tail_images, 100 * h.tail_top1, 100 * h.tail_top5, 100 * (1 - h.tail_top1));
+            std::printf("(head: classes with at least %lld training images)\n", (long long)threshold);
+          }
+        }
+        if (!per_class.empty() && !common.json) std::printf("per-class accuracy -> %s\n", per_class.c_str());
+        return out;
+      });
+}

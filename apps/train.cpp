@@ -1,0 +1,106 @@
+// fgvc-train: the paper's training recipe (SPEC.md section 4; train/trainer.h).
+//   fgvc-train --model inception_v3 --data inat/train --val inat/val --out runs/stage1 --epochs 40
+//   fgvc-subset --data inat/train --max-per-class 100 --out balanced.txt
+//   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
+//       ... --init runs/stage1/last.safetensors --lr 0.0045 --epochs 4
+#include <cstdio>
+
+#include "apps/app.h"
+#include "nn/models/registry.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  fgvc::train::TrainConfig c;
+  bool no_color = false, no_plots = false, quiet = false;
+  return fgvc::app::run(
+      "fgvc-train", "Train or fine-tune a model (TF-slim/paper defaults); resumable run folder", argc, argv,
+      [&](CLI::App& cli) {
+        cli.add_option("--model", c.model, "model name (fgvc-model-info lists them)")->required();
+        cli.add_option("--data", c.data, "training data: ImageFolder, .txt list (e.g. from fgvc-subset) or .json")
+            ->required();
+        cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");
+        cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
+        cli.add_option("--input-size", c.input_size, "input size S (default 299 Inception, 224 ResNet, 32 resnet20/32/56)")
+            ->check(CLI::PositiveNumber);
+        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+        auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
+                           ->check(CLI::PositiveNumber);
+        auto* steps = cli.add_option("--steps", c.steps, "optimizer steps in all (with --resume: up to this total)")
+                          ->check(CLI::PositiveNumber);
+        epochs->excludes(steps);
+        cli.add_option("--optimizer", c.optimizer, "rmsprop (TF semantics) or sgd (momentum)")
+            ->capture_default_str()->check(CLI::IsMember({"rmsprop", "sgd"}));
+        cli.add_option("--lr", c.lr, "initial learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--lr-decay", c.lr_decay, "staircase decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--decay-epochs", c.decay_epochs, "epochs per decay (default 2; 4 with --init)")
+            ->check(CLI::PositiveNumber);
+        cli.add_option("--momentum", c.momentum, "momentum (RMSProp and SGD)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--rmsprop-decay", c.rmsprop_decay, "RMSProp decay of the squared-gradient average")
+            ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--epsilon", c.epsilon, "RMSProp epsilon (inside the square root, as TensorFlow)")
+            ->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--weight-decay", c.weight_decay, "L2 on conv/fc weights (TF-slim)")->capture_default_str()->check(CLI::NonNegativeNumber);
+        cli.add_option("--aux-weight", c.aux_weight, "weight of Inception-v3's auxiliary loss")->capture_default_str()->check(CLI::NonNegativeNumber);
+        cli.add_option("--ema-decay", c.ema_decay, "keep a moving average of the weights (e.g. 0.9999), used for evaluation and export")
+            ->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--bn-decay", c.bn_decay, "batch-norm moving-average decay (default 0.9997 Inception, 0.9 others)")
+            ->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--clip-grad-norm", c.clip_grad_norm, "clip gradients to this global norm (default off)")
+            ->check(CLI::PositiveNumber);
+        cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)");
+        cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
+        cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
+        cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str();
+        cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
+        cli.add_option("--min-crop-area", c.min_crop_area, "smallest area fraction of the random crop")
+            ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+        cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
+            ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));
+        cli.add_option("--gpus", c.gpus, "GPUs on this machine (one process each)")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--save-every", c.save_every, "also checkpoint every N steps (default: each epoch's end)")
+            ->check(CLI::NonNegativeNumber);
+        cli.add_flag("--no-plots", no_plots, "do not draw the PNG plots at the end");
+        cli.add_flag("--quiet", quiet, "no progress output");
+        cli.footer(
+            "Defaults follow the paper and TF-slim. --steps/--epochs are totals: --resume continues the run in\n"
+            "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags.");
+      },
+      [&](const fgvc::app::Common& common) {
+        using namespace fgvc;
+        const Device device = common.resolved_device();
+        if (c.steps == 0 && c.epochs == 0) throw app::UsageError("give --epochs or --steps");
+        if (c.amp != "off" && !device.is_cuda())
+          throw app::UsageError("--amp " + c.amp + ": mixed precision needs a CUDA device (this run is on " +
+                                device.str() + "); use --amp off");
+        if (c.gpus > 1)
+          throw app::UsageError("--gpus " + std::to_string(c.gpus) +
+                                ": multi-GPU training is not in this build yet; train on one GPU (--gpus 1)");
+        if (c.reset_classifier && c.init.empty()) throw app::UsageError("--reset-classifier needs --init");
+        const std::vector<std::string> names = nn::model_names();
+        if (std::find(names.begin(), names.end(), c.model) == names.end()) {
+          std::string known;
+          for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+          throw app::UsageError("--model: unknown model '" + c.model + "' (known: " + known + ")");
+        }
+        c.color_distort = !no_color;
+        c.plots = !no_plots;
+        c.progress = !quiet && !common.json;
+        const train::TrainSummary s = train::train_model(c, device);
+        if (!common.json)
+          std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped; run in %s\n",
+                      s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
+                      s.last_loss,
+                      s.best_top1 >= 0 ? (", best val top-1 " + std::to_string(100 * s.best_top1).substr(0, 5) + "%").c_str()
+                                       : "",
+                      (long long)s.skipped, c.out.c_str());
+        nlohmann::json out = {{"steps", s.steps},           {"epochs", s.epochs_done},   {"images", s.images},
+                              {"skipped", s.skipped},       {"first_loss", s.first_loss}, {"last_loss", s.last_loss},
+                              {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},
+                              {"out", c.out}};
+        if (s.best_top1 >= 0) out["best_top1"] = s.best_top1;
+        return out;
+      });
+}

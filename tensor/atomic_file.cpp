@@ -1,0 +1,64 @@
+#include "tensor/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "tensor/error.h"
+
+namespace fgvc {
+
+namespace {
+[[noreturn]] void fail(const std::string& path, const std::string& why) { throw Error(path + ": " + why); }
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(path_, std::string("cannot create ") + tmp_ + ": " + std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  FGVC_CHECK(fd_ >= 0, "AtomicFile", path_, ": already committed");
+  const char* c = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t w = ::write(fd_, c, bytes);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(path_, std::string("write failed: ") + std::strerror(errno));
+    c += w;
+    bytes -= static_cast<size_t>(w);
+  }
+}
+
+void AtomicFile::commit() {
+  FGVC_CHECK(fd_ >= 0, "AtomicFile", path_, ": already committed");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp_.c_str());
+    fail(path_, "fsync/close failed: " + why);
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp_.c_str());
+    fail(path_, "rename failed: " + why);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  AtomicFile f(path);
+  f.write(contents);
+  f.commit();
+}
+
+}  // namespace fgvc

@@ -1,0 +1,62 @@
+#include "train/checkpoint.h"
+
+#include <nlohmann/json.hpp>
+
+#include "nn/models/registry.h"
+#include "tensor/error.h"
+#include "tensor/safetensors.h"
+
+namespace fgvc {
+namespace train {
+
+using json = nlohmann::json;
+
+void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* optimizer,
+                     const optim::EMA* ema, const TrainPosition& p) {
+  std::map<std::string, Tensor> tensors = model.state_dict();
+  if (ema)
+    for (const auto& [name, t] : ema->shadow()) tensors[nn::kEmaPrefix + name] = t;
+  if (optimizer)
+    for (const auto& [name, t] : optimizer->state()) tensors[nn::kOptimizerPrefix + name] = t;
+  const json position = {{"model", p.model},         {"num_classes", p.num_classes}, {"step", p.step},
+                         {"epoch", p.epoch},         {"batch", p.batch},             {"lr", p.lr},
+                         {"rng_seed", p.rng_seed},   {"rng_offset", p.rng_offset},   {"best_top1", p.best_top1},
+                         {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial}};
+  write_safetensors(path, tensors, {{"format", nn::kCheckpointFormat}, {"position", position.dump()}});
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  SafetensorsFile file = read_safetensors(path);
+  const auto format = file.metadata.find("format");
+  const auto position = file.metadata.find("position");
+  FGVC_CHECK(format != file.metadata.end() && format->second == nn::kCheckpointFormat && position != file.metadata.end(),
+             "checkpoint", path, ": not an fgvc-train checkpoint (no format/position metadata)");
+  Checkpoint c;
+  try {
+    const json j = json::parse(position->second);
+    TrainPosition& p = c.position;
+    p.model = j.at("model").get<std::string>();
+    p.num_classes = j.at("num_classes").get<int64_t>();
+    p.step = j.at("step").get<int64_t>();
+    p.epoch = j.at("epoch").get<int64_t>();
+    p.batch = j.at("batch").get<int64_t>();
+    p.lr = j.at("lr").get<double>();
+    p.rng_seed = j.at("rng_seed").get<uint64_t>();
+    p.rng_offset = j.at("rng_offset").get<uint64_t>();
+    p.best_top1 = j.at("best_top1").get<double>();
+    p.best_epoch = j.at("best_epoch").get<int64_t>();
+    p.best_partial = j.at("best_partial").get<bool>();
+  } catch (const json::exception& e) {
+    throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
+  }
+  const std::string ema = nn::kEmaPrefix, opt = nn::kOptimizerPrefix;
+  for (auto& [name, t] : file.tensors) {
+    if (name.rfind(ema, 0) == 0) c.ema[name.substr(ema.size())] = t;
+    else if (name.rfind(opt, 0) == 0) c.optimizer[name.substr(opt.size())] = t;
+    else c.model[name] = t;
+  }
+  return c;
+}
+
+}  // namespace train
+}  // namespace fgvc

@@ -1,0 +1,47 @@
+// Training checkpoints: one .safetensors file holding everything a run needs to continue
+// exactly where it stopped: the model's parameters and buffers under their own names (so a
+// checkpoint is also a weights file for fgvc-eval, fgvc-infer and --init), the moving average
+// as "ema.<name>", the optimizer slots as "optim.<name>.<slot>", and in the metadata the
+// position: optimizer step, epoch, batches of the epoch consumed, learning rate, the random
+// generator's state, the best validation accuracy so far. Written atomically, so a run killed
+// while saving leaves the previous checkpoint whole.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "nn/module.h"
+#include "optim/optimizer.h"
+
+namespace fgvc {
+namespace train {
+
+struct TrainPosition {
+  std::string model;            // --model name
+  int64_t num_classes = 0;
+  int64_t step = 0;             // optimizer steps done
+  int64_t epoch = 0;            // the epoch in progress (or about to start)
+  int64_t batch = 0;            // batches of that epoch already consumed
+  double lr = 0;                // the last step's learning rate
+  uint64_t rng_seed = 0, rng_offset = 0;  // default_generator() (dropout)
+  double best_top1 = -1;        // best validation top-1 so far (-1: none yet)
+  int64_t best_epoch = -1;
+  // The best so far came from an evaluation at the end of a run in mid-epoch (the only one
+  // so far); the next end-of-epoch evaluation replaces it, so an interrupted and resumed run
+  // picks the same best as an uninterrupted one.
+  bool best_partial = false;
+};
+
+// `optimizer` and `ema` may be null (best.safetensors keeps no optimizer slots).
+void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* optimizer,
+                     const optim::EMA* ema, const TrainPosition& position);
+
+struct Checkpoint {
+  std::map<std::string, Tensor> model, ema, optimizer;
+  TrainPosition position;
+};
+// Throws naming the file when it is not an fgvc-train checkpoint.
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace train
+}  // namespace fgvc

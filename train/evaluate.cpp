@@ -1,0 +1,111 @@
+#include "train/evaluate.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "autograd/grad_mode.h"
+#include "kernels/softmax.h"
+#include "tensor/atomic_file.h"
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace train {
+
+EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
+                    const std::function<void(int64_t, int64_t)>& progress) {
+  FGVC_CHECK(!members.empty(), "evaluate", "no model to evaluate");
+  const data::Dataset& dataset = members[0].loader->dataset();
+  const int64_t K = static_cast<int64_t>(dataset.classes.size());
+  EvalResult r;
+  r.per_class.resize(static_cast<size_t>(K));
+  for (const EnsembleMember& m : members) {
+    FGVC_CHECK(m.loader->options().mode != data::Mode::Train, "evaluate", "the loader is in training mode");
+    FGVC_CHECK(m.loader->dataset().samples.size() == dataset.samples.size(), "evaluate",
+               "ensemble loaders over different datasets");
+    m.model->eval();
+    m.loader->start_epoch(0);
+  }
+  NoGradGuard no_grad;
+  const int64_t total = members[0].loader->batches_per_epoch();
+  std::vector<data::Batch> batches(members.size());
+  for (int64_t done = 0;; ++done) {
+    bool more = true;
+    for (size_t i = 0; i < members.size(); ++i) more = members[i].loader->next(&batches[i]) && more;
+    if (!more) break;
+    const data::Batch& first = batches[0];
+    r.skipped += first.skipped;
+    const int64_t n = static_cast<int64_t>(first.indices.size());
+    if (n == 0) continue;
+    // Probabilities averaged over models and views, in double.
+    std::vector<double> prob(static_cast<size_t>(n * K), 0.0);
+    for (size_t i = 0; i < members.size(); ++i) {
+      FGVC_CHECK(batches[i].indices == first.indices, "evaluate", "ensemble loaders disagree on the images of a batch");
+      const Tensor logits = members[i].model->forward(batches[i].images.to(device));
+      FGVC_CHECK(logits.dim() == 2 && logits.size(1) == K, "evaluate", "model ", i, " gives logits ",
+                 shape_str(logits.shape()), " for ", K, " classes");
+      const std::vector<float> p = kernels::softmax(logits).to_vector<float>();
+      const int64_t views = logits.size(0) / n;
+      const double w = 1.0 / (static_cast<double>(members.size()) * views);
+      for (int64_t row = 0; row < logits.size(0); ++row)
+        for (int64_t c = 0; c < K; ++c) prob[(row / views) * K + c] += w * p[row * K + c];
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t label = dataset.samples[first.indices[j]].label;
+      const double* pj = &prob[j * K];
+      // Rank of the true class: classes more probable, ties broken by the lower index.
+      int64_t rank = 0;
+      for (int64_t c = 0; c < K; ++c) rank += pj[c] > pj[label] || (pj[c] == pj[label] && c < label);
+      ClassResult& cr = r.per_class[label];
+      cr.images++, r.images++;
+      if (rank == 0) cr.top1++, r.top1++;
+      if (rank < 5) cr.top5++, r.top5++;
+      r.loss -= std::log(std::max(pj[label], 1e-30));
+    }
+    if (progress) progress(done + 1, total);
+  }
+  if (r.images) r.loss /= r.images;
+  return r;
+}
+
+HeadTailResult head_tail(const EvalResult& r, const std::vector<int64_t>& train_counts, int64_t threshold) {
+  FGVC_CHECK(train_counts.size() == r.per_class.size(), "head_tail", "training counts for ", train_counts.size(),
+             " classes, results for ", r.per_class.size());
+  HeadTailResult h;
+  h.threshold = threshold;
+  int64_t head1 = 0, head5 = 0, tail1 = 0, tail5 = 0;
+  for (size_t c = 0; c < r.per_class.size(); ++c) {
+    const ClassResult& cr = r.per_class[c];
+    if (cr.images == 0) continue;
+    if (train_counts[c] >= threshold) {
+      h.head_classes++, h.head_images += cr.images, head1 += cr.top1, head5 += cr.top5;
+    } else {
+      h.tail_classes++, h.tail_images += cr.images, tail1 += cr.top1, tail5 += cr.top5;
+    }
+  }
+  if (h.head_images) h.head_top1 = double(head1) / h.head_images, h.head_top5 = double(head5) / h.head_images;
+  if (h.tail_images) h.tail_top1 = double(tail1) / h.tail_images, h.tail_top5 = double(tail5) / h.tail_images;
+  return h;
+}
+
+void write_per_class_csv(const std::string& path, const EvalResult& r, const std::vector<std::string>& classes,
+                         const std::vector<int64_t>& train_counts) {
+  std::ostringstream out;
+  out.precision(6);
+  out << "class,train_images,val_images,top1,top5\n";
+  for (size_t c = 0; c < r.per_class.size(); ++c) {
+    const ClassResult& cr = r.per_class[c];
+    std::string name = c < classes.size() ? classes[c] : std::to_string(c);
+    if (name.find_first_of(",\"\n") != std::string::npos) {  // CSV quoting
+      std::string q = "\"";
+      for (char ch : name) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+      name = q + "\"";
+    }
+    out << name << ',' << (train_counts.empty() ? std::string() : std::to_string(train_counts[c])) << ','
+        << cr.images << ',' << (cr.images ? double(cr.top1) / cr.images : 0.0) << ','
+        << (cr.images ? double(cr.top5) / cr.images : 0.0) << '\n';
+  }
+  write_file_atomic(path, out.str());
+}
+
+}  // namespace train
+}  // namespace fgvc

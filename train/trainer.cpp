@@ -1,0 +1,419 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "data/loader.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+#include "nn/layers.h"
+#include "nn/models/inception_v3.h"
+#include "nn/models/registry.h"
+#include "optim/optimizer.h"
+#include "tensor/atomic_file.h"
+#include "tensor/error.h"
+#include "tensor/random.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/plots.h"
+#include "train/progress.h"
+
+namespace fgvc {
+namespace train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+TrainConfig resolve_defaults(TrainConfig c) {
+  if (c.input_size <= 0) c.input_size = nn::default_input_size(c.model);
+  if (c.decay_epochs <= 0) c.decay_epochs = c.init.empty() ? 2.0 : 4.0;
+  if (c.bn_decay <= 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
+  return c;
+}
+
+namespace {
+json config_object(const TrainConfig& c) {
+  return json{{"model", c.model},
+              {"data", c.data},
+              {"val", c.val},
+              {"out", c.out},
+              {"input_size", c.input_size},
+              {"batch_size", c.batch_size},
+              {"epochs", c.epochs},
+              {"steps", c.steps},
+              {"optimizer", c.optimizer},
+              {"lr", c.lr},
+              {"lr_decay", c.lr_decay},
+              {"decay_epochs", c.decay_epochs},
+              {"momentum", c.momentum},
+              {"rmsprop_decay", c.rmsprop_decay},
+              {"epsilon", c.epsilon},
+              {"label_smoothing", c.label_smoothing},
+              {"weight_decay", c.weight_decay},
+              {"aux_weight", c.aux_weight},
+              {"ema_decay", c.ema_decay},
+              {"bn_decay", c.bn_decay},
+              {"clip_grad_norm", c.clip_grad_norm},
+              {"init", c.init},
+              {"reset_classifier", c.reset_classifier},
+              {"resume", c.resume},
+              {"seed", c.seed},
+              {"workers", c.workers},
+              {"color_distort", c.color_distort},
+              {"min_crop_area", c.min_crop_area},
+              {"amp", c.amp},
+              {"gpus", c.gpus},
+              {"world_size", 1},
+              {"log_every", c.log_every},
+              {"save_every", c.save_every}};
+}
+}  // namespace
+
+std::string config_json(const TrainConfig& c) { return config_object(c).dump(); }
+
+namespace {
+
+void set_batch_norm_momentum(nn::Module& m, double momentum) {
+  if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) bn->momentum = momentum;
+  for (auto& [name, child] : m.named_children()) set_batch_norm_momentum(*child, momentum);
+}
+
+// What the moving average follows: the parameters and the floating-point buffers (batch-norm
+// statistics), as TF-slim averages its moving_average_variables too.
+optim::NamedTensors averaged_weights(const nn::Module& m) {
+  optim::NamedTensors out = m.named_parameters();
+  for (auto& [name, b] : m.named_buffers())
+    if (b.dtype() == DType::Float32) out.emplace_back(name, b);
+  return out;
+}
+
+// True when every element is finite: w * 0 is 0 for finite w and NaN for inf or NaN, so the
+// sum is NaN exactly when one element is not finite (no overflow, unlike a sum of squares).
+bool all_finite(const optim::NamedTensors& ts) {
+  NoGradGuard no_grad;
+  for (const auto& [name, t] : ts)
+    if (!std::isfinite(kernels::sum(kernels::binary(kernels::BinaryOp::Mul, t, 0.0)).item<double>())) return false;
+  return true;
+}
+
+// Runs `fn` with the moving average loaded into the model, then puts the trained weights back.
+template <class Fn>
+void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
+  if (!ema) return fn();
+  NoGradGuard no_grad;
+  optim::NamedTensors weights = averaged_weights(model);
+  std::vector<Tensor> saved;
+  for (auto& [name, w] : weights) {
+    saved.push_back(w.detach().clone());
+    w.copy_(ema->shadow().at(name));
+  }
+  try {
+    fn();
+  } catch (...) {
+    for (size_t i = 0; i < weights.size(); ++i) weights[i].second.copy_(saved[i]);
+    throw;
+  }
+  for (size_t i = 0; i < weights.size(); ++i) weights[i].second.copy_(saved[i]);
+}
+
+// metrics.jsonl: appended line by line; on --resume the lines after the checkpoint's step are
+// dropped first, so the file reads as one uninterrupted run.
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& path, bool resume, int64_t resume_step) : path_(path) {
+    if (resume && fs::exists(path)) {
+      std::ifstream in(path);
+      std::ostringstream kept;
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.value("step", int64_t(0)) <= resume_step) kept << line << '\n';
+      }
+      write_file_atomic(path, kept.str());
+    } else {
+      write_file_atomic(path, "");
+    }
+    out_.open(path, std::ios::app);
+    FGVC_CHECK(out_, "fgvc-train", path, ": cannot write");
+  }
+  void write(const json& j) {
+    out_ << j.dump() << '\n';
+    out_.flush();
+  }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+}  // namespace
+
+TrainSummary train_model(const TrainConfig& config, Device device) {
+  const TrainConfig c = resolve_defaults(config);
+  FGVC_CHECK((c.epochs > 0) != (c.steps > 0), "fgvc-train", "give exactly one of --epochs and --steps");
+  FGVC_CHECK(c.optimizer == "rmsprop" || c.optimizer == "sgd", "fgvc-train", "--optimizer: rmsprop or sgd, got '",
+             c.optimizer, "'");
+  FGVC_CHECK(c.amp == "off" || device.is_cuda(), "fgvc-train", "--amp ", c.amp,
+             " needs a CUDA device: mixed precision is not used on the CPU (use --amp off)");
+  FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "fgvc-train", "--amp: bf16, fp16 or off, got '",
+             c.amp, "'");
+  FGVC_CHECK(c.batch_size > 0, "fgvc-train", "--batch-size must be positive");
+  fs::create_directories(c.out);
+  const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
+  const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
+  if (c.resume) FGVC_CHECK(fs::exists(last_path), "fgvc-train", "--resume: ", last_path, " does not exist");
+  else
+    FGVC_CHECK(!fs::exists(last_path), "fgvc-train", c.out,
+               " already holds a run (last.safetensors): add --resume to continue it, or choose another --out");
+
+  const data::Dataset train_set = data::load_dataset(c.data);
+  const int64_t K = static_cast<int64_t>(train_set.classes.size());
+  FGVC_CHECK(K >= 2, "fgvc-train", c.data, ": ", K, " class(es); training needs at least 2");
+  FGVC_CHECK(!train_set.samples.empty(), "fgvc-train", c.data, ": no images");
+  std::optional<data::Dataset> val_set;
+  if (!c.val.empty()) {
+    val_set = data::load_dataset(c.val);
+    FGVC_CHECK(val_set->classes.size() == train_set.classes.size(), "fgvc-train", c.val, ": ",
+               val_set->classes.size(), " classes, the training data has ", K);
+  }
+
+  // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
+  manual_seed(c.seed);
+  std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K);
+  set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
+  if (!c.init.empty() && !c.resume) nn::load_weights(*model, c.init, c.reset_classifier);
+  model->to(device);
+  model->train();
+  const optim::NamedTensors params = model->named_parameters();
+  std::unique_ptr<optim::Optimizer> optimizer;
+  if (c.optimizer == "rmsprop")
+    optimizer = std::make_unique<optim::RMSProp>(params, c.rmsprop_decay, c.momentum, c.epsilon, c.weight_decay);
+  else
+    optimizer = std::make_unique<optim::SGD>(params, c.momentum, c.weight_decay);
+  std::unique_ptr<optim::EMA> ema;
+  if (c.ema_decay > 0) ema = std::make_unique<optim::EMA>(averaged_weights(*model), c.ema_decay);
+
+  TrainPosition pos;
+  pos.model = c.model;
+  pos.num_classes = K;
+  if (c.resume) {
+    Checkpoint ck = load_checkpoint(last_path);
+    FGVC_CHECK(ck.position.model == c.model && ck.position.num_classes == K, "fgvc-train", last_path,
+               ": a checkpoint of ", ck.position.model, " with ", ck.position.num_classes, " classes; this run is ",
+               c.model, " with ", K);
+    try {
+      model->load_state_dict(ck.model, /*strict=*/true);
+      optimizer->load_state(ck.optimizer);
+      if (ema) {
+        FGVC_CHECK(!ck.ema.empty(), "fgvc-train", "the checkpoint has no moving average but --ema-decay is set");
+        ema->load(ck.ema);
+      }
+    } catch (const Error& e) {
+      throw Error(last_path + ": " + e.what());
+    }
+    pos = ck.position;
+    default_generator().set_state(pos.rng_seed, pos.rng_offset);
+  }
+
+  data::LoaderOptions lo;
+  lo.batch_size = c.batch_size;
+  lo.size = c.input_size;
+  lo.mode = data::Mode::Train;
+  lo.normalization = nn::is_inception(c.model) ? data::Normalization::Inception : data::Normalization::ImageNet;
+  lo.augment.color_distort = c.color_distort;
+  lo.augment.area_min = c.min_crop_area;
+  lo.workers = c.workers;
+  lo.seed = c.seed;
+  // A last batch of one image would break batch norm; drop the remainder when there is more.
+  lo.drop_last = static_cast<int64_t>(train_set.samples.size()) >= c.batch_size;
+  const std::vector<int64_t> train_counts = train_set.counts();
+  const std::vector<std::string> class_names = train_set.classes;
+  data::Loader loader(train_set, lo);
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
+  FGVC_CHECK(steps_per_epoch > 0, "fgvc-train", c.data, ": no batch in an epoch");
+  const int64_t total_steps = c.steps > 0 ? c.steps : c.epochs * steps_per_epoch;
+  std::unique_ptr<data::Loader> val_loader;
+  if (val_set) {
+    data::LoaderOptions vo = lo;
+    vo.mode = data::Mode::Eval;
+    vo.shuffle = false;
+    vo.drop_last = false;
+    val_loader = std::make_unique<data::Loader>(*val_set, vo);
+  }
+
+  json cfg = config_object(c);
+  cfg["num_classes"] = K;
+  cfg["train_images"] = train_set.samples.size();
+  cfg["steps_per_epoch"] = steps_per_epoch;
+  cfg["total_steps"] = total_steps;
+  cfg["device"] = device.str();
+  cfg["backend"] = "none";
+  cfg["classes"] = class_names;
+  cfg["train_counts"] = train_counts;
+  write_file_atomic((fs::path(c.out) / "config.json").string(), cfg.dump(2) + "\n");
+  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step);
+  Progress progress(c.progress);
+
+  TrainSummary summary;
+  summary.resumed = c.resume;
+  summary.best_top1 = pos.best_top1;
+  auto save = [&](const std::string& path, bool with_optimizer) {
+    pos.rng_seed = default_generator().seed();
+    pos.rng_offset = default_generator().offset();
+    save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
+  };
+  bool saved_once = c.resume;
+  auto save_last = [&]() {
+    FGVC_CHECK(all_finite(params), "fgvc-train", "step ", pos.step, ": the weights are not finite; ",
+               saved_once ? last_path + " keeps the last good checkpoint" : std::string("no checkpoint was written"));
+    save(last_path, true);
+    saved_once = true;
+  };
+  auto validate = [&](bool epoch_end) {
+    EvalResult r;
+    with_average(*model, ema.get(), [&] { r = evaluate({{model.get(), val_loader.get()}}, device); });
+    model->train();
+    write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
+    // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
+    // by --steps) only while there is nothing better to keep.
+    const bool best = epoch_end ? pos.best_partial || r.top1_accuracy() > pos.best_top1 : pos.best_top1 < 0;
+    if (best) {
+      pos.best_top1 = r.top1_accuracy();
+      pos.best_epoch = pos.epoch;
+      pos.best_partial = !epoch_end;
+      save(best_path, false);
+    }
+    summary.best_top1 = pos.best_top1;
+    return std::make_pair(r, best);
+  };
+
+  const auto run_start = Clock::now();
+  double train_seconds = 0, window_loss = 0;
+  int64_t window_steps = 0, window_images = 0, logged_windows = 0;
+  auto window_start = Clock::now();
+  const bool inception_aux = c.aux_weight > 0 && dynamic_cast<nn::InceptionV3*>(model.get()) != nullptr;
+
+  while (pos.step < total_steps) {
+    loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
+    double epoch_loss = 0;
+    int64_t epoch_steps = 0;
+    const auto epoch_start = Clock::now();
+    data::Batch batch;
+    while (pos.step < total_steps && loader.next(&batch)) {
+      pos.batch++;
+      summary.skipped += batch.skipped;
+      if (batch.indices.empty()) continue;
+      const auto t0 = Clock::now();
+      pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
+                                        static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
+      const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
+      Tensor loss = cross_entropy(model->forward(x), y, c.label_smoothing);
+      if (inception_aux) {
+        const Tensor& aux = static_cast<nn::InceptionV3*>(model.get())->aux_logits();
+        if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
+      }
+      const double value = loss.item<float>();
+      if (!std::isfinite(value)) {
+        metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
+        throw Error("fgvc-train: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
+                    "): the loss is " + (std::isnan(value) ? "nan" : "infinite") + "; training stopped. " +
+                    (saved_once ? last_path + " keeps the last good checkpoint"
+                                : std::string("no checkpoint had been written yet")) +
+                    " (try a smaller --lr)");
+      }
+      backward(loss);
+      if (c.clip_grad_norm > 0) optim::clip_grad_norm(params, c.clip_grad_norm);
+      optimizer->step(pos.lr);
+      optimizer->zero_grad();
+      pos.step++;
+      if (ema) {
+        const double d = std::min(c.ema_decay, (1.0 + pos.step) / (10.0 + pos.step));
+        ema->update(averaged_weights(*model), d);
+      }
+      const int64_t n = static_cast<int64_t>(batch.indices.size());
+      train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+      summary.images += n;
+      window_loss += value, window_steps++, window_images += n;
+      epoch_loss += value, epoch_steps++;
+      const bool log = pos.step % c.log_every == 0 || pos.step == total_steps;
+      const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
+      const double ips = window_s > 0 ? window_images / window_s : 0.0;
+      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+      const double eta = elapsed / static_cast<double>(summary.images) * n * static_cast<double>(total_steps - pos.step);
+      progress.status("epoch " + std::to_string(pos.epoch + 1) + " step " + std::to_string(pos.step) + "/" +
+                          std::to_string(total_steps) + " loss " + fixed(window_loss / window_steps, 4) + " lr " +
+                          fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
+                      log);
+      if (log) {
+        const double mean = window_loss / window_steps;
+        metrics.write({{"kind", "step"}, {"step", pos.step}, {"epoch", pos.epoch + 1}, {"loss", mean}, {"lr", pos.lr},
+                       {"images_per_sec", ips}, {"seconds", elapsed}});
+        if (logged_windows++ == 0) summary.first_loss = mean;
+        summary.last_loss = mean;
+        window_loss = 0, window_steps = 0, window_images = 0;
+        window_start = Clock::now();
+      }
+      if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();
+    }
+    const bool epoch_done = pos.batch >= steps_per_epoch;
+    if (epoch_done) {
+      pos.epoch++;
+      pos.batch = 0;
+      summary.epochs_done++;
+    }
+    if (epoch_done || pos.step >= total_steps) {
+      json line = {{"kind", "epoch"},
+                   {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
+                   {"complete", epoch_done},
+                   {"step", pos.step},
+                   {"train_loss", epoch_steps ? epoch_loss / epoch_steps : 0.0},
+                   {"lr", pos.lr},
+                   {"skipped", loader.skipped()},
+                   {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
+      std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
+                         std::to_string(pos.step) + " train loss " +
+                         fixed(epoch_steps ? epoch_loss / epoch_steps : 0.0, 4);
+      if (val_loader) {
+        const auto [r, best] = validate(epoch_done);
+        line["val_top1"] = r.top1_accuracy();
+        line["val_top5"] = r.top5_accuracy();
+        line["val_loss"] = r.loss;
+        line["val_images"] = r.images;
+        text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " + fixed(100 * r.top5_accuracy(), 2) +
+                "%" + (best ? " (best)" : "");
+      }
+      metrics.write(line);
+      progress.line(text);
+      save_last();
+    }
+  }
+  if (!saved_once) save_last();
+  summary.steps = pos.step;
+  summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+  summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;
+  if (c.plots) {
+    const std::string message = make_plots(c.out);
+    if (!message.empty()) progress.line(message);
+  }
+  return summary;
+}
+
+}  // namespace train
+}  // namespace fgvc

@@ -1,0 +1,71 @@
+// The paper's training loop (SPEC.md section 4, fgvc-train): a model from the registry on an
+// image dataset, TF-slim's defaults (RMSProp, staircase exponential decay, label smoothing,
+// L2 on conv/fc weights, the aux loss of Inception-v3), optional moving average of the
+// weights, evaluation on a validation set each epoch, and a run folder that can be resumed
+// bit for bit:
+//   RUN_DIR/config.json      every effective setting (defaults included)
+//   RUN_DIR/metrics.jsonl    one JSON object per logged step ("kind": "step") and per epoch
+//   RUN_DIR/last.safetensors the checkpoint (train/checkpoint.h), at each epoch's end, every
+//                            --save-every steps and when the run ends
+//   RUN_DIR/best.safetensors the weights with the best validation top-1 (with --val)
+//   RUN_DIR/per_class.csv    the last validation, per class, with training counts
+//   RUN_DIR/*.png            plots (scripts/plot_run.py)
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "tensor/device.h"
+
+namespace fgvc {
+namespace train {
+
+struct TrainConfig {
+  std::string model, data, val, out;
+  int input_size = 0;               // 0: the model's default (299 Inception, 224 ResNet, 32 CIFAR ResNet)
+  int64_t batch_size = 32;
+  int64_t epochs = 0, steps = 0;    // totals for the run; exactly one is set
+  std::string optimizer = "rmsprop";
+  double lr = 0.045, lr_decay = 0.94;
+  double decay_epochs = 0;          // 0: 2, or 4 when fine-tuning (--init)
+  double momentum = 0.9, rmsprop_decay = 0.9, epsilon = 1.0;
+  double label_smoothing = 0.1, weight_decay = 4e-5;
+  double aux_weight = 0.4;          // Inception-v3's auxiliary classifier
+  double ema_decay = 0;             // 0: no moving average
+  double bn_decay = 0;              // 0: 0.9997 for Inception models (TF-slim), 0.9 otherwise
+  double clip_grad_norm = 0;        // 0: off
+  std::string init;                 // weights or checkpoint to start from
+  bool reset_classifier = false;
+  bool resume = false;
+  uint64_t seed = 0;
+  int workers = 1;
+  bool color_distort = true;
+  double min_crop_area = 0.05;
+  std::string amp = "off";          // bf16 | fp16 | off (CUDA only)
+  int gpus = 1;
+  int64_t log_every = 20;           // steps between metrics lines
+  int64_t save_every = 0;           // steps between checkpoints besides each epoch's end (0: none)
+  bool plots = true;
+  bool progress = true;             // the progress line / plain lines on stderr
+};
+
+// The effective configuration (defaults resolved), as a JSON object's text; config.json
+// records it with the data's facts added.
+std::string config_json(const TrainConfig& c);
+// Defaults that depend on the model or on other flags, resolved.
+TrainConfig resolve_defaults(TrainConfig c);
+
+struct TrainSummary {
+  int64_t steps = 0, epochs_done = 0, images = 0, skipped = 0;
+  double first_loss = 0, last_loss = 0;  // mean training loss of the first and the last logged window
+  double best_top1 = -1;
+  double seconds = 0, images_per_sec = 0;
+  bool resumed = false;
+};
+
+// Runs (or with c.resume continues) the run in c.out on `device`. Errors (bad flags found
+// late, a NaN loss, a mismatching checkpoint) are fgvc::Error naming the problem; the last
+// good checkpoint stays in place.
+TrainSummary train_model(const TrainConfig& c, Device device);
+
+}  // namespace train
+}  // namespace fgvc
