@@ -4,7 +4,9 @@
 #include <jpeglib.h>
 #include <stb/stb_image_write.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -101,6 +103,34 @@ inline double mean_abs_diff(const data::Image& a, const data::Image& b) {
   double s = 0;
   for (size_t i = 0; i < a.rgb.size(); ++i) s += std::abs(int(a.rgb[i]) - int(b.rgb[i]));
   return s / static_cast<double>(a.rgb.size());
+}
+
+// An ImageFolder of small JPEGs whose classes are learnable: class c has its own colour
+// (one of 8) and stripe direction, plus per-pixel noise, so a network has something to fit.
+// counts[c] images of class c, named root/class<c>/<i>.jpg.
+inline void write_class_folder(const std::string& root, const std::vector<int>& counts, int size, uint32_t seed) {
+  static const int palette[8][3] = {{220, 40, 40},  {40, 190, 40},  {40, 60, 220}, {220, 210, 40},
+                                    {200, 40, 200}, {40, 200, 210}, {240, 140, 30}, {120, 120, 120}};
+  uint32_t state = seed * 2654435761u + 1;
+  auto noise = [&state]() {  // xorshift32 in [-40, 40]
+    state ^= state << 13, state ^= state >> 17, state ^= state << 5;
+    return static_cast<int>(state % 81) - 40;
+  };
+  for (size_t c = 0; c < counts.size(); ++c) {
+    const std::string dir = root + "/class" + std::to_string(c);
+    std::filesystem::create_directories(dir);
+    for (int i = 0; i < counts[c]; ++i) {
+      data::Image img(size, size);
+      for (int y = 0; y < size; ++y)
+        for (int x = 0; x < size; ++x) {
+          const bool stripe = ((c % 2 ? x : y) / 4) % 2 == 0;
+          for (int k = 0; k < 3; ++k)
+            img.row(y)[x * 3 + k] =
+                static_cast<uint8_t>(std::clamp(palette[c % 8][k] + (stripe ? 30 : -30) + noise(), 0, 255));
+        }
+      write_bytes(dir + "/" + std::to_string(i) + ".jpg", encode_jpeg(img, JpegKind::Baseline, 90));
+    }
+  }
 }
 
 }  // namespace testing

@@ -12,41 +12,18 @@
 #include "emd/domain.h"
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
+#include "app_runner.h"
 #include "image_files.h"
 #include "test_util.h"
 
 namespace fgvc {
 namespace {
 
-struct Outcome {
-  int code;
-  std::string out, err;
-};
+using testing::last_json_line;
+using testing::Outcome;
+using testing::test_dir;
 
-// A folder of the current test's own: ctest runs the tests of this file in parallel.
-std::string test_dir() {
-  const std::string dir = ::testing::TempDir() + "/fgvc_apps_" +
-                          ::testing::UnitTest::GetInstance()->current_test_info()->name();
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
-Outcome run(const std::string& args) {
-  const std::string dir = test_dir();
-  const std::string cmd = std::string(FGVC_BIN_DIR) + "/" + args + " >" + dir + "/out.txt 2>" + dir + "/err.txt";
-  const int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  };
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(dir + "/out.txt"), slurp(dir + "/err.txt")};
-}
-
-nlohmann::json last_json_line(const std::string& out) {
-  const size_t end = out.find_last_not_of('\n');
-  const size_t start = out.rfind('\n', end);
-  return nlohmann::json::parse(out.substr(start == std::string::npos ? 0 : start + 1, end + 1));
-}
+Outcome run(const std::string& args) { return testing::run_app(args, test_dir()); }
 
 class Apps : public ::testing::Test {
  protected:

@@ -3,6 +3,7 @@
 // with the reason when no GPU is visible.
 #include "kernels/batch_norm.h"
 #include "nn/models/registry.h"
+#include "optim/update_kernels.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -246,6 +247,44 @@ TEST(CudaParity, ResNetForwardAndBackwardOnTheGpu) {
   for (size_t i = 0; i < pc.size(); ++i)
     EXPECT_LT(testing::rel_error(pg[i].second.grad().cpu(), pc[i].second.grad()), 1e-3) << pc[i].first;
   kernels::set_cudnn_allow_tf32(true);
+}
+
+}  // namespace
+}  // namespace fgvc
+
+namespace fgvc {
+namespace {
+
+// The fused optimiser kernels on the GPU against the CPU loop (same element functions).
+TEST(CudaParity, FusedOptimizerUpdates) {
+  FGVC_REQUIRE_CUDA();
+  const Shape shape{1000, 37};  // not a multiple of the block size
+  const std::vector<Tensor> inputs = {testing::randn_t(shape, 1), testing::randn_t(shape, 2),
+                                      testing::rand_t(shape, 3, 0.5, 2.0), testing::randn_t(shape, 4)};
+  testing::expect_parity(
+      "rmsprop_update",
+      [](const std::vector<Tensor>& in) {
+        Tensor w = in[0].clone(), ms = in[2].clone(), mom = in[3].clone();
+        optim::rmsprop_update(w, in[1], ms, mom, optim::RMSPropRule{0.045, 0.9, 0.9, 1.0, 4e-5});
+        return std::vector<Tensor>{w, ms, mom};
+      },
+      inputs, 1e-6);
+  testing::expect_parity(
+      "sgd_update",
+      [](const std::vector<Tensor>& in) {
+        Tensor w = in[0].clone(), v = in[3].clone();
+        optim::sgd_update(w, in[1], v, optim::SGDRule{0.1, 0.9, 1e-4});
+        return std::vector<Tensor>{w, v};
+      },
+      inputs, 1e-6);
+  testing::expect_parity(
+      "ema_update",
+      [](const std::vector<Tensor>& in) {
+        Tensor s = in[0].clone();
+        optim::ema_update(s, in[1], 0.999);
+        return std::vector<Tensor>{s};
+      },
+      inputs, 1e-6);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
+#include "nn/models/resnet_cifar.h"
 #include "nn/models/resnet.h"
 #include "tensor/safetensors.h"
 #include "test_util.h"
@@ -170,6 +171,36 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   // Our SE variants (counts documented in their model files).
   EXPECT_EQ(nn::create_model("inception_v3_se")->num_parameters(), 28822884);
   EXPECT_EQ(nn::create_model("inception_resnet_v2_se")->num_parameters(), 64387444);
+}
+
+// He et al. 2016 section 4.2 (option A shortcuts have no parameters): 0.27M / 0.46M / 0.85M.
+TEST(Models, CifarResNetsParameterCountsAndShortcuts) {
+  EXPECT_EQ(nn::create_model("resnet20", 10)->num_parameters(), 269722);
+  EXPECT_EQ(nn::create_model("resnet32", 10)->num_parameters(), 464154);
+  EXPECT_EQ(nn::create_model("resnet56", 10)->num_parameters(), 853018);
+  manual_seed(3);
+  auto model = nn::create_model("resnet20", 7);
+  const auto state = model->state_dict();
+  for (const char* name : {"conv1.weight", "bn1.running_mean", "layer2.0.conv1.weight", "layer3.2.bn2.bias", "linear.weight"})
+    EXPECT_TRUE(state.count(name)) << name;
+  EXPECT_EQ(nn::classifier_weight(state).size(0), 7);
+  EXPECT_EQ(nn::default_input_size("resnet20"), 32);
+  // Any size the strides allow; 28 x 28 (Fashion-MNIST) goes to 7 x 7 before pooling.
+  const Tensor x = testing::randn_t({2, 3, 28, 28}, 4);
+  EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));
+  // Option A: with the residual branch silenced, a block that halves the size gives
+  // relu(x[:, :, ::2, ::2]) followed by zero channels.
+  nn::BasicBlock block(2, 4, 2);
+  for (auto& [name, w] : block.named_parameters())
+    if (name.find("conv") != std::string::npos) Tensor(w).copy_(Tensor::zeros(w.shape()));
+  block.eval();
+  const Tensor in = testing::randn_t({1, 2, 4, 4}, 8);
+  const std::vector<float> xv = in.to_vector<float>(), yv = block.forward(in).to_vector<float>();
+  ASSERT_EQ(yv.size(), 4u * 2 * 2);
+  for (int c = 0; c < 4; ++c)
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        EXPECT_EQ(yv[(c * 2 + i) * 2 + j], c < 2 ? std::max(0.0f, xv[(c * 4 + 2 * i) * 4 + 2 * j]) : 0.0f) << c;
 }
 
 TEST(Models, InceptionV3NamesAndAuxHead) {

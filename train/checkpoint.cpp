@@ -21,7 +21,8 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   const json position = {{"model", p.model},         {"num_classes", p.num_classes}, {"step", p.step},
                          {"epoch", p.epoch},         {"batch", p.batch},             {"lr", p.lr},
                          {"rng_seed", p.rng_seed},   {"rng_offset", p.rng_offset},   {"best_top1", p.best_top1},
-                         {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial}};
+                         {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial},
+                         {"window_loss", p.window_loss}, {"window_steps", p.window_steps}};
   write_safetensors(path, tensors, {{"format", nn::kCheckpointFormat}, {"position", position.dump()}});
 }
 
@@ -46,6 +47,8 @@ Checkpoint load_checkpoint(const std::string& path) {
     p.best_top1 = j.at("best_top1").get<double>();
     p.best_epoch = j.at("best_epoch").get<int64_t>();
     p.best_partial = j.at("best_partial").get<bool>();
+    p.window_loss = j.at("window_loss").get<double>();
+    p.window_steps = j.at("window_steps").get<int64_t>();
   } catch (const json::exception& e) {
     throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
   }

@@ -30,6 +30,10 @@ struct TrainPosition {
   // so far); the next end-of-epoch evaluation replaces it, so an interrupted and resumed run
   // picks the same best as an uninterrupted one.
   bool best_partial = false;
+  // The training loss summed over the steps since the last metrics line, so that the lines
+  // after a resume average the same steps as an uninterrupted run's.
+  double window_loss = 0;
+  int64_t window_steps = 0;
 };
 
 // `optimizer` and `ema` may be null (best.safetensors keeps no optimizer slots).

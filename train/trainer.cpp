@@ -145,7 +145,7 @@ class MetricsLog {
       write_file_atomic(path, "");
     }
     out_.open(path, std::ios::app);
-    FGVC_CHECK(out_, "fgvc-train", path, ": cannot write");
+    FGVC_CHECK(out_, "metrics", path, ": cannot write");
   }
   void write(const json& j) {
     out_ << j.dump() << '\n';
@@ -167,30 +167,30 @@ std::string fixed(double v, int digits) {
 
 TrainSummary train_model(const TrainConfig& config, Device device) {
   const TrainConfig c = resolve_defaults(config);
-  FGVC_CHECK((c.epochs > 0) != (c.steps > 0), "fgvc-train", "give exactly one of --epochs and --steps");
-  FGVC_CHECK(c.optimizer == "rmsprop" || c.optimizer == "sgd", "fgvc-train", "--optimizer: rmsprop or sgd, got '",
+  FGVC_CHECK((c.epochs > 0) != (c.steps > 0), "--epochs/--steps", "give exactly one of them");
+  FGVC_CHECK(c.optimizer == "rmsprop" || c.optimizer == "sgd", "--optimizer", "rmsprop or sgd, got '",
              c.optimizer, "'");
-  FGVC_CHECK(c.amp == "off" || device.is_cuda(), "fgvc-train", "--amp ", c.amp,
-             " needs a CUDA device: mixed precision is not used on the CPU (use --amp off)");
-  FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "fgvc-train", "--amp: bf16, fp16 or off, got '",
+  FGVC_CHECK(c.amp == "off" || device.is_cuda(), "--amp", c.amp,
+             ": mixed precision needs a CUDA device: mixed precision is not used on the CPU (use --amp off)");
+  FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
-  FGVC_CHECK(c.batch_size > 0, "fgvc-train", "--batch-size must be positive");
+  FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
   fs::create_directories(c.out);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
-  if (c.resume) FGVC_CHECK(fs::exists(last_path), "fgvc-train", "--resume: ", last_path, " does not exist");
+  if (c.resume) FGVC_CHECK(fs::exists(last_path), "--resume", last_path, " does not exist");
   else
-    FGVC_CHECK(!fs::exists(last_path), "fgvc-train", c.out,
+    FGVC_CHECK(!fs::exists(last_path), "--out", c.out,
                " already holds a run (last.safetensors): add --resume to continue it, or choose another --out");
 
   const data::Dataset train_set = data::load_dataset(c.data);
   const int64_t K = static_cast<int64_t>(train_set.classes.size());
-  FGVC_CHECK(K >= 2, "fgvc-train", c.data, ": ", K, " class(es); training needs at least 2");
-  FGVC_CHECK(!train_set.samples.empty(), "fgvc-train", c.data, ": no images");
+  FGVC_CHECK(K >= 2, "--data", c.data, ": ", K, " class(es); training needs at least 2");
+  FGVC_CHECK(!train_set.samples.empty(), "--data", c.data, ": no images");
   std::optional<data::Dataset> val_set;
   if (!c.val.empty()) {
     val_set = data::load_dataset(c.val);
-    FGVC_CHECK(val_set->classes.size() == train_set.classes.size(), "fgvc-train", c.val, ": ",
+    FGVC_CHECK(val_set->classes.size() == train_set.classes.size(), "--val", c.val, ": ",
                val_set->classes.size(), " classes, the training data has ", K);
   }
 
@@ -215,14 +215,14 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   pos.num_classes = K;
   if (c.resume) {
     Checkpoint ck = load_checkpoint(last_path);
-    FGVC_CHECK(ck.position.model == c.model && ck.position.num_classes == K, "fgvc-train", last_path,
+    FGVC_CHECK(ck.position.model == c.model && ck.position.num_classes == K, "--resume", last_path,
                ": a checkpoint of ", ck.position.model, " with ", ck.position.num_classes, " classes; this run is ",
                c.model, " with ", K);
     try {
       model->load_state_dict(ck.model, /*strict=*/true);
       optimizer->load_state(ck.optimizer);
       if (ema) {
-        FGVC_CHECK(!ck.ema.empty(), "fgvc-train", "the checkpoint has no moving average but --ema-decay is set");
+        FGVC_CHECK(!ck.ema.empty(), "--ema-decay", "the checkpoint has no moving average to continue");
         ema->load(ck.ema);
       }
     } catch (const Error& e) {
@@ -247,7 +247,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   const std::vector<std::string> class_names = train_set.classes;
   data::Loader loader(train_set, lo);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
-  FGVC_CHECK(steps_per_epoch > 0, "fgvc-train", c.data, ": no batch in an epoch");
+  FGVC_CHECK(steps_per_epoch > 0, "--data", c.data, ": no batch in an epoch");
   const int64_t total_steps = c.steps > 0 ? c.steps : c.epochs * steps_per_epoch;
   std::unique_ptr<data::Loader> val_loader;
   if (val_set) {
@@ -281,7 +281,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   };
   bool saved_once = c.resume;
   auto save_last = [&]() {
-    FGVC_CHECK(all_finite(params), "fgvc-train", "step ", pos.step, ": the weights are not finite; ",
+    FGVC_CHECK(all_finite(params), "training", "step ", pos.step, ": the weights are not finite; ",
                saved_once ? last_path + " keeps the last good checkpoint" : std::string("no checkpoint was written"));
     save(last_path, true);
     saved_once = true;
@@ -305,8 +305,8 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   };
 
   const auto run_start = Clock::now();
-  double train_seconds = 0, window_loss = 0;
-  int64_t window_steps = 0, window_images = 0, logged_windows = 0;
+  double train_seconds = 0;
+  int64_t window_images = 0, logged_windows = 0;
   auto window_start = Clock::now();
   const bool inception_aux = c.aux_weight > 0 && dynamic_cast<nn::InceptionV3*>(model.get()) != nullptr;
 
@@ -332,7 +332,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
       const double value = loss.item<float>();
       if (!std::isfinite(value)) {
         metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
-        throw Error("fgvc-train: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
+        throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
                     "): the loss is " + (std::isnan(value) ? "nan" : "infinite") + "; training stopped. " +
                     (saved_once ? last_path + " keeps the last good checkpoint"
                                 : std::string("no checkpoint had been written yet")) +
@@ -350,7 +350,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
       const int64_t n = static_cast<int64_t>(batch.indices.size());
       train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
       summary.images += n;
-      window_loss += value, window_steps++, window_images += n;
+      pos.window_loss += value, pos.window_steps++, window_images += n;
       epoch_loss += value, epoch_steps++;
       const bool log = pos.step % c.log_every == 0 || pos.step == total_steps;
       const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
@@ -358,16 +358,19 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
       const double eta = elapsed / static_cast<double>(summary.images) * n * static_cast<double>(total_steps - pos.step);
       progress.status("epoch " + std::to_string(pos.epoch + 1) + " step " + std::to_string(pos.step) + "/" +
-                          std::to_string(total_steps) + " loss " + fixed(window_loss / window_steps, 4) + " lr " +
+                          std::to_string(total_steps) + " loss " + fixed(pos.window_loss / pos.window_steps, 4) + " lr " +
                           fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
                       log);
       if (log) {
-        const double mean = window_loss / window_steps;
+        const double mean = pos.window_loss / pos.window_steps;
         metrics.write({{"kind", "step"}, {"step", pos.step}, {"epoch", pos.epoch + 1}, {"loss", mean}, {"lr", pos.lr},
                        {"images_per_sec", ips}, {"seconds", elapsed}});
         if (logged_windows++ == 0) summary.first_loss = mean;
         summary.last_loss = mean;
-        window_loss = 0, window_steps = 0, window_images = 0;
+        // A line at the end of a run between two intervals leaves the window open, so the
+        // next interval's line covers the same steps whether or not the run was resumed.
+        if (pos.step % c.log_every == 0) pos.window_loss = 0, pos.window_steps = 0;
+        window_images = 0;
         window_start = Clock::now();
       }
       if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();

@@ -1,0 +1,320 @@
+// Training end to end on generated image folders: the loss falls, --resume continues bit for
+// bit, a NaN stops the run with the last good checkpoint kept, mismatching checkpoints are
+// refused by name; evaluation's head/tail split against a hand count, ensembles against a
+// direct computation; fgvc-train and fgvc-eval as a user runs them.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "app_runner.h"
+#include "autograd/grad_mode.h"
+#include "kernels/softmax.h"
+#include "tensor/atomic_file.h"
+#include "tensor/random.h"
+#include "tensor/safetensors.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+#include "image_files.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::test_dir;
+
+// A long-tailed training folder (imbalance 16) and a balanced validation folder, 5 classes.
+struct Folders {
+  std::string dir, train, val;
+  Folders() {
+    dir = test_dir("fgvc_train_");
+    train = dir + "/train";
+    val = dir + "/val";
+    if (!fs::exists(train)) testing::write_class_folder(train, {48, 24, 12, 6, 3}, 36, 1);
+    if (!fs::exists(val)) testing::write_class_folder(val, {6, 6, 6, 6, 6}, 36, 2);
+  }
+};
+
+train::TrainConfig small_config(const Folders& f, const std::string& out) {
+  train::TrainConfig c;
+  c.model = "resnet20";
+  c.data = f.train;
+  c.out = f.dir + "/" + out;
+  c.batch_size = 8;
+  c.plots = false;
+  c.progress = false;
+  c.log_every = 5;
+  fs::remove_all(c.out);  // a fresh run each time the test runs
+  return c;
+}
+
+bool same_bytes(const std::string& a, const std::string& b) { return testing::slurp(a) == testing::slurp(b); }
+
+TEST(Train, LossFallsOnALongTailedFolder) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "run");
+  c.optimizer = "sgd";
+  c.lr = 0.05;
+  c.steps = 60;
+  c.batch_size = 16;
+  c.color_distort = false;
+  c.min_crop_area = 0.3;
+  c.log_every = 10;
+  c.val = f.val;
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  EXPECT_EQ(s.steps, 60);
+  EXPECT_EQ(s.skipped, 0);
+  // Label smoothing 0.1 over 5 classes puts the floor near 0.39; it starts near log 5 = 1.6.
+  EXPECT_LT(s.last_loss, 0.6 * s.first_loss) << s.first_loss << " -> " << s.last_loss;
+  EXPECT_GT(s.best_top1, 0.8);
+  for (const char* file : {"config.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "per_class.csv"})
+    EXPECT_TRUE(fs::exists(c.out + "/" + file)) << file;
+  // config.json: every effective setting, defaults resolved.
+  std::ifstream cfg(c.out + "/config.json");
+  const nlohmann::json j = nlohmann::json::parse(cfg);
+  EXPECT_EQ(j.at("input_size"), 32);
+  EXPECT_EQ(j.at("decay_epochs"), 2.0);
+  EXPECT_EQ(j.at("bn_decay"), 0.9);
+  EXPECT_EQ(j.at("num_classes"), 5);
+  EXPECT_EQ(j.at("steps_per_epoch"), 93 / 16);
+  EXPECT_EQ(j.at("train_counts"), (std::vector<int64_t>{48, 24, 12, 6, 3}));
+  EXPECT_EQ(j.at("world_size"), 1);
+}
+
+// N steps in one run == k steps, then --resume up to N, bit for bit: weights, batch-norm
+// statistics, optimizer slots, moving average, position and best.safetensors. The resumed
+// part also runs with another number of loader threads.
+TEST(Train, ResumeIsBitIdentical) {
+  Folders f;
+  train::TrainConfig whole = small_config(f, "whole");
+  whole.steps = 26;  // 11 steps per epoch: the break falls inside epoch 1, the end inside epoch 3
+  whole.val = f.val;
+  whole.ema_decay = 0.99;
+  train::train_model(whole, Device::cpu());
+
+  train::TrainConfig part = whole;
+  part.out = f.dir + "/parts";
+  part.steps = 7;
+  part.workers = 2;
+  fs::remove_all(part.out);
+  train::train_model(part, Device::cpu());
+  EXPECT_THROW(train::train_model(part, Device::cpu()), Error);  // a run is there: --resume or another --out
+  part.steps = 26;
+  part.resume = true;
+  part.workers = 1;
+  const train::TrainSummary s = train::train_model(part, Device::cpu());
+  EXPECT_TRUE(s.resumed);
+  EXPECT_EQ(s.steps, 26);
+  EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
+  EXPECT_TRUE(same_bytes(whole.out + "/best.safetensors", part.out + "/best.safetensors"));
+  const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
+  EXPECT_EQ(ck.position.step, 26);
+  EXPECT_EQ(ck.position.epoch, 2);
+  EXPECT_EQ(ck.position.batch, 4);
+  EXPECT_FALSE(ck.ema.empty());
+  EXPECT_EQ(ck.optimizer.size(), 2 * ck.model.size() - 2 * 3 * 19);  // ms and mom per parameter, not per buffer
+  // The logged training losses agree at every logging interval (5 steps).
+  auto losses = [](const std::string& run) {
+    std::map<int64_t, double> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") == "step" && j.at("step").get<int64_t>() % 5 == 0) out[j.at("step")] = j.at("loss");
+    }
+    return out;
+  };
+  EXPECT_EQ(losses(whole.out), losses(part.out));
+}
+
+TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "nan");
+  c.optimizer = "sgd";
+  c.lr = 1e30;
+  c.steps = 20;
+  c.save_every = 1;
+  try {
+    train::train_model(c, Device::cpu());
+    FAIL() << "training went on";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step "), std::string::npos) << what;
+    EXPECT_TRUE(what.find("the loss is") != std::string::npos || what.find("weights are not finite") != std::string::npos)
+        << what;
+    EXPECT_NE(what.find("last.safetensors keeps the last good checkpoint"), std::string::npos) << what;
+  }
+  const train::Checkpoint ck = train::load_checkpoint(c.out + "/last.safetensors");
+  EXPECT_GE(ck.position.step, 1);
+  EXPECT_LT(ck.position.step, 20);
+  for (const auto& [name, t] : ck.model) {
+    if (t.dtype() != DType::Float32) continue;
+    for (float v : t.to_vector<float>()) ASSERT_TRUE(std::isfinite(v)) << name;
+  }
+}
+
+TEST(Train, MismatchingCheckpointsAreRefusedByName) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "five");
+  c.steps = 2;
+  train::train_model(c, Device::cpu());
+  // Four classes: the same folder without its last class.
+  const std::string four = f.dir + "/four";
+  if (!fs::exists(four)) testing::write_class_folder(four, {8, 8, 8, 8}, 36, 3);
+  train::TrainConfig ft = small_config(f, "finetune");
+  ft.data = four;
+  ft.steps = 2;
+  ft.init = c.out + "/last.safetensors";
+  try {
+    train::train_model(ft, Device::cpu());
+    FAIL() << "a 5-class checkpoint loaded into a 4-class model";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("linear.weight"), std::string::npos) << what;
+    EXPECT_NE(what.find("linear.bias"), std::string::npos) << what;
+  }
+  ft.reset_classifier = true;  // fine-tuning to new classes
+  ft.out = f.dir + "/finetune2";
+  fs::remove_all(ft.out);
+  EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 2);
+  EXPECT_EQ(train::resolve_defaults(ft).decay_epochs, 4.0);  // 0.94 every 4 epochs when fine-tuning
+  // Resuming a run with another model is refused naming both.
+  train::TrainConfig other = c;
+  other.model = "resnet32";
+  other.resume = true;
+  other.steps = 4;
+  try {
+    train::train_model(other, Device::cpu());
+    FAIL() << "resumed a resnet20 run as resnet32";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("resnet20"), std::string::npos) << e.what();
+  }
+}
+
+// head/tail against a hand count: classes with >= 10 training images are head.
+TEST(Evaluate, HeadTailSplitMatchesAHandCount) {
+  train::EvalResult r;
+  r.per_class = {{4, 3, 4}, {5, 5, 5}, {2, 0, 1}, {3, 1, 2}, {0, 0, 0}};  // images, top-1 right, top-5 right
+  for (const auto& c : r.per_class) r.images += c.images, r.top1 += c.top1, r.top5 += c.top5;
+  const train::HeadTailResult h = train::head_tail(r, {50, 10, 9, 1, 30}, 10);
+  EXPECT_EQ(h.head_classes, 2);  // class 4 is head-sized but has no validation images
+  EXPECT_EQ(h.tail_classes, 2);
+  EXPECT_EQ(h.head_images, 9);
+  EXPECT_EQ(h.tail_images, 5);
+  EXPECT_DOUBLE_EQ(h.head_top1, 8.0 / 9.0);
+  EXPECT_DOUBLE_EQ(h.head_top5, 9.0 / 9.0);
+  EXPECT_DOUBLE_EQ(h.tail_top1, 1.0 / 5.0);
+  EXPECT_DOUBLE_EQ(h.tail_top5, 3.0 / 5.0);
+  EXPECT_THROW(train::head_tail(r, {1, 2}, 10), Error);
+}
+
+// An ensemble of two models scores the argmax of their mean softmax, computed here directly.
+TEST(Evaluate, EnsembleAveragesProbabilities) {
+  Folders f;
+  const data::Dataset val = data::load_dataset(f.val);
+  manual_seed(11);
+  auto a = nn::create_model("resnet20", 5);
+  auto b = nn::create_model("resnet20", 5);
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval;
+  o.size = 32;
+  o.batch_size = 7;
+  o.shuffle = false;
+  data::Loader la(val, o), lb(val, o);
+  const train::EvalResult r = train::evaluate({{a.get(), &la}, {b.get(), &lb}}, Device::cpu());
+  EXPECT_EQ(r.images, 30);
+  // Directly: every image through both models, probabilities averaged.
+  NoGradGuard no_grad;
+  int64_t top1 = 0;
+  std::vector<int64_t> per_class(5, 0);
+  for (int64_t i = 0; i < 30; ++i) {
+    std::vector<float> x(3 * 32 * 32);
+    std::string error;
+    ASSERT_TRUE(la.load_sample(i, 0, x.data(), &error)) << error;
+    const Tensor in = Tensor::from_vector(x, {1, 3, 32, 32});
+    const std::vector<float> pa = kernels::softmax(a->forward(in)).to_vector<float>();
+    const std::vector<float> pb = kernels::softmax(b->forward(in)).to_vector<float>();
+    int best = 0;
+    for (int k = 1; k < 5; ++k)
+      if (double(pa[k]) + pb[k] > double(pa[best]) + pb[best]) best = k;
+    const int64_t label = val.samples[i].label;
+    if (best == label) top1++, per_class[label]++;
+  }
+  EXPECT_EQ(r.top1, top1);
+  for (int k = 0; k < 5; ++k) EXPECT_EQ(r.per_class[k].top1, per_class[k]) << k;
+  EXPECT_EQ(r.top5, 30);  // 5 classes
+}
+
+TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
+  const std::string path = test_dir("fgvc_train_") + "/file.txt";
+  write_file_atomic(path, "old");
+  {
+    AtomicFile f(path);
+    f.write("new and half written");
+  }  // no commit: as if the process died here
+  EXPECT_EQ(testing::slurp(path), "old");
+  for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
+    EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
+  Folders f;
+  const std::string run = f.dir + "/cli";
+  fs::remove_all(run);
+  testing::Outcome r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --val " + f.val +
+                                            " --out " + run + " --steps 12 --batch-size 8 --no-plots --json",
+                                        f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json t = testing::last_json_line(r.out);
+  EXPECT_EQ(t.at("steps"), 12);
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                           " --train-counts " + f.train + " --head-threshold 10 --per-class " + f.dir +
+                           "/pc.csv --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json e = testing::last_json_line(r.out);
+  EXPECT_EQ(e.at("images"), 30);
+  EXPECT_EQ(e.at("head").at("classes"), 3);  // 48, 24, 12 training images
+  EXPECT_EQ(e.at("tail").at("classes"), 2);  // 6, 3
+  EXPECT_EQ(e.at("head").at("images").get<int>() + e.at("tail").at("images").get<int>(), 30);
+  const double top1 = e.at("top1");
+  EXPECT_NEAR(e.at("top1_error").get<double>(), 1 - top1, 1e-12);
+  // The best checkpoint's accuracy is the one the run logged for it.
+  double logged = -1;
+  std::ifstream in(run + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") == "epoch") logged = std::max(logged, j.at("val_top1").get<double>());
+  }
+  EXPECT_DOUBLE_EQ(top1, logged);
+  const std::string csv = testing::slurp(f.dir + "/pc.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");
+}
+
+TEST(TrainApps, UsageErrorsExitTwo) {
+  Folders f;
+  testing::Outcome r = testing::run_app(
+      "fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + f.dir + "/x --steps 2 --amp bf16", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("fgvc-train: error: --amp bf16: mixed precision needs a CUDA device"), std::string::npos) << r.err;
+  r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + f.dir + "/x", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--epochs or --steps"), std::string::npos) << r.err;
+  r = testing::run_app("fgvc-train --model resnet21 --data " + f.train + " --out " + f.dir + "/x --steps 1", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("resnet20"), std::string::npos) << r.err;  // lists the known names
+  r = testing::run_app("fgvc-train --help", f.dir);
+  EXPECT_EQ(r.code, 0);
+  for (const char* flag : {"--resume", "--ema-decay", "--label-smoothing", "--amp", "--init", "--reset-classifier"})
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + f.dir + "/missing.safetensors --data " +
+                           f.val,
+                       f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("fgvc-eval: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("missing.safetensors"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace fgvc
