@@ -4,11 +4,11 @@
 #include <cstdio>
 
 #include "apps/app.h"
-#include "autograd/grad_mode.h"
 #include "data/loader.h"
 #include "emd/domain.h"
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
+#include "train/features.h"
 
 int main(int argc, char** argv) {
   std::string model_name, weights, data_path, out;
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
         cli.add_option("--weights", weights, "weights (.safetensors)")->required();
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
-        cli.add_option("--input-size", size, "input size (default 299 for Inception models, 224 otherwise)")
+        cli.add_option("--input-size", size, "input size (default: the model's, 299 Inception, 224 ResNet)")
             ->check(CLI::PositiveNumber);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(CLI::PositiveNumber);
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(CLI::PositiveNumber);
@@ -30,11 +30,10 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
-        const bool inception = model_name.rfind("inception", 0) == 0;
-        o.size = size > 0 ? size : (inception ? 299 : 224);
-        o.normalization = inception ? data::Normalization::Inception : data::Normalization::ImageNet;
-        const SafetensorsFile w = read_safetensors(weights);
-        const Tensor fc = nn::classifier_weight(w.tensors);
+        o.size = size > 0 ? size : nn::default_input_size(model_name);
+        o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
+        const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
+        const Tensor fc = nn::classifier_weight(w);
         FGVC_CHECK(fc.defined(), "fgvc-extract", weights, ": no classifier weight [K, D]");
         std::shared_ptr<nn::Classifier> model;
         try {
@@ -42,34 +41,14 @@ int main(int argc, char** argv) {
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
-        model->load_state_dict(w.tensors, /*strict=*/true);
+        model->load_state_dict(w, /*strict=*/true);
         model->to(device);
         model->eval();
 
-        data::Dataset dataset = data::load_dataset(data_path);
-        const std::vector<std::string> classes = dataset.classes;
-        const int64_t m = static_cast<int64_t>(classes.size()), dim = model->feature_dim();
-        std::vector<double> sums(static_cast<size_t>(m * dim), 0.0);
-        std::vector<double> counts(static_cast<size_t>(m), 0.0);
-        data::Loader loader(std::move(dataset), o);
-        loader.start_epoch(0);
-        data::Batch batch;
-        NoGradGuard no_grad;
-        while (loader.next(&batch)) {
-          const std::vector<float> f = model->features(batch.images.to(device)).to_vector<float>();
-          const std::vector<int64_t> labels = batch.labels.to_vector<int64_t>();
-          for (size_t i = 0; i < labels.size(); ++i) {
-            counts[labels[i]] += 1;
-            for (int64_t k = 0; k < dim; ++k) sums[labels[i] * dim + k] += f[i * dim + k];
-          }
-        }
-        std::vector<double> means(sums.size(), 0.0);
-        for (int64_t c = 0; c < m; ++c)
-          for (int64_t k = 0; k < dim; ++k) means[c * dim + k] = counts[c] > 0 ? sums[c * dim + k] / counts[c] : 0.0;
-        emd::Domain domain;
-        domain.features = Tensor::from_vector(means, {m, dim}).to(DType::Float32);
-        domain.counts = counts;
-        domain.classes = classes;
+        data::Loader loader(data::load_dataset(data_path), o);
+        emd::Domain domain = train::class_mean_features(*model, loader, device);
+        const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
+        const std::vector<double>& counts = domain.counts;
         domain.name = out;
         emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         int64_t images = 0;

@@ -25,9 +25,9 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
-        const SafetensorsFile w = read_safetensors(weights);
+        const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
         if (num_classes == 0) {  // from the classifier's weight, [K, D]
-          const Tensor fc = nn::classifier_weight(w.tensors);
+          const Tensor fc = nn::classifier_weight(w);
           if (!fc.defined())
             throw app::UsageError("--num-classes: not given and " + weights + " has no classifier weight [K, D]");
           num_classes = fc.size(0);
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
-        model->load_state_dict(w.tensors, /*strict=*/true);
+        model->load_state_dict(w, /*strict=*/true);
         model->to(device);
         model->eval();
         const SafetensorsFile in = read_safetensors(input);

@@ -8,8 +8,11 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+
+#include "tensor/error.h"
 
 namespace fgvc {
 namespace data {
@@ -37,7 +40,8 @@ void jpeg_message(j_common_ptr c, int level) {
   if (level < 0) jpeg_fail(c);  // a warning; trace messages (level >= 0) are dropped
 }
 
-void install_errors(jpeg_decompress_struct* cinfo, JpegErrors* errors) {
+template <class JpegStruct>  // jpeg_decompress_struct or jpeg_compress_struct
+void install_errors(JpegStruct* cinfo, JpegErrors* errors) {
   cinfo->err = jpeg_std_error(&errors->mgr);
   errors->mgr.error_exit = jpeg_fail;
   errors->mgr.emit_message = jpeg_message;
@@ -236,6 +240,39 @@ bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* 
     return false;
   }
   return true;
+}
+
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality) {
+  FGVC_CHECK(channels == 1 || channels == 3, "encode_jpeg", "1 or 3 channels, got ", channels);
+  FGVC_CHECK(width > 0 && height > 0, "encode_jpeg", "empty image ", width, "x", height);
+  jpeg_compress_struct cinfo;
+  JpegErrors errors;
+  install_errors(&cinfo, &errors);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  if (setjmp(errors.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    std::free(buffer);
+    throw Error(std::string("encode_jpeg: ") + errors.message);
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = channels;
+  cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<JSAMPROW>(pixels + static_cast<size_t>(cinfo.next_scanline) * width * channels);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::vector<uint8_t> out(buffer, buffer + size);
+  std::free(buffer);
+  return out;
 }
 
 }  // namespace data

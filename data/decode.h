@@ -43,6 +43,10 @@ ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& na
 Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name, const Box& region = {},
                      int min_width = 0, int min_height = 0);
 
+// Baseline JPEG of 8-bit gray (channels 1) or RGB (3) pixels, row-major: for the demo's
+// image folders and tools. Throws on a libjpeg error.
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality = 95);
+
 // Whole file into memory; an error string (naming the file) instead of an exception.
 bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* error);
 

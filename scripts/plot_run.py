@@ -6,7 +6,8 @@
   per_class.png  per-class validation accuracy against training images per class, classes
                  sorted by their number of training images (the paper's Figs. 2 and 4)
 
-Usage: plot_run.py RUN_DIR [RUN_DIR ...]   (several folders: one curve each, e.g. stage 1 and 2)
+Usage: plot_run.py [--out DIR] RUN_DIR [RUN_DIR ...]
+Several folders: one curve each (e.g. stage 1 and stage 2), written to the first folder or DIR.
 Exit 3 when matplotlib is missing (Debian: apt-get install python3-matplotlib).
 """
 import csv
@@ -48,8 +49,7 @@ def read_per_class(run):
         return [r for r in csv.DictReader(f) if r["train_images"] != ""]
 
 
-def main(runs):
-    out = runs[0]
+def main(runs, out):
     label = lambda run: os.path.basename(os.path.normpath(run))
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
@@ -110,7 +110,11 @@ def main(runs):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    out = None
+    if len(args) >= 2 and args[0] == "--out":
+        out, args = args[1], args[2:]
+    if not args:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    main(sys.argv[1:])
+    main(args, out or args[0])

@@ -25,12 +25,15 @@ std::string quoted(const std::string& s) {
 }
 }  // namespace
 
-std::string make_plots(const std::string& run_dir) {
+std::string make_plots(const std::string& run_dir) { return make_plots(std::vector<std::string>{run_dir}, run_dir); }
+
+std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir) {
   const std::string script = plot_script();
   // Debian's interpreter first: python3-matplotlib installs for it, whatever else is on PATH.
   const std::string python = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const std::string by_hand = python + " " + quoted(script) + " " + quoted(run_dir);
-  if (!fs::exists(script)) return "plots: " + script + " not found; the run's metrics are in " + run_dir;
+  std::string by_hand = python + " " + quoted(script) + " --out " + quoted(out_dir);
+  for (const std::string& run : run_dirs) by_hand += " " + quoted(run);
+  if (!fs::exists(script)) return "plots: " + script + " not found; the metrics are in " + run_dirs.front();
   // Exit 3 from the script: matplotlib is missing.
   const int status = std::system((by_hand + " >/dev/null 2>&1").c_str());
   const int code = status == -1 ? -1 : (WIFEXITED(status) ? WEXITSTATUS(status) : -1);

@@ -4,6 +4,7 @@
 // sorted by frequency, as the paper's Figs. 2 and 4).
 #pragma once
 #include <string>
+#include <vector>
 
 namespace fgvc {
 namespace train {
@@ -13,6 +14,8 @@ std::string plot_script();
 // Runs the script on run_dir. Returns "" on success, else a line saying what is missing and
 // the command to run by hand.
 std::string make_plots(const std::string& run_dir);
+// Several runs in one set of plots (a curve each, e.g. stage 1 and stage 2), into out_dir.
+std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir);
 
 }  // namespace train
 }  // namespace fgvc
