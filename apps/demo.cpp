@@ -47,7 +47,7 @@ struct Options {
   int64_t largest = 2000;          // training images of the largest class
   double imbalance = 100;          // largest / smallest class
   int64_t test_per_class = 1000;   // all of Fashion-MNIST's test set
-  int64_t epochs1 = 6, epochs2 = 3, max_per_class = 100, batch_size = 64, head_threshold = 100;
+  int64_t epochs1 = 10, epochs2 = 3, max_per_class = 100, batch_size = 64, head_threshold = 100;
   double lr1 = 0.045, lr2 = 0.0045, gamma = 0.1;
   int input_size = 28, workers = 2;
   uint64_t seed = 0;

@@ -8,6 +8,7 @@
 
 #include "app_runner.h"
 #include "autograd/grad_mode.h"
+#include "data/idx.h"
 #include "kernels/softmax.h"
 #include "tensor/atomic_file.h"
 #include "tensor/random.h"
@@ -314,6 +315,68 @@ TEST(TrainApps, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("fgvc-eval: error: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("missing.safetensors"), std::string::npos) << r.err;
+}
+
+// IDX files as Fashion-MNIST ships them (gzipped by the system's gzip, one left plain), with
+// 10 learnable synthetic classes; fgvc-demo runs its whole pipeline on them at a tiny size.
+void write_idx(const std::string& path, const std::vector<int32_t>& dims, const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> bytes = {0, 0, 0x08, static_cast<uint8_t>(dims.size())};
+  for (int32_t d : dims)
+    for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<uint8_t>(d >> shift));
+  bytes.insert(bytes.end(), data.begin(), data.end());
+  testing::write_bytes(path, bytes);
+}
+
+TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
+  const std::string dir = test_dir("fgvc_train_"), idx = dir + "/idx", run = dir + "/demo";
+  fs::create_directories(idx);
+  for (const auto& [split, n] : {std::pair<std::string, int>{"train", 400}, {"t10k", 100}}) {
+    std::vector<uint8_t> pixels, labels;
+    uint32_t state = 7;
+    for (int i = 0; i < n; ++i) {
+      const int c = i % 10;
+      labels.push_back(static_cast<uint8_t>(c));
+      for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) {
+          state = state * 1664525u + 1013904223u;
+          const bool on = (c < 5 ? (y / (c + 2)) : (x / (c - 3))) % 2 == 0;  // stripes of class-specific width
+          pixels.push_back(static_cast<uint8_t>((on ? 180 : 40) + (state >> 27)));
+        }
+    }
+    write_idx(idx + "/" + split + "-images-idx3-ubyte", {n, 28, 28}, pixels);
+    write_idx(idx + "/" + split + "-labels-idx1-ubyte", {n}, labels);
+  }
+  // Three of the four gzipped, as Debian ships them; the reader takes both.
+  for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"})
+    ASSERT_EQ(std::system(("gzip -f " + idx + "/" + name).c_str()), 0);
+  EXPECT_EQ(data::read_idx_labels(idx + "/t10k-labels-idx1-ubyte.gz").size(), 100u);
+  EXPECT_EQ(data::read_idx_images(idx + "/train-images-idx3-ubyte.gz").count, 400);
+  const testing::Outcome r = testing::run_app("fgvc-demo --out " + run + " --data-dir " + idx +
+                                                  " --largest 40 --imbalance 10 --test-per-class 10 --epochs1 2 "
+                                                  "--epochs2 1 --max-per-class 10 --batch-size 16 --head-threshold 20 --json",
+                                              dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* line : {"== stage 1", "== stage 2", "| stage 1 (long-tailed) |", "| tops |", "source class",
+                           "report: "})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+  const nlohmann::json j = nlohmann::json::parse(testing::slurp(run + "/results.json"));
+  for (const char* stage : {"stage1", "stage2"})
+    for (const char* key : {"top1", "head", "tail"}) {
+      const double v = j.at(stage).at(key);
+      EXPECT_TRUE(v >= 0 && v <= 1) << stage << " " << key;
+    }
+  EXPECT_EQ(j.at("counts").size(), 10u);
+  EXPECT_EQ(j.at("counts")[0], 40);
+  EXPECT_EQ(j.at("counts")[9], 4);
+  EXPECT_EQ(j.at("similarity").at("matrix").size(), 3u);
+  EXPECT_DOUBLE_EQ(j.at("similarity").at("matrix")[1][1].get<double>(), 1.0);  // a group against itself
+  EXPECT_EQ(j.at("selected").size(), 3u);
+  EXPECT_GT(j.at("seconds").get<double>(), 0);
+  EXPECT_NE(testing::slurp(run + "/report.md").find("## Stage 1 and stage 2"), std::string::npos);
+  // A data folder without the files: a clear error naming the package.
+  const testing::Outcome bad = testing::run_app("fgvc-demo --out " + run + "2 --data-dir " + dir + "/nothing", dir);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("dataset-fashion-mnist"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The first command (SPEC.md sections 2 and 6): installs what is missing (the build's Debian
+# packages, dataset-fashion-mnist, python3-matplotlib for the plots), configures and builds
+# (with the CUDA backend when the toolkit is there), then runs fgvc-demo: two-stage
+# long-tailed training on Fashion-MNIST images, the head/tail table, EMD domain similarity and
+# source selection, and a report. About 6 minutes on 2 CPU cores after the build.
+#   scripts/demo.sh [RUN_DIR] [fgvc-demo flags...]     (default RUN_DIR: runs/demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fgvc_extra_packages=(dataset-fashion-mnist python3-matplotlib)
+source scripts/setup-deps.sh
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFGVC_CUDA="${FGVC_CUDA:-AUTO}" >/dev/null
+cmake --build build -j "$(nproc)" --target fgvc-demo
+out=${1:-runs/demo}
+shift || true
+exec build/bin/fgvc-demo --out "$out" "$@"
