@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "autograd/autocast.h"
+#include "autograd/ops.h"
 #include "kernels/batch_norm.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
@@ -14,6 +16,11 @@ using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const k::Conv2dGeometry& g) {
+  if (Autocast::enabled() && x.dtype() == DType::Float32 && w.dtype() == DType::Float32) {
+    const DType low = Autocast::dtype();
+    const Tensor y = to_dtype(conv2d(to_dtype(x, low), to_dtype(w, low), Tensor(), g), DType::Float32);
+    return bias.defined() ? add(y, reshape(bias, {1, bias.numel(), 1, 1})) : y;
+  }
   Tensor y = k::conv2d(x, w, bias, g);
   autograd::record("conv2d", {x, w, bias}, {y},
                    [x = x.detach(), w = w.detach(), g, has_bias = bias.defined()](const Grads& gy, const Needs& n) -> Grads {

@@ -61,6 +61,8 @@ Tensor transpose(const Tensor& x, int64_t a, int64_t b);
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step = 1);
 Tensor expand(const Tensor& x, const Shape& shape);
 Tensor contiguous(const Tensor& x);
+// A dtype conversion; the gradient converts back (mixed precision: autograd/autocast.h).
+Tensor to_dtype(const Tensor& x, DType dtype);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis);
 

@@ -63,6 +63,13 @@ Tensor contiguous(const Tensor& x) {
   return y;
 }
 
+Tensor to_dtype(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  Tensor y = x.to(dtype).detach();
+  autograd::record("to_dtype", {x}, {y}, [from = x.dtype()](const Grads& g, const Needs&) -> Grads { return {g[0].to(from)}; });
+  return y;
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
   Tensor y = k::concat(xs, axis);
   std::vector<int64_t> sizes;

@@ -184,8 +184,11 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias, const 
              x_in.device().str());
   const Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = bias.defined() ? bias.contiguous() : bias;
   if (x.device().is_cuda()) {
-    FGVC_CHECK(x.dtype() == DType::Float32 || x.dtype() == DType::Float64, "conv2d", "needs float32 or float64, got ",
-               describe(x));
+    FGVC_CHECK(x.dtype() == DType::Float32 || x.dtype() == DType::Float64 || x.dtype() == DType::BFloat16 ||
+                   x.dtype() == DType::Float16,
+               "conv2d", "needs float32, float64, bfloat16 or float16 on CUDA, got ", describe(x));
+    FGVC_CHECK(!b.defined() || x.dtype() == DType::Float32 || x.dtype() == DType::Float64, "conv2d",
+               "a bias with 16-bit data is not supported (add it in float32)");
     const Tensor y = detail::conv2d_cuda(x, w, g, {d.n, d.o, d.ho, d.wo});
     return b.defined() ? add(y, b.view({1, d.o, 1, 1})) : y;
   }

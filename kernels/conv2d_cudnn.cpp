@@ -61,7 +61,13 @@ struct ConvDescriptors {
   std::string key;  // shape and geometry, for the algorithm caches
 
   ConvDescriptors(const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype) {
-    const cudnnDataType_t t = dtype == DType::Float64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+    // Data in the tensors' dtype; bfloat16/float16 (mixed precision) accumulate in float32.
+    const bool half = dtype == DType::BFloat16 || dtype == DType::Float16;
+    const cudnnDataType_t t = dtype == DType::Float64    ? CUDNN_DATA_DOUBLE
+                              : dtype == DType::BFloat16 ? CUDNN_DATA_BFLOAT16
+                              : dtype == DType::Float16  ? CUDNN_DATA_HALF
+                                                         : CUDNN_DATA_FLOAT;
+    const cudnnDataType_t compute = half ? CUDNN_DATA_FLOAT : t;
     FGVC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     FGVC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     FGVC_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -71,9 +77,10 @@ struct ConvDescriptors {
     FGVC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, t, i(ys[0]), i(ys[1]), i(ys[2]), i(ys[3])));
     FGVC_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, t, CUDNN_TENSOR_NCHW, i(ws[0]), i(ws[1]), i(ws[2]), i(ws[3])));
     FGVC_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, g.pad_top, g.pad_left, g.stride_h, g.stride_w, g.dilation_h,
-                                                     g.dilation_w, CUDNN_CROSS_CORRELATION, t));
+                                                     g.dilation_w, CUDNN_CROSS_CORRELATION, compute));
     const bool tf32 = g_allow_tf32 && dtype == DType::Float32;
-    FGVC_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    FGVC_CUDNN_CHECK(cudnnSetConvolutionMathType(
+        conv, half ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)));
     key = fgvc::detail::concat(shape_str(xs), shape_str(ws), g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.dilation_h,
                          g.dilation_w, dtype_name(dtype), tf32);
   }
@@ -107,6 +114,7 @@ Tensor workspace(size_t bytes, Device device) {
   return Tensor::empty({static_cast<int64_t>(bytes ? bytes : 1)}, DType::UInt8, device);
 }
 
+// alpha and beta: double for double data, float for the rest (float16/bfloat16 included).
 struct Scalars {
   float f1 = 1, f0 = 0;
   double d1 = 1, d0 = 0;

@@ -2,7 +2,11 @@
 // TF-slim's weight decay on conv/fc weights only, the staircase schedule, clipping and EMA.
 #include <cmath>
 
+#include "autograd/autocast.h"
+#include "nn/layers.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
+#include "tensor/random.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -104,6 +108,83 @@ TEST(Optim, ScheduleClippingAndEma) {
   ema.update(p.named);
   const std::vector<double> s = ema.shadow().at("bn.weight").to_vector<double>();
   for (size_t i = 0; i < s.size(); ++i) EXPECT_NEAR(s[i], 0.9 * start[i] + 0.1, 1e-6);
+}
+
+// Finite means finite: 3e38 passes (a sum of squares would overflow), one inf or NaN fails.
+TEST(Optim, AllFiniteFindsOneBadElement) {
+  Tensor big = Tensor::from_vector(std::vector<float>{3e38f, -3e38f, 1.0f}, {3});
+  EXPECT_TRUE(optim::all_finite({big, testing::randn_t({100}, 1)}));
+  for (float bad : {INFINITY, -INFINITY, NAN}) {
+    Tensor t = testing::randn_t({1000}, 2);
+    std::vector<float> v = t.to_vector<float>();
+    v[637] = bad;
+    EXPECT_FALSE(optim::all_finite({big, Tensor::from_vector(v, {1000})})) << bad;
+  }
+}
+
+// float16 loss scaling: the loss is scaled, gradients unscaled exactly (powers of two), an
+// overflow skips the step and halves the scale, growth_interval clean steps double it.
+TEST(Optim, GradScalerSkipsOverflowsAndAdaptsTheScale) {
+  Params p;
+  optim::GradScaler scaler(1024.0, 2.0, 0.5, /*growth_interval=*/3);
+  const Tensor loss = Tensor::from_vector(std::vector<float>{1.5f}, {});
+  EXPECT_FLOAT_EQ(scaler.scale(loss).item<float>(), 1536.0f);
+  p.set_grads(5);
+  std::vector<std::vector<double>> want;
+  for (auto& [name, t] : p.named) want.push_back(t.grad().to_vector<double>());
+  for (auto& [name, t] : p.named) Tensor(t).set_grad(kernels::binary(kernels::BinaryOp::Mul, t.grad(), 1024.0));
+  ASSERT_TRUE(scaler.unscale(p.named));
+  for (size_t i = 0; i < p.named.size(); ++i) EXPECT_TRUE(testing::all_close(p.named[i].second.grad(), want[i], 0, 0));
+  scaler.update(true);
+  EXPECT_EQ(scaler.good_steps(), 1);
+  // An overflow: the step is skipped, the scale halves, the clean count restarts.
+  std::vector<float> g = p.named[0].second.grad().to_vector<float>();
+  g[1] = INFINITY;
+  Tensor(p.named[0].second).set_grad(Tensor::from_vector(g, p.named[0].second.shape()));
+  EXPECT_FALSE(scaler.unscale(p.named));
+  scaler.update(false);
+  EXPECT_DOUBLE_EQ(scaler.scale_value(), 512.0);
+  EXPECT_EQ(scaler.skipped_steps(), 1);
+  EXPECT_EQ(scaler.good_steps(), 0);
+  for (int i = 0; i < 3; ++i) scaler.update(true);
+  EXPECT_DOUBLE_EQ(scaler.scale_value(), 1024.0);
+  scaler.load(8.0, 2, 5);
+  scaler.update(true);
+  EXPECT_DOUBLE_EQ(scaler.scale_value(), 16.0);
+  EXPECT_EQ(scaler.skipped_steps(), 5);
+}
+
+// Autocast on the CPU with float64 as the compute dtype (the trainer uses bfloat16/float16 on
+// CUDA; the plumbing is the same): convolutions run in the compute dtype, everything around
+// them, the weights and their gradients stay float32.
+TEST(Optim, AutocastRunsConvolutionsInTheComputeDtype) {
+  manual_seed(4);
+  nn::Conv2d conv(3, 5, 3, 1, 1, /*bias=*/true);
+  const Tensor x = testing::randn_t({2, 3, 6, 6}, 9);
+  const Tensor plain = conv.forward(x);
+  backward(sum(mul(plain, plain)));
+  const Tensor plain_grad = conv.weight.grad().clone(), plain_bias_grad = conv.bias.grad().clone();
+  conv.weight.zero_grad();
+  conv.bias.zero_grad();
+  Tensor y;
+  {
+    AutocastGuard autocast(DType::Float64);
+    EXPECT_TRUE(Autocast::enabled());
+    y = conv.forward(x);
+  }
+  EXPECT_FALSE(Autocast::enabled());
+  EXPECT_EQ(y.dtype(), DType::Float32);
+  EXPECT_LT(testing::rel_error(y, plain), 1e-6);
+  backward(sum(mul(y, y)));
+  EXPECT_EQ(conv.weight.grad().dtype(), DType::Float32);
+  EXPECT_LT(testing::rel_error(conv.weight.grad(), plain_grad), 1e-5);
+  EXPECT_LT(testing::rel_error(conv.bias.grad(), plain_bias_grad), 1e-5);
+  // The cast's gradient is the gradient cast back.
+  Tensor a = testing::randn_t({4}, 3).set_requires_grad(true);
+  const Tensor c = testing::randn_t({4}, 6, DType::Float64);
+  backward(sum(mul(to_dtype(a, DType::Float64), c)));
+  EXPECT_EQ(a.grad().dtype(), DType::Float32);
+  EXPECT_TRUE(testing::all_close(a.grad(), c.to_vector<double>(), 1e-7, 0));
 }
 
 }  // namespace

@@ -22,7 +22,9 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
                          {"epoch", p.epoch},         {"batch", p.batch},             {"lr", p.lr},
                          {"rng_seed", p.rng_seed},   {"rng_offset", p.rng_offset},   {"best_top1", p.best_top1},
                          {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial},
-                         {"window_loss", p.window_loss}, {"window_steps", p.window_steps}};
+                         {"window_loss", p.window_loss}, {"window_steps", p.window_steps},
+                         {"loss_scale", p.loss_scale}, {"scale_good_steps", p.scale_good_steps},
+                         {"skipped_steps", p.skipped_steps}};
   write_safetensors(path, tensors, {{"format", nn::kCheckpointFormat}, {"position", position.dump()}});
 }
 
@@ -49,6 +51,9 @@ Checkpoint load_checkpoint(const std::string& path) {
     p.best_partial = j.at("best_partial").get<bool>();
     p.window_loss = j.at("window_loss").get<double>();
     p.window_steps = j.at("window_steps").get<int64_t>();
+    p.loss_scale = j.at("loss_scale").get<double>();
+    p.scale_good_steps = j.at("scale_good_steps").get<int64_t>();
+    p.skipped_steps = j.at("skipped_steps").get<int64_t>();
   } catch (const json::exception& e) {
     throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
   }

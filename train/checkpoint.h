@@ -34,6 +34,9 @@ struct TrainPosition {
   // after a resume average the same steps as an uninterrupted run's.
   double window_loss = 0;
   int64_t window_steps = 0;
+  // --amp fp16: the dynamic loss scale, clean steps since it last changed, steps skipped.
+  double loss_scale = 0;
+  int64_t scale_good_steps = 0, skipped_steps = 0;
 };
 
 // `optimizer` and `ema` may be null (best.safetensors keeps no optimizer slots).

@@ -9,6 +9,7 @@
 #include <optional>
 #include <sstream>
 
+#include "autograd/autocast.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
@@ -18,6 +19,7 @@
 #include "nn/layers.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
@@ -97,15 +99,6 @@ optim::NamedTensors averaged_weights(const nn::Module& m) {
   return out;
 }
 
-// True when every element is finite: w * 0 is 0 for finite w and NaN for inf or NaN, so the
-// sum is NaN exactly when one element is not finite (no overflow, unlike a sum of squares).
-bool all_finite(const optim::NamedTensors& ts) {
-  NoGradGuard no_grad;
-  for (const auto& [name, t] : ts)
-    if (!std::isfinite(kernels::sum(kernels::binary(kernels::BinaryOp::Mul, t, 0.0)).item<double>())) return false;
-  return true;
-}
-
 // Runs `fn` with the moving average loaded into the model, then puts the trained weights back.
 template <class Fn>
 void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
@@ -170,8 +163,8 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   FGVC_CHECK((c.epochs > 0) != (c.steps > 0), "--epochs/--steps", "give exactly one of them");
   FGVC_CHECK(c.optimizer == "rmsprop" || c.optimizer == "sgd", "--optimizer", "rmsprop or sgd, got '",
              c.optimizer, "'");
-  FGVC_CHECK(c.amp == "off" || device.is_cuda(), "--amp", c.amp,
-             ": mixed precision needs a CUDA device: mixed precision is not used on the CPU (use --amp off)");
+  FGVC_CHECK(c.amp == "off" || device.is_cuda(), "--amp", c.amp, ": mixed precision needs a CUDA device (this run is on ",
+             device.str(), "); use --amp off");
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
   FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
@@ -210,6 +203,12 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   std::unique_ptr<optim::EMA> ema;
   if (c.ema_decay > 0) ema = std::make_unique<optim::EMA>(averaged_weights(*model), c.ema_decay);
 
+  // Mixed precision: convolutions in bfloat16/float16 (autograd/autocast.h); float16 also
+  // needs the loss scaled (optim/grad_scaler.h).
+  const DType amp_dtype = c.amp == "bf16" ? DType::BFloat16 : c.amp == "fp16" ? DType::Float16 : DType::Float32;
+  std::unique_ptr<optim::GradScaler> scaler;
+  if (amp_dtype == DType::Float16) scaler = std::make_unique<optim::GradScaler>();
+
   TrainPosition pos;
   pos.model = c.model;
   pos.num_classes = K;
@@ -230,6 +229,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
     }
     pos = ck.position;
     default_generator().set_state(pos.rng_seed, pos.rng_offset);
+    if (scaler && pos.loss_scale > 0) scaler->load(pos.loss_scale, pos.scale_good_steps, pos.skipped_steps);
   }
 
   data::LoaderOptions lo;
@@ -277,11 +277,18 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   auto save = [&](const std::string& path, bool with_optimizer) {
     pos.rng_seed = default_generator().seed();
     pos.rng_offset = default_generator().offset();
+    if (scaler) {
+      pos.loss_scale = scaler->scale_value();
+      pos.scale_good_steps = scaler->good_steps();
+      pos.skipped_steps = scaler->skipped_steps();
+    }
     save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
   };
   bool saved_once = c.resume;
   auto save_last = [&]() {
-    FGVC_CHECK(all_finite(params), "training", "step ", pos.step, ": the weights are not finite; ",
+    std::vector<Tensor> weights;
+    for (const auto& [name, w] : params) weights.push_back(w);
+    FGVC_CHECK(optim::all_finite(weights), "training", "step ", pos.step, ": the weights are not finite; ",
                saved_once ? last_path + " keeps the last good checkpoint" : std::string("no checkpoint was written"));
     save(last_path, true);
     saved_once = true;
@@ -310,102 +317,122 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   auto window_start = Clock::now();
   const bool inception_aux = c.aux_weight > 0 && dynamic_cast<nn::InceptionV3*>(model.get()) != nullptr;
 
-  while (pos.step < total_steps) {
-    loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
-    double epoch_loss = 0;
-    int64_t epoch_steps = 0;
-    const auto epoch_start = Clock::now();
-    data::Batch batch;
-    while (pos.step < total_steps && loader.next(&batch)) {
-      pos.batch++;
-      summary.skipped += batch.skipped;
-      if (batch.indices.empty()) continue;
-      const auto t0 = Clock::now();
-      pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
-                                        static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
-      const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
-      Tensor loss = cross_entropy(model->forward(x), y, c.label_smoothing);
-      if (inception_aux) {
-        const Tensor& aux = static_cast<nn::InceptionV3*>(model.get())->aux_logits();
-        if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
+  try {
+    while (pos.step < total_steps) {
+      loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
+      double epoch_loss = 0;
+      int64_t epoch_steps = 0;
+      const auto epoch_start = Clock::now();
+      data::Batch batch;
+      while (pos.step < total_steps && loader.next(&batch)) {
+        pos.batch++;
+        summary.skipped += batch.skipped;
+        if (batch.indices.empty()) continue;
+        const auto t0 = Clock::now();
+        pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
+                                          static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
+        const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
+        Tensor loss;
+        {
+          AutocastGuard autocast(amp_dtype);  // float32: no change
+          loss = cross_entropy(model->forward(x), y, c.label_smoothing);
+          if (inception_aux) {
+            const Tensor& aux = static_cast<nn::InceptionV3*>(model.get())->aux_logits();
+            if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
+          }
+        }
+        const double value = loss.item<float>();
+        if (!std::isfinite(value)) {
+          metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
+          throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
+                      "): the loss is " + (std::isnan(value) ? "nan" : "infinite") + "; training stopped. " +
+                      (saved_once ? last_path + " keeps the last good checkpoint"
+                                  : std::string("no checkpoint had been written yet")) +
+                      (amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
+        }
+        backward(scaler ? scaler->scale(loss) : loss);
+        bool update = true;
+        if (scaler) {  // float16: unscale; an overflow skips this step and halves the scale
+          update = scaler->unscale(params);
+          scaler->update(update);
+        }
+        if (update) {
+          if (c.clip_grad_norm > 0) optim::clip_grad_norm(params, c.clip_grad_norm);
+          optimizer->step(pos.lr);
+        }
+        optimizer->zero_grad();
+        pos.step++;
+        if (ema && update) {
+          const double d = std::min(c.ema_decay, (1.0 + pos.step) / (10.0 + pos.step));
+          ema->update(averaged_weights(*model), d);
+        }
+        const int64_t n = static_cast<int64_t>(batch.indices.size());
+        train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        summary.images += n;
+        pos.window_loss += value, pos.window_steps++, window_images += n;
+        epoch_loss += value, epoch_steps++;
+        const bool log = pos.step % c.log_every == 0 || pos.step == total_steps;
+        const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
+        const double ips = window_s > 0 ? window_images / window_s : 0.0;
+        const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+        const double eta = elapsed / static_cast<double>(summary.images) * n * static_cast<double>(total_steps - pos.step);
+        progress.status("epoch " + std::to_string(pos.epoch + 1) + " step " + std::to_string(pos.step) + "/" +
+                            std::to_string(total_steps) + " loss " + fixed(pos.window_loss / pos.window_steps, 4) + " lr " +
+                            fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
+                        log);
+        if (log) {
+          const double mean = pos.window_loss / pos.window_steps;
+          json line = {{"kind", "step"}, {"step", pos.step},   {"epoch", pos.epoch + 1},   {"loss", mean},
+                       {"lr", pos.lr},   {"images_per_sec", ips}, {"seconds", elapsed}};
+          if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
+          metrics.write(line);
+          if (logged_windows++ == 0) summary.first_loss = mean;
+          summary.last_loss = mean;
+          // A line at the end of a run between two intervals leaves the window open, so the
+          // next interval's line covers the same steps whether or not the run was resumed.
+          if (pos.step % c.log_every == 0) pos.window_loss = 0, pos.window_steps = 0;
+          window_images = 0;
+          window_start = Clock::now();
+        }
+        if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();
       }
-      const double value = loss.item<float>();
-      if (!std::isfinite(value)) {
-        metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
-        throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
-                    "): the loss is " + (std::isnan(value) ? "nan" : "infinite") + "; training stopped. " +
-                    (saved_once ? last_path + " keeps the last good checkpoint"
-                                : std::string("no checkpoint had been written yet")) +
-                    " (try a smaller --lr)");
+      const bool epoch_done = pos.batch >= steps_per_epoch;
+      if (epoch_done) {
+        pos.epoch++;
+        pos.batch = 0;
+        summary.epochs_done++;
       }
-      backward(loss);
-      if (c.clip_grad_norm > 0) optim::clip_grad_norm(params, c.clip_grad_norm);
-      optimizer->step(pos.lr);
-      optimizer->zero_grad();
-      pos.step++;
-      if (ema) {
-        const double d = std::min(c.ema_decay, (1.0 + pos.step) / (10.0 + pos.step));
-        ema->update(averaged_weights(*model), d);
+      if (epoch_done || pos.step >= total_steps) {
+        json line = {{"kind", "epoch"},
+                     {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
+                     {"complete", epoch_done},
+                     {"step", pos.step},
+                     {"train_loss", epoch_steps ? epoch_loss / epoch_steps : 0.0},
+                     {"lr", pos.lr},
+                     {"skipped", loader.skipped()},
+                     {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
+        std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
+                           std::to_string(pos.step) + " train loss " +
+                           fixed(epoch_steps ? epoch_loss / epoch_steps : 0.0, 4);
+        if (val_loader) {
+          const auto [r, best] = validate(epoch_done);
+          line["val_top1"] = r.top1_accuracy();
+          line["val_top5"] = r.top5_accuracy();
+          line["val_loss"] = r.loss;
+          line["val_images"] = r.images;
+          text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " + fixed(100 * r.top5_accuracy(), 2) +
+                  "%" + (best ? " (best)" : "");
+        }
+        metrics.write(line);
+        progress.line(text);
+        save_last();
       }
-      const int64_t n = static_cast<int64_t>(batch.indices.size());
-      train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-      summary.images += n;
-      pos.window_loss += value, pos.window_steps++, window_images += n;
-      epoch_loss += value, epoch_steps++;
-      const bool log = pos.step % c.log_every == 0 || pos.step == total_steps;
-      const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-      const double ips = window_s > 0 ? window_images / window_s : 0.0;
-      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-      const double eta = elapsed / static_cast<double>(summary.images) * n * static_cast<double>(total_steps - pos.step);
-      progress.status("epoch " + std::to_string(pos.epoch + 1) + " step " + std::to_string(pos.step) + "/" +
-                          std::to_string(total_steps) + " loss " + fixed(pos.window_loss / pos.window_steps, 4) + " lr " +
-                          fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
-                      log);
-      if (log) {
-        const double mean = pos.window_loss / pos.window_steps;
-        metrics.write({{"kind", "step"}, {"step", pos.step}, {"epoch", pos.epoch + 1}, {"loss", mean}, {"lr", pos.lr},
-                       {"images_per_sec", ips}, {"seconds", elapsed}});
-        if (logged_windows++ == 0) summary.first_loss = mean;
-        summary.last_loss = mean;
-        // A line at the end of a run between two intervals leaves the window open, so the
-        // next interval's line covers the same steps whether or not the run was resumed.
-        if (pos.step % c.log_every == 0) pos.window_loss = 0, pos.window_steps = 0;
-        window_images = 0;
-        window_start = Clock::now();
-      }
-      if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();
     }
-    const bool epoch_done = pos.batch >= steps_per_epoch;
-    if (epoch_done) {
-      pos.epoch++;
-      pos.batch = 0;
-      summary.epochs_done++;
-    }
-    if (epoch_done || pos.step >= total_steps) {
-      json line = {{"kind", "epoch"},
-                   {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
-                   {"complete", epoch_done},
-                   {"step", pos.step},
-                   {"train_loss", epoch_steps ? epoch_loss / epoch_steps : 0.0},
-                   {"lr", pos.lr},
-                   {"skipped", loader.skipped()},
-                   {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
-      std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
-                         std::to_string(pos.step) + " train loss " +
-                         fixed(epoch_steps ? epoch_loss / epoch_steps : 0.0, 4);
-      if (val_loader) {
-        const auto [r, best] = validate(epoch_done);
-        line["val_top1"] = r.top1_accuracy();
-        line["val_top5"] = r.top5_accuracy();
-        line["val_loss"] = r.loss;
-        line["val_images"] = r.images;
-        text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " + fixed(100 * r.top5_accuracy(), 2) +
-                "%" + (best ? " (best)" : "");
-      }
-      metrics.write(line);
-      progress.line(text);
-      save_last();
-    }
+  } catch (const Error& e) {
+    // The allocator names the request and what is in use; say what to change.
+    if (std::string(e.what()).find("CUDA out of memory") == std::string::npos) throw;
+    throw Error(std::string(e.what()) + "; try a smaller --batch-size (now " + std::to_string(c.batch_size) + ")" +
+                (c.amp == "off" ? " or --amp bf16" : ""));
   }
   if (!saved_once) save_last();
   summary.steps = pos.step;

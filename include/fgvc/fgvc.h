@@ -15,6 +15,7 @@
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
 
+#include "autograd/autocast.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
@@ -24,6 +25,7 @@
 #include "nn/layers.h"
 #include "nn/models/registry.h"
 
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "optim/update_kernels.h"
 
