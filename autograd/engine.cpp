@@ -43,6 +43,7 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   } else {
     leaf.set_grad(kernels::add(leaf.grad(), g));
   }
+  autograd::notify_grad_ready(leaf);
   return {};
 }
 
@@ -56,6 +57,7 @@ bool should_record(const std::vector<Tensor>& inputs) {
 namespace {
 thread_local uint64_t g_nodes_created = 0;
 thread_local BackwardTimer g_backward_timer;
+thread_local GradReadyHook g_grad_ready_hook;
 
 Edge edge_to(const Tensor& t) {
   if (!t.defined() || !t.requires_grad()) return {};
@@ -86,6 +88,10 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
 
 uint64_t nodes_created() { return g_nodes_created; }
 void set_backward_timer(BackwardTimer timer) { g_backward_timer = std::move(timer); }
+void set_grad_ready_hook(GradReadyHook hook) { g_grad_ready_hook = std::move(hook); }
+void notify_grad_ready(const Tensor& leaf) {
+  if (g_grad_ready_hook) g_grad_ready_hook(leaf);
+}
 
 }  // namespace autograd
 

@@ -29,5 +29,12 @@ uint64_t nodes_created();
 using BackwardTimer = std::function<void(const Node& node, double seconds)>;
 void set_backward_timer(BackwardTimer timer);
 
+// Called on this thread when a leaf's gradient for the running backward is complete (every
+// contribution summed): data-parallel training starts all-reducing it then, so communication
+// overlaps the rest of backward (dist/gradient_reducer.h). nullptr stops.
+using GradReadyHook = std::function<void(const Tensor& leaf)>;
+void set_grad_ready_hook(GradReadyHook hook);
+void notify_grad_ready(const Tensor& leaf);  // by AccumulateGrad
+
 }  // namespace autograd
 }  // namespace fgvc

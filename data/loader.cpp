@@ -23,7 +23,10 @@ Loader::Loader(Dataset dataset, LoaderOptions options) : dataset_(std::move(data
 Loader::~Loader() { stop_workers(); }
 
 int64_t Loader::batches_per_epoch() const {
-  const int64_t n = static_cast<int64_t>(dataset_.samples.size()), b = options_.batch_size;
+  const int64_t total = static_cast<int64_t>(dataset_.samples.size()), b = options_.batch_size;
+  const int64_t w = options_.world_size, r = options_.rank;
+  // This rank's share; with drop_last, the smallest share, so that every rank steps alike.
+  const int64_t n = options_.drop_last ? total / w : (total - r + w - 1) / w;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
@@ -47,6 +50,7 @@ void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
     order_.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) order_[i] = i;
   }
+  if (options_.world_size > 1) order_ = rank_share(order_, options_.rank, options_.world_size);
   epoch_ = epoch;
   end_ = batches_per_epoch();
   next_to_make_ = next_to_hand_ = std::min(first_batch, end_);

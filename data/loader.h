@@ -42,6 +42,11 @@ struct LoaderOptions {
   bool pinned = true;                    // page-locked batches when a CUDA device is usable
   bool warn = true;                      // print one warning per skipped file on stderr
   uint64_t seed = 0;
+  // Data-parallel training: this process (rank) takes positions rank, rank + W, rank + 2W, ...
+  // of each epoch's order (data/subset.h, rank_share), so the ranks' batches b together are
+  // batch b of one process with W times the batch size. With drop_last every rank gets the
+  // same number of batches (the collectives need it).
+  int rank = 0, world_size = 1;
 };
 
 struct Batch {

@@ -82,5 +82,13 @@ std::vector<int64_t> class_balanced_order(const Dataset& d, int64_t n, uint64_t 
   return order;
 }
 
+std::vector<int64_t> rank_share(const std::vector<int64_t>& order, int rank, int world) {
+  FGVC_CHECK(world >= 1 && rank >= 0 && rank < world, "rank_share", "rank ", rank, " of a world of ", world);
+  std::vector<int64_t> share;
+  share.reserve(order.size() / static_cast<size_t>(world) + 1);
+  for (size_t i = static_cast<size_t>(rank); i < order.size(); i += static_cast<size_t>(world)) share.push_back(order[i]);
+  return share;
+}
+
 }  // namespace data
 }  // namespace fgvc

@@ -30,5 +30,9 @@ std::vector<int64_t> class_balanced_order(const Dataset& d, int64_t n, uint64_t 
 // A uniformly random permutation of 0..n-1, a function of (seed, epoch) only.
 std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, uint64_t epoch);
 
+// The distributed sampler's partition: positions rank, rank + world, ... of `order`. The
+// shares of ranks 0..world-1 are disjoint and cover `order` exactly once.
+std::vector<int64_t> rank_share(const std::vector<int64_t>& order, int rank, int world);
+
 }  // namespace data
 }  // namespace fgvc

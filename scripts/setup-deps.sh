@@ -2,7 +2,7 @@
 # needs when they are missing (with apt-get when root; otherwise prints the line to run).
 # A script may set fgvc_extra_packages=(...) first for what it needs beyond the build.
 fgvc_packages=(cmake g++ ninja-build ccache pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev
-  libbenchmark-dev nlohmann-json3-dev libcli11-dev libjpeg62-turbo-dev libstb-dev ${fgvc_extra_packages[@]+"${fgvc_extra_packages[@]}"})
+  libbenchmark-dev nlohmann-json3-dev libcli11-dev libjpeg62-turbo-dev libstb-dev libopenmpi-dev openmpi-bin ${fgvc_extra_packages[@]+"${fgvc_extra_packages[@]}"})
 fgvc_missing=()
 for p in "${fgvc_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || fgvc_missing+=("$p")

@@ -1,0 +1,77 @@
+#include "dist/communicator.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "fgvc/config.h"
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace dist {
+
+namespace {
+
+class SingleProcess : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  std::string backend() const override { return "none"; }
+  std::unique_ptr<Pending> all_reduce_sum_async(Tensor&) override {
+    struct Done : Pending {
+      void wait() override {}
+    };
+    return std::make_unique<Done>();
+  }
+  void broadcast(Tensor&, int root) override {
+    FGVC_CHECK(root == 0, "broadcast", "root ", root, " in a world of 1");
+  }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) noexcept override { std::exit(code); }
+};
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> single_process() { return std::make_unique<SingleProcess>(); }
+
+bool launched_by_mpi() { return env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE") || env("PMIX_RANK"); }
+
+int local_rank_from_environment() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"})
+    if (const char* v = env(name)) return std::atoi(v);
+  return 0;
+}
+
+double collective_timeout_seconds() {
+  const char* v = env("FGVC_COLLECTIVE_TIMEOUT");
+  const double s = v ? std::atof(v) : 600.0;
+  return s > 0 ? s : 600.0;
+}
+
+std::unique_ptr<Communicator> make_communicator(Device device) {
+  if (!launched_by_mpi()) return single_process();
+  return device.is_cuda() ? detail::make_nccl_communicator(device) : detail::make_mpi_communicator();
+}
+
+#if !FGVC_WITH_MPI
+namespace detail {
+std::unique_ptr<Communicator> make_mpi_communicator() {
+  throw Error("distributed training: started by mpirun, but this build has no MPI (install libopenmpi-dev, rebuild)");
+}
+}  // namespace detail
+#endif
+#if !FGVC_WITH_NCCL
+namespace detail {
+std::unique_ptr<Communicator> make_nccl_communicator(Device) {
+  throw Error("distributed training on CUDA: this build has no NCCL (needs the CUDA toolkit's NCCL and MPI)");
+}
+}  // namespace detail
+#endif
+
+}  // namespace dist
+}  // namespace fgvc

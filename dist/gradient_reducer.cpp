@@ -1,0 +1,89 @@
+#include "dist/gradient_reducer.h"
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "kernels/elementwise.h"
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace dist {
+
+GradientReducer::GradientReducer(Communicator& comm, optim::NamedTensors params, size_t bucket_bytes)
+    : comm_(comm), params_(std::move(params)) {
+  // Reverse registration order: the last layers' gradients are ready first.
+  for (size_t k = params_.size(); k-- > 0;) {
+    const Tensor& w = params_[k].second;
+    FGVC_CHECK(w.is_contiguous(), "GradientReducer", "parameter ", params_[k].first, " is not contiguous");
+    if (buckets_.empty() || (buckets_.back().numel * int64_t(dtype_size(w.dtype())) >= int64_t(bucket_bytes)) ||
+        params_[buckets_.back().params.front()].second.dtype() != w.dtype() ||
+        params_[buckets_.back().params.front()].second.device() != w.device())
+      buckets_.emplace_back();
+    Bucket& b = buckets_.back();
+    where_[w.impl_ptr().get()] = {buckets_.size() - 1, b.params.size()};
+    b.params.push_back(k);
+    b.offsets.push_back(b.numel);
+    b.numel += w.numel();
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  if (in_backward_) autograd::set_grad_ready_hook(nullptr);
+}
+
+void GradientReducer::prepare() {
+  for (Bucket& b : buckets_) b.ready = 0, b.pending.reset();
+  next_to_launch_ = 0;
+  started_early_ = 0;
+  in_backward_ = true;
+  autograd::set_grad_ready_hook([this](const Tensor& leaf) { grad_ready(leaf); });
+}
+
+void GradientReducer::grad_ready(const Tensor& leaf) {
+  const auto it = where_.find(leaf.impl_ptr().get());
+  if (it == where_.end()) return;  // not one of ours
+  Bucket& b = buckets_[it->second.first];
+  FGVC_CHECK(!b.pending, "GradientReducer", "a gradient of ", params_[b.params[it->second.second]].first,
+             " arrived after its bucket was sent");
+  if (++b.ready == b.params.size()) launch_ready_in_order();
+}
+
+void GradientReducer::launch_ready_in_order() {
+  while (next_to_launch_ < buckets_.size() && buckets_[next_to_launch_].ready == buckets_[next_to_launch_].params.size()) {
+    launch(buckets_[next_to_launch_++]);
+    if (in_backward_) started_early_++;
+  }
+}
+
+void GradientReducer::launch(Bucket& b) {
+  NoGradGuard no_grad;
+  const Tensor& first = params_[b.params.front()].second;
+  if (!b.buffer.defined()) b.buffer = Tensor::empty({b.numel}, first.dtype(), first.device());
+  for (size_t i = 0; i < b.params.size(); ++i) {
+    const Tensor& w = params_[b.params[i]].second;
+    Tensor slot = b.buffer.slice(0, b.offsets[i], b.offsets[i] + w.numel());
+    if (w.grad().defined()) slot.copy_(w.grad().contiguous().reshape({w.numel()}));
+    else slot.copy_(Tensor::zeros({w.numel()}, w.dtype(), w.device()));
+  }
+  b.pending = comm_.all_reduce_sum_async(b.buffer);
+}
+
+void GradientReducer::finish() {
+  autograd::set_grad_ready_hook(nullptr);
+  in_backward_ = false;
+  // Buckets with a parameter that got no gradient go now, still in order.
+  for (; next_to_launch_ < buckets_.size(); ++next_to_launch_) launch(buckets_[next_to_launch_]);
+  NoGradGuard no_grad;
+  const double scale = 1.0 / comm_.size();
+  for (Bucket& b : buckets_) {
+    b.pending->wait();
+    b.pending.reset();
+    const Tensor mean = kernels::binary(kernels::BinaryOp::Mul, b.buffer, scale);
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      Tensor w = params_[b.params[i]].second;
+      w.set_grad(mean.slice(0, b.offsets[i], b.offsets[i] + w.numel()).reshape(w.shape()).contiguous().clone());
+    }
+  }
+}
+
+}  // namespace dist
+}  // namespace fgvc

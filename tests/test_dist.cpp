@@ -1,0 +1,98 @@
+// Data parallelism without MPI: the sampler's partition, per-rank loaders that together give
+// one big batch, and the gradient reducer's buckets and overlap in a world of one. The
+// multi-process cases run under mpirun (test_dist_mpi.cpp).
+#include <algorithm>
+#include <set>
+
+#include "autograd/ops.h"
+#include "data/loader.h"
+#include "data/subset.h"
+#include "dist/gradient_reducer.h"
+#include "nn/layers.h"
+#include "image_files.h"
+#include "test_util.h"
+
+namespace fgvc {
+namespace {
+
+TEST(Dist, RankSharesCoverTheOrderExactlyOnce) {
+  const std::vector<int64_t> order = data::shuffled_order(103, 5, 2);
+  for (int world : {1, 2, 3, 8}) {
+    std::multiset<int64_t> seen;
+    for (int r = 0; r < world; ++r) {
+      const std::vector<int64_t> share = data::rank_share(order, r, world);
+      EXPECT_LE(share.size(), order.size() / world + 1);
+      seen.insert(share.begin(), share.end());
+    }
+    EXPECT_EQ(seen, std::multiset<int64_t>(order.begin(), order.end())) << world;
+  }
+  EXPECT_THROW(data::rank_share(order, 2, 2), Error);
+}
+
+// Batch b of rank 0 and rank 1 (batch B each) hold together batch b of one process with 2B.
+TEST(Dist, RankLoadersTogetherMakeTheBigBatch) {
+  const std::string dir = ::testing::TempDir() + "/fgvc_dist_loaders";
+  testing::write_class_folder(dir + "/data", {9, 8, 7}, 16, 3);
+  const data::Dataset d = data::load_dataset(dir + "/data");
+  data::LoaderOptions big;
+  big.batch_size = 6;
+  big.size = 8;
+  big.drop_last = true;
+  big.seed = 4;
+  data::Loader whole(d, big);
+  std::vector<std::unique_ptr<data::Loader>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    data::LoaderOptions o = big;
+    o.batch_size = 3;
+    o.rank = r;
+    o.world_size = 2;
+    ranks.push_back(std::make_unique<data::Loader>(d, o));
+  }
+  EXPECT_EQ(ranks[0]->batches_per_epoch(), whole.batches_per_epoch());
+  EXPECT_EQ(ranks[1]->batches_per_epoch(), whole.batches_per_epoch());
+  for (uint64_t epoch : {0, 1}) {
+    whole.start_epoch(epoch);
+    for (auto& l : ranks) l->start_epoch(epoch);
+    data::Batch w, a, b;
+    while (whole.next(&w)) {
+      ASSERT_TRUE(ranks[0]->next(&a));
+      ASSERT_TRUE(ranks[1]->next(&b));
+      std::vector<int64_t> both = a.indices;
+      both.insert(both.end(), b.indices.begin(), b.indices.end());
+      std::sort(both.begin(), both.end());
+      std::vector<int64_t> want = w.indices;
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(both, want);
+      // The same sample gets the same augmentation in either arrangement.
+      const size_t j = std::find(w.indices.begin(), w.indices.end(), a.indices[0]) - w.indices.begin();
+      EXPECT_EQ(testing::rel_error(a.images.slice(0, 0, 1), w.images.slice(0, static_cast<int64_t>(j), static_cast<int64_t>(j) + 1)), 0.0);
+    }
+    EXPECT_FALSE(ranks[0]->next(&a));
+  }
+}
+
+// World of one: gradients come back unchanged, buckets respect the size, and every bucket's
+// reduction starts during backward (the overlap), last layers first.
+TEST(Dist, ReducerBucketsAndStartsDuringBackward) {
+  manual_seed(2);
+  nn::Linear a(32, 64), b(64, 64), c(64, 10);
+  optim::NamedTensors params;
+  for (auto* m : {&a, &b, &c})
+    for (auto& [n, t] : m->named_parameters()) params.emplace_back(n, t);
+  auto comm = dist::single_process();
+  dist::GradientReducer reducer(*comm, params, /*bucket_bytes=*/1024);
+  EXPECT_GE(reducer.buckets(), 3u);
+  const Tensor x = testing::randn_t({5, 32}, 1);
+  auto loss = [&] { return sum(square(c.forward(relu(b.forward(relu(a.forward(x))))))); };
+  backward(loss());
+  std::vector<Tensor> want;
+  for (auto& [n, t] : params) want.push_back(t.grad().clone()), t.zero_grad();
+  reducer.prepare();
+  backward(loss());
+  EXPECT_EQ(reducer.started_early(), reducer.buckets());
+  reducer.finish();
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(testing::rel_error(params[i].second.grad(), want[i]), 0.0) << i;
+}
+
+}  // namespace
+}  // namespace fgvc

@@ -1,0 +1,119 @@
+// Run under mpirun with 2 ranks (ctest does): data-parallel training equals one process with
+// the whole batch; collectives sum and broadcast; a rank that stops answering makes the others
+// fail with a timeout instead of hanging (mode "--hang-rank 1").
+//   mpirun --oversubscribe -np 2 test_dist_mpi [--hang-rank R]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "autograd/ops.h"
+#include "dist/communicator.h"
+#include "dist/gradient_reducer.h"
+#include "nn/layers.h"
+#include "optim/optimizer.h"
+#include "tensor/random.h"
+
+namespace {
+
+using namespace fgvc;
+
+int failures = 0;
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    std::fprintf(stderr, "FAILED: %s\n", what.c_str());
+    failures++;
+  }
+}
+
+struct Mlp {
+  nn::Linear a{12, 16}, b{16, 5};
+  optim::NamedTensors params() const {
+    optim::NamedTensors p;
+    for (auto& [n, t] : a.named_parameters()) p.emplace_back("a." + n, t);
+    for (auto& [n, t] : b.named_parameters()) p.emplace_back("b." + n, t);
+    return p;
+  }
+  Tensor loss(const Tensor& x, const Tensor& y) { return cross_entropy(b.forward(relu(a.forward(x))), y, 0.1); }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int hang_rank = -1;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--hang-rank") == 0) hang_rank = std::atoi(argv[i + 1]);
+  std::unique_ptr<dist::Communicator> comm;
+  try {
+    comm = dist::make_communicator(Device::cpu());
+    const int rank = comm->rank(), world = comm->size();
+    expect(world == 2, "world size 2, got " + std::to_string(world));
+    expect(comm->backend() == "mpi", "backend mpi");
+
+    if (hang_rank >= 0) {
+      if (rank == hang_rank) std::this_thread::sleep_for(std::chrono::seconds(30));  // never joins
+      Tensor t = Tensor::ones({4});
+      comm->all_reduce_sum(t);  // the others time out here
+      return 0;
+    }
+
+    // Sums and broadcasts.
+    Tensor t = Tensor::full({3}, rank + 1.0);
+    comm->all_reduce_sum(t);
+    expect(t.to_vector<float>() == std::vector<float>(3, 3.0f), "all_reduce sums 1 + 2");
+    Tensor v = Tensor::full({2}, rank == 0 ? 7.0 : -1.0, DType::Float64);
+    comm->broadcast(v, 0);
+    expect(v.to_vector<double>() == std::vector<double>(2, 7.0), "broadcast from rank 0");
+    Tensor n = Tensor::full({1}, 5.0, DType::Int64);
+    comm->all_reduce_sum(n);
+    expect(n.to_vector<int64_t>()[0] == 10, "int64 all_reduce");
+
+    // Equivalence: 4 SGD steps on batches of 6 split 3 + 3 across the ranks against one
+    // process with all 6 (computed here on every rank), same initial weights.
+    manual_seed(11);
+    Mlp whole, part;
+    for (size_t i = 0; i < whole.params().size(); ++i) Tensor(part.params()[i].second).copy_(whole.params()[i].second);
+    optim::SGD sgd_whole(whole.params(), 0.9, 1e-3), sgd_part(part.params(), 0.9, 1e-3);
+    dist::GradientReducer reducer(*comm, part.params(), /*bucket_bytes=*/256);
+    Generator gen(3);
+    for (int step = 0; step < 4; ++step) {
+      const Tensor x = randn({6, 12}, gen);
+      std::vector<int64_t> labels;
+      for (int i = 0; i < 6; ++i) labels.push_back((i * 7 + step) % 5);
+      const Tensor y = Tensor::from_vector(labels, {6});
+      backward(whole.loss(x, y));
+      sgd_whole.step(0.1);
+      sgd_whole.zero_grad();
+      // Strided shares, as the distributed sampler makes them: rows rank, rank + 2, rank + 4.
+      std::vector<float> xs;
+      std::vector<int64_t> ys;
+      const std::vector<float> xv = x.to_vector<float>();
+      for (int i = rank; i < 6; i += world) {
+        xs.insert(xs.end(), xv.begin() + i * 12, xv.begin() + (i + 1) * 12);
+        ys.push_back(labels[i]);
+      }
+      reducer.prepare();
+      backward(part.loss(Tensor::from_vector(xs, {3, 12}), Tensor::from_vector(ys, {3})));
+      reducer.finish();
+      sgd_part.step(0.1);
+      sgd_part.zero_grad();
+    }
+    for (size_t i = 0; i < whole.params().size(); ++i) {
+      const std::vector<float> w = whole.params()[i].second.to_vector<float>(), p = part.params()[i].second.to_vector<float>();
+      double err = 0, norm = 0;
+      for (size_t k = 0; k < w.size(); ++k) err += (w[k] - p[k]) * (w[k] - p[k]), norm += w[k] * w[k];
+      expect(std::sqrt(err / norm) < 1e-6, whole.params()[i].first + ": data-parallel weights differ by " +
+                                              std::to_string(std::sqrt(err / norm)));
+    }
+    expect(reducer.buckets() >= 2, "several buckets");
+    comm->barrier();
+    if (rank == 0) std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+    return failures ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test_dist_mpi: error: %s\n", e.what());
+    if (comm) comm->abort(1);
+    return 1;
+  }
+}
