@@ -3,11 +3,40 @@
 //   fgvc-subset --data inat/train --max-per-class 100 --out balanced.txt
 //   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
 //       ... --init runs/stage1/last.safetensors --lr 0.0045 --epochs 4
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
 #include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "apps/app.h"
+#include "dist/communicator.h"
 #include "nn/models/registry.h"
 #include "train/trainer.h"
+
+namespace {
+
+// fgvc-train --gpus N on one machine: the same command line, N processes, started by mpirun
+// (one per GPU; each takes the GPU of its local rank).
+void relaunch_under_mpirun(int gpus, int argc, char** argv) {
+  std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus)};
+  if (::geteuid() == 0) args.push_back("--allow-run-as-root");
+  for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> raw;
+  for (std::string& a : args) raw.push_back(a.data());
+  raw.push_back(nullptr);
+  std::fflush(stdout);
+  ::execvp("mpirun", raw.data());
+  std::string line;
+  for (size_t i = 0; i < args.size(); ++i) line += (i ? " " : "") + args[i];
+  throw fgvc::Error("--gpus " + std::to_string(gpus) + ": cannot start mpirun (" + std::strerror(errno) +
+                    "); install openmpi-bin, or run: " + line);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   fgvc::train::TrainConfig c;
@@ -58,7 +87,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(CLI::Range(0.01, 1.0));
         cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
             ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));
-        cli.add_option("--gpus", c.gpus, "GPUs on this machine (one process each)")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(CLI::PositiveNumber);
         cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(CLI::PositiveNumber);
         cli.add_option("--save-every", c.save_every, "also checkpoint every N steps (default: each epoch's end)")
             ->check(CLI::NonNegativeNumber);
@@ -66,7 +95,13 @@ int main(int argc, char** argv) {
         cli.add_flag("--quiet", quiet, "no progress output");
         cli.footer(
             "Defaults follow the paper and TF-slim. --steps/--epochs are totals: --resume continues the run in\n"
-            "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags.");
+            "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags.\n"
+            "\n"
+            "Several GPUs or machines (data parallel, one process per GPU, gradients averaged by NCCL; on the CPU\n"
+            "by MPI): --gpus N on one machine starts N processes through mpirun itself; across machines run\n"
+            "  mpirun -np 16 -H host1:8,host2:8 fgvc-train ...      (--batch-size is per process)\n"
+            "Rank 0 writes the run folder; --resume works with any number of processes. As root, Open MPI needs\n"
+            "--allow-run-as-root (or OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).");
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -75,9 +110,12 @@ int main(int argc, char** argv) {
         if (c.amp != "off" && !device.is_cuda())
           throw app::UsageError("--amp " + c.amp + ": mixed precision needs a CUDA device (this run is on " +
                                 device.str() + "); use --amp off");
-        if (c.gpus > 1)
-          throw app::UsageError("--gpus " + std::to_string(c.gpus) +
-                                ": multi-GPU training is not in this build yet; train on one GPU (--gpus 1)");
+        if (c.gpus > 1 && !dist::launched_by_mpi()) {
+          if (!device.is_cuda())
+            throw app::UsageError("--gpus " + std::to_string(c.gpus) +
+                                  " needs CUDA devices; for several CPU processes run: mpirun -np N fgvc-train --device cpu ...");
+          relaunch_under_mpirun(c.gpus, argc, argv);  // returns only when mpirun cannot start
+        }
         if (c.reset_classifier && c.init.empty()) throw app::UsageError("--reset-classifier needs --init");
         const std::vector<std::string> names = nn::model_names();
         if (std::find(names.begin(), names.end(), c.model) == names.end()) {
@@ -89,6 +127,7 @@ int main(int argc, char** argv) {
         c.plots = !no_plots;
         c.progress = !quiet && !common.json;
         const train::TrainSummary s = train::train_model(c, device);
+        if (s.rank != 0) std::exit(0);  // data-parallel: rank 0 reports for the run
         if (!common.json)
           std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped; run in %s\n",
                       s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
@@ -96,7 +135,7 @@ int main(int argc, char** argv) {
                       s.best_top1 >= 0 ? (", best val top-1 " + std::to_string(100 * s.best_top1).substr(0, 5) + "%").c_str()
                                        : "",
                       (long long)s.skipped, c.out.c_str());
-        nlohmann::json out = {{"steps", s.steps},           {"epochs", s.epochs_done},   {"images", s.images},
+        nlohmann::json out = {{"world_size", s.world_size}, {"steps", s.steps},           {"epochs", s.epochs_done},   {"images", s.images},
                               {"skipped", s.skipped},       {"first_loss", s.first_loss}, {"last_loss", s.last_loss},
                               {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},
                               {"out", c.out}};

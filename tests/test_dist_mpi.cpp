@@ -1,7 +1,9 @@
 // Run under mpirun with 2 ranks (ctest does): data-parallel training equals one process with
 // the whole batch; collectives sum and broadcast; a rank that stops answering makes the others
 // fail with a timeout instead of hanging (mode "--hang-rank 1").
-//   mpirun --oversubscribe -np 2 test_dist_mpi [--hang-rank R]
+// Mode "--train DIR": the trainer on 2 ranks: rank 0 alone writes the run folder, the folder
+// records the world, and 4 steps + --resume to 8 give the same checkpoint as 8 steps at once.
+//   mpirun --oversubscribe -np 2 test_dist_mpi [--hang-rank R | --train DIR]
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +17,11 @@
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
+#include "train/trainer.h"
+#include "image_files.h"
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -41,10 +48,56 @@ struct Mlp {
 
 }  // namespace
 
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+int train_mode(dist::Communicator& comm, const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (comm.rank() == 0) {
+    fs::remove_all(dir);
+    testing::write_class_folder(dir + "/data", {20, 12, 8}, 24, 5);
+  }
+  comm.barrier();
+  train::TrainConfig c;
+  c.model = "resnet20";
+  c.data = dir + "/data";
+  c.batch_size = 4;
+  c.plots = false;
+  c.progress = false;
+  c.log_every = 2;
+  c.ema_decay = 0.9;
+  c.out = dir + "/whole";
+  c.steps = 8;
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  expect(s.world_size == 2 && s.steps == 8, "a 2-rank run of 8 steps");
+  c.out = dir + "/parts";
+  c.steps = 4;
+  train::train_model(c, Device::cpu());
+  c.steps = 8;
+  c.resume = true;
+  train::train_model(c, Device::cpu());
+  comm.barrier();
+  if (comm.rank() == 0) {
+    expect(slurp(dir + "/whole/last.safetensors") == slurp(dir + "/parts/last.safetensors"),
+           "2 ranks: 4 steps + resume to 8 == 8 steps");
+    const nlohmann::json cfg = nlohmann::json::parse(slurp(dir + "/whole/config.json"));
+    expect(cfg.at("world_size") == 2 && cfg.at("backend") == "mpi" && cfg.at("global_batch_size") == 8,
+           "config.json records the world");
+    for (const auto& e : fs::directory_iterator(dir + "/whole"))
+      expect(e.path().string().find(".tmp") == std::string::npos, "a stray temporary file " + e.path().string());
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int hang_rank = -1;
-  for (int i = 1; i + 1 < argc; ++i)
+  std::string train_dir;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--hang-rank") == 0) hang_rank = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--train") == 0) train_dir = argv[i + 1];
+  }
   std::unique_ptr<dist::Communicator> comm;
   try {
     comm = dist::make_communicator(Device::cpu());
@@ -52,6 +105,12 @@ int main(int argc, char** argv) {
     expect(world == 2, "world size 2, got " + std::to_string(world));
     expect(comm->backend() == "mpi", "backend mpi");
 
+    if (!train_dir.empty()) {
+      train_mode(*comm, train_dir);
+      comm->barrier();
+      if (rank == 0) std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+      return failures ? 1 : 0;
+    }
     if (hang_rank >= 0) {
       if (rank == hang_rank) std::this_thread::sleep_for(std::chrono::seconds(30));  // never joins
       Tensor t = Tensor::ones({4});

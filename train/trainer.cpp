@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,8 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "data/loader.h"
+#include "dist/communicator.h"
+#include "dist/gradient_reducer.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 #include "nn/layers.h"
@@ -123,7 +126,8 @@ void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
 // dropped first, so the file reads as one uninterrupted run.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool resume, int64_t resume_step) : path_(path) {
+  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool enabled) : path_(path) {
+    if (!enabled) return;  // another rank writes it
     if (resume && fs::exists(path)) {
       std::ifstream in(path);
       std::ostringstream kept;
@@ -141,6 +145,7 @@ class MetricsLog {
     FGVC_CHECK(out_, "metrics", path, ": cannot write");
   }
   void write(const json& j) {
+    if (!out_.is_open()) return;
     out_ << j.dump() << '\n';
     out_.flush();
   }
@@ -150,6 +155,35 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// Validation on several ranks: each scored its share of the images; sum the counts.
+void reduce_eval(EvalResult& r, dist::Communicator& comm) {
+  if (comm.size() == 1) return;
+  const size_t k = r.per_class.size();
+  std::vector<int64_t> counts;
+  for (const ClassResult& c : r.per_class) counts.insert(counts.end(), {c.images, c.top1, c.top5});
+  counts.push_back(r.skipped);
+  Tensor t = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
+  Tensor loss = Tensor::from_vector(std::vector<double>{r.loss * static_cast<double>(r.images)}, {1});
+  comm.all_reduce_sum(t);
+  comm.all_reduce_sum(loss);
+  counts = t.to_vector<int64_t>();
+  r.images = r.top1 = r.top5 = 0;
+  for (size_t c = 0; c < k; ++c) {
+    r.per_class[c] = {counts[3 * c], counts[3 * c + 1], counts[3 * c + 2]};
+    r.images += counts[3 * c], r.top1 += counts[3 * c + 1], r.top5 += counts[3 * c + 2];
+  }
+  r.skipped = counts.back();
+  r.loss = r.images ? loss.to_vector<double>()[0] / static_cast<double>(r.images) : 0.0;
+}
+
+// The mean over the ranks of a per-rank number.
+double rank_mean(double v, dist::Communicator& comm) {
+  if (comm.size() == 1) return v;
+  Tensor t = Tensor::from_vector(std::vector<double>{v}, {1});
+  comm.all_reduce_sum(t);
+  return t.to_vector<double>()[0] / comm.size();
+}
+
 std::string fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
@@ -158,8 +192,26 @@ std::string fixed(double v, int digits) {
 
 }  // namespace
 
+static TrainSummary train_with(const TrainConfig& config, Device device, dist::Communicator& comm);
+
 TrainSummary train_model(const TrainConfig& config, Device device) {
+  // Under mpirun: one process per GPU (the local rank's), or per CPU slot.
+  if (dist::launched_by_mpi() && device.is_cuda()) device = Device::cuda(dist::local_rank_from_environment());
+  std::unique_ptr<dist::Communicator> comm = dist::make_communicator(device);
+  try {
+    return train_with(config, device, *comm);
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    // One rank failing ends them all, now, rather than leaving them in a collective.
+    std::fprintf(stderr, "fgvc-train: error: rank %d: %s\n", comm->rank(), e.what());
+    comm->abort(1);
+    throw;  // not reached: abort() ends the process
+  }
+}
+
+static TrainSummary train_with(const TrainConfig& config, Device device, dist::Communicator& comm) {
   const TrainConfig c = resolve_defaults(config);
+  const bool leader = comm.rank() == 0;  // writes the run folder; every rank trains
   FGVC_CHECK((c.epochs > 0) != (c.steps > 0), "--epochs/--steps", "give exactly one of them");
   FGVC_CHECK(c.optimizer == "rmsprop" || c.optimizer == "sgd", "--optimizer", "rmsprop or sgd, got '",
              c.optimizer, "'");
@@ -228,12 +280,34 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
       throw Error(last_path + ": " + e.what());
     }
     pos = ck.position;
+    if (pos.world_size != comm.size()) {  // resumed on another number of ranks: same place in the epoch
+      pos.batch = pos.batch * pos.world_size / comm.size();
+      pos.world_size = comm.size();
+    }
     default_generator().set_state(pos.rng_seed, pos.rng_offset);
     if (scaler && pos.loss_scale > 0) scaler->load(pos.loss_scale, pos.scale_good_steps, pos.skipped_steps);
   }
 
+  if (comm.size() > 1) {
+    // Every rank starts from rank 0's weights (and moving average), whatever it loaded.
+    for (auto& [name, t] : model->state_dict()) {
+      Tensor tt = t;
+      comm.broadcast(tt, 0);
+    }
+    if (ema)
+      for (auto& [name, t] : ema->shadow()) {
+        Tensor tt = t;
+        comm.broadcast(tt, 0);
+      }
+    // Dropout streams of their own per rank.
+    default_generator().set_state(default_generator().seed(),
+                                  default_generator().offset() + (static_cast<uint64_t>(comm.rank()) << 40));
+  }
+
   data::LoaderOptions lo;
   lo.batch_size = c.batch_size;
+  lo.rank = comm.rank();
+  lo.world_size = comm.size();
   lo.size = c.input_size;
   lo.mode = data::Mode::Train;
   lo.normalization = nn::is_inception(c.model) ? data::Normalization::Inception : data::Normalization::ImageNet;
@@ -264,15 +338,21 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   cfg["steps_per_epoch"] = steps_per_epoch;
   cfg["total_steps"] = total_steps;
   cfg["device"] = device.str();
-  cfg["backend"] = "none";
+  cfg["backend"] = comm.backend();
+  cfg["world_size"] = comm.size();
+  cfg["global_batch_size"] = c.batch_size * comm.size();
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
-  write_file_atomic((fs::path(c.out) / "config.json").string(), cfg.dump(2) + "\n");
-  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step);
-  Progress progress(c.progress);
+  if (leader) write_file_atomic((fs::path(c.out) / "config.json").string(), cfg.dump(2) + "\n");
+  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, leader);
+  Progress progress(c.progress && leader);
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (comm.size() > 1) reducer = std::make_unique<dist::GradientReducer>(comm, params);
 
   TrainSummary summary;
   summary.resumed = c.resume;
+  summary.rank = comm.rank();
+  summary.world_size = comm.size();
   summary.best_top1 = pos.best_top1;
   auto save = [&](const std::string& path, bool with_optimizer) {
     pos.rng_seed = default_generator().seed();
@@ -282,7 +362,8 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
       pos.scale_good_steps = scaler->good_steps();
       pos.skipped_steps = scaler->skipped_steps();
     }
-    save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
+    pos.world_size = comm.size();
+    if (leader) save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
   };
   bool saved_once = c.resume;
   auto save_last = [&]() {
@@ -297,7 +378,8 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
     EvalResult r;
     with_average(*model, ema.get(), [&] { r = evaluate({{model.get(), val_loader.get()}}, device); });
     model->train();
-    write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
+    reduce_eval(r, comm);
+    if (leader) write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
     // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
     // by --steps) only while there is nothing better to keep.
     const bool best = epoch_end ? pos.best_partial || r.top1_accuracy() > pos.best_top1 : pos.best_top1 < 0;
@@ -350,7 +432,9 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
                                   : std::string("no checkpoint had been written yet")) +
                       (amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
         }
+        if (reducer) reducer->prepare();
         backward(scaler ? scaler->scale(loss) : loss);
+        if (reducer) reducer->finish();  // gradients averaged over the ranks
         bool update = true;
         if (scaler) {  // float16: unscale; an overflow skips this step and halves the scale
           update = scaler->unscale(params);
@@ -381,7 +465,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
                             fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
                         log);
         if (log) {
-          const double mean = pos.window_loss / pos.window_steps;
+          const double mean = rank_mean(pos.window_loss / pos.window_steps, comm);
           json line = {{"kind", "step"}, {"step", pos.step},   {"epoch", pos.epoch + 1},   {"loss", mean},
                        {"lr", pos.lr},   {"images_per_sec", ips}, {"seconds", elapsed}};
           if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
@@ -438,10 +522,11 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   summary.steps = pos.step;
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;
-  if (c.plots) {
+  if (c.plots && leader) {
     const std::string message = make_plots(c.out);
     if (!message.empty()) progress.line(message);
   }
+  comm.barrier();  // the run folder is complete when any rank returns
   return summary;
 }
 

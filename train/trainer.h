@@ -60,6 +60,7 @@ struct TrainSummary {
   double best_top1 = -1;
   double seconds = 0, images_per_sec = 0;
   bool resumed = false;
+  int rank = 0, world_size = 1;  // data-parallel runs: every rank returns; rank 0 reports
 };
 
 // Runs (or with c.resume continues) the run in c.out on `device`. Errors (bad flags found
