@@ -6,6 +6,7 @@
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "kernels/batch_norm.h"
+#include "kernels/concat.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
@@ -33,8 +34,76 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const k::Con
   return y;
 }
 
+namespace {
+
+thread_local BatchNormAllReduce t_bn_all_reduce;
+
+// Per-channel sums over every axis but 1, as float64 [C].
+Tensor channel_sums(const Tensor& t) {
+  std::vector<int64_t> axes = {0};
+  for (int64_t a = 2; a < t.dim(); ++a) axes.push_back(a);
+  return k::sum(t, axes).to(DType::Float64);
+}
+
+// [C] -> [1, C, 1, 1] (or [1, C]) in the data's dtype, for broadcasting against x.
+Tensor per_channel(const Tensor& v, const Tensor& like) {
+  Shape s(static_cast<size_t>(like.dim()), 1);
+  s[1] = like.size(1);
+  return v.to(like.dtype()).reshape(s);
+}
+
+// Batch norm in training mode with statistics over all ranks (see set_batch_norm_all_reduce).
+Tensor synced_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                         Tensor& running_var, double momentum, double eps, const BatchNormAllReduce& all_reduce) {
+  const int64_t C = x.size(1);
+  // The global mean first, then the sum of squared deviations from it (no cancellation).
+  Tensor sums = k::concat({channel_sums(x), Tensor::full({1}, static_cast<double>(x.numel() / C), DType::Float64, x.device())}, 0);
+  all_reduce(sums);
+  const double n = sums.slice(0, C, C + 1).cpu().item<double>();
+  FGVC_CHECK(n > 1, "batch_norm", "synchronised statistics over ", n, " value(s) per channel");
+  const Tensor mean = k::binary(k::BinaryOp::Mul, sums.slice(0, 0, C), 1.0 / n);
+  const Tensor xc = k::sub(x, per_channel(mean, x));
+  Tensor sq = channel_sums(k::unary(k::UnaryOp::Square, xc));
+  all_reduce(sq);
+  const Tensor invstd = k::unary(k::UnaryOp::Rsqrt, k::binary(k::BinaryOp::Add, k::binary(k::BinaryOp::Mul, sq, 1.0 / n), eps));
+  const Tensor y = k::batch_norm_apply(x, gamma, beta, mean.to(x.dtype()), invstd.to(x.dtype()));
+  {
+    NoGradGuard no_grad;
+    const Tensor var_unbiased = k::binary(k::BinaryOp::Mul, sq, 1.0 / (n - 1));
+    running_mean.copy_(k::add(k::binary(k::BinaryOp::Mul, running_mean, 1.0 - momentum),
+                              k::binary(k::BinaryOp::Mul, mean.to(running_mean.dtype()), momentum)));
+    running_var.copy_(k::add(k::binary(k::BinaryOp::Mul, running_var, 1.0 - momentum),
+                             k::binary(k::BinaryOp::Mul, var_unbiased.to(running_var.dtype()), momentum)));
+  }
+  autograd::record(
+      "batch_norm_synced", {x, gamma, beta}, {y},
+      [xc, gamma = gamma.detach(), invstd, n, all_reduce](const Grads& g, const Needs&) -> Grads {
+        const Tensor& dy = g[0];
+        const int64_t c = xc.size(1);
+        // Local sums of dy and dy (x - mean); the ranks' totals give dx (every rank's loss
+        // reaches x through the shared statistics); dgamma and dbeta stay local (the
+        // gradient reducer averages them like every parameter's).
+        const Tensor sum_dy = channel_sums(dy), sum_dy_xc = channel_sums(k::mul(dy, xc));
+        Tensor both = k::concat({sum_dy, sum_dy_xc}, 0);
+        all_reduce(both);
+        const Tensor mean_dy = k::binary(k::BinaryOp::Mul, both.slice(0, 0, c), 1.0 / n);
+        const Tensor mean_dy_xc = k::binary(k::BinaryOp::Mul, both.slice(0, c, 2 * c), 1.0 / n);
+        const Tensor inv2 = k::unary(k::UnaryOp::Square, invstd);
+        Tensor dx = k::sub(k::sub(dy, per_channel(mean_dy, dy)), k::mul(xc, per_channel(k::mul(inv2, mean_dy_xc), dy)));
+        dx = k::mul(dx, per_channel(k::mul(invstd, gamma.to(DType::Float64)), dy));
+        return {dx, k::mul(sum_dy_xc, invstd).to(gamma.dtype()), sum_dy.to(gamma.dtype())};
+      });
+  return y;
+}
+
+}  // namespace
+
+void set_batch_norm_all_reduce(BatchNormAllReduce fn) { t_bn_all_reduce = std::move(fn); }
+
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                   bool training, double momentum, double eps) {
+  if (training && t_bn_all_reduce)
+    return synced_batch_norm(x, gamma, beta, running_mean, running_var, momentum, eps, t_bn_all_reduce);
   Tensor y, mean, invstd;
   if (training) {
     k::BatchNormStats s = k::batch_norm_train(x, gamma, beta, eps);

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <set>
 
+#include "autograd/gradcheck.h"
+#include "autograd/nn_ops.h"
 #include "autograd/ops.h"
 #include "data/loader.h"
 #include "data/subset.h"
@@ -92,6 +94,34 @@ TEST(Dist, ReducerBucketsAndStartsDuringBackward) {
   EXPECT_EQ(reducer.started_early(), reducer.buckets());
   reducer.finish();
   for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(testing::rel_error(params[i].second.grad(), want[i]), 0.0) << i;
+}
+
+// Synchronised batch norm with a world of one (the sum over ranks is the identity) is batch
+// norm: same output, gradients and running statistics; and its backward passes a gradient check.
+TEST(Dist, SyncedBatchNormOnOneRankIsBatchNorm) {
+  const Tensor x0 = kernels::add(testing::randn_t({4, 3, 5, 5}, 1, DType::Float64), Tensor::scalar(1.5, DType::Float64));
+  const Tensor g0 = testing::randn_t({3}, 2, DType::Float64), b0 = testing::randn_t({3}, 3, DType::Float64);
+  const Tensor dy = testing::randn_t({4, 3, 5, 5}, 4, DType::Float64);
+  std::vector<Tensor> outs[2];
+  for (int synced = 0; synced < 2; ++synced) {
+    if (synced) set_batch_norm_all_reduce([](Tensor&) {});
+    Tensor x = x0.clone().set_requires_grad(true), g = g0.clone().set_requires_grad(true), b = b0.clone().set_requires_grad(true);
+    Tensor rm = Tensor::zeros({3}, DType::Float64), rv = Tensor::ones({3}, DType::Float64);
+    const Tensor y = batch_norm(x, g, b, rm, rv, true, 0.1, 1e-3);
+    backward(sum(mul(y, dy)));
+    outs[synced] = {y, x.grad(), g.grad(), b.grad(), rm, rv};
+    set_batch_norm_all_reduce(nullptr);
+  }
+  for (size_t i = 0; i < outs[0].size(); ++i) EXPECT_LT(testing::rel_error(outs[1][i], outs[0][i]), 1e-12) << i;
+  set_batch_norm_all_reduce([](Tensor&) {});
+  const GradcheckResult r = gradcheck(
+      [](const std::vector<Tensor>& in) {
+        Tensor rm = Tensor::zeros({3}, DType::Float64), rv = Tensor::ones({3}, DType::Float64);
+        return batch_norm(in[0], in[1], in[2], rm, rv, true, 0.1, 1e-3);
+      },
+      {x0, g0, b0});
+  set_batch_norm_all_reduce(nullptr);
+  EXPECT_TRUE(r.ok) << r.message;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // Mode "--train DIR": the trainer on 2 ranks: rank 0 alone writes the run folder, the folder
 // records the world, and 4 steps + --resume to 8 give the same checkpoint as 8 steps at once.
 //   mpirun --oversubscribe -np 2 test_dist_mpi [--hang-rank R | --train DIR]
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "nn/layers.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "image_files.h"
 #include <filesystem>
@@ -91,12 +93,83 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
   return 0;
 }
 
+// --reference DIR (one process) and --sync-bn DIR (2 ranks, after it): batch 8 on one process
+// and batch 4 on each of 2 ranks with synchronised batch norm train to the same weights (up to
+// float32 rounding: the statistics are summed in another order).
+train::TrainConfig equivalence_config(const std::string& dir) {
+  train::TrainConfig c;
+  c.model = "resnet20";
+  c.data = dir + "/data";
+  c.plots = false;
+  c.progress = false;
+  // Few steps: this tiny network at lr 0.05 is chaotic; one process computing batch norm in
+  // double instead of float alone drifts 6e-4 (relative, all weights) from itself in 6 steps.
+  c.steps = 3;
+  c.optimizer = "sgd";
+  c.lr = 0.05;
+  return c;
+}
+
+int reference_mode(const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  testing::write_class_folder(dir + "/data", {20, 12, 8}, 24, 6);
+  train::TrainConfig c = equivalence_config(dir);
+  c.batch_size = 8;
+  c.out = dir + "/single";
+  train::train_model(c, Device::cpu());
+  std::printf("PASSED: 0 failure(s)\n");
+  return 0;
+}
+
+int sync_bn_mode(dist::Communicator& comm, const std::string& dir) {
+  train::TrainConfig c = equivalence_config(dir);
+  c.batch_size = 4;
+  c.sync_bn = true;
+  c.out = dir + "/two_ranks";
+  if (comm.rank() == 0) std::filesystem::remove_all(c.out);
+  comm.barrier();
+  train::train_model(c, Device::cpu());
+  if (comm.rank() == 0) {
+    const auto one = train::load_checkpoint(dir + "/single/last.safetensors").model;
+    const auto two = train::load_checkpoint(c.out + "/last.safetensors").model;
+    expect(one.size() == two.size(), "same tensors");
+    // Over all the weights together: single small tensors (batch-norm biases, whose gradients
+    // are near-cancelling sums) amplify float32 rounding far beyond the rest.
+    double err = 0, norm = 0, worst = 0;
+    std::string where;
+    for (const auto& [name, t] : one) {
+      if (t.dtype() != DType::Float32) continue;
+      const std::vector<float> a = t.to_vector<float>(), b = two.at(name).to_vector<float>();
+      double e = 0, n = 0;
+      for (size_t k = 0; k < a.size(); ++k) e += (a[k] - b[k]) * double(a[k] - b[k]), n += a[k] * double(a[k]);
+      err += e, norm += n;
+      if (std::sqrt(e / std::max(n, 1e-30)) > worst) worst = std::sqrt(e / std::max(n, 1e-30)), where = name;
+    }
+    const double total = std::sqrt(err / norm);
+    std::printf("2 ranks x batch 4 (--sync-bn) vs 1 x batch 8: relative difference of all weights %.2e "
+                "(the largest in one tensor %.2e, %s)\n",
+                total, worst, where.c_str());
+    expect(total < 1e-5, "data-parallel training with synchronised batch norm differs from one process");
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int hang_rank = -1;
-  std::string train_dir;
+  std::string train_dir, reference_dir, sync_dir;
   for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--reference") == 0) reference_dir = argv[i + 1];
+    if (std::strcmp(argv[i], "--sync-bn") == 0) sync_dir = argv[i + 1];
     if (std::strcmp(argv[i], "--hang-rank") == 0) hang_rank = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--train") == 0) train_dir = argv[i + 1];
+  }
+  if (!reference_dir.empty()) {
+    try {
+      return reference_mode(reference_dir);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "test_dist_mpi: error: %s\n", e.what());
+      return 1;
+    }
   }
   std::unique_ptr<dist::Communicator> comm;
   try {
@@ -105,6 +178,12 @@ int main(int argc, char** argv) {
     expect(world == 2, "world size 2, got " + std::to_string(world));
     expect(comm->backend() == "mpi", "backend mpi");
 
+    if (!sync_dir.empty()) {
+      sync_bn_mode(*comm, sync_dir);
+      comm->barrier();
+      if (rank == 0) std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+      return failures ? 1 : 0;
+    }
     if (!train_dir.empty()) {
       train_mode(*comm, train_dir);
       comm->barrier();

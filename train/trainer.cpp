@@ -13,6 +13,7 @@
 #include "autograd/autocast.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "autograd/nn_ops.h"
 #include "autograd/ops.h"
 #include "data/loader.h"
 #include "dist/communicator.h"
@@ -78,6 +79,7 @@ json config_object(const TrainConfig& c) {
               {"min_crop_area", c.min_crop_area},
               {"amp", c.amp},
               {"gpus", c.gpus},
+              {"sync_bn", c.sync_bn},
               {"world_size", 1},
               {"log_every", c.log_every},
               {"save_every", c.save_every}};
@@ -348,6 +350,13 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;
   if (comm.size() > 1) reducer = std::make_unique<dist::GradientReducer>(comm, params);
+  // --sync-bn: batch norm's sums go over all ranks for the whole run (reset when it ends).
+  struct SyncBatchNorm {
+    explicit SyncBatchNorm(dist::Communicator* comm) {
+      if (comm) set_batch_norm_all_reduce([comm](Tensor& t) { comm->all_reduce_sum(t); });
+    }
+    ~SyncBatchNorm() { set_batch_norm_all_reduce(nullptr); }
+  } sync_bn(c.sync_bn && comm.size() > 1 ? &comm : nullptr);
 
   TrainSummary summary;
   summary.resumed = c.resume;

@@ -42,6 +42,7 @@ struct TrainConfig {
   double min_crop_area = 0.05;
   std::string amp = "off";          // bf16 | fp16 | off (CUDA only)
   int gpus = 1;
+  bool sync_bn = false;             // data parallel: batch-norm statistics over all ranks
   int64_t log_every = 20;           // steps between metrics lines
   int64_t save_every = 0;           // steps between checkpoints besides each epoch's end (0: none)
   bool plots = true;
