@@ -154,9 +154,41 @@ int sync_bn_mode(dist::Communicator& comm, const std::string& dir) {
   return 0;
 }
 
+// --resume-alone DIR (one process, after --train DIR): the 2-rank run continues on one
+// process from the same place in its epoch.
+int resume_alone_mode(const std::string& dir) {
+  train::TrainConfig c;
+  c.model = "resnet20";
+  c.data = dir + "/data";
+  c.batch_size = 8;  // the same global batch as 2 x 4
+  c.plots = false;
+  c.progress = false;
+  c.ema_decay = 0.9;
+  c.out = dir + "/parts";
+  c.steps = 12;
+  c.resume = true;
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  const train::Checkpoint ck = train::load_checkpoint(c.out + "/last.safetensors");
+  expect(s.world_size == 1 && ck.position.step == 12 && ck.position.world_size == 1, "resumed alone to step 12");
+  // 40 images, 5 batches of 8 per epoch: step 12 ends in epoch 3 after 2 batches.
+  expect(ck.position.epoch == 2 && ck.position.batch == 2, "position epoch " + std::to_string(ck.position.epoch) +
+                                                               " batch " + std::to_string(ck.position.batch));
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
   int hang_rank = -1;
   std::string train_dir, reference_dir, sync_dir;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--resume-alone") == 0) {
+      try {
+        return resume_alone_mode(argv[i + 1]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "test_dist_mpi: error: %s\n", e.what());
+        return 1;
+      }
+    }
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--reference") == 0) reference_dir = argv[i + 1];
     if (std::strcmp(argv[i], "--sync-bn") == 0) sync_dir = argv[i + 1];

@@ -19,7 +19,7 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   if (optimizer)
     for (const auto& [name, t] : optimizer->state()) tensors[nn::kOptimizerPrefix + name] = t;
   const json position = {{"model", p.model},         {"num_classes", p.num_classes}, {"step", p.step},
-                         {"epoch", p.epoch},         {"batch", p.batch}, {"world_size", p.world_size},             {"lr", p.lr},
+                         {"epoch", p.epoch},         {"batch", p.batch}, {"world_size", p.world_size}, {"batch_size", p.batch_size},             {"lr", p.lr},
                          {"rng_seed", p.rng_seed},   {"rng_offset", p.rng_offset},   {"best_top1", p.best_top1},
                          {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial},
                          {"window_loss", p.window_loss}, {"window_steps", p.window_steps},
@@ -44,6 +44,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     p.epoch = j.at("epoch").get<int64_t>();
     p.batch = j.at("batch").get<int64_t>();
     p.world_size = j.value("world_size", 1);
+    p.batch_size = j.value("batch_size", int64_t(0));
     p.lr = j.at("lr").get<double>();
     p.rng_seed = j.at("rng_seed").get<uint64_t>();
     p.rng_offset = j.at("rng_offset").get<uint64_t>();

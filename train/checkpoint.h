@@ -22,7 +22,8 @@ struct TrainPosition {
   int64_t step = 0;             // optimizer steps done
   int64_t epoch = 0;            // the epoch in progress (or about to start)
   int64_t batch = 0;            // batches of that epoch already consumed (per rank)
-  int world_size = 1;           // ranks of the run that wrote it (batch counts per rank)
+  int world_size = 1;           // ranks of the run that wrote it, and their batch size:
+  int64_t batch_size = 0;       // images of the epoch consumed = batch x batch_size x world_size
   double lr = 0;                // the last step's learning rate
   uint64_t rng_seed = 0, rng_offset = 0;  // default_generator() (dropout)
   double best_top1 = -1;        // best validation top-1 so far (-1: none yet)

@@ -282,10 +282,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       throw Error(last_path + ": " + e.what());
     }
     pos = ck.position;
-    if (pos.world_size != comm.size()) {  // resumed on another number of ranks: same place in the epoch
-      pos.batch = pos.batch * pos.world_size / comm.size();
-      pos.world_size = comm.size();
+    const int64_t global_batch = c.batch_size * comm.size();
+    if (pos.batch_size > 0 && pos.batch_size * pos.world_size != global_batch) {
+      // Resumed with another number of ranks or batch size: the same place in the epoch, in
+      // images (exact when the old position is a multiple of the new global batch).
+      pos.batch = pos.batch * pos.batch_size * pos.world_size / global_batch;
     }
+    pos.world_size = comm.size();
+    pos.batch_size = c.batch_size;
     default_generator().set_state(pos.rng_seed, pos.rng_offset);
     if (scaler && pos.loss_scale > 0) scaler->load(pos.loss_scale, pos.scale_good_steps, pos.skipped_steps);
   }
@@ -372,6 +376,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       pos.skipped_steps = scaler->skipped_steps();
     }
     pos.world_size = comm.size();
+    pos.batch_size = c.batch_size;
     if (leader) save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
   };
   bool saved_once = c.resume;
