@@ -29,6 +29,9 @@
 #include "optim/optimizer.h"
 #include "optim/update_kernels.h"
 
+#include "dist/communicator.h"
+#include "dist/gradient_reducer.h"
+
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
