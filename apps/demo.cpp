@@ -65,6 +65,9 @@ std::vector<int64_t> long_tail_counts(const Options& o) {
 // JPEG, so the decoder's gray-to-RGB path runs). Returns the counts written.
 std::vector<int64_t> write_folder(const std::string& root, const fgvc::data::IdxImages& images,
                                   const std::vector<uint8_t>& labels, const std::vector<int64_t>& counts) {
+  if (static_cast<int64_t>(labels.size()) != images.count)
+    throw fgvc::Error(root + ": " + std::to_string(labels.size()) + " labels for " + std::to_string(images.count) +
+                      " images (mismatched IDX files)");
   std::vector<int64_t> written(10, 0);
   for (int c = 0; c < 10; ++c) fs::create_directories(fs::path(root) / kClasses[c]);
   for (int64_t i = 0; i < images.count; ++i) {

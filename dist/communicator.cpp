@@ -59,6 +59,7 @@ std::unique_ptr<Communicator> make_communicator(Device device) {
 }
 
 #if !FGVC_WITH_MPI
+void abort_job(int code) noexcept { std::exit(code); }
 namespace detail {
 std::unique_ptr<Communicator> make_mpi_communicator() {
   throw Error("distributed training: started by mpirun, but this build has no MPI (install libopenmpi-dev, rebuild)");

@@ -51,6 +51,9 @@ std::unique_ptr<Communicator> make_communicator(Device device);
 // a process uses, decided before any communicator exists.
 int local_rank_from_environment();
 double collective_timeout_seconds();
+// Ends every process of the job after an error on this one: MPI_Abort once MPI is running,
+// otherwise exit(code). Never returns.
+[[noreturn]] void abort_job(int code) noexcept;
 
 namespace detail {
 std::unique_ptr<Communicator> make_mpi_communicator();

@@ -26,6 +26,8 @@ GradientReducer::GradientReducer(Communicator& comm, optim::NamedTensors params,
   }
 }
 
+
+
 GradientReducer::~GradientReducer() {
   if (in_backward_) autograd::set_grad_ready_hook(nullptr);
 }
@@ -57,13 +59,17 @@ void GradientReducer::launch_ready_in_order() {
 void GradientReducer::launch(Bucket& b) {
   NoGradGuard no_grad;
   const Tensor& first = params_[b.params.front()].second;
-  if (!b.buffer.defined()) b.buffer = Tensor::empty({b.numel}, first.dtype(), first.device());
+  const int64_t P = static_cast<int64_t>(b.params.size());
+  if (!b.buffer.defined()) b.buffer = Tensor::empty({b.numel + P}, first.dtype(), first.device());
+  std::vector<double> has(static_cast<size_t>(P), 0.0);
   for (size_t i = 0; i < b.params.size(); ++i) {
     const Tensor& w = params_[b.params[i]].second;
     Tensor slot = b.buffer.slice(0, b.offsets[i], b.offsets[i] + w.numel());
+    has[i] = w.grad().defined() ? 1.0 : 0.0;
     if (w.grad().defined()) slot.copy_(w.grad().contiguous().reshape({w.numel()}));
     else slot.copy_(Tensor::zeros({w.numel()}, w.dtype(), w.device()));
   }
+  b.buffer.slice(0, b.numel, b.numel + P).copy_(Tensor::from_vector(has, {P}).to(first.dtype()));
   b.pending = comm_.all_reduce_sum_async(b.buffer);
 }
 
@@ -78,8 +84,14 @@ void GradientReducer::finish() {
     b.pending->wait();
     b.pending.reset();
     const Tensor mean = kernels::binary(kernels::BinaryOp::Mul, b.buffer, scale);
+    const int64_t P = static_cast<int64_t>(b.params.size());
+    const std::vector<double> ranks_with_grad = b.buffer.slice(0, b.numel, b.numel + P).to(DType::Float64).to_vector<double>();
     for (size_t i = 0; i < b.params.size(); ++i) {
       Tensor w = params_[b.params[i]].second;
+      if (ranks_with_grad[i] == 0) {  // unused on every rank
+        w.set_grad(Tensor());
+        continue;
+      }
       w.set_grad(mean.slice(0, b.offsets[i], b.offsets[i] + w.numel()).reshape(w.shape()).contiguous().clone());
     }
   }

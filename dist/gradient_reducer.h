@@ -27,7 +27,8 @@ class GradientReducer {
   // Before backward: watch the gradients of this step.
   void prepare();
   // After backward: every bucket reduced, gradients averaged. A parameter without a gradient
-  // here counts as zero (so that every rank reduces the same buffers).
+  // on this rank counts as zero; one without a gradient on any rank keeps none (the optimizer
+  // leaves it alone, as in one process): each bucket carries a has-gradient flag per parameter.
   void finish();
   size_t buckets() const { return buckets_.size(); }
   // Buckets whose all-reduce started during backward in the last step (overlap), for tests.
@@ -37,7 +38,7 @@ class GradientReducer {
   struct Bucket {
     std::vector<size_t> params;   // indices into params_
     std::vector<int64_t> offsets; // each parameter's first element in the buffer
-    int64_t numel = 0;
+    int64_t numel = 0;            // gradients, then one flag per parameter
     size_t ready = 0;
     Tensor buffer;
     std::unique_ptr<Communicator::Pending> pending;

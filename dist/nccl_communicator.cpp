@@ -2,6 +2,9 @@
 // over MPI, collectives on the device's stream (so they follow the kernels that produced the
 // gradients). wait() polls an event with the collective deadline; on a timeout the NCCL
 // communicator is aborted so no kernel waits forever.
+// Known limit (to measure in a GPU session): on the compute stream, an all-reduce also delays
+// the backward kernels queued after it; a separate communication stream with event waits
+// would let them run side by side.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -43,7 +46,8 @@ class NcclCommunicator : public Communicator {
     ncclUniqueId id;
     if (env_.rank() == 0) FGVC_NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Request request;
-    MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD, &request);
+    FGVC_CHECK(MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD, &request) == MPI_SUCCESS, "NCCL set-up",
+               "MPI_Ibcast failed");
     wait_for(&request, "NCCL set-up");
     cuda::DeviceGuard guard(device_);
     FGVC_NCCL_CHECK(ncclCommInitRank(&comm_, env_.size(), id, env_.rank()));
@@ -72,7 +76,7 @@ class NcclCommunicator : public Communicator {
   }
   void barrier() override {
     MPI_Request request;
-    MPI_Ibarrier(MPI_COMM_WORLD, &request);
+    FGVC_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &request) == MPI_SUCCESS, "barrier", "MPI_Ibarrier failed");
     wait_for(&request, "barrier");
   }
   [[noreturn]] void abort(int code) noexcept override {
@@ -96,6 +100,7 @@ class NcclCommunicator : public Communicator {
       const auto deadline =
           std::chrono::steady_clock::now() + std::chrono::duration<double>(collective_timeout_seconds());
       for (;;) {
+        FGVC_CHECK(owner_->comm_ != nullptr, op_, "the NCCL communicator was aborted");
         const cudaError_t e = cudaEventQuery(event_);
         if (e == cudaSuccess) return;
         FGVC_CHECK(e == cudaErrorNotReady, op_, "CUDA error while waiting: ", cudaGetErrorString(e));

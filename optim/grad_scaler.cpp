@@ -20,10 +20,11 @@ bool all_finite(const std::vector<Tensor>& tensors) {
   Tensor total;
   for (const Tensor& t : tensors) {
     if (!t.defined()) continue;
-    const Tensor s = k::sum(k::binary(k::BinaryOp::Mul, t, 0.0)).to(DType::Float64).to(Device::cpu());
+    Tensor s = k::sum(k::binary(k::BinaryOp::Mul, t, 0.0)).to(DType::Float64);
+    if (total.defined() && s.device() != total.device()) s = s.to(total.device());
     total = total.defined() ? k::add(total, s) : s;
   }
-  return !total.defined() || std::isfinite(total.item<double>());
+  return !total.defined() || std::isfinite(total.cpu().item<double>());  // the one host sync
 }
 
 GradScaler::GradScaler(double init_scale, double growth, double backoff, int64_t growth_interval)

@@ -3,7 +3,7 @@
 # packages, dataset-fashion-mnist, python3-matplotlib for the plots), configures and builds
 # (with the CUDA backend when the toolkit is there), then runs fgvc-demo: two-stage
 # long-tailed training on Fashion-MNIST images, the head/tail table, EMD domain similarity and
-# source selection, and a report. About 6 minutes on 2 CPU cores after the build.
+# source selection, and a report. About 4 minutes on 2 CPU cores after a 1.5-minute build.
 #   scripts/demo.sh [RUN_DIR] [fgvc-demo flags...]     (default RUN_DIR: runs/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -94,6 +94,14 @@ TEST(Dist, ReducerBucketsAndStartsDuringBackward) {
   EXPECT_EQ(reducer.started_early(), reducer.buckets());
   reducer.finish();
   for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(testing::rel_error(params[i].second.grad(), want[i]), 0.0) << i;
+  // A parameter outside the graph (on every rank) keeps no gradient: the optimizer skips it.
+  for (auto& [n, t] : params) t.zero_grad();
+  reducer.prepare();
+  backward(sum(square(relu(b.forward(relu(a.forward(x)))))));  // c unused
+  reducer.finish();
+  EXPECT_FALSE(c.weight.grad().defined());
+  EXPECT_FALSE(c.bias.grad().defined());
+  EXPECT_TRUE(a.weight.grad().defined());
 }
 
 // Synchronised batch norm with a world of one (the sum over ranks is the identity) is batch

@@ -179,6 +179,17 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   fs::remove_all(ft.out);
   EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 2);
   EXPECT_EQ(train::resolve_defaults(ft).decay_epochs, 4.0);  // 0.94 every 4 epochs when fine-tuning
+  // Resuming with another global batch is refused (steps and the schedule count in it).
+  train::TrainConfig smaller = c;
+  smaller.resume = true;
+  smaller.steps = 4;
+  smaller.batch_size = 4;
+  try {
+    train::train_model(smaller, Device::cpu());
+    FAIL() << "resumed a batch-8 run with batch 4";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("global batch of 8"), std::string::npos) << e.what();
+  }
   // Resuming a run with another model is refused naming both.
   train::TrainConfig other = c;
   other.model = "resnet32";

@@ -26,6 +26,7 @@
 #include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/atomic_file.h"
+#include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
 #include "tensor/random.h"
 #include "train/checkpoint.h"
@@ -158,14 +159,15 @@ class MetricsLog {
 };
 
 // Validation on several ranks: each scored its share of the images; sum the counts.
-void reduce_eval(EvalResult& r, dist::Communicator& comm) {
+void reduce_eval(EvalResult& r, dist::Communicator& comm, Device device) {
   if (comm.size() == 1) return;
   const size_t k = r.per_class.size();
   std::vector<int64_t> counts;
   for (const ClassResult& c : r.per_class) counts.insert(counts.end(), {c.images, c.top1, c.top5});
   counts.push_back(r.skipped);
-  Tensor t = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
-  Tensor loss = Tensor::from_vector(std::vector<double>{r.loss * static_cast<double>(r.images)}, {1});
+  // On the communicator's device (NCCL sums CUDA tensors, MPI CPU ones).
+  Tensor t = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())}).to(device);
+  Tensor loss = Tensor::from_vector(std::vector<double>{r.loss * static_cast<double>(r.images)}, {1}).to(device);
   comm.all_reduce_sum(t);
   comm.all_reduce_sum(loss);
   counts = t.to_vector<int64_t>();
@@ -178,12 +180,16 @@ void reduce_eval(EvalResult& r, dist::Communicator& comm) {
   r.loss = r.images ? loss.to_vector<double>()[0] / static_cast<double>(r.images) : 0.0;
 }
 
-// The mean over the ranks of a per-rank number.
-double rank_mean(double v, dist::Communicator& comm) {
+// The sum and the mean over the ranks of a per-rank number.
+double rank_sum(double v, dist::Communicator& comm, Device device) {
   if (comm.size() == 1) return v;
-  Tensor t = Tensor::from_vector(std::vector<double>{v}, {1});
+  Tensor t = Tensor::from_vector(std::vector<double>{v}, {1}).to(device);
   comm.all_reduce_sum(t);
-  return t.to_vector<double>()[0] / comm.size();
+  return t.to_vector<double>()[0];
+}
+
+double rank_mean(double v, dist::Communicator& comm, Device device) {
+  return rank_sum(v, comm, device) / comm.size();
 }
 
 std::string fixed(double v, int digits) {
@@ -198,8 +204,18 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
 
 TrainSummary train_model(const TrainConfig& config, Device device) {
   // Under mpirun: one process per GPU (the local rank's), or per CPU slot.
-  if (dist::launched_by_mpi() && device.is_cuda()) device = Device::cuda(dist::local_rank_from_environment());
-  std::unique_ptr<dist::Communicator> comm = dist::make_communicator(device);
+  std::unique_ptr<dist::Communicator> comm;
+  try {
+    // One GPU per process: the local rank's (modulo the GPUs this process sees, for launchers
+    // that give each rank its own CUDA_VISIBLE_DEVICES).
+    if (dist::launched_by_mpi() && device.is_cuda())
+      device = Device::cuda(dist::local_rank_from_environment() % std::max(1, cuda_device_count()));
+    comm = dist::make_communicator(device);
+  } catch (const std::exception& e) {
+    if (!dist::launched_by_mpi()) throw;
+    std::fprintf(stderr, "fgvc-train: error: setting up the processes: %s\n", e.what());
+    dist::abort_job(1);
+  }
   try {
     return train_with(config, device, *comm);
   } catch (const std::exception& e) {
@@ -282,12 +298,13 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       throw Error(last_path + ": " + e.what());
     }
     pos = ck.position;
+    // Any number of ranks, as long as the global batch (steps, schedule and epoch position
+    // all count in it) stays: 2 x 16 resumes as 1 x 32 or 4 x 8.
     const int64_t global_batch = c.batch_size * comm.size();
-    if (pos.batch_size > 0 && pos.batch_size * pos.world_size != global_batch) {
-      // Resumed with another number of ranks or batch size: the same place in the epoch, in
-      // images (exact when the old position is a multiple of the new global batch).
-      pos.batch = pos.batch * pos.batch_size * pos.world_size / global_batch;
-    }
+    FGVC_CHECK(pos.batch_size <= 0 || pos.batch_size * pos.world_size == global_batch, "--resume", last_path,
+               " was trained with a global batch of ", pos.batch_size * pos.world_size, " (", pos.world_size,
+               " process(es) x --batch-size ", pos.batch_size, "); this run has ", comm.size(), " x ", c.batch_size,
+               ": give --batch-size ", pos.batch_size * pos.world_size / comm.size(), " (exactly divisible) to continue it");
     pos.world_size = comm.size();
     pos.batch_size = c.batch_size;
     default_generator().set_state(pos.rng_seed, pos.rng_offset);
@@ -379,8 +396,26 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     pos.batch_size = c.batch_size;
     if (leader) save_checkpoint(path, *model, with_optimizer ? optimizer.get() : nullptr, ema.get(), pos);
   };
+  // Without --sync-bn each rank's batch-norm statistics follow its own batches; what is
+  // evaluated and saved is rank 0's (as DDP's broadcast_buffers does).
+  auto broadcast_buffers = [&]() {
+    if (comm.size() == 1) return;
+    NoGradGuard no_grad;
+    for (auto& [name, b] : model->named_buffers()) {
+      Tensor t = b;
+      comm.broadcast(t, 0);
+    }
+    if (ema)
+      for (auto& [name, b] : model->named_buffers()) {
+        const auto it = ema->shadow().find(name);
+        if (it == ema->shadow().end()) continue;
+        Tensor t = it->second;
+        comm.broadcast(t, 0);
+      }
+  };
   bool saved_once = c.resume;
   auto save_last = [&]() {
+    broadcast_buffers();
     std::vector<Tensor> weights;
     for (const auto& [name, w] : params) weights.push_back(w);
     FGVC_CHECK(optim::all_finite(weights), "training", "step ", pos.step, ": the weights are not finite; ",
@@ -389,10 +424,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     saved_once = true;
   };
   auto validate = [&](bool epoch_end) {
+    broadcast_buffers();
     EvalResult r;
     with_average(*model, ema.get(), [&] { r = evaluate({{model.get(), val_loader.get()}}, device); });
     model->train();
-    reduce_eval(r, comm);
+    reduce_eval(r, comm, device);
     if (leader) write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
     // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
     // by --steps) only while there is nothing better to keep.
@@ -423,7 +459,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       while (pos.step < total_steps && loader.next(&batch)) {
         pos.batch++;
         summary.skipped += batch.skipped;
-        if (batch.indices.empty()) continue;
+        // A batch whose files were all unreadable is skipped, by every rank together (the
+        // collectives of a step must pair up).
+        if (rank_sum(batch.indices.empty() ? 1.0 : 0.0, comm, device) > 0) continue;
         const auto t0 = Clock::now();
         pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
                                           static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
@@ -479,7 +517,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                             fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
                         log);
         if (log) {
-          const double mean = rank_mean(pos.window_loss / pos.window_steps, comm);
+          const double mean = rank_mean(pos.window_loss / pos.window_steps, comm, device);
           json line = {{"kind", "step"}, {"step", pos.step},   {"epoch", pos.epoch + 1},   {"loss", mean},
                        {"lr", pos.lr},   {"images_per_sec", ips}, {"seconds", elapsed}};
           if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
