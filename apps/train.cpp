@@ -102,8 +102,8 @@ int main(int argc, char** argv) {
             "by MPI): --gpus N on one machine starts N processes through mpirun itself; across machines run\n"
             "  mpirun -np 16 -H host1:8,host2:8 fgvc-train ...      (--batch-size is per process)\n"
             "Rank 0 writes the run folder; --resume works with any number of processes if processes x --batch-size\n"
-            "stays the same. As root, Open MPI needs\n"
-            "--allow-run-as-root (or OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).");
+            "stays the same. As root, Open MPI needs --allow-run-as-root (or OMPI_ALLOW_RUN_AS_ROOT=1 and\n"
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).");
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
