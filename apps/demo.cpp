@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "apps/app.h"
@@ -89,19 +90,30 @@ struct StageResult {
   double seconds = 0;
 };
 
-StageResult evaluate_stage(const std::string& run, const Options& o, const fgvc::data::Dataset& test,
-                           const std::vector<int64_t>& train_counts) {
-  using namespace fgvc;
-  auto model = nn::create_model(o.model, 10);
-  model->load_state_dict(nn::read_model_weights(run + "/last.safetensors"), true);
-  data::LoaderOptions lo;
-  lo.mode = data::Mode::Eval;
+// A stage's trained model (its last checkpoint) and the evaluation-mode loader options the
+// demo reads test images and class means with.
+std::shared_ptr<fgvc::nn::Classifier> stage_model(const std::string& run, const Options& o) {
+  auto model = fgvc::nn::create_model(o.model, 10);
+  model->load_state_dict(fgvc::nn::read_model_weights(run + "/last.safetensors"), true);
+  return model;
+}
+
+fgvc::data::LoaderOptions eval_options(const Options& o) {
+  fgvc::data::LoaderOptions lo;
+  lo.mode = fgvc::data::Mode::Eval;
   lo.size = o.input_size;
-  lo.normalization = data::Normalization::ImageNet;
+  lo.normalization = fgvc::data::Normalization::ImageNet;
   lo.batch_size = 256;
   lo.workers = o.workers;
   lo.shuffle = false;
-  data::Loader loader(test, lo);
+  return lo;
+}
+
+StageResult evaluate_stage(const std::string& run, const Options& o, const fgvc::data::Dataset& test,
+                           const std::vector<int64_t>& train_counts) {
+  using namespace fgvc;
+  auto model = stage_model(run, o);
+  data::Loader loader(test, eval_options(o));
   StageResult r;
   r.eval = train::evaluate({{model.get(), &loader}}, Device::cpu());
   r.head_tail = train::head_tail(r.eval, train_counts, o.head_threshold);
@@ -246,16 +258,8 @@ int main(int argc, char** argv) {
         std::printf("== test accuracy (%lld images)\n%s", (long long)s1.eval.images, table.str().c_str());
 
         // 3. Class-mean features of the training set (stage 2 model), EMD similarity, selection.
-        auto model = nn::create_model(o.model, 10);
-        model->load_state_dict(nn::read_model_weights(stage2 + "/last.safetensors"), true);
-        data::LoaderOptions lo;
-        lo.mode = data::Mode::Eval;
-        lo.size = o.input_size;
-        lo.normalization = data::Normalization::ImageNet;
-        lo.batch_size = 256;
-        lo.workers = o.workers;
-        lo.shuffle = false;
-        data::Loader feature_loader(train_set, lo);
+        auto model = stage_model(stage2, o);
+        data::Loader feature_loader(train_set, eval_options(o));
         emd::Domain all = train::class_mean_features(*model, feature_loader, device);
         emd::save_domain(out + "/fashion_mnist.safetensors", all, o.model, "global average pool (penultimate)");
         std::vector<emd::Domain> groups;

@@ -95,7 +95,7 @@ class NcclCommunicator : public Communicator {
       FGVC_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
       FGVC_CUDA_CHECK(cudaEventRecord(event_, cuda::stream(owner_->device_)));
     }
-    ~StreamPending() override { cudaEventDestroy(event_); }
+    ~StreamPending() override { FGVC_CUDA_CHECK_NOTHROW(cudaEventDestroy(event_)); }
     void wait() override {
       const auto deadline =
           std::chrono::steady_clock::now() + std::chrono::duration<double>(collective_timeout_seconds());

@@ -17,6 +17,17 @@ using testing::expect_parity;
 using testing::randn_t;
 using Ts = std::vector<Tensor>;
 
+// The same freshly initialised 10-class model twice: on the CPU and on the GPU.
+std::pair<std::shared_ptr<nn::Classifier>, std::shared_ptr<nn::Classifier>> twin_models(const std::string& name,
+                                                                                        uint64_t seed) {
+  manual_seed(seed);
+  auto cpu = nn::create_model(name, 10);
+  manual_seed(seed);
+  auto gpu = nn::create_model(name, 10);
+  gpu->to(Device::cuda());
+  return {cpu, gpu};
+}
+
 constexpr double kElementwiseTol = 1e-6;
 constexpr double kReductionTol = 1e-5;
 
@@ -236,11 +247,7 @@ TEST(CudaParity, ConvolutionPoolingAndBatchNorm) {
 TEST(CudaParity, ResNetForwardAndBackwardOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   kernels::set_cudnn_allow_tf32(false);
-  manual_seed(40);
-  auto cpu = nn::create_model("resnet50", 10);
-  manual_seed(40);
-  auto gpu = nn::create_model("resnet50", 10);
-  gpu->to(Device::cuda());
+  auto [cpu, gpu] = twin_models("resnet50", 40);
   const Tensor x = randn_t({2, 3, 64, 64}, 41);
   const Tensor labels = Tensor::from_vector(std::vector<int64_t>{3, 7}, {2});
   backward(cross_entropy(cpu->forward(x), labels, 0.1));
@@ -316,11 +323,7 @@ TEST(CudaParity, MixedPrecisionConvolutions) {
 TEST(CudaParity, AutocastTrainingStep) {
   FGVC_REQUIRE_CUDA();
   for (DType low : {DType::BFloat16, DType::Float16}) {
-    manual_seed(7);
-    auto cpu = nn::create_model("resnet20", 10);
-    manual_seed(7);
-    auto gpu = nn::create_model("resnet20", 10);
-    gpu->to(Device::cuda());
+    auto [cpu, gpu] = twin_models("resnet20", 7);
     const Tensor x = randn_t({8, 3, 32, 32}, 4);
     const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
     const Tensor want = cross_entropy(cpu->forward(x), labels, 0.1);

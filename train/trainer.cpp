@@ -271,7 +271,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   else
     optimizer = std::make_unique<optim::SGD>(params, c.momentum, c.weight_decay);
   std::unique_ptr<optim::EMA> ema;
-  if (c.ema_decay > 0) ema = std::make_unique<optim::EMA>(averaged_weights(*model), c.ema_decay);
+  // The averaged tensors are handles updated in place, so this list holds for the whole run.
+  const optim::NamedTensors ema_weights = averaged_weights(*model);
+  if (c.ema_decay > 0) ema = std::make_unique<optim::EMA>(ema_weights, c.ema_decay);
 
   // Mixed precision: convolutions in bfloat16/float16 (autograd/autocast.h); float16 also
   // needs the loss scaled (optim/grad_scaler.h).
@@ -500,7 +502,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.step++;
         if (ema && update) {
           const double d = std::min(c.ema_decay, (1.0 + pos.step) / (10.0 + pos.step));
-          ema->update(averaged_weights(*model), d);
+          ema->update(ema_weights, d);
         }
         const int64_t n = static_cast<int64_t>(batch.indices.size());
         train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
