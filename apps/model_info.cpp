@@ -8,6 +8,7 @@
 #include <map>
 
 #include "apps/app.h"
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
@@ -92,8 +93,8 @@ int main(int argc, char** argv) {
   std::string model_name;
   int64_t num_classes = 1000, batch = 1;
   int size = 299, repeats = 3;
-  bool layers = false, time = false;
-  std::string optimizer = "none";
+  bool layers = false, time = false, whole_model = false;
+  std::string optimizer = "none", amp = "off";
   return fgvc::app::run(
       "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
       [&](CLI::App& cli) {
@@ -107,12 +108,20 @@ int main(int argc, char** argv) {
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
                        "this optimizer's update) instead of forward + backward of sum(logits)")
             ->check(CLI::IsMember({"none", "rmsprop", "sgd"}));
+        cli.add_flag("--whole-model", whole_model,
+                     "with --time: time the whole model only, without the per-layer synchronisation (the "
+                     "figure to compare on a GPU)");
+        cli.add_option("--amp", amp, "with --time on CUDA: autocast convolutions to bf16 or fp16 (default off)")
+            ->check(CLI::IsMember({"off", "bf16", "fp16"}));
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
             ->check(CLI::PositiveNumber);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
+        if (amp != "off" && !device.is_cuda())
+          throw app::UsageError("--amp " + amp + " needs a CUDA device (this run is on " + device.str() + ")");
+        const DType amp_dtype = amp == "bf16" ? DType::BFloat16 : amp == "fp16" ? DType::Float16 : DType::Float32;
         std::shared_ptr<nn::Classifier> model;
         try {
           model = nn::create_model(model_name, num_classes);
@@ -147,13 +156,22 @@ int main(int argc, char** argv) {
           auto* inception = dynamic_cast<nn::InceptionV3*>(model.get());
           for (int pass = 0; pass <= repeats; ++pass) {
             rec.next_pass();
-            if (pass == 1)  // the first pass warms up: drop its timings
+            if (pass == 1) {  // the first pass warms up: drop its timings
               for (LayerRow& r : rec.rows) r.forward_s.clear(), r.backward_s.clear();
+              if (whole_model) {  // the warm-up recorded shapes and MACs; time the rest without syncs
+                nn::Module::set_observer(nullptr);
+                autograd::set_backward_timer(nullptr);
+              }
+            }
             const auto t0 = std::chrono::steady_clock::now();
-            y = model->forward(x);
+            {
+              AutocastGuard autocast(amp_dtype);
+              y = model->forward(x);
+            }
             cuda_synchronize();
             const auto t1 = std::chrono::steady_clock::now();
             if (opt) {
+              AutocastGuard autocast(amp_dtype);
               Tensor loss = cross_entropy(y, labels, 0.1);
               if (inception && inception->aux_logits().defined())
                 loss = add(loss, mul(cross_entropy(inception->aux_logits(), labels, 0.1), 0.4));
@@ -189,11 +207,12 @@ int main(int argc, char** argv) {
           std::printf("MACs         %.3f G per image\n", macs / 1e9);
           std::printf("output       %s\n", shape_text(out).c_str());
         }
-        if (layers || time) {
+        const bool layer_times = time && !whole_model;
+        if (layers || layer_times) {
           nlohmann::json rows = nlohmann::json::array();
           if (!common.json) {
             std::printf("\n%-42s %-14s %-20s %12s %10s", "layer", "type", "output", "params", "MMACs");
-            if (time) std::printf(" %10s %10s", "fwd ms", "bwd ms");
+            if (layer_times) std::printf(" %10s %10s", "fwd ms", "bwd ms");
             std::printf("\n");
           }
           double total_f = 0, total_b = 0;
@@ -209,29 +228,32 @@ int main(int argc, char** argv) {
             if (!common.json) {
               std::printf("%-42s %-14s %-20s %12lld %10.1f", r.name.c_str(), r.type.c_str(), shape_text(o).c_str(),
                           (long long)r.params, (time ? r.macs / batch : r.macs) / 1e6);
-              if (time) std::printf(" %10.2f %10.2f", f, b);
+              if (layer_times) std::printf(" %10.2f %10.2f", f, b);
               std::printf("\n");
             }
             nlohmann::json row{{"name", r.name}, {"type", r.type}, {"output_shape", o}, {"params", r.params},
                                {"macs", time ? r.macs / batch : r.macs}};
-            if (time) row["forward_ms"] = f, row["backward_ms"] = b;
+            if (layer_times) row["forward_ms"] = f, row["backward_ms"] = b;
             rows.push_back(row);
           }
-          if (time && !common.json)
+          if (layer_times && !common.json)
             std::printf("%-42s %-14s %-20s %12s %10s %10.2f %10.2f\n", "total", "", "", "", "", total_f, total_b);
           j["layers"] = rows;
-          if (time) {
-            j["layers_forward_ms"] = total_f, j["layers_backward_ms"] = total_b, j["batch_size"] = batch;
-            // Whole model, wall clock (with the observer's synchronisation, so slightly high on a GPU).
-            j["forward_ms"] = median(model_forward_s) * 1e3;
-            j["step_ms"] = median(model_step_s) * 1e3;
-            j["optimizer"] = optimizer;
-            if (!common.json)
-              std::printf("whole model: forward %.1f ms, %s %.1f ms (batch %lld, median of %d)\n",
-                          median(model_forward_s) * 1e3,
-                          optimizer == "none" ? "forward + backward" : ("training step with " + optimizer).c_str(),
-                          median(model_step_s) * 1e3, (long long)batch, repeats);
-          }
+          if (layer_times) j["layers_forward_ms"] = total_f, j["layers_backward_ms"] = total_b;
+        }
+        if (time) {
+          j["batch_size"] = batch, j["amp"] = amp, j["whole_model"] = whole_model;
+          // Whole model, wall clock (without --whole-model, with the observer's synchronisation:
+          // high on a GPU).
+          j["forward_ms"] = median(model_forward_s) * 1e3;
+          j["step_ms"] = median(model_step_s) * 1e3;
+          j["optimizer"] = optimizer;
+          if (device.is_cuda()) j["peak_gpu_mib"] = cuda_memory_stats(device.index).peak_allocated / 1048576.0;
+          if (!common.json)
+            std::printf("whole model: forward %.1f ms, %s %.1f ms (batch %lld, median of %d)\n",
+                        median(model_forward_s) * 1e3,
+                        optimizer == "none" ? "forward + backward" : ("training step with " + optimizer).c_str(),
+                        median(model_step_s) * 1e3, (long long)batch, repeats);
         }
         return j;
       });

@@ -100,7 +100,7 @@ def elementwise_table(device, entries, torch):
 
 def tests_table(exit_codes_path):
     """One row per test executable from lines "<name> <exit code> [note]" and <name>.json beside them."""
-    lines = ["| test executable | exit code | tests | failed | skipped | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| test executable | exit code | tests | failed | skipped | seconds | failing |", "|---|---:|---:|---:|---:|---:|---|"]
     folder = os.path.dirname(exit_codes_path)
     with open(exit_codes_path) as f:
         rows = [line.strip().split(maxsplit=2) for line in f if line.strip()]
@@ -108,14 +108,31 @@ def tests_table(exit_codes_path):
         code = " ".join([code] + note)
         report = os.path.join(folder, name + ".json")
         if not os.path.exists(report):
-            lines.append(f"| {name} | {code} | no report | | | |")
+            lines.append(f"| {name} | {code} | no report | | | | |")
             continue
         with open(report) as f:
             r = json.load(f)
         skipped = sum(1 for s in r.get("testsuites", []) for t in s.get("testsuite", [])
                       if t.get("result") == "SKIPPED")
+        failing = [f"{s['name']}.{t['name']}" for s in r.get("testsuites", []) for t in s.get("testsuite", [])
+                   if t.get("failures")]
         lines.append(f"| {name} | {code} | {r['tests']} | {r['failures']} | {skipped} "
-                     f"| {r.get('time', '').rstrip('s')} |")
+                     f"| {r.get('time', '').rstrip('s')} | {', '.join(failing)} |")
+    return lines
+
+
+def train_step_table(paths):
+    """Rows of bench/model_vs_torch.py --json files: whole training steps, fgvc beside PyTorch."""
+    lines = ["| model | batch@size | amp | fgvc step ms | PyTorch step ms | fgvc / PyTorch | fgvc img/s | PyTorch img/s "
+             "| fgvc peak MiB | PyTorch peak MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for path in paths:
+        with open(path) as f:
+            j = json.load(f)
+        for r in j["rows"]:
+            fs, ts = r["fgvc_step_s"], r["torch_step_s"]
+            lines.append(f"| {r['model']} | {r['batch']}@{r['input_size']} | {r['amp']} | {fmt(fs * 1e3)} | {fmt(ts * 1e3)} "
+                         f"| {fmt(fs / ts, 2)} | {fmt(r['batch'] / fs)} | {fmt(r['batch'] / ts)} "
+                         f"| {fmt(r['fgvc_peak_mib'], 0)} | {fmt(r['torch_peak_mib'], 0)} |")
     return lines
 
 
@@ -125,6 +142,7 @@ def main():
     p.add_argument("--gemm", help="bench_gemm JSON")
     p.add_argument("--elementwise", help="bench_elementwise JSON")
     p.add_argument("--torch", help="bench_torch.py JSON")
+    p.add_argument("--train-step", action="append", default=[], help="bench/model_vs_torch.py --json output")
     p.add_argument("--tests", help='file of "<name> <exit code>" lines, with GoogleTest\'s <name>.json beside it')
     args = p.parse_args()
     torch = {}
@@ -142,6 +160,8 @@ def main():
         errors = sorted({e["error"] for e in entries.values() if "error" in e})
         out += [f"### {title} ({args.device})", ""]
         out += [f"Skipped: {'; '.join(errors)}", ""] if errors else table(args.device, entries, torch) + [""]
+    if args.train_step:
+        out += ["### Training step (RMSProp), fgvc vs PyTorch eager", ""] + train_step_table(args.train_step) + [""]
     print("\n".join(out))
 
 

@@ -166,11 +166,23 @@ run() {
     echo "skipped: python3 cannot import torch with CUDA"
   fi
 
+  step "training step vs PyTorch (fp32, then bf16 autocast)"
+  if ((torch_ok)); then
+    local amp
+    for amp in off bf16; do
+      PYTHONUNBUFFERED=1 timeout -k 5 60 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+        --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
+    done
+  else
+    echo "skipped: python3 cannot import torch with CUDA"
+  fi
+
   step "results"
   local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")
   [[ -s $OUT/bench_gemm.json ]] && report+=(--gemm "$OUT/bench_gemm.json")
   [[ -s $OUT/bench_elementwise.json ]] && report+=(--elementwise "$OUT/bench_elementwise.json")
   [[ -s $OUT/bench_torch.json ]] && report+=(--torch "$OUT/bench_torch.json")
+  for f in "$OUT"/train_step_*.json; do [[ -s $f ]] && report+=(--train-step "$f"); done
   {
     echo "# GPU check, $(date -u +%F)"
     echo
