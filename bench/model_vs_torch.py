@@ -11,8 +11,8 @@ momentum and epsilon). Prints both and the ratio.
     /usr/bin/python3 bench/model_vs_torch.py [--bin build/bin] [--threads 2] [--optimizer rmsprop]
 
 On a GPU (--device cuda [--amp bf16]) both time whole steps only (fgvc-model-info --whole-model,
-CUDA synchronised around each step, same as torch.cuda.synchronize here), TF32 off in PyTorch
-(fgvc computes float32 in float32), cuDNN autotuning on in PyTorch (fgvc takes cuDNN's
+CUDA synchronised around each step, same as torch.cuda.synchronize here), TF32 as both default
+(convolutions may use it, matmuls not), cuDNN autotuning on in PyTorch (fgvc takes cuDNN's
 heuristic choice), with larger batches; it adds images/s and peak GPU memory (each
 framework's allocator: bytes handed out, not cached). --json FILE writes the rows.
 """
@@ -32,8 +32,8 @@ def torch_times(name, size, batch, threads, repeats, optimizer, device="cpu", am
     torch.set_num_threads(threads)
     cuda = device == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's defaults, which are fgvc's: matmul in float32,
+        torch.backends.cudnn.allow_tf32 = True  # convolutions may use TF32 tensor cores
         torch.backends.cudnn.benchmark = True
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     kwargs = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}

@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 
+#include "fgvc/config.h"
 #include "tensor/error.h"
 
 namespace fgvc {
@@ -53,6 +54,15 @@ class Solver {
 
   void run() {
     initial_basis();
+    pivot_to_optimum();
+  }
+  // The greedy start alone (the GPU solver pivots from it): parent of each node (-1 at the
+  // root, node 0) and the flow on the edge to it.
+  void start() { initial_basis(); }
+  const std::vector<int>& parents() const { return parent_; }
+  const std::vector<double>& flows() const { return flow_; }
+
+  void pivot_to_optimum() {
     bool refreshed = false;
     for (;;) {
       int ei, ej;
@@ -71,16 +81,6 @@ class Solver {
     }
   }
 
-  // Basic cells (i, j, flow) in the reduced problem's indices.
-  std::vector<FlowCell> basis() const {
-    std::vector<FlowCell> out;
-    for (int x = 0; x < m_ + n_; ++x) {
-      if (parent_[x] < 0) continue;
-      const auto [i, j] = cell_of(x, parent_[x]);
-      out.push_back({i, j, flow_[x]});
-    }
-    return out;
-  }
   double u(int i) const { return pot_[i]; }
   double v(int j) const { return pot_[m_ + j]; }
   int64_t iterations() const { return iterations_; }
@@ -392,63 +392,95 @@ std::vector<double> normalized(const std::vector<double>& w, const char* which) 
 
 }  // namespace
 
-Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in, const std::vector<double>& b_in,
-             const Options& options) {
-  const auto t0 = std::chrono::steady_clock::now();
+namespace detail {
+
+Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
+               const std::vector<double>& b_in) {
   FGVC_CHECK(m > 0 && n > 0, "emd", "empty problem (", m, " x ", n, ")");
   FGVC_CHECK(m < (1 << 30) && n < (1 << 30), "emd", "problem too large (", m, " x ", n, ")");
   FGVC_CHECK(static_cast<int64_t>(a_in.size()) == m && static_cast<int64_t>(b_in.size()) == n, "emd", "weights of sizes ",
              a_in.size(), " and ", b_in.size(), " for a ", m, " x ", n, " cost matrix");
-  const std::vector<double> a = normalized(a_in, "source"), b = normalized(b_in, "target");
+  Reduced r;
+  r.a = normalized(a_in, "source");
+  r.b = normalized(b_in, "target");
   double max_cost = 0;
   for (int64_t k = 0; k < m * n; ++k) {
     FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
     max_cost = std::max(max_cost, std::fabs(cost[k]));
   }
-
+  r.max_cost = max_cost > 0 ? max_cost : 1.0;
   // Classes of weight 0 take no part; solve on the others.
-  std::vector<int> rows, cols;
   for (int64_t i = 0; i < m; ++i)
-    if (a[i] > 0) rows.push_back(static_cast<int>(i));
+    if (r.a[i] > 0) r.rows.push_back(static_cast<int>(i)), r.ra.push_back(r.a[i]);
   for (int64_t j = 0; j < n; ++j)
-    if (b[j] > 0) cols.push_back(static_cast<int>(j));
-  const bool reduced = rows.size() != static_cast<size_t>(m) || cols.size() != static_cast<size_t>(n);
-  std::vector<double> sub;
-  if (reduced) {
-    sub.resize(rows.size() * cols.size());
-    for (size_t i = 0; i < rows.size(); ++i)
-      for (size_t j = 0; j < cols.size(); ++j) sub[i * cols.size() + j] = cost[rows[i] * n + cols[j]];
+    if (r.b[j] > 0) r.cols.push_back(static_cast<int>(j)), r.rb.push_back(r.b[j]);
+  if (r.rows.size() != static_cast<size_t>(m) || r.cols.size() != static_cast<size_t>(n)) {
+    r.sub.resize(r.rows.size() * r.cols.size());
+    for (size_t i = 0; i < r.rows.size(); ++i)
+      for (size_t j = 0; j < r.cols.size(); ++j) r.sub[i * r.cols.size() + j] = cost[r.rows[i] * n + r.cols[j]];
   }
-  std::vector<double> ra, rb;
-  for (int i : rows) ra.push_back(a[i]);
-  for (int j : cols) rb.push_back(b[j]);
-  Solver solver(reduced ? sub.data() : cost, static_cast<int>(rows.size()), static_cast<int>(cols.size()), ra, rb,
-                options, max_cost > 0 ? max_cost : 1.0);
-  solver.run();
+  return r;
+}
 
-  Result r;
-  r.iterations = solver.iterations();
-  for (const FlowCell& f : solver.basis()) {
-    r.flow.push_back({rows[f.i], cols[f.j], f.flow});
-    r.cost += f.flow * cost[static_cast<int64_t>(rows[f.i]) * n + cols[f.j]];
+InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options) {
+  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
+  solver.start();
+  return {solver.parents(), solver.flows()};
+}
+
+Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
+                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations) {
+  const int rm = r.m();
+  Result out;
+  out.iterations = iterations;
+  for (int x = 0; x < static_cast<int>(parent.size()); ++x) {  // each basic cell is (node, its parent)
+    if (parent[x] < 0) continue;
+    const int i = x < rm ? x : parent[x], j = (x < rm ? parent[x] : x) - rm;
+    out.flow.push_back({r.rows[i], r.cols[j], flow[x]});
+    out.cost += flow[x] * cost[static_cast<int64_t>(r.rows[i]) * n + r.cols[j]];
   }
-  r.u.assign(static_cast<size_t>(m), kInf);
-  r.v.assign(static_cast<size_t>(n), kInf);
-  for (size_t i = 0; i < rows.size(); ++i) r.u[rows[i]] = solver.u(static_cast<int>(i));
-  for (size_t j = 0; j < cols.size(); ++j) r.v[cols[j]] = solver.v(static_cast<int>(j));
+  out.u.assign(static_cast<size_t>(m), kInf);
+  out.v.assign(static_cast<size_t>(n), kInf);
+  for (size_t i = 0; i < r.rows.size(); ++i) out.u[r.rows[i]] = pot[i];
+  for (size_t j = 0; j < r.cols.size(); ++j) out.v[r.cols[j]] = pot[rm + j];
   // Duals of weight-0 classes: as large as dual feasibility allows (they add nothing to the
   // dual objective, so any feasible value certifies).
   for (int64_t i = 0; i < m; ++i)
-    if (a[i] == 0)
-      for (int j : cols) r.u[i] = std::min(r.u[i], cost[i * n + j] - r.v[j]);
+    if (r.a[i] == 0)
+      for (int j : r.cols) out.u[i] = std::min(out.u[i], cost[i * n + j] - out.v[j]);
   for (int64_t j = 0; j < n; ++j)
-    if (b[j] == 0)
-      for (int64_t i = 0; i < m; ++i) r.v[j] = std::min(r.v[j], cost[i * n + j] - r.u[i]);
-  for (int64_t i = 0; i < m; ++i) r.dual_objective += a[i] * r.u[i];
-  for (int64_t j = 0; j < n; ++j) r.dual_objective += b[j] * r.v[j];
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+    if (r.b[j] == 0)
+      for (int64_t i = 0; i < m; ++i) out.v[j] = std::min(out.v[j], cost[i * n + j] - out.u[i]);
+  for (int64_t i = 0; i < m; ++i) out.dual_objective += r.a[i] * out.u[i];
+  for (int64_t j = 0; j < n; ++j) out.dual_objective += r.b[j] * out.v[j];
+  return out;
 }
+
+}  // namespace detail
+
+Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in, const std::vector<double>& b_in,
+             const Options& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const detail::Reduced r = detail::reduce(cost, m, n, a_in, b_in);
+  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
+  solver.run();
+  std::vector<double> pot(static_cast<size_t>(r.m() + r.n()));
+  for (int i = 0; i < r.m(); ++i) pot[i] = solver.u(i);
+  for (int j = 0; j < r.n(); ++j) pot[r.m() + j] = solver.v(j);
+  Result out = detail::assemble(cost, m, n, r, solver.parents(), solver.flows(), pot, solver.iterations());
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+#if !FGVC_WITH_CUDA
+std::vector<Result> solve_batch_cuda(const std::vector<Problem>&, const Options&, int) {
+  throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
+}
+Result solve_cuda(const double*, int64_t, int64_t, const std::vector<double>&, const std::vector<double>&, const Options&,
+                  int) {
+  throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
+}
+#endif
 
 Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
                   const std::vector<double>& b_in, const Result& r) {

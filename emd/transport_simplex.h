@@ -42,6 +42,24 @@ struct Result {
 Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
              const Options& options = {});
 
+// The same method on a CUDA device (emd/transport_simplex.cu): the greedy start on the host,
+// then one thread block per problem pivots to the optimum without returning to the host.
+// The block prices each block of cells in parallel, one thread walks the cycle and turns
+// the tree, and all threads recompute every potential (and depth) from the tree by pointer
+// jumping, O(log depth) parallel rounds. Throws where the library has no CUDA or no device.
+// `device`: the CUDA device index.
+Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
+                  const Options& options = {}, int device = 0);
+
+// Many problems at once, one thread block each (many targets against one source, or many
+// candidate subsets): the throughput mode. Costs are host row-major matrices.
+struct Problem {
+  const double* cost;
+  int64_t m, n;
+  std::vector<double> a, b;
+};
+std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options = {}, int device = 0);
+
 // The largest violation of the optimality certificate, for tests: max over cells of
 // (u_i + v_j - c_ij), the largest marginal error of the flow, and |primal - dual|.
 struct Certificate {
@@ -49,6 +67,31 @@ struct Certificate {
 };
 Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
                   const Result& r);
+
+namespace detail {
+// What solve() and solve_cuda() share: the problem without its weight-0 classes, the greedy
+// start, and the answer in the caller's indices with the weight-0 classes' duals.
+struct Reduced {
+  std::vector<double> a, b;    // normalised weights, all classes
+  std::vector<int> rows, cols; // classes with weight > 0
+  std::vector<double> ra, rb;  // their weights
+  std::vector<double> sub;     // rows x cols costs when some class was dropped, else empty
+  double max_cost = 1;
+  int m() const { return static_cast<int>(rows.size()); }
+  int n() const { return static_cast<int>(cols.size()); }
+  const double* cost(const double* full) const { return sub.empty() ? full : sub.data(); }
+};
+Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b);
+// Nodes 0..m-1 are the rows, m..m+n-1 the columns; node 0 is the root (parent -1) and
+// each other node's basic cell is the edge to its parent, with its flow.
+struct InitialTree {
+  std::vector<int> parent;
+  std::vector<double> flow;
+};
+InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options);
+Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
+                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations);
+}  // namespace detail
 
 }  // namespace emd
 }  // namespace fgvc

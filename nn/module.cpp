@@ -109,5 +109,13 @@ void Module::to(Device device) {
   for (auto& [name, child] : children_) child->to(device);
 }
 
+void Module::to(DType dtype) {
+  FGVC_CHECK(is_floating(dtype), "Module::to: ", dtype_name(dtype), " is not a floating-point type");
+  for (auto& [name, t] : params_) t.cast_(dtype);
+  for (auto& [name, t] : buffers_)
+    if (is_floating(t.dtype())) t.cast_(dtype);
+  for (auto& [name, child] : children_) child->to(dtype);
+}
+
 }  // namespace nn
 }  // namespace fgvc

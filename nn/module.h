@@ -60,6 +60,7 @@ class Module {
   bool is_training() const { return training_; }
   int64_t num_parameters() const;
   void to(Device device);  // moves parameters and buffers
+  void to(DType dtype);    // converts floating-point parameters and buffers (counters stay)
 
  protected:
   virtual Tensor forward_impl(const Tensor& x) = 0;

@@ -21,8 +21,11 @@ def load_benchmarks(path, device):
     The name drops the /real_time or /manual_time suffix; "rate" holds the median run
     (or the only run) and "cv" the coefficient-of-variation aggregate when there is one.
     """
-    with open(path) as f:
-        runs = sorted(json.load(f)["benchmarks"], key=lambda r: r.get("family_index", 0))
+    try:
+        with open(path) as f:
+            runs = sorted(json.load(f)["benchmarks"], key=lambda r: r.get("family_index", 0))
+    except (ValueError, KeyError) as e:  # a bench stopped by its timeout leaves half a file
+        return {"(file)": {"error": f"{os.path.basename(path)} is incomplete ({e}); the bench was cut short"}}
     out = {}
     for r in runs:
         name = r.get("run_name", r["name"])
@@ -136,12 +139,38 @@ def train_step_table(paths):
     return lines
 
 
+def emd_table(paths):
+    """Rows of bench_emd --json files: CPU and GPU solvers on the same problems."""
+    lines = ["| problem | distances s | CPU pivots | CPU s | GPU block | GPU pivots | GPU s | CPU s / GPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for path in paths:
+        with open(path) as f:
+            rows = json.load(f)
+        for r in rows:
+            cpu = r.get("cpu", {})
+            if "batch" in r:
+                gpu = r.get("gpu", {})
+                cpu_total = cpu["seconds_per_problem"] * r["batch"] if cpu else None
+                ratio = cpu_total / gpu["seconds"] if cpu and gpu else None
+                lines.append(f"| batch of {r['batch']}: {r['m']} x {r['n']} each | {fmt(r['distance_s'], 3)} "
+                             f"| {cpu.get('pivots_per_problem', '-')} | {fmt(cpu_total, 3)} | one launch "
+                             f"| {gpu.get('pivots_per_problem', '-')} | {fmt(gpu.get('seconds'), 3)} | {fmt(ratio, 2)} |")
+                continue
+            for g in r.get("gpu", [{}]):
+                ratio = cpu["seconds"] / g["seconds"] if cpu and g else None
+                lines.append(f"| {r['m']} x {r['n']} | {fmt(r['distance_s'], 3)} | {cpu.get('pivots', '-')} "
+                             f"| {fmt(cpu.get('seconds'), 3)} | {g.get('block', '-')} | {g.get('pivots', '-')} "
+                             f"| {fmt(g.get('seconds'), 3)} | {fmt(ratio, 2)} |")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], required=True)
     p.add_argument("--gemm", help="bench_gemm JSON")
     p.add_argument("--elementwise", help="bench_elementwise JSON")
     p.add_argument("--torch", help="bench_torch.py JSON")
+    p.add_argument("--emd", action="append", default=[], help="bench_emd --json output")
     p.add_argument("--train-step", action="append", default=[], help="bench/model_vs_torch.py --json output")
     p.add_argument("--tests", help='file of "<name> <exit code>" lines, with GoogleTest\'s <name>.json beside it')
     args = p.parse_args()
@@ -160,6 +189,8 @@ def main():
         errors = sorted({e["error"] for e in entries.values() if "error" in e})
         out += [f"### {title} ({args.device})", ""]
         out += [f"Skipped: {'; '.join(errors)}", ""] if errors else table(args.device, entries, torch) + [""]
+    if args.emd:
+        out += ["### Exact EMD, CPU and GPU solvers (bench_emd)", ""] + emd_table(args.emd) + [""]
     if args.train_step:
         out += ["### Training step (RMSProp), fgvc vs PyTorch eager", ""] + train_step_table(args.train_step) + [""]
     print("\n".join(out))

@@ -9,6 +9,9 @@
 #       driver to that machine, and packs them into gpu-bundle/bundle.tar.xz (OpenBLAS alone is
 #       36 MB unpacked), which must stay under the 64 MiB the device tool carries.
 #
+#   scripts/gpu-check.sh --emd
+#       The EMD part alone (test_emd, test_cuda_parity, memcheck of the GPU solver, bench_emd).
+#
 #   scripts/gpu-check.sh --run
 #       On the GPU machine, from the repository root, with gpu-bundle carried:
 #         device run: command "scripts/gpu-check.sh --run", carry ["gpu-bundle"], timeout_s 540
@@ -120,8 +123,9 @@ run() {
   echo "PyTorch: ${torch_version:-not usable}"
 
   step "tests"
-  local t name rc left deadline=$((SECONDS + 150))
-  for t in "$bundle"/bin/test_*; do
+  local t name rc left deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
+  [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity")
+  for t in "${tests[@]}"; do
     [[ -x $t ]] || continue
     name=$(basename "$t")
     left=$((deadline - SECONDS))
@@ -136,20 +140,33 @@ run() {
     echo "$name $rc$( ((rc == 124)) && echo ' timed out')" >>"$scratch/tests/exit_codes.txt"
   done
 
-  step "compute-sanitizer memcheck on test_cuda_parity"
-  local sanitizer
+  local sanitizer check
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-  if [[ -n $sanitizer && -x $bundle/bin/test_cuda_parity ]]; then
-    LD_LIBRARY_PATH=$libpath timeout -k 5 75 "$sanitizer" --tool memcheck --error-exitcode 99 \
-      "$bundle/bin/test_cuda_parity" --gtest_brief=1 --gtest_output="json:$scratch/tests/memcheck-test_cuda_parity.json"
-    rc=$?
-    echo "memcheck-test_cuda_parity $rc$( ((rc == 99)) && echo ' memcheck errors')$( ((rc == 124)) && echo ' timed out')" \
-      >>"$scratch/tests/exit_codes.txt"
-  else
-    echo "skipped: no compute-sanitizer or no test_cuda_parity"
-  fi
+  # The allocator's out-of-memory test fails a cudaMalloc on purpose: memcheck would count it.
+  local checks=("test_cuda_parity:-CudaAllocator.OutOfMemory*" "test_emd:EmdCuda.*")
+  [[ $mode == emd ]] && checks=("test_emd:EmdCuda.*")
+  for check in "${checks[@]}"; do
+    t=${check%%:*}
+    step "compute-sanitizer memcheck on $t (${check#*:})"
+    if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
+      LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$sanitizer" --tool memcheck --error-exitcode 99 \
+        "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="${check#*:}" --gtest_output="json:$scratch/tests/memcheck-$t.json"
+      rc=$?
+      echo "memcheck-$t $rc$( ((rc == 99)) && echo ' memcheck errors')$( ((rc == 124)) && echo ' timed out')" \
+        >>"$scratch/tests/exit_codes.txt"
+    else
+      echo "skipped: no compute-sanitizer or no $t"
+    fi
+  done
   tar -czf "$OUT/tests.tar.gz" -C "$scratch" tests
 
+  step "EMD: CPU and GPU solvers (bench_emd)"
+  LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
+    --block-scales 1,4,16 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
+  LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --block-scales 1 \
+    --batch 0 --json "$OUT/bench_emd_large.json"
+
+  if [[ $mode == full ]]; then
   step "benchmarks (CUDA cases, median of 5)"
   local bench limit
   for bench in bench_gemm:75 bench_elementwise:60; do
@@ -176,12 +193,14 @@ run() {
   else
     echo "skipped: python3 cannot import torch with CUDA"
   fi
+  fi  # full
 
   step "results"
   local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")
   [[ -s $OUT/bench_gemm.json ]] && report+=(--gemm "$OUT/bench_gemm.json")
   [[ -s $OUT/bench_elementwise.json ]] && report+=(--elementwise "$OUT/bench_elementwise.json")
   [[ -s $OUT/bench_torch.json ]] && report+=(--torch "$OUT/bench_torch.json")
+  for f in "$OUT"/bench_emd*.json; do [[ -s $f ]] && report+=(--emd "$f"); done
   for f in "$OUT"/train_step_*.json; do [[ -s $f ]] && report+=(--train-step "$f"); done
   {
     echo "# GPU check, $(date -u +%F)"
@@ -189,7 +208,7 @@ run() {
     echo "- card: $gpu"
     echo "- cuDNN (our library path): $cudnn; PyTorch: ${torch_version:-not usable}"
     echo "- build: $(sed ':a;N;$!ba;s/\n/; /g' "$bundle/MANIFEST.txt")"
-    echo "- command: scripts/gpu-check.sh --run (${SECONDS}s)"
+    echo "- command: scripts/gpu-check.sh $([[ $mode == emd ]] && echo --emd || echo --run) (${SECONDS}s)"
     echo
     python3 scripts/bench_report.py "${report[@]}"
   } >"$OUT/results.md"
@@ -200,7 +219,9 @@ run() {
 
 case "${1:-}" in
   --prepare) prepare ;;
-  --run)
+  --run | --emd)
+    mode=full
+    [[ $1 == --emd ]] && mode=emd
     if [[ -z ${OUT:-} ]]; then  # a run outside the device tool: keep the results out of git
       OUT=./gpu-out
       mkdir -p "$OUT" && echo '*' >"$OUT/.gitignore"
@@ -208,5 +229,5 @@ case "${1:-}" in
     mkdir -p "$OUT"
     run 2>&1 | tee "$OUT/gpu-check.log"
     ;;
-  *) echo "usage: $0 --prepare | --run" >&2; exit 2 ;;
+  *) echo "usage: $0 --prepare | --run | --emd" >&2; exit 2 ;;
 esac

@@ -284,6 +284,17 @@ Tensor& Tensor::move_to_(Device device) {
   return *this;
 }
 
+Tensor& Tensor::cast_(DType dtype) {
+  if (dtype == this->dtype()) return *this;
+  const Tensor cast = contiguous().to(dtype);
+  impl_->storage = cast.storage();
+  impl_->offset = cast.offset();
+  impl_->strides = cast.strides();
+  impl_->dtype = dtype;
+  if (impl_->grad.defined()) impl_->grad = impl_->grad.to(dtype);
+  return *this;
+}
+
 Tensor& Tensor::fill_(double value) {
   fill_tensor(*this, value);
   return *this;

@@ -90,6 +90,9 @@ class Tensor {
   // Moves this tensor's data to `device` in place: every handle to it sees the move (how a
   // module's parameters change device without breaking the layers that hold them).
   Tensor& move_to_(Device device);
+  // Converts this tensor's data to `dtype` in place, the same way (a model in float64 for
+  // reference gradients).
+  Tensor& cast_(DType dtype);
   Tensor& zero_() { return fill_(0.0); }
 
   // Host read-back (copies from the device if needed), converted to T.

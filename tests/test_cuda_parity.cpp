@@ -244,17 +244,55 @@ TEST(CudaParity, ConvolutionPoolingAndBatchNorm) {
   }, {x, gamma, beta, gy}, kReductionTol);
 }
 
+// Per-parameter gradient errors of `model` against `reference` (relative by norm).
+std::vector<double> gradient_errors(const nn::Module& model, const nn::Module& reference) {
+  const auto got = model.named_parameters(), want = reference.named_parameters();
+  std::vector<double> e;
+  for (size_t i = 0; i < got.size(); ++i)
+    e.push_back(testing::rel_error(got[i].second.grad().cpu().to(DType::Float64), want[i].second.grad()));
+  return e;
+}
+
+// A float64 CPU twin of `name` (same seed) after the same step, the reference both float32 runs
+// are measured against.
+std::shared_ptr<nn::Classifier> float64_reference(const std::string& name, uint64_t seed, bool training,
+                                                  const Tensor& x, const Tensor& labels) {
+  manual_seed(seed);
+  auto m = nn::create_model(name, 10);
+  m->to(DType::Float64);
+  m->train(training);
+  backward(cross_entropy(m->forward(x.to(DType::Float64)), labels, 0.1));
+  return m;
+}
+
+// A randomly initialised ResNet in training mode is chaotic: float32 rounding alone moves
+// the CPU's gradients by ~3% from float64 (batch-norm statistics over few values, 50
+// layers deep). So in training mode the GPU must be as close to float64 as the CPU is; in
+// eval mode (batch norm affine, well conditioned) it must match the CPU to 1e-4.
 TEST(CudaParity, ResNetForwardAndBackwardOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   kernels::set_cudnn_allow_tf32(false);
-  auto [cpu, gpu] = twin_models("resnet50", 40);
   const Tensor x = randn_t({2, 3, 64, 64}, 41);
   const Tensor labels = Tensor::from_vector(std::vector<int64_t>{3, 7}, {2});
-  backward(cross_entropy(cpu->forward(x), labels, 0.1));
-  backward(cross_entropy(gpu->forward(x.cuda()), labels.cuda(), 0.1));
-  const auto pc = cpu->named_parameters(), pg = gpu->named_parameters();
-  for (size_t i = 0; i < pc.size(); ++i)
-    EXPECT_LT(testing::rel_error(pg[i].second.grad().cpu(), pc[i].second.grad()), 1e-3) << pc[i].first;
+  for (bool training : {false, true}) {
+    auto [cpu, gpu] = twin_models("resnet50", 40);
+    cpu->train(training), gpu->train(training);
+    const Tensor want = cpu->forward(x), got = gpu->forward(x.cuda());
+    EXPECT_LT(testing::rel_error(got.cpu(), want), 1e-5) << "training " << training;
+    backward(cross_entropy(want, labels, 0.1));
+    backward(cross_entropy(got, labels.cuda(), 0.1));
+    const auto names = cpu->named_parameters();
+    if (!training) {
+      const std::vector<double> e = gradient_errors(*gpu, *cpu);
+      for (size_t i = 0; i < e.size(); ++i) EXPECT_LT(e[i], 1e-4) << names[i].first << " (eval mode)";
+      continue;
+    }
+    const auto reference = float64_reference("resnet50", 40, true, x, labels);
+    const std::vector<double> e_gpu = gradient_errors(*gpu, *reference), e_cpu = gradient_errors(*cpu, *reference);
+    for (size_t i = 0; i < e_gpu.size(); ++i)
+      EXPECT_LT(e_gpu[i], 4 * e_cpu[i] + 1e-5) << names[i].first << " (training mode; the CPU's float32 error is "
+                                               << e_cpu[i] << ")";
+  }
   kernels::set_cudnn_allow_tf32(true);
 }
 
@@ -320,25 +358,37 @@ TEST(CudaParity, MixedPrecisionConvolutions) {
   }
 }
 
+// Autocast resnet20: convolutions in 16 bits on the GPU against float32 on the CPU. Gradients
+// are compared in eval mode (well conditioned, see ResNetForwardAndBackwardOnTheGpu); in
+// training mode, the loss and that every gradient is float32 and finite.
 TEST(CudaParity, AutocastTrainingStep) {
   FGVC_REQUIRE_CUDA();
+  const Tensor x = randn_t({8, 3, 32, 32}, 4);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
   for (DType low : {DType::BFloat16, DType::Float16}) {
-    auto [cpu, gpu] = twin_models("resnet20", 7);
-    const Tensor x = randn_t({8, 3, 32, 32}, 4);
-    const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
-    const Tensor want = cross_entropy(cpu->forward(x), labels, 0.1);
-    backward(want);
-    Tensor got;
-    {
-      AutocastGuard autocast(low);
-      got = cross_entropy(gpu->forward(x.to(Device::cuda())), labels.to(Device::cuda()), 0.1);
-    }
-    backward(got);
-    EXPECT_NEAR(got.item<float>(), want.item<float>(), 2e-2 * std::abs(want.item<float>())) << dtype_name(low);
-    const auto pc = cpu->named_parameters(), pg = gpu->named_parameters();
-    for (size_t i = 0; i < pc.size(); ++i) {
-      ASSERT_EQ(pg[i].second.grad().dtype(), DType::Float32) << pg[i].first;
-      EXPECT_LT(testing::rel_error(pg[i].second.grad().cpu(), pc[i].second.grad()), 0.1) << pg[i].first << " " << dtype_name(low);
+    for (bool training : {false, true}) {
+      auto [cpu, gpu] = twin_models("resnet20", 7);
+      cpu->train(training), gpu->train(training);
+      const Tensor want = cross_entropy(cpu->forward(x), labels, 0.1);
+      backward(want);
+      Tensor got;
+      {
+        AutocastGuard autocast(low);
+        got = cross_entropy(gpu->forward(x.to(Device::cuda())), labels.to(Device::cuda()), 0.1);
+      }
+      backward(got);
+      const std::string what = std::string(dtype_name(low)) + (training ? " training" : " eval");
+      EXPECT_NEAR(got.item<float>(), want.item<float>(), 2e-2 * std::abs(want.item<float>())) << what;
+      const auto pc = cpu->named_parameters(), pg = gpu->named_parameters();
+      for (size_t i = 0; i < pc.size(); ++i) {
+        const Tensor g = pg[i].second.grad();
+        ASSERT_EQ(g.dtype(), DType::Float32) << pg[i].first;
+        EXPECT_TRUE(std::isfinite(kernels::sum(g.cpu()).item<double>())) << pg[i].first << " " << what;
+        if (!training) {
+          EXPECT_LT(testing::rel_error(g.cpu(), pc[i].second.grad()), low == DType::BFloat16 ? 5e-2 : 1e-2)
+              << pg[i].first << " " << what;
+        }
+      }
     }
   }
 }

@@ -22,10 +22,9 @@ Tensor matrix(const json& rows) {
   return Tensor::from_vector(v, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
 }
 
-// Solves, checks the certificate, returns the result.
-emd::Result solve_certified(const Tensor& cost, const std::vector<double>& a, const std::vector<double>& b,
-                            const std::string& what) {
-  const emd::Result r = emd::solve(cost.data<double>(), cost.size(0), cost.size(1), a, b);
+// Checks a result's certificate (primal and dual feasibility, zero gap).
+void expect_certified(const Tensor& cost, const std::vector<double>& a, const std::vector<double>& b,
+                      const emd::Result& r, const std::string& what) {
   const emd::Certificate c = emd::check(cost.data<double>(), cost.size(0), cost.size(1), a, b, r);
   double max_cost = 0;
   for (double x : cost.to_vector<double>()) max_cost = std::max(max_cost, x);
@@ -33,6 +32,13 @@ emd::Result solve_certified(const Tensor& cost, const std::vector<double>& a, co
   EXPECT_LE(c.marginal_error, 1e-12) << what << ": flow does not meet the weights";
   EXPECT_LE(c.gap, 1e-9 * std::max(std::fabs(r.cost), 1.0)) << what << ": primal and dual objectives differ";
   EXPECT_LE(static_cast<int64_t>(r.flow.size()), cost.size(0) + cost.size(1) - 1) << what;
+}
+
+// Solves on the CPU, checks the certificate, returns the result.
+emd::Result solve_certified(const Tensor& cost, const std::vector<double>& a, const std::vector<double>& b,
+                            const std::string& what) {
+  const emd::Result r = emd::solve(cost.data<double>(), cost.size(0), cost.size(1), a, b);
+  expect_certified(cost, a, b, r, what);
   return r;
 }
 
@@ -96,6 +102,104 @@ TEST(Emd, RejectsBadWeightsAndCosts) {
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1}, {1, 1}), Error);
   const Tensor bad = Tensor::from_vector(std::vector<double>{1, INFINITY, 1, 1}, {2, 2});
   EXPECT_THROW(emd::solve(bad.data<double>(), 2, 2, {1, 1}, {1, 1}), Error);
+}
+
+// One problem for the GPU tests: its cost matrix, weights, and POT's cost where known.
+struct Case {
+  std::string name;
+  Tensor cost;
+  std::vector<double> a, b;
+  double pot_cost = -1;
+};
+
+std::vector<Case> gpu_cases() {
+  std::vector<Case> cases;
+  std::ifstream in(FGVC_TEST_DATA "/emd_pot_fixtures.json");
+  const json fixtures = json::parse(in);
+  for (const json& p : fixtures["problems"]) {
+    const Tensor cost = p.contains("cost") ? matrix(p["cost"])
+                                           : emd::pairwise_distances(matrix(p["source"]), matrix(p["target"]));
+    cases.push_back({p["name"], cost, p["a"], p["b"], p["pot_cost"]});
+  }
+  for (int k = 0; k < 4; ++k) {  // larger random problems, long-tailed weights
+    const int64_t m = 300 + 397 * k, n = 40 + 61 * k;
+    const Tensor s = testing::randn_t({m, 32}, 300 + k, DType::Float64);
+    const Tensor t = kernels::add(testing::randn_t({n, 32}, 400 + k, DType::Float64), Tensor::scalar(0.3, DType::Float64));
+    std::vector<double> a, b;
+    for (int64_t i = 0; i < m; ++i) a.push_back(1 + (i * 7919) % 97);
+    for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 13);
+    cases.push_back({"random " + std::to_string(m) + " x " + std::to_string(n), emd::pairwise_distances(s, t), a, b});
+  }
+  const int64_t m = 120, n = 30;  // integer costs with ties and equal weights: degenerate all along
+  std::vector<double> ties(static_cast<size_t>(m * n));
+  for (int64_t k = 0; k < m * n; ++k) ties[k] = static_cast<double>((k * 2654435761u) % 4);
+  cases.push_back({"ties", Tensor::from_vector(ties, {m, n}), std::vector<double>(m, 1.0), std::vector<double>(n, 1.0)});
+  cases.push_back({"zero weights", Tensor::zeros({4, 4}, DType::Float64), {0, 1, 0, 2}, {1, 0, 0, 1}});
+  cases.push_back({"1 x n", Tensor::from_vector(std::vector<double>{1.0, 4.0, 2.0}, {1, 3}), {5.0}, {1.0, 1.0, 2.0}});
+  return cases;
+}
+
+// The GPU solver, one problem at a time and all in one batch: certified, and the CPU
+// solver's (and POT's) optimum to 1e-9.
+TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
+  FGVC_REQUIRE_CUDA();
+  const std::vector<Case> cases = gpu_cases();
+  std::vector<emd::Problem> batch;
+  for (const Case& c : cases) batch.push_back({c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b});
+  const std::vector<emd::Result> batched = emd::solve_batch_cuda(batch);
+  ASSERT_EQ(batched.size(), cases.size());
+  for (size_t q = 0; q < cases.size(); ++q) {
+    const Case& c = cases[q];
+    const emd::Result cpu = emd::solve(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
+    const emd::Result gpu = emd::solve_cuda(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
+    for (const emd::Result* r : {&gpu, &batched[q]}) {
+      const std::string what = c.name + (r == &gpu ? " (GPU)" : " (GPU batch)");
+      expect_certified(c.cost, c.a, c.b, *r, what);
+      EXPECT_LE(std::fabs(r->cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << what << ": GPU " << r->cost
+                                                                                 << ", CPU " << cpu.cost;
+      if (c.pot_cost >= 0) {
+        EXPECT_LE(std::fabs(r->cost - c.pot_cost), 1e-9 * std::max(c.pot_cost, 1e-12)) << what << ": POT " << c.pot_cost;
+      }
+    }
+  }
+}
+
+// Many targets against one source in one launch, as source selection runs them.
+TEST(EmdCuda, BatchOfTargetsAgainstOneSource) {
+  FGVC_REQUIRE_CUDA();
+  const int64_t m = 700;
+  const Tensor source = testing::randn_t({m, 64}, 500, DType::Float64);
+  std::vector<double> a;
+  for (int64_t i = 0; i < m; ++i) a.push_back(1.0 + 1000.0 / (1 + i));  // Zipf-like
+  std::vector<Tensor> costs;
+  std::vector<std::vector<double>> bs;
+  std::vector<emd::Problem> batch;
+  for (int t = 0; t < 12; ++t) {
+    const int64_t n = 20 + 15 * t;
+    costs.push_back(emd::pairwise_distances(source, testing::randn_t({n, 64}, 600 + t, DType::Float64)));
+    std::vector<double> b;
+    for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 31) % 7);
+    bs.push_back(b);
+  }
+  for (size_t t = 0; t < costs.size(); ++t) batch.push_back({costs[t].data<double>(), m, costs[t].size(1), a, bs[t]});
+  const std::vector<emd::Result> got = emd::solve_batch_cuda(batch);
+  for (size_t t = 0; t < costs.size(); ++t) {
+    const emd::Result want = emd::solve(costs[t].data<double>(), m, costs[t].size(1), a, bs[t]);
+    expect_certified(costs[t], a, bs[t], got[t], "target " + std::to_string(t));
+    EXPECT_LE(std::fabs(got[t].cost - want.cost), 1e-9 * want.cost) << "target " << t;
+  }
+}
+
+TEST(EmdCuda, WithoutADeviceItIsAClearError) {
+  if (cuda_available()) GTEST_SKIP() << "a CUDA device is present";
+  const Tensor c = Tensor::ones({2, 2}, DType::Float64);
+  try {
+    emd::solve_cuda(c.data<double>(), 2, 2, {1, 1}, {1, 1});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("emd:"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.what();
+  }
 }
 
 TEST(GroundDistance, MatchesExactDifferencesIncludingNearDuplicates) {

@@ -1,0 +1,167 @@
+// The exact EMD solvers on the paper's problem shapes: Gaussian class means (d = 2048),
+// Zipf-like class sizes, Euclidean ground distances. For each m x n size: the distances'
+// time, then the CPU solver and the GPU solver (at several pricing block sizes) on the same
+// cost matrix, with pivots, seconds and the GPU/CPU cost agreement; then the batched mode:
+// B targets of n classes against one m-class source in one launch, against the CPU solver
+// on a sample of them (per-problem time times B).
+//
+//   bench_emd [--sizes 1000x200,6089x200] [--batch 64 --batch-size 6089x200] [--device both]
+//             [--block-scales 1,4,16] [--cpu-sample 8] [--json out.json]
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "emd/ground_distance.h"
+#include "emd/transport_simplex.h"
+#include "fgvc/fgvc.h"
+
+namespace {
+
+using namespace fgvc;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::pair<int64_t, int64_t> parse_size(const std::string& s) {
+  const auto x = s.find('x');
+  if (x == std::string::npos) throw CLI::ValidationError("size", "expected MxN, got " + s);
+  return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
+}
+
+// Class means: a shared mean plus per-class Gaussian offsets, as penultimate features
+// (non-negative after ReLU in a real network; the distances are what matters here).
+Tensor class_means(int64_t classes, int64_t d, uint64_t seed) {
+  Generator gen(seed);
+  return randn({classes, d}, gen, DType::Float64);
+}
+
+std::vector<double> zipf_counts(int64_t classes, uint64_t seed) {
+  std::vector<double> c;
+  for (int64_t i = 0; i < classes; ++i) c.push_back(std::floor(2000.0 / std::pow(1.0 + i, 0.9)) + 1 + (i * seed) % 3);
+  return c;
+}
+
+Tensor distances(const Tensor& a, const Tensor& b, bool on_gpu, double* seconds) {
+  const auto t0 = Clock::now();
+  Tensor d = on_gpu ? emd::pairwise_distances(a.cuda(), b.cuda()).cpu() : emd::pairwise_distances(a, b);
+  *seconds = since(t0);
+  return d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli("Exact EMD: CPU and GPU solvers side by side");
+  std::string sizes = "1000x200,6089x200,5089x555", batch_size = "6089x200", device = "both", json_path,
+              block_scales = "1,4,16";
+  int batch = 64, cpu_sample = 8;
+  int64_t dim = 2048;
+  cli.add_option("--sizes", sizes, "single problems, MxN, comma-separated");
+  cli.add_option("--batch", batch, "targets in the batched case (0: none)");
+  cli.add_option("--batch-size", batch_size, "source x target classes of each batched problem");
+  cli.add_option("--cpu-sample", cpu_sample, "batched problems the CPU solves (its time is scaled to --batch)");
+  cli.add_option("--dim", dim, "feature dimension (default 2048)");
+  cli.add_option("--device", device, "cpu, cuda or both")->check(CLI::IsMember({"cpu", "cuda", "both"}));
+  cli.add_option("--block-scales", block_scales, "GPU pricing blocks, as multiples of the default 2 sqrt(m n)");
+  cli.add_option("--json", json_path, "also write the rows here");
+  CLI11_PARSE(cli, argc, argv);
+  const bool cpu = device != "cuda", gpu = device != "cpu";
+  if (gpu && !cuda_available()) {
+    std::fprintf(stderr, "bench_emd: error: --device %s needs a CUDA device: %s\n", device.c_str(),
+                 cuda_unavailable_reason().c_str());
+    return 1;
+  }
+  std::vector<double> scales;
+  {
+    std::stringstream ss(block_scales);
+    for (std::string s; std::getline(ss, s, ',');) scales.push_back(std::stod(s));
+  }
+  nlohmann::json rows = nlohmann::json::array();
+
+  std::printf("%-11s %9s | %9s %9s | %-8s %9s %9s | %s\n", "m x n", "dist s", "CPU piv", "CPU s", "GPU blk", "GPU piv",
+              "GPU s", "GPU / CPU cost - 1");
+  std::stringstream size_list(sizes);
+  for (std::string size; std::getline(size_list, size, ',');) {
+    const auto [m, n] = parse_size(size);
+    const Tensor s = class_means(m, dim, 1), t = class_means(n, dim, 2);
+    double dist_s = 0;
+    const Tensor cost = distances(s, t, gpu, &dist_s);
+    const std::vector<double> a = zipf_counts(m, 3), b = zipf_counts(n, 5);
+    nlohmann::json row{{"m", m}, {"n", n}, {"dim", dim}, {"distance_s", dist_s}};
+    emd::Result c;
+    if (cpu) {
+      c = emd::solve(cost.data<double>(), m, n, a, b);
+      row["cpu"] = {{"pivots", c.iterations}, {"seconds", c.seconds}, {"cost", c.cost}};
+    }
+    std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
+                cpu ? c.seconds : -1.0);
+    if (!gpu) std::printf("\n");
+    for (size_t k = 0; gpu && k < scales.size(); ++k) {
+      emd::Options o;
+      o.block_size = static_cast<int64_t>(scales[k] * std::max(256.0, 2 * std::sqrt(double(m) * n)));
+      const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
+      const double agree = cpu ? g.cost / c.cost - 1 : NAN;
+      if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
+      std::printf(" %-8lld %9lld %9.3f | %.2e\n", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
+      row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost}});
+    }
+    rows.push_back(row);
+    std::fflush(stdout);
+  }
+
+  if (batch > 0) {
+    const auto [m, n] = parse_size(batch_size);
+    const Tensor s = class_means(m, dim, 11);
+    const std::vector<double> a = zipf_counts(m, 3);
+    std::vector<Tensor> costs;
+    std::vector<std::vector<double>> bs;
+    double dist_s = 0;
+    for (int q = 0; q < batch; ++q) {
+      double one = 0;
+      costs.push_back(distances(s, class_means(n, dim, 100 + q), gpu, &one));
+      bs.push_back(zipf_counts(n, 7 + q));
+      dist_s += one;
+    }
+    nlohmann::json row{{"batch", batch}, {"m", m}, {"n", n}, {"distance_s", dist_s}};
+    std::printf("\nbatched: %d targets of %lld classes against one source of %lld (distances %.3f s)\n", batch,
+                (long long)n, (long long)m, dist_s);
+    std::vector<double> cpu_cost;
+    if (cpu) {
+      const int sample = std::min(cpu_sample, batch);
+      double seconds = 0;
+      int64_t pivots = 0;
+      for (int q = 0; q < sample; ++q) {
+        const emd::Result r = emd::solve(costs[q].data<double>(), m, n, a, bs[q]);
+        seconds += r.seconds, pivots += r.iterations;
+        cpu_cost.push_back(r.cost);
+      }
+      std::printf("  CPU, one at a time: %.4f s per problem (%lld pivots), %.2f s for %d (from %d solved)\n",
+                  seconds / sample, (long long)(pivots / sample), seconds / sample * batch, batch, sample);
+      row["cpu"] = {{"seconds_per_problem", seconds / sample}, {"pivots_per_problem", pivots / sample}, {"sample", sample}};
+    }
+    if (gpu) {
+      std::vector<emd::Problem> problems;
+      for (int q = 0; q < batch; ++q) problems.push_back({costs[q].data<double>(), m, n, a, bs[q]});
+      const std::vector<emd::Result> g = emd::solve_batch_cuda(problems);
+      int64_t pivots = 0;
+      double worst = 0;
+      for (int q = 0; q < batch; ++q) {
+        pivots += g[q].iterations;
+        if (q < static_cast<int>(cpu_cost.size())) worst = std::max(worst, std::fabs(g[q].cost / cpu_cost[q] - 1));
+      }
+      std::printf("  GPU, one launch:    %.3f s for %d (%.4f s per problem, %lld pivots each on average)", g[0].seconds,
+                  batch, g[0].seconds / batch, (long long)(pivots / batch));
+      if (!cpu_cost.empty()) std::printf("; cost agreement with the CPU %.1e", worst);
+      std::printf("\n");
+      row["gpu"] = {{"seconds", g[0].seconds}, {"pivots_per_problem", pivots / batch}};
+    }
+    rows.push_back(row);
+  }
+  if (!json_path.empty()) std::ofstream(json_path) << rows.dump(1) << "\n";
+  return 0;
+}

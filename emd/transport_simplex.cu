@@ -1,0 +1,385 @@
+// CUDA side of emd/transport_simplex.h: the transportation simplex with one thread block
+// per problem, pivoting to the optimum inside one kernel launch (no host round trip per
+// pivot). Each pivot:
+//   1. pricing: the block's threads scan the next block of cells in parallel (reduced cost
+//      c_ij - u_i - v_j) and reduce to the most negative one, as the CPU solver's block
+//      pricing does; Bland's rule (the first improvable cell) after a long degenerate run;
+//   2. thread 0 walks the cycle the entering cell closes in the tree (parent pointers and
+//      depths), moves theta around it and turns the tree: O(cycle length);
+//   3. all threads recompute every potential and depth from the parent pointers by pointer
+//      jumping: pot_x = c(x, parent x) - pot_parent, so after hops h, pot_x = acc_x +
+//      (-1)^h pot_ancestor; ceil(log2 depth) parallel rounds, no drift to refresh.
+// The start (the CPU solver's greedy least-cost tree) and the answer's assembly run on the
+// host, shared with the CPU solver (detail:: in the header).
+#include "emd/transport_simplex.h"
+
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <memory>
+
+#include "tensor/cuda_check.h"
+#include "tensor/cuda_context.h"
+#include "tensor/cuda_runtime.h"
+#include "tensor/error.h"
+
+namespace fgvc {
+namespace emd {
+
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+
+// One problem's state in device memory (all arrays of m + n nodes unless noted).
+struct DeviceProblem {
+  const double* cost;  // m x n, row-major
+  int m, n;
+  long long block;           // cells priced per block
+  double tol;                // improvable: reduced cost < -tol
+  long long max_iterations;  // a guard: the kernel stops there and reports it
+  int* parent;
+  double* flow;  // on the edge to the parent
+  double* pot;   // u_0..u_{m-1}, v_0..v_{n-1}
+  int* depth;
+  int* anc[2];     // pointer jumping, double-buffered
+  double* acc[2];
+  int* hops[2];
+  int* path_a;  // the cycle's two tree paths (thread 0's scratch)
+  int* path_b;
+  long long iterations;  // out
+  int status;            // out: 0 optimal, 1 stopped at max_iterations
+};
+
+__device__ long long edge_cell(const DeviceProblem& P, int x, int p) {
+  const int i = x < P.m ? x : p, j = (x < P.m ? p : x) - P.m;
+  return static_cast<long long>(i) * P.n + j;
+}
+
+// Every potential and depth from the parent pointers (root: node 0, potential 0).
+__device__ void compute_potentials(DeviceProblem& P) {
+  const int nodes = P.m + P.n;
+  for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
+    const int p = P.parent[x];
+    P.anc[0][x] = p;
+    P.acc[0][x] = p < 0 ? 0.0 : P.cost[edge_cell(P, x, p)];
+    P.hops[0][x] = p < 0 ? 0 : 1;
+  }
+  __syncthreads();
+  int cur = 0;
+  for (;;) {
+    int active = 0;
+    const int* anc = P.anc[cur];
+    const double* acc = P.acc[cur];
+    const int* hops = P.hops[cur];
+    for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
+      const int a = anc[x];
+      if (a >= 0) {
+        const int h = hops[x];
+        P.acc[cur ^ 1][x] = acc[x] + ((h & 1) ? -acc[a] : acc[a]);
+        P.anc[cur ^ 1][x] = anc[a];
+        P.hops[cur ^ 1][x] = h + hops[a];
+        active = 1;
+      } else {
+        P.acc[cur ^ 1][x] = acc[x];
+        P.anc[cur ^ 1][x] = -1;
+        P.hops[cur ^ 1][x] = hops[x];
+      }
+    }
+    cur ^= 1;
+    if (!__syncthreads_or(active)) break;
+  }
+  for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
+    P.pot[x] = P.acc[cur][x];
+    P.depth[x] = P.hops[cur][x];
+  }
+  __syncthreads();
+}
+
+struct Candidate {
+  double r;
+  long long k;  // -1: none
+};
+
+__device__ Candidate better(Candidate a, Candidate b) {
+  if (b.k < 0) return a;
+  if (a.k < 0) return b;
+  return (b.r < a.r || (b.r == a.r && b.k < a.k)) ? b : a;
+}
+
+// The block's best candidate, returned to every thread.
+__device__ Candidate block_best(Candidate c, double* warp_r, long long* warp_k) {
+  for (int off = 16; off > 0; off /= 2) {
+    Candidate o{__shfl_down_sync(0xffffffffu, c.r, off), __shfl_down_sync(0xffffffffu, c.k, off)};
+    c = better(c, o);
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_r[warp] = c.r, warp_k[warp] = c.k;
+  __syncthreads();
+  if (warp == 0) {
+    c = lane < static_cast<int>(blockDim.x / 32) ? Candidate{warp_r[lane], warp_k[lane]} : Candidate{0.0, -1};
+    for (int off = 16; off > 0; off /= 2) {
+      Candidate o{__shfl_down_sync(0xffffffffu, c.r, off), __shfl_down_sync(0xffffffffu, c.k, off)};
+      c = better(c, o);
+    }
+    if (lane == 0) warp_r[0] = c.r, warp_k[0] = c.k;
+  }
+  __syncthreads();
+  const Candidate out{warp_r[0], warp_k[0]};
+  __syncthreads();  // warp_r/warp_k are reused by the next call
+  return out;
+}
+
+// Thread 0: the cycle of the entering cell, theta moved round it, the tree turned. Returns
+// theta (0: a degenerate pivot). Mirrors the CPU solver's pivot and reattach.
+__device__ double pivot(DeviceProblem& P, long long cell) {
+  const int m = P.m;
+  const int a = static_cast<int>(cell / P.n), b = m + static_cast<int>(cell % P.n);
+  int* parent = P.parent;
+  const int* depth = P.depth;
+  double* flow = P.flow;
+  int la = 0, lb = 0;
+  for (int x = a, y = b; x != y;) {
+    if (depth[x] >= depth[y]) {
+      P.path_a[la++] = x;
+      x = parent[x];
+    } else {
+      P.path_b[lb++] = y;
+      y = parent[y];
+    }
+  }
+  // Going round the cycle from the entering cell the signs alternate, minus first on both
+  // paths; the leaving cell is the minus cell of least flow (ties: smallest cell index).
+  double theta = INFINITY;
+  int leave = -1;
+  bool on_a = true;
+  long long leave_cell = LLONG_MAX;
+  for (int side = 0; side < 2; ++side) {
+    const int* path = side == 0 ? P.path_a : P.path_b;
+    const int len = side == 0 ? la : lb;
+    for (int k = 0; k < len; k += 2) {
+      const int x = path[k];
+      const double f = flow[x];
+      const long long c = edge_cell(P, x, parent[x]);
+      if (f < theta || (f == theta && c < leave_cell)) theta = f, leave = x, on_a = side == 0, leave_cell = c;
+    }
+  }
+  for (int k = 0; k < la; ++k) flow[P.path_a[k]] += (k & 1) ? theta : -theta;
+  for (int k = 0; k < lb; ++k) flow[P.path_b[k]] += (k & 1) ? theta : -theta;
+  // The leaving edge (q, parent q) is on the path from s: reverse the parent pointers from
+  // s up to q, and hang s from t by the entering edge, which carries theta.
+  const int t = on_a ? b : a;  // s, the path's first node, is a or b
+  const int* path = on_a ? P.path_a : P.path_b;
+  const int len = on_a ? la : lb;
+  int prev = t;
+  double carry = theta;
+  for (int k = 0; k < len; ++k) {
+    const int w = path[k];
+    const double old_flow = flow[w];
+    parent[w] = prev;
+    flow[w] = carry;
+    carry = old_flow;
+    prev = w;
+    if (w == leave) break;
+  }
+  return theta;
+}
+
+__global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* problems) {
+  DeviceProblem& P = problems[blockIdx.x];
+  __shared__ double warp_r[kWarps];
+  __shared__ long long warp_k[kWarps];
+  __shared__ int bland;  // set by thread 0 after each pivot
+  const int m = P.m, n = P.n;
+  const long long total = static_cast<long long>(m) * n;
+  const double* cost = P.cost;
+  if (threadIdx.x == 0) bland = 0;
+  compute_potentials(P);  // its barriers publish `bland` too
+  long long next = 0, iterations = 0, degenerate_run = 0;
+  int status = 0;
+  for (;;) {
+    const double* u = P.pot;
+    const double* v = P.pot + m;
+    Candidate enter{0.0, -1};
+    if (!bland) {
+      for (long long scanned = 0; scanned < total;) {
+        const long long end = min(next + P.block, total);
+        Candidate c{-P.tol, -1};
+        for (long long k = next + threadIdx.x; k < end; k += blockDim.x) {
+          const int i = static_cast<int>(k / n), j = static_cast<int>(k - static_cast<long long>(i) * n);
+          const double r = cost[k] - u[i] - v[j];
+          if (r < c.r) c = {r, k};
+        }
+        enter = block_best(c, warp_r, warp_k);
+        scanned += end - next;
+        next = end == total ? 0 : end;
+        if (enter.k >= 0) break;
+      }
+    } else {
+      // Bland: the first improvable cell in row-major order, a chunk of cells at a time.
+      const long long chunk = 16LL * blockDim.x;
+      for (long long base = 0; base < total && enter.k < 0; base += chunk) {
+        Candidate c{0.0, -1};
+        for (long long k = base + threadIdx.x; k < min(base + chunk, total); k += blockDim.x) {
+          const int i = static_cast<int>(k / n), j = static_cast<int>(k - static_cast<long long>(i) * n);
+          const double r = cost[k] - u[i] - v[j];
+          if (r < -P.tol && c.k < 0) c = {0.0, k};  // equal r: block_best keeps the smallest k
+        }
+        enter = block_best(c, warp_r, warp_k);
+      }
+    }
+    if (enter.k < 0) break;  // no improvable cell: optimal
+    if (P.max_iterations > 0 && iterations >= P.max_iterations) {
+      status = 1;
+      break;
+    }
+    if (threadIdx.x == 0) {
+      const double theta = pivot(P, enter.k);
+      // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
+      // rule until a pivot moves flow again (no cycling).
+      if (theta > 0) degenerate_run = 0, bland = 0;
+      else if (++degenerate_run > m + n) bland = 1;
+    }
+    __syncthreads();
+    compute_potentials(P);
+    ++iterations;
+  }
+  if (threadIdx.x == 0) P.iterations = iterations, P.status = status;
+}
+
+// Device memory of one call, released on every path out.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  int device = 0;
+  DeviceBuffer(size_t bytes, int dev) : device(dev) { ptr = cuda::allocate(bytes, dev); }
+  ~DeviceBuffer() {
+    if (ptr) cuda::release(ptr, device);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// Carves typed arrays out of one allocation, each 256-byte aligned.
+class Arena {
+ public:
+  template <class T> T* take(size_t count) {
+    const size_t at = (used_ + 255) / 256 * 256;
+    used_ = at + count * sizeof(T);
+    return base_ ? reinterpret_cast<T*>(static_cast<char*>(base_) + at) : nullptr;
+  }
+  explicit Arena(void* base = nullptr) : base_(base) {}
+  size_t used() const { return used_; }
+
+ private:
+  void* base_ = nullptr;
+  size_t used_ = 0;
+};
+
+void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells, bool own_cost) {
+  if (own_cost) P.cost = arena.take<double>(static_cast<size_t>(cells));
+  P.parent = arena.take<int>(nodes);
+  P.flow = arena.take<double>(nodes);
+  P.pot = arena.take<double>(nodes);
+  P.depth = arena.take<int>(nodes);
+  for (int b = 0; b < 2; ++b) {
+    P.anc[b] = arena.take<int>(nodes);
+    P.acc[b] = arena.take<double>(nodes);
+    P.hops[b] = arena.take<int>(nodes);
+  }
+  P.path_a = arena.take<int>(nodes);
+  P.path_b = arena.take<int>(nodes);
+}
+
+}  // namespace
+
+std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options, int device) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
+  if (problems.empty()) return {};
+  cuda::DeviceGuard guard(device);
+  cudaStream_t stream = cuda::stream(device);
+
+  // Host side: drop weight-0 classes, build each greedy start.
+  std::vector<detail::Reduced> reduced;
+  std::vector<detail::InitialTree> trees;
+  std::vector<DeviceProblem> host(problems.size());
+  for (const Problem& p : problems) {
+    reduced.push_back(detail::reduce(p.cost, p.m, p.n, p.a, p.b));
+    trees.push_back(detail::initial_tree(p.cost, reduced.back(), options));
+  }
+  // One allocation for everything: each problem's arrays, then the problem records.
+  std::vector<size_t> offsets;
+  size_t bytes = 0;
+  for (const detail::Reduced& r : reduced) {
+    Arena measure;  // null base: only the sizes are used
+    DeviceProblem scratch{};
+    layout(measure, scratch, r.m() + r.n(), static_cast<long long>(r.m()) * r.n(), true);
+    offsets.push_back(bytes);
+    bytes += (measure.used() + 255) / 256 * 256;
+  }
+  const size_t problems_at = bytes;
+  DeviceBuffer memory(problems_at + sizeof(DeviceProblem) * problems.size(), device);
+  char* base = static_cast<char*>(memory.ptr);
+
+  for (size_t q = 0; q < problems.size(); ++q) {
+    const detail::Reduced& r = reduced[q];
+    const int nodes = r.m() + r.n();
+    const long long cells = static_cast<long long>(r.m()) * r.n();
+    DeviceProblem& P = host[q];
+    Arena one(base + offsets[q]);
+    layout(one, P, nodes, cells, true);
+    P.m = r.m();
+    P.n = r.n();
+    P.block = options.block_size > 0 ? options.block_size
+                                     : std::max<long long>(256, static_cast<long long>(2 * std::sqrt(double(cells))));
+    P.tol = options.tolerance * r.max_cost;
+    // Without a limit of the caller's, a generous guard: a kernel must not run forever.
+    P.max_iterations = options.max_iterations > 0 ? options.max_iterations : 1000LL * nodes + 1000000;
+    P.iterations = 0;
+    P.status = 0;
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(const_cast<double*>(P.cost), r.cost(problems[q].cost), sizeof(double) * cells,
+                                    cudaMemcpyHostToDevice, stream));
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(P.parent, trees[q].parent.data(), sizeof(int) * nodes, cudaMemcpyHostToDevice, stream));
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(P.flow, trees[q].flow.data(), sizeof(double) * nodes, cudaMemcpyHostToDevice, stream));
+  }
+  auto* device_problems = reinterpret_cast<DeviceProblem*>(base + problems_at);
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(device_problems, host.data(), sizeof(DeviceProblem) * host.size(),
+                                  cudaMemcpyHostToDevice, stream));
+  simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, 0, stream>>>(device_problems);
+  FGVC_CHECK_LAUNCH();
+
+  std::vector<DeviceProblem> done(problems.size());
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(done.data(), device_problems, sizeof(DeviceProblem) * done.size(),
+                                  cudaMemcpyDeviceToHost, stream));
+  std::vector<std::vector<int>> parents(problems.size());
+  std::vector<std::vector<double>> flows(problems.size()), pots(problems.size());
+  for (size_t q = 0; q < problems.size(); ++q) {
+    const int nodes = reduced[q].m() + reduced[q].n();
+    parents[q].resize(nodes);
+    flows[q].resize(nodes);
+    pots[q].resize(nodes);
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(parents[q].data(), host[q].parent, sizeof(int) * nodes, cudaMemcpyDeviceToHost, stream));
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(flows[q].data(), host[q].flow, sizeof(double) * nodes, cudaMemcpyDeviceToHost, stream));
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(pots[q].data(), host[q].pot, sizeof(double) * nodes, cudaMemcpyDeviceToHost, stream));
+  }
+  FGVC_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  std::vector<Result> out;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t q = 0; q < problems.size(); ++q) {
+    FGVC_CHECK(done[q].status == 0, "emd", "no optimum after ", done[q].iterations, " pivots (max_iterations) on the GPU",
+               problems.size() > 1 ? " (problem " + std::to_string(q) + ")" : std::string());
+    out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
+                                   pots[q], done[q].iterations));
+    out.back().seconds = seconds;
+  }
+  return out;
+}
+
+Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
+                  const Options& options, int device) {
+  return solve_batch_cuda({Problem{cost, m, n, a, b}}, options, device).front();
+}
+
+}  // namespace emd
+}  // namespace fgvc
