@@ -1,34 +1,61 @@
 // fgvc-similarity: the EMD between two domain files and the paper's domain similarity.
 //   fgvc-similarity --source imagenet.safetensors --target cub200.safetensors [--gamma 0.01]
+// Several --target files: one line each; with --device cuda they are solved in one batched
+// launch of the GPU solver.
 #include <cstdio>
 
 #include "apps/app.h"
 #include "emd/domain.h"
 
 int main(int argc, char** argv) {
-  std::string source, target;
+  std::string source;
+  std::vector<std::string> targets;
   double gamma = 0.01;
   return fgvc::app::run(
       "fgvc-similarity", "Domain similarity exp(-gamma * EMD) between the class means of two domain files", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--source", source, "source domain (.safetensors: features, counts)")->required();
-        cli.add_option("--target", target, "target domain (.safetensors: features, counts)")->required();
+        cli.add_option("--target", targets, "target domain (.safetensors: features, counts); repeat for several")
+            ->required();
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(CLI::PositiveNumber);
       },
       [&](const fgvc::app::Common& common) {
         const fgvc::Device device = common.resolved_device();
-        const fgvc::emd::Domain s = fgvc::emd::load_domain(source), t = fgvc::emd::load_domain(target);
-        const fgvc::emd::Similarity r = fgvc::emd::domain_similarity(s, t, gamma, device);
-        if (!common.json) {
-          std::printf("source      %s (%lld classes)\n", source.c_str(), static_cast<long long>(s.features.size(0)));
-          std::printf("target      %s (%lld classes)\n", target.c_str(), static_cast<long long>(t.features.size(0)));
-          std::printf("emd         %.12g\n", r.emd);
-          std::printf("similarity  %.12g  (gamma %g)\n", r.similarity, gamma);
-          std::printf("iterations  %lld\n", static_cast<long long>(r.iterations));
-          std::printf("seconds     %.4f  (solve %.4f)\n", r.seconds, r.solve_seconds);
+        const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
+        std::vector<fgvc::emd::Domain> t;
+        for (const std::string& path : targets) t.push_back(fgvc::emd::load_domain(path));
+        const std::vector<fgvc::emd::Similarity> r = fgvc::emd::domain_similarities(s, t, gamma, device);
+        auto row = [&](size_t q) {
+          return nlohmann::json{{"target", targets[q]},        {"emd", r[q].emd},
+                                {"similarity", r[q].similarity}, {"iterations", r[q].iterations},
+                                {"seconds", r[q].seconds},       {"solve_seconds", r[q].solve_seconds}};
+        };
+        if (t.size() == 1) {
+          if (!common.json) {
+            std::printf("source      %s (%lld classes)\n", source.c_str(), static_cast<long long>(s.features.size(0)));
+            std::printf("target      %s (%lld classes)\n", targets[0].c_str(),
+                        static_cast<long long>(t[0].features.size(0)));
+            std::printf("emd         %.12g\n", r[0].emd);
+            std::printf("similarity  %.12g  (gamma %g)\n", r[0].similarity, gamma);
+            std::printf("iterations  %lld\n", static_cast<long long>(r[0].iterations));
+            std::printf("seconds     %.4f  (solve %.4f)\n", r[0].seconds, r[0].solve_seconds);
+          }
+          nlohmann::json j = row(0);
+          j.erase("target");
+          j["gamma"] = gamma, j["device"] = device.str();
+          return j;
         }
-        return nlohmann::json{{"emd", r.emd},       {"similarity", r.similarity}, {"iterations", r.iterations},
-                              {"seconds", r.seconds}, {"solve_seconds", r.solve_seconds}, {"gamma", gamma},
-                              {"device", device.str()}};
+        nlohmann::json rows = nlohmann::json::array();
+        if (!common.json)
+          std::printf("source %s (%lld classes), gamma %g\n%-40s %14s %14s %10s\n", source.c_str(),
+                      static_cast<long long>(s.features.size(0)), gamma, "target", "emd", "similarity", "iterations");
+        for (size_t q = 0; q < t.size(); ++q) {
+          if (!common.json)
+            std::printf("%-40s %14.9g %14.9g %10lld\n", targets[q].c_str(), r[q].emd, r[q].similarity,
+                        static_cast<long long>(r[q].iterations));
+          rows.push_back(row(q));
+        }
+        if (!common.json) std::printf("seconds %.4f for %zu targets\n", r[0].seconds, t.size());
+        return nlohmann::json{{"targets", rows}, {"gamma", gamma}, {"device", device.str()}, {"seconds", r[0].seconds}};
       });
 }

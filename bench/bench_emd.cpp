@@ -103,12 +103,17 @@ int main(int argc, char** argv) {
     if (!gpu) std::printf("\n");
     for (size_t k = 0; gpu && k < scales.size(); ++k) {
       emd::Options o;
-      o.block_size = static_cast<int64_t>(scales[k] * std::max(256.0, 2 * std::sqrt(double(m) * n)));
+      o.block_size = static_cast<int64_t>(scales[k] * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x CPU's
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       const double agree = cpu ? g.cost / c.cost - 1 : NAN;
       if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
-      std::printf(" %-8lld %9lld %9.3f | %.2e\n", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
-      row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost}});
+      std::printf(" %-8lld %9lld %9.3f | %.2e", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
+      if (g.gpu_phases.size() == 3)
+        std::printf("  (pricing %.0f%%, pivots %.0f%%, potentials %.0f%%; %.1f us per pivot)", 100 * g.gpu_phases[0],
+                    100 * g.gpu_phases[1], 100 * g.gpu_phases[2], 1e6 * g.seconds / std::max<int64_t>(1, g.iterations));
+      std::printf("\n");
+      row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost},
+                            {"phases", g.gpu_phases}});
     }
     rows.push_back(row);
     std::fflush(stdout);

@@ -91,19 +91,41 @@ void check_pair(const Domain& s, const Domain& t) {
 }
 }  // namespace
 
+std::vector<Similarity> domain_similarities(const Domain& source, const std::vector<Domain>& targets, double gamma,
+                                            Device device, const Options& options) {
+  for (const Domain& t : targets) check_pair(source, t);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Tensor s = source.features.to(device);
+  std::vector<Tensor> dist;
+  for (const Domain& t : targets) dist.push_back(pairwise_distances(s, t.features.to(device)).cpu());
+  std::vector<Result> results;
+  if (device.is_cuda()) {  // one launch for all targets
+    std::vector<Problem> problems;
+    for (size_t q = 0; q < targets.size(); ++q)
+      problems.push_back({dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts, targets[q].counts});
+    results = solve_batch_cuda(problems, options, device.index);
+  } else {
+    for (size_t q = 0; q < targets.size(); ++q)
+      results.push_back(solve(dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts,
+                              targets[q].counts, options));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<Similarity> out;
+  for (const Result& r : results) {
+    Similarity sim;
+    sim.emd = r.cost;
+    sim.similarity = std::exp(-gamma * r.cost);
+    sim.iterations = r.iterations;
+    sim.solve_seconds = r.seconds;
+    sim.seconds = seconds;
+    out.push_back(sim);
+  }
+  return out;
+}
+
 Similarity domain_similarity(const Domain& source, const Domain& target, double gamma, Device device,
                              const Options& options) {
-  check_pair(source, target);
-  const auto t0 = std::chrono::steady_clock::now();
-  const Tensor dist = pairwise_distances(source.features.to(device), target.features.to(device)).cpu();
-  const Result r = solve(dist.data<double>(), dist.size(0), dist.size(1), source.counts, target.counts, options);
-  Similarity s;
-  s.emd = r.cost;
-  s.similarity = std::exp(-gamma * r.cost);
-  s.iterations = r.iterations;
-  s.solve_seconds = r.seconds;
-  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return s;
+  return domain_similarities(source, {target}, gamma, device, options).front();
 }
 
 std::vector<Selected> select_source_classes(const Domain& source, const std::vector<Domain>& targets,

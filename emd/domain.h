@@ -38,10 +38,15 @@ struct Similarity {
   double solve_seconds = 0;
 };
 
-// sim(S, T) = exp(-gamma * EMD(S, T)). Distances are computed on `device`; the simplex runs
-// on the CPU.
+// sim(S, T) = exp(-gamma * EMD(S, T)). Distances and the simplex run on `device` (a CUDA
+// device: cuBLAS distances and the GPU solver).
 Similarity domain_similarity(const Domain& source, const Domain& target, double gamma = 0.01,
                              Device device = Device::cpu(), const Options& options = {});
+// One source against many targets; on a CUDA device all solves share one launch (the
+// batched solver). `seconds` is the whole call's time, `solve_seconds` the solver's.
+std::vector<Similarity> domain_similarities(const Domain& source, const std::vector<Domain>& targets,
+                                            double gamma = 0.01, Device device = Device::cpu(),
+                                            const Options& options = {});
 
 struct Selected {
   int64_t index;          // source class

@@ -40,15 +40,16 @@ struct DeviceProblem {
   long long max_iterations;  // a guard: the kernel stops there and reports it
   int* parent;
   double* flow;  // on the edge to the parent
-  double* pot;   // u_0..u_{m-1}, v_0..v_{n-1}
-  int* depth;
-  int* anc[2];     // pointer jumping, double-buffered
+  double* pot;   // u_0..u_{m-1}, v_0..v_{n-1} (in the kernel: the last acc buffer)
+  int* depth;    // in the kernel: the last hops buffer
+  int* anc[2];   // pointer jumping, double-buffered
   double* acc[2];
   int* hops[2];
   int* path_a;  // the cycle's two tree paths (thread 0's scratch)
   int* path_b;
   long long iterations;  // out
   int status;            // out: 0 optimal, 1 stopped at max_iterations
+  long long cycles[3];   // out: thread 0's clock in pricing, the pivot, the potentials
 };
 
 __device__ long long edge_cell(const DeviceProblem& P, int x, int p) {
@@ -56,7 +57,13 @@ __device__ long long edge_cell(const DeviceProblem& P, int x, int p) {
   return static_cast<long long>(i) * P.n + j;
 }
 
-// Every potential and depth from the parent pointers (root: node 0, potential 0).
+// Bytes of the arrays the kernel keeps in shared memory when they fit: acc x 2 (double),
+// parent, anc x 2 and hops x 2 (int). 6289 nodes (6089 x 200) take 226 KB, just within
+// Hopper's 227 KB per block.
+__host__ __device__ inline size_t shared_bytes(int nodes) { return static_cast<size_t>(nodes) * (2 * 8 + 5 * 4); }
+
+// Every potential and depth from the parent pointers (root: node 0, potential 0); P.pot
+// and P.depth point at the final buffers.
 __device__ void compute_potentials(DeviceProblem& P) {
   const int nodes = P.m + P.n;
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
@@ -89,11 +96,8 @@ __device__ void compute_potentials(DeviceProblem& P) {
     cur ^= 1;
     if (!__syncthreads_or(active)) break;
   }
-  for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
-    P.pot[x] = P.acc[cur][x];
-    P.depth[x] = P.hops[cur][x];
-  }
-  __syncthreads();
+  P.pot = P.acc[cur];
+  P.depth = P.hops[cur];
 }
 
 struct Candidate {
@@ -185,8 +189,20 @@ __device__ double pivot(DeviceProblem& P, long long cell) {
   return theta;
 }
 
-__global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* problems) {
-  DeviceProblem& P = problems[blockIdx.x];
+__global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* problems, size_t shared_capacity) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  DeviceProblem& G = problems[blockIdx.x];  // global: input and output
+  DeviceProblem P = G;                      // what the block works on: the tree in shared memory if it fits
+  const int nodes = P.m + P.n;
+  const bool in_shared = shared_bytes(nodes) <= shared_capacity;
+  if (in_shared) {
+    double* d = reinterpret_cast<double*>(shared);
+    P.acc[0] = d, P.acc[1] = d + nodes;
+    int* i = reinterpret_cast<int*>(d + 2 * nodes);
+    P.parent = i, P.anc[0] = i + nodes, P.anc[1] = i + 2 * nodes, P.hops[0] = i + 3 * nodes, P.hops[1] = i + 4 * nodes;
+    for (int x = threadIdx.x; x < nodes; x += blockDim.x) P.parent[x] = G.parent[x];
+    __syncthreads();
+  }
   __shared__ double warp_r[kWarps];
   __shared__ long long warp_k[kWarps];
   __shared__ int bland;  // set by thread 0 after each pivot
@@ -196,8 +212,10 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   if (threadIdx.x == 0) bland = 0;
   compute_potentials(P);  // its barriers publish `bland` too
   long long next = 0, iterations = 0, degenerate_run = 0;
+  long long cycles[3] = {0, 0, 0};
   int status = 0;
   for (;;) {
+    long long clock = clock64();
     const double* u = P.pot;
     const double* v = P.pot + m;
     Candidate enter{0.0, -1};
@@ -228,6 +246,8 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
         enter = block_best(c, warp_r, warp_k);
       }
     }
+    cycles[0] += clock64() - clock;
+    clock = clock64();
     if (enter.k < 0) break;  // no improvable cell: optimal
     if (P.max_iterations > 0 && iterations >= P.max_iterations) {
       status = 1;
@@ -241,10 +261,20 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       else if (++degenerate_run > m + n) bland = 1;
     }
     __syncthreads();
+    cycles[1] += clock64() - clock;
+    clock = clock64();
     compute_potentials(P);
+    cycles[2] += clock64() - clock;
     ++iterations;
   }
-  if (threadIdx.x == 0) P.iterations = iterations, P.status = status;
+  for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
+    if (in_shared) G.parent[x] = P.parent[x];
+    G.pot[x] = P.pot[x];
+  }
+  if (threadIdx.x == 0) {
+    G.iterations = iterations, G.status = status;
+    for (int c = 0; c < 3; ++c) G.cycles[c] = cycles[c];
+  }
 }
 
 // Device memory of one call, released on every path out.
@@ -280,7 +310,6 @@ void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells, bool own
   P.parent = arena.take<int>(nodes);
   P.flow = arena.take<double>(nodes);
   P.pot = arena.take<double>(nodes);
-  P.depth = arena.take<int>(nodes);
   for (int b = 0; b < 2; ++b) {
     P.anc[b] = arena.take<int>(nodes);
     P.acc[b] = arena.take<double>(nodes);
@@ -330,8 +359,10 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     layout(one, P, nodes, cells, true);
     P.m = r.m();
     P.n = r.n();
+    // Pricing on the GPU is cheap next to a pivot's fixed cost, so blocks 4x the CPU's: fewer
+    // pivots (measured on an H200: 6089 x 200 took 30% fewer pivots and 23% less time).
     P.block = options.block_size > 0 ? options.block_size
-                                     : std::max<long long>(256, static_cast<long long>(2 * std::sqrt(double(cells))));
+                                     : std::max<long long>(1024, static_cast<long long>(8 * std::sqrt(double(cells))));
     P.tol = options.tolerance * r.max_cost;
     // Without a limit of the caller's, a generous guard: a kernel must not run forever.
     P.max_iterations = options.max_iterations > 0 ? options.max_iterations : 1000LL * nodes + 1000000;
@@ -345,7 +376,17 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   auto* device_problems = reinterpret_cast<DeviceProblem*>(base + problems_at);
   FGVC_CUDA_CHECK(cudaMemcpyAsync(device_problems, host.data(), sizeof(DeviceProblem) * host.size(),
                                   cudaMemcpyHostToDevice, stream));
-  simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, 0, stream>>>(device_problems);
+  // Shared memory for the tree: as much as the largest problem that fits needs.
+  int optin = 0;
+  FGVC_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t limit = optin > 2048 ? static_cast<size_t>(optin) - 2048 : 0;  // room for the static shared
+  size_t dynamic = 0;
+  for (const detail::Reduced& r : reduced)
+    if (shared_bytes(r.m() + r.n()) <= limit) dynamic = std::max(dynamic, shared_bytes(r.m() + r.n()));
+  if (dynamic > 0)
+    FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(dynamic)));
+  simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
 
   std::vector<DeviceProblem> done(problems.size());
@@ -372,6 +413,9 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
                                    pots[q], done[q].iterations));
     out.back().seconds = seconds;
+    const double total = double(done[q].cycles[0]) + double(done[q].cycles[1]) + double(done[q].cycles[2]);
+    if (total > 0)
+      out.back().gpu_phases = {done[q].cycles[0] / total, done[q].cycles[1] / total, done[q].cycles[2] / total};
   }
   return out;
 }

@@ -36,6 +36,9 @@ struct Result {
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
   double seconds = 0;
+  // GPU solver only: the shares of the kernel's time in pricing, in the pivots (cycle and
+  // tree update, thread 0) and in recomputing the potentials (empty on the CPU).
+  std::vector<double> gpu_phases;
 };
 
 // cost: row-major m x n. a: m weights, b: n weights (non-negative, finite, not all zero).

@@ -10,7 +10,8 @@
 #       36 MB unpacked), which must stay under the 64 MiB the device tool carries.
 #
 #   scripts/gpu-check.sh --emd
-#       The EMD part alone (test_emd, test_cuda_parity, memcheck of the GPU solver, bench_emd).
+#       A shorter check: test_emd, test_cuda_parity, test_apps, memcheck of the GPU solver,
+#       bench_emd and the float32 training step against PyTorch.
 #
 #   scripts/gpu-check.sh --run
 #       On the GPU machine, from the repository root, with gpu-bundle carried:
@@ -124,7 +125,7 @@ run() {
 
   step "tests"
   local t name rc left deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
-  [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity")
+  [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_apps")
   for t in "${tests[@]}"; do
     [[ -x $t ]] || continue
     name=$(basename "$t")
@@ -149,7 +150,7 @@ run() {
     t=${check%%:*}
     step "compute-sanitizer memcheck on $t (${check#*:})"
     if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
-      LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$sanitizer" --tool memcheck --error-exitcode 99 \
+      LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$sanitizer" --tool memcheck --error-exitcode 99 \
         "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="${check#*:}" --gtest_output="json:$scratch/tests/memcheck-$t.json"
       rc=$?
       echo "memcheck-$t $rc$( ((rc == 99)) && echo ' memcheck errors')$( ((rc == 124)) && echo ' timed out')" \
@@ -163,8 +164,8 @@ run() {
   step "EMD: CPU and GPU solvers (bench_emd)"
   LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
     --block-scales 1,4,16 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
-  LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --block-scales 1 \
-    --batch 0 --json "$OUT/bench_emd_large.json"
+  # 20000 x 2000 (22,000 nodes, beyond shared memory) took 42 s on an H200 on 2026-11-26: not in
+  # this time budget; run it by hand with --sizes 20000x2000 --batch 0.
 
   if [[ $mode == full ]]; then
   step "benchmarks (CUDA cases, median of 5)"
@@ -183,17 +184,19 @@ run() {
     echo "skipped: python3 cannot import torch with CUDA"
   fi
 
-  step "training step vs PyTorch (fp32, then bf16 autocast)"
+  fi  # full
+
+  step "training step vs PyTorch (fp32, then bf16 autocast; fp32 alone with --emd)"
   if ((torch_ok)); then
-    local amp
-    for amp in off bf16; do
+    local amp amps=(off bf16)
+    [[ $mode == emd ]] && amps=(off)
+    for amp in "${amps[@]}"; do
       PYTHONUNBUFFERED=1 timeout -k 5 60 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
     done
   else
     echo "skipped: python3 cannot import torch with CUDA"
   fi
-  fi  # full
 
   step "results"
   local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")

@@ -63,6 +63,34 @@ TEST_F(Apps, SimilarityPrintsEmdAndJson) {
   EXPECT_NE(plain.out.find("similarity"), std::string::npos);
 }
 
+TEST_F(Apps, SimilarityWithSeveralTargets) {
+  const Outcome r =
+      run("fgvc-similarity --device cpu --source " + source + " --target " + target + " --target " + target2 + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = last_json_line(r.out);
+  ASSERT_EQ(j.at("targets").size(), 2u);
+  const emd::Domain s = emd::load_domain(source);
+  for (int q = 0; q < 2; ++q) {
+    const std::string path = q == 0 ? target : target2;
+    EXPECT_EQ(j["targets"][q].at("target"), path);
+    EXPECT_NEAR(j["targets"][q].at("emd").get<double>(), emd::domain_similarity(s, emd::load_domain(path)).emd, 1e-12);
+  }
+}
+
+// The GPU path of fgvc-similarity (cuBLAS distances, the batched GPU solver) gives the CPU's EMD.
+TEST_F(Apps, SimilarityOnTheGpuMatchesTheCpu) {
+  FGVC_REQUIRE_CUDA();
+  const std::string args = " --source " + source + " --target " + target + " --target " + target2 + " --json";
+  const Outcome gpu = run("fgvc-similarity --device cuda" + args), cpu = run("fgvc-similarity --device cpu" + args);
+  ASSERT_EQ(gpu.code, 0) << gpu.err;
+  ASSERT_EQ(cpu.code, 0) << cpu.err;
+  const nlohmann::json g = last_json_line(gpu.out), c = last_json_line(cpu.out);
+  for (int q = 0; q < 2; ++q) {
+    const double want = c["targets"][q].at("emd");
+    EXPECT_NEAR(g["targets"][q].at("emd").get<double>(), want, 1e-9 * want) << q;
+  }
+}
+
 TEST_F(Apps, SelectWritesTheClassList) {
   const std::string out = dir + "/classes.txt";
   const Outcome r = run("fgvc-select --device cpu --source " + source + " --target " + target + " --target " + target2 +
