@@ -63,7 +63,7 @@ __device__ long long edge_cell(const DeviceProblem& P, int x, int p) {
 __host__ __device__ inline size_t shared_bytes(int nodes) { return static_cast<size_t>(nodes) * (2 * 8 + 5 * 4); }
 
 // Every potential and depth from the parent pointers (root: node 0, potential 0); P.pot
-// and P.depth point at the final buffers.
+// and P.depth point at the final buffers. P is the block's shared record.
 __device__ void compute_potentials(DeviceProblem& P) {
   const int nodes = P.m + P.n;
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
@@ -96,8 +96,8 @@ __device__ void compute_potentials(DeviceProblem& P) {
     cur ^= 1;
     if (!__syncthreads_or(active)) break;
   }
-  P.pot = P.acc[cur];
-  P.depth = P.hops[cur];
+  if (threadIdx.x == 0) P.pot = P.acc[cur], P.depth = P.hops[cur];
+  __syncthreads();
 }
 
 struct Candidate {
@@ -192,14 +192,23 @@ __device__ double pivot(DeviceProblem& P, long long cell) {
 __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* problems, size_t shared_capacity) {
   extern __shared__ __align__(16) unsigned char shared[];
   DeviceProblem& G = problems[blockIdx.x];  // global: input and output
-  DeviceProblem P = G;                      // what the block works on: the tree in shared memory if it fits
-  const int nodes = P.m + P.n;
+  // What the block works on, one copy in shared memory: the same record with the tree's
+  // arrays in shared memory if they fit. (A per-thread copy would live in local memory,
+  // 1024 x 176 bytes that the L1 left beside 226 KB of shared memory cannot hold.)
+  __shared__ DeviceProblem P;
+  const int nodes = G.m + G.n;
   const bool in_shared = shared_bytes(nodes) <= shared_capacity;
+  if (threadIdx.x == 0) {
+    P = G;
+    if (in_shared) {
+      double* d = reinterpret_cast<double*>(shared);
+      P.acc[0] = d, P.acc[1] = d + nodes;
+      int* i = reinterpret_cast<int*>(d + 2 * nodes);
+      P.parent = i, P.anc[0] = i + nodes, P.anc[1] = i + 2 * nodes, P.hops[0] = i + 3 * nodes, P.hops[1] = i + 4 * nodes;
+    }
+  }
+  __syncthreads();
   if (in_shared) {
-    double* d = reinterpret_cast<double*>(shared);
-    P.acc[0] = d, P.acc[1] = d + nodes;
-    int* i = reinterpret_cast<int*>(d + 2 * nodes);
-    P.parent = i, P.anc[0] = i + nodes, P.anc[1] = i + 2 * nodes, P.hops[0] = i + 3 * nodes, P.hops[1] = i + 4 * nodes;
     for (int x = threadIdx.x; x < nodes; x += blockDim.x) P.parent[x] = G.parent[x];
     __syncthreads();
   }
