@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--sizes", default="1000x200,6089x200,5089x555")
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-pivot-count", action="store_true", help="skip the bisection for POT's pivots (slow on big problems)")
     args = ap.parse_args()
     import warnings
     warnings.filterwarnings("ignore")
@@ -93,7 +94,7 @@ def main():
             pots = [pot_end_to_end(src, tgt) for _ in range(args.repeats)]
             wall, j = min(ours, key=lambda x: x[0])
             pcost, pwall, psolve, problem = min(pots, key=lambda x: x[1])
-            pivots = pot_pivots(*problem, pcost)
+            pivots = -1 if args.no_pivot_count else pot_pivots(*problem, pcost)
             total = min(o[1]["total_seconds"] for o in ours)
             rows.append((size, j["emd"], pcost, j["iterations"], j["solve_seconds"], total, wall, pivots, psolve, pwall))
     print(f"{'problem':>10} {'rel diff':>9} | {'fgvc pivots':>11} {'solve s':>8} {'total s':>8} {'process s':>9} | "
