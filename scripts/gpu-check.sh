@@ -201,6 +201,13 @@ run() {
     echo "skipped: python3 cannot import torch with CUDA"
   fi
 
+  if [[ $mode == full ]]; then
+    step "per-layer times of a resnet50 training step (batch 64, synchronised per layer), to $OUT/resnet50_layers.txt"
+    LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/fgvc-model-info" --device cuda --model resnet50 --input-size 224 \
+      --time --batch-size 64 --optimizer rmsprop --repeats 3 >"$OUT/resnet50_layers.txt" 2>&1
+    tail -3 "$OUT/resnet50_layers.txt"
+  fi
+
   step "results"
   local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")
   [[ -s $OUT/bench_gemm.json ]] && report+=(--gemm "$OUT/bench_gemm.json")
