@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <numeric>
+#include <string>
 
 #include "fgvc/config.h"
 #include "tensor/error.h"
@@ -426,6 +428,33 @@ InitialTree initial_tree(const double* cost, const Reduced& r, const Options& op
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
   solver.start();
   return {solver.parents(), solver.flows()};
+}
+
+void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,
+                   std::vector<InitialTree>* trees) {
+  const int64_t count = static_cast<int64_t>(problems.size());
+  reduced->assign(problems.size(), {});
+  trees->assign(problems.size(), {});
+  std::vector<std::exception_ptr> errors(problems.size());
+#pragma omp parallel for schedule(dynamic) if (count > 1)
+  for (int64_t q = 0; q < count; ++q) {
+    try {
+      const Problem& p = problems[q];
+      (*reduced)[q] = reduce(p.cost, p.m, p.n, p.a, p.b);
+      (*trees)[q] = initial_tree(p.cost, (*reduced)[q], options);
+    } catch (...) {  // exceptions must not leave an OpenMP region
+      errors[q] = std::current_exception();
+    }
+  }
+  for (int64_t q = 0; q < count; ++q) {
+    if (!errors[q]) continue;
+    if (count == 1) std::rethrow_exception(errors[q]);
+    try {
+      std::rethrow_exception(errors[q]);
+    } catch (const Error& e) {
+      throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
+    }
+  }
 }
 
 Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,

@@ -340,11 +340,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   // Host side: drop weight-0 classes, build each greedy start.
   std::vector<detail::Reduced> reduced;
   std::vector<detail::InitialTree> trees;
+  detail::prepare_batch(problems, options, &reduced, &trees);
   std::vector<DeviceProblem> host(problems.size());
-  for (const Problem& p : problems) {
-    reduced.push_back(detail::reduce(p.cost, p.m, p.n, p.a, p.b));
-    trees.push_back(detail::initial_tree(p.cost, reduced.back(), options));
-  }
   // One allocation for everything: each problem's arrays, then the problem records.
   std::vector<size_t> offsets;
   size_t bytes = 0;

@@ -92,6 +92,10 @@ struct InitialTree {
   std::vector<double> flow;
 };
 InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options);
+// reduce() and initial_tree() of every problem of a batch, the problems spread over the
+// OpenMP threads (the GPU solver's host side); the first problem's error is thrown.
+void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,
+                   std::vector<InitialTree>* trees);
 Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
                 const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations);
 }  // namespace detail

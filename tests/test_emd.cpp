@@ -190,6 +190,32 @@ TEST(EmdCuda, BatchOfTargetsAgainstOneSource) {
   }
 }
 
+// The GPU solver's host side, run on the CPU: each problem of a batch gets the same start as
+// on its own, and a bad problem is named.
+TEST(EmdBatch, PreparesEveryProblemAndNamesABadOne) {
+  const std::vector<Case> cases = gpu_cases();
+  std::vector<emd::Problem> batch;
+  for (const Case& c : cases) batch.push_back({c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b});
+  std::vector<emd::detail::Reduced> reduced;
+  std::vector<emd::detail::InitialTree> trees;
+  emd::detail::prepare_batch(batch, {}, &reduced, &trees);
+  ASSERT_EQ(trees.size(), cases.size());
+  for (size_t q = 0; q < cases.size(); ++q) {
+    const emd::detail::Reduced r = emd::detail::reduce(batch[q].cost, batch[q].m, batch[q].n, batch[q].a, batch[q].b);
+    const emd::detail::InitialTree t = emd::detail::initial_tree(batch[q].cost, r, {});
+    EXPECT_EQ(trees[q].parent, t.parent) << cases[q].name;
+    EXPECT_EQ(trees[q].flow, t.flow) << cases[q].name;
+    EXPECT_EQ(reduced[q].rows, r.rows) << cases[q].name;
+  }
+  batch[2].a[0] = -1;
+  try {
+    emd::detail::prepare_batch(batch, {}, &reduced, &trees);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("problem 2 of the batch"), std::string::npos) << e.what();
+  }
+}
+
 TEST(EmdCuda, WithoutADeviceItIsAClearError) {
   if (cuda_available()) GTEST_SKIP() << "a CUDA device is present";
   const Tensor c = Tensor::ones({2, 2}, DType::Float64);
