@@ -46,6 +46,7 @@ class Solver {
     // (measured on 1000 x 200 to 6089 x 200 problems).
     block_ = o.block_size > 0 ? o.block_size
                               : std::max<int64_t>(256, static_cast<int64_t>(2 * std::sqrt(double(cells))));
+    block_ = std::min<int64_t>(std::max<int64_t>(block_, 1), std::max<int64_t>(cells, 1));
     const int nodes = m + n;
     parent_.assign(nodes, -1);
     depth_.assign(nodes, 0);
@@ -76,10 +77,11 @@ class Solver {
         continue;
       }
       refreshed = false;
-      pivot(ei, ej, d);
-      if (++iterations_ % 1024 == 0) refresh_potentials();
+      // max_iterations pivots are allowed; an error only if the answer still improves after them.
       FGVC_CHECK(max_iterations_ <= 0 || iterations_ < max_iterations_, "emd", "no optimum after ", iterations_,
                  " pivots (max_iterations)");
+      pivot(ei, ej, d);
+      if (++iterations_ % 1024 == 0) refresh_potentials();
     }
   }
 

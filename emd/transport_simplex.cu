@@ -48,7 +48,7 @@ struct DeviceProblem {
   int* path_a;  // the cycle's two tree paths (thread 0's scratch)
   int* path_b;
   long long iterations;  // out
-  int status;            // out: 0 optimal, 1 stopped at max_iterations
+  int status;            // out: 0 optimal, 1 stopped at max_iterations, 2 the tree broke (a bug)
   long long cycles[3];   // out: thread 0's clock in pricing, the pivot, the potentials
 };
 
@@ -63,8 +63,9 @@ __device__ long long edge_cell(const DeviceProblem& P, int x, int p) {
 __host__ __device__ inline size_t shared_bytes(int nodes) { return static_cast<size_t>(nodes) * (2 * 8 + 5 * 4); }
 
 // Every potential and depth from the parent pointers (root: node 0, potential 0); P.pot
-// and P.depth point at the final buffers. P is the block's shared record.
-__device__ void compute_potentials(DeviceProblem& P) {
+// and P.depth point at the final buffers. P is the block's shared record. Returns false
+// (in every thread) if the parent pointers are not a tree: a guard against a hang.
+__device__ bool compute_potentials(DeviceProblem& P) {
   const int nodes = P.m + P.n;
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
     const int p = P.parent[x];
@@ -74,7 +75,8 @@ __device__ void compute_potentials(DeviceProblem& P) {
   }
   __syncthreads();
   int cur = 0;
-  for (;;) {
+  for (int round = 0;; ++round) {
+    if (round > 32) return false;  // hops double each round: a tree of < 2^31 nodes needs <= 31
     int active = 0;
     const int* anc = P.anc[cur];
     const double* acc = P.acc[cur];
@@ -86,7 +88,7 @@ __device__ void compute_potentials(DeviceProblem& P) {
         P.acc[cur ^ 1][x] = acc[x] + ((h & 1) ? -acc[a] : acc[a]);
         P.anc[cur ^ 1][x] = anc[a];
         P.hops[cur ^ 1][x] = h + hops[a];
-        active = 1;
+        active |= anc[a] >= 0;  // another round only if some node still has an ancestor to jump to
       } else {
         P.acc[cur ^ 1][x] = acc[x];
         P.anc[cur ^ 1][x] = -1;
@@ -98,6 +100,7 @@ __device__ void compute_potentials(DeviceProblem& P) {
   }
   if (threadIdx.x == 0) P.pot = P.acc[cur], P.depth = P.hops[cur];
   __syncthreads();
+  return true;
 }
 
 struct Candidate {
@@ -135,7 +138,8 @@ __device__ Candidate block_best(Candidate c, double* warp_r, long long* warp_k) 
 }
 
 // Thread 0: the cycle of the entering cell, theta moved round it, the tree turned. Returns
-// theta (0: a degenerate pivot). Mirrors the CPU solver's pivot and reattach.
+// theta (0: a degenerate pivot; -1: the parent pointers are not a tree). Mirrors the CPU
+// solver's pivot and reattach.
 __device__ double pivot(DeviceProblem& P, long long cell) {
   const int m = P.m;
   const int a = static_cast<int>(cell / P.n), b = m + static_cast<int>(cell % P.n);
@@ -144,6 +148,7 @@ __device__ double pivot(DeviceProblem& P, long long cell) {
   double* flow = P.flow;
   int la = 0, lb = 0;
   for (int x = a, y = b; x != y;) {
+    if (la + lb > P.m + P.n) return -1;  // not a tree (a guard; see compute_potentials)
     if (depth[x] >= depth[y]) {
       P.path_a[la++] = x;
       x = parent[x];
@@ -214,16 +219,16 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   }
   __shared__ double warp_r[kWarps];
   __shared__ long long warp_k[kWarps];
-  __shared__ int bland;  // set by thread 0 after each pivot
+  __shared__ int bland;   // set by thread 0 after each pivot
+  __shared__ int broken;  // likewise: the cycle walk found no tree
   const int m = P.m, n = P.n;
   const long long total = static_cast<long long>(m) * n;
   const double* cost = P.cost;
-  if (threadIdx.x == 0) bland = 0;
-  compute_potentials(P);  // its barriers publish `bland` too
+  if (threadIdx.x == 0) bland = 0, broken = 0;
+  int status = compute_potentials(P) ? 0 : 2;  // its barriers publish `bland` and `broken` too
   long long next = 0, iterations = 0, degenerate_run = 0;
   long long cycles[3] = {0, 0, 0};
-  int status = 0;
-  for (;;) {
+  while (status == 0) {
     long long clock = clock64();
     const double* u = P.pot;
     const double* v = P.pot + m;
@@ -266,13 +271,18 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       const double theta = pivot(P, enter.k);
       // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
       // rule until a pivot moves flow again (no cycling).
-      if (theta > 0) degenerate_run = 0, bland = 0;
+      if (theta < 0) broken = 1;
+      else if (theta > 0) degenerate_run = 0, bland = 0;
       else if (++degenerate_run > m + n) bland = 1;
     }
     __syncthreads();
+    if (broken) {
+      status = 2;
+      break;
+    }
     cycles[1] += clock64() - clock;
     clock = clock64();
-    compute_potentials(P);
+    if (!compute_potentials(P)) status = 2;
     cycles[2] += clock64() - clock;
     ++iterations;
   }
@@ -318,7 +328,7 @@ void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells, bool own
   if (own_cost) P.cost = arena.take<double>(static_cast<size_t>(cells));
   P.parent = arena.take<int>(nodes);
   P.flow = arena.take<double>(nodes);
-  P.pot = arena.take<double>(nodes);
+  P.pot = arena.take<double>(nodes);  // depth has no array of its own: the kernel points it at a hops buffer
   for (int b = 0; b < 2; ++b) {
     P.anc[b] = arena.take<int>(nodes);
     P.acc[b] = arena.take<double>(nodes);
@@ -369,6 +379,7 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     // pivots (measured on an H200: 6089 x 200 took 30% fewer pivots and 23% less time).
     P.block = options.block_size > 0 ? options.block_size
                                      : std::max<long long>(1024, static_cast<long long>(8 * std::sqrt(double(cells))));
+    P.block = std::min<long long>(std::max<long long>(P.block, 1), std::max<long long>(cells, 1));
     P.tol = options.tolerance * r.max_cost;
     // Without a limit of the caller's, a generous guard: a kernel must not run forever.
     P.max_iterations = options.max_iterations > 0 ? options.max_iterations : 1000LL * nodes + 1000000;
@@ -389,12 +400,15 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   size_t dynamic = 0;
   for (const detail::Reduced& r : reduced)
     if (shared_bytes(r.m() + r.n()) <= limit) dynamic = std::max(dynamic, shared_bytes(r.m() + r.n()));
+  // The limit, not this call's size: another host thread may launch with a larger one.
   if (dynamic > 0)
     FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(dynamic)));
+                                         static_cast<int>(limit)));
   simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
 
+  // If a copy below throws, `memory` goes back to the caching allocator while the kernel may
+  // still run: safe, because every later use of that memory is ordered after it on `stream`.
   std::vector<DeviceProblem> done(problems.size());
   FGVC_CUDA_CHECK(cudaMemcpyAsync(done.data(), device_problems, sizeof(DeviceProblem) * done.size(),
                                   cudaMemcpyDeviceToHost, stream));
@@ -414,8 +428,11 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   std::vector<Result> out;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (size_t q = 0; q < problems.size(); ++q) {
+    const std::string which = problems.size() > 1 ? " (problem " + std::to_string(q) + ")" : std::string();
+    FGVC_CHECK(done[q].status != 2, "emd", "internal error: the GPU solver's basis stopped being a tree after ",
+               done[q].iterations, " pivots", which);
     FGVC_CHECK(done[q].status == 0, "emd", "no optimum after ", done[q].iterations, " pivots (max_iterations) on the GPU",
-               problems.size() > 1 ? " (problem " + std::to_string(q) + ")" : std::string());
+               which);
     out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
                                    pots[q], done[q].iterations));
     out.back().seconds = seconds;

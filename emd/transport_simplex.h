@@ -21,7 +21,7 @@ namespace emd {
 struct Options {
   double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable
   int64_t block_size = 0;       // cells priced per block; 0: about 2 sqrt(m n)
-  int64_t max_iterations = 0;   // 0: no limit (throws when exceeded)
+  int64_t max_iterations = 0;   // pivots allowed; an error if not optimal after them (0: no limit)
 };
 
 struct FlowCell {

@@ -94,6 +94,22 @@ TEST(Emd, OneClassOnEitherSideIsTheWeightedMeanDistance) {
   EXPECT_NEAR(solve_certified(ct, {1.0, 1.0, 2.0}, {3.0}, "m x 1").cost, 9.0 / 4.0, 1e-15);
 }
 
+TEST(Emd, MaxIterationsAllowsExactlyThatManyPivots) {
+  const Tensor s = testing::randn_t({60, 8}, 7, DType::Float64), t = testing::randn_t({20, 8}, 8, DType::Float64);
+  const Tensor c = emd::pairwise_distances(s, t);
+  const std::vector<double> a(60, 1.0), b(20, 1.0);
+  const emd::Result free = emd::solve(c.data<double>(), 60, 20, a, b);
+  ASSERT_GT(free.iterations, 1);
+  emd::Options o;
+  o.max_iterations = free.iterations;
+  EXPECT_EQ(emd::solve(c.data<double>(), 60, 20, a, b, o).cost, free.cost);
+  o.max_iterations = free.iterations - 1;
+  EXPECT_THROW(emd::solve(c.data<double>(), 60, 20, a, b, o), Error);
+  o.block_size = INT64_MAX;  // clamped to the matrix: Dantzig's rule
+  o.max_iterations = 0;
+  EXPECT_NEAR(emd::solve(c.data<double>(), 60, 20, a, b, o).cost, free.cost, 1e-12 * free.cost);
+}
+
 TEST(Emd, RejectsBadWeightsAndCosts) {
   const Tensor c = Tensor::ones({2, 2}, DType::Float64);
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1, -1}, {1, 1}), Error);
