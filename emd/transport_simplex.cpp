@@ -85,8 +85,7 @@ class Solver {
     }
   }
 
-  double u(int i) const { return pot_[i]; }
-  double v(int j) const { return pot_[m_ + j]; }
+  const std::vector<double>& potentials() const { return pot_; }  // u_0..u_{m-1}, v_0..v_{n-1}
   int64_t iterations() const { return iterations_; }
 
  private:
@@ -495,10 +494,8 @@ Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>
   const detail::Reduced r = detail::reduce(cost, m, n, a_in, b_in);
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
   solver.run();
-  std::vector<double> pot(static_cast<size_t>(r.m() + r.n()));
-  for (int i = 0; i < r.m(); ++i) pot[i] = solver.u(i);
-  for (int j = 0; j < r.n(); ++j) pot[r.m() + j] = solver.v(j);
-  Result out = detail::assemble(cost, m, n, r, solver.parents(), solver.flows(), pot, solver.iterations());
+  Result out =
+      detail::assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

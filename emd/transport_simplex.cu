@@ -148,7 +148,7 @@ __device__ double pivot(DeviceProblem& P, long long cell) {
   double* flow = P.flow;
   int la = 0, lb = 0;
   for (int x = a, y = b; x != y;) {
-    if (la + lb > P.m + P.n) return -1;  // not a tree (a guard; see compute_potentials)
+    if (la + lb >= P.m + P.n) return -1;  // a cycle has at most m + n - 1 tree edges: not a tree
     if (depth[x] >= depth[y]) {
       P.path_a[la++] = x;
       x = parent[x];

@@ -274,23 +274,22 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   return *this;
 }
 
+void Tensor::adopt_data_(const Tensor& t) {
+  impl_->storage = t.storage();
+  impl_->offset = t.offset();
+  impl_->strides = t.strides();
+  impl_->dtype = t.dtype();
+  impl_->device = t.device();
+}
+
 Tensor& Tensor::move_to_(Device device) {
-  if (device == this->device()) return *this;
-  const Tensor moved = contiguous().to(device);
-  impl_->storage = moved.storage();
-  impl_->offset = moved.offset();
-  impl_->strides = moved.strides();
-  impl_->device = device;
+  if (device != this->device()) adopt_data_(contiguous().to(device));
   return *this;
 }
 
 Tensor& Tensor::cast_(DType dtype) {
   if (dtype == this->dtype()) return *this;
-  const Tensor cast = contiguous().to(dtype);
-  impl_->storage = cast.storage();
-  impl_->offset = cast.offset();
-  impl_->strides = cast.strides();
-  impl_->dtype = dtype;
+  adopt_data_(contiguous().to(dtype));
   if (impl_->grad.defined()) impl_->grad = impl_->grad.to(dtype);
   return *this;
 }

@@ -114,6 +114,8 @@ class Tensor {
 
  private:
   const TensorImpl& checked() const;
+  // Points this tensor at t's data (same shape): every handle to it sees the change.
+  void adopt_data_(const Tensor& t);
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -287,5 +287,24 @@ TEST(Models, ResNetForwardAndBackwardOnASmallInput) {
   EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));
 }
 
+// Module::to(DType): a float64 copy of a model (the reference the GPU parity tests use) keeps
+// its integer buffers and computes what the float32 model does, to float32 rounding.
+TEST(Models, ToFloat64ConvertsParametersAndFloatBuffersOnly) {
+  manual_seed(3);
+  auto m32 = nn::create_model("resnet20", 10);
+  manual_seed(3);
+  auto m64 = nn::create_model("resnet20", 10);
+  m64->to(DType::Float64);
+  for (const auto& [name, p] : m64->named_parameters()) EXPECT_EQ(p.dtype(), DType::Float64) << name;
+  const auto b32 = m32->named_buffers(), b64 = m64->named_buffers();
+  for (size_t i = 0; i < b64.size(); ++i)
+    EXPECT_EQ(b64[i].second.dtype(), is_floating(b32[i].second.dtype()) ? DType::Float64 : b32[i].second.dtype())
+        << b64[i].first;
+  m32->eval(), m64->eval();
+  const Tensor x = testing::randn_t({2, 3, 32, 32}, 4);
+  EXPECT_LT(testing::rel_error(m32->forward(x).to(DType::Float64), m64->forward(x.to(DType::Float64))), 1e-5);
+  EXPECT_THROW(m64->to(DType::Int64), Error);
+}
+
 }  // namespace
 }  // namespace fgvc
