@@ -6,7 +6,7 @@
 // on a sample of them (per-problem time times B).
 //
 //   bench_emd [--sizes 1000x200,6089x200] [--batch 64 --batch-size 6089x200] [--device both]
-//             [--block-scales 1,4,16] [--cpu-sample 8] [--json out.json]
+//             [--block-scales 1,4,16] [--cpu-block-scales 1,0.5] [--cpu-sample 8] [--json out.json]
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -58,7 +58,7 @@ Tensor distances(const Tensor& a, const Tensor& b, bool on_gpu, double* seconds)
 int main(int argc, char** argv) {
   CLI::App cli("Exact EMD: CPU and GPU solvers side by side");
   std::string sizes = "1000x200,6089x200,5089x555", batch_size = "6089x200", device = "both", json_path,
-              block_scales = "1,4,16";
+              block_scales = "1,4,16", cpu_block_scales = "1";
   int batch = 64, cpu_sample = 8;
   int64_t dim = 2048;
   cli.add_option("--sizes", sizes, "single problems, MxN, comma-separated");
@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
   cli.add_option("--dim", dim, "feature dimension (default 2048)");
   cli.add_option("--device", device, "cpu, cuda or both")->check(CLI::IsMember({"cpu", "cuda", "both"}));
   cli.add_option("--block-scales", block_scales, "GPU pricing blocks, as multiples of the default 2 sqrt(m n)");
+  cli.add_option("--cpu-block-scales", cpu_block_scales,
+                 "CPU pricing blocks, as multiples of the default (the first one is the table's CPU column)");
   cli.add_option("--json", json_path, "also write the rows here");
   CLI11_PARSE(cli, argc, argv);
   const bool cpu = device != "cuda", gpu = device != "cpu";
@@ -76,11 +78,16 @@ int main(int argc, char** argv) {
                  cuda_unavailable_reason().c_str());
     return 1;
   }
-  std::vector<double> scales;
-  {
-    std::stringstream ss(block_scales);
-    for (std::string s; std::getline(ss, s, ',');) scales.push_back(std::stod(s));
-  }
+  auto parse_scales = [](const std::string& list) {
+    std::vector<double> out;
+    std::stringstream ss(list);
+    for (std::string s; std::getline(ss, s, ',');) out.push_back(std::stod(s));
+    return out;
+  };
+  const std::vector<double> scales = parse_scales(block_scales), cpu_scales = parse_scales(cpu_block_scales);
+  auto scaled_block = [](double scale, int64_t m, int64_t n) {
+    return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
+  };
   nlohmann::json rows = nlohmann::json::array();
 
   std::printf("%-11s %9s | %9s %9s | %-8s %9s %9s | %s\n", "m x n", "dist s", "CPU piv", "CPU s", "GPU blk", "GPU piv",
@@ -94,16 +101,25 @@ int main(int argc, char** argv) {
     const std::vector<double> a = zipf_counts(m, 3), b = zipf_counts(n, 5);
     nlohmann::json row{{"m", m}, {"n", n}, {"dim", dim}, {"distance_s", dist_s}};
     emd::Result c;
-    if (cpu) {
-      c = emd::solve(cost.data<double>(), m, n, a, b);
-      row["cpu"] = {{"pivots", c.iterations}, {"seconds", c.seconds}, {"cost", c.cost}};
+    for (size_t k = 0; cpu && k < cpu_scales.size(); ++k) {
+      emd::Options o;
+      o.block_size = scaled_block(cpu_scales[k], m, n);
+      const emd::Result r = emd::solve(cost.data<double>(), m, n, a, b, o);
+      if (k == 0) {
+        c = r;
+        row["cpu"] = {{"pivots", c.iterations}, {"seconds", c.seconds}, {"cost", c.cost}, {"block", o.block_size}};
+      } else {
+        std::printf("%-11s   CPU block %lld: %lld pivots, %.3f s\n", size.c_str(), (long long)o.block_size,
+                    (long long)r.iterations, r.seconds);
+        row["cpu_blocks"].push_back({{"block", o.block_size}, {"pivots", r.iterations}, {"seconds", r.seconds}});
+      }
     }
     std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
                 cpu ? c.seconds : -1.0);
     if (!gpu) std::printf("\n");
     for (size_t k = 0; gpu && k < scales.size(); ++k) {
       emd::Options o;
-      o.block_size = static_cast<int64_t>(scales[k] * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x CPU's
+      o.block_size = scaled_block(scales[k], m, n);
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       const double agree = cpu ? g.cost / c.cost - 1 : NAN;
       if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");

@@ -36,6 +36,13 @@ struct UnionFind {
 
 // The simplex over the classes with non-zero weight. Nodes 0..m-1 are sources (rows),
 // m..m+n-1 targets (columns); every basic cell is a tree edge, stored at its child node.
+//
+// The tree is a threaded index: parent, the preorder as a circular doubly linked list
+// (next_, prev_), and each subtree's size and last node in that order. A subtree is one
+// run of the list, so a pivot moves it with a few splices per node of its stem (the path
+// it turns on), the cycle is found by sizes (an ancestor's subtree is larger), and the
+// only work that grows with the tree is the potentials' shift, done on whichever side of
+// the cut is smaller.
 class Solver {
  public:
   Solver(const double* c, int m, int n, std::vector<double> a, std::vector<double> b, const Options& o, double max_cost)
@@ -49,10 +56,12 @@ class Solver {
     block_ = std::min<int64_t>(std::max<int64_t>(block_, 1), std::max<int64_t>(cells, 1));
     const int nodes = m + n;
     parent_.assign(nodes, -1);
-    depth_.assign(nodes, 0);
+    next_.assign(nodes, 0);
+    prev_.assign(nodes, 0);
+    size_.assign(nodes, 1);
+    last_.assign(nodes, 0);
     flow_.assign(nodes, 0.0);
     pot_.assign(nodes, 0.0);
-    adj_.assign(nodes, {});
   }
 
   void run() {
@@ -81,6 +90,9 @@ class Solver {
       FGVC_CHECK(max_iterations_ <= 0 || iterations_ < max_iterations_, "emd", "no optimum after ", iterations_,
                  " pivots (max_iterations)");
       pivot(ei, ej, d);
+#if FGVC_EMD_VERIFY_TREE
+      verify_tree();
+#endif
       if (++iterations_ % 1024 == 0) refresh_potentials();
     }
   }
@@ -92,10 +104,19 @@ class Solver {
   double cost(int i, int j) const { return c_[static_cast<int64_t>(i) * n_ + j]; }
   // The (row, column) of the edge between two nodes of different sides.
   std::pair<int, int> cell_of(int x, int y) const { return x < m_ ? std::pair{x, y - m_} : std::pair{y, x - m_}; }
+  double edge_cost(int x, int y) const {
+    const auto [i, j] = cell_of(x, y);
+    return cost(i, j);
+  }
   int64_t cell_index(int x, int y) const {
     const auto [i, j] = cell_of(x, y);
     return static_cast<int64_t>(i) * n_ + j;
   }
+
+  struct Edge {
+    int x, y;
+    double flow;
+  };
 
   // Start: the least-cost method on each row's few cheapest cells (the cells of an optimal
   // flow are mostly among them), then each row still open sends what is left to its
@@ -106,14 +127,14 @@ class Solver {
     constexpr double kExhausted = 1e-14;  // leftovers of rounding in the normalised weights
     std::vector<double> supply = a_, demand = b_;
     std::vector<char> row_open(static_cast<size_t>(m_), 1), col_open(static_cast<size_t>(n_), 1);
+    std::vector<Edge> edges;
     UnionFind uf(m_ + n_);
     auto allocate = [&](int i, int j) {
       const double f = std::min(supply[i], demand[j]);
       supply[i] -= f;
       demand[j] -= f;
-      add_edge(i, m_ + j);
+      edges.push_back({i, m_ + j, f});
       uf.unite(i, m_ + j);
-      initial_flow_.push_back(f);
       if (supply[i] <= kExhausted) row_open[i] = 0;
       else col_open[j] = 0;
     };
@@ -150,71 +171,65 @@ class Solver {
       const int lo = x < m_ ? m_ : 0, hi = x < m_ ? m_ + n_ : m_;
       for (int y = lo; y < hi; ++y) {
         if (uf.find(y) != uf.find(0)) continue;
-        const auto [i, j] = cell_of(x, y);
-        if (cost(i, j) < best_cost) {
-          best_cost = cost(i, j);
+        if (edge_cost(x, y) < best_cost) {
+          best_cost = edge_cost(x, y);
           best = y;
         }
       }
       FGVC_CHECK(best >= 0, "emd", "internal error: cannot connect the initial basis");
-      add_edge(x, best);
+      edges.push_back({x, best, 0.0});
       uf.unite(x, best);
-      initial_flow_.push_back(0.0);
     }
-    orient_from_root();
+    build_tree(edges);
   }
 
-  void add_edge(int x, int y) {
-    adj_[x].push_back(y);
-    adj_[y].push_back(x);
-    edge_nodes_.emplace_back(x, y);
-  }
-
-  void orient_from_root() {
-    // Flow of each edge, keyed by cell index, to place on the child after orientation.
-    std::vector<std::pair<int64_t, double>> flows;
-    for (size_t e = 0; e < edge_nodes_.size(); ++e)
-      flows.emplace_back(cell_index(edge_nodes_[e].first, edge_nodes_[e].second), initial_flow_[e]);
-    std::sort(flows.begin(), flows.end());
-    std::vector<int> stack{0};
+  // Hangs the start's edges from the root (node 0): parents, flows and potentials by a
+  // depth-first walk, whose visiting order is the thread; then sizes and last nodes.
+  void build_tree(const std::vector<Edge>& edges) {
+    const int nodes = m_ + n_;
+    // Neighbours of x: around[first[x] .. first[x + 1]), with the edge's index.
+    std::vector<int> first(static_cast<size_t>(nodes) + 1, 0);
+    for (const Edge& e : edges) ++first[e.x + 1], ++first[e.y + 1];
+    for (int x = 0; x < nodes; ++x) first[x + 1] += first[x];
+    std::vector<std::pair<int, int>> around(2 * edges.size());
+    std::vector<int> fill(first.begin(), first.end() - 1);
+    for (int e = 0; e < static_cast<int>(edges.size()); ++e) {
+      around[fill[edges[e].x]++] = {edges[e].y, e};
+      around[fill[edges[e].y]++] = {edges[e].x, e};
+    }
+    std::vector<int> order, stack{0};
+    order.reserve(static_cast<size_t>(nodes));
     parent_[0] = -1;
-    depth_[0] = 0;
     pot_[0] = 0.0;
-    std::vector<char> seen(static_cast<size_t>(m_ + n_), 0);
-    seen[0] = 1;
     while (!stack.empty()) {
       const int x = stack.back();
       stack.pop_back();
-      for (int y : adj_[x]) {
-        if (seen[y]) continue;
-        seen[y] = 1;
+      order.push_back(x);
+      for (int k = first[x]; k < first[x + 1]; ++k) {
+        const auto [y, e] = around[k];
+        if (y == parent_[x]) continue;
         parent_[y] = x;
-        depth_[y] = depth_[x] + 1;
-        const auto [i, j] = cell_of(x, y);
-        pot_[y] = cost(i, j) - pot_[x];
-        const int64_t k = cell_index(x, y);
-        flow_[y] = std::lower_bound(flows.begin(), flows.end(), std::pair<int64_t, double>{k, -kInf})->second;
+        flow_[y] = edges[e].flow;
+        pot_[y] = edge_cost(x, y) - pot_[x];
         stack.push_back(y);
       }
     }
-    edge_nodes_.clear();
-    initial_flow_.clear();
+    FGVC_CHECK(static_cast<int>(order.size()) == nodes, "emd", "internal error: the initial basis is not a tree");
+    std::vector<int> position(static_cast<size_t>(nodes));
+    for (int k = 0; k < nodes; ++k) {
+      position[order[k]] = k;
+      next_[order[k]] = order[(k + 1) % nodes];
+      prev_[order[(k + 1) % nodes]] = order[k];
+    }
+    for (int k = nodes - 1; k > 0; --k) size_[parent_[order[k]]] += size_[order[k]];
+    for (int x = 0; x < nodes; ++x) last_[x] = order[position[x] + size_[x] - 1];
   }
 
-  // Recomputes every potential from the root along the tree (u_root = 0, u_i + v_j = c_ij).
+  // Recomputes every potential from the root along the tree (u_root = 0, u_i + v_j = c_ij);
+  // the thread visits each parent before its children.
   void refresh_potentials() {
-    std::vector<int> stack{0};
     pot_[0] = 0.0;
-    while (!stack.empty()) {
-      const int x = stack.back();
-      stack.pop_back();
-      for (int y : adj_[x]) {
-        if (y == parent_[x]) continue;
-        const auto [i, j] = cell_of(x, y);
-        pot_[y] = cost(i, j) - pot_[x];
-        stack.push_back(y);
-      }
-    }
+    for (int x = next_[0]; x != 0; x = next_[x]) pot_[x] = edge_cost(x, parent_[x]) - pot_[parent_[x]];
   }
 
   // Block pricing: scan blocks of cells cyclically from where the last search stopped and
@@ -239,8 +254,8 @@ class Solver {
     double best = -tol_;
     int64_t best_k = -1, scanned = 0;
     while (scanned < total) {
-      const int64_t end = std::min(next_ + block_, total);
-      int64_t k = next_;
+      const int64_t end = std::min(next_cell_ + block_, total);
+      int64_t k = next_cell_;
       while (k < end) {
         const int i = static_cast<int>(k / n_);
         const int j0 = static_cast<int>(k - static_cast<int64_t>(i) * n_);
@@ -248,9 +263,10 @@ class Solver {
         const double* row = c_ + static_cast<int64_t>(i) * n_;
         const double ui = pot_[i];
         const double* v = pot_.data() + m_;
-        // The chunk's minimum first (a loop the compiler vectorises), its position only
-        // when it improves on the best so far.
+        // The chunk's minimum first, its position only when it improves on the best so far.
+        // (A min reduction is exact in any order; "simd" lets the compiler vectorise it.)
         double chunk_min = best;
+#pragma omp simd reduction(min : chunk_min)
         for (int j = j0; j < j1; ++j) {
           const double r = row[j] - ui - v[j];
           chunk_min = r < chunk_min ? r : chunk_min;
@@ -265,8 +281,8 @@ class Solver {
         }
         k += j1 - j0;
       }
-      scanned += end - next_;
-      next_ = end == total ? 0 : end;
+      scanned += end - next_cell_;
+      next_cell_ = end == total ? 0 : end;
       if (best_k >= 0) {
         *ei = static_cast<int>(best_k / n_);
         *ej = static_cast<int>(best_k % n_);
@@ -279,13 +295,14 @@ class Solver {
 
   void pivot(int ei, int ej, double d) {
     const int a = ei, b = m_ + ej;
-    // The cycle: the tree paths from a and b up to their common ancestor. Going round the
-    // cycle from the entering cell, the signs of the cells alternate, starting with minus
-    // next to a and next to b.
+    // The cycle: the tree paths from a and b up to their common ancestor (the join). Going
+    // round the cycle from the entering cell, the signs of the cells alternate, starting
+    // with minus next to a and next to b.
     path_a_.clear();
     path_b_.clear();
-    for (int x = a, y = b; x != y;) {
-      if (depth_[x] >= depth_[y]) {
+    int x = a, y = b;
+    while (x != y) {
+      if (size_[x] < size_[y]) {  // then x is no ancestor of y
         path_a_.push_back(x);
         x = parent_[x];
       } else {
@@ -293,18 +310,19 @@ class Solver {
         y = parent_[y];
       }
     }
+    const int join = x;
     double theta = kInf;
     int leave = -1;
     bool leave_on_a = true;
     int64_t leave_cell = std::numeric_limits<int64_t>::max();
     auto consider = [&](const std::vector<int>& path, bool on_a) {
       for (size_t k = 0; k < path.size(); k += 2) {
-        const int x = path[k];
-        const double f = flow_[x];
-        const int64_t cell = cell_index(x, parent_[x]);
+        const int w = path[k];
+        const double f = flow_[w];
+        const int64_t cell = cell_index(w, parent_[w]);
         if (f < theta || (f == theta && cell < leave_cell)) {  // ties: smallest cell (Bland)
           theta = f;
-          leave = x;
+          leave = static_cast<int>(k);
           leave_on_a = on_a;
           leave_cell = cell;
         }
@@ -321,63 +339,110 @@ class Solver {
     } else if (++degenerate_run_ > m_ + n_) {
       bland_ = true;
     }
-    if (leave_on_a) reattach(a, b, leave, path_a_, theta, d);
-    else reattach(b, a, leave, path_b_, theta, d);
+    if (leave_on_a) reattach(a, b, path_a_, leave, join, theta, d);
+    else reattach(b, a, path_b_, leave, join, theta, d);
   }
 
-  // The leaving edge is (q, parent q) with q on the path from s: the subtree under q, which
-  // holds s, is re-rooted at s and hung from t by the entering edge; its potentials move by
-  // the entering cell's reduced cost so that the new edge has reduced cost 0.
-  void reattach(int s, int t, int q, const std::vector<int>& path, double theta, double d) {
-    remove_adj(q, parent_[q]);
-    remove_adj(parent_[q], q);
-    int prev = t;
+  // The leaving edge is (q, parent q) with q = stem[k] on the path from s: the subtree
+  // under q, which holds s, is cut off, re-rooted at s and hung from t by the entering edge.
+  // Its new preorder: s's own subtree, then each stem node w = stem[i] followed by the rest
+  // of its old subtree (the runs before and after the subtree of stem[i - 1]); the whole
+  // run goes in right after t.
+  void reattach(int s, int t, const std::vector<int>& stem, int k, int join, double theta, double d) {
+    const int q = stem[k], p = parent_[q], moved = size_[q];
+    const int before = prev_[q], after = next_[last_[q]], old_last = last_[q];
+    runs_.assign(1, {s, last_[s]});
+    for (int i = 1; i <= k; ++i) {
+      const int w = stem[i], below = stem[i - 1];
+      runs_.push_back({w, w});
+      if (next_[w] != below) runs_.push_back({next_[w], prev_[below]});
+      if (last_[w] != last_[below]) runs_.push_back({next_[last_[below]], last_[w]});
+    }
+    // Cut the subtree out of the thread; ancestors that ended with it now end before it.
+    link(before, after);
+    for (int u = p; u >= 0 && last_[u] == old_last; u = parent_[u]) last_[u] = before;
+    // Chain the runs and put them after t; ancestors that ended at t now end with them.
+    for (size_t r = 1; r < runs_.size(); ++r) link(runs_[r - 1].second, runs_[r].first);
+    const int new_last = runs_.back().second;
+    const int t_next = next_[t];
+    link(t, s);
+    link(new_last, t_next);
+    for (int u = t; u >= 0 && last_[u] == t; u = parent_[u]) last_[u] = new_last;
+    // Sizes: the stem's from the old ones, the ancestors' up to the join.
+    for (int i = k; i >= 1; --i) size_[stem[i]] = moved - size_[stem[i - 1]];
+    size_[s] = moved;
+    for (int u = p; u != join; u = parent_[u]) size_[u] -= moved;
+    for (int u = t; u != join; u = parent_[u]) size_[u] += moved;
+    // Reverse the parent pointers from s up to q; each stem edge moves to its new child.
+    int up = t;
     double carry = theta;
-    for (int w : path) {  // reverse the parent pointers from s up to q
+    for (int i = 0; i <= k; ++i) {
+      const int w = stem[i];
       const double old_flow = flow_[w];
-      parent_[w] = prev;
+      parent_[w] = up;
       flow_[w] = carry;
       carry = old_flow;
-      prev = w;
-      if (w == q) break;
+      up = w;
+      last_[w] = new_last;
     }
-    adj_[s].push_back(t);
-    adj_[t].push_back(s);
+    // The entering cell's reduced cost d must become 0: shift the moved subtree's potentials
+    // (s's side by d, the other by -d), or the rest of the tree's the opposite way.
     const bool s_is_row = s < m_;
-    stack_.assign(1, s);
-    depth_[s] = depth_[t] + 1;
-    while (!stack_.empty()) {
-      const int x = stack_.back();
-      stack_.pop_back();
-      pot_[x] += ((x < m_) == s_is_row) ? d : -d;
-      for (int y : adj_[x]) {
-        if (y == parent_[x]) continue;
-        depth_[y] = depth_[x] + 1;
-        stack_.push_back(y);
-      }
+    const double row_shift = s_is_row ? d : -d;
+    if (2 * moved <= m_ + n_) {
+      int x = s;
+      for (int c = 0; c < moved; ++c, x = next_[x]) pot_[x] += x < m_ ? row_shift : -row_shift;
+    } else {
+      for (int x = t_next; x != s; x = next_[x]) pot_[x] -= x < m_ ? row_shift : -row_shift;
     }
   }
 
-  void remove_adj(int x, int y) {
-    std::vector<int>& l = adj_[x];
-    const auto it = std::find(l.begin(), l.end(), y);
-    *it = l.back();
-    l.pop_back();
+  void link(int x, int y) {
+    next_[x] = y;
+    prev_[y] = x;
   }
+
+#if FGVC_EMD_VERIFY_TREE
+  // Checks the threaded index against the parent pointers and the potentials against the
+  // basic cells, after every pivot (sanitizer builds: the tests run it).
+  void verify_tree() const {
+    const int nodes = m_ + n_;
+    std::vector<int> position(static_cast<size_t>(nodes), -1), count(static_cast<size_t>(nodes), 1);
+    int x = 0;
+    for (int k = 0; k < nodes; ++k, x = next_[x]) {
+      FGVC_CHECK(position[x] < 0 && prev_[next_[x]] == x, "emd", "verify: thread broken at node ", x);
+      position[x] = k;
+    }
+    FGVC_CHECK(x == 0 && parent_[0] < 0, "emd", "verify: the thread is not one circle from the root");
+    std::vector<int> order(static_cast<size_t>(nodes));
+    for (int y = 0; y < nodes; ++y) order[position[y]] = y;
+    for (int k = nodes - 1; k > 0; --k) count[parent_[order[k]]] += count[order[k]];
+    for (int y = 0; y < nodes; ++y) {
+      FGVC_CHECK(count[y] == size_[y], "emd", "verify: size of node ", y, " is ", size_[y], ", counted ", count[y]);
+      FGVC_CHECK(last_[y] == order[position[y] + size_[y] - 1], "emd", "verify: last of node ", y);
+      if (y == 0) continue;
+      const int p = parent_[y];
+      FGVC_CHECK(position[p] < position[y] && position[y] + size_[y] <= position[p] + size_[p], "emd",
+                 "verify: node ", y, " is not inside its parent's run");
+      const double r = edge_cost(y, p) - pot_[y] - pot_[p];
+      FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + std::fabs(edge_cost(y, p))), "emd", "verify: basic cell of node ", y,
+                 " has reduced cost ", r);
+      FGVC_CHECK(flow_[y] >= -1e-12, "emd", "verify: negative flow ", flow_[y], " at node ", y);
+    }
+  }
+#endif
 
   const double* c_;
   int m_, n_;
   std::vector<double> a_, b_;
   double tol_;
   int64_t max_iterations_;
-  int64_t block_ = 0, next_ = 0, iterations_ = 0, degenerate_run_ = 0;
+  int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
-  std::vector<int> parent_, depth_;
+  std::vector<int> parent_, next_, prev_, size_, last_;
   std::vector<double> flow_, pot_;
-  std::vector<std::vector<int>> adj_;
-  std::vector<int> path_a_, path_b_, stack_;
-  std::vector<std::pair<int, int>> edge_nodes_;  // initial basis, before orientation
-  std::vector<double> initial_flow_;
+  std::vector<int> path_a_, path_b_;
+  std::vector<std::pair<int, int>> runs_;  // [first, last] runs of the thread, in their new order
 };
 
 std::vector<double> normalized(const std::vector<double>& w, const char* which) {
