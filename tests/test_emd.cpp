@@ -261,6 +261,27 @@ TEST(GroundDistance, MatchesExactDifferencesIncludingNearDuplicates) {
   EXPECT_THROW(emd::pairwise_distances(a, testing::randn_t({3, 5}, 3)), Error);
 }
 
+// Enough rows for several blocks over the threads; float32 features are widened block by
+// block, so both dtypes must give the exact distances of the same (float32) values.
+TEST(GroundDistance, BlocksOfFloat32AndFloat64RowsAgree) {
+  const Tensor a32 = testing::randn_t({300, 256}, 4), b32 = testing::randn_t({70, 256}, 5);
+  const Tensor d32 = emd::pairwise_distances(a32, b32);
+  const Tensor d64 = emd::pairwise_distances(a32.to(DType::Float64), b32.to(DType::Float64));
+  ASSERT_EQ(d32.dtype(), DType::Float64);
+  const std::vector<float> av = a32.to_vector<float>(), bv = b32.to_vector<float>();
+  const std::vector<double> x = d32.to_vector<double>(), y = d64.to_vector<double>();
+  for (int64_t i = 0; i < 300; ++i)
+    for (int64_t j = 0; j < 70; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < 256; ++k) {
+        const double diff = double(av[i * 256 + k]) - double(bv[j * 256 + k]);
+        s += diff * diff;
+      }
+      ASSERT_NEAR(x[i * 70 + j], std::sqrt(s), 1e-12 * std::sqrt(s)) << i << "," << j;
+      ASSERT_EQ(x[i * 70 + j], y[i * 70 + j]) << i << "," << j;
+    }
+}
+
 class DomainFiles : public ::testing::Test {
  protected:
   std::string dir = ::testing::TempDir();
