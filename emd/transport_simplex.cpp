@@ -118,6 +118,24 @@ class Solver {
     double flow;
   };
 
+  // The `count` cheapest cells of row i, as (cost, cell): one pass that keeps them sorted
+  // by insertion (most cells fail the first comparison).
+  void cheapest_in_row(int i, int count, std::pair<double, int64_t>* out) const {
+    double best[kStartCellsPerRow];
+    int col[kStartCellsPerRow];
+    const double* row = c_ + static_cast<int64_t>(i) * n_;
+    for (int r = 0; r < count; ++r) best[r] = row[r], col[r] = r;
+    for (int r = 1; r < count; ++r)  // insertion sort of the first `count`
+      for (int k = r; k > 0 && best[k] < best[k - 1]; --k) std::swap(best[k], best[k - 1]), std::swap(col[k], col[k - 1]);
+    for (int j = count; j < n_; ++j) {
+      if (!(row[j] < best[count - 1])) continue;
+      int k = count - 1;
+      for (; k > 0 && row[j] < best[k - 1]; --k) best[k] = best[k - 1], col[k] = col[k - 1];
+      best[k] = row[j], col[k] = j;
+    }
+    for (int r = 0; r < count; ++r) out[r] = {best[r], static_cast<int64_t>(i) * n_ + col[r]};
+  }
+
   // Start: the least-cost method on each row's few cheapest cells (the cells of an optimal
   // flow are mostly among them), then each row still open sends what is left to its
   // cheapest open columns. Every allocation exhausts its row or its column, which takes no
@@ -138,17 +156,10 @@ class Solver {
       if (supply[i] <= kExhausted) row_open[i] = 0;
       else col_open[j] = 0;
     };
-    const int per_row = std::min(n_, 8);
-    std::vector<std::pair<double, int64_t>> candidates;  // (cost, cell)
-    candidates.reserve(static_cast<size_t>(m_) * per_row);
-    std::vector<int> cols(static_cast<size_t>(n_));
-    for (int i = 0; i < m_; ++i) {
-      std::iota(cols.begin(), cols.end(), 0);
-      std::nth_element(cols.begin(), cols.begin() + (per_row - 1), cols.end(),
-                       [&](int x, int y) { return cost(i, x) < cost(i, y); });
-      for (int r = 0; r < per_row; ++r)
-        candidates.emplace_back(cost(i, cols[r]), static_cast<int64_t>(i) * n_ + cols[r]);
-    }
+    const int per_row = std::min(n_, kStartCellsPerRow);
+    std::vector<std::pair<double, int64_t>> candidates(static_cast<size_t>(m_) * per_row);  // (cost, cell)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(m_) * n_ > (1 << 18))
+    for (int i = 0; i < m_; ++i) cheapest_in_row(i, per_row, &candidates[static_cast<size_t>(i) * per_row]);
     std::sort(candidates.begin(), candidates.end());
     for (const auto& [c, cell] : candidates) {
       const int i = static_cast<int>(cell / n_), j = static_cast<int>(cell % n_);
@@ -437,6 +448,7 @@ class Solver {
   std::vector<double> a_, b_;
   double tol_;
   int64_t max_iterations_;
+  static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
   std::vector<int> parent_, next_, prev_, size_, last_;

@@ -8,9 +8,10 @@
 // objectives agree.
 //
 // Method: a greedy least-cost-per-row start completed to a spanning tree; the basis kept
-// as a rooted tree (parent, depth, adjacency) so duals and the entering cycle cost
-// O(m + n); block pricing over the cost matrix; Bland's rule after a long run of
-// degenerate pivots, which rules out cycling.
+// as a threaded rooted tree (parent, preorder list, subtree sizes and last nodes), so a
+// pivot finds its cycle and moves a subtree in time proportional to the cycle, and shifts
+// the potentials of the smaller side of the cut; block pricing over the cost matrix;
+// Bland's rule after a long run of degenerate pivots, which rules out cycling.
 #pragma once
 #include <cstdint>
 #include <vector>
