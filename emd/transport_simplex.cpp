@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <numeric>
@@ -33,6 +34,43 @@ struct UnionFind {
     return true;
   }
 };
+
+// min(init, min over j < len of row[j] - ui - v[j]): pricing's inner loop. Four
+// independent vector minimums keep the adds busy (one running minimum waits on itself
+// every element); a minimum is exact in any order, and each reduced cost is computed as
+// the scalar code does, so the caller finds its position again by equality. Built for AVX2
+// too, chosen at load time where the CPU has it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+double min_reduced_cost(const double* row, const double* v, double ui, int len, double init) {
+  typedef double Vec __attribute__((vector_size(32)));
+  Vec m0 = {init, init, init, init}, m1 = m0, m2 = m0, m3 = m0;
+  int j = 0;
+  for (; j + 16 <= len; j += 16) {
+    Vec c0, c1, c2, c3, w0, w1, w2, w3;  // unaligned loads
+    std::memcpy(&c0, row + j, sizeof c0);
+    std::memcpy(&c1, row + j + 4, sizeof c1);
+    std::memcpy(&c2, row + j + 8, sizeof c2);
+    std::memcpy(&c3, row + j + 12, sizeof c3);
+    std::memcpy(&w0, v + j, sizeof w0);
+    std::memcpy(&w1, v + j + 4, sizeof w1);
+    std::memcpy(&w2, v + j + 8, sizeof w2);
+    std::memcpy(&w3, v + j + 12, sizeof w3);
+    const Vec r0 = c0 - ui - w0, r1 = c1 - ui - w1, r2 = c2 - ui - w2, r3 = c3 - ui - w3;
+    m0 = r0 < m0 ? r0 : m0;
+    m1 = r1 < m1 ? r1 : m1;
+    m2 = r2 < m2 ? r2 : m2;
+    m3 = r3 < m3 ? r3 : m3;
+  }
+  double out = init;
+  for (int k = 0; k < 4; ++k) out = std::min({out, m0[k], m1[k], m2[k], m3[k]});
+  for (; j < len; ++j) {
+    const double r = row[j] - ui - v[j];
+    out = r < out ? r : out;
+  }
+  return out;
+}
 
 // The simplex over the classes with non-zero weight. Nodes 0..m-1 are sources (rows),
 // m..m+n-1 targets (columns); every basic cell is a tree edge, stored at its child node.
@@ -275,13 +313,7 @@ class Solver {
         const double ui = pot_[i];
         const double* v = pot_.data() + m_;
         // The chunk's minimum first, its position only when it improves on the best so far.
-        // (A min reduction is exact in any order; "simd" lets the compiler vectorise it.)
-        double chunk_min = best;
-#pragma omp simd reduction(min : chunk_min)
-        for (int j = j0; j < j1; ++j) {
-          const double r = row[j] - ui - v[j];
-          chunk_min = r < chunk_min ? r : chunk_min;
-        }
+        const double chunk_min = min_reduced_cost(row + j0, v + j0, ui, j1 - j0, best);
         if (chunk_min < best) {
           for (int j = j0; j < j1; ++j)
             if (row[j] - ui - v[j] == chunk_min) {
