@@ -44,7 +44,7 @@ void validate_domain(const Domain& d) {
 }
 
 Domain load_domain(const std::string& path) {
-  const SafetensorsFile file = read_safetensors(path);
+  const SafetensorsFile file = read_safetensors(path, /*map=*/true);  // features are read once, in place
   Domain d;
   d.name = path;
   const auto f = file.tensors.find("features"), c = file.tensors.find("counts");

@@ -3,6 +3,8 @@
 #include "tensor/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,9 +48,34 @@ bool st_dtype(const std::string& s, DType* out) {
   throw Error("safetensors: " + path + ": " + why);
 }
 
+// The file mapped copy on write and read ahead in one go (MAP_POPULATE), as a storage
+// that unmaps it when the last tensor viewing it goes.
+std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != expected_size) {
+    ::close(fd);
+    fail(path, "the file changed while it was read");
+  }
+  // Populated read-only first: populating a writable private mapping would copy every
+  // page. Made writable after, a page is copied only when written (copy on write).
+  void* p = ::mmap(nullptr, expected_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  const int map_errno = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(map_errno));
+  if (::mprotect(p, expected_size, PROT_READ | PROT_WRITE) != 0) {
+    const int protect_errno = errno;
+    ::munmap(p, expected_size);
+    fail(path, std::string("cannot map: ") + std::strerror(protect_errno));
+  }
+  const size_t bytes = expected_size;
+  return std::make_shared<Storage>(p, bytes, [p, bytes] { ::munmap(p, bytes); });
+}
+
 }  // namespace
 
-SafetensorsFile read_safetensors(const std::string& path) {
+SafetensorsFile read_safetensors(const std::string& path, bool map) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
   in.seekg(0, std::ios::end);
@@ -72,6 +99,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
     fail(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) fail(path, "header is not a JSON object");
+
+  std::shared_ptr<Storage> mapping;  // the whole file, when mapped
+  if (map) mapping = map_file(path, file_size);
+  const uint64_t data_start = 8 + header_len;
 
   SafetensorsFile out;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
@@ -114,10 +145,26 @@ SafetensorsFile read_safetensors(const std::string& path) {
       fail(path, "tensor '" + name + "': " + std::to_string(end - begin) + " bytes for shape " + shape_str(shape) +
                      " of " + dtype_name(dtype) + " (needs " + std::to_string(count * dtype_size(dtype)) + ")");
     ranges.emplace_back(begin, end);
+    const uint64_t at = data_start + begin;
+    if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping
+      auto impl = std::make_shared<TensorImpl>();
+      impl->storage = mapping;
+      impl->offset = static_cast<int64_t>(at / dtype_size(dtype));
+      impl->shape = shape;
+      impl->strides = contiguous_strides(shape);
+      impl->dtype = dtype;
+      impl->device = Device::cpu();
+      out.tensors.emplace(name, Tensor(std::move(impl)));
+      continue;
+    }
     Tensor t = Tensor::empty(shape, dtype);
-    in.seekg(static_cast<std::streamoff>(8 + header_len + begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(end - begin));
-    if (!in) fail(path, "tensor '" + name + "': read failed");
+    if (mapping) {
+      if (end > begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, end - begin);
+    } else {
+      in.seekg(static_cast<std::streamoff>(at));
+      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(end - begin));
+      if (!in) fail(path, "tensor '" + name + "': read failed");
+    }
     out.tensors.emplace(name, t);
   }
   std::sort(ranges.begin(), ranges.end());

@@ -17,7 +17,12 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;      // the "__metadata__" entry
 };
 
-SafetensorsFile read_safetensors(const std::string& path);
+// map = true: the file is mapped (copy on write) and its tensors view the mapping where
+// their bytes are aligned for their dtype (others are copied out): no copy and no fresh
+// pages for large read-only inputs such as domain files. Writing to such a tensor changes
+// this process's copy only. The file must not be truncated while its tensors live
+// (fgvc's writers replace files by renaming, which keeps the mapped one intact).
+SafetensorsFile read_safetensors(const std::string& path, bool map = false);
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -85,7 +85,14 @@ Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), devi
 #endif
 }
 
+Storage::Storage(void* data, size_t bytes, std::function<void()> release)
+    : data_(data), bytes_(bytes), device_(Device::cpu()), release_(std::move(release)) {}
+
 Storage::~Storage() {
+  if (release_) {
+    release_();
+    return;
+  }
   if (!data_) return;
   if (device_.is_cpu()) {
 #if FGVC_WITH_CUDA

@@ -2,6 +2,7 @@
 // every tensor that views it; the last owner returns the bytes to the device's allocator.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 #include "tensor/device.h"
@@ -13,6 +14,8 @@ class Storage {
   // `pinned` asks for page-locked host memory (async host<->device copies); it is honoured
   // when the CUDA runtime is usable and silently becomes pageable memory otherwise.
   Storage(size_t bytes, Device device, bool pinned = false);
+  // Host bytes owned elsewhere (a mapped file): `release` runs when the last tensor goes.
+  Storage(void* data, size_t bytes, std::function<void()> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -28,6 +31,7 @@ class Storage {
   Device device_;
   bool pinned_ = false;
   bool pooled_ = false;  // a large host block from the reuse pool
+  std::function<void()> release_;  // set for bytes owned elsewhere
 };
 
 // Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which

@@ -18,12 +18,14 @@ std::string write_raw(const std::string& name, const std::string& header, const 
 }
 
 void expect_rejected(const std::string& path, const std::string& part) {
-  try {
-    read_safetensors(path);
-    ADD_FAILURE() << "accepted " << path;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  for (const bool map : {false, true}) {
+    try {
+      read_safetensors(path, map);
+      ADD_FAILURE() << "accepted " << path << (map ? " (mapped)" : "");
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -83,6 +85,39 @@ TEST(Safetensors, MalformedFilesAreRejected) {
     f << "{}";
   }
   expect_rejected(p, "header length");
+}
+
+// Mapped reading: tensors aligned for their dtype view the mapping, the others are copied
+// out; both read the same values as ordinary reading, outlive the file struct, and writes
+// to them stay in this process.
+TEST(Safetensors, MappedReadingViewsAlignedTensorsAndCopiesTheRest) {
+  const std::string path = ::testing::TempDir() + "/mapped.safetensors";
+  const Tensor f = testing::randn_t({5, 7}, 3);
+  write_safetensors(path, {{"f32", f}, {"i64", Tensor::from_vector(std::vector<int64_t>{3, -1, 4}, {3})}});
+  Tensor kept;
+  {
+    const SafetensorsFile mapped = read_safetensors(path, true), read = read_safetensors(path);
+    for (const auto& [name, t] : read.tensors)
+      EXPECT_EQ(mapped.tensors.at(name).to(DType::Float64).to_vector<double>(), t.to(DType::Float64).to_vector<double>())
+          << name;
+    kept = mapped.tensors.at("f32");
+  }
+  EXPECT_EQ(kept.to_vector<float>(), f.to_vector<float>());  // the mapping lives with its tensors
+  kept.fill_(1.0);
+  EXPECT_EQ(read_safetensors(path).tensors.at("f32").to_vector<float>(), f.to_vector<float>());
+
+  // An F32 tensor at an odd offset (after 3 bytes of U8): copied out, same values.
+  std::string header = R"({"u":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
+                       R"("f":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}})";
+  while ((8 + header.size()) % 4 != 0) header += ' ';
+  const float values[2] = {1.5f, -2.25f};
+  std::string data = "abc";
+  data.append(reinterpret_cast<const char*>(values), sizeof values);
+  const std::string odd = write_raw("odd_offset", header, data);
+  const SafetensorsFile m = read_safetensors(odd, true);
+  EXPECT_EQ(m.tensors.at("f").to_vector<float>(), std::vector<float>({1.5f, -2.25f}));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m.tensors.at("f").data_ptr()) % alignof(float), 0u);
+  EXPECT_EQ(m.tensors.at("u").to(DType::Float64).to_vector<double>(), std::vector<double>({97, 98, 99}));
 }
 
 TEST(Safetensors, WriteReplacesAtomically) {
