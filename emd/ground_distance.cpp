@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "fgvc/config.h"
@@ -67,7 +68,8 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
   const int64_t blocks = (m + block - 1) / block;
 #pragma omp parallel if (blocks > 1 && m * n * d > (1 << 20))
   {
-    std::vector<double> buffer(wide ? 0 : static_cast<size_t>(block * d));
+    // Not zero-filled: every element is written before it is read.
+    const std::unique_ptr<double[]> buffer(wide ? nullptr : new double[static_cast<size_t>(block * d)]);
 #pragma omp for schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t r0 = blk * block, rows = std::min(block, m - r0);
@@ -77,7 +79,7 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
       } else {
         const float* src = a.data<float>() + r0 * d;
         for (int64_t k = 0; k < rows * d; ++k) buffer[k] = src[k];
-        pa = buffer.data();
+        pa = buffer.get();
       }
       // Inside a parallel region OpenBLAS (its OpenMP build) runs on the calling thread.
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),
