@@ -111,6 +111,12 @@ class Solver {
   void start() { initial_basis(); }
   const std::vector<int>& parents() const { return parent_; }
   const std::vector<double>& flows() const { return flow_; }
+  const std::vector<int>& sizes() const { return size_; }
+  std::vector<int> preorder() const {
+    std::vector<int> order{0};
+    for (int x = next_[0]; x != 0; x = next_[x]) order.push_back(x);
+    return order;
+  }
 
   void pivot_to_optimum() {
     bool refreshed = false;
@@ -537,7 +543,7 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
 InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options) {
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
   solver.start();
-  return {solver.parents(), solver.flows()};
+  return {solver.parents(), solver.flows(), solver.preorder(), solver.sizes()};
 }
 
 void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,

@@ -91,6 +91,8 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
 struct InitialTree {
   std::vector<int> parent;
   std::vector<double> flow;
+  std::vector<int> order;  // a preorder from the root (the GPU's array tree, emd/array_tree.h)
+  std::vector<int> size;   // nodes in each subtree
 };
 InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options);
 // reduce() and initial_tree() of every problem of a batch, the problems spread over the

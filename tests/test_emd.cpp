@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "emd/array_tree.h"
 #include "emd/domain.h"
 #include "emd/ground_distance.h"
 #include "emd/transport_simplex.h"
@@ -229,6 +230,111 @@ TEST(EmdBatch, PreparesEveryProblemAndNamesABadOne) {
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("problem 2 of the batch"), std::string::npos) << e.what();
+  }
+}
+
+// Every invariant of the array tree (emd/array_tree.h); an empty string when all hold.
+std::string array_tree_fault(const emd::detail::ArrayTree& t, const std::vector<int>& order, const std::vector<int>& pos,
+                             const std::vector<int>& size, const std::vector<int>& parent) {
+  const int nodes = t.m + t.n;
+  if (order[0] != 0 || parent[0] != -1) return "the root is not first";
+  for (int k = 0; k < nodes; ++k)
+    if (order[k] < 0 || order[k] >= nodes || pos[order[k]] != k) return "order and pos disagree at " + std::to_string(k);
+  std::vector<int> count(static_cast<size_t>(nodes), 1);
+  for (int k = nodes - 1; k > 0; --k) count[parent[order[k]]] += count[order[k]];
+  for (int x = 0; x < nodes; ++x) {
+    if (count[x] != size[x]) return "size of node " + std::to_string(x);
+    if (x == 0) continue;
+    const int p = parent[x];
+    if ((x < t.m) == (p < t.m)) return "edge within one side at node " + std::to_string(x);
+    if (!(pos[p] < pos[x] && pos[x] + size[x] <= pos[p] + size[p])) return "node " + std::to_string(x) + " outside its parent's run";
+    const double c = t.cost[emd::detail::tree_edge_cell(t, x, p)];
+    if (std::fabs(c - t.pot[x] - t.pot[p]) > 1e-9 * (1 + std::fabs(c))) return "basic cell of node " + std::to_string(x);
+    if (t.flow[x] < -1e-12) return "negative flow at node " + std::to_string(x);
+  }
+  return "";
+}
+
+// The GPU kernel's loop run on the host: block pricing, plan_pivot, then move_to_scratch and
+// place over the changing positions one at a time (the kernel's threads do them in parallel
+// between barriers); every invariant checked after every pivot.
+emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double>& a, const std::vector<double>& b,
+                                  const std::string& what) {
+  const double* cost = cost_t.data<double>();
+  const emd::detail::Reduced r = emd::detail::reduce(cost, cost_t.size(0), cost_t.size(1), a, b);
+  const emd::detail::InitialTree start = emd::detail::initial_tree(cost, r, {});
+  const int m = r.m(), n = r.n(), nodes = m + n;
+  std::vector<int> parent = start.parent, size = start.size, order = start.order, pos(nodes), scratch(nodes),
+                   path_a(nodes), path_b(nodes), stem_pos(nodes), stem_size(nodes);
+  std::vector<double> flow = start.flow, pot(nodes);
+  for (int k = 0; k < nodes; ++k) pos[order[k]] = k;
+  emd::detail::ArrayTree t{m,           n,           r.cost(cost),  parent.data(), size.data(),
+                           order.data(), pos.data(),  scratch.data(), flow.data(),   pot.data(),
+                           path_a.data(), path_b.data(), stem_pos.data(), stem_size.data()};
+  auto refresh = [&] {
+    pot[0] = 0;
+    for (int k = 1; k < nodes; ++k) pot[order[k]] = t.cost[emd::detail::tree_edge_cell(t, order[k], parent[order[k]])] - pot[parent[order[k]]];
+  };
+  refresh();
+  const long long cells = static_cast<long long>(m) * n;
+  const long long block = std::min<long long>(cells, std::max<long long>(256, 2 * std::sqrt(double(cells))));
+  const double tol = 1e-12 * r.max_cost;
+  long long next = 0, pivots = 0, degenerate = 0;
+  bool bland = false, refreshed = false;
+  for (;;) {
+    long long enter = -1;
+    double best = -tol;
+    for (long long scanned = 0; scanned < cells && enter < 0;) {
+      const long long begin = bland ? 0 : next, end = bland ? cells : std::min(next + block, cells);
+      for (long long k = begin; k < end; ++k) {
+        const double rc = t.cost[k] - pot[k / n] - pot[m + k % n];
+        if (rc < best) best = rc, enter = k;
+        if (bland && enter >= 0) break;
+      }
+      scanned += end - begin;
+      if (!bland) next = end == cells ? 0 : end;
+    }
+    if (enter < 0) {
+      if (refreshed) break;
+      refresh();
+      refreshed = true;
+      continue;
+    }
+    refreshed = false;
+    emd::detail::Move mv{};
+    const double theta = emd::detail::plan_pivot(t, enter, best, &mv);
+    if (theta < 0) {
+      ADD_FAILURE() << what << ": plan_pivot found no tree after " << pivots << " pivots";
+      return {};
+    }
+    for (int x = mv.lo; x < mv.hi; ++x) emd::detail::move_to_scratch(t, mv, x);
+    for (int y = mv.lo; y < mv.hi; ++y) emd::detail::place(t, mv, y);
+    const std::string fault = array_tree_fault(t, order, pos, size, parent);
+    if (!fault.empty()) {
+      ADD_FAILURE() << what << ": after pivot " << pivots << ": " << fault;
+      return {};
+    }
+    if (theta > 0) degenerate = 0, bland = false;
+    else if (++degenerate > nodes) bland = true;
+    if (++pivots % 256 == 0) refresh();
+    if (pivots > 1000000) {
+      ADD_FAILURE() << what << ": no optimum after " << pivots << " pivots";
+      return {};
+    }
+  }
+  return emd::detail::assemble(cost, cost_t.size(0), cost_t.size(1), r, parent, flow, pot, pivots);
+}
+
+TEST(EmdArrayTree, TheGpuSolversPivotStepsSolveEveryCaseOnTheHost) {
+  for (const Case& c : gpu_cases()) {
+    const emd::Result want = emd::solve(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
+    const emd::Result got = solve_with_array_tree(c.cost, c.a, c.b, c.name);
+    if (::testing::Test::HasFailure()) return;
+    expect_certified(c.cost, c.a, c.b, got, c.name + " (array tree)");
+    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << c.name;
+    if (c.cost.size(0) > 1 && c.cost.size(1) > 1 && want.iterations > 0) {
+      EXPECT_GT(got.iterations, 0) << c.name;
+    }
   }
 }
 

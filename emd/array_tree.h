@@ -1,0 +1,170 @@
+// The GPU solver's basis tree: a rooted spanning tree whose preorder is kept in an array,
+// so that every subtree is one run of positions. A pivot then takes one thread's walk along
+// the cycle (O(cycle)) and one parallel pass over the positions that change:
+//
+//   plan_pivot (one thread)   the cycle by subtree sizes (an ancestor's subtree is larger),
+//                             theta moved round it, the leaving edge (q, parent q); the
+//                             subtree of q is re-rooted at s and hung from t; parents, flows
+//                             and sizes of the O(cycle) nodes that change; a Move for the rest;
+//   move_to_scratch (each x)  position x's node to its new position (in scratch);
+//   place (each y)            back into order and pos, and the moved subtree's potentials
+//                             shifted by the entering cell's reduced cost.
+//
+// Between the three steps every thread must see the others' writes (a block barrier); within
+// a step no two positions write the same element. The new preorder of the moved subtree: s's
+// own subtree, then each stem node w_i (s = w_0, ..., w_k = q) followed by the rest of its old
+// subtree, the run before w_{i-1}'s subtree and then the run after it. The same functions run
+// on the host in the tests (tests/test_emd.cpp), which check every invariant after each pivot.
+#pragma once
+
+#ifdef __CUDACC__
+#define FGVC_HD __host__ __device__
+#else
+#define FGVC_HD
+#endif
+
+namespace fgvc {
+namespace emd {
+namespace detail {
+
+struct ArrayTree {
+  int m, n;             // nodes 0..m-1 are rows, m..m+n-1 columns; node 0 is the root
+  const double* cost;   // m x n, row-major
+  int* parent;          // -1 at the root
+  int* size;            // nodes in each subtree
+  int* order;           // the preorder: order[pos[x]] == x, order[0] == 0
+  int* pos;
+  int* scratch;         // one node per changing position, during a move
+  double* flow;         // on the edge to the parent
+  double* pot;          // u_0..u_{m-1}, v_0..v_{n-1}
+  int* path_a;          // the cycle's two tree paths (one thread's scratch, m + n each)
+  int* path_b;
+  int* stem_pos;        // the stem's old positions and subtree sizes (m + n each)
+  int* stem_size;
+};
+
+// What one pivot does to the preorder, for all threads.
+struct Move {
+  int lo, hi;      // the positions that change: [lo, hi)
+  int from, count; // the moved subtree's old run [from, from + count)
+  int to;          // its new first position
+  int k;           // stem nodes: k + 1
+  int t_before;    // 1: t precedes the run (the positions between move right), 0: it follows
+  int s_is_row;    // potentials of the moved subtree: s's side += shift, the other side -= shift
+  double shift;
+};
+
+FGVC_HD inline long long tree_edge_cell(const ArrayTree& t, int x, int p) {
+  const int i = x < t.m ? x : p, j = (x < t.m ? p : x) - t.m;
+  return static_cast<long long>(i) * t.n + j;
+}
+
+// One thread: the pivot on `cell` (reduced cost d < 0) as far as parents, flows and sizes
+// go, and the Move for the preorder. Returns theta (0: a degenerate pivot), or -1 if the
+// tree is broken (a guard: a kernel must not hang on a bug).
+FGVC_HD inline double plan_pivot(ArrayTree& t, long long cell, double d, Move* move) {
+  const int nodes = t.m + t.n;
+  const int a = static_cast<int>(cell / t.n), b = t.m + static_cast<int>(cell % t.n);
+  int la = 0, lb = 0, x = a, y = b;
+  while (x != y) {
+    if (la + lb >= nodes) return -1;  // a cycle has at most m + n - 1 tree edges
+    if (t.size[x] < t.size[y]) {      // then x is no ancestor of y
+      t.path_a[la++] = x;
+      x = t.parent[x];
+    } else {
+      t.path_b[lb++] = y;
+      y = t.parent[y];
+    }
+    if (x < 0 || y < 0) return -1;
+  }
+  const int join = x;
+  // Round the cycle from the entering cell the signs alternate, minus first on both paths;
+  // the leaving cell is the minus cell of least flow (ties: the smallest cell index).
+  double theta = 0;  // set by the first minus cell
+  int leave = -1;
+  bool on_a = true;
+  long long leave_cell = 0;
+  for (int side = 0; side < 2; ++side) {
+    const int* path = side == 0 ? t.path_a : t.path_b;
+    const int len = side == 0 ? la : lb;
+    for (int i = 0; i < len; i += 2) {
+      const double f = t.flow[path[i]];
+      const long long c = tree_edge_cell(t, path[i], t.parent[path[i]]);
+      if (leave < 0 || f < theta || (f == theta && c < leave_cell)) theta = f, leave = i, on_a = side == 0, leave_cell = c;
+    }
+  }
+  if (leave < 0) return -1;
+  for (int i = 0; i < la; ++i) t.flow[t.path_a[i]] += (i & 1) ? theta : -theta;
+  for (int i = 0; i < lb; ++i) t.flow[t.path_b[i]] += (i & 1) ? theta : -theta;
+
+  const int s = on_a ? a : b, target = on_a ? b : a;
+  const int* stem = on_a ? t.path_a : t.path_b;
+  const int k = leave, q = stem[k], p = t.parent[q], count = t.size[q], from = t.pos[q], at_t = t.pos[target];
+  for (int i = 0; i <= k; ++i) t.stem_pos[i] = t.pos[stem[i]], t.stem_size[i] = t.size[stem[i]];
+  // Sizes: the stem's from the old ones (descending, each reads the one below it before it
+  // changes), the two paths' up to the join.
+  for (int i = k; i >= 1; --i) t.size[stem[i]] = count - t.size[stem[i - 1]];
+  t.size[s] = count;
+  int steps = 0;
+  for (int u = p; u != join; u = t.parent[u]) {
+    if (u < 0 || ++steps > nodes) return -1;
+    t.size[u] -= count;
+  }
+  for (int u = target; u != join; u = t.parent[u]) {
+    if (u < 0 || ++steps > 2 * nodes) return -1;
+    t.size[u] += count;
+  }
+  // Parents from s up to q reversed; each stem edge's flow moves to its new child.
+  int up = target;
+  double carry = theta;
+  for (int i = 0; i <= k; ++i) {
+    const int w = stem[i];
+    const double old_flow = t.flow[w];
+    t.parent[w] = up;
+    t.flow[w] = carry;
+    carry = old_flow;
+    up = w;
+  }
+  move->from = from;
+  move->count = count;
+  move->k = k;
+  move->t_before = at_t < from;
+  if (at_t < from) move->lo = at_t + 1, move->hi = from + count, move->to = at_t + 1;
+  else move->lo = from, move->hi = at_t + 1, move->to = at_t - count + 1;
+  move->s_is_row = s < t.m;
+  move->shift = d;
+  return theta;
+}
+
+// The new position of old position x, lo <= x < hi.
+FGVC_HD inline int new_position(const ArrayTree& t, const Move& mv, int x) {
+  if (x < mv.from || x >= mv.from + mv.count) return mv.t_before ? x + mv.count : x - mv.count;
+  // The innermost stem subtree that holds x (they nest: w_0's inside w_1's ... inside q's).
+  int lo = 0, hi = mv.k;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (x >= t.stem_pos[mid] && x < t.stem_pos[mid] + t.stem_size[mid]) hi = mid;
+    else lo = mid + 1;
+  }
+  if (lo == 0) return mv.to + (x - t.stem_pos[0]);
+  // In w_i's part: w_i lands after the parts below it (stem_size[i - 1] nodes), then its run
+  // before w_{i-1}'s subtree, then its run after it, which lands where it already was
+  // relative to w_i.
+  const int offset = (x - t.stem_pos[lo]) + (x < t.stem_pos[lo - 1] ? t.stem_size[lo - 1] : 0);
+  return mv.to + offset;
+}
+
+FGVC_HD inline void move_to_scratch(const ArrayTree& t, const Move& mv, int x) {
+  t.scratch[new_position(t, mv, x) - mv.lo] = t.order[x];
+}
+
+FGVC_HD inline void place(const ArrayTree& t, const Move& mv, int y) {
+  const int node = t.scratch[y - mv.lo];
+  t.order[y] = node;
+  t.pos[node] = y;
+  if (y >= mv.to && y < mv.to + mv.count) t.pot[node] += ((node < t.m) == (mv.s_is_row != 0)) ? mv.shift : -mv.shift;
+}
+
+}  // namespace detail
+}  // namespace emd
+}  // namespace fgvc
