@@ -206,6 +206,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     if (enter.k < 0) {  // no improvable cell: optimal, once exact potentials agree
       if (refreshed) break;
       if (!compute_potentials(P)) status = 2;
+      cycles[2] += clock64() - clock;
       refreshed = true;
       continue;
     }
@@ -393,7 +394,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     const std::string which = problems.size() > 1 ? " (problem " + std::to_string(q) + ")" : std::string();
     FGVC_CHECK(done[q].status != 2, "emd", "internal error: the GPU solver's basis stopped being a tree after ",
                done[q].iterations, " pivots", which);
-    FGVC_CHECK(done[q].status == 0, "emd", "no optimum after ", done[q].iterations, " pivots (max_iterations) on the GPU",
+    FGVC_CHECK(done[q].status == 0, "emd", "no optimum after ", done[q].iterations, " pivots on the GPU",
+               options.max_iterations > 0 ? " (max_iterations)" : " (the kernel's guard against running forever)",
                which);
     out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
                                    pots[q], done[q].iterations));

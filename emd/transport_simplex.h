@@ -21,7 +21,7 @@ namespace emd {
 
 struct Options {
   double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable
-  int64_t block_size = 0;       // cells priced per block; 0: about 2 sqrt(m n)
+  int64_t block_size = 0;       // cells priced per block; 0: max(256, 2 sqrt(m n)) (GPU: max(1024, 8 sqrt(m n)))
   int64_t max_iterations = 0;   // pivots allowed; an error if not optimal after them (0: no limit)
 };
 
@@ -37,8 +37,9 @@ struct Result {
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
   double seconds = 0;
-  // GPU solver only: the shares of the kernel's time in pricing, in the pivots (cycle and
-  // tree update, thread 0) and in recomputing the potentials (empty on the CPU).
+  // GPU solver only: the shares of the kernel's time in pricing, in the pivots (thread 0's
+  // cycle and tree update, then the parallel passes over the preorder) and in recomputing
+  // the potentials exactly (empty on the CPU).
   std::vector<double> gpu_phases;
 };
 

@@ -10,7 +10,8 @@
 #       36 MB unpacked), which must stay under the 64 MiB the device tool carries.
 #
 #   scripts/gpu-check.sh --emd
-#       A shorter check: test_emd, test_cuda_parity, test_apps, memcheck of the GPU solver,
+#       A shorter check: test_emd, test_cuda_parity, test_apps, memcheck, racecheck and
+#       synccheck of the GPU solver,
 #       bench_emd and the float32 training step against PyTorch.
 #
 #   scripts/gpu-check.sh --run
@@ -141,19 +142,23 @@ run() {
     echo "$name $rc$( ((rc == 124)) && echo ' timed out')" >>"$scratch/tests/exit_codes.txt"
   done
 
-  local sanitizer check
+  local sanitizer check tool rest filter
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-  # The allocator's out-of-memory test fails a cudaMalloc on purpose: memcheck would count it.
-  local checks=("test_cuda_parity:-CudaAllocator.OutOfMemory*" "test_emd:EmdCuda.*")
-  [[ $mode == emd ]] && checks=("test_emd:EmdCuda.*")
+  # tool:test:filter. The allocator's out-of-memory test fails a cudaMalloc on purpose:
+  # memcheck would count it. racecheck (shared-memory hazards) and synccheck (barriers) on
+  # the GPU EMD solver, whose kernel shares its tree between 1024 threads.
+  local checks=("memcheck:test_cuda_parity:-CudaAllocator.OutOfMemory*" "memcheck:test_emd:EmdCuda.*"
+                "racecheck:test_emd:EmdCuda.*" "synccheck:test_emd:EmdCuda.*")
+  [[ $mode == emd ]] && checks=("memcheck:test_emd:EmdCuda.*" "racecheck:test_emd:EmdCuda.*" "synccheck:test_emd:EmdCuda.*")
   for check in "${checks[@]}"; do
-    t=${check%%:*}
-    step "compute-sanitizer memcheck on $t (${check#*:})"
+    tool=${check%%:*} rest=${check#*:}
+    t=${rest%%:*} filter=${rest#*:}
+    step "compute-sanitizer $tool on $t ($filter)"
     if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
-      LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$sanitizer" --tool memcheck --error-exitcode 99 \
-        "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="${check#*:}" --gtest_output="json:$scratch/tests/memcheck-$t.json"
+      LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$sanitizer" --tool "$tool" --error-exitcode 99 \
+        "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="$filter" --gtest_output="json:$scratch/tests/$tool-$t.json"
       rc=$?
-      echo "memcheck-$t $rc$( ((rc == 99)) && echo ' memcheck errors')$( ((rc == 124)) && echo ' timed out')" \
+      echo "$tool-$t $rc$( ((rc == 99)) && echo " $tool errors")$( ((rc == 124)) && echo ' timed out')" \
         >>"$scratch/tests/exit_codes.txt"
     else
       echo "skipped: no compute-sanitizer or no $t"

@@ -147,6 +147,16 @@ std::vector<Case> gpu_cases() {
     for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 13);
     cases.push_back({"random " + std::to_string(m) + " x " + std::to_string(n), emd::pairwise_distances(s, t), a, b});
   }
+  {  // 8308 nodes: more than a block's shared memory holds (28 B a node), so the GPU kernel
+     // keeps this tree in global memory
+    const int64_t m = 8300, n = 8;
+    std::vector<double> a, b(n, 1.0);
+    for (int64_t i = 0; i < m; ++i) a.push_back(1.0 + 50.0 / (1 + i % 600));
+    cases.push_back({"tree in global memory 8300 x 8",
+                     emd::pairwise_distances(testing::randn_t({m, 16}, 450, DType::Float64),
+                                             testing::randn_t({n, 16}, 451, DType::Float64)),
+                     a, b});
+  }
   const int64_t m = 120, n = 30;  // integer costs with ties and equal weights: degenerate all along
   std::vector<double> ties(static_cast<size_t>(m * n));
   for (int64_t k = 0; k < m * n; ++k) ties[k] = static_cast<double>((k * 2654435761u) % 4);
