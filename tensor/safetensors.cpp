@@ -49,7 +49,7 @@ bool st_dtype(const std::string& s, DType* out) {
 }
 
 // The file mapped copy on write and read ahead in one go (MAP_POPULATE), as a storage
-// that unmaps it when the last tensor viewing it goes.
+// that unmaps it when the last tensor viewing it goes; null where it cannot be mapped.
 std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
@@ -61,13 +61,11 @@ std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_siz
   // Populated read-only first: populating a writable private mapping would copy every
   // page. Made writable after, a page is copied only when written (copy on write).
   void* p = ::mmap(nullptr, expected_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-  const int map_errno = errno;
   ::close(fd);  // the mapping keeps the file
-  if (p == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(map_errno));
+  if (p == MAP_FAILED) return nullptr;  // a file system without mmap: read it instead
   if (::mprotect(p, expected_size, PROT_READ | PROT_WRITE) != 0) {
-    const int protect_errno = errno;
     ::munmap(p, expected_size);
-    fail(path, std::string("cannot map: ") + std::strerror(protect_errno));
+    return nullptr;
   }
   const size_t bytes = expected_size;
   return std::make_shared<Storage>(p, bytes, [p, bytes] { ::munmap(p, bytes); });

@@ -21,7 +21,8 @@ struct SafetensorsFile {
 // their bytes are aligned for their dtype (others are copied out): no copy and no fresh
 // pages for large read-only inputs such as domain files. Writing to such a tensor changes
 // this process's copy only. The file must not be truncated while its tensors live
-// (fgvc's writers replace files by renaming, which keeps the mapped one intact).
+// (fgvc's writers replace files by renaming, which keeps the mapped one intact). Where the
+// file cannot be mapped it is read as with map = false.
 SafetensorsFile read_safetensors(const std::string& path, bool map = false);
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
