@@ -14,7 +14,8 @@
 // a step no two positions write the same element. The new preorder of the moved subtree: s's
 // own subtree, then each stem node w_i (s = w_0, ..., w_k = q) followed by the rest of its old
 // subtree, the run before w_{i-1}'s subtree and then the run after it. The same functions run
-// on the host in the tests (tests/test_emd.cpp), which check every invariant after each pivot.
+// on the host in the tests (tests/test_emd.cpp), which check every invariant after each pivot;
+// turn_cycle and rehang are the CPU solver's too (emd/transport_simplex.cpp).
 #pragma once
 
 #ifdef __CUDACC__
@@ -59,72 +60,99 @@ FGVC_HD inline long long tree_edge_cell(const ArrayTree& t, int x, int p) {
   return static_cast<long long>(i) * t.n + j;
 }
 
-// One thread: the pivot on `cell` (reduced cost d < 0) as far as parents, flows and sizes
-// go, and the Move for the preorder. Returns theta (0: a degenerate pivot), or -1 if the
-// tree is broken (a guard: a kernel must not hang on a bug).
-FGVC_HD inline double plan_pivot(ArrayTree& t, long long cell, double d, Move* move) {
-  const int nodes = t.m + t.n;
-  const int a = static_cast<int>(cell / t.n), b = t.m + static_cast<int>(cell % t.n);
+// What the CPU solver and the GPU kernel share: the pivot's cycle and the parent, flow and
+// size changes it makes. Both take the same leaving edge, so both pivot alike.
+struct Cycle {
+  int join;      // the two tree paths' common ancestor
+  int leave;     // the leaving edge is (stem[leave], its parent), stem = path_a if on_a else path_b
+  bool on_a;
+  double theta;  // the flow moved round the cycle (0: degenerate); -1: not a tree
+};
+
+// The cycle the entering cell (row a, column node b) closes, found by subtree sizes (an
+// ancestor's subtree is larger), and theta moved round it. path_a and path_b (m + n entries
+// each) receive the two tree paths up to the join. Round the cycle from the entering cell
+// the signs alternate, minus first on both paths; the leaving cell is the minus cell of
+// least flow (ties: the smallest cell index).
+FGVC_HD inline Cycle turn_cycle(int m, int n, const int* parent, const int* size, double* flow, int a, int b,
+                                int* path_a, int* path_b) {
+  const int nodes = m + n;
+  Cycle c{-1, -1, true, -1.0};
   int la = 0, lb = 0, x = a, y = b;
   while (x != y) {
-    if (la + lb >= nodes) return -1;  // a cycle has at most m + n - 1 tree edges
-    if (t.size[x] < t.size[y]) {      // then x is no ancestor of y
-      t.path_a[la++] = x;
-      x = t.parent[x];
+    if (la + lb >= nodes) return c;  // a cycle has at most m + n - 1 tree edges
+    if (size[x] < size[y]) {         // then x is no ancestor of y
+      path_a[la++] = x;
+      x = parent[x];
     } else {
-      t.path_b[lb++] = y;
-      y = t.parent[y];
+      path_b[lb++] = y;
+      y = parent[y];
     }
-    if (x < 0 || y < 0) return -1;
+    if (x < 0 || y < 0) return c;
   }
-  const int join = x;
-  // Round the cycle from the entering cell the signs alternate, minus first on both paths;
-  // the leaving cell is the minus cell of least flow (ties: the smallest cell index).
-  double theta = 0;  // set by the first minus cell
-  int leave = -1;
-  bool on_a = true;
+  c.join = x;
   long long leave_cell = 0;
   for (int side = 0; side < 2; ++side) {
-    const int* path = side == 0 ? t.path_a : t.path_b;
+    const int* path = side == 0 ? path_a : path_b;
     const int len = side == 0 ? la : lb;
     for (int i = 0; i < len; i += 2) {
-      const double f = t.flow[path[i]];
-      const long long c = tree_edge_cell(t, path[i], t.parent[path[i]]);
-      if (leave < 0 || f < theta || (f == theta && c < leave_cell)) theta = f, leave = i, on_a = side == 0, leave_cell = c;
+      const int w = path[i], p = parent[w];
+      const double f = flow[w];
+      const long long cell = static_cast<long long>(w < m ? w : p) * n + ((w < m ? p : w) - m);
+      if (c.leave < 0 || f < c.theta || (f == c.theta && cell < leave_cell))
+        c.theta = f, c.leave = i, c.on_a = side == 0, leave_cell = cell;
     }
   }
-  if (leave < 0) return -1;
-  for (int i = 0; i < la; ++i) t.flow[t.path_a[i]] += (i & 1) ? theta : -theta;
-  for (int i = 0; i < lb; ++i) t.flow[t.path_b[i]] += (i & 1) ? theta : -theta;
+  if (c.leave < 0) return Cycle{-1, -1, true, -1.0};
+  for (int i = 0; i < la; ++i) flow[path_a[i]] += (i & 1) ? c.theta : -c.theta;
+  for (int i = 0; i < lb; ++i) flow[path_b[i]] += (i & 1) ? c.theta : -c.theta;
+  return c;
+}
 
-  const int s = on_a ? a : b, target = on_a ? b : a;
-  const int* stem = on_a ? t.path_a : t.path_b;
-  const int k = leave, q = stem[k], p = t.parent[q], count = t.size[q], from = t.pos[q], at_t = t.pos[target];
-  for (int i = 0; i <= k; ++i) t.stem_pos[i] = t.pos[stem[i]], t.stem_size[i] = t.size[stem[i]];
-  // Sizes: the stem's from the old ones (descending, each reads the one below it before it
-  // changes), the two paths' up to the join.
-  for (int i = k; i >= 1; --i) t.size[stem[i]] = count - t.size[stem[i - 1]];
-  t.size[s] = count;
+// The subtree under q = stem[k] (which holds s = stem[0]) re-rooted at s and hung from
+// `target` by the entering edge: the stem's sizes from the old ones (descending, each reads
+// the one below it before it changes), the two paths' sizes up to the join, the parents
+// from s up to q reversed, each stem edge's flow moved to its new child. False if the
+// parents are not a tree.
+FGVC_HD inline bool rehang(int nodes, int* parent, int* size, double* flow, const int* stem, int k, int target,
+                           int join, double theta) {
+  const int q = stem[k], p = parent[q], count = size[q];
+  for (int i = k; i >= 1; --i) size[stem[i]] = count - size[stem[i - 1]];
+  size[stem[0]] = count;
   int steps = 0;
-  for (int u = p; u != join; u = t.parent[u]) {
-    if (u < 0 || ++steps > nodes) return -1;
-    t.size[u] -= count;
+  for (int u = p; u != join; u = parent[u]) {
+    if (u < 0 || ++steps > nodes) return false;
+    size[u] -= count;
   }
-  for (int u = target; u != join; u = t.parent[u]) {
-    if (u < 0 || ++steps > 2 * nodes) return -1;
-    t.size[u] += count;
+  for (int u = target; u != join; u = parent[u]) {
+    if (u < 0 || ++steps > 2 * nodes) return false;
+    size[u] += count;
   }
-  // Parents from s up to q reversed; each stem edge's flow moves to its new child.
   int up = target;
   double carry = theta;
   for (int i = 0; i <= k; ++i) {
     const int w = stem[i];
-    const double old_flow = t.flow[w];
-    t.parent[w] = up;
-    t.flow[w] = carry;
+    const double old_flow = flow[w];
+    parent[w] = up;
+    flow[w] = carry;
     carry = old_flow;
     up = w;
   }
+  return true;
+}
+
+// One thread: the pivot on `cell` (reduced cost d < 0) as far as parents, flows and sizes
+// go, and the Move for the preorder. Returns theta (0: a degenerate pivot), or -1 if the
+// tree is broken (a guard: a kernel must not hang on a bug).
+FGVC_HD inline double plan_pivot(ArrayTree& t, long long cell, double d, Move* move) {
+  const int a = static_cast<int>(cell / t.n), b = t.m + static_cast<int>(cell % t.n);
+  const Cycle c = turn_cycle(t.m, t.n, t.parent, t.size, t.flow, a, b, t.path_a, t.path_b);
+  if (c.theta < 0) return -1;
+  const int s = c.on_a ? a : b, target = c.on_a ? b : a;
+  const int* stem = c.on_a ? t.path_a : t.path_b;
+  const int k = c.leave, q = stem[k], count = t.size[q], from = t.pos[q], at_t = t.pos[target];
+  for (int i = 0; i <= k; ++i) t.stem_pos[i] = t.pos[stem[i]], t.stem_size[i] = t.size[stem[i]];
+  if (!rehang(t.m + t.n, t.parent, t.size, t.flow, stem, k, target, c.join, c.theta)) return -1;
   move->from = from;
   move->count = count;
   move->k = k;
@@ -133,7 +161,7 @@ FGVC_HD inline double plan_pivot(ArrayTree& t, long long cell, double d, Move* m
   else move->lo = from, move->hi = at_t + 1, move->to = at_t - count + 1;
   move->s_is_row = s < t.m;
   move->shift = d;
-  return theta;
+  return c.theta;
 }
 
 // The new position of old position x, lo <= x < hi.

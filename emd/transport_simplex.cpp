@@ -9,6 +9,7 @@
 #include <numeric>
 #include <string>
 
+#include "emd/array_tree.h"
 #include "fgvc/config.h"
 #include "tensor/error.h"
 
@@ -100,6 +101,8 @@ class Solver {
     last_.assign(nodes, 0);
     flow_.assign(nodes, 0.0);
     pot_.assign(nodes, 0.0);
+    path_a_.assign(nodes, 0);
+    path_b_.assign(nodes, 0);
   }
 
   void run() {
@@ -344,52 +347,17 @@ class Solver {
 
   void pivot(int ei, int ej, double d) {
     const int a = ei, b = m_ + ej;
-    // The cycle: the tree paths from a and b up to their common ancestor (the join). Going
-    // round the cycle from the entering cell, the signs of the cells alternate, starting
-    // with minus next to a and next to b.
-    path_a_.clear();
-    path_b_.clear();
-    int x = a, y = b;
-    while (x != y) {
-      if (size_[x] < size_[y]) {  // then x is no ancestor of y
-        path_a_.push_back(x);
-        x = parent_[x];
-      } else {
-        path_b_.push_back(y);
-        y = parent_[y];
-      }
-    }
-    const int join = x;
-    double theta = kInf;
-    int leave = -1;
-    bool leave_on_a = true;
-    int64_t leave_cell = std::numeric_limits<int64_t>::max();
-    auto consider = [&](const std::vector<int>& path, bool on_a) {
-      for (size_t k = 0; k < path.size(); k += 2) {
-        const int w = path[k];
-        const double f = flow_[w];
-        const int64_t cell = cell_index(w, parent_[w]);
-        if (f < theta || (f == theta && cell < leave_cell)) {  // ties: smallest cell (Bland)
-          theta = f;
-          leave = static_cast<int>(k);
-          leave_on_a = on_a;
-          leave_cell = cell;
-        }
-      }
-    };
-    consider(path_a_, true);
-    consider(path_b_, false);
-    for (size_t k = 0; k < path_a_.size(); ++k) flow_[path_a_[k]] += (k & 1) ? theta : -theta;
-    for (size_t k = 0; k < path_b_.size(); ++k) flow_[path_b_[k]] += (k & 1) ? theta : -theta;
-
-    if (theta > 0) {
+    const detail::Cycle c =
+        detail::turn_cycle(m_, n_, parent_.data(), size_.data(), flow_.data(), a, b, path_a_.data(), path_b_.data());
+    FGVC_CHECK(c.theta >= 0, "emd", "internal error: the basis stopped being a tree");
+    if (c.theta > 0) {
       degenerate_run_ = 0;
       bland_ = false;
     } else if (++degenerate_run_ > m_ + n_) {
       bland_ = true;
     }
-    if (leave_on_a) reattach(a, b, path_a_, leave, join, theta, d);
-    else reattach(b, a, path_b_, leave, join, theta, d);
+    if (c.on_a) reattach(a, b, path_a_.data(), c, d);
+    else reattach(b, a, path_b_.data(), c, d);
   }
 
   // The leaving edge is (q, parent q) with q = stem[k] on the path from s: the subtree
@@ -397,8 +365,8 @@ class Solver {
   // Its new preorder: s's own subtree, then each stem node w = stem[i] followed by the rest
   // of its old subtree (the runs before and after the subtree of stem[i - 1]); the whole
   // run goes in right after t.
-  void reattach(int s, int t, const std::vector<int>& stem, int k, int join, double theta, double d) {
-    const int q = stem[k], p = parent_[q], moved = size_[q];
+  void reattach(int s, int t, const int* stem, const detail::Cycle& c, double d) {
+    const int k = c.leave, q = stem[k], p = parent_[q], moved = size_[q];
     const int before = prev_[q], after = next_[last_[q]], old_last = last_[q];
     runs_.assign(1, {s, last_[s]});
     for (int i = 1; i <= k; ++i) {
@@ -417,30 +385,17 @@ class Solver {
     link(t, s);
     link(new_last, t_next);
     for (int u = t; u >= 0 && last_[u] == t; u = parent_[u]) last_[u] = new_last;
-    // Sizes: the stem's from the old ones, the ancestors' up to the join.
-    for (int i = k; i >= 1; --i) size_[stem[i]] = moved - size_[stem[i - 1]];
-    size_[s] = moved;
-    for (int u = p; u != join; u = parent_[u]) size_[u] -= moved;
-    for (int u = t; u != join; u = parent_[u]) size_[u] += moved;
-    // Reverse the parent pointers from s up to q; each stem edge moves to its new child.
-    int up = t;
-    double carry = theta;
-    for (int i = 0; i <= k; ++i) {
-      const int w = stem[i];
-      const double old_flow = flow_[w];
-      parent_[w] = up;
-      flow_[w] = carry;
-      carry = old_flow;
-      up = w;
-      last_[w] = new_last;
-    }
+    // Sizes, parents and flows as on the GPU; the stem's subtrees now all end at new_last.
+    FGVC_CHECK(detail::rehang(m_ + n_, parent_.data(), size_.data(), flow_.data(), stem, k, t, c.join, c.theta), "emd",
+               "internal error: the basis stopped being a tree");
+    for (int i = 0; i <= k; ++i) last_[stem[i]] = new_last;
     // The entering cell's reduced cost d must become 0: shift the moved subtree's potentials
     // (s's side by d, the other by -d), or the rest of the tree's the opposite way.
     const bool s_is_row = s < m_;
     const double row_shift = s_is_row ? d : -d;
     if (2 * moved <= m_ + n_) {
       int x = s;
-      for (int c = 0; c < moved; ++c, x = next_[x]) pot_[x] += x < m_ ? row_shift : -row_shift;
+      for (int done = 0; done < moved; ++done, x = next_[x]) pot_[x] += x < m_ ? row_shift : -row_shift;
     } else {
       for (int x = t_next; x != s; x = next_[x]) pot_[x] -= x < m_ ? row_shift : -row_shift;
     }
@@ -491,7 +446,7 @@ class Solver {
   bool bland_ = false;
   std::vector<int> parent_, next_, prev_, size_, last_;
   std::vector<double> flow_, pot_;
-  std::vector<int> path_a_, path_b_;
+  std::vector<int> path_a_, path_b_;  // the cycle's two tree paths (turn_cycle's scratch)
   std::vector<std::pair<int, int>> runs_;  // [first, last] runs of the thread, in their new order
 };
 
