@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <exception>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "emd/ground_distance.h"
+#include "emd/parallel_each.h"
 #include "tensor/safetensors.h"
 
 namespace fgvc {
@@ -107,19 +107,11 @@ std::vector<Similarity> domain_similarities(const Domain& source, const std::vec
     results = solve_batch_cuda(problems, options, device.index);
   } else {  // several targets: one per thread at a time (the solver itself is sequential)
     results.resize(targets.size());
-    std::vector<std::exception_ptr> errors(targets.size());
-    const int64_t count = static_cast<int64_t>(targets.size());
-#pragma omp parallel for schedule(dynamic) if (count > 1)
-    for (int64_t q = 0; q < count; ++q) {
-      try {
-        results[q] = solve(dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts, targets[q].counts,
-                           options);
-      } catch (...) {  // exceptions must not leave an OpenMP region
-        errors[q] = std::current_exception();
-      }
-    }
-    for (const std::exception_ptr& e : errors)
-      if (e) std::rethrow_exception(e);
+    const auto failed = detail::parallel_each(static_cast<int64_t>(targets.size()), [&](int64_t q) {
+      results[q] = solve(dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts, targets[q].counts,
+                         options);
+    });
+    if (failed.second) std::rethrow_exception(failed.second);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<Similarity> out;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "emd/array_tree.h"
+#include "emd/parallel_each.h"
 #include "fgvc/config.h"
 #include "tensor/error.h"
 
@@ -503,28 +504,19 @@ InitialTree initial_tree(const double* cost, const Reduced& r, const Options& op
 
 void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,
                    std::vector<InitialTree>* trees) {
-  const int64_t count = static_cast<int64_t>(problems.size());
   reduced->assign(problems.size(), {});
   trees->assign(problems.size(), {});
-  std::vector<std::exception_ptr> errors(problems.size());
-#pragma omp parallel for schedule(dynamic) if (count > 1)
-  for (int64_t q = 0; q < count; ++q) {
-    try {
-      const Problem& p = problems[q];
-      (*reduced)[q] = reduce(p.cost, p.m, p.n, p.a, p.b);
-      (*trees)[q] = initial_tree(p.cost, (*reduced)[q], options);
-    } catch (...) {  // exceptions must not leave an OpenMP region
-      errors[q] = std::current_exception();
-    }
-  }
-  for (int64_t q = 0; q < count; ++q) {
-    if (!errors[q]) continue;
-    if (count == 1) std::rethrow_exception(errors[q]);
-    try {
-      std::rethrow_exception(errors[q]);
-    } catch (const Error& e) {
-      throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
-    }
+  const auto [q, error] = parallel_each(static_cast<int64_t>(problems.size()), [&](int64_t k) {
+    const Problem& p = problems[k];
+    (*reduced)[k] = reduce(p.cost, p.m, p.n, p.a, p.b);
+    (*trees)[k] = initial_tree(p.cost, (*reduced)[k], options);
+  });
+  if (!error) return;
+  if (problems.size() == 1) std::rethrow_exception(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
   }
 }
 
