@@ -18,11 +18,7 @@
 // turn_cycle and rehang are the CPU solver's too (emd/transport_simplex.cpp).
 #pragma once
 
-#ifdef __CUDACC__
-#define FGVC_HD __host__ __device__
-#else
-#define FGVC_HD
-#endif
+#include "tensor/macros.h"
 
 namespace fgvc {
 namespace emd {

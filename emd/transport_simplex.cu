@@ -3,7 +3,8 @@
 // pivot). The basis is the array tree of emd/array_tree.h (parent, subtree sizes, the
 // preorder in an array), in shared memory when it fits. Each pivot:
 //   1. pricing: the block's threads scan the next block of cells in parallel (reduced cost
-//      c_ij - u_i - v_j) and reduce to the most negative one, as the CPU solver's block
+//      c_ij - u_i - v_j; each thread's share by emd/cell_pricing.h, four loads in flight and
+//      no division per cell) and reduce to the most negative one, as the CPU solver's block
 //      pricing does; Bland's rule (the first improvable cell) after a long degenerate run;
 //   2. thread 0 walks the cycle the entering cell closes, moves theta round it and turns
 //      the tree (plan_pivot: O(cycle length));
@@ -23,6 +24,7 @@
 #include <memory>
 
 #include "emd/array_tree.h"
+#include "emd/cell_pricing.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
 #include "tensor/cuda_runtime.h"
@@ -92,16 +94,8 @@ __device__ bool compute_potentials(DeviceProblem& P) {
   return true;
 }
 
-struct Candidate {
-  double r;
-  long long k;  // -1: none
-};
-
-__device__ Candidate better(Candidate a, Candidate b) {
-  if (b.k < 0) return a;
-  if (a.k < 0) return b;
-  return (b.r < a.r || (b.r == a.r && b.k < a.k)) ? b : a;
-}
+using detail::Candidate;
+using detail::better;
 
 // The block's best candidate, returned to every thread.
 __device__ Candidate block_best(Candidate c, double* warp_r, long long* warp_k) {
@@ -162,24 +156,29 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   if (threadIdx.x == 0) bland = 0, broken = 0;
   __syncthreads();
   int status = compute_potentials(P) ? 0 : 2;
-  long long next = 0, iterations = 0, degenerate_run = 0;
-  long long cycles[3] = {0, 0, 0};
+  // Thread 0's bookkeeping, in shared memory rather than in every thread's registers
+  // (the kernel has 64 a thread): degenerate pivots in a row, and its clock in each phase.
+  __shared__ long long degenerate_run, cycles[3], mark;
+  if (threadIdx.x == 0) degenerate_run = 0, cycles[0] = cycles[1] = cycles[2] = 0;
+  auto lap = [&](int phase) {  // thread 0's clock since the last mark goes to `phase`
+    if (threadIdx.x != 0) return;
+    const long long now = clock64();
+    cycles[phase] += now - mark;
+    mark = now;
+  };
+  long long next = 0, iterations = 0;
   bool refreshed = false;  // the same in every thread: all see the same entering cell
   while (status == 0) {
-    long long clock = clock64();
+    if (threadIdx.x == 0) mark = clock64();
     const double* u = P.tree.pot;
     const double* v = P.tree.pot + m;
     Candidate enter{0.0, -1};
     if (!bland) {
       for (long long scanned = 0; scanned < total;) {
         const long long end = min(next + P.block, total);
-        Candidate c{-P.tol, -1};
-        for (long long k = next + threadIdx.x; k < end; k += blockDim.x) {
-          const int i = static_cast<int>(k / n), j = static_cast<int>(k - static_cast<long long>(i) * n);
-          const double r = cost[k] - u[i] - v[j];
-          if (r < c.r) c = {r, k};
-        }
-        enter = block_best(c, warp_r, warp_k);
+        const Candidate mine =
+            detail::best_of_cells(cost, u, v, n, next + threadIdx.x, blockDim.x, end, Candidate{-P.tol, -1});
+        enter = block_best(mine, warp_r, warp_k);
         scanned += end - next;
         next = end == total ? 0 : end;
         if (enter.k >= 0) break;
@@ -188,25 +187,21 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       // Bland: the first improvable cell in row-major order, a chunk of cells at a time.
       const long long chunk = 16LL * blockDim.x;
       for (long long base = 0; base < total && enter.k < 0; base += chunk) {
-        Candidate c{0.0, -1};
-        for (long long k = base + threadIdx.x; k < min(base + chunk, total); k += blockDim.x) {
-          const int i = static_cast<int>(k / n), j = static_cast<int>(k - static_cast<long long>(i) * n);
-          const double r = cost[k] - u[i] - v[j];
-          if (r < -P.tol && c.k < 0) c = {0.0, k};  // equal r: block_best keeps the smallest k
-        }
-        enter = block_best(c, warp_r, warp_k);
-        if (enter.k >= 0) {  // its reduced cost, for the potentials' shift
+        const Candidate mine =
+            detail::first_improvable(cost, u, v, n, base + threadIdx.x, blockDim.x, min(base + chunk, total), P.tol);
+        // All ranked equal, so block_best keeps the smallest cell; then its own reduced cost.
+        enter = block_best(Candidate{0.0, mine.k}, warp_r, warp_k);
+        if (enter.k >= 0) {
           const int i = static_cast<int>(enter.k / n), j = static_cast<int>(enter.k - static_cast<long long>(i) * n);
           enter.r = cost[enter.k] - u[i] - v[j];
         }
       }
     }
-    cycles[0] += clock64() - clock;
-    clock = clock64();
+    lap(0);
     if (enter.k < 0) {  // no improvable cell: optimal, once exact potentials agree
       if (refreshed) break;
       if (!compute_potentials(P)) status = 2;
-      cycles[2] += clock64() - clock;
+      lap(2);
       refreshed = true;
       continue;
     }
@@ -232,12 +227,11 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     __syncthreads();
     for (int y = move.lo + threadIdx.x; y < move.hi; y += blockDim.x) detail::place(P.tree, move, y);
     __syncthreads();
-    cycles[1] += clock64() - clock;
+    lap(1);
     ++iterations;
     if (iterations % kRefreshEvery == 0) {
-      clock = clock64();
       if (!compute_potentials(P)) status = 2;
-      cycles[2] += clock64() - clock;
+      lap(2);
     }
   }
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {

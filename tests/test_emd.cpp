@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "emd/array_tree.h"
+#include "emd/cell_pricing.h"
 #include "emd/domain.h"
 #include "emd/ground_distance.h"
 #include "emd/transport_simplex.h"
@@ -265,9 +266,11 @@ std::string array_tree_fault(const emd::detail::ArrayTree& t, const std::vector<
   return "";
 }
 
-// The GPU kernel's loop run on the host: block pricing, plan_pivot, then move_to_scratch and
-// place over the changing positions one at a time (the kernel's threads do them in parallel
-// between barriers); every invariant checked after every pivot.
+// The GPU kernel's loop run on the host: block pricing (each of the kernel's 1024 threads'
+// share by best_of_cells, or first_improvable under Bland's rule, then the block's best),
+// plan_pivot, then move_to_scratch and place over the changing positions one at a time (the
+// kernel's threads do them in parallel between barriers); every invariant checked after
+// every pivot.
 emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double>& a, const std::vector<double>& b,
                                   const std::string& what) {
   const double* cost = cost_t.data<double>();
@@ -287,24 +290,33 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
   };
   refresh();
   const long long cells = static_cast<long long>(m) * n;
-  const long long block = std::min<long long>(cells, std::max<long long>(256, 2 * std::sqrt(double(cells))));
+  const long long block = std::min<long long>(cells, std::max<long long>(1024, 8 * std::sqrt(double(cells))));
   const double tol = 1e-12 * r.max_cost;
+  const int threads = 1024;  // the kernel's block
   long long next = 0, pivots = 0, degenerate = 0;
   bool bland = false, refreshed = false;
   for (;;) {
-    long long enter = -1;
-    double best = -tol;
-    for (long long scanned = 0; scanned < cells && enter < 0;) {
-      const long long begin = bland ? 0 : next, end = bland ? cells : std::min(next + block, cells);
-      for (long long k = begin; k < end; ++k) {
-        const double rc = t.cost[k] - pot[k / n] - pot[m + k % n];
-        if (rc < best) best = rc, enter = k;
-        if (bland && enter >= 0) break;
+    emd::detail::Candidate enter{0.0, -1};
+    const double* u = pot.data();
+    const double* v = pot.data() + m;
+    if (!bland) {
+      for (long long scanned = 0; scanned < cells && enter.k < 0;) {
+        const long long end = std::min(next + block, cells);
+        for (int x = 0; x < threads; ++x)
+          enter = emd::detail::better(enter, emd::detail::best_of_cells(t.cost, u, v, n, next + x, threads, end,
+                                                                         emd::detail::Candidate{-tol, -1}));
+        scanned += end - next;
+        next = end == cells ? 0 : end;
       }
-      scanned += end - begin;
-      if (!bland) next = end == cells ? 0 : end;
+    } else {
+      for (long long base = 0; base < cells && enter.k < 0; base += 16 * threads)
+        for (int x = 0; x < threads; ++x) {
+          const emd::detail::Candidate c =
+              emd::detail::first_improvable(t.cost, u, v, n, base + x, threads, std::min(base + 16 * threads, cells), tol);
+          if (c.k >= 0 && (enter.k < 0 || c.k < enter.k)) enter = c;
+        }
     }
-    if (enter < 0) {
+    if (enter.k < 0) {
       if (refreshed) break;
       refresh();
       refreshed = true;
@@ -312,7 +324,7 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
     }
     refreshed = false;
     emd::detail::Move mv{};
-    const double theta = emd::detail::plan_pivot(t, enter, best, &mv);
+    const double theta = emd::detail::plan_pivot(t, enter.k, enter.r, &mv);
     if (theta < 0) {
       ADD_FAILURE() << what << ": plan_pivot found no tree after " << pivots << " pivots";
       return {};
@@ -333,6 +345,47 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
     }
   }
   return emd::detail::assemble(cost, cost_t.size(0), cost_t.size(1), r, parent, flow, pot, pivots);
+}
+
+// The GPU pricing's walk over cells keeps (row, column) right without dividing, for strides
+// shorter and longer than a row; and a thread's best cell is the plain scan's.
+TEST(EmdCellPricing, WalksCellsAndFindsTheBestLikeAPlainScan) {
+  for (const int n : {1, 3, 7, 200, 1024, 1500})
+    for (const int stride : {1, 5, 32, 199, 1024}) {
+      emd::detail::CellWalk w = emd::detail::cell_walk(17 + n, stride, n);
+      for (int s = 0; s < 300; ++s, w = emd::detail::advanced(w, 1)) {
+        ASSERT_EQ(w.k, 17 + n + static_cast<long long>(s) * stride);
+        ASSERT_EQ(w.i, w.k / n) << "n " << n << " stride " << stride << " step " << s;
+        ASSERT_EQ(w.j, w.k % n) << "n " << n << " stride " << stride << " step " << s;
+      }
+    }
+  const int m = 37, n = 53;
+  const Tensor c = testing::randn_t({m, n}, 77, DType::Float64);
+  std::vector<double> cost = c.to_vector<double>(), pot = testing::randn_t({m + n}, 78, DType::Float64).to_vector<double>();
+  cost[5 * n + 9] = cost[20 * n + 40] = -50;  // a tie: the smaller cell wins
+  pot[5] = pot[20], pot[m + 9] = pot[m + 40];
+  for (const int stride : {1, 4, 9, 64}) {
+    for (const long long end : {0LL, 3LL, 1000LL, static_cast<long long>(m) * n}) {
+      emd::detail::Candidate want{-1e-9, -1}, got{0.0, -1};
+      for (long long k = 0; k < end; ++k) {
+        const double r = cost[k] - pot[k / n] - pot[m + k % n];
+        if (r < want.r) want = {r, k};
+      }
+      for (int x = 0; x < stride; ++x)
+        got = emd::detail::better(got, emd::detail::best_of_cells(cost.data(), pot.data(), pot.data() + m, n, x, stride,
+                                                                   end, emd::detail::Candidate{-1e-9, -1}));
+      EXPECT_EQ(got.k, want.k) << "stride " << stride << " end " << end;
+      if (want.k >= 0) {
+        EXPECT_EQ(got.r, want.r);
+      }
+      const emd::detail::Candidate first = emd::detail::first_improvable(cost.data(), pot.data(), pot.data() + m, n, 0,
+                                                                           1, end, 1e-9);
+      long long want_first = -1;
+      for (long long k = 0; k < end && want_first < 0; ++k)
+        if (cost[k] - pot[k / n] - pot[m + k % n] < -1e-9) want_first = k;
+      EXPECT_EQ(first.k, want_first);
+    }
+  }
 }
 
 TEST(EmdArrayTree, TheGpuSolversPivotStepsSolveEveryCaseOnTheHost) {
