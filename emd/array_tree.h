@@ -38,6 +38,7 @@ struct ArrayTree {
   int* path_b;
   int* stem_pos;        // the stem's old positions and subtree sizes (m + n each)
   int* stem_size;
+  double* stem_flow;    // the stem's flows, read before they move (emd/warp_plan.h; m + n)
 };
 
 // What one pivot does to the preorder, for all threads.

@@ -6,8 +6,9 @@
 //      c_ij - u_i - v_j; each thread's share by emd/cell_pricing.h, four loads in flight and
 //      no division per cell) and reduce to the most negative one, as the CPU solver's block
 //      pricing does; Bland's rule (the first improvable cell) after a long degenerate run;
-//   2. thread 0 walks the cycle the entering cell closes, moves theta round it and turns
-//      the tree (plan_pivot: O(cycle length));
+//   2. warp 0 finds the cycle the entering cell closes (two lanes climb, one from each end),
+//      moves theta round it and turns the tree (emd/warp_plan.h: plan_pivot of
+//      emd/array_tree.h spread over 32 lanes);
 //   3. all threads move the preorder positions that change to their new places and shift
 //      the moved subtree's potentials (two parallel passes, a barrier after each).
 // Every 1024 pivots, and before optimality is declared, all potentials are recomputed from
@@ -25,6 +26,7 @@
 
 #include "emd/array_tree.h"
 #include "emd/cell_pricing.h"
+#include "emd/warp_plan.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
 #include "tensor/cuda_runtime.h"
@@ -126,7 +128,8 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   // What the block works on, one copy in shared memory: the same record with the tree's
   // arrays in shared memory if they fit. (A per-thread copy would live in local memory.)
   __shared__ DeviceProblem P;
-  __shared__ detail::Move move;  // thread 0's plan for the pivot's parallel passes
+  __shared__ detail::Move move;  // warp 0's plan for the pivot's parallel passes
+  __shared__ detail::LanePlan plan;
   const int nodes = G.tree.m + G.tree.n;
   const bool in_shared = shared_bytes(nodes) <= shared_capacity;
   if (threadIdx.x == 0) {
@@ -210,13 +213,36 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       status = 1;
       break;
     }
-    if (threadIdx.x == 0) {
-      const double theta = detail::plan_pivot(P.tree, enter.k, enter.r, &move);
-      // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
-      // rule until a pivot moves flow again (no cycling).
-      if (theta < 0) broken = 1;
-      else if (theta > 0) degenerate_run = 0, bland = 0;
-      else if (++degenerate_run > m + n) bland = 1;
+    if (threadIdx.x < detail::kLanes) {  // warp 0 plans the pivot (emd/warp_plan.h)
+      const int lane = threadIdx.x;
+      if (lane == 0) detail::plan_start(enter.k, enter.r, &plan);
+      __syncwarp();
+      detail::plan_climb(P.tree, &plan, lane);
+      __syncwarp();
+      if (!plan.broken) {
+        detail::Leaving c = detail::plan_leaving_share(P.tree, plan, lane);
+        for (int off = 16; off > 0; off /= 2) {
+          const detail::Leaving o{__shfl_down_sync(0xffffffffu, c.flow, off), __shfl_down_sync(0xffffffffu, c.cell, off),
+                                  __shfl_down_sync(0xffffffffu, c.index, off), __shfl_down_sync(0xffffffffu, c.on_a, off)};
+          c = detail::better_leaving(c, o);
+        }
+        if (lane == 0) detail::plan_settle(P.tree, &plan, c, &move);
+        __syncwarp();
+        if (!plan.broken) {  // the same in every lane
+          detail::plan_flows(P.tree, plan, lane);
+          __syncwarp();
+          detail::plan_sizes(P.tree, plan, lane);
+          __syncwarp();
+          detail::plan_rehang(P.tree, plan, lane);
+        }
+      }
+      if (lane == 0) {
+        // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
+        // rule until a pivot moves flow again (no cycling).
+        if (plan.broken) broken = 1;
+        else if (plan.leave.flow > 0) degenerate_run = 0, bland = 0;
+        else if (++degenerate_run > m + n) bland = 1;
+      }
     }
     __syncthreads();
     if (broken) {
@@ -285,6 +311,7 @@ void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells) {
   t.path_b = arena.take<int>(nodes);
   t.stem_pos = arena.take<int>(nodes);
   t.stem_size = arena.take<int>(nodes);
+  t.stem_flow = arena.take<double>(nodes);
   for (int b = 0; b < 2; ++b) {
     P.anc[b] = arena.take<int>(nodes);
     P.acc[b] = arena.take<double>(nodes);

@@ -1,14 +1,18 @@
 // The exact EMD solver against POT's answers (tests/data/emd_pot_fixtures.json, made by
 // scripts/emd_fixtures.py), and the self-certificate (primal feasibility, dual
 // feasibility, zero gap) on every problem solved; ground distances; domain files.
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 
 #include "emd/array_tree.h"
 #include "emd/cell_pricing.h"
 #include "emd/domain.h"
 #include "emd/ground_distance.h"
 #include "emd/transport_simplex.h"
+#include "emd/warp_plan.h"
 #include "tensor/safetensors.h"
 #include "test_util.h"
 
@@ -279,11 +283,15 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
   const int m = r.m(), n = r.n(), nodes = m + n;
   std::vector<int> parent = start.parent, size = start.size, order = start.order, pos(nodes), scratch(nodes),
                    path_a(nodes), path_b(nodes), stem_pos(nodes), stem_size(nodes);
-  std::vector<double> flow = start.flow, pot(nodes);
+  std::vector<double> flow = start.flow, pot(nodes), stem_flow(nodes);
   for (int k = 0; k < nodes; ++k) pos[order[k]] = k;
   emd::detail::ArrayTree t{m,           n,           r.cost(cost),  parent.data(), size.data(),
                            order.data(), pos.data(),  scratch.data(), flow.data(),   pot.data(),
-                           path_a.data(), path_b.data(), stem_pos.data(), stem_size.data()};
+                           path_a.data(), path_b.data(), stem_pos.data(), stem_size.data(), stem_flow.data()};
+  // plan_pivot's reference copy of what a plan changes, before each pivot.
+  std::vector<int> ref_parent, ref_size, ref_path_a(nodes), ref_path_b(nodes), ref_stem_pos(nodes), ref_stem_size(nodes);
+  std::vector<double> ref_flow;
+  std::vector<int> lanes(emd::detail::kLanes);
   auto refresh = [&] {
     pot[0] = 0;
     for (int k = 1; k < nodes; ++k) pot[order[k]] = t.cost[emd::detail::tree_edge_cell(t, order[k], parent[order[k]])] - pot[parent[order[k]]];
@@ -323,10 +331,43 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
       continue;
     }
     refreshed = false;
-    emd::detail::Move mv{};
-    const double theta = emd::detail::plan_pivot(t, enter.k, enter.r, &mv);
-    if (theta < 0) {
+    // The reference: one thread's plan_pivot on copies.
+    ref_parent = parent, ref_size = size, ref_flow = flow;
+    emd::detail::ArrayTree rt = t;
+    rt.parent = ref_parent.data(), rt.size = ref_size.data(), rt.flow = ref_flow.data();
+    rt.path_a = ref_path_a.data(), rt.path_b = ref_path_b.data();
+    rt.stem_pos = ref_stem_pos.data(), rt.stem_size = ref_stem_size.data();
+    emd::detail::Move want{};
+    const double want_theta = emd::detail::plan_pivot(rt, enter.k, enter.r, &want);
+    if (want_theta < 0) {
       ADD_FAILURE() << what << ": plan_pivot found no tree after " << pivots << " pivots";
+      return {};
+    }
+    // The kernel's plan: warp 0's phases, the lanes of each phase one after another here,
+    // in a different order each pivot (a phase must not depend on its lanes' order).
+    std::iota(lanes.begin(), lanes.end(), 0);
+    std::shuffle(lanes.begin(), lanes.end(), std::mt19937(static_cast<unsigned>(pivots)));
+    emd::detail::Move mv{};
+    emd::detail::LanePlan plan{};
+    emd::detail::plan_start(enter.k, enter.r, &plan);
+    for (int lane : lanes) emd::detail::plan_climb(t, &plan, lane);
+    if (!plan.broken) {
+      emd::detail::Leaving leave{0.0, 0, -1, 0};
+      for (int lane : lanes) leave = emd::detail::better_leaving(leave, emd::detail::plan_leaving_share(t, plan, lane));
+      emd::detail::plan_settle(t, &plan, leave, &mv);
+    }
+    if (plan.broken) {
+      ADD_FAILURE() << what << ": the warp's plan found no tree after " << pivots << " pivots";
+      return {};
+    }
+    for (int lane : lanes) emd::detail::plan_flows(t, plan, lane);
+    for (int lane : lanes) emd::detail::plan_sizes(t, plan, lane);
+    for (int lane : lanes) emd::detail::plan_rehang(t, plan, lane);
+    const double theta = plan.leave.flow;
+    if (theta != want_theta || parent != ref_parent || size != ref_size || flow != ref_flow || mv.lo != want.lo ||
+        mv.hi != want.hi || mv.from != want.from || mv.count != want.count || mv.to != want.to || mv.k != want.k ||
+        mv.t_before != want.t_before || mv.s_is_row != want.s_is_row || mv.shift != want.shift) {
+      ADD_FAILURE() << what << ": pivot " << pivots << ": the warp's plan differs from plan_pivot's";
       return {};
     }
     for (int x = mv.lo; x < mv.hi; ++x) emd::detail::move_to_scratch(t, mv, x);
