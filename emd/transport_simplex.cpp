@@ -477,11 +477,18 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
   Reduced r;
   r.a = normalized(a_in, "source");
   r.b = normalized(b_in, "target");
+  // The largest |cost|, spread over the threads for a large matrix; non-finite costs are
+  // counted there, and the first one located afterwards for the message.
   double max_cost = 0;
+  int64_t bad = 0;
+#pragma omp parallel for reduction(max : max_cost) reduction(+ : bad) schedule(static) if (m * n > (1 << 20))
   for (int64_t k = 0; k < m * n; ++k) {
-    FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
-    max_cost = std::max(max_cost, std::fabs(cost[k]));
+    const double c = std::fabs(cost[k]);
+    bad += !std::isfinite(c);
+    max_cost = c > max_cost ? c : max_cost;
   }
+  for (int64_t k = 0; bad > 0 && k < m * n; ++k)
+    FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
   r.max_cost = max_cost > 0 ? max_cost : 1.0;
   // Classes of weight 0 take no part; solve on the others.
   for (int64_t i = 0; i < m; ++i)
