@@ -124,6 +124,17 @@ TEST(Emd, RejectsBadWeightsAndCosts) {
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1}, {1, 1}), Error);
   const Tensor bad = Tensor::from_vector(std::vector<double>{1, INFINITY, 1, 1}, {2, 2});
   EXPECT_THROW(emd::solve(bad.data<double>(), 2, 2, {1, 1}, {1, 1}), Error);
+  // A large matrix (its maximum is found over the threads): the first bad cell is named.
+  const int64_t m = 1100, n = 1000;
+  std::vector<double> big = testing::randn_t({m, n}, 91, DType::Float64).to_vector<double>();
+  big[901 * n + 7] = -INFINITY;
+  big[700 * n + 3] = NAN;
+  try {
+    emd::solve(big.data(), m, n, std::vector<double>(m, 1.0), std::vector<double>(n, 1.0));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cost (700, 3) is nan"), std::string::npos) << e.what();
+  }
 }
 
 // One problem for the GPU tests: its cost matrix, weights, and POT's cost where known.
