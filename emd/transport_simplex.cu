@@ -51,7 +51,7 @@ struct DeviceProblem {
   double* acc[2];
   long long iterations;  // out
   int status;            // out: 0 optimal, 1 stopped at max_iterations, 2 the tree broke (a bug)
-  long long cycles[3];   // out: thread 0's clock in pricing, the pivots, recomputing potentials
+  long long cycles[4];   // out: thread 0's clock in pricing, planning, the passes, recomputing potentials
 };
 
 // Bytes of the arrays the kernel keeps in shared memory when they fit: pot (double),
@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   int status = compute_potentials(P) ? 0 : 2;
   // Thread 0's bookkeeping, in shared memory rather than in every thread's registers
   // (the kernel has 64 a thread): degenerate pivots in a row, and its clock in each phase.
-  __shared__ long long degenerate_run, cycles[3], mark;
-  if (threadIdx.x == 0) degenerate_run = 0, cycles[0] = cycles[1] = cycles[2] = 0;
+  __shared__ long long degenerate_run, cycles[4], mark;
+  if (threadIdx.x == 0) degenerate_run = 0, cycles[0] = cycles[1] = cycles[2] = cycles[3] = 0;
   auto lap = [&](int phase) {  // thread 0's clock since the last mark goes to `phase`
     if (threadIdx.x != 0) return;
     const long long now = clock64();
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     if (enter.k < 0) {  // no improvable cell: optimal, once exact potentials agree
       if (refreshed) break;
       if (!compute_potentials(P)) status = 2;
-      lap(2);
+      lap(3);
       refreshed = true;
       continue;
     }
@@ -245,6 +245,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       }
     }
     __syncthreads();
+    lap(1);
     if (broken) {
       status = 2;
       break;
@@ -253,11 +254,11 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     __syncthreads();
     for (int y = move.lo + threadIdx.x; y < move.hi; y += blockDim.x) detail::place(P.tree, move, y);
     __syncthreads();
-    lap(1);
+    lap(2);
     ++iterations;
     if (iterations % kRefreshEvery == 0) {
       if (!compute_potentials(P)) status = 2;
-      lap(2);
+      lap(3);
     }
   }
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
@@ -265,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   }
   if (threadIdx.x == 0) {
     G.iterations = iterations, G.status = status;
-    for (int c = 0; c < 3; ++c) G.cycles[c] = cycles[c];
+    for (int c = 0; c < 4; ++c) G.cycles[c] = cycles[c];
   }
 }
 
@@ -387,8 +388,16 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   if (dynamic > 0)
     FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(limit)));
+  cudaEvent_t events[2];
+  for (cudaEvent_t& e : events) FGVC_CUDA_CHECK(cudaEventCreate(&e));
+  struct EventsGone {  // on every path out
+    cudaEvent_t* e;
+    ~EventsGone() { cudaEventDestroy(e[0]), cudaEventDestroy(e[1]); }
+  } events_gone{events};
+  FGVC_CUDA_CHECK(cudaEventRecord(events[0], stream));
   simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
+  FGVC_CUDA_CHECK(cudaEventRecord(events[1], stream));
 
   // If a copy below throws, `memory` goes back to the caching allocator while the kernel may
   // still run: safe, because every later use of that memory is ordered after it on `stream`.
@@ -408,6 +417,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     FGVC_CUDA_CHECK(cudaMemcpyAsync(pots[q].data(), t.pot, sizeof(double) * nodes, cudaMemcpyDeviceToHost, stream));
   }
   FGVC_CUDA_CHECK(cudaStreamSynchronize(stream));
+  float kernel_ms = 0;
+  FGVC_CUDA_CHECK(cudaEventElapsedTime(&kernel_ms, events[0], events[1]));
 
   std::vector<Result> out;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -421,9 +432,11 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
                                    pots[q], done[q].iterations));
     out.back().seconds = seconds;
-    const double total = double(done[q].cycles[0]) + double(done[q].cycles[1]) + double(done[q].cycles[2]);
+    out.back().gpu_kernel_seconds = kernel_ms / 1e3;
+    double total = 0;
+    for (long long c : done[q].cycles) total += double(c);
     if (total > 0)
-      out.back().gpu_phases = {done[q].cycles[0] / total, done[q].cycles[1] / total, done[q].cycles[2] / total};
+      for (long long c : done[q].cycles) out.back().gpu_phases.push_back(double(c) / total);
   }
   return out;
 }

@@ -37,10 +37,12 @@ struct Result {
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
   double seconds = 0;
-  // GPU solver only: the shares of the kernel's time in pricing, in the pivots (thread 0's
-  // cycle and tree update, then the parallel passes over the preorder) and in recomputing
-  // the potentials exactly (empty on the CPU).
+  // GPU solver only (empty or 0 on the CPU): the shares of the kernel's time (thread 0's
+  // clock) in pricing, in planning the pivots (warp 0: cycle, flows, rehanging), in the
+  // parallel passes over the preorder, and in recomputing the potentials exactly; and the
+  // kernel's time by CUDA events, for the whole launch (all problems of a batch).
   std::vector<double> gpu_phases;
+  double gpu_kernel_seconds = 0;
 };
 
 // cost: row-major m x n. a: m weights, b: n weights (non-negative, finite, not all zero).

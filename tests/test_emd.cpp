@@ -198,6 +198,9 @@ TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
     for (const emd::Result* r : {&gpu, &batched[q]}) {
       const std::string what = c.name + (r == &gpu ? " (GPU)" : " (GPU batch)");
       expect_certified(c.cost, c.a, c.b, *r, what);
+      EXPECT_GT(r->gpu_kernel_seconds, 0) << what;
+      ASSERT_EQ(r->gpu_phases.size(), 4u) << what;
+      EXPECT_NEAR(r->gpu_phases[0] + r->gpu_phases[1] + r->gpu_phases[2] + r->gpu_phases[3], 1.0, 1e-9) << what;
       EXPECT_LE(std::fabs(r->cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << what << ": GPU " << r->cost
                                                                                  << ", CPU " << cpu.cost;
       if (c.pot_cost >= 0) {
