@@ -140,9 +140,17 @@ def train_step_table(paths):
 
 
 def emd_table(paths):
-    """Rows of bench_emd --json files: CPU and GPU solvers on the same problems."""
-    lines = ["| problem | distances s | CPU pivots | CPU s | GPU block | GPU pivots | GPU s | CPU s / GPU s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """Rows of bench_emd --json files: CPU and GPU solvers on the same problems, with the
+    kernel's own time (CUDA events), its microseconds per pivot and the shares of its phases
+    (pricing / warp 0's plan / the passes over the preorder / recomputing potentials)."""
+    lines = ["| problem | distances s | CPU pivots | CPU s | GPU block | GPU pivots | GPU s | kernel s | us/pivot "
+             "| phases % | CPU s / GPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+
+    def phases(g):
+        shares = g.get("phases") or []
+        return " / ".join(f"{100 * x:.0f}" for x in shares) if shares else "-"
+
     for path in paths:
         with open(path) as f:
             rows = json.load(f)
@@ -154,13 +162,16 @@ def emd_table(paths):
                 ratio = cpu_total / gpu["seconds"] if cpu and gpu else None
                 lines.append(f"| batch of {r['batch']}: {r['m']} x {r['n']} each | {fmt(r['distance_s'], 3)} "
                              f"| {cpu.get('pivots_per_problem', '-')} | {fmt(cpu_total, 3)} | one launch "
-                             f"| {gpu.get('pivots_per_problem', '-')} | {fmt(gpu.get('seconds'), 3)} | {fmt(ratio, 2)} |")
+                             f"| {gpu.get('pivots_per_problem', '-')} | {fmt(gpu.get('seconds'), 3)} "
+                             f"| {fmt(gpu.get('kernel_seconds'), 3)} | - | - | {fmt(ratio, 2)} |")
                 continue
             for g in r.get("gpu", [{}]):
                 ratio = cpu["seconds"] / g["seconds"] if cpu and g else None
+                per_pivot = 1e6 * g["kernel_seconds"] / g["pivots"] if g.get("kernel_seconds") and g.get("pivots") else None
                 lines.append(f"| {r['m']} x {r['n']} | {fmt(r['distance_s'], 3)} | {cpu.get('pivots', '-')} "
                              f"| {fmt(cpu.get('seconds'), 3)} | {g.get('block', '-')} | {g.get('pivots', '-')} "
-                             f"| {fmt(g.get('seconds'), 3)} | {fmt(ratio, 2)} |")
+                             f"| {fmt(g.get('seconds'), 3)} | {fmt(g.get('kernel_seconds'), 3)} | {fmt(per_pivot, 2)} "
+                             f"| {phases(g)} | {fmt(ratio, 2)} |")
     return lines
 
 
