@@ -55,8 +55,17 @@ struct DeviceProblem {
 };
 
 // Bytes of the arrays the kernel keeps in shared memory when they fit: pot (double),
-// parent, size, order, pos and scratch (int). 6289 nodes (6089 x 200) take 176 KB.
-__host__ __device__ inline size_t shared_bytes(int nodes) { return static_cast<size_t>(nodes) * (8 + 5 * 4); }
+// parent, size, order, pos and scratch (int), 28 B a node; and the flows too (8 B more,
+// read and written by warp 0's plan every pivot) where those fit as well. With 227 KB a
+// block (sm_90), 6089 x 200 keeps the flows in shared memory, 6089 x 555 the tree alone.
+__host__ __device__ inline size_t tree_bytes(int nodes) { return static_cast<size_t>(nodes) * (8 + 5 * 4); }
+__host__ __device__ inline size_t tree_and_flow_bytes(int nodes) { return tree_bytes(nodes) + 8 * static_cast<size_t>(nodes); }
+// What a problem of `nodes` nodes takes of `capacity` bytes (0: it stays in global memory).
+__host__ __device__ inline size_t shared_bytes(int nodes, size_t capacity) {
+  return tree_and_flow_bytes(nodes) <= capacity ? tree_and_flow_bytes(nodes)
+         : tree_bytes(nodes) <= capacity        ? tree_bytes(nodes)
+                                                : 0;
+}
 
 // Every potential from the parent pointers (root: node 0, potential 0) by pointer jumping;
 // P is the block's shared record. Returns false (in every thread) if the parent pointers
@@ -131,21 +140,25 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   __shared__ detail::Move move;  // warp 0's plan for the pivot's parallel passes
   __shared__ detail::LanePlan plan;
   const int nodes = G.tree.m + G.tree.n;
-  const bool in_shared = shared_bytes(nodes) <= shared_capacity;
+  const size_t in_shared_bytes = shared_bytes(nodes, shared_capacity);
+  const bool in_shared = in_shared_bytes > 0, flow_in_shared = in_shared_bytes == tree_and_flow_bytes(nodes);
   if (threadIdx.x == 0) {
     P = G;
     if (in_shared) {
       double* d = reinterpret_cast<double*>(shared);
-      int* i = reinterpret_cast<int*>(d + nodes);
+      int* i = reinterpret_cast<int*>(d + (flow_in_shared ? 2 : 1) * nodes);
       P.tree.pot = d;
+      if (flow_in_shared) P.tree.flow = d + nodes;
       P.tree.parent = i, P.tree.size = i + nodes, P.tree.order = i + 2 * nodes, P.tree.pos = i + 3 * nodes;
       P.tree.scratch = i + 4 * nodes;
     }
   }
   __syncthreads();
   if (in_shared) {
-    for (int x = threadIdx.x; x < nodes; x += blockDim.x)
+    for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
       P.tree.parent[x] = G.tree.parent[x], P.tree.size[x] = G.tree.size[x], P.tree.order[x] = G.tree.order[x];
+      if (flow_in_shared) P.tree.flow[x] = G.tree.flow[x];
+    }
     __syncthreads();
   }
   for (int k = threadIdx.x; k < nodes; k += blockDim.x) P.tree.pos[P.tree.order[k]] = k;
@@ -263,6 +276,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   }
   for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
     if (in_shared) G.tree.parent[x] = P.tree.parent[x], G.tree.pot[x] = P.tree.pot[x];
+    if (flow_in_shared) G.tree.flow[x] = P.tree.flow[x];
   }
   if (threadIdx.x == 0) {
     G.iterations = iterations, G.status = status;
@@ -382,8 +396,7 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   FGVC_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   const size_t limit = optin > 2048 ? static_cast<size_t>(optin) - 2048 : 0;  // room for the static shared
   size_t dynamic = 0;
-  for (const detail::Reduced& r : reduced)
-    if (shared_bytes(r.m() + r.n()) <= limit) dynamic = std::max(dynamic, shared_bytes(r.m() + r.n()));
+  for (const detail::Reduced& r : reduced) dynamic = std::max(dynamic, shared_bytes(r.m() + r.n(), limit));
   // The limit, not this call's size: another host thread may launch with a larger one.
   if (dynamic > 0)
     FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
