@@ -51,11 +51,11 @@ Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>
 
 // The same method on a CUDA device (emd/transport_simplex.cu): the greedy start on the host,
 // then one thread block per problem pivots to the optimum without returning to the host.
-// The block prices each block of cells in parallel, one thread walks the cycle and turns
-// the tree, and all threads move the changed run of the tree's preorder array and shift the
-// moved subtree's potentials (emd/array_tree.h); every 1024 pivots and at the end the
-// potentials are recomputed exactly by pointer jumping. Throws where the library has no
-// CUDA or no device. `device`: the CUDA device index.
+// The block prices each block of cells in parallel (emd/cell_pricing.h), warp 0 finds the
+// cycle and turns the tree (emd/warp_plan.h), and all threads move the changed run of the
+// tree's preorder array and shift the moved subtree's potentials (emd/array_tree.h); every
+// 1024 pivots and at the end the potentials are recomputed exactly by pointer jumping.
+// Throws where the library has no CUDA or no device. `device`: the CUDA device index.
 Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
                   const Options& options = {}, int device = 0);
 
