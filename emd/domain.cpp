@@ -97,13 +97,17 @@ std::vector<Similarity> domain_similarities(const Domain& source, const std::vec
   for (const Domain& t : targets) check_pair(source, t);
   const auto t0 = std::chrono::steady_clock::now();
   const Tensor s = source.features.to(device);
-  std::vector<Tensor> dist;
-  for (const Domain& t : targets) dist.push_back(pairwise_distances(s, t.features.to(device)).cpu());
+  std::vector<Tensor> dist, on_device;  // on the host (for the greedy start), and where computed
+  for (const Domain& t : targets) {
+    on_device.push_back(pairwise_distances(s, t.features.to(device)));
+    dist.push_back(on_device.back().cpu());
+  }
   std::vector<Result> results;
-  if (device.is_cuda()) {  // one launch for all targets
+  if (device.is_cuda()) {  // one launch for all targets, each pricing its distances where they are
     std::vector<Problem> problems;
     for (size_t q = 0; q < targets.size(); ++q)
-      problems.push_back({dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts, targets[q].counts});
+      problems.push_back({dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts, targets[q].counts,
+                          on_device[q].data<double>()});
     results = solve_batch_cuda(problems, options, device.index);
   } else {  // several targets: one per thread at a time (the solver itself is sequential)
     results.resize(targets.size());

@@ -350,10 +350,14 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   // One allocation for everything: each problem's arrays, then the problem records.
   std::vector<size_t> offsets;
   size_t bytes = 0;
-  for (const detail::Reduced& r : reduced) {
+  // A problem whose costs are already on the device (and keep all their classes) is priced
+  // there in place: no copy, no room for one.
+  auto in_place = [&](size_t q) { return problems[q].device_cost != nullptr && reduced[q].sub.empty(); };
+  for (size_t q = 0; q < problems.size(); ++q) {
+    const detail::Reduced& r = reduced[q];
     Arena measure;  // null base: only the sizes are used
     DeviceProblem scratch{};
-    layout(measure, scratch, r.m() + r.n(), static_cast<long long>(r.m()) * r.n());
+    layout(measure, scratch, r.m() + r.n(), in_place(q) ? 0 : static_cast<long long>(r.m()) * r.n());
     offsets.push_back(bytes);
     bytes += (measure.used() + 255) / 256 * 256;
   }
@@ -367,7 +371,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     const long long cells = static_cast<long long>(r.m()) * r.n();
     DeviceProblem& P = host[q];
     Arena one(base + offsets[q]);
-    layout(one, P, nodes, cells);
+    layout(one, P, nodes, in_place(q) ? 0 : cells);
+    if (in_place(q)) P.tree.cost = problems[q].device_cost;
     P.tree.m = r.m();
     P.tree.n = r.n();
     // Pricing on the GPU is cheap next to a pivot's fixed cost, so blocks 4x the CPU's: fewer
@@ -381,8 +386,9 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     P.iterations = 0;
     P.status = 0;
     const detail::InitialTree& start = trees[q];
-    FGVC_CUDA_CHECK(cudaMemcpyAsync(const_cast<double*>(P.tree.cost), r.cost(problems[q].cost), sizeof(double) * cells,
-                                    cudaMemcpyHostToDevice, stream));
+    if (!in_place(q))
+      FGVC_CUDA_CHECK(cudaMemcpyAsync(const_cast<double*>(P.tree.cost), r.cost(problems[q].cost), sizeof(double) * cells,
+                                      cudaMemcpyHostToDevice, stream));
     FGVC_CUDA_CHECK(cudaMemcpyAsync(P.tree.parent, start.parent.data(), sizeof(int) * nodes, cudaMemcpyHostToDevice, stream));
     FGVC_CUDA_CHECK(cudaMemcpyAsync(P.tree.size, start.size.data(), sizeof(int) * nodes, cudaMemcpyHostToDevice, stream));
     FGVC_CUDA_CHECK(cudaMemcpyAsync(P.tree.order, start.order.data(), sizeof(int) * nodes, cudaMemcpyHostToDevice, stream));

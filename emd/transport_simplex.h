@@ -60,11 +60,15 @@ Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<do
                   const Options& options = {}, int device = 0);
 
 // Many problems at once, one thread block each (many targets against one source, or many
-// candidate subsets): the throughput mode. Costs are host row-major matrices.
+// candidate subsets): the throughput mode. Costs are host row-major matrices (the greedy
+// start runs on the host); where the same matrix is on the device already (distances
+// computed there), device_cost points to it and the kernel prices it in place instead of a
+// copy (unless classes of weight 0 are dropped, which takes a smaller matrix).
 struct Problem {
   const double* cost;
   int64_t m, n;
   std::vector<double> a, b;
+  const double* device_cost = nullptr;  // optional: the same m x n matrix on `device`
 };
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options = {}, int device = 0);
 

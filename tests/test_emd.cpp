@@ -230,7 +230,15 @@ TEST(EmdCuda, BatchOfTargetsAgainstOneSource) {
     for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 31) % 7);
     bs.push_back(b);
   }
-  for (size_t t = 0; t < costs.size(); ++t) batch.push_back({costs[t].data<double>(), m, costs[t].size(1), a, bs[t]});
+  bs[5][3] = 0;  // a class of weight 0: with its costs on the device too, the kernel takes a copy
+  // Half the problems have their costs on the device as well (as domain_similarities passes
+  // them): priced in place.
+  std::vector<Tensor> on_device;
+  for (size_t t = 0; t < costs.size(); ++t) {
+    on_device.push_back(t % 2 ? costs[t].cuda() : Tensor());
+    batch.push_back({costs[t].data<double>(), m, costs[t].size(1), a, bs[t],
+                     t % 2 ? on_device.back().data<double>() : nullptr});
+  }
   const std::vector<emd::Result> got = emd::solve_batch_cuda(batch);
   for (size_t t = 0; t < costs.size(); ++t) {
     const emd::Result want = emd::solve(costs[t].data<double>(), m, costs[t].size(1), a, bs[t]);
@@ -535,6 +543,19 @@ TEST_F(DomainFiles, RoundTripAndSimilarity) {
   EXPECT_GT(sim.emd, 0);
   EXPECT_NEAR(sim.similarity, std::exp(-0.01 * sim.emd), 1e-15);
   EXPECT_NEAR(emd::domain_similarity(s2, s2).emd, 0.0, 1e-12);  // a domain is at distance 0 from itself
+}
+
+// Several targets on the GPU in one launch, their distances priced where cuBLAS left them
+// (one target with a class of count 0, whose costs are copied instead): the CPU's answers.
+TEST_F(DomainFiles, SimilaritiesOnTheGpuAreTheCpus) {
+  FGVC_REQUIRE_CUDA();
+  const emd::Domain s = make(300, 32, 11);
+  std::vector<emd::Domain> targets{make(40, 32, 12), make(75, 32, 13), make(20, 32, 14)};
+  targets[1].counts[4] = 0;
+  const std::vector<emd::Similarity> cpu = emd::domain_similarities(s, targets, 0.01, Device::cpu());
+  const std::vector<emd::Similarity> gpu = emd::domain_similarities(s, targets, 0.01, Device::cuda(0));
+  ASSERT_EQ(gpu.size(), targets.size());
+  for (size_t q = 0; q < targets.size(); ++q) EXPECT_NEAR(gpu[q].emd, cpu[q].emd, 1e-9 * cpu[q].emd) << "target " << q;
 }
 
 TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {
