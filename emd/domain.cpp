@@ -36,7 +36,12 @@ void validate_domain(const Domain& d) {
   const int64_t dim = d.features.size(1);
   const int64_t n = f.numel();
   auto check_finite = [&](const auto* p) {
-    for (int64_t k = 0; k < n; ++k)
+    // A branch-free count first (it vectorizes: 46 MB of features for 6089 x 2048 go by in a
+    // few milliseconds), then the first bad value is found for the message.
+    int64_t bad = 0;
+#pragma omp parallel for reduction(+ : bad) schedule(static) if (n > (1 << 20))
+    for (int64_t k = 0; k < n; ++k) bad += !std::isfinite(p[k]);
+    for (int64_t k = 0; bad > 0 && k < n; ++k)
       FGVC_CHECK(std::isfinite(p[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
                  d.classes[k / dim], "') is ", p[k]);
   };
