@@ -392,13 +392,17 @@ class Solver {
     for (int i = 0; i <= k; ++i) last_[stem[i]] = new_last;
     // The entering cell's reduced cost d must become 0: shift the moved subtree's potentials
     // (s's side by d, the other by -d), or the rest of the tree's the opposite way.
+    // The shift by side is looked up, not branched on: rows and columns alternate along the
+    // thread too irregularly for a branch predictor.
     const bool s_is_row = s < m_;
     const double row_shift = s_is_row ? d : -d;
     if (2 * moved <= m_ + n_) {
+      const double shift[2] = {-row_shift, row_shift};  // [x is a row]
       int x = s;
-      for (int done = 0; done < moved; ++done, x = next_[x]) pot_[x] += x < m_ ? row_shift : -row_shift;
+      for (int done = 0; done < moved; ++done, x = next_[x]) pot_[x] += shift[x < m_];
     } else {
-      for (int x = t_next; x != s; x = next_[x]) pot_[x] -= x < m_ ? row_shift : -row_shift;
+      const double shift[2] = {row_shift, -row_shift};
+      for (int x = t_next; x != s; x = next_[x]) pot_[x] += shift[x < m_];
     }
   }
 
