@@ -125,12 +125,15 @@ int main(int argc, char** argv) {
       if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
       std::printf(" %-8lld %9lld %9.3f | %.2e", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
       if (g.gpu_phases.size() == 4)
-        std::printf("  (kernel %.3f s, %.2f us per pivot: pricing %.0f%%, plan %.0f%%, passes %.0f%%, potentials %.0f%%)",
+        std::printf("  (kernel %.3f s, %.2f us per pivot: pricing %.0f%%, plan %.0f%%, passes %.0f%%, potentials %.0f%%;"
+                    " shared-memory tier %d)",
                     g.gpu_kernel_seconds, 1e6 * g.gpu_kernel_seconds / std::max<int64_t>(1, g.iterations),
-                    100 * g.gpu_phases[0], 100 * g.gpu_phases[1], 100 * g.gpu_phases[2], 100 * g.gpu_phases[3]);
+                    100 * g.gpu_phases[0], 100 * g.gpu_phases[1], 100 * g.gpu_phases[2], 100 * g.gpu_phases[3],
+                    g.gpu_shared_tier);
       std::printf("\n");
       row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost},
-                            {"kernel_seconds", g.gpu_kernel_seconds}, {"phases", g.gpu_phases}});
+                            {"kernel_seconds", g.gpu_kernel_seconds}, {"phases", g.gpu_phases},
+                            {"shared_tier", g.gpu_shared_tier}});
     }
     rows.push_back(row);
     std::fflush(stdout);

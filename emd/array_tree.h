@@ -190,6 +190,31 @@ FGVC_HD inline void place(const ArrayTree& t, const Move& mv, int y) {
   if (y >= mv.to && y < mv.to + mv.count) t.pot[node] += ((node < t.m) == (mv.s_is_row != 0)) ? mv.shift : -mv.shift;
 }
 
+// Every potential from the parent pointers by pointer jumping (the kernel's exact
+// recomputation; root: node 0, potential 0). pot_x = c(x, parent x) - pot_parent, so after
+// jumping to an ancestor a, pot_x = acc_x + pot_a or acc_x - pot_a: plus where x and a are on
+// the same side (an even number of hops). Round 0 for node x:
+FGVC_HD inline void jump_start(const ArrayTree& t, int x, int* anc, double* acc) {
+  const int p = t.parent[x];
+  anc[x] = p;
+  acc[x] = p < 0 ? 0.0 : t.cost[tree_edge_cell(t, x, p)];
+}
+
+// One round for node x, from (anc, acc) into (anc_out, acc_out); true if x still has an
+// ancestor to jump to (another round is needed). At the end pot_x = acc_x.
+FGVC_HD inline bool jump_once(const ArrayTree& t, int x, const int* anc, const double* acc, int* anc_out,
+                              double* acc_out) {
+  const int a = anc[x];
+  if (a < 0) {
+    anc_out[x] = -1;
+    acc_out[x] = acc[x];
+    return false;
+  }
+  acc_out[x] = acc[x] + (((x < t.m) != (a < t.m)) ? -acc[a] : acc[a]);
+  anc_out[x] = anc[a];
+  return anc[a] >= 0;
+}
+
 }  // namespace detail
 }  // namespace emd
 }  // namespace fgvc

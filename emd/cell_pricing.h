@@ -73,10 +73,10 @@ FGVC_HD inline Candidate best_of_cells(const double* cost, const double* u, cons
     }
     const double* at = cost + w.k;
     double r[kUnroll];
-    for (int s = 0; s < kUnroll; ++s) r[s] = read_only(at + s * stride);
+    for (int s = 0; s < kUnroll; ++s) r[s] = read_only(at + static_cast<long long>(s) * stride);
     for (int s = 0; s < kUnroll; ++s) r[s] = r[s] - u[i[s]] - v[j[s]];  // as the CPU rounds it
     for (int s = 0; s < kUnroll; ++s)
-      if (r[s] < c.r) c = {r[s], w.k + s * stride};  // in cell order: a tie keeps the first
+      if (r[s] < c.r) c = {r[s], w.k + static_cast<long long>(s) * stride};  // in cell order: a tie keeps the first
     w.k += (kUnroll - 1LL) * stride, w.i = i[kUnroll - 1], w.j = j[kUnroll - 1];  // and one more stride in the loop's step
   }
   for (; w.k < end; w = advanced(w, 1)) {

@@ -52,12 +52,14 @@ struct DeviceProblem {
   long long iterations;  // out
   int status;            // out: 0 optimal, 1 stopped at max_iterations, 2 the tree broke (a bug)
   long long cycles[4];   // out: thread 0's clock in pricing, planning, the passes, recomputing potentials
+  int shared_tier;       // out: 2 tree and flows in shared memory, 1 the tree alone, 0 all in global memory
 };
 
 // Bytes of the arrays the kernel keeps in shared memory when they fit: pot (double),
 // parent, size, order, pos and scratch (int), 28 B a node; and the flows too (8 B more,
 // read and written by warp 0's plan every pivot) where those fit as well. With 227 KB a
-// block (sm_90), 6089 x 200 keeps the flows in shared memory, 6089 x 555 the tree alone.
+// block (sm_90), 6089 x 200 keeps the flows in shared memory, 6089 x 555 the tree alone; with
+// 163 KB (sm_80), about 4,600 nodes keep their flows there and 5,900 the tree alone.
 __host__ __device__ inline size_t tree_bytes(int nodes) { return static_cast<size_t>(nodes) * (8 + 5 * 4); }
 __host__ __device__ inline size_t tree_and_flow_bytes(int nodes) { return tree_bytes(nodes) + 8 * static_cast<size_t>(nodes); }
 // What a problem of `nodes` nodes takes of `capacity` bytes (0: it stays in global memory).
@@ -67,36 +69,20 @@ __host__ __device__ inline size_t shared_bytes(int nodes, size_t capacity) {
                                                 : 0;
 }
 
-// Every potential from the parent pointers (root: node 0, potential 0) by pointer jumping;
-// P is the block's shared record. Returns false (in every thread) if the parent pointers
-// are not a tree: a guard against a hang.
+// Every potential from the parent pointers by pointer jumping (jump_start, jump_once in
+// emd/array_tree.h); P is the block's shared record. Returns false (in every thread) if the
+// parent pointers are not a tree: a guard against a hang.
 __device__ bool compute_potentials(DeviceProblem& P) {
   const detail::ArrayTree& t = P.tree;
   const int nodes = t.m + t.n;
-  for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
-    const int p = t.parent[x];
-    P.anc[0][x] = p;
-    P.acc[0][x] = p < 0 ? 0.0 : t.cost[detail::tree_edge_cell(t, x, p)];
-  }
+  for (int x = threadIdx.x; x < nodes; x += blockDim.x) detail::jump_start(t, x, P.anc[0], P.acc[0]);
   __syncthreads();
   int cur = 0;
   for (int round = 0;; ++round) {
     if (round > 32) return false;  // hops double each round: a tree of < 2^31 nodes needs <= 31
     int active = 0;
-    const int* anc = P.anc[cur];
-    const double* acc = P.acc[cur];
-    for (int x = threadIdx.x; x < nodes; x += blockDim.x) {
-      const int a = anc[x];
-      if (a >= 0) {
-        // An odd number of hops (x and a on different sides) flips the ancestor's sign.
-        P.acc[cur ^ 1][x] = acc[x] + (((x < t.m) != (a < t.m)) ? -acc[a] : acc[a]);
-        P.anc[cur ^ 1][x] = anc[a];
-        active |= anc[a] >= 0;  // another round only if some node still has an ancestor to jump to
-      } else {
-        P.acc[cur ^ 1][x] = acc[x];
-        P.anc[cur ^ 1][x] = -1;
-      }
-    }
+    for (int x = threadIdx.x; x < nodes; x += blockDim.x)
+      active |= detail::jump_once(t, x, P.anc[cur], P.acc[cur], P.anc[cur ^ 1], P.acc[cur ^ 1]);
     cur ^= 1;
     if (!__syncthreads_or(active)) break;
   }
@@ -171,7 +157,6 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   const double* cost = P.tree.cost;
   if (threadIdx.x == 0) bland = 0, broken = 0;
   __syncthreads();
-  int status = compute_potentials(P) ? 0 : 2;
   // Thread 0's bookkeeping, in shared memory rather than in every thread's registers
   // (the kernel has 64 a thread): degenerate pivots in a row, and its clock in each phase.
   __shared__ long long degenerate_run, cycles[4], mark;
@@ -182,6 +167,9 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     cycles[phase] += now - mark;
     mark = now;
   };
+  if (threadIdx.x == 0) mark = clock64();
+  int status = compute_potentials(P) ? 0 : 2;
+  lap(3);
   long long next = 0, iterations = 0;
   bool refreshed = false;  // the same in every thread: all see the same entering cell
   while (status == 0) {
@@ -228,27 +216,22 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
     }
     if (threadIdx.x < detail::kLanes) {  // warp 0 plans the pivot (emd/warp_plan.h)
       const int lane = threadIdx.x;
-      if (lane == 0) detail::plan_start(enter.k, enter.r, &plan);
-      __syncwarp();
-      detail::plan_climb(P.tree, &plan, lane);
-      __syncwarp();
-      if (!plan.broken) {
-        detail::Leaving c = detail::plan_leaving_share(P.tree, plan, lane);
+      auto phase = [&](auto step) {
+        step(lane);
+        __syncwarp();
+      };
+      auto best = [&](auto share) {
+        detail::Leaving c = share(lane);
         for (int off = 16; off > 0; off /= 2) {
           const detail::Leaving o{__shfl_down_sync(0xffffffffu, c.flow, off), __shfl_down_sync(0xffffffffu, c.cell, off),
                                   __shfl_down_sync(0xffffffffu, c.index, off), __shfl_down_sync(0xffffffffu, c.on_a, off)};
           c = detail::better_leaving(c, o);
         }
-        if (lane == 0) detail::plan_settle(P.tree, &plan, c, &move);
-        __syncwarp();
-        if (!plan.broken) {  // the same in every lane
-          detail::plan_flows(P.tree, plan, lane);
-          __syncwarp();
-          detail::plan_sizes(P.tree, plan, lane);
-          __syncwarp();
-          detail::plan_rehang(P.tree, plan, lane);
-        }
-      }
+        // Lane 0 holds the best; every lane gets it.
+        return detail::Leaving{__shfl_sync(0xffffffffu, c.flow, 0), __shfl_sync(0xffffffffu, c.cell, 0),
+                               __shfl_sync(0xffffffffu, c.index, 0), __shfl_sync(0xffffffffu, c.on_a, 0)};
+      };
+      detail::plan_by_lanes(P.tree, enter.k, enter.r, &plan, &move, phase, best);
       if (lane == 0) {
         // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
         // rule until a pivot moves flow again (no cycling).
@@ -280,6 +263,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
   }
   if (threadIdx.x == 0) {
     G.iterations = iterations, G.status = status;
+    G.shared_tier = flow_in_shared ? 2 : in_shared ? 1 : 0;
     for (int c = 0; c < 4; ++c) G.cycles[c] = cycles[c];
   }
 }
@@ -354,6 +338,13 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   // there in place: no copy, no room for one.
   auto in_place = [&](size_t q) { return problems[q].device_cost != nullptr && reduced[q].sub.empty(); };
   for (size_t q = 0; q < problems.size(); ++q) {
+    if (!problems[q].device_cost) continue;
+    cudaPointerAttributes where{};
+    FGVC_CUDA_CHECK(cudaPointerGetAttributes(&where, problems[q].device_cost));
+    FGVC_CHECK(where.type == cudaMemoryTypeDevice && where.device == device, "emd", "problem ", q,
+               ": device_cost is not memory of CUDA device ", device);
+  }
+  for (size_t q = 0; q < problems.size(); ++q) {
     const detail::Reduced& r = reduced[q];
     Arena measure;  // null base: only the sizes are used
     DeviceProblem scratch{};
@@ -407,12 +398,15 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   if (dynamic > 0)
     FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(limit)));
-  cudaEvent_t events[2];
-  for (cudaEvent_t& e : events) FGVC_CUDA_CHECK(cudaEventCreate(&e));
-  struct EventsGone {  // on every path out
-    cudaEvent_t* e;
-    ~EventsGone() { cudaEventDestroy(e[0]), cudaEventDestroy(e[1]); }
-  } events_gone{events};
+  struct Events {  // the kernel's start and end, destroyed on every path out
+    cudaEvent_t e[2] = {nullptr, nullptr};
+    ~Events() {
+      for (cudaEvent_t x : e)
+        if (x) cudaEventDestroy(x);
+    }
+  } timing;
+  cudaEvent_t* events = timing.e;
+  for (int k = 0; k < 2; ++k) FGVC_CUDA_CHECK(cudaEventCreate(&events[k]));
   FGVC_CUDA_CHECK(cudaEventRecord(events[0], stream));
   simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
@@ -452,6 +446,7 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
                                    pots[q], done[q].iterations));
     out.back().seconds = seconds;
     out.back().gpu_kernel_seconds = kernel_ms / 1e3;
+    out.back().gpu_shared_tier = done[q].shared_tier;
     double total = 0;
     for (long long c : done[q].cycles) total += double(c);
     if (total > 0)

@@ -43,6 +43,7 @@ struct Result {
   // kernel's time by CUDA events, for the whole launch (all problems of a batch).
   std::vector<double> gpu_phases;
   double gpu_kernel_seconds = 0;
+  int gpu_shared_tier = -1;  // where the kernel kept the tree: 2 with the flows in shared memory, 1 the tree alone, 0 global
 };
 
 // cost: row-major m x n. a: m weights, b: n weights (non-negative, finite, not all zero).
@@ -68,7 +69,9 @@ struct Problem {
   const double* cost;
   int64_t m, n;
   std::vector<double> a, b;
-  const double* device_cost = nullptr;  // optional: the same m x n matrix on `device`
+  // Optional: the same m x n row-major matrix in memory of `device`, complete before the call
+  // or written on fgvc's stream for that device (as fgvc's own kernels and cuBLAS calls are).
+  const double* device_cost = nullptr;
 };
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options = {}, int device = 0);
 

@@ -14,8 +14,9 @@
 //   4. flows     theta round the cycle; the stem's old positions and sizes copied;
 //   5. sizes     the stem's and both paths' new sizes; the stem's flows read;
 //   6. rehang    the stem's parents reversed and each stem flow moved to its new child.
-// The tests (tests/test_emd.cpp) run the phases one lane after another on the host and check
-// every pivot against plan_pivot.
+// plan_by_lanes runs the phases in order; the kernel and the tests (tests/test_emd.cpp, the
+// lanes of each phase one after another in a shuffled order, every pivot checked against
+// plan_pivot) both call it.
 #pragma once
 
 #include "emd/array_tree.h"
@@ -46,6 +47,7 @@ struct LanePlan {
   long long cell;  // the entering cell and its reduced cost
   double d;
   int la, lb, join;
+  int lost[2];     // lane 0 / lane 1 climbed off the tree (each lane writes its own flag)
   int broken;      // 1: the parents are not a tree (a guard: a kernel must not hang on a bug)
   Leaving leave;
   int k, target;   // stem[0..k] (stem[0] = s, stem[k] = q), hung from target
@@ -57,6 +59,7 @@ FGVC_HD inline void plan_start(long long cell, double d, LanePlan* p) {
   p->d = d;
   p->la = p->lb = 0;
   p->join = -1;
+  p->lost[0] = p->lost[1] = 0;
   p->broken = 0;
 }
 
@@ -73,7 +76,7 @@ FGVC_HD inline void plan_climb(const ArrayTree& t, LanePlan* p, int lane) {
     path[len++] = x;
     x = t.parent[x];
     if (x < 0 || len >= t.m + t.n) {  // the root is everyone's ancestor
-      p->broken = 1;
+      p->lost[lane] = 1;
       return;
     }
   }
@@ -97,7 +100,7 @@ FGVC_HD inline Leaving plan_leaving_share(const ArrayTree& t, const LanePlan& p,
 
 // Phase 3, lane 0: the leaving cell found; the stem and the preorder's Move.
 FGVC_HD inline void plan_settle(const ArrayTree& t, LanePlan* p, Leaving leave, Move* move) {
-  if (leave.index < 0) {
+  if (p->lost[0] || p->lost[1] || leave.index < 0) {
     p->broken = 1;
     return;
   }
@@ -150,6 +153,29 @@ FGVC_HD inline void plan_rehang(const ArrayTree& t, const LanePlan& p, int lane)
     t.parent[stem[i]] = i == 0 ? p.target : stem[i - 1];
     t.flow[stem[i]] = i == 0 ? p.leave.flow : t.stem_flow[i - 1];
   }
+}
+
+// The whole plan, as the kernel's warp 0 and the host tests both run it. phase(f) runs
+// f(lane) in every lane, then synchronises the lanes (__syncwarp on the GPU; on the host,
+// the lanes of a phase run one after another). best(f) returns, in every lane, the best
+// leaving cell of f(lane) over the lanes (shuffles on the GPU). On return p->broken says
+// whether the parents were a tree; if not, nothing in the tree has changed.
+template <class Phase, class Best>
+FGVC_HD inline void plan_by_lanes(const ArrayTree& t, long long cell, double d, LanePlan* p, Move* move, Phase phase,
+                                  Best best) {
+  phase([&](int lane) {
+    if (lane == 0) plan_start(cell, d, p);
+  });
+  phase([&](int lane) { plan_climb(t, p, lane); });
+  // A lost climb left its path's length 0; settle then marks the plan broken.
+  const Leaving leave = best([&](int lane) { return plan_leaving_share(t, *p, lane); });
+  phase([&](int lane) {
+    if (lane == 0) plan_settle(t, p, leave, move);
+  });
+  if (p->broken) return;  // the same in every lane after the phase's synchronisation
+  phase([&](int lane) { plan_flows(t, *p, lane); });
+  phase([&](int lane) { plan_sizes(t, *p, lane); });
+  phase([&](int lane) { plan_rehang(t, *p, lane); });
 }
 
 }  // namespace detail

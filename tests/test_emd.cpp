@@ -2,6 +2,7 @@
 // scripts/emd_fixtures.py), and the self-certificate (primal feasibility, dual
 // feasibility, zero gap) on every problem solved; ground distances; domain files.
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -204,6 +205,14 @@ TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
       EXPECT_GT(r->gpu_kernel_seconds, 0) << what;
       ASSERT_EQ(r->gpu_phases.size(), 4u) << what;
       EXPECT_NEAR(r->gpu_phases[0] + r->gpu_phases[1] + r->gpu_phases[2] + r->gpu_phases[3], 1.0, 1e-9) << what;
+      // Where the tree lived: any GPU gives a block 48 KB, which holds 1,000 nodes with their flows.
+      const int64_t nodes = c.cost.size(0) + c.cost.size(1);
+      EXPECT_TRUE(r->gpu_shared_tier >= 0 && r->gpu_shared_tier <= 2) << what;
+      if (nodes < 1000) {
+        EXPECT_EQ(r->gpu_shared_tier, 2) << what;
+      }
+      std::printf("%s: %lld nodes, shared-memory tier %d\n", what.c_str(), static_cast<long long>(nodes),
+                  r->gpu_shared_tier);
       EXPECT_LE(std::fabs(r->cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << what << ": GPU " << r->cost
                                                                                  << ", CPU " << cpu.cost;
       if (c.pot_cost >= 0) {
@@ -317,9 +326,19 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
   std::vector<int> ref_parent, ref_size, ref_path_a(nodes), ref_path_b(nodes), ref_stem_pos(nodes), ref_stem_size(nodes);
   std::vector<double> ref_flow;
   std::vector<int> lanes(emd::detail::kLanes);
+  // The kernel's exact recomputation: pointer jumping, each round over every node from one
+  // buffer into the other (the kernel's threads do a round in parallel between barriers).
+  std::vector<int> anc[2] = {std::vector<int>(nodes), std::vector<int>(nodes)};
+  std::vector<double> acc[2] = {std::vector<double>(nodes), std::vector<double>(nodes)};
   auto refresh = [&] {
-    pot[0] = 0;
-    for (int k = 1; k < nodes; ++k) pot[order[k]] = t.cost[emd::detail::tree_edge_cell(t, order[k], parent[order[k]])] - pot[parent[order[k]]];
+    for (int x = 0; x < nodes; ++x) emd::detail::jump_start(t, x, anc[0].data(), acc[0].data());
+    int cur = 0;
+    for (bool active = true; active; cur ^= 1) {
+      active = false;
+      for (int x = 0; x < nodes; ++x)
+        active |= emd::detail::jump_once(t, x, anc[cur].data(), acc[cur].data(), anc[cur ^ 1].data(), acc[cur ^ 1].data());
+    }
+    pot = acc[cur];
   };
   refresh();
   const long long cells = static_cast<long long>(m) * n;
@@ -368,26 +387,26 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
       ADD_FAILURE() << what << ": plan_pivot found no tree after " << pivots << " pivots";
       return {};
     }
-    // The kernel's plan: warp 0's phases, the lanes of each phase one after another here,
-    // in a different order each pivot (a phase must not depend on its lanes' order).
+    // The kernel's plan: warp 0's phases (plan_by_lanes, as the kernel calls it), the lanes of
+    // each phase one after another here, in a different order each pivot (a phase must not
+    // depend on its lanes' order).
     std::iota(lanes.begin(), lanes.end(), 0);
     std::shuffle(lanes.begin(), lanes.end(), std::mt19937(static_cast<unsigned>(pivots)));
     emd::detail::Move mv{};
     emd::detail::LanePlan plan{};
-    emd::detail::plan_start(enter.k, enter.r, &plan);
-    for (int lane : lanes) emd::detail::plan_climb(t, &plan, lane);
-    if (!plan.broken) {
+    auto phase = [&](auto step) {
+      for (int lane : lanes) step(lane);
+    };
+    auto best = [&](auto share) {
       emd::detail::Leaving leave{0.0, 0, -1, 0};
-      for (int lane : lanes) leave = emd::detail::better_leaving(leave, emd::detail::plan_leaving_share(t, plan, lane));
-      emd::detail::plan_settle(t, &plan, leave, &mv);
-    }
+      for (int lane : lanes) leave = emd::detail::better_leaving(leave, share(lane));
+      return leave;
+    };
+    emd::detail::plan_by_lanes(t, enter.k, enter.r, &plan, &mv, phase, best);
     if (plan.broken) {
       ADD_FAILURE() << what << ": the warp's plan found no tree after " << pivots << " pivots";
       return {};
     }
-    for (int lane : lanes) emd::detail::plan_flows(t, plan, lane);
-    for (int lane : lanes) emd::detail::plan_sizes(t, plan, lane);
-    for (int lane : lanes) emd::detail::plan_rehang(t, plan, lane);
     const double theta = plan.leave.flow;
     if (theta != want_theta || parent != ref_parent || size != ref_size || flow != ref_flow || mv.lo != want.lo ||
         mv.hi != want.hi || mv.from != want.from || mv.count != want.count || mv.to != want.to || mv.k != want.k ||
@@ -404,7 +423,7 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
     }
     if (theta > 0) degenerate = 0, bland = false;
     else if (++degenerate > nodes) bland = true;
-    if (++pivots % 256 == 0) refresh();
+    if (++pivots % 1024 == 0) refresh();  // as the kernel
     if (pivots > 1000000) {
       ADD_FAILURE() << what << ": no optimum after " << pivots << " pivots";
       return {};
