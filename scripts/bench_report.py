@@ -142,14 +142,17 @@ def train_step_table(paths):
 def emd_table(paths):
     """Rows of bench_emd --json files: CPU and GPU solvers on the same problems, with the
     kernel's own time (CUDA events), its microseconds per pivot and the shares of its phases
-    (pricing / warp 0's plan / the passes over the preorder / recomputing potentials)."""
+    (pricing / warp 0's plan / the passes over the preorder / recomputing potentials), with
+    where the tree lived (tier 2: tree and flows in shared memory, 1: the tree, 0: global)."""
     lines = ["| problem | distances s | CPU pivots | CPU s | GPU block | GPU pivots | GPU s | kernel s | us/pivot "
              "| phases % | CPU s / GPU s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
 
     def phases(g):
         shares = g.get("phases") or []
-        return " / ".join(f"{100 * x:.0f}" for x in shares) if shares else "-"
+        text = " / ".join(f"{100 * x:.0f}" for x in shares) if shares else "-"
+        tier = g.get("shared_tier")  # 2: tree and flows in shared memory, 1: the tree, 0: global
+        return text if tier is None else f"{text} (tier {tier})"
 
     for path in paths:
         with open(path) as f:
