@@ -6,7 +6,8 @@
 // on a sample of them (per-problem time times B).
 //
 //   bench_emd [--sizes 1000x200,6089x200] [--batch 64 --batch-size 6089x200] [--device both]
-//             [--block-scales 1,4,16] [--cpu-block-scales 1,0.5] [--cpu-sample 8] [--json out.json]
+//             [--block-scales 1,4,16] [--cpu-block-scales 1,0.5] [--cpu-sample 8] [--gpu-plans warp,thread]
+//             [--json out.json]
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -70,6 +71,9 @@ int main(int argc, char** argv) {
   cli.add_option("--block-scales", block_scales, "GPU pricing blocks, as multiples of the default 2 sqrt(m n)");
   cli.add_option("--cpu-block-scales", cpu_block_scales,
                  "CPU pricing blocks, as multiples of the default (the first one is the table's CPU column)");
+  std::string gpu_plans = "warp";
+  cli.add_option("--gpu-plans", gpu_plans,
+                 "who plans each GPU pivot: warp (warp 0, the solver's default), thread (thread 0), or warp,thread");
   cli.add_option("--json", json_path, "also write the rows here");
   CLI11_PARSE(cli, argc, argv);
   const bool cpu = device != "cuda", gpu = device != "cpu";
@@ -85,6 +89,17 @@ int main(int argc, char** argv) {
     return out;
   };
   const std::vector<double> scales = parse_scales(block_scales), cpu_scales = parse_scales(cpu_block_scales);
+  std::vector<std::string> plans;
+  {
+    std::stringstream ss(gpu_plans);
+    for (std::string p; std::getline(ss, p, ',');) {
+      if (p != "warp" && p != "thread") {
+        std::fprintf(stderr, "bench_emd: error: --gpu-plans takes warp and thread, got '%s'\n", p.c_str());
+        return 2;
+      }
+      plans.push_back(p);
+    }
+  }
   auto scaled_block = [](double scale, int64_t m, int64_t n) {
     return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
   };
@@ -117,23 +132,26 @@ int main(int argc, char** argv) {
     std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
                 cpu ? c.seconds : -1.0);
     if (!gpu) std::printf("\n");
-    for (size_t k = 0; gpu && k < scales.size(); ++k) {
+    for (size_t run = 0; gpu && run < scales.size() * plans.size(); ++run) {
+      const size_t k = run % scales.size();
+      const std::string& plan = plans[run / scales.size()];
       emd::Options o;
       o.block_size = scaled_block(scales[k], m, n);
+      o.gpu_one_thread_plan = plan == "thread";
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       const double agree = cpu ? g.cost / c.cost - 1 : NAN;
-      if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
+      if (run > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
       std::printf(" %-8lld %9lld %9.3f | %.2e", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
       if (g.gpu_phases.size() == 4)
-        std::printf("  (kernel %.3f s, %.2f us per pivot: pricing %.0f%%, plan %.0f%%, passes %.0f%%, potentials %.0f%%;"
-                    " shared-memory tier %d)",
-                    g.gpu_kernel_seconds, 1e6 * g.gpu_kernel_seconds / std::max<int64_t>(1, g.iterations),
+        std::printf("  (%s plan; kernel %.3f s, %.2f us per pivot: pricing %.0f%%, plan %.0f%%, passes %.0f%%,"
+                    " potentials %.0f%%; shared-memory tier %d)",
+                    plan.c_str(), g.gpu_kernel_seconds, 1e6 * g.gpu_kernel_seconds / std::max<int64_t>(1, g.iterations),
                     100 * g.gpu_phases[0], 100 * g.gpu_phases[1], 100 * g.gpu_phases[2], 100 * g.gpu_phases[3],
                     g.gpu_shared_tier);
       std::printf("\n");
       row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost},
                             {"kernel_seconds", g.gpu_kernel_seconds}, {"phases", g.gpu_phases},
-                            {"shared_tier", g.gpu_shared_tier}});
+                            {"shared_tier", g.gpu_shared_tier}, {"plan", plan}});
     }
     rows.push_back(row);
     std::fflush(stdout);

@@ -117,6 +117,10 @@ __device__ Candidate block_best(Candidate c, double* warp_r, long long* warp_k) 
   return out;
 }
 
+// kOneThreadPlan: thread 0 plans each pivot (plan_pivot) instead of warp 0 (plan_by_lanes),
+// Options::gpu_one_thread_plan; a separate instantiation, so that it costs the default
+// kernel no registers.
+template <bool kOneThreadPlan>
 __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* problems, size_t shared_capacity) {
   extern __shared__ __align__(16) unsigned char shared[];
   DeviceProblem& G = problems[blockIdx.x];  // global: input and output
@@ -231,7 +235,15 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
         return detail::Leaving{__shfl_sync(0xffffffffu, c.flow, 0), __shfl_sync(0xffffffffu, c.cell, 0),
                                __shfl_sync(0xffffffffu, c.index, 0), __shfl_sync(0xffffffffu, c.on_a, 0)};
       };
-      detail::plan_by_lanes(P.tree, enter.k, enter.r, &plan, &move, phase, best);
+      if (kOneThreadPlan) {
+        if (lane == 0) {
+          const double theta = detail::plan_pivot(P.tree, enter.k, enter.r, &move);
+          plan.broken = theta < 0;
+          plan.leave.flow = theta;  // what the bookkeeping below reads
+        }
+      } else {
+        detail::plan_by_lanes(P.tree, enter.k, enter.r, &plan, &move, phase, best);
+      }
       if (lane == 0) {
         // As on the CPU: after more degenerate pivots in a row than there are nodes, Bland's
         // rule until a pivot moves flow again (no cycling).
@@ -395,9 +407,9 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   size_t dynamic = 0;
   for (const detail::Reduced& r : reduced) dynamic = std::max(dynamic, shared_bytes(r.m() + r.n(), limit));
   // The limit, not this call's size: another host thread may launch with a larger one.
+  auto* kernel = options.gpu_one_thread_plan ? simplex_kernel<true> : simplex_kernel<false>;
   if (dynamic > 0)
-    FGVC_CUDA_CHECK(cudaFuncSetAttribute(simplex_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(limit)));
+    FGVC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit)));
   struct Events {  // the kernel's start and end, destroyed on every path out
     cudaEvent_t e[2] = {nullptr, nullptr};
     ~Events() {
@@ -408,7 +420,7 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   cudaEvent_t* events = timing.e;
   for (int k = 0; k < 2; ++k) FGVC_CUDA_CHECK(cudaEventCreate(&events[k]));
   FGVC_CUDA_CHECK(cudaEventRecord(events[0], stream));
-  simplex_kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
+  kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
   FGVC_CUDA_CHECK(cudaEventRecord(events[1], stream));
 

@@ -172,7 +172,8 @@ def emd_table(paths):
                 ratio = cpu["seconds"] / g["seconds"] if cpu and g else None
                 per_pivot = 1e6 * g["kernel_seconds"] / g["pivots"] if g.get("kernel_seconds") and g.get("pivots") else None
                 lines.append(f"| {r['m']} x {r['n']} | {fmt(r['distance_s'], 3)} | {cpu.get('pivots', '-')} "
-                             f"| {fmt(cpu.get('seconds'), 3)} | {g.get('block', '-')} | {g.get('pivots', '-')} "
+                             f"| {fmt(cpu.get('seconds'), 3)} | {g.get('block', '-')}"
+                             f"{' (thread plan)' if g.get('plan') == 'thread' else ''} | {g.get('pivots', '-')} "
                              f"| {fmt(g.get('seconds'), 3)} | {fmt(g.get('kernel_seconds'), 3)} | {fmt(per_pivot, 2)} "
                              f"| {phases(g)} | {fmt(ratio, 2)} |")
     return lines

@@ -199,6 +199,13 @@ TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
     const Case& c = cases[q];
     const emd::Result cpu = emd::solve(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
     const emd::Result gpu = emd::solve_cuda(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
+    // Thread 0's plan instead of warp 0's: the same pivots, so the same answer to the bit.
+    emd::Options one_thread;
+    one_thread.gpu_one_thread_plan = true;
+    const emd::Result thread_plan =
+        emd::solve_cuda(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b, one_thread);
+    EXPECT_EQ(thread_plan.iterations, gpu.iterations) << c.name;
+    EXPECT_EQ(thread_plan.cost, gpu.cost) << c.name;
     for (const emd::Result* r : {&gpu, &batched[q]}) {
       const std::string what = c.name + (r == &gpu ? " (GPU)" : " (GPU batch)");
       expect_certified(c.cost, c.a, c.b, *r, what);
