@@ -25,14 +25,12 @@ FGVC_HD inline CellWalk cell_walk(long long first, int stride, int n) {
   return {first, static_cast<int>(first / n), static_cast<int>(first % n), stride / n, stride % n, n, stride};
 }
 
-// The walk `steps` strides on (steps >= 0).
-FGVC_HD inline CellWalk advanced(CellWalk w, int steps) {
-  for (int s = 0; s < steps; ++s) {
-    w.k += w.stride;
-    w.i += w.di;
-    w.j += w.dj;
-    if (w.j >= w.n) w.j -= w.n, ++w.i;
-  }
+// The walk one stride on.
+FGVC_HD inline CellWalk advanced(CellWalk w) {
+  w.k += w.stride;
+  w.i += w.di;
+  w.j += w.dj;
+  if (w.j >= w.n) w.j -= w.n, ++w.i;
   return w;
 }
 
@@ -58,13 +56,13 @@ FGVC_HD inline double read_only(const double* p) {
 
 // The best of c and the cells first, first + stride, ... below end, by reduced cost
 // cost_ij - u_i - v_j; a cell must beat c.r to count (c.r = -tolerance with no candidate).
-template <int kUnroll = 4>
 FGVC_HD inline Candidate best_of_cells(const double* cost, const double* u, const double* v, int n, long long first,
                                        int stride, long long end, Candidate c) {
+  constexpr int kUnroll = 4;  // loads in flight
   CellWalk w = cell_walk(first, stride, n);
   // Unrolled by hand with scalars rather than four CellWalk copies: the kernel has 64
   // registers a thread, and the copies spill.
-  for (; w.k + (kUnroll - 1LL) * stride < end; w = advanced(w, 1)) {
+  for (; w.k + (kUnroll - 1LL) * stride < end; w = advanced(w)) {
     int i[kUnroll], j[kUnroll];
     i[0] = w.i, j[0] = w.j;
     for (int s = 1; s < kUnroll; ++s) {
@@ -79,7 +77,7 @@ FGVC_HD inline Candidate best_of_cells(const double* cost, const double* u, cons
       if (r[s] < c.r) c = {r[s], w.k + static_cast<long long>(s) * stride};  // in cell order: a tie keeps the first
     w.k += (kUnroll - 1LL) * stride, w.i = i[kUnroll - 1], w.j = j[kUnroll - 1];  // and one more stride in the loop's step
   }
-  for (; w.k < end; w = advanced(w, 1)) {
+  for (; w.k < end; w = advanced(w)) {
     const double r = read_only(cost + w.k) - u[w.i] - v[w.j];
     if (r < c.r) c = {r, w.k};
   }
@@ -90,7 +88,7 @@ FGVC_HD inline Candidate best_of_cells(const double* cost, const double* u, cons
 // (Bland's rule), or none.
 FGVC_HD inline Candidate first_improvable(const double* cost, const double* u, const double* v, int n, long long first,
                                           int stride, long long end, double tol) {
-  for (CellWalk w = cell_walk(first, stride, n); w.k < end; w = advanced(w, 1)) {
+  for (CellWalk w = cell_walk(first, stride, n); w.k < end; w = advanced(w)) {
     const double r = read_only(cost + w.k) - u[w.i] - v[w.j];
     if (r < -tol) return {r, w.k};
   }

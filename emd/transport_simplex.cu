@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
         return detail::Leaving{__shfl_sync(0xffffffffu, c.flow, 0), __shfl_sync(0xffffffffu, c.cell, 0),
                                __shfl_sync(0xffffffffu, c.index, 0), __shfl_sync(0xffffffffu, c.on_a, 0)};
       };
-      if (kOneThreadPlan) {
+      if constexpr (kOneThreadPlan) {
         if (lane == 0) {
           const double theta = detail::plan_pivot(P.tree, enter.k, enter.r, &move);
           plan.broken = theta < 0;

@@ -7,7 +7,7 @@
 // The phases, with the warp synchronised (__syncwarp) after each:
 //   1. climb     lane 0 from the row end a, lane 1 from the column end b, each up to the first
 //                ancestor of the other end (by preorder intervals: x is an ancestor of y iff
-//                pos x <= pos y < pos x + size x): the two tree paths and their join;
+//                pos x <= pos y < pos x + size x): the two tree paths up to their join;
 //   2. leaving   each lane's best minus cell of the two paths (least flow, then the smallest
 //                cell, as turn_cycle), reduced over the lanes (shuffles on the GPU);
 //   3. settle    lane 0: theta, the stem, and the Move (old positions and sizes);
@@ -46,7 +46,7 @@ FGVC_HD inline Leaving better_leaving(Leaving x, Leaving y) {
 struct LanePlan {
   long long cell;  // the entering cell and its reduced cost
   double d;
-  int la, lb, join;
+  int la, lb;      // the two paths' lengths
   int lost[2];     // lane 0 / lane 1 climbed off the tree (each lane writes its own flag)
   int broken;      // 1: the parents are not a tree (a guard: a kernel must not hang on a bug)
   Leaving leave;
@@ -58,7 +58,6 @@ FGVC_HD inline void plan_start(long long cell, double d, LanePlan* p) {
   p->cell = cell;
   p->d = d;
   p->la = p->lb = 0;
-  p->join = -1;
   p->lost[0] = p->lost[1] = 0;
   p->broken = 0;
 }
@@ -80,7 +79,7 @@ FGVC_HD inline void plan_climb(const ArrayTree& t, LanePlan* p, int lane) {
       return;
     }
   }
-  if (lane == 0) p->la = len, p->join = x;
+  if (lane == 0) p->la = len;
   else p->lb = len;
 }
 

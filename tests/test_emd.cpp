@@ -445,7 +445,7 @@ TEST(EmdCellPricing, WalksCellsAndFindsTheBestLikeAPlainScan) {
   for (const int n : {1, 3, 7, 200, 1024, 1500})
     for (const int stride : {1, 5, 32, 199, 1024}) {
       emd::detail::CellWalk w = emd::detail::cell_walk(17 + n, stride, n);
-      for (int s = 0; s < 300; ++s, w = emd::detail::advanced(w, 1)) {
+      for (int s = 0; s < 300; ++s, w = emd::detail::advanced(w)) {
         ASSERT_EQ(w.k, 17 + n + static_cast<long long>(s) * stride);
         ASSERT_EQ(w.i, w.k / n) << "n " << n << " stride " << stride << " step " << s;
         ASSERT_EQ(w.j, w.k % n) << "n " << n << " stride " << stride << " step " << s;
