@@ -35,7 +35,9 @@ TEST(Optim, RMSPropFollowsTensorFlow) {
     ms[name] = std::vector<double>(t.numel(), 1.0);  // TF initialises ms to ones
     mom[name] = std::vector<double>(t.numel(), 0.0);
   }
-  const double decay = 0.9, momentum = 0.9, eps = 1.0, lr = 0.045, wd = 4e-5;
+  // A weight decay far above the default 4e-5, so that decaying the wrong tensors (or none)
+  // moves the weights well beyond the tolerance.
+  const double decay = 0.9, momentum = 0.9, eps = 1.0, lr = 0.045, wd = 0.05;
   optim::RMSProp opt(p.named, decay, momentum, eps, wd);
   for (int step = 0; step < 3; ++step) {
     p.set_grads(10 + step * 7);
@@ -56,22 +58,26 @@ TEST(Optim, RMSPropFollowsTensorFlow) {
 
 TEST(Optim, SgdMomentumAndStateRoundTrip) {
   Params p;
-  std::vector<double> w = p.named[0].second.to_vector<double>(), v(w.size(), 0.0);
-  optim::SGD opt(p.named, 0.9, 0.0);
+  std::map<std::string, std::vector<double>> w, v;
+  for (auto& [name, t] : p.named) w[name] = t.to_vector<double>(), v[name] = std::vector<double>(t.numel(), 0.0);
+  const double wd = 0.05;  // on conv.weight only, as TF-slim
+  optim::SGD opt(p.named, 0.9, wd);
   for (int step = 0; step < 3; ++step) {
     p.set_grads(20 + step);
-    const std::vector<double> g = p.named[0].second.grad().to_vector<double>();
-    for (size_t i = 0; i < w.size(); ++i) {
-      v[i] = 0.9 * v[i] + g[i];
-      w[i] -= 0.1 * v[i];
+    for (auto& [name, t] : p.named) {
+      const std::vector<double> g = t.grad().to_vector<double>();
+      for (size_t i = 0; i < g.size(); ++i) {
+        v[name][i] = 0.9 * v[name][i] + g[i] + (name == "conv.weight" ? wd * w[name][i] : 0.0);
+        w[name][i] -= 0.1 * v[name][i];
+      }
     }
     opt.step(0.1);
   }
-  EXPECT_TRUE(testing::all_close(p.named[0].second, w, 1e-6, 1e-7));
+  for (auto& [name, t] : p.named) EXPECT_TRUE(testing::all_close(t, w[name], 1e-6, 1e-7)) << name;
   // Restored slots continue exactly where they were.
   Params q;
   for (size_t i = 0; i < q.named.size(); ++i) q.named[i].second.copy_(p.named[i].second);
-  optim::SGD resumed(q.named, 0.9, 0.0);
+  optim::SGD resumed(q.named, 0.9, wd);
   resumed.load_state(opt.state());
   p.set_grads(99);
   q.set_grads(99);
