@@ -7,8 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/grad_mode.h"
 #include "data/dataset.h"
 #include "data/decode.h"
+#include "data/loader.h"
 #include "emd/domain.h"
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
@@ -238,7 +240,8 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
 TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
   const std::string images = make_images(dir);
   manual_seed(9);
-  write_safetensors(dir + "/r.safetensors", nn::create_model("resnet50", 3)->state_dict());
+  auto model = nn::create_model("resnet50", 3);
+  write_safetensors(dir + "/r.safetensors", model->state_dict());
   const Outcome r = run("fgvc-extract --device cpu --model resnet50 --weights " + dir + "/r.safetensors --data " +
                         images + " --input-size 64 --batch-size 4 --out " + dir + "/domain.safetensors --json");
   ASSERT_EQ(r.code, 0) << r.err;
@@ -247,6 +250,27 @@ TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
   EXPECT_EQ(d.classes, (std::vector<std::string>{"c0", "c1", "c2"}));
   EXPECT_EQ(d.counts, (std::vector<double>{6, 3, 1}));
   EXPECT_EQ(d.features.shape(), (Shape{3, 2048}));
+  // The means themselves: each image's features one at a time (batches of 1, not the app's 4),
+  // averaged per class in float64 here.
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval, o.size = 64, o.batch_size = 1, o.normalization = data::Normalization::ImageNet;
+  o.warn = false;
+  data::Loader loader(data::load_dataset(images), o);
+  model->eval();
+  std::vector<double> expected(3 * 2048, 0.0);
+  {
+    NoGradGuard no_grad;
+    loader.start_epoch(0);
+    data::Batch b;
+    while (loader.next(&b)) {
+      if (b.indices.empty()) continue;
+      const int64_t c = b.labels.to_vector<int64_t>()[0];
+      const std::vector<double> f = model->features(b.images).to_vector<double>();
+      for (int64_t k = 0; k < 2048; ++k) expected[c * 2048 + k] += f[k] / d.counts[c];
+    }
+  }
+  EXPECT_LT(testing::rel_error(d.features, Tensor::from_vector(expected, {3, 2048})), 1e-5);
+  EXPECT_GT(testing::rel_error(d.features.slice(0, 0, 1), d.features.slice(0, 1, 2)), 1e-3);  // classes differ
   // The domain file works with fgvc-similarity against itself: EMD 0.
   const Outcome s = run("fgvc-similarity --device cpu --source " + dir + "/domain.safetensors --target " + dir +
                         "/domain.safetensors --json");
