@@ -28,7 +28,13 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     FGVC_CHECK(shape[d - lead] == 1 || shape[d - lead] == x.size(d), "sum_to", "cannot sum ", describe(x), " to ",
                shape_str(shape));
   const Tensor s = axes.empty() ? x : k::sum(x, axes, true);
-  return s.reshape(shape);
+  Tensor y = s.reshape(shape);
+  // Differentiable like sum: the gradient broadcasts back to x's shape. (Inside backward
+  // closures, where it sums gradients, nothing is recorded.)
+  autograd::record("sum_to", {x}, {y}, [in = x.shape(), keep = s.shape()](const Grads& g, const Needs&) -> Grads {
+    return {g[0].reshape(keep).expand(in).contiguous()};
+  });
+  return y;
 }
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {

@@ -56,6 +56,12 @@ TEST(Gradcheck, Reductions) {
   }
 }
 
+TEST(Gradcheck, SumToUndoesBroadcasting) {
+  const Inputs in{r({2, 3, 4}, 2)};
+  for (const Shape& to : std::vector<Shape>{{3, 4}, {3, 1}, {1, 4}, {2, 1, 4}, {4}, {}, {2, 3, 4}})
+    check("sum_to", [&](const Inputs& x) { return sum_to(x[0], to); }, in);
+}
+
 TEST(Gradcheck, MaxSharesTheGradientAmongTies) {
   Tensor x = Tensor::from_vector(std::vector<double>{1.0, 3.0, 3.0, 2.0}, {4}).set_requires_grad(true);
   backward(max(x));
