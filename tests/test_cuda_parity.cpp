@@ -37,7 +37,9 @@ TEST(CudaParity, UnaryOps) {
     for (UnaryOp op : {UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Rsqrt, UnaryOp::Abs,
                        UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Square, UnaryOp::Reciprocal,
                        UnaryOp::Sign}) {
-      const Tensor x = testing::rand_t({37, 129}, 1, 0.1, 3.0, dt);
+      // Signed inputs, so that relu, abs and sign take both branches; the log and roots positive ones.
+      const bool positive = op == UnaryOp::Log || op == UnaryOp::Sqrt || op == UnaryOp::Rsqrt;
+      const Tensor x = positive ? testing::rand_t({37, 129}, 1, 0.1, 3.0, dt) : randn_t({37, 129}, 1, dt);
       expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::unary(op, in[0])}; }, {x},
                     kElementwiseTol);
       expect_parity(std::string(kernels::op_name(op)) + " strided",
@@ -52,7 +54,9 @@ TEST(CudaParity, BinaryOpsWithBroadcasting) {
     for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min,
                         BinaryOp::Pow, BinaryOp::Eq, BinaryOp::Gt, BinaryOp::ReluBackward, BinaryOp::SigmoidBackward,
                         BinaryOp::TanhBackward}) {
-      const Tensor a = testing::rand_t({8, 33, 17}, 2, 0.2, 2.0, dt), b = randn_t({33, 1}, 3, dt);
+      // A positive base for pow; signed values otherwise (the relu gate and the comparisons see both signs).
+      const Tensor a = op == BinaryOp::Pow ? testing::rand_t({8, 33, 17}, 2, 0.2, 2.0, dt) : randn_t({8, 33, 17}, 2, dt),
+                   b = randn_t({33, 1}, 3, dt);
       expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; },
                     {a, b}, kElementwiseTol);
       expect_parity(std::string(kernels::op_name(op)) + " same shape",
