@@ -26,7 +26,19 @@ int run(const std::string& name, const std::string& description, int argc, char*
         const std::function<nlohmann::json(const Common&)>& body) {
   CLI::App cli(description, name);
   Common common;
-  cli.add_option("--device", common.device, "cpu, cuda or cuda:N (default: cuda when available)");
+  // Checked while parsing, so that a binary that runs on the CPU alone (fgvc-subset) still
+  // rejects a misspelt device.
+  cli.add_option("--device", common.device, "cpu, cuda or cuda:N (default: cuda when available)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            try {
+              Device::parse(text);
+              return std::string();
+            } catch (const Error&) {
+              return "expected cpu, cuda or cuda:N, got '" + text + "'";
+            }
+          },
+          "DEVICE"));
   cli.add_flag("--json", common.json, "print one JSON object on stdout as the last line");
   add_options(cli);
   try {

@@ -3,6 +3,7 @@
 // "fgvc-NAME: error: ..." on stderr.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,27 @@ struct Common {
 int run(const std::string& name, const std::string& description, int argc, char** argv,
         const std::function<void(CLI::App&)>& add_options,
         const std::function<nlohmann::json(const Common&)>& body);
+
+// Number checks for options, with a message a user reads ("must be > 0, got 0") rather than
+// CLI11's range of 0 to the largest double.
+inline CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != text.size() || used == 0 || !std::isfinite(v)) return "not a finite number: " + text;
+        if (allow_zero ? v < 0 : v <= 0) return std::string(allow_zero ? "must be >= 0" : "must be > 0") + ", got " + text;
+        return std::string();
+      },
+      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
+}
+inline const CLI::Validator Positive = number_check(false);
+inline const CLI::Validator NonNegative = number_check(true);
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {

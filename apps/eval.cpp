@@ -24,15 +24,15 @@ int main(int argc, char** argv) {
         cli.add_option("--model", models, "model name; one per --weights, or one for all")->required();
         cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required();
         cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required();
-        cli.add_option("--input-size", size, "input size (default: each model's)")->check(CLI::PositiveNumber);
+        cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::Positive);
         cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")
             ->capture_default_str()->check(CLI::IsMember({1, 12}));
         cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size");
         cli.add_option("--head-threshold", threshold, "head classes: at least this many training images")
-            ->capture_default_str()->check(CLI::PositiveNumber);
+            ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV");
-        cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
-        cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
       },
       [&](const fgvc::app::Common& common) {
@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
           if (!common.json && used_ema) std::printf("%s: the moving average of the weights\n", weights[i].c_str());
         }
         const train::EvalResult r = train::evaluate(members, device);
+        FGVC_CHECK(r.images > 0, "--data", data_path, ": no readable image (", r.skipped, " file(s) skipped)");
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);
         nlohmann::json out = {{"images", r.images},
                               {"skipped", r.skipped},

@@ -23,9 +23,9 @@ int main(int argc, char** argv) {
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
         cli.add_option("--input-size", size, "input size (default: the model's, 299 Inception, 224 ResNet)")
-            ->check(CLI::PositiveNumber);
-        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(CLI::PositiveNumber);
-        cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
+        cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -34,14 +34,18 @@ int main(int argc, char** argv) {
         o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
         const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
         const Tensor fc = nn::classifier_weight(w);
-        FGVC_CHECK(fc.defined(), "fgvc-extract", weights, ": no classifier weight [K, D]");
+        FGVC_CHECK(fc.defined(), "--weights", weights, ": no classifier weight [K, D]");
         std::shared_ptr<nn::Classifier> model;
         try {
           model = nn::create_model(model_name, fc.size(0));
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
-        model->load_state_dict(w, /*strict=*/true);
+        try {
+          model->load_state_dict(w, /*strict=*/true);
+        } catch (const Error& e) {
+          throw Error(weights + ": " + e.what());
+        }
         model->to(device);
         model->eval();
 
@@ -49,10 +53,11 @@ int main(int argc, char** argv) {
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
         const std::vector<double>& counts = domain.counts;
-        domain.name = out;
-        emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         int64_t images = 0;
         for (double c : counts) images += static_cast<int64_t>(c);
+        FGVC_CHECK(images > 0, "--data", data_path, ": no readable image (", loader.skipped(), " file(s) skipped)");
+        domain.name = out;
+        emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         if (!common.json)
           std::printf("%lld images of %lld classes -> %s (%lld-d means; %lld unreadable file(s) skipped)\n",
                       (long long)images, (long long)m, out.c_str(), (long long)dim, (long long)loader.skipped());

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
         cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required();
         cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required();
         cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
-            ->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -38,13 +38,17 @@ int main(int argc, char** argv) {
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
-        model->load_state_dict(w, /*strict=*/true);
+        try {
+          model->load_state_dict(w, /*strict=*/true);
+        } catch (const Error& e) {
+          throw Error(weights + ": " + e.what());
+        }
         model->to(device);
         model->eval();
         const SafetensorsFile in = read_safetensors(input);
         const auto x = in.tensors.find("input");
-        FGVC_CHECK(x != in.tensors.end(), "fgvc-infer", input, ": no tensor named 'input'");
-        FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "fgvc-infer",
+        FGVC_CHECK(x != in.tensors.end(), "--input", input, ": no tensor named 'input'");
+        FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "--input",
                    input, ": 'input' must be float32 [N, 3, H, W], got ", describe(x->second));
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));

@@ -99,11 +99,11 @@ int main(int argc, char** argv) {
       "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required();
-        cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(CLI::PositiveNumber);
-        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(CLI::PositiveNumber);
+        cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::Positive);
+        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(fgvc::app::Positive);
         cli.add_flag("--layers", layers, "print the per-layer table");
         cli.add_flag("--time", time, "measure each layer's forward and backward time");
-        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(CLI::PositiveNumber);
+        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
                        "this optimizer's update) instead of forward + backward of sum(logits)")
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
         cli.add_option("--amp", amp, "with --time on CUDA: autocast convolutions to bf16 or fp16 (default off)")
             ->check(CLI::IsMember({"off", "bf16", "fp16"}));
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
-            ->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;

@@ -20,13 +20,15 @@ int main(int argc, char** argv) {
       [&](CLI::App& cli) {
         cli.add_option("--source", source, "source domain (.safetensors)")->required();
         cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required();
-        cli.add_option("--top-k", top_k, "classes selected per target")->check(CLI::NonNegativeNumber);
-        cli.add_option("--per-target-k", per_target, "k for each target, in --target order (K1,K2,...)")
-            ->delimiter(',');
+        cli.add_option("--top-k", top_k, "classes selected per target")->check(fgvc::app::NonNegative);
+        cli.add_option("--per-target-k", per_target, "k for each target, in --target order (K1,K2,...); overrides --top-k")
+            ->delimiter(',')
+            ->check(fgvc::app::NonNegative);
         cli.add_option("--out", out, "output file: class<TAB>similarity<TAB>target per line")->required();
-        cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(CLI::PositiveNumber);
+        cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
+        const bool per_target_given = !per_target.empty();
         if (per_target.empty()) {
           if (top_k < 0) throw fgvc::app::UsageError("give --top-k or --per-target-k");
           per_target.assign(targets.size(), top_k);
@@ -36,6 +38,12 @@ int main(int argc, char** argv) {
         }
         const fgvc::Device device = common.resolved_device();
         const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
+        const int64_t m = s.features.size(0);
+        for (size_t t = 0; t < per_target.size(); ++t)
+          if (per_target[t] > m)
+            throw fgvc::app::UsageError(std::string(per_target_given ? "--per-target-k" : "--top-k") + ": k = " +
+                                        std::to_string(per_target[t]) + " for " + targets[t] + ", but the source " +
+                                        source + " has " + std::to_string(m) + " classes");
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
         cli.add_option("--source", source, "source domain (.safetensors: features, counts)")->required();
         cli.add_option("--target", targets, "target domain (.safetensors: features, counts); repeat for several")
             ->required();
-        cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(CLI::PositiveNumber);
+        cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
         const fgvc::Device device = common.resolved_device();

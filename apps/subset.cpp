@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
         cli.add_option("--data", data, "training set: ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--max-per-class", max_per_class, "images kept per class at most")
             ->required()
-            ->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
         cli.add_option("--out", out, "list file to write (paths relative to it)")->required();
         cli.add_option("--seed", seed, "random seed (default 0)");
         cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)");

@@ -50,48 +50,48 @@ int main(int argc, char** argv) {
         cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
         cli.add_option("--input-size", c.input_size, "input size S (default 299 Inception, 224 ResNet, 32 resnet20/32/56)")
-            ->check(CLI::PositiveNumber);
-        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::Positive);
         auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
-                           ->check(CLI::PositiveNumber);
+                           ->check(fgvc::app::Positive);
         auto* steps = cli.add_option("--steps", c.steps, "optimizer steps in all (with --resume: up to this total)")
-                          ->check(CLI::PositiveNumber);
+                          ->check(fgvc::app::Positive);
         epochs->excludes(steps);
         cli.add_option("--optimizer", c.optimizer, "rmsprop (TF semantics) or sgd (momentum)")
             ->capture_default_str()->check(CLI::IsMember({"rmsprop", "sgd"}));
-        cli.add_option("--lr", c.lr, "initial learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--lr", c.lr, "initial learning rate")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--lr-decay", c.lr_decay, "staircase decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--decay-epochs", c.decay_epochs, "epochs per decay (default 2; 4 with --init)")
-            ->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
         cli.add_option("--momentum", c.momentum, "momentum (RMSProp and SGD)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--rmsprop-decay", c.rmsprop_decay, "RMSProp decay of the squared-gradient average")
             ->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--epsilon", c.epsilon, "RMSProp epsilon (inside the square root, as TensorFlow)")
-            ->capture_default_str()->check(CLI::PositiveNumber);
+            ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-        cli.add_option("--weight-decay", c.weight_decay, "L2 on conv/fc weights (TF-slim)")->capture_default_str()->check(CLI::NonNegativeNumber);
-        cli.add_option("--aux-weight", c.aux_weight, "weight of Inception-v3's auxiliary loss")->capture_default_str()->check(CLI::NonNegativeNumber);
+        cli.add_option("--weight-decay", c.weight_decay, "L2 on conv/fc weights (TF-slim)")->capture_default_str()->check(fgvc::app::NonNegative);
+        cli.add_option("--aux-weight", c.aux_weight, "weight of Inception-v3's auxiliary loss")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--ema-decay", c.ema_decay, "keep a moving average of the weights (e.g. 0.9999), used for evaluation and export")
             ->check(CLI::Range(0.0, 1.0));
         cli.add_option("--bn-decay", c.bn_decay, "batch-norm moving-average decay (default 0.9997 Inception, 0.9 others)")
             ->check(CLI::Range(0.0, 1.0));
         cli.add_option("--clip-grad-norm", c.clip_grad_norm, "clip gradients to this global norm (default off)")
-            ->check(CLI::PositiveNumber);
+            ->check(fgvc::app::Positive);
         cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)");
         cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
         cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
         cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str();
-        cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
         cli.add_option("--min-crop-area", c.min_crop_area, "smallest area fraction of the random crop")
             ->capture_default_str()->check(CLI::Range(0.01, 1.0));
         cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
             ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));
         cli.add_flag("--sync-bn", c.sync_bn, "several processes: batch-norm statistics over all of them (default: per process)");
-        cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(CLI::PositiveNumber);
-        cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(CLI::PositiveNumber);
+        cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--save-every", c.save_every, "also checkpoint every N steps (default: each epoch's end)")
-            ->check(CLI::NonNegativeNumber);
+            ->check(fgvc::app::NonNegative);
         cli.add_flag("--no-plots", no_plots, "do not draw the PNG plots at the end");
         cli.add_flag("--quiet", quiet, "no progress output");
         cli.footer(

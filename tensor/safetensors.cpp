@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -74,14 +75,18 @@ std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_siz
 }  // namespace
 
 SafetensorsFile read_safetensors(const std::string& path, bool map) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory, not a safetensors file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
   in.seekg(0, std::ios::end);
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  const std::streamoff end = in.tellg();
+  if (end < 0) fail(path, "cannot read (not a regular file?)");
+  const uint64_t file_size = static_cast<uint64_t>(end);
   in.seekg(0);
   if (file_size < 8) fail(path, "not a safetensors file (shorter than the 8-byte header length)");
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  unsigned char len_bytes[8] = {};
+  if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) fail(path, "cannot read the header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len > file_size - 8 || header_len > (100u << 20))

@@ -117,7 +117,12 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-select --source " + source + " --target " + target + " --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --per-target-k 1,2 --out x.txt",
-                                 "fgvc-similarity --device tpu --source " + source + " --target " + target}) {
+                                 "fgvc-similarity --device tpu --source " + source + " --target " + target,
+                                 "fgvc-similarity --source " + source + " --target " + target + " --gamma nan",
+                                 "fgvc-select --source " + source + " --target " + target + " --top-k 1000 --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target +
+                                     " --per-target-k -1 --out x.txt",
+                                 "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt"}) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind(args.substr(0, args.find(' ')) + ": error: ", 0), 0u) << r.err;
@@ -136,6 +141,9 @@ TEST_F(Apps, BadFilesExitOneNamingTheFile) {
   const Outcome d = run("fgvc-similarity --device cpu --source " + source + " --target " + dir + "/other_dim.safetensors");
   EXPECT_EQ(d.code, 1);
   EXPECT_NE(d.err.find("feature dimensions differ"), std::string::npos) << d.err;
+  const Outcome folder = run("fgvc-similarity --device cpu --source " + dir + " --target " + target);
+  EXPECT_EQ(folder.code, 1);
+  EXPECT_NE(folder.err.find(dir + ": is a directory"), std::string::npos) << folder.err;
 }
 
 // A small ImageFolder: 3 classes of 6, 3 and 1 JPEGs, plus one broken file.

@@ -317,6 +317,16 @@ TEST(TrainApps, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("fgvc-eval: error: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("missing.safetensors"), std::string::npos) << r.err;
+  // No readable image at all: a clear error, not an endless run of empty epochs.
+  const std::string bad = f.dir + "/unreadable";
+  for (const char* c : {"a", "b"}) {
+    std::filesystem::create_directories(bad + "/" + c);
+    testing::write_bytes(bad + "/" + c + "/1.jpg", std::vector<uint8_t>(64, 7));
+  }
+  r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + bad + " --out " + f.dir + "/y --steps 2", f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("fgvc-train: error: --data: " + bad + ": epoch 1 had no readable image"), std::string::npos)
+      << r.err;
 }
 
 // IDX files as Fashion-MNIST ships them (gzipped by the system's gzip, one left plain), with

@@ -454,6 +454,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   try {
     while (pos.step < total_steps) {
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
+      const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
       double epoch_loss = 0;
       int64_t epoch_steps = 0;
       const auto epoch_start = Clock::now();
@@ -535,6 +536,10 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();
       }
       const bool epoch_done = pos.batch >= steps_per_epoch;
+      // A whole epoch without one readable batch would repeat forever (the same files fail
+      // every epoch). Every rank sees the same count: empty batches are skipped together.
+      FGVC_CHECK(!(epoch_done && whole_epoch && epoch_steps == 0), "--data", c.data, ": epoch ",
+                 pos.epoch + 1, " had no readable image (", loader.skipped(), " unreadable file(s) skipped)");
       if (epoch_done) {
         pos.epoch++;
         pos.batch = 0;
