@@ -66,11 +66,22 @@ struct Cycle {
   double theta;  // the flow moved round the cycle (0: degenerate); -1: not a tree
 };
 
+// Which minus cell leaves among those of least flow: the rule that keeps the tree strongly
+// feasible (Cunningham 1976), so that degenerate pivots cannot cycle and rarely run long.
+// The tree is strongly feasible when every basic cell of zero flow hangs a row from its
+// parent column (each node could then send a little flow to the root): equivalently, every
+// node sends eps to the root, and the eps-perturbed problem is feasible and nondegenerate.
+// Its ratio test breaks the ties of theta: a minus cell on the column's path b (a column
+// child, flow - eps * subtree) leaves before any on the row's path a (a row child, flow +
+// eps * subtree); on path b the one nearest the join (largest subtree), on path a the one
+// nearest a. Smaller rank leaves first; ranks of one cycle are distinct.
+FGVC_HD inline int leaving_rank(int on_a, int index, int lb) { return on_a ? lb + index : lb - 1 - index; }
+
 // The cycle the entering cell (row a, column node b) closes, found by subtree sizes (an
 // ancestor's subtree is larger), and theta moved round it. path_a and path_b (m + n entries
 // each) receive the two tree paths up to the join. Round the cycle from the entering cell
 // the signs alternate, minus first on both paths; the leaving cell is the minus cell of
-// least flow (ties: the smallest cell index).
+// least flow, ties broken by leaving_rank.
 FGVC_HD inline Cycle turn_cycle(int m, int n, const int* parent, const int* size, double* flow, int a, int b,
                                 int* path_a, int* path_b) {
   const int nodes = m + n;
@@ -88,16 +99,15 @@ FGVC_HD inline Cycle turn_cycle(int m, int n, const int* parent, const int* size
     if (x < 0 || y < 0) return c;
   }
   c.join = x;
-  long long leave_cell = 0;
+  int leave_rank = 0;
   for (int side = 0; side < 2; ++side) {
     const int* path = side == 0 ? path_a : path_b;
     const int len = side == 0 ? la : lb;
     for (int i = 0; i < len; i += 2) {
-      const int w = path[i], p = parent[w];
-      const double f = flow[w];
-      const long long cell = static_cast<long long>(w < m ? w : p) * n + ((w < m ? p : w) - m);
-      if (c.leave < 0 || f < c.theta || (f == c.theta && cell < leave_cell))
-        c.theta = f, c.leave = i, c.on_a = side == 0, leave_cell = cell;
+      const double f = flow[path[i]];
+      const int rank = leaving_rank(side == 0, i, lb);
+      if (c.leave < 0 || f < c.theta || (f == c.theta && rank < leave_rank))
+        c.theta = f, c.leave = i, c.on_a = side == 0, leave_rank = rank;
     }
   }
   if (c.leave < 0) return Cycle{-1, -1, true, -1.0};

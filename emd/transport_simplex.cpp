@@ -82,12 +82,17 @@ double min_reduced_cost(const double* row, const double* v, double ui, int len, 
 // run of the list, so a pivot moves it with a few splices per node of its stem (the path
 // it turns on), the cycle is found by sizes (an ancestor's subtree is larger), and the
 // only work that grows with the tree is the potentials' shift, done on whichever side of
-// the cut is smaller.
+// the cut is smaller. The tree is kept strongly feasible (the start's allocations and the
+// leaving cell's ties, emd/array_tree.h), which is what keeps balanced classes and a domain
+// against itself, where most pivots are degenerate, from stalling.
 class Solver {
  public:
-  Solver(const double* c, int m, int n, std::vector<double> a, std::vector<double> b, const Options& o, double max_cost)
+  // exact: integer weights (Reduced::flow_scale), where the tree stays strongly feasible to
+  // the bit (checked after every pivot in the sanitizer builds).
+  Solver(const double* c, int m, int n, std::vector<double> a, std::vector<double> b, const Options& o, double max_cost,
+         bool exact)
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
-        max_iterations_(o.max_iterations) {
+        max_iterations_(o.max_iterations), exact_(exact) {
     const int64_t cells = static_cast<int64_t>(m) * n;
     // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
     // (measured on 1000 x 200 to 6089 x 200 problems).
@@ -184,25 +189,40 @@ class Solver {
     for (int r = 0; r < count; ++r) out[r] = {best[r], static_cast<int64_t>(i) * n_ + col[r]};
   }
 
+  // A supply, demand or flow of the eps-perturbed problem behind the strongly feasible tree
+  // (emd/array_tree.h, leaving_rank): value + eps * coef, compared lexicographically.
+  struct Perturbed {
+    double value;
+    int64_t coef;
+    bool operator<=(const Perturbed& o) const { return value < o.value || (value == o.value && coef <= o.coef); }
+    Perturbed operator-(const Perturbed& o) const { return {value - o.value, coef - o.coef}; }
+  };
+
   // Start: the least-cost method on each row's few cheapest cells (the cells of an optimal
   // flow are mostly among them), then each row still open sends what is left to its
-  // cheapest open columns. Every allocation exhausts its row or its column, which takes no
-  // further allocation, so the cells form a forest; zero-flow cells then join it into a
-  // spanning tree.
+  // cheapest open columns. The allocations are made in the perturbed problem where every
+  // node but the root (row 0) sends eps to the root: no proper subset of rows and columns
+  // balances there, so each allocation exhausts exactly one row or column (the smaller,
+  // lexicographically; it takes no further allocation) and the cells form a spanning tree
+  // whose zero-flow cells all hang a row from a column: strongly feasible from the start.
+  // (Rounding in weights that are not integers can leave crumbs; then zero-flow cells join
+  // what is left, by a row where there is one.)
   void initial_basis() {
-    constexpr double kExhausted = 1e-14;  // leftovers of rounding in the normalised weights
-    std::vector<double> supply = a_, demand = b_;
+    const int nodes = m_ + n_;
+    std::vector<Perturbed> supply(static_cast<size_t>(m_)), demand(static_cast<size_t>(n_));
+    for (int i = 0; i < m_; ++i) supply[i] = {a_[i], i == 0 ? 1 - nodes : 1};
+    for (int j = 0; j < n_; ++j) demand[j] = {b_[j], -1};
     std::vector<char> row_open(static_cast<size_t>(m_), 1), col_open(static_cast<size_t>(n_), 1);
     std::vector<Edge> edges;
-    UnionFind uf(m_ + n_);
+    UnionFind uf(nodes);
     auto allocate = [&](int i, int j) {
-      const double f = std::min(supply[i], demand[j]);
-      supply[i] -= f;
-      demand[j] -= f;
-      edges.push_back({i, m_ + j, f});
+      const bool row_ends = supply[i] <= demand[j];
+      const Perturbed f = row_ends ? supply[i] : demand[j];
+      supply[i] = supply[i] - f;
+      demand[j] = demand[j] - f;
+      edges.push_back({i, m_ + j, f.value});
       uf.unite(i, m_ + j);
-      if (supply[i] <= kExhausted) row_open[i] = 0;
-      else col_open[j] = 0;
+      (row_ends ? row_open[i] : col_open[j]) = 0;
     };
     const int per_row = std::min(n_, kStartCellsPerRow);
     std::vector<std::pair<double, int64_t>> candidates(static_cast<size_t>(m_) * per_row);  // (cost, cell)
@@ -222,23 +242,25 @@ class Solver {
         allocate(i, best);
       }
     }
-    // Join the remaining components to node 0's with zero-flow cells, cheapest first.
-    for (int x = 1; x < m_ + n_; ++x) {
-      if (uf.find(x) == uf.find(0)) continue;
-      int best = -1;
-      double best_cost = kInf;
-      const int lo = x < m_ ? m_ : 0, hi = x < m_ ? m_ + n_ : m_;
-      for (int y = lo; y < hi; ++y) {
-        if (uf.find(y) != uf.find(0)) continue;
-        if (edge_cost(x, y) < best_cost) {
-          best_cost = edge_cost(x, y);
-          best = y;
+    // Join what is left to node 0's component with zero-flow cells, cheapest first: by a
+    // row of the component where it has one (the row hangs from a column), else by its column.
+    for (int pass = 0; pass < 2; ++pass)
+      for (int x = pass == 0 ? 1 : m_; x < (pass == 0 ? m_ : nodes); ++x) {
+        if (uf.find(x) == uf.find(0)) continue;
+        int best = -1;
+        double best_cost = kInf;
+        const int lo = x < m_ ? m_ : 0, hi = x < m_ ? nodes : m_;
+        for (int y = lo; y < hi; ++y) {
+          if (uf.find(y) != uf.find(0)) continue;
+          if (edge_cost(x, y) < best_cost) {
+            best_cost = edge_cost(x, y);
+            best = y;
+          }
         }
+        if (best < 0) continue;  // a row's component with no column in node 0's yet: its column joins in pass 1
+        edges.push_back({x, best, 0.0});
+        uf.unite(x, best);
       }
-      FGVC_CHECK(best >= 0, "emd", "internal error: cannot connect the initial basis");
-      edges.push_back({x, best, 0.0});
-      uf.unite(x, best);
-    }
     build_tree(edges);
   }
 
@@ -292,8 +314,9 @@ class Solver {
   }
 
   // Block pricing: scan blocks of cells cyclically from where the last search stopped and
-  // take the most negative reduced cost of the first block that has one. After a long run
-  // of degenerate pivots, Bland's rule (the first improvable cell) until progress resumes.
+  // take the most negative reduced cost of the first block that has one. A guard kept from
+  // before the tree was strongly feasible: after more degenerate pivots in a row than there
+  // are nodes, Bland's rule (the first improvable cell) until progress resumes.
   bool find_entering(int* ei, int* ej, double* d) {
     const int64_t total = static_cast<int64_t>(m_) * n_;
     if (bland_) {
@@ -437,6 +460,8 @@ class Solver {
       FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + std::fabs(edge_cost(y, p))), "emd", "verify: basic cell of node ", y,
                  " has reduced cost ", r);
       FGVC_CHECK(flow_[y] >= -1e-12, "emd", "verify: negative flow ", flow_[y], " at node ", y);
+      FGVC_CHECK(!exact_ || flow_[y] > 0 || y < m_, "emd", "verify: not strongly feasible: column ", y - m_,
+                 " hangs from row ", p, " with zero flow");
     }
   }
 #endif
@@ -446,6 +471,7 @@ class Solver {
   std::vector<double> a_, b_;
   double tol_;
   int64_t max_iterations_;
+  bool exact_;
   static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
@@ -471,6 +497,25 @@ std::vector<double> normalized(const std::vector<double>& w, const char* which) 
 }  // namespace
 
 namespace detail {
+
+namespace {
+// Reduced::flow_scale: counts a and b become a * sum(b) and b * sum(a) where both are
+// integers and the product of the sums stays below 2^53 (every partial sum then exact).
+void exact_integer_weights(const std::vector<double>& a, const std::vector<double>& b, Reduced* r) {
+  auto integral_sum = [](const std::vector<double>& w) {
+    double total = 0;
+    for (double x : w)
+      if (x != std::floor(x) || x >= 9007199254740992.0) return -1.0;
+      else total += x;
+    return total;
+  };
+  const double sa = integral_sum(a), sb = integral_sum(b);
+  if (sa <= 0 || sb <= 0 || sa * sb >= 9007199254740992.0) return;
+  for (size_t k = 0; k < r->rows.size(); ++k) r->ra[k] = a[r->rows[k]] * sb;
+  for (size_t k = 0; k < r->cols.size(); ++k) r->rb[k] = b[r->cols[k]] * sa;
+  r->flow_scale = sa * sb;
+}
+}  // namespace
 
 Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
                const std::vector<double>& b_in) {
@@ -499,6 +544,7 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
     if (r.a[i] > 0) r.rows.push_back(static_cast<int>(i)), r.ra.push_back(r.a[i]);
   for (int64_t j = 0; j < n; ++j)
     if (r.b[j] > 0) r.cols.push_back(static_cast<int>(j)), r.rb.push_back(r.b[j]);
+  exact_integer_weights(a_in, b_in, &r);
   if (r.rows.size() != static_cast<size_t>(m) || r.cols.size() != static_cast<size_t>(n)) {
     r.sub.resize(r.rows.size() * r.cols.size());
     for (size_t i = 0; i < r.rows.size(); ++i)
@@ -508,7 +554,7 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
 }
 
 InitialTree initial_tree(const double* cost, const Reduced& r, const Options& options) {
-  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
+  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
   solver.start();
   return {solver.parents(), solver.flows(), solver.preorder(), solver.sizes()};
 }
@@ -539,9 +585,10 @@ Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, cons
   for (int x = 0; x < static_cast<int>(parent.size()); ++x) {  // each basic cell is (node, its parent)
     if (parent[x] < 0) continue;
     const int i = x < rm ? x : parent[x], j = (x < rm ? parent[x] : x) - rm;
-    out.flow.push_back({r.rows[i], r.cols[j], flow[x]});
+    out.flow.push_back({r.rows[i], r.cols[j], flow[x] / r.flow_scale});
     out.cost += flow[x] * cost[static_cast<int64_t>(r.rows[i]) * n + r.cols[j]];
   }
+  out.cost /= r.flow_scale;
   out.u.assign(static_cast<size_t>(m), kInf);
   out.v.assign(static_cast<size_t>(n), kInf);
   for (size_t i = 0; i < r.rows.size(); ++i) out.u[r.rows[i]] = pot[i];
@@ -565,7 +612,7 @@ Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>
              const Options& options) {
   const auto t0 = std::chrono::steady_clock::now();
   const detail::Reduced r = detail::reduce(cost, m, n, a_in, b_in);
-  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost);
+  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
   solver.run();
   Result out =
       detail::assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());

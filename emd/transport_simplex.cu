@@ -227,12 +227,12 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
       auto best = [&](auto share) {
         detail::Leaving c = share(lane);
         for (int off = 16; off > 0; off /= 2) {
-          const detail::Leaving o{__shfl_down_sync(0xffffffffu, c.flow, off), __shfl_down_sync(0xffffffffu, c.cell, off),
+          const detail::Leaving o{__shfl_down_sync(0xffffffffu, c.flow, off), __shfl_down_sync(0xffffffffu, c.rank, off),
                                   __shfl_down_sync(0xffffffffu, c.index, off), __shfl_down_sync(0xffffffffu, c.on_a, off)};
           c = detail::better_leaving(c, o);
         }
         // Lane 0 holds the best; every lane gets it.
-        return detail::Leaving{__shfl_sync(0xffffffffu, c.flow, 0), __shfl_sync(0xffffffffu, c.cell, 0),
+        return detail::Leaving{__shfl_sync(0xffffffffu, c.flow, 0), __shfl_sync(0xffffffffu, c.rank, 0),
                                __shfl_sync(0xffffffffu, c.index, 0), __shfl_sync(0xffffffffu, c.on_a, 0)};
       };
       if constexpr (kOneThreadPlan) {

@@ -92,7 +92,12 @@ namespace detail {
 struct Reduced {
   std::vector<double> a, b;    // normalised weights, all classes
   std::vector<int> rows, cols; // classes with weight > 0
-  std::vector<double> ra, rb;  // their weights
+  std::vector<double> ra, rb;  // their weights, in units of 1 / flow_scale
+  // Integer weights (class counts) are solved exactly: ra = counts * (sum of b), rb = counts *
+  // (sum of a), both summing to flow_scale, integers below 2^53, so every flow is an integer
+  // and a zero flow is exactly 0 (degeneracy seen as it is). Otherwise the normalised weights,
+  // scale 1.
+  double flow_scale = 1;
   std::vector<double> sub;     // rows x cols costs when some class was dropped, else empty
   double max_cost = 1;
   int m() const { return static_cast<int>(rows.size()); }

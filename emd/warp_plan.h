@@ -8,8 +8,8 @@
 //   1. climb     lane 0 from the row end a, lane 1 from the column end b, each up to the first
 //                ancestor of the other end (by preorder intervals: x is an ancestor of y iff
 //                pos x <= pos y < pos x + size x): the two tree paths up to their join;
-//   2. leaving   each lane's best minus cell of the two paths (least flow, then the smallest
-//                cell, as turn_cycle), reduced over the lanes (shuffles on the GPU);
+//   2. leaving   each lane's best minus cell of the two paths (least flow, then the least
+//                leaving_rank, as turn_cycle), reduced over the lanes (shuffles on the GPU);
 //   3. settle    lane 0: theta, the stem, and the Move (old positions and sizes);
 //   4. flows     theta round the cycle; the stem's old positions and sizes copied;
 //   5. sizes     the stem's and both paths' new sizes; the stem's flows read;
@@ -30,16 +30,16 @@ constexpr int kLanes = 32;
 // A minus cell of the cycle: entry `index` of path_a (on_a) or path_b; index -1: none.
 struct Leaving {
   double flow;
-  long long cell;
+  int rank;  // leaving_rank (emd/array_tree.h): distinct within a cycle
   int index;
   int on_a;
 };
 
-// The leaving cell of two: the least flow, then the smaller cell (cells are distinct).
+// The leaving cell of two: the least flow, then the smaller rank.
 FGVC_HD inline Leaving better_leaving(Leaving x, Leaving y) {
   if (y.index < 0) return x;
   if (x.index < 0) return y;
-  return (y.flow < x.flow || (y.flow == x.flow && y.cell < x.cell)) ? y : x;
+  return (y.flow < x.flow || (y.flow == x.flow && y.rank < x.rank)) ? y : x;
 }
 
 // What the lanes share between phases (in shared memory on the GPU).
@@ -91,7 +91,7 @@ FGVC_HD inline Leaving plan_leaving_share(const ArrayTree& t, const LanePlan& p,
     const int len = side == 0 ? p.la : p.lb;
     for (int e = 2 * lane; e < len; e += 2 * kLanes) {
       const int w = path[e];
-      best = better_leaving(best, Leaving{t.flow[w], tree_edge_cell(t, w, t.parent[w]), e, side == 0});
+      best = better_leaving(best, Leaving{t.flow[w], leaving_rank(side == 0, e, p.lb), e, side == 0});
     }
   }
   return best;
