@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
         fgvc::write_file_atomic(out, f.str());
         if (!common.json) std::printf("selected %zu source classes into %s\n", sel.size(), out.c_str());
         nlohmann::json classes = nlohmann::json::array();
-        for (const auto& x : sel) classes.push_back({{"class", x.name}, {"similarity", x.similarity}, {"target", x.target}});
+        for (const auto& x : sel) classes.push_back({{"class", x.name}, {"similarity", x.similarity}, {"emd", x.emd}, {"target", x.target}});
         return nlohmann::json{{"selected", classes.size()}, {"classes", classes}, {"out", out}};
       });
 }

@@ -159,25 +159,28 @@ std::vector<Selected> select_source_classes(const Domain& source, const std::vec
     const int64_t n = dist.size(1);
     double total = 0;
     for (double c : targets[t].counts) total += c;
-    std::vector<double> sim(static_cast<size_t>(m));
+    // Ranked by the EMD itself: exp(-gamma * EMD) rounds to 0 (large gamma) or 1 (tiny
+    // gamma) for every class long before the distances stop differing. Classes without
+    // images (count 0: no mean feature) are never selected.
+    std::vector<double> emd(static_cast<size_t>(m));
+    std::vector<int64_t> order;
     for (int64_t i = 0; i < m; ++i) {
       double e = 0;
       for (int64_t j = 0; j < n; ++j) e += targets[t].counts[j] / total * d[i * n + j];
-      sim[i] = std::exp(-gamma * e);
+      emd[i] = e;
+      if (source.counts[i] > 0) order.push_back(i);
     }
-    std::vector<int64_t> order(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return sim[x] > sim[y]; });
-    for (int64_t r = 0; r < k; ++r) {
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return emd[x] < emd[y]; });
+    for (int64_t r = 0; r < std::min<int64_t>(k, static_cast<int64_t>(order.size())); ++r) {
       const int64_t i = order[r];
       auto it = chosen.find(i);
-      if (it == chosen.end() || sim[i] > it->second.similarity)
-        chosen[i] = {i, source.classes[i], sim[i], targets[t].name};
+      if (it == chosen.end() || emd[i] < it->second.emd)
+        chosen[i] = {i, source.classes[i], std::exp(-gamma * emd[i]), targets[t].name, emd[i]};
     }
   }
   std::vector<Selected> out;
   for (auto& [i, s] : chosen) out.push_back(s);
-  std::stable_sort(out.begin(), out.end(), [](const Selected& x, const Selected& y) { return x.similarity > y.similarity; });
+  std::stable_sort(out.begin(), out.end(), [](const Selected& x, const Selected& y) { return x.emd < y.emd; });
   return out;
 }
 

@@ -53,11 +53,13 @@ struct Selected {
   std::string name;
   double similarity;      // sim({(s_i, 1)}, target)
   std::string target;     // the target that selected it (the most similar one if several)
+  double emd = 0;         // EMD({(s_i, 1)}, target): the ranking (similarity may round to 0 or 1)
 };
 
 // For each target t, the k_t source classes with the highest sim({(s_i, 1)}, T_t) (a
-// single source class: the EMD is the weighted mean distance to the target's classes);
-// the union over targets, most similar first.
+// single source class: the EMD is the weighted mean distance to the target's classes),
+// ranked by that EMD; classes with count 0 are never selected. The union over targets,
+// most similar first.
 std::vector<Selected> select_source_classes(const Domain& source, const std::vector<Domain>& targets,
                                             const std::vector<int64_t>& k_per_target, double gamma = 0.01,
                                             Device device = Device::cpu());

@@ -627,6 +627,18 @@ TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {
   EXPECT_EQ(sel[0].index, 7);
   EXPECT_EQ(sel[0].target, "target");
   EXPECT_GE(sel[0].similarity, sel[1].similarity);
+  // The ranking is by the EMD, so a gamma at which every similarity rounds to 0 picks the
+  // same classes in the same order.
+  const auto huge_gamma = emd::select_source_classes(s, {t}, {2}, 1e6);
+  ASSERT_EQ(huge_gamma.size(), 2u);
+  EXPECT_EQ(huge_gamma[0].similarity, 0.0);
+  EXPECT_EQ(huge_gamma[0].index, sel[0].index);
+  EXPECT_EQ(huge_gamma[1].index, sel[1].index);
+  EXPECT_LT(huge_gamma[0].emd, huge_gamma[1].emd);
+  // A class without images (count 0) is never selected, however close its (zero) mean.
+  emd::Domain empty_class = s;
+  empty_class.counts[7] = 0;
+  for (const auto& x : emd::select_source_classes(empty_class, {t}, {3})) EXPECT_NE(x.index, 7);
   // Union over two targets: each class once.
   emd::Domain t2 = t;
   t2.name = "other";
