@@ -10,6 +10,10 @@ Both sides run end to end: load the domain files, Euclidean distances in float64
 solve. POT's pivot count is found by bisection on numItermax (the fewest iterations that
 reach the optimum). Needs Debian python3-pot and python3-numpy.
 
+With --degenerate, also the problems whose pivots are mostly degenerate, as balanced data sets
+and self-comparison make them: the three sizes with every class count 1, and a 5089-class domain
+against itself.
+
 With --opencv, OpenCV's cv2.EMD (Rubner's transportation simplex; Debian python3-opencv) runs
 too, once per problem and end to end the same way. It is a speed peer only: it takes float32
 weights and costs and stops at an iteration cap, so above about 200 classes its answer is above
@@ -19,7 +23,7 @@ With --batch K, the batched case too: K targets of 200 classes against one 6089-
 fgvc-similarity given all K targets at once (the CPU solves one target per core at a time)
 against POT solving them one after another, each end to end; once, and throughput compared.
 
-    /usr/bin/python3 bench/emd_vs_pot.py [--bin build/bin] [--sizes 1000x200,6089x200,5089x555] [--opencv]
+    /usr/bin/python3 bench/emd_vs_pot.py [--bin build/bin] [--sizes 1000x200,6089x200,5089x555] [--degenerate] [--opencv]
                                          [--batch 64]
 """
 import argparse
@@ -106,7 +110,10 @@ def bisect_pivots(a, b, m, optimum):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin")
-    ap.add_argument("--sizes", default="1000x200,6089x200,5089x555")
+    ap.add_argument("--sizes", default="1000x200,6089x200,5089x555",
+                    help="MxN (Zipf-like counts), MxN:equal (every class count 1), M:self (a domain against itself)")
+    ap.add_argument("--degenerate", action="store_true",
+                    help="add the degenerate cases: 1000x200, 6089x200, 5089x555 with equal counts, 5089 against itself")
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-pivot-count", action="store_true", help="skip the bisection for POT's pivots (slow on big problems)")
@@ -125,11 +132,21 @@ def main():
     zipf = lambda k: np.maximum(1, (2000 / (rng.permutation(k) + 1) ** 1.0)).astype(np.int64)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes.split(","):
-            m, n = map(int, size.split("x"))
-            src, tgt = os.path.join(tmp, f"s{m}.safetensors"), os.path.join(tmp, f"t{n}.safetensors")
-            write_domain(src, rng.normal(size=(m, args.dim)), zipf(m))
-            write_domain(tgt, rng.normal(size=(n, args.dim)) * 0.9 + 0.1, zipf(n))
+        sizes = args.sizes.split(",")
+        if args.degenerate:
+            sizes += ["1000x200:equal", "6089x200:equal", "5089x555:equal", "5089:self"]
+        for size in sizes:
+            shape, _, kind = size.partition(":")
+            src, tgt = os.path.join(tmp, f"s_{shape}_{kind}.safetensors"), os.path.join(tmp, f"t_{shape}_{kind}.safetensors")
+            if kind == "self":  # balanced or not, most pivots of a domain against itself are degenerate
+                m = int(shape)
+                write_domain(src, rng.normal(size=(m, args.dim)), zipf(m))
+                tgt = src
+            else:
+                m, n = map(int, shape.split("x"))
+                equal = kind == "equal"  # a balanced dataset: most pivots are degenerate
+                write_domain(src, rng.normal(size=(m, args.dim)), np.ones(m, np.int64) if equal else zipf(m))
+                write_domain(tgt, rng.normal(size=(n, args.dim)) * 0.9 + 0.1, np.ones(n, np.int64) if equal else zipf(n))
             ours = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -144,17 +161,20 @@ def main():
             total = min(o[1]["total_seconds"] for o in ours)
             rows.append((size, j["emd"], pcost, j["iterations"], j["solve_seconds"], total, wall, pivots, psolve, pwall,
                          opencv_end_to_end(src, tgt) if args.opencv else None))
-    print(f"{'problem':>10} {'rel diff':>9} | {'fgvc pivots':>11} {'solve s':>8} {'total s':>8} {'process s':>9} | "
+    print(f"{'problem':>14} {'differ by':>9} | {'fgvc pivots':>11} {'solve s':>8} {'total s':>8} {'process s':>9} | "
           f"{'POT pivots':>10} {'solve s':>8} {'total s':>8} | {'solve x':>7} {'total x':>7}")
     for size, e, p, it, sol, total, wall, piv, psol, pwall, _ in rows:
-        print(f"{size:>10} {abs(e - p) / p:9.1e} | {it:11d} {sol:8.3f} {total:8.3f} {wall:9.3f} | {piv:10d} {psol:8.3f} "
-              f"{pwall:8.3f} | {psol / sol:7.2f} {pwall / total:7.2f}")
+        # Relative, except near 0 (a domain against itself: POT's float64 distances of identical
+        # points come out near 1e-7, not 0, so its EMD does too).
+        diff = f"{abs(e - p) / p:9.1e}" if p > 1e-6 else f"{abs(e - p):5.1e}abs"
+        print(f"{size:>14} {diff:>9} | {it:11d} {sol:8.3f} {total:8.3f} {wall:9.3f} | {piv:10d} {psol:8.3f} "
+              f"{pwall:8.3f} | {psol / max(sol, 1e-6):7.2f} {pwall / total:7.2f}")
     print("total = load the files, distances, solve, timed inside each (fgvc-similarity's total_seconds; POT in this\n"
           "process); process = fgvc-similarity's wall time from exec to exit; x = POT time / fgvc time")
     if args.opencv:
-        print(f"\n{'problem':>10} | {'cv2.EMD':>9} {'above optimum':>13} {'solve s':>8} {'total s':>8} | {'solve x':>7} {'total x':>7}")
+        print(f"\n{'problem':>14} | {'cv2.EMD':>9} {'above optimum':>13} {'solve s':>8} {'total s':>8} | {'solve x':>7} {'total x':>7}")
         for size, e, p, it, sol, total, wall, piv, psol, pwall, (ccost, ctotal, csolve) in rows:
-            print(f"{size:>10} | {ccost:9.4f} {(ccost - p) / p:12.3%} {csolve:8.3f} {ctotal:8.3f} | {csolve / sol:7.2f} "
+            print(f"{size:>14} | {ccost:9.4f} {(ccost - p) / p:12.3%} {csolve:8.3f} {ctotal:8.3f} | {csolve / sol:7.2f} "
                   f"{ctotal / total:7.2f}")
         print("cv2.EMD: OpenCV's transportation simplex, float32, run once; above optimum = (cv2 - POT) / POT;\n"
               "x = cv2 time / fgvc time")
