@@ -143,12 +143,12 @@ TEST(Layers, LinearAndDropout) {
       gradcheck([](const Inputs& in) { return linear(in[0], in[1], in[2]); }, {r64({4, 5}, 1), r64({3, 5}, 2), r64({3}, 3)});
   EXPECT_TRUE(res.ok) << res.message;
   Generator gen(1);
-  const Tensor x = Tensor::ones({100000});
-  const std::vector<float> y = dropout(x, 0.3, true, gen).to_vector<float>();
+  const Tensor x = testing::randn_t({100000}, 4);  // random values: each kept one must be its own, scaled
+  const std::vector<float> in = x.to_vector<float>(), y = dropout(x, 0.3, true, gen).to_vector<float>();
   int zeros = 0;
-  for (float v : y) {
-    if (v == 0) ++zeros;
-    else EXPECT_FLOAT_EQ(v, 1.0f / 0.7f);
+  for (size_t k = 0; k < y.size(); ++k) {
+    if (y[k] == 0) ++zeros;
+    else EXPECT_FLOAT_EQ(y[k], in[k] / 0.7f) << k;
   }
   EXPECT_NEAR(zeros / 100000.0, 0.3, 0.01);
   EXPECT_TRUE(dropout(x, 0.3, false, gen).same(x));
