@@ -130,7 +130,11 @@ int main(int argc, char** argv) {
         c.progress = !quiet && !common.json;
         const train::TrainSummary s = train::train_model(c, device);
         if (s.rank != 0) std::exit(0);  // data-parallel: rank 0 reports for the run
-        if (!common.json)
+        const bool nothing_to_do = s.resumed && s.images == 0;  // --resume of a run already at its total
+        if (!common.json && nothing_to_do)
+          std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
+                      (long long)s.steps);
+        else if (!common.json)
           std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped; run in %s\n",
                       s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
                       s.last_loss,
@@ -142,6 +146,7 @@ int main(int argc, char** argv) {
                               {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},
                               {"out", c.out}};
         if (s.best_top1 >= 0) out["best_top1"] = s.best_top1;
+        if (nothing_to_do) out["first_loss"] = nullptr, out["last_loss"] = nullptr;  // no step, no loss
         return out;
       });
 }

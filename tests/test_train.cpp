@@ -120,6 +120,11 @@ TEST(Train, ResumeIsBitIdentical) {
   EXPECT_EQ(s.steps, 26);
   EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
   EXPECT_TRUE(same_bytes(whole.out + "/best.safetensors", part.out + "/best.safetensors"));
+  // Resuming a run that already reached its total trains nothing (fgvc-train says so).
+  const train::TrainSummary again = train::train_model(part, Device::cpu());
+  EXPECT_TRUE(again.resumed);
+  EXPECT_EQ(again.images, 0);
+  EXPECT_EQ(again.steps, 26);
   const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
   EXPECT_EQ(ck.position.step, 26);
   EXPECT_EQ(ck.position.epoch, 2);
@@ -317,6 +322,12 @@ TEST(TrainApps, UsageErrorsExitTwo) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("fgvc-eval: error: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("missing.safetensors"), std::string::npos) << r.err;
+  // A run that cannot start leaves no empty run folder behind.
+  r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.dir + "/nowhere --out " + f.dir +
+                           "/never --steps 1",
+                       f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_FALSE(std::filesystem::exists(f.dir + "/never"));
   // No readable image at all: a clear error, not an endless run of empty epochs.
   const std::string bad = f.dir + "/unreadable";
   for (const char* c : {"a", "b"}) {

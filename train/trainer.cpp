@@ -238,7 +238,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
   FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
-  fs::create_directories(c.out);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
   if (c.resume) FGVC_CHECK(fs::exists(last_path), "--resume", last_path, " does not exist");
@@ -256,6 +255,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     FGVC_CHECK(val_set->classes.size() == train_set.classes.size(), "--val", c.val, ": ",
                val_set->classes.size(), " classes, the training data has ", K);
   }
+  fs::create_directories(c.out);  // once the inputs are known to be there: a bad call leaves no empty folder
 
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
