@@ -108,14 +108,25 @@ int main(int argc, char** argv) {
         }
         if (!train_counts.empty()) {
           const train::HeadTailResult h = train::head_tail(r, train_counts, threshold);
-          out["head"] = {{"classes", h.head_classes}, {"images", h.head_images}, {"top1", h.head_top1}, {"top5", h.head_top5}};
-          out["tail"] = {{"classes", h.tail_classes}, {"images", h.tail_images}, {"top1", h.tail_top1}, {"top5", h.tail_top5}};
+          // A group without validation images has no accuracy: null in JSON, "-" in the table.
+          auto group = [](int64_t classes, int64_t images, double top1, double top5) {
+            nlohmann::json g = {{"classes", classes}, {"images", images}, {"top1", nullptr}, {"top5", nullptr}};
+            if (images > 0) g["top1"] = top1, g["top5"] = top5;
+            return g;
+          };
+          auto row = [](const char* name, int64_t classes, int64_t images, double top1, double top5) {
+            if (images > 0)
+              std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", name, (long long)classes, (long long)images,
+                          100 * top1, 100 * top5, 100 * (1 - top1));
+            else
+              std::printf("%-8s %8lld %8lld %8s %8s %8s\n", name, (long long)classes, (long long)images, "-", "-", "-");
+          };
+          out["head"] = group(h.head_classes, h.head_images, h.head_top1, h.head_top5);
+          out["tail"] = group(h.tail_classes, h.tail_images, h.tail_top1, h.tail_top5);
           out["head_threshold"] = threshold;
           if (!common.json) {
-            std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "head", (long long)h.head_classes,
-                        (long long)h.head_images, 100 * h.head_top1, 100 * h.head_top5, 100 * (1 - h.head_top1));
-            std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "tail", (long long)h.tail_classes,
-                        (long long)h.tail_images, 100 * h.tail_top1, 100 * h.tail_top5, 100 * (1 - h.tail_top1));
+            row("head", h.head_classes, h.head_images, h.head_top1, h.head_top5);
+            row("tail", h.tail_classes, h.tail_images, h.tail_top1, h.tail_top5);
             std::printf("(head: classes with at least %lld training images)\n", (long long)threshold);
           }
         }

@@ -295,6 +295,21 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
     if (j.at("kind") == "epoch") logged = std::max(logged, j.at("val_top1").get<double>());
   }
   EXPECT_DOUBLE_EQ(top1, logged);
+  // No class reaches the threshold: the head has no accuracy (null), the tail is everything.
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                           " --train-counts " + f.train + " --head-threshold 1000 --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json no_head = testing::last_json_line(r.out);
+  EXPECT_TRUE(no_head.at("head").at("top1").is_null());
+  EXPECT_DOUBLE_EQ(no_head.at("tail").at("top1").get<double>(), top1);
+  // --resume of a run at its total: nothing trained, no losses to report.
+  r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --val " + f.val + " --out " + run +
+                           " --steps 12 --batch-size 8 --no-plots --resume --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(testing::last_json_line(r.out).at("first_loss").is_null());
+  EXPECT_EQ(testing::last_json_line(r.out).at("steps"), 12);
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");
