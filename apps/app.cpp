@@ -2,6 +2,7 @@
 
 #include <iostream>
 
+#include "nn/models/registry.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
 
@@ -19,6 +20,16 @@ Device Common::resolved_device() const {
   if (d.is_cuda() && !cuda_available())
     throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
   return d;
+}
+
+void check_input_size(const std::string& model, int size, bool aux_classifier_in_training) {
+  const int least = nn::min_input_size(model, aux_classifier_in_training);
+  if (size >= least) return;
+  std::string why = model + " needs at least " + std::to_string(least);
+  if (aux_classifier_in_training && least > nn::min_input_size(model))
+    why += " for its auxiliary classifier in training (--aux-weight 0 trains without it, from " +
+           std::to_string(nn::min_input_size(model)) + ")";
+  throw UsageError("--input-size " + std::to_string(size) + ": " + why);
 }
 
 int run(const std::string& name, const std::string& description, int argc, char** argv,

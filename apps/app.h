@@ -52,5 +52,9 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// --input-size against the model's minimum (nn::min_input_size): a usage error naming the
+// flag, rather than a convolution's complaint deep inside the network.
+void check_input_size(const std::string& model, int size, bool aux_classifier_in_training = false);
+
 }  // namespace app
 }  // namespace fgvc

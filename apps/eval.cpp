@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
           data::LoaderOptions o;
           o.mode = crops == 12 ? data::Mode::Eval12 : data::Mode::Eval;
           o.size = size > 0 ? size : nn::default_input_size(name);
+          app::check_input_size(name, o.size);
           o.normalization = nn::is_inception(name) ? data::Normalization::Inception : data::Normalization::ImageNet;
           o.batch_size = batch_size;
           o.workers = workers;

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         o.size = size > 0 ? size : nn::default_input_size(model_name);
+        app::check_input_size(model_name, o.size);
         o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
         const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
         const Tensor fc = nn::classifier_weight(w);

@@ -2,6 +2,7 @@
 //   fgvc-infer --model resnet50 --weights resnet50.safetensors --input x.safetensors --output y.safetensors
 // Reads tensor `input` [N, 3, H, W] float32; writes `logits` [N, K] and `features` [N, D]
 // (the pooled penultimate layer).
+#include <algorithm>
 #include <cstdio>
 
 #include "apps/app.h"
@@ -50,6 +51,9 @@ int main(int argc, char** argv) {
         FGVC_CHECK(x != in.tensors.end(), "--input", input, ": no tensor named 'input'");
         FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "--input",
                    input, ": 'input' must be float32 [N, 3, H, W], got ", describe(x->second));
+        FGVC_CHECK(std::min(x->second.size(2), x->second.size(3)) >= nn::min_input_size(model_name), "--input", input,
+                   ": images of ", x->second.size(2), " x ", x->second.size(3), " are below the ",
+                   nn::min_input_size(model_name), " x ", nn::min_input_size(model_name), " that ", model_name, " needs");
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
         const Tensor logits = model->forward(x->second.to(device));

@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
         } catch (const Error& e) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
+        app::check_input_size(model_name, size, time);  // --time takes a training step, aux loss included
         model->to(device);
         std::vector<double> model_forward_s, model_step_s;
         int64_t buffers = 0;

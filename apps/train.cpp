@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
           for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
           throw app::UsageError("--model: unknown model '" + c.model + "' (known: " + known + ")");
         }
+        app::check_input_size(c.model, c.input_size > 0 ? c.input_size : nn::default_input_size(c.model),
+                              c.aux_weight > 0);
         c.color_distort = !no_color;
         c.plots = !no_plots;
         c.progress = !quiet && !common.json;

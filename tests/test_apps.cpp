@@ -122,7 +122,8 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-select --source " + source + " --target " + target + " --top-k 1000 --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --per-target-k -1 --out x.txt",
-                                 "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt"}) {
+                                 "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt",
+                                 "fgvc-model-info --device cpu --model inception_v3 --input-size 32"}) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind(args.substr(0, args.find(' ')) + ": error: ", 0), 0u) << r.err;

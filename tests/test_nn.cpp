@@ -287,6 +287,56 @@ TEST(Models, ResNetForwardAndBackwardOnASmallInput) {
   EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));
 }
 
+// The models only counted above: a training step on a small input reaches every parameter.
+TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
+  for (const char* name : {"seresnet50", "resnetv2_50", "inception_v4", "inception_resnet_v2", "inception_resnet_v2_se",
+                           "inception_v3_se"}) {
+    manual_seed(8);
+    auto model = nn::create_model(name, 5);
+    const bool inception = nn::is_inception(name);
+    // Inception-v3's auxiliary classifier needs 299 px (tested above): off here, as --aux-weight 0.
+    const bool v3 = std::string(name) == "inception_v3_se";
+    if (v3) static_cast<nn::InceptionV3&>(*model).set_aux_enabled(false);
+    const int size = inception ? 64 : 32;
+    const Tensor x = testing::randn_t({2, 3, size, size}, 9);
+    const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
+    const Tensor loss = cross_entropy(model->forward(x), labels, 0.1);
+    ASSERT_TRUE(std::isfinite(loss.item<double>())) << name;
+    backward(loss);
+    for (auto& [pname, p] : model->named_parameters()) {
+      if (v3 && pname.rfind("AuxLogits.", 0) == 0) {
+        EXPECT_FALSE(p.grad().defined()) << name << " " << pname;  // skipped, so no gradient
+        continue;
+      }
+      ASSERT_TRUE(p.grad().defined()) << name << " " << pname;
+      EXPECT_TRUE(std::isfinite(kernels::sum(kernels::mul(p.grad(), p.grad())).item<double>())) << name << " " << pname;
+    }
+  }
+}
+
+// nn::min_input_size: each model's forward works at it and fails one pixel below.
+TEST(Models, MinimumInputSizes) {
+  NoGradGuard no_grad;
+  // One model of each stem (the deeper and SE variants share them).
+  for (const std::string name : {"inception_v3", "inception_v4", "inception_resnet_v2", "resnet50", "resnetv2_50",
+                                 "resnet20"}) {
+    auto model = nn::create_model(name, 3);
+    model->eval();
+    const int least = nn::min_input_size(name);
+    EXPECT_NO_THROW(model->forward(Tensor::zeros({1, 3, least, least}))) << name << " at " << least;
+    if (least > 1) {
+      EXPECT_THROW(model->forward(Tensor::zeros({1, 3, least - 1, least - 1})), Error) << name;
+    }
+  }
+  // Training Inception-v3 with its auxiliary classifier: 299 (the forward at 299 is above).
+  nn::InceptionV3 v3(3);
+  EXPECT_EQ(nn::min_input_size("inception_v3", true), 299);
+  EXPECT_THROW(v3.forward(Tensor::zeros({2, 3, 298, 298})), Error);
+  v3.set_aux_enabled(false);
+  EXPECT_NO_THROW(v3.forward(Tensor::zeros({2, 3, 59, 59})));
+  EXPECT_FALSE(v3.aux_logits().defined());
+}
+
 // Module::to(DType): a float64 copy of a model (the reference the GPU parity tests use) keeps
 // its integer buffers and computes what the float32 model does, to float32 rounding.
 TEST(Models, ToFloat64ConvertsParametersAndFloatBuffersOnly) {

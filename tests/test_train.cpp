@@ -327,6 +327,14 @@ TEST(TrainApps, UsageErrorsExitTwo) {
   r = testing::run_app("fgvc-train --model resnet21 --data " + f.train + " --out " + f.dir + "/x --steps 1", f.dir);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("resnet20"), std::string::npos) << r.err;  // lists the known names
+  r = testing::run_app("fgvc-train --device cpu --model inception_v3 --data " + f.train + " --out " + f.dir +
+                           "/x --steps 1 --input-size 224",
+                       f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--input-size 224: inception_v3 needs at least 299 for its auxiliary classifier"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("--aux-weight 0"), std::string::npos) << r.err;
   r = testing::run_app("fgvc-train --help", f.dir);
   EXPECT_EQ(r.code, 0);
   for (const char* flag : {"--resume", "--ema-decay", "--label-smoothing", "--amp", "--init", "--reset-classifier"})

@@ -450,6 +450,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   int64_t window_images = 0, logged_windows = 0;
   auto window_start = Clock::now();
   const bool inception_aux = c.aux_weight > 0 && dynamic_cast<nn::InceptionV3*>(model.get()) != nullptr;
+  if (auto* v3 = dynamic_cast<nn::InceptionV3*>(model.get())) v3->set_aux_enabled(inception_aux);
 
   try {
     while (pos.step < total_steps) {

@@ -172,7 +172,7 @@ Tensor InceptionV3::features(const Tensor& x) {
   for (size_t i = 0; i < mixed_.size(); ++i) {
     y = mixed_[i].second->forward(y);
     if (!se_.empty()) y = se_[i]->forward(y);
-    if (mixed_[i].first == "Mixed_6e" && aux_ && is_training()) aux_out_ = aux_->forward(y);
+    if (mixed_[i].first == "Mixed_6e" && aux_ && aux_enabled_ && is_training()) aux_out_ = aux_->forward(y);
   }
   return mean(y, {2, 3});
 }

@@ -74,6 +74,9 @@ class InceptionV3 : public Classifier {
   int64_t feature_dim() const override { return 2048; }
   // The auxiliary classifier's logits from the last forward in training mode (undefined otherwise).
   const Tensor& aux_logits() const { return aux_out_; }
+  // Off: training skips the auxiliary classifier (fgvc-train --aux-weight 0), which saves its
+  // compute and allows inputs below the 299 it needs. Its parameters stay, gradient-free.
+  void set_aux_enabled(bool on) { aux_enabled_ = on; }
   std::string type_name() const override { return "InceptionV3"; }
 
  private:
@@ -83,6 +86,7 @@ class InceptionV3 : public Classifier {
   std::shared_ptr<Dropout> dropout_;
   std::shared_ptr<Linear> fc_;
   Tensor aux_out_;
+  bool aux_enabled_ = true;
 };
 
 }  // namespace nn

@@ -52,6 +52,11 @@ int default_input_size(const std::string& model) {
   return 224;
 }
 
+int min_input_size(const std::string& model, bool aux_classifier_in_training) {
+  if (aux_classifier_in_training && model.rfind("inception_v3", 0) == 0) return 299;
+  return is_inception(model) ? 59 : 1;
+}
+
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {
   for (const char* name : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight", "linear.weight"}) {
     const auto it = weights.find(name);

@@ -50,6 +50,11 @@ std::vector<std::string> model_names();
 // ResNets, resnet20/32/56, 32).
 bool is_inception(const std::string& model);
 int default_input_size(const std::string& model);
+// The smallest S x S input the model takes: the Inception family's stem and reductions need
+// 59 (the inputs SPEC.md names start at 299); in training, Inception-v3's auxiliary classifier
+// (5x5/3 pool then a 5x5 convolution on Mixed_6e) needs 299. ResNets take any size.
+// tests/test_nn.cpp checks each value against a forward at S and S - 1.
+int min_input_size(const std::string& model, bool aux_classifier_in_training = false);
 // The classifier's weight [K, D] in a weights file ("fc.weight", timm's "last_linear.weight",
 // ...), for reading K from it; undefined when none is there.
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights);
