@@ -95,7 +95,25 @@ TEST(CudaParity, Matmul) {
         const Tensor ba = randn_t(ta ? Shape{3, 300, 65} : Shape{3, 65, 300}, 9, dt);
         expect_parity("matmul batched shared", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; },
                       {ba, b}, kReductionTol);
+        // Both batched (matmul's backward takes this path), and operands that are transposed views.
+        const Tensor bb = randn_t(tb ? Shape{3, 33, 300} : Shape{3, 300, 33}, 10, dt);
+        expect_parity("matmul batched both", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; },
+                      {ba, bb}, kReductionTol);
+        expect_parity("matmul of views",
+                      [&](const Ts& in) { return Ts{kernels::matmul(in[0].transpose(0, 1), in[1].transpose(0, 1), ta, tb)}; },
+                      {a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()}, kReductionTol);
       }
+  // gemm accumulating: c = alpha op(a) op(b) + beta c.
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    const Tensor a = randn_t({40, 70}, 11, dt), b = randn_t({50, 70}, 12, dt), c = randn_t({40, 50}, 13, dt);
+    expect_parity("gemm alpha beta",
+                  [](const Ts& in) {
+                    const Tensor out = in[2].clone();
+                    kernels::gemm(in[0], false, in[1], true, 0.5, -1.5, out);
+                    return Ts{out};
+                  },
+                  {a, b, c}, kReductionTol);
+  }
 }
 
 TEST(CudaParity, SoftmaxAndCrossEntropy) {
