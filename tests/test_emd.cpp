@@ -672,6 +672,16 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
   write_safetensors(dir + "/zero.safetensors", {{"features", testing::randn_t({2, 2}, 1)},
                                                 {"counts", Tensor::from_vector(std::vector<int64_t>{0, 0}, {2})}});
   expect_error(dir + "/zero.safetensors", "all class counts are zero");
+  write_safetensors(dir + "/nofeatures.safetensors", {{"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}});
+  expect_error(dir + "/nofeatures.safetensors", "no 'features' tensor");
+  write_safetensors(dir + "/empty.safetensors",
+                    {{"features", Tensor::zeros({0, 4})}, {"counts", Tensor::zeros({0}, DType::Int64)}});
+  expect_error(dir + "/empty.safetensors", "empty domain");
+  emd::Domain inf = make(3, 2, 1);
+  inf.features.select(0, 2).fill_(-INFINITY);
+  write_safetensors(dir + "/inf.safetensors",
+                    {{"features", inf.features}, {"counts", Tensor::from_vector(std::vector<int64_t>{1, 2, 3}, {3})}});
+  expect_error(dir + "/inf.safetensors", "of class 2");
   EXPECT_THROW(emd::domain_similarity(make(3, 4, 1), make(3, 5, 2)), Error);
 }
 
