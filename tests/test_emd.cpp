@@ -33,11 +33,14 @@ Tensor matrix(const json& rows) {
 void expect_certified(const Tensor& cost, const std::vector<double>& a, const std::vector<double>& b,
                       const emd::Result& r, const std::string& what) {
   const emd::Certificate c = emd::check(cost.data<double>(), cost.size(0), cost.size(1), a, b, r);
+  // Relative to the largest |cost| (the solver's own tolerance is), so that problems whose
+  // costs are all tiny are held to the same standard; 1 where every cost is 0.
   double max_cost = 0;
-  for (double x : cost.to_vector<double>()) max_cost = std::max(max_cost, x);
-  EXPECT_LE(c.dual_violation, 1e-9 * std::max(max_cost, 1.0)) << what << ": reduced cost below zero";
+  for (double x : cost.to_vector<double>()) max_cost = std::max(max_cost, std::fabs(x));
+  const double scale = max_cost > 0 ? max_cost : 1.0;
+  EXPECT_LE(c.dual_violation, 1e-9 * scale) << what << ": reduced cost below zero";
   EXPECT_LE(c.marginal_error, 1e-12) << what << ": flow does not meet the weights";
-  EXPECT_LE(c.gap, 1e-9 * std::max(std::fabs(r.cost), 1.0)) << what << ": primal and dual objectives differ";
+  EXPECT_LE(c.gap, 1e-9 * scale) << what << ": primal and dual objectives differ";
   EXPECT_LE(static_cast<int64_t>(r.flow.size()), cost.size(0) + cost.size(1) - 1) << what;
 }
 
@@ -73,7 +76,14 @@ TEST(Emd, LargerRandomProblemsCertifyThemselves) {
     std::vector<double> a, b;
     for (int64_t i = 0; i < m; ++i) a.push_back(1 + (i * 7919) % 97);  // uneven, long-tailed-ish
     for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 13);
-    solve_certified(emd::pairwise_distances(s, t), a, b, "random " + std::to_string(k));
+    const Tensor d = emd::pairwise_distances(s, t);
+    const emd::Result r = solve_certified(d, a, b, "random " + std::to_string(k));
+    // Units do not matter: costs scaled by 1e-20 (or 1e20) give the cost scaled alike, with
+    // the certificate held to the same relative standard.
+    for (double unit : {1e-20, 1e20}) {
+      const emd::Result scaled = solve_certified(kernels::mul(d, Tensor::scalar(unit, DType::Float64)), a, b, "scaled");
+      EXPECT_NEAR(scaled.cost / unit, r.cost, 1e-12 * r.cost) << unit;
+    }
   }
 }
 
