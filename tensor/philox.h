@@ -97,13 +97,18 @@ FGVC_HD inline void sincos_turns(double u, double* s, double* c) {
 }
 
 // Standard normal number `lane` (0..3) of a block, by Box-Muller on the lane pair.
-FGVC_HD inline double normal(const U32x4& b, int lane) {
-  const int pair = lane >> 1;
+// Box-Muller on one pair of the block's words: the radius and the angle's sine and cosine,
+// which give lanes 2 pair (cosine) and 2 pair + 1 (sine).
+FGVC_HD inline void normal_pair(const U32x4& b, int pair, double* r, double* s, double* c) {
   const double u1 = static_cast<double>((b.v[2 * pair] >> 8) + 1u) * 5.9604644775390625e-08;  // (0, 1]
   const double u2 = static_cast<double>(b.v[2 * pair + 1] >> 8) * 5.9604644775390625e-08;     // [0, 1)
-  const double r = sqrt(mul(-2.0, log(u1)));
-  double s, c;
-  sincos_turns(u2, &s, &c);
+  *r = sqrt(mul(-2.0, log(u1)));
+  sincos_turns(u2, s, c);
+}
+
+FGVC_HD inline double normal(const U32x4& b, int lane) {
+  double r, s, c;
+  normal_pair(b, lane >> 1, &r, &s, &c);
   return mul(r, (lane & 1) ? s : c);
 }
 

@@ -1,5 +1,7 @@
 #include "tensor/random.h"
 
+#include <algorithm>
+
 #include "fgvc/config.h"
 #include "tensor/dispatch.h"
 #include "tensor/random_value.h"
@@ -16,12 +18,18 @@ void manual_seed(uint64_t seed) { default_generator().set_state(seed, 0); }
 namespace detail {
 
 namespace {
+// Block by block (random_block): each Philox block and Box-Muller pair once, where the GPU
+// kernel computes each element on its own; the values are the same bits.
 template <class T>
 void random_fill_cpu_typed(const Tensor& t, const RandomFill& f) {
   const int64_t n = t.numel();
   T* p = static_cast<T*>(t.data_ptr());
+  const int per_block = (f.dist == Distribution::Uniform && sizeof(T) == 8) ? 2 : 4;
+  const int64_t blocks = (n + per_block - 1) / per_block;
 #pragma omp parallel for if (n > (1 << 14)) schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] = random_value<T>(f.dist, f.seed, f.first_block, i, f.a, f.b);
+  for (int64_t k = 0; k < blocks; ++k)
+    random_block<T>(f.dist, f.seed, f.first_block, k, f.a, f.b, p + k * per_block,
+                    static_cast<int>(std::min<int64_t>(per_block, n - k * per_block)));
 }
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include "tensor/philox.h"
+#include "tensor/random_value.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -114,6 +115,23 @@ TEST(Random, UniformRangeAndMean) {
   std::vector<double> dv = d.to_vector<double>();
   std::sort(dv.begin(), dv.end());
   EXPECT_EQ(std::adjacent_find(dv.begin(), dv.end()), dv.end());  // 53-bit values: no ties
+}
+
+// The CPU fills block by block, the GPU element by element (random_value): the same bits.
+TEST(Random, BlockFillIsTheElementwiseValue) {
+  for (detail::Distribution dist : {detail::Distribution::Uniform, detail::Distribution::Normal})
+    for (DType dt : {DType::Float32, DType::Float64})
+      for (int64_t n : {1, 2, 3, 5, 7, 4099}) {
+        const detail::RandomFill f{dist, 1234, 77, -0.5, 2.5};
+        Tensor t = Tensor::empty({n}, dt);
+        detail::random_fill_cpu(t, f);
+        const std::vector<double> got = t.to_vector<double>();
+        for (int64_t i = 0; i < n; ++i) {
+          const double want = dt == DType::Float32 ? detail::random_value<float>(dist, 1234, 77, i, -0.5, 2.5)
+                                                   : detail::random_value<double>(dist, 1234, 77, i, -0.5, 2.5);
+          ASSERT_EQ(got[i], want) << "element " << i << " of " << n;
+        }
+      }
 }
 
 TEST(Random, RejectsIntegerTensors) {
