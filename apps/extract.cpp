@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
         cli.add_option("--weights", weights, "weights (.safetensors)")->required();
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
-        cli.add_option("--input-size", size, "input size (default: the model's, 299 Inception, 224 ResNet)")
+        cli.add_option("--input-size", size, "input size (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::Positive);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Positive);

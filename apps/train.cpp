@@ -2,7 +2,7 @@
 //   fgvc-train --model inception_v3 --data inat/train --val inat/val --out runs/stage1 --epochs 40
 //   fgvc-subset --data inat/train --max-per-class 100 --out balanced.txt
 //   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
-//       ... --init runs/stage1/last.safetensors --lr 0.0045 --epochs 4
+//       ... --init runs/stage1/last.safetensors --lr 0.0045 --decay-epochs 4 --epochs 4
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
             ->required();
         cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
-        cli.add_option("--input-size", c.input_size, "input size S (default 299 Inception, 224 ResNet, 32 resnet20/32/56)")
+        cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::Positive);
         cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::Positive);
         auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(CLI::IsMember({"rmsprop", "sgd"}));
         cli.add_option("--lr", c.lr, "initial learning rate")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--lr-decay", c.lr_decay, "staircase decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-        cli.add_option("--decay-epochs", c.decay_epochs, "epochs per decay (default 2; 4 with --init)")
+        cli.add_option("--decay-epochs", c.decay_epochs, "epochs per decay (default 2; the paper fine-tunes with --lr 0.0045 --decay-epochs 4)")
             ->check(fgvc::app::Positive);
         cli.add_option("--momentum", c.momentum, "momentum (RMSProp and SGD)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--rmsprop-decay", c.rmsprop_decay, "RMSProp decay of the squared-gradient average")

@@ -185,6 +185,8 @@ TEST(Models, CifarResNetsParameterCountsAndShortcuts) {
     EXPECT_TRUE(state.count(name)) << name;
   EXPECT_EQ(nn::classifier_weight(state).size(0), 7);
   EXPECT_EQ(nn::default_input_size("resnet20"), 32);
+  for (const char* paper_model : {"resnet50", "resnetv2_101", "seresnet50", "inception_v3", "inception_resnet_v2_se"})
+    EXPECT_EQ(nn::default_input_size(paper_model), 299) << paper_model;  // SPEC.md: --input-size 299
   // Any size the strides allow; 28 x 28 (Fashion-MNIST) goes to 7 x 7 before pooling.
   const Tensor x = testing::randn_t({2, 3, 28, 28}, 4);
   EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));

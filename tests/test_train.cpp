@@ -184,7 +184,7 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   ft.out = f.dir + "/finetune2";
   fs::remove_all(ft.out);
   EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 2);
-  EXPECT_EQ(train::resolve_defaults(ft).decay_epochs, 4.0);  // 0.94 every 4 epochs when fine-tuning
+  EXPECT_EQ(train::resolve_defaults(ft).decay_epochs, 2.0);  // SPEC.md: 2, also with --init (no hidden switch)
   // Resuming with another global batch is refused (steps and the schedule count in it).
   train::TrainConfig smaller = c;
   smaller.resume = true;

@@ -43,7 +43,7 @@ using Clock = std::chrono::steady_clock;
 
 TrainConfig resolve_defaults(TrainConfig c) {
   if (c.input_size <= 0) c.input_size = nn::default_input_size(c.model);
-  if (c.decay_epochs <= 0) c.decay_epochs = c.init.empty() ? 2.0 : 4.0;
+  if (c.decay_epochs <= 0) c.decay_epochs = 2.0;
   if (c.bn_decay <= 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
   return c;
 }

@@ -21,12 +21,12 @@ namespace train {
 
 struct TrainConfig {
   std::string model, data, val, out;
-  int input_size = 0;               // 0: the model's default (299 Inception, 224 ResNet, 32 CIFAR ResNet)
+  int input_size = 0;               // 0: the model's default (299; 32 for the CIFAR ResNets)
   int64_t batch_size = 32;
   int64_t epochs = 0, steps = 0;    // totals for the run; exactly one is set
   std::string optimizer = "rmsprop";
   double lr = 0.045, lr_decay = 0.94;
-  double decay_epochs = 0;          // 0: 2, or 4 when fine-tuning (--init)
+  double decay_epochs = 0;          // 0: 2 (the paper fine-tunes with lr 0.0045 and 4)
   double momentum = 0.9, rmsprop_decay = 0.9, epsilon = 1.0;
   double label_smoothing = 0.1, weight_decay = 4e-5;
   double aux_weight = 0.4;          // Inception-v3's auxiliary classifier
