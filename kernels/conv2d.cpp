@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "fgvc/config.h"
 #include "kernels/elementwise.h"
@@ -40,6 +41,13 @@ bool is_pointwise(const Dims& d, const Conv2dGeometry& g) {
          g.pad_left == 0 && g.pad_right == 0;
 }
 
+// The output columns ox in [lo, hi) whose input column ox * stride + offset lies in [0, w).
+std::pair<int64_t, int64_t> inside(int64_t wo, int64_t w, int64_t stride, int64_t offset) {
+  const int64_t lo = offset >= 0 ? 0 : std::min(wo, (-offset + stride - 1) / stride);
+  const int64_t hi = w - offset <= 0 ? lo : std::max(lo, std::min(wo, (w - offset + stride - 1) / stride));
+  return {lo, hi};
+}
+
 // One image [C, H, W] -> columns [C kh kw, Ho Wo] (zeros where the window is in the padding);
 // row r starts at cols + r * ld (ld >= Ho Wo: several images side by side in one buffer).
 template <class T>
@@ -55,11 +63,18 @@ void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols, int64_t
         std::memset(o, 0, sizeof(T) * d.wo);
         continue;
       }
+      // Columns ox in [lo, hi) read inside the row; the rest are padding. No test per element:
+      // a stride-1 row is one copy.
       const T* in = x + (c * d.h + iy) * d.w;
-      for (int64_t ox = 0; ox < d.wo; ++ox) {
-        const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
-        o[ox] = ix >= 0 && ix < d.w ? in[ix] : T(0);
+      const int64_t offset = kj * g.dilation_w - g.pad_left;  // input column of ox = ox * stride + offset
+      const auto [lo, hi] = inside(d.wo, d.w, g.stride_w, offset);
+      std::fill(o, o + lo, T(0));
+      if (g.stride_w == 1) {
+        std::memcpy(o + lo, in + lo + offset, sizeof(T) * (hi - lo));
+      } else {
+        for (int64_t ox = lo; ox < hi; ++ox) o[ox] = in[ox * g.stride_w + offset];
       }
+      std::fill(o + hi, o + d.wo, T(0));
     }
   }
 }
@@ -76,10 +91,10 @@ void col2im(const T* cols, const Dims& d, const Conv2dGeometry& g, T* x) {
           const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
           if (iy < 0 || iy >= d.h) continue;
           T* o = x + (c * d.h + iy) * d.w;
-          for (int64_t ox = 0; ox < d.wo; ++ox) {
-            const int64_t ix = ox * g.stride_w - g.pad_left + kj * g.dilation_w;
-            if (ix >= 0 && ix < d.w) o[ix] += in[oy * d.wo + ox];
-          }
+          const T* row = in + oy * d.wo;
+          const int64_t offset = kj * g.dilation_w - g.pad_left;
+          const auto [lo, hi] = inside(d.wo, d.w, g.stride_w, offset);
+          for (int64_t ox = lo; ox < hi; ++ox) o[ox * g.stride_w + offset] += row[ox];
         }
       }
   }

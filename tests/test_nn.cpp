@@ -44,7 +44,10 @@ std::vector<double> ref_conv(const Tensor& x, const Tensor& w, const Tensor& b, 
 const std::vector<Conv2dGeometry> kGeometries = {
     Conv2dGeometry::symmetric(1, 0), Conv2dGeometry::symmetric(1, 1), Conv2dGeometry::symmetric(2, 1),
     {2, 2, 0, 1, 0, 1, 1, 1},  // TF SAME with stride 2: the extra row/column at the end
-    {1, 2, 1, 0, 2, 1, 1, 1}, Conv2dGeometry::symmetric(1, 2, 2)};
+    {1, 2, 1, 0, 2, 1, 1, 1}, Conv2dGeometry::symmetric(1, 2, 2),
+    // stride 3, dilated columns, padding wider than a kernel column's reach on both sides: whole
+    // window columns in the padding at the first and the last outputs (im2col's copied ranges)
+    {3, 3, 4, 1, 4, 5, 1, 2}};
 
 TEST(Conv2d, MatchesDirectConvolution) {
   for (const Conv2dGeometry& g : kGeometries)
