@@ -48,17 +48,18 @@ std::pair<int64_t, int64_t> inside(int64_t wo, int64_t w, int64_t stride, int64_
   return {lo, hi};
 }
 
-// One image [C, H, W] -> columns [C kh kw, Ho Wo] (zeros where the window is in the padding);
-// row r starts at cols + r * ld (ld >= Ho Wo: several images side by side in one buffer).
+// Output rows [oy0, oy1) of one image [C, H, W] -> columns [C kh kw, (oy1 - oy0) Wo] (zeros
+// where the window is in the padding); row r starts at cols + r * ld (ld >= the row's length:
+// several images side by side in one buffer).
 template <class T>
-void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols, int64_t ld) {
-#pragma omp parallel for if (d.c * d.kh * d.kw * d.ho * d.wo > (1 << 16)) schedule(static)
+void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols, int64_t ld, int64_t oy0, int64_t oy1) {
+#pragma omp parallel for if (d.c * d.kh * d.kw * (oy1 - oy0) * d.wo > (1 << 16)) schedule(static)
   for (int64_t r = 0; r < d.c * d.kh * d.kw; ++r) {
     const int64_t c = r / (d.kh * d.kw), ki = r / d.kw % d.kh, kj = r % d.kw;
     T* out = cols + r * ld;
-    for (int64_t oy = 0; oy < d.ho; ++oy) {
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
       const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
-      T* o = out + oy * d.wo;
+      T* o = out + (oy - oy0) * d.wo;
       if (iy < 0 || iy >= d.h) {
         std::memset(o, 0, sizeof(T) * d.wo);
         continue;
@@ -79,19 +80,20 @@ void im2col(const T* x, const Dims& d, const Conv2dGeometry& g, T* cols, int64_t
   }
 }
 
-// The adjoint of im2col: columns are added back into the image they came from.
+// The adjoint of im2col: the columns of output rows [oy0, oy1) (row r at cols + r * ld) are
+// added back into the image they came from.
 template <class T>
-void col2im(const T* cols, const Dims& d, const Conv2dGeometry& g, T* x) {
-#pragma omp parallel for if (d.c * d.kh * d.kw * d.ho * d.wo > (1 << 16)) schedule(static)
+void col2im(const T* cols, const Dims& d, const Conv2dGeometry& g, T* x, int64_t ld, int64_t oy0, int64_t oy1) {
+#pragma omp parallel for if (d.c * d.kh * d.kw * (oy1 - oy0) * d.wo > (1 << 16)) schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {  // channels own disjoint output planes: no races
     for (int64_t ki = 0; ki < d.kh; ++ki)
       for (int64_t kj = 0; kj < d.kw; ++kj) {
-        const T* in = cols + ((c * d.kh + ki) * d.kw + kj) * d.ho * d.wo;
-        for (int64_t oy = 0; oy < d.ho; ++oy) {
+        const T* in = cols + ((c * d.kh + ki) * d.kw + kj) * ld;
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
           const int64_t iy = oy * g.stride_h - g.pad_top + ki * g.dilation_h;
           if (iy < 0 || iy >= d.h) continue;
           T* o = x + (c * d.h + iy) * d.w;
-          const T* row = in + oy * d.wo;
+          const T* row = in + (oy - oy0) * d.wo;
           const int64_t offset = kj * g.dilation_w - g.pad_left;
           const auto [lo, hi] = inside(d.wo, d.w, g.stride_w, offset);
           for (int64_t ox = lo; ox < hi; ++ox) o[ox * g.stride_w + offset] += row[ox];
@@ -119,17 +121,36 @@ void for_each_image(int64_t n, F f) {
   }
 }
 
+// Output rows per column tile. An image's whole column matrix can be tens of MB (Inception's
+// 3x3 convolutions on 147 x 147: 25 MB), so the GEMM would stream it from memory after im2col
+// wrote it there; tiles of about 2^17 elements (512 KB in float32) are written and read in
+// the cache. Tiles stay at least 512 columns wide, so that each GEMM is still a large one.
+int64_t tile_rows(const Dims& d) {
+  const int64_t k = d.c * d.kh * d.kw;
+  const int64_t by_cache = (int64_t(1) << 17) / std::max<int64_t>(1, k * d.wo);
+  const int64_t by_width = (512 + d.wo - 1) / d.wo;
+  return std::clamp<int64_t>(std::max(by_cache, by_width), 1, d.ho);
+}
+
 template <class T>
 Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
   Tensor out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
+  const int64_t rows = tile_rows(d);
   for_each_image(d.n, [&](int64_t n) {
-    Tensor in = pointwise ? image_matrix(x, n, d.c, d.h * d.w)
-                          : Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, x.dtype(), x.device());
-    if (!pointwise)
-      im2col(static_cast<const T*>(x.select(0, n).data_ptr()), d, g, static_cast<T*>(in.data_ptr()), d.ho * d.wo);
-    gemm(w2, false, in, false, 1.0, 0.0, image_matrix(out, n, d.o, d.ho * d.wo));
+    const Tensor out_n = image_matrix(out, n, d.o, d.ho * d.wo);
+    if (pointwise) {
+      gemm(w2, false, image_matrix(x, n, d.c, d.h * d.w), false, 1.0, 0.0, out_n);
+      return;
+    }
+    const T* x_n = static_cast<const T*>(x.select(0, n).data_ptr());
+    const Tensor cols = Tensor::empty({d.c * d.kh * d.kw, rows * d.wo}, x.dtype(), x.device());
+    for (int64_t oy0 = 0; oy0 < d.ho; oy0 += rows) {
+      const int64_t oy1 = std::min(d.ho, oy0 + rows), width = (oy1 - oy0) * d.wo;
+      im2col(x_n, d, g, static_cast<T*>(cols.data_ptr()), rows * d.wo, oy0, oy1);
+      gemm(w2, false, cols.slice(1, 0, width), false, 1.0, 0.0, out_n.slice(1, oy0 * d.wo, oy0 * d.wo + width));
+    }
   });
   if (bias.defined()) {
     T* o = static_cast<T*>(out.data_ptr());
@@ -146,27 +167,54 @@ Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, 
   Tensor dx = Tensor::zeros({d.n, d.c, d.h, d.w}, grad.dtype(), grad.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
+  const int64_t rows = tile_rows(d);
   for_each_image(d.n, [&](int64_t n) {
     const Tensor gn = image_matrix(grad, n, d.o, d.ho * d.wo);
     if (pointwise) {
       gemm(w2, true, gn, false, 1.0, 0.0, image_matrix(dx, n, d.c, d.h * d.w));
       return;
     }
-    Tensor cols = Tensor::empty({d.c * d.kh * d.kw, d.ho * d.wo}, grad.dtype(), grad.device());
-    gemm(w2, true, gn, false, 1.0, 0.0, cols);  // [C kh kw, Ho Wo]
-    col2im(static_cast<const T*>(cols.data_ptr()), d, g, static_cast<T*>(dx.select(0, n).data_ptr()));
+    // Tile by tile as in the forward pass: columns [C kh kw, tile] = W^T g, back into dx.
+    T* dx_n = static_cast<T*>(dx.select(0, n).data_ptr());
+    const Tensor cols = Tensor::empty({d.c * d.kh * d.kw, rows * d.wo}, grad.dtype(), grad.device());
+    for (int64_t oy0 = 0; oy0 < d.ho; oy0 += rows) {
+      const int64_t oy1 = std::min(d.ho, oy0 + rows), width = (oy1 - oy0) * d.wo;
+      gemm(w2, true, gn.slice(1, oy0 * d.wo, oy0 * d.wo + width), false, 1.0, 0.0, cols.slice(1, 0, width));
+      col2im(static_cast<const T*>(cols.data_ptr()), d, g, dx_n, rows * d.wo, oy0, oy1);
+    }
   });
   return dx;
 }
 
-// dW = sum over images of g_n cols_n^T, as one GEMM per chunk of images: the chunk's columns
-// side by side [C kh kw, nb Ho Wo] and its gradients [O, nb Ho Wo]. Chunks (at most 16 M
-// elements of columns) depend on the shapes only, so the summation order does too.
+// dW = sum over images of g_n cols_n^T. Small planes: one GEMM per chunk of images, the
+// chunk's columns side by side [C kh kw, nb Ho Wo] and its gradients [O, nb Ho Wo]. Chunks (at
+// most 16 M elements of columns) depend on the shapes only, so the summation order does too.
 template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
   const int64_t rows = d.c * d.kh * d.kw, plane = d.ho * d.wo;
+  if (is_pointwise(d, g) && plane >= 512) {  // the input is its own column matrix: no copies
+    for (int64_t n = 0; n < d.n; ++n)
+      gemm(image_matrix(grad, n, d.o, plane), false, image_matrix(x, n, d.c, plane), true, 1.0, 1.0, dw2);
+    return dw;
+  }
+  const int64_t tile = tile_rows(d);
+  if (tile < d.ho) {
+    // Large planes: image by image, tile by tile, dW += g[:, tile] cols_tile^T with the
+    // columns in the cache (the GEMM uses every thread; the order depends on the shapes only).
+    const Tensor cols = Tensor::empty({rows, tile * d.wo}, grad.dtype(), grad.device());
+    for (int64_t n = 0; n < d.n; ++n) {
+      const T* x_n = static_cast<const T*>(x.select(0, n).data_ptr());
+      const Tensor gn = image_matrix(grad, n, d.o, plane);
+      for (int64_t oy0 = 0; oy0 < d.ho; oy0 += tile) {
+        const int64_t oy1 = std::min(d.ho, oy0 + tile), width = (oy1 - oy0) * d.wo;
+        im2col(x_n, d, g, static_cast<T*>(cols.data_ptr()), tile * d.wo, oy0, oy1);
+        gemm(gn.slice(1, oy0 * d.wo, oy0 * d.wo + width), false, cols.slice(1, 0, width), true, 1.0, 1.0, dw2);
+      }
+    }
+    return dw;
+  }
   const int64_t per_chunk = std::max<int64_t>(1, (int64_t(16) << 20) / (rows * plane));
   const T* pg = static_cast<const T*>(grad.data_ptr());
   for (int64_t n0 = 0; n0 < d.n; n0 += per_chunk) {
@@ -177,7 +225,7 @@ Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d,
     T* pt = static_cast<T*>(gt.data_ptr());
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < nb; ++i) {
-      im2col(static_cast<const T*>(x.select(0, n0 + i).data_ptr()), d, g, pc + i * plane, ld);
+      im2col(static_cast<const T*>(x.select(0, n0 + i).data_ptr()), d, g, pc + i * plane, ld, 0, d.ho);
       for (int64_t o = 0; o < d.o; ++o)
         std::memcpy(pt + o * ld + i * plane, pg + ((n0 + i) * d.o + o) * plane, sizeof(T) * plane);
     }
@@ -237,6 +285,12 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
                       out = backward_weight_typed<T>(grad.contiguous(), x.contiguous(), d, g));
   return out;
 }
+
+namespace detail {
+int64_t conv2d_tile_rows(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g) {
+  return tile_rows(check(x_shape, w_shape, g, "conv2d_tile_rows"));
+}
+}  // namespace detail
 
 #if !FGVC_WITH_CUDA
 void set_cudnn_allow_tf32(bool) {}

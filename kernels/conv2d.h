@@ -1,7 +1,7 @@
 // 2-D convolution (cross-correlation, as every framework defines it), NCHW, groups = 1, with
 // stride, dilation and per-side padding (TensorFlow's asymmetric SAME is padding that differs
-// between top/bottom or left/right). CPU: im2col + OpenBLAS GEMM per image (a 1x1 stride-1
-// convolution is a GEMM on the input as it is), in conv2d.cpp. CUDA: cuDNN, in
+// between top/bottom or left/right). CPU: im2col + OpenBLAS GEMM per image, a tile of output
+// rows at a time (a 1x1 stride-1 convolution is a GEMM on the input as it is), in conv2d.cpp. CUDA: cuDNN, in
 // conv2d_cudnn.cpp (asymmetric padding is applied to the input first).
 #pragma once
 #include "tensor/tensor.h"
@@ -39,6 +39,8 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
 void set_cudnn_allow_tf32(bool on);
 
 namespace detail {
+// CPU: output rows per im2col tile of one image (the GEMM runs tile by tile, in the cache).
+int64_t conv2d_tile_rows(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g);
 // CUDA implementations (contiguous inputs, checked shapes; no bias).
 Tensor conv2d_cuda(const Tensor& x, const Tensor& w, const Conv2dGeometry& g, const Shape& y_shape);
 Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g);

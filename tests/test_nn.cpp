@@ -60,6 +60,38 @@ TEST(Conv2d, MatchesDirectConvolution) {
     }
 }
 
+// The output against the direct sum, and both backward passes by the adjoint identities
+// <conv(x, w), g> = <x, dx(g)> = <w, dw(g, x)>, in float64; float32 against float64.
+void check_adjoints(const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dGeometry& g) {
+  EXPECT_TRUE(testing::all_close(y, ref_conv(x, w, Tensor(), g), 1e-12, 1e-12));
+  const Tensor gy = r64(y.shape(), 23);
+  const Tensor dx = kernels::conv2d_backward_input(gy, w, x.shape(), g);
+  const Tensor dw = kernels::conv2d_backward_weight(gy, x, w.shape(), g);
+  const auto dot = [](const Tensor& a, const Tensor& b) {
+    return kernels::sum(kernels::binary(kernels::BinaryOp::Mul, a, b)).item<double>();
+  };
+  const double yg = dot(y, gy);
+  EXPECT_NEAR(dot(x, dx), yg, 1e-10 * std::abs(yg));
+  EXPECT_NEAR(dot(w, dw), yg, 1e-10 * std::abs(yg));
+  EXPECT_LT(testing::rel_error(kernels::conv2d(x.to(DType::Float32), w.to(DType::Float32), Tensor(), g), y), 1e-5);
+}
+
+// Images large enough that im2col runs in several tiles of output rows (the last one partial).
+TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
+  for (const Conv2dGeometry& g : {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry{2, 2, 0, 1, 0, 1, 1, 1}}) {
+    const Tensor x = r64({2, 64, 80, 81}, 21), w = r64({3, 64, 3, 3}, 22);
+    const int64_t rows = kernels::detail::conv2d_tile_rows(x.shape(), w.shape(), g);
+    const Tensor y = kernels::conv2d(x, w, Tensor(), g);
+    ASSERT_LT(rows, y.size(2) / 2) << "the test should cover several tiles";
+    ASSERT_NE(y.size(2) % rows, 0) << "and a partial last one";
+    check_adjoints(x, w, y, g);
+  }
+  // A 1x1 convolution on a large plane: its weight gradient is one GEMM per image on the input.
+  const Tensor x = r64({3, 8, 30, 31}, 24), w = r64({5, 8, 1, 1}, 25);
+  const Tensor y = kernels::conv2d(x, w, Tensor(), Conv2dGeometry());
+  check_adjoints(x, w, y, Conv2dGeometry());
+}
+
 TEST(Conv2d, GradientCheck) {
   for (const Conv2dGeometry& g : kGeometries) {
     const GradcheckResult res = gradcheck(
