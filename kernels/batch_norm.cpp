@@ -1,16 +1,20 @@
 #include "kernels/batch_norm.h"
 
+#include <atomic>
 #include <cmath>
 #include <vector>
 
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
+#include "fgvc/config.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
 namespace kernels {
 
 namespace {
+
+std::atomic<bool> g_cuda_fused{true};
 
 struct Layout {
   int64_t n, c, hw;  // x viewed as [n, c, hw]
@@ -23,6 +27,13 @@ Layout layout(const Tensor& x, const Tensor& gamma, const char* op) {
   FGVC_CHECK(gamma.shape() == Shape{x.size(1)} && gamma.dtype() == x.dtype(), op, "gamma ", describe(gamma),
              " does not match ", x.size(1), " channels of ", describe(x));
   return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1};
+}
+
+// beta, mean, invstd: [C] of x's dtype, on x's device.
+void check_per_channel(const Tensor& t, const char* name, const Tensor& x, const char* op) {
+  FGVC_CHECK(t.defined() && t.shape() == Shape{x.size(1)} && t.dtype() == x.dtype() && t.device() == x.device(), op,
+             name, " ", t.defined() ? describe(t) : std::string("(undefined)"), " should be [", x.size(1), "] ",
+             dtype_name(x.dtype()), " on ", x.device().str());
 }
 
 // Per-channel sums of f(x) over n and hw, in double: four independent accumulators per
@@ -117,8 +128,9 @@ BatchNormGrads backward_typed(const Tensor& grad, const Tensor& x, const Tensor&
   return out;
 }
 
-// The CUDA path, composed from the device-generic (and parity-tested) elementwise and
-// reduction kernels: the same formulas as the CPU loops above, a few more passes over memory.
+// The second CUDA path (set_cuda_batch_norm_fused(false)), composed from the device-generic
+// (and parity-tested) elementwise and reduction kernels: the same formulas as the CPU loops
+// above, with several times the passes over memory of the fused kernels in batch_norm.cu.
 std::vector<int64_t> stat_axes(const Tensor& x) { return x.dim() == 4 ? std::vector<int64_t>{0, 2, 3} : std::vector<int64_t>{0}; }
 Tensor per_channel(const Tensor& v, const Tensor& x) {  // [C] -> broadcastable over x
   return x.dim() == 4 ? v.view({1, v.size(0), 1, 1}) : v.view({1, v.size(0)});
@@ -164,9 +176,12 @@ BatchNormGrads backward_generic(const Tensor& g, const Tensor& x, const Tensor& 
 
 BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, double eps) {
   const Layout l = layout(x_in, gamma, "batch_norm");
+  check_per_channel(beta, "beta", x_in, "batch_norm");
   FGVC_CHECK(l.n * l.hw > 1, "batch_norm", "training needs more than one value per channel, got ", describe(x_in));
   const Tensor x = x_in.contiguous();
-  if (x.device().is_cuda()) return train_generic(x, gamma, beta, eps, l);
+  if (x.device().is_cuda())
+    return cuda_batch_norm_fused() ? detail::batch_norm_train_cuda(x, gamma.contiguous(), beta.contiguous(), eps)
+                                   : train_generic(x, gamma, beta, eps, l);
   BatchNormStats s;
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, s = train_typed<T>(x, gamma.contiguous(), beta.contiguous(), eps, l));
   return s;
@@ -175,8 +190,14 @@ BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const T
 Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                         const Tensor& invstd) {
   const Layout l = layout(x_in, gamma, "batch_norm");
+  check_per_channel(beta, "beta", x_in, "batch_norm");
+  check_per_channel(mean, "mean", x_in, "batch_norm");
+  check_per_channel(invstd, "invstd", x_in, "batch_norm");
   const Tensor x = x_in.contiguous();
-  if (x.device().is_cuda()) return apply_generic(x, gamma, beta, mean, invstd);
+  if (x.device().is_cuda())
+    return cuda_batch_norm_fused() ? detail::batch_norm_apply_cuda(x, gamma.contiguous(), beta.contiguous(),
+                                                                   mean.contiguous(), invstd.contiguous())
+                                   : apply_generic(x, gamma, beta, mean, invstd);
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T,
                       apply_typed(static_cast<const T*>(x.data_ptr()), l, gamma.contiguous().data<T>(),
@@ -188,16 +209,39 @@ Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& b
 BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                    const Tensor& invstd, bool training) {
   const Layout l = layout(x, gamma, "batch_norm_backward");
-  FGVC_CHECK(grad.shape() == x.shape(), "batch_norm_backward", "gradient ", describe(grad), " does not match ",
-             describe(x));
+  FGVC_CHECK(grad.shape() == x.shape() && grad.dtype() == x.dtype() && grad.device() == x.device(),
+             "batch_norm_backward", "gradient ", describe(grad), " does not match ", describe(x));
+  check_per_channel(mean, "mean", x, "batch_norm_backward");
+  check_per_channel(invstd, "invstd", x, "batch_norm_backward");
   if (x.device().is_cuda())
-    return backward_generic(grad.contiguous(), x.contiguous(), gamma, mean, invstd, training, l);
+    return cuda_batch_norm_fused()
+               ? detail::batch_norm_backward_cuda(grad.contiguous(), x.contiguous(), gamma.contiguous(),
+                                                  mean.contiguous(), invstd.contiguous(), training)
+               : backward_generic(grad.contiguous(), x.contiguous(), gamma, mean, invstd, training, l);
   BatchNormGrads out;
   FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", T,
                       out = backward_typed<T>(grad.contiguous(), x.contiguous(), gamma.contiguous(),
                                               mean.contiguous(), invstd.contiguous(), training, l));
   return out;
 }
+
+void set_cuda_batch_norm_fused(bool on) { g_cuda_fused = on; }
+bool cuda_batch_norm_fused() { return g_cuda_fused; }
+
+#if !FGVC_WITH_CUDA
+namespace detail {
+BatchNormStats batch_norm_train_cuda(const Tensor&, const Tensor&, const Tensor&, double) {
+  throw Error("batch_norm: built without CUDA");
+}
+Tensor batch_norm_apply_cuda(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  throw Error("batch_norm: built without CUDA");
+}
+BatchNormGrads batch_norm_backward_cuda(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                        bool) {
+  throw Error("batch_norm_backward: built without CUDA");
+}
+}  // namespace detail
+#endif
 
 }  // namespace kernels
 }  // namespace fgvc

@@ -1,7 +1,7 @@
 // Batch normalisation over N (and H, W) per channel C, for [N, C] or [N, C, H, W] inputs.
 // Training uses the batch's mean and biased variance (and hands back the unbiased variance
-// for the running average); evaluation uses the running statistics. CPU: direct loops; CUDA:
-// the same formulas composed from the elementwise and reduction kernels.
+// for the running average); evaluation uses the running statistics. CPU: direct loops
+// (batch_norm.cpp); CUDA: the same formulas in fused kernels (batch_norm.cu).
 #pragma once
 #include "tensor/tensor.h"
 
@@ -27,6 +27,21 @@ struct BatchNormGrads {
 // constants and dx = grad * gamma * invstd.
 BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                    const Tensor& invstd, bool training);
+
+// CUDA: fused kernels (batch_norm.cu) by default; off, the same formulas composed from the
+// generic elementwise and reduction kernels (several times the memory traffic), kept as a
+// second implementation that the GPU tests and benchmarks compare against.
+void set_cuda_batch_norm_fused(bool on);
+bool cuda_batch_norm_fused();
+
+namespace detail {
+// CUDA implementations (contiguous float32 or float64 operands, checked shapes).
+BatchNormStats batch_norm_train_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);
+Tensor batch_norm_apply_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                             const Tensor& invstd);
+BatchNormGrads batch_norm_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                        const Tensor& invstd, bool training);
+}  // namespace detail
 
 }  // namespace kernels
 }  // namespace fgvc

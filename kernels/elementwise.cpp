@@ -135,6 +135,7 @@ void binary_scalar_cpu(BinaryOp op, const Tensor& a, double b, const Tensor& out
 void unary_cuda(UnaryOp, const Tensor&, const Tensor&) { throw Error("elementwise: built without CUDA"); }
 void binary_cuda(BinaryOp, const Tensor&, const Tensor&, const Tensor&) { throw Error("elementwise: built without CUDA"); }
 void binary_scalar_cuda(BinaryOp, const Tensor&, double, const Tensor&) { throw Error("elementwise: built without CUDA"); }
+void increment_cuda(const Tensor&) { throw Error("increment: built without CUDA"); }
 #endif
 
 }  // namespace detail
@@ -170,6 +171,13 @@ Tensor binary(BinaryOp op, const Tensor& a, double b) {
   if (a.device().is_cpu()) detail::binary_scalar_cpu(op, a, b, out);
   else detail::binary_scalar_cuda(op, a, b, out);
   return out;
+}
+
+void increment(const Tensor& counter) {
+  FGVC_CHECK(counter.defined() && counter.dtype() == DType::Int64 && counter.numel() == 1, "increment",
+             "needs one int64 value, got ", counter.defined() ? describe(counter) : std::string("an undefined tensor"));
+  if (counter.device().is_cpu()) ++*counter.data<int64_t>();
+  else detail::increment_cuda(counter);
 }
 
 }  // namespace kernels

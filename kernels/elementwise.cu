@@ -102,7 +102,15 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, double b, const Tensor& o
   });
 }
 
+__global__ void increment_kernel(int64_t* counter) { ++*counter; }
+
 }  // namespace
+
+void increment_cuda(const Tensor& counter) {
+  cuda::DeviceGuard guard(counter.device().index);
+  increment_kernel<<<1, 1, 0, cuda::stream(counter.device().index)>>>(counter.data<int64_t>());
+  FGVC_CHECK_LAUNCH();
+}
 
 void unary_cuda(UnaryOp op, const Tensor& x, const Tensor& out) {
   cuda::DeviceGuard guard(x.device().index);

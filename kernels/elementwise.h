@@ -31,6 +31,10 @@ inline Tensor relu(const Tensor& x) { return unary(UnaryOp::Relu, x); }
 inline Tensor exp(const Tensor& x) { return unary(UnaryOp::Exp, x); }
 inline Tensor log(const Tensor& x) { return unary(UnaryOp::Log, x); }
 
+// counter += 1 in place, for an int64 scalar such as batch norm's num_batches_tracked, on its
+// own device: no read-back, so no wait for the GPU.
+void increment(const Tensor& counter);
+
 namespace detail {
 // Implementations behind the checks; `out` is contiguous with the broadcast shape.
 void unary_cpu(UnaryOp op, const Tensor& x, const Tensor& out);
@@ -39,6 +43,7 @@ void binary_scalar_cpu(BinaryOp op, const Tensor& a, double b, const Tensor& out
 void unary_cuda(UnaryOp op, const Tensor& x, const Tensor& out);
 void binary_cuda(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
 void binary_scalar_cuda(BinaryOp op, const Tensor& a, double b, const Tensor& out);
+void increment_cuda(const Tensor& counter);
 }  // namespace detail
 
 }  // namespace kernels

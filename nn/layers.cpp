@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/elementwise.h"
+
 namespace fgvc {
 namespace nn {
 
@@ -27,7 +29,7 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_) : eps(
 }
 
 Tensor BatchNorm2d::forward_impl(const Tensor& x) {
-  if (is_training()) num_batches_tracked.fill_(num_batches_tracked.item<int64_t>() + 1);
+  if (is_training()) kernels::increment(num_batches_tracked);  // on its device: no wait for the GPU
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 

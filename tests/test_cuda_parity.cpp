@@ -227,7 +227,7 @@ TEST(CudaParity, AutogradOnTheGpuMatchesTheCpu) {
   EXPECT_LT(testing::rel_error(run(Device::cuda()), run(Device::cpu())), kReductionTol);
 }
 
-TEST(CudaParity, ConvolutionPoolingAndBatchNorm) {
+TEST(CudaParity, ConvolutionAndPooling) {
   FGVC_REQUIRE_CUDA();
   kernels::set_cudnn_allow_tf32(false);  // exact FP32 products, comparable with the CPU
   const std::vector<Conv2dGeometry> geometries = {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry::symmetric(2, 0),
@@ -256,14 +256,48 @@ TEST(CudaParity, ConvolutionPoolingAndBatchNorm) {
       return Ts{kernels::avg_pool2d(in[0], g), kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
     }, {x, gy}, kElementwiseTol);
   }
-  const Tensor gamma = randn_t({3}, 36), beta = randn_t({3}, 37), gy = randn_t({2, 3, 12, 12}, 38);
-  expect_parity("batch_norm", [&](const Ts& in) {
-    const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-3);
-    const kernels::BatchNormGrads t = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, true);
-    const kernels::BatchNormGrads e = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, false);
-    return Ts{s.y, s.mean, s.invstd, s.var_unbiased, t.dx, t.dgamma, t.dbeta, e.dx,
-              kernels::batch_norm_apply(in[0], in[1], in[2], s.mean, s.invstd)};
-  }, {x, gamma, beta, gy}, kReductionTol);
+}
+
+// Batch norm on the GPU: the fused kernels and the generic composition against the CPU, on
+// shapes whose channels are split into one run or many (and a partial last run), small
+// planes, [N, C] inputs, float32 and float64; the fused kernels give the same bits run after run.
+TEST(CudaParity, BatchNorm) {
+  FGVC_REQUIRE_CUDA();
+  const std::vector<Shape> shapes = {{2, 3, 12, 12}, {5, 17, 7, 7}, {64, 4, 33, 31}, {3, 2, 150, 149}, {16, 10}, {2, 1, 1, 2}};
+  uint64_t seed = 36;
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (const Shape& shape : shapes) {
+      // An offset mean, so that the variance pass has something to cancel.
+      const Tensor x = kernels::add(randn_t(shape, ++seed, dt), Tensor::scalar(3.0, dt));
+      const Tensor gamma = randn_t({shape[1]}, ++seed, dt), beta = randn_t({shape[1]}, ++seed, dt);
+      const Tensor gy = randn_t(shape, ++seed, dt);
+      const auto all = [](const Ts& in) {
+        const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-3);
+        const kernels::BatchNormGrads t = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, true);
+        const kernels::BatchNormGrads e = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, false);
+        return Ts{s.y, s.mean, s.invstd, s.var_unbiased, t.dx, t.dgamma, t.dbeta, e.dx,
+                  kernels::batch_norm_apply(in[0], in[1], in[2], s.mean, s.invstd)};
+      };
+      const std::string what = "batch_norm " + shape_str(shape) + " " + dtype_name(dt);
+      const double tol = dt == DType::Float64 ? 1e-12 : kReductionTol;
+      for (bool fused : {true, false}) {
+        kernels::set_cuda_batch_norm_fused(fused);
+        expect_parity(what + (fused ? " fused" : " generic"), all, {x, gamma, beta, gy}, tol);
+      }
+      kernels::set_cuda_batch_norm_fused(true);
+      const Ts in = {x.cuda(), gamma.cuda(), beta.cuda(), gy.cuda()};
+      const Ts first = all(in), second = all(in);
+      for (size_t k = 0; k < first.size(); ++k)
+        EXPECT_EQ(first[k].cpu().to_vector<double>(), second[k].cpu().to_vector<double>()) << what << " output " << k;
+    }
+  // The module counts its training batches on the GPU (kernels::increment, no read-back).
+  nn::BatchNorm2d bn(4, 1e-3, 0.1);
+  bn.to(Device::cuda());
+  const Tensor x = randn_t({2, 4, 5, 5}, 60).cuda();
+  bn.forward(x);
+  bn.forward(x);
+  EXPECT_TRUE(bn.num_batches_tracked.device().is_cuda());
+  EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
 }
 
 // Per-parameter gradient errors of `model` against `reference` (relative by norm).

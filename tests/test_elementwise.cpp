@@ -1,6 +1,9 @@
 // Elementwise ops against float64 references computed here with <cmath>, on contiguous,
 // strided and broadcast inputs, float32 and float64.
+#include <random>
+
 #include "kernels/elementwise_ops.h"
+#include "kernels/fast_divmod.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -142,6 +145,28 @@ TEST(Elementwise, EmptyTensors) {
   const Tensor e = Tensor::zeros({0, 3});
   EXPECT_EQ(kernels::relu(e).shape(), (Shape{0, 3}));
   EXPECT_EQ(kernels::add(e, Tensor::zeros({3})).shape(), (Shape{0, 3}));
+}
+
+// The GPU kernels' index division (kernels/fast_divmod.h) runs the same code on the host:
+// against `/` and `%` for small, power-of-two, odd and the largest divisors, at both ends of
+// the 32-bit range and at random.
+TEST(FastDivmod, AgreesWithDivisionForEveryKindOfDivisor) {
+  std::vector<uint32_t> divisors;
+  for (uint32_t d = 1; d <= 300; ++d) divisors.push_back(d);
+  for (uint32_t d : {1023u, 1024u, 1025u, 3136u, 21609u, 65535u, 65536u, 65537u, 1000003u, (1u << 31) - 1, 1u << 31,
+                     (1u << 31) + 1, 0xfffffffeu, 0xffffffffu})
+    divisors.push_back(d);
+  std::mt19937 rng(5);
+  for (int k = 0; k < 200; ++k) divisors.push_back(rng() | 1u);
+  for (uint32_t d : divisors) {
+    const kernels::FastDivmod f(d);
+    std::vector<uint32_t> xs = {0, 1, d - 1, d, d + 1, 2 * d - 1, 0x7fffffffu, 0x80000000u, 0xfffffffeu, 0xffffffffu};
+    for (int k = 0; k < 2000; ++k) xs.push_back(rng());
+    for (uint32_t x : xs) {
+      ASSERT_EQ(f.div(x), x / d) << x << " / " << d;
+      ASSERT_EQ(f.mod(x), x % d) << x << " % " << d;
+    }
+  }
 }
 
 }  // namespace

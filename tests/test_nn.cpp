@@ -1,5 +1,6 @@
 // Network layers: values against direct float64 loops, gradient checks, batch-norm running
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
+#include "kernels/batch_norm.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "nn/models/resnet_cifar.h"
@@ -125,6 +126,38 @@ TEST(BatchNorm, TrainingNormalisesAndUpdatesRunningStatistics) {
   const Tensor ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1, 1e-5);
   EXPECT_NEAR(ye.to_vector<double>()[0], (xv[0] - rm.to_vector<double>()[0]) / std::sqrt(rv.to_vector<double>()[0] + 1e-5),
               1e-12);
+}
+
+TEST(BatchNorm, CountsTrainingBatchesOnly) {
+  nn::BatchNorm2d bn(3, 1e-3, 0.1);
+  const Tensor x = r64({2, 3, 4, 4}, 17).to(DType::Float32);
+  bn.forward(x);
+  bn.forward(x);
+  EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
+  bn.eval();
+  bn.forward(x);
+  EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
+  EXPECT_THROW(kernels::increment(Tensor::zeros({})), Error);  // float32: not a counter
+  EXPECT_THROW(kernels::increment(Tensor::zeros({2}, DType::Int64)), Error);
+}
+
+TEST(BatchNorm, PerChannelOperandsAreChecked) {
+  const Tensor x = r64({2, 3, 4, 4}, 14), c3 = r64({3}, 15), c4 = r64({4}, 16);
+  const auto message = [](auto f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { kernels::batch_norm_train(x, c3, c4, 1e-3); }).find("beta"), std::string::npos);
+  EXPECT_NE(message([&] { kernels::batch_norm_apply(x, c3, c3, c4, c3); }).find("mean"), std::string::npos);
+  EXPECT_NE(message([&] { kernels::batch_norm_apply(x, c3, c3, c3, c3.to(DType::Float32)); }).find("invstd"),
+            std::string::npos);
+  EXPECT_NE(message([&] { kernels::batch_norm_backward(x, x, c3, c3, c4, true); }).find("invstd"), std::string::npos);
+  EXPECT_NE(message([&] { kernels::batch_norm_backward(x.to(DType::Float32), x, c3, c3, c3, true); }).find("gradient"),
+            std::string::npos);
 }
 
 TEST(BatchNorm, GradientCheckTrainingAndEval) {
