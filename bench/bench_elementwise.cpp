@@ -11,7 +11,11 @@
 //   add, add_bias, relu, exp      kernels::add of two [N,C], add of a [C] bias over [N,C], relu, exp;
 //   add_prealloc                  the same add kernel into a preallocated output (kernels::detail),
 //                                 which separates the loop's cost from the allocation's;
-//   sum_last, sum_all, sum_axis0  kernels::sum over C, over everything, over N.
+//   sum_last, sum_all, sum_axis0  kernels::sum over C, over everything, over N;
+//   batch_norm                    batch norm in training, forward and backward, on [N, 64, 64, 64]
+//                                 (N = n / 2^18); the bytes are those a fused pass must move: x
+//                                 read and y written, then g and x read and dx written;
+//   batch_norm_generic (CUDA)     the same with set_cuda_batch_norm_fused(false).
 // CUDA cases are skipped with the reason when there is no device.
 #include <omp.h>
 
@@ -21,6 +25,7 @@
 #include <utility>
 
 #include "bench_common.h"
+#include "kernels/batch_norm.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 #include "tensor/random.h"
@@ -122,17 +127,45 @@ void bm_sum_axis0(benchmark::State& state, Device device, int64_t n) {
   run(state, device, (n + kCols) * kFloat, [&] { k::sum(x, {0}); });
 }
 
+void bm_batch_norm(benchmark::State& state, Device device, int64_t n) {
+  fgvc::Generator gen(3);
+  const fgvc::Shape shape{n >> 18, 64, 64, 64};
+  const Tensor x = fgvc::randn(shape, gen, fgvc::DType::Float32, device), g = fgvc::randn(shape, gen, fgvc::DType::Float32, device);
+  const Tensor gamma = fgvc::randn({64}, gen, fgvc::DType::Float32, device), beta = fgvc::randn({64}, gen, fgvc::DType::Float32, device);
+  run(state, device, 5 * n * kFloat, [&] {
+    const k::BatchNormStats s = k::batch_norm_train(x, gamma, beta, 1e-3);
+    k::batch_norm_backward(g, x, gamma, s.mean, s.invstd, true);
+  });
+}
+
+void bm_batch_norm_generic(benchmark::State& state, Device device, int64_t n) {
+  k::set_cuda_batch_norm_fused(false);
+  bm_batch_norm(state, device, n);
+  k::set_cuda_batch_norm_fused(true);
+}
+
 using BenchFn = void (*)(benchmark::State&, Device, int64_t);
+enum class Where { Both, CpuOnly, CudaOnly };
 struct Case {
   const char* name;
   BenchFn fn;
-  bool cpu_only;
+  Where where;
 };
 constexpr Case kCases[] = {
-    {"memcpy", bm_memcpy, true},       {"std_fill", bm_std_fill, true}, {"clone", bm_clone, false},
-    {"fill_", bm_fill, false},         {"add", bm_add, false},          {"add_prealloc", bm_add_prealloc, false},
-    {"add_bias", bm_add_bias, false},  {"relu", bm_relu, false},        {"exp", bm_exp, false},
-    {"sum_last", bm_sum_last, false},  {"sum_all", bm_sum_all, false},  {"sum_axis0", bm_sum_axis0, false},
+    {"memcpy", bm_memcpy, Where::CpuOnly},
+    {"std_fill", bm_std_fill, Where::CpuOnly},
+    {"clone", bm_clone, Where::Both},
+    {"fill_", bm_fill, Where::Both},
+    {"add", bm_add, Where::Both},
+    {"add_prealloc", bm_add_prealloc, Where::Both},
+    {"add_bias", bm_add_bias, Where::Both},
+    {"relu", bm_relu, Where::Both},
+    {"exp", bm_exp, Where::Both},
+    {"sum_last", bm_sum_last, Where::Both},
+    {"sum_all", bm_sum_all, Where::Both},
+    {"sum_axis0", bm_sum_axis0, Where::Both},
+    {"batch_norm", bm_batch_norm, Where::Both},
+    {"batch_norm_generic", bm_batch_norm_generic, Where::CudaOnly},
 };
 
 void bm_cuda(benchmark::State& state, BenchFn fn, int64_t n) {
@@ -144,8 +177,10 @@ void register_all() {
   for (const auto& [size_name, n] : sizes) {
     for (const Case& c : kCases) {
       const std::string tail = std::string("/") + c.name + "/" + size_name;
-      benchmark::RegisterBenchmark(("cpu" + tail).c_str(), c.fn, Device::cpu(), n)->UseRealTime();
-      if (!c.cpu_only) benchmark::RegisterBenchmark(("cuda" + tail).c_str(), bm_cuda, c.fn, n)->UseManualTime();
+      if (c.where != Where::CudaOnly)
+        benchmark::RegisterBenchmark(("cpu" + tail).c_str(), c.fn, Device::cpu(), n)->UseRealTime();
+      if (c.where != Where::CpuOnly)
+        benchmark::RegisterBenchmark(("cuda" + tail).c_str(), bm_cuda, c.fn, n)->UseManualTime();
     }
   }
 }

@@ -69,6 +69,17 @@ def bench_elementwise(samples):
             "sum_all": (lambda: x.sum(), (n + 1) * f),
             "sum_axis0": (lambda: x.sum(0), (n + COLS) * f),
         }
+        # Batch norm in training, forward and backward, on [N, 64, 64, 64] (N = n / 2^18).
+        bx = torch.randn(n >> 18, 64, 64, 64, device="cuda", requires_grad=True)
+        bg = torch.randn_like(bx)
+        gamma = torch.randn(64, device="cuda", requires_grad=True)
+        beta = torch.randn(64, device="cuda", requires_grad=True)
+
+        def batch_norm():
+            y = torch.nn.functional.batch_norm(bx, None, None, gamma, beta, training=True, eps=1e-3)
+            torch.autograd.backward(y, bg)
+
+        cases["batch_norm"] = (batch_norm, 5 * n * f)
         for op, (fn, nbytes) in cases.items():
             ms = median_ms(fn, samples)
             out[f"{op}/{size}"] = {"median_ms": ms, "gbps": nbytes / ms / 1e6}
