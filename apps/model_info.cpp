@@ -10,6 +10,7 @@
 #include "apps/app.h"
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
+#include "kernels/conv2d.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "optim/optimizer.h"
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
   std::string model_name;
   int64_t num_classes = 1000, batch = 1;
   int size = 299, repeats = 3;
-  bool layers = false, time = false, whole_model = false;
+  bool layers = false, time = false, whole_model = false, cudnn_benchmark = false;
   std::string optimizer = "none", amp = "off";
   return fgvc::app::run(
       "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
@@ -113,6 +114,9 @@ int main(int argc, char** argv) {
                      "figure to compare on a GPU)");
         cli.add_option("--amp", amp, "with --time on CUDA: autocast convolutions to bf16 or fp16 (default off)")
             ->check(CLI::IsMember({"off", "bf16", "fp16"}));
+        cli.add_flag("--cudnn-benchmark", cudnn_benchmark,
+                     "with --time on CUDA: cuDNN times every convolution algorithm in the warm-up and keeps the "
+                     "fastest (PyTorch's cudnn.benchmark)");
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
             ->check(fgvc::app::Positive);
       },
@@ -122,6 +126,7 @@ int main(int argc, char** argv) {
         if (amp != "off" && !device.is_cuda())
           throw app::UsageError("--amp " + amp + " needs a CUDA device (this run is on " + device.str() + ")");
         const DType amp_dtype = amp == "bf16" ? DType::BFloat16 : amp == "fp16" ? DType::Float16 : DType::Float32;
+        kernels::set_cudnn_benchmark(cudnn_benchmark);
         std::shared_ptr<nn::Classifier> model;
         try {
           model = nn::create_model(model_name, num_classes);
@@ -243,7 +248,7 @@ int main(int argc, char** argv) {
           if (layer_times) j["layers_forward_ms"] = total_f, j["layers_backward_ms"] = total_b;
         }
         if (time) {
-          j["batch_size"] = batch, j["amp"] = amp, j["whole_model"] = whole_model;
+          j["batch_size"] = batch, j["amp"] = amp, j["whole_model"] = whole_model, j["cudnn_benchmark"] = cudnn_benchmark;
           // Whole model, wall clock (without --whole-model, with the observer's synchronisation:
           // high on a GPU).
           j["forward_ms"] = median(model_forward_s) * 1e3;

@@ -87,6 +87,9 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(CLI::Range(0.01, 1.0));
         cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
             ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));
+        cli.add_flag("--cudnn-benchmark", c.cudnn_benchmark,
+                     "CUDA: cuDNN times every convolution algorithm on a shape's first call and keeps the fastest "
+                     "(PyTorch's cudnn.benchmark; default: its heuristic pick)");
         cli.add_flag("--sync-bn", c.sync_bn, "several processes: batch-norm statistics over all of them (default: per process)");
         cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(fgvc::app::Positive);

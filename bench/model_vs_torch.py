@@ -78,14 +78,15 @@ def torch_times(name, size, batch, threads, repeats, optimizer, device="cpu", am
     return sorted(forward)[len(forward) // 2], sorted(step)[len(step) // 2], peak
 
 
-def fgvc_times(binary, name, size, batch, threads, repeats, optimizer, device="cpu", amp="off", library_path=None):
+def fgvc_times(binary, name, size, batch, threads, repeats, optimizer, device="cpu", amp="off", library_path=None,
+               cudnn_benchmark=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if library_path:  # for fgvc's process only: PyTorch here keeps its own libraries
         env["LD_LIBRARY_PATH"] = library_path
     cmd = [binary, "--device", device, "--model", name, "--input-size", str(size), "--time", "--batch-size", str(batch),
            "--repeats", str(repeats), "--optimizer", optimizer, "--json"]
     if device == "cuda":
-        cmd += ["--whole-model", "--amp", amp]
+        cmd += ["--whole-model", "--amp", amp] + (["--cudnn-benchmark"] if cudnn_benchmark else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     j = json.loads(out.strip().splitlines()[-1])
     return j["forward_ms"] / 1e3, j["step_ms"] / 1e3, j.get("peak_gpu_mib")
@@ -100,6 +101,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="with --device cuda")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="with --device cuda: fgvc measures cuDNN's algorithms too, as PyTorch here always does")
     ap.add_argument("--fgvc-library-path", help="LD_LIBRARY_PATH for fgvc-model-info (scripts/gpu-check.sh's bundle)")
     args = ap.parse_args()
     cuda = args.device == "cuda"
@@ -108,13 +111,14 @@ def main():
     rows = []
     for name, size, batch in CUDA_CASES if cuda else CASES:
         ff, fs, fm = fgvc_times(os.path.join(args.bin, "fgvc-model-info"), name, size, batch, args.threads, args.repeats,
-                                args.optimizer, args.device, args.amp, args.fgvc_library_path)
+                                args.optimizer, args.device, args.amp, args.fgvc_library_path, args.cudnn_benchmark)
         tf, ts, tm = torch_times(name, size, batch, args.threads, args.repeats, args.optimizer, args.device, args.amp)
         line = f"{name:>13} {batch:>4}@{size:<5} | {ff:8.3f} {fs:7.3f} | {tf:9.3f} {ts:7.3f} | {fs / ts:10.2f}"
         if cuda:
             line += f" | {batch / fs:10.1f} {batch / ts:11.1f} | {fm:8.0f} {tm:9.0f}"
         print(line, flush=True)
-        rows.append({"model": name, "input_size": size, "batch": batch, "amp": args.amp, "fgvc_forward_s": ff,
+        rows.append({"model": name, "input_size": size, "batch": batch, "amp": args.amp,
+                     "fgvc_cudnn_benchmark": args.cudnn_benchmark, "fgvc_forward_s": ff,
                      "fgvc_step_s": fs, "torch_forward_s": tf, "torch_step_s": ts, "fgvc_peak_mib": fm, "torch_peak_mib": tm})
     step = "forward + backward" if args.optimizer == "none" else f"training step with {args.optimizer}"
     where = "CUDA" if cuda else f"{args.threads} threads"

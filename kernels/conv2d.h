@@ -37,6 +37,10 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
 // cuDNN may use TF32 tensor cores for float32 (its default math; on by default). Off: exact
 // FP32 products, comparable with the CPU to float rounding.
 void set_cudnn_allow_tf32(bool on);
+// Off (the default): each shape's algorithm is cuDNN's heuristic pick. On: cuDNN times every
+// algorithm on the shape's first call and the fastest is kept (PyTorch's cudnn.benchmark);
+// the first step of a run is slower, the rest may be faster.
+void set_cudnn_benchmark(bool on);
 
 namespace detail {
 // CPU: output rows per im2col tile of one image (the GEMM runs tile by tile, in the cache).

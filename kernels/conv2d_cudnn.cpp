@@ -1,13 +1,18 @@
-// CUDA side of kernels/conv2d.h: cuDNN. The algorithm for each shape is chosen once (cuDNN's
-// heuristics, the best that runs) and cached; workspaces come from the caching allocator.
+// CUDA side of kernels/conv2d.h: cuDNN. Each shape's descriptors and algorithms are made on
+// its first call and kept (ConvPlan): the algorithm by cuDNN's heuristics (the best that runs)
+// or, with set_cudnn_benchmark(true), by cuDNN measuring them all; workspaces come from the
+// caching allocator.
 // TF32 tensor-core math is allowed by default (cuDNN's default math) and can be switched off
 // (set_cudnn_allow_tf32) for bit-for-bit-comparable FP32, as the parity tests do.
 #include <cudnn.h>
 
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/conv2d.h"
@@ -58,7 +63,7 @@ struct ConvDescriptors {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
-  std::string key;  // shape and geometry, for the algorithm caches
+  std::string shapes;  // for error messages
 
   ConvDescriptors(const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype) {
     // Data in the tensors' dtype; bfloat16/float16 (mixed precision) accumulate in float32.
@@ -81,8 +86,7 @@ struct ConvDescriptors {
     const bool tf32 = g_allow_tf32 && dtype == DType::Float32;
     FGVC_CUDNN_CHECK(cudnnSetConvolutionMathType(
         conv, half ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)));
-    key = fgvc::detail::concat(shape_str(xs), shape_str(ws), g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.dilation_h,
-                         g.dilation_w, dtype_name(dtype), tf32);
+    shapes = fgvc::detail::concat(shape_str(xs), " w ", shape_str(ws), " ", dtype_name(dtype));
   }
   ~ConvDescriptors() {
     FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(x));
@@ -94,20 +98,85 @@ struct ConvDescriptors {
   ConvDescriptors& operator=(const ConvDescriptors&) = delete;
 };
 
-// The first algorithm cuDNN's heuristics rank that reports success, per key.
-template <class Algo, class Perf, class Query>
-Algo cached_algorithm(const std::string& key, Query query) {
-  static std::mutex mu;
-  static std::map<std::string, Algo> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  std::vector<Perf> perf(16);
+// How each convolution's algorithm is chosen: cuDNN's heuristics (the first that reports
+// success), or, with set_cudnn_benchmark(true), cuDNN's measurement of every algorithm on the
+// first call of a shape (as PyTorch's cudnn.benchmark), the fastest that keeps the math the
+// descriptor asks for (no TF32 where it was switched off).
+bool g_benchmark = false;
+
+template <class Perf>
+bool keeps_math(const Perf& p, cudnnMathType_t wanted) {
+  return p.status == CUDNN_STATUS_SUCCESS && (wanted != CUDNN_FMA_MATH || p.mathType == CUDNN_FMA_MATH);
+}
+
+// One direction's algorithm and workspace size.
+template <class Algo>
+struct Choice {
+  Algo algo{};
+  size_t bytes = 0;
+};
+
+// Everything a convolution of one shape needs, made on its first call and kept: the
+// descriptors, and per direction (forward, backward data, backward filter) the algorithm and
+// its workspace size. Later calls of the shape do no cuDNN set-up at all.
+struct ConvPlan {
+  ConvPlan(const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype)
+      : d(xs, ws, ys, g, dtype) {
+    FGVC_CUDNN_CHECK(cudnnGetConvolutionMathType(d.conv, &math));
+  }
+  ConvDescriptors d;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  std::optional<Choice<cudnnConvolutionFwdAlgo_t>> forward;
+  std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> backward_data;
+  std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> backward_filter;
+};
+
+// The plan for a shape on a device (made once; plans are never removed, so the reference
+// stays valid), and the lock that guards the choices inside it.
+std::mutex g_plans_mu;
+ConvPlan& plan_for(int device, const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype) {
+  static std::map<std::string, std::unique_ptr<ConvPlan>> plans;
+  const bool tf32 = g_allow_tf32 && dtype == DType::Float32;
+  const std::string key = fgvc::detail::concat(device, " ", shape_str(xs), " ", shape_str(ws), " stride ", g.stride_h, " ",
+                                               g.stride_w, " pad ", g.pad_top, " ", g.pad_left, " dilation ", g.dilation_h,
+                                               " ", g.dilation_w, " ", dtype_name(dtype), tf32 ? " tf32" : "",
+                                               g_benchmark ? " measured" : "");
+  std::unique_ptr<ConvPlan>& p = plans[key];
+  if (!p) p = std::make_unique<ConvPlan>(xs, ws, ys, g, dtype);
+  return *p;
+}
+
+// Picks from cuDNN's ranked list (heuristic or measured): the first that runs with the
+// plan's math; `size` gives its workspace.
+template <class Algo, class Perf, class Rank, class Size>
+Choice<Algo> choose(const ConvPlan& plan, const char* direction, Rank rank, Size size) {
+  std::vector<Perf> perf(32);
   int returned = 0;
-  query(static_cast<int>(perf.size()), &returned, perf.data());
+  rank(static_cast<int>(perf.size()), &returned, perf.data());
   for (int k = 0; k < returned; ++k)
-    if (perf[k].status == CUDNN_STATUS_SUCCESS) return cache[key] = perf[k].algo;
-  throw Error("conv2d: cuDNN offers no algorithm for " + key);
+    if (keeps_math(perf[k], plan.math)) {
+      Choice<Algo> c{perf[k].algo, 0};
+      size(c.algo, &c.bytes);
+      return c;
+    }
+  throw Error(fgvc::detail::concat("conv2d: cuDNN offers no ", direction, " algorithm for x ", plan.d.shapes));
+}
+
+// The plan of a shape with its algorithm for one direction (`slot`), chosen on the shape's
+// first call by `rank` (heuristic or measured) and `size`, which get the plan's descriptors.
+template <class Algo, class Perf, class Rank, class Size>
+std::pair<const ConvPlan*, Choice<Algo>> planned(int device, const Shape& xs, const Shape& ws, const Shape& ys,
+                                                 const Conv2dGeometry& g, DType dtype,
+                                                 std::optional<Choice<Algo>> ConvPlan::*slot, const char* direction,
+                                                 Rank rank, Size size) {
+  std::lock_guard<std::mutex> lock(g_plans_mu);
+  ConvPlan& p = plan_for(device, xs, ws, ys, g, dtype);
+  std::optional<Choice<Algo>>& c = p.*slot;
+  if (!c)
+    c = choose<Algo, Perf>(
+        p, direction, [&](int n, int* r, Perf* perf) { rank(p.d, n, r, perf); },
+        [&](Algo a, size_t* bytes) { size(p.d, a, bytes); });
+  return {&p, *c};
 }
 
 Tensor workspace(size_t bytes, Device device) {
@@ -139,6 +208,7 @@ Conv2dGeometry unpadded(Conv2dGeometry g) {
 }  // namespace
 
 void set_cudnn_allow_tf32(bool on) { g_allow_tf32 = on; }
+void set_cudnn_benchmark(bool on) { g_benchmark = on; }
 
 namespace detail {
 
@@ -148,18 +218,21 @@ Tensor conv2d_cuda(const Tensor& x_in, const Tensor& w, const Conv2dGeometry& g_
   const int dev = x.device().index;
   cuda::DeviceGuard guard(dev);
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
-  ConvDescriptors d(x.shape(), w.shape(), y_shape, g, x.dtype());
   cudnnHandle_t h = handle(dev);
-  const auto algo = cached_algorithm<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
-      "fwd" + d.key, [&](int n, int* r, cudnnConvolutionFwdAlgoPerf_t* p) {
-        FGVC_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, r, p));
+  const auto [plan, c] = planned<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
+      dev, x.shape(), w.shape(), y_shape, g, x.dtype(), &ConvPlan::forward, "forward",
+      [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionFwdAlgoPerf_t* perf) {
+        FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, r, perf)
+                                     : cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, r, perf));
+      },
+      [&](const ConvDescriptors& d, cudnnConvolutionFwdAlgo_t a, size_t* bytes) {
+        FGVC_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a, bytes));
       });
-  size_t bytes = 0;
-  FGVC_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, algo, &bytes));
-  Tensor ws = workspace(bytes, x.device());
+  const ConvDescriptors& d = plan->d;
+  Tensor ws = workspace(c.bytes, x.device());
   const Scalars s;
-  FGVC_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(x.dtype()), d.x, x.data_ptr(), d.w, w.data_ptr(), d.conv, algo,
-                                           ws.data_ptr(), bytes, s.zero(x.dtype()), d.y, y.data_ptr()));
+  FGVC_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(x.dtype()), d.x, x.data_ptr(), d.w, w.data_ptr(), d.conv, c.algo,
+                                           ws.data_ptr(), c.bytes, s.zero(x.dtype()), d.y, y.data_ptr()));
   return y;
 }
 
@@ -172,18 +245,22 @@ Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Sha
   const int dev = grad.device().index;
   cuda::DeviceGuard guard(dev);
   Tensor dx = Tensor::empty(xp_shape, grad.dtype(), grad.device());
-  ConvDescriptors d(xp_shape, w.shape(), grad.shape(), g, grad.dtype());
   cudnnHandle_t h = handle(dev);
-  const auto algo = cached_algorithm<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
-      "bwd_data" + d.key, [&](int n, int* r, cudnnConvolutionBwdDataAlgoPerf_t* p) {
-        FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, r, p));
+  const auto [plan, c] = planned<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
+      dev, xp_shape, w.shape(), grad.shape(), g, grad.dtype(), &ConvPlan::backward_data, "backward-data",
+      [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+        FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, r, perf)
+                                     : cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, r, perf));
+      },
+      [&](const ConvDescriptors& d, cudnnConvolutionBwdDataAlgo_t a, size_t* bytes) {
+        FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a, bytes));
       });
-  size_t bytes = 0;
-  FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, algo, &bytes));
-  Tensor ws = workspace(bytes, grad.device());
+  const ConvDescriptors& d = plan->d;
+  Tensor ws = workspace(c.bytes, grad.device());
   const Scalars s;
   FGVC_CUDNN_CHECK(cudnnConvolutionBackwardData(h, s.one(grad.dtype()), d.w, w.data_ptr(), d.y, grad.data_ptr(), d.conv,
-                                                algo, ws.data_ptr(), bytes, s.zero(grad.dtype()), d.x, dx.data_ptr()));
+                                                c.algo, ws.data_ptr(), c.bytes, s.zero(grad.dtype()), d.x,
+                                                dx.data_ptr()));
   if (sym) return dx;
   return dx.slice(2, g_in.pad_top, g_in.pad_top + x_shape[2]).slice(3, g_in.pad_left, g_in.pad_left + x_shape[3]).contiguous();
 }
@@ -194,18 +271,23 @@ Tensor conv2d_backward_weight_cuda(const Tensor& grad, const Tensor& x_in, const
   const int dev = grad.device().index;
   cuda::DeviceGuard guard(dev);
   Tensor dw = Tensor::empty(w_shape, grad.dtype(), grad.device());
-  ConvDescriptors d(x.shape(), w_shape, grad.shape(), g, grad.dtype());
   cudnnHandle_t h = handle(dev);
-  const auto algo = cached_algorithm<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
-      "bwd_filter" + d.key, [&](int n, int* r, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
-        FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, r, p));
+  const auto [plan, c] = planned<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
+      dev, x.shape(), w_shape, grad.shape(), g, grad.dtype(), &ConvPlan::backward_filter, "backward-filter",
+      [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+        FGVC_CUDNN_CHECK(g_benchmark
+                             ? cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, r, perf)
+                             : cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, r, perf));
+      },
+      [&](const ConvDescriptors& d, cudnnConvolutionBwdFilterAlgo_t a, size_t* bytes) {
+        FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, a, bytes));
       });
-  size_t bytes = 0;
-  FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, algo, &bytes));
-  Tensor ws = workspace(bytes, grad.device());
+  const ConvDescriptors& d = plan->d;
+  Tensor ws = workspace(c.bytes, grad.device());
   const Scalars s;
-  FGVC_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(grad.dtype()), d.x, x.data_ptr(), d.y, grad.data_ptr(), d.conv,
-                                                  algo, ws.data_ptr(), bytes, s.zero(grad.dtype()), d.w, dw.data_ptr()));
+  FGVC_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(grad.dtype()), d.x, x.data_ptr(), d.y, grad.data_ptr(),
+                                                  d.conv, c.algo, ws.data_ptr(), c.bytes, s.zero(grad.dtype()), d.w,
+                                                  dw.data_ptr()));
   return dw;
 }
 

@@ -126,14 +126,15 @@ def tests_table(exit_codes_path):
 
 def train_step_table(paths):
     """Rows of bench/model_vs_torch.py --json files: whole training steps, fgvc beside PyTorch."""
-    lines = ["| model | batch@size | amp | fgvc step ms | PyTorch step ms | fgvc / PyTorch | fgvc img/s | PyTorch img/s "
-             "| fgvc peak MiB | PyTorch peak MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | batch@size | amp | fgvc cuDNN algorithms | fgvc step ms | PyTorch step ms | fgvc / PyTorch | fgvc img/s | PyTorch img/s "
+             "| fgvc peak MiB | PyTorch peak MiB |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for path in paths:
         with open(path) as f:
             j = json.load(f)
         for r in j["rows"]:
             fs, ts = r["fgvc_step_s"], r["torch_step_s"]
-            lines.append(f"| {r['model']} | {r['batch']}@{r['input_size']} | {r['amp']} | {fmt(fs * 1e3)} | {fmt(ts * 1e3)} "
+            algos = "measured" if r.get("fgvc_cudnn_benchmark") else "heuristic"
+            lines.append(f"| {r['model']} | {r['batch']}@{r['input_size']} | {r['amp']} | {algos} | {fmt(fs * 1e3)} | {fmt(ts * 1e3)} "
                          f"| {fmt(fs / ts, 2)} | {fmt(r['batch'] / fs)} | {fmt(r['batch'] / ts)} "
                          f"| {fmt(r['fgvc_peak_mib'], 0)} | {fmt(r['torch_peak_mib'], 0)} |")
     return lines

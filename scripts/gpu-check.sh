@@ -211,6 +211,11 @@ run() {
       PYTHONUNBUFFERED=1 timeout -k 5 60 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
     done
+    # fgvc with measured cuDNN algorithms too (PyTorch above always measures them).
+    if [[ $mode == full ]]; then
+      PYTHONUNBUFFERED=1 timeout -k 5 75 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+        --device cuda --amp off --cudnn-benchmark --repeats 10 --json "$OUT/train_step_off_measured.json"
+    fi
   else
     echo "skipped: python3 cannot import torch with CUDA"
   fi

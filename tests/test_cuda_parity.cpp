@@ -233,15 +233,20 @@ TEST(CudaParity, ConvolutionAndPooling) {
   const std::vector<Conv2dGeometry> geometries = {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry::symmetric(2, 0),
                                                   {2, 2, 0, 1, 0, 1, 1, 1} /* TF SAME, asymmetric */,
                                                   Conv2dGeometry::symmetric(1, 2, 2)};
-  for (const Conv2dGeometry& g : geometries) {
-    const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, 3, 3}, 31), b = randn_t({7}, 32);
-    const Shape y_shape{2, 7, g.out_size(13, 3, true), g.out_size(11, 3, false)};
-    const Tensor gy = randn_t(y_shape, 33);
-    expect_parity("conv2d", [&](const Ts& in) {
-      return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
-                kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
-    }, {x, w, b, gy}, kReductionTol);
+  // The algorithms by cuDNN's heuristics, then measured (set_cudnn_benchmark): FP32 math either way.
+  for (bool measured : {false, true}) {
+    kernels::set_cudnn_benchmark(measured);
+    for (const Conv2dGeometry& g : geometries) {
+      const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, 3, 3}, 31), b = randn_t({7}, 32);
+      const Shape y_shape{2, 7, g.out_size(13, 3, true), g.out_size(11, 3, false)};
+      const Tensor gy = randn_t(y_shape, 33);
+      expect_parity(measured ? "conv2d (measured algorithms)" : "conv2d", [&](const Ts& in) {
+        return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
+                  kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
+      }, {x, w, b, gy}, kReductionTol);
+    }
   }
+  kernels::set_cudnn_benchmark(false);
   kernels::set_cudnn_allow_tf32(true);
   const Tensor x = randn_t({2, 3, 12, 12}, 34);
   for (const Pool2dGeometry& g : {Pool2dGeometry::square(3, 2), Pool2dGeometry::square(3, 2, 1, true),

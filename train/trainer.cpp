@@ -16,6 +16,7 @@
 #include "autograd/nn_ops.h"
 #include "autograd/ops.h"
 #include "data/loader.h"
+#include "kernels/conv2d.h"
 #include "dist/communicator.h"
 #include "dist/gradient_reducer.h"
 #include "kernels/elementwise.h"
@@ -79,6 +80,7 @@ json config_object(const TrainConfig& c) {
               {"color_distort", c.color_distort},
               {"min_crop_area", c.min_crop_area},
               {"amp", c.amp},
+              {"cudnn_benchmark", c.cudnn_benchmark},
               {"gpus", c.gpus},
               {"sync_bn", c.sync_bn},
               {"world_size", 1},
@@ -238,6 +240,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
   FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
+  kernels::set_cudnn_benchmark(c.cudnn_benchmark);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
   if (c.resume) FGVC_CHECK(fs::exists(last_path), "--resume", last_path, " does not exist");

@@ -41,6 +41,7 @@ struct TrainConfig {
   bool color_distort = true;
   double min_crop_area = 0.05;
   std::string amp = "off";          // bf16 | fp16 | off (CUDA only)
+  bool cudnn_benchmark = false;     // CUDA: cuDNN measures each shape's algorithms (kernels::set_cudnn_benchmark)
   int gpus = 1;
   bool sync_bn = false;             // data parallel: batch-norm statistics over all ranks
   int64_t log_every = 20;           // steps between metrics lines
