@@ -38,6 +38,8 @@ namespace emd {
 namespace {
 
 constexpr int kThreads = 1024;
+// Warp 0 plans each pivot; the shuffles below (offsets 16 ... 1, full masks) assume one whole warp.
+static_assert(detail::kLanes == 32, "the pivot plan runs on exactly one warp of 32 lanes");
 constexpr int kWarps = kThreads / 32;
 constexpr long long kRefreshEvery = 1024;  // pivots between exact recomputations of the potentials
 
