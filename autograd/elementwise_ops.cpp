@@ -11,13 +11,16 @@ using Needs = std::vector<bool>;
 
 namespace {
 
-// y = f(x) with dy/dx computed from x or y by `rule(grad, x, y)`.
+// What a unary op's backward reads, so that the node keeps that alone: saving only y for
+// relu frees its input (in a network, the batch-norm output before it) at once.
+enum class Keep { Nothing, Input, Output };
+
+// y = f(x) with dy/dx computed by `rule(grad, kept)` from x or y, whichever `keep` names.
 template <class Rule>
-Tensor unary_op(const char* name, k::UnaryOp op, const Tensor& x, Rule rule) {
+Tensor unary_op(const char* name, k::UnaryOp op, const Tensor& x, Keep keep, Rule rule) {
   Tensor y = k::unary(op, x);
-  autograd::record(name, {x}, {y}, [x = x.detach(), y = y.detach(), rule](const Grads& g, const Needs&) -> Grads {
-    return {rule(g[0], x, y)};
-  });
+  const Tensor kept = keep == Keep::Input ? x.detach() : keep == Keep::Output ? y.detach() : Tensor();
+  autograd::record(name, {x}, {y}, [kept, rule](const Grads& g, const Needs&) -> Grads { return {rule(g[0], kept)}; });
   return y;
 }
 
@@ -84,37 +87,38 @@ Tensor pow(const Tensor& a, double exponent) {
 }
 
 Tensor neg(const Tensor& x) {
-  return unary_op("neg", k::UnaryOp::Neg, x,
-                  [](const Tensor& g, const Tensor&, const Tensor&) { return k::unary(k::UnaryOp::Neg, g); });
+  return unary_op("neg", k::UnaryOp::Neg, x, Keep::Nothing,
+                  [](const Tensor& g, const Tensor&) { return k::unary(k::UnaryOp::Neg, g); });
 }
 Tensor exp(const Tensor& x) {
-  return unary_op("exp", k::UnaryOp::Exp, x, [](const Tensor& g, const Tensor&, const Tensor& y) { return k::mul(g, y); });
+  return unary_op("exp", k::UnaryOp::Exp, x, Keep::Output, [](const Tensor& g, const Tensor& y) { return k::mul(g, y); });
 }
 Tensor log(const Tensor& x) {
-  return unary_op("log", k::UnaryOp::Log, x, [](const Tensor& g, const Tensor& x_, const Tensor&) { return k::div(g, x_); });
+  return unary_op("log", k::UnaryOp::Log, x, Keep::Input, [](const Tensor& g, const Tensor& x_) { return k::div(g, x_); });
 }
 Tensor sqrt(const Tensor& x) {
-  return unary_op("sqrt", k::UnaryOp::Sqrt, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+  return unary_op("sqrt", k::UnaryOp::Sqrt, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
     return k::div(k::binary(k::BinaryOp::Mul, g, 0.5), y);
   });
 }
+// y > 0 exactly where x > 0 (and relu(nan) = 0), so the gate can read y.
 Tensor relu(const Tensor& x) {
-  return unary_op("relu", k::UnaryOp::Relu, x, [](const Tensor& g, const Tensor& x_, const Tensor&) {
-    return k::binary(k::BinaryOp::ReluBackward, g, x_);
+  return unary_op("relu", k::UnaryOp::Relu, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
+    return k::binary(k::BinaryOp::ReluBackward, g, y);
   });
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary_op("sigmoid", k::UnaryOp::Sigmoid, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+  return unary_op("sigmoid", k::UnaryOp::Sigmoid, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
     return k::binary(k::BinaryOp::SigmoidBackward, g, y);
   });
 }
 Tensor tanh(const Tensor& x) {
-  return unary_op("tanh", k::UnaryOp::Tanh, x, [](const Tensor& g, const Tensor&, const Tensor& y) {
+  return unary_op("tanh", k::UnaryOp::Tanh, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
     return k::binary(k::BinaryOp::TanhBackward, g, y);
   });
 }
 Tensor square(const Tensor& x) {
-  return unary_op("square", k::UnaryOp::Square, x, [](const Tensor& g, const Tensor& x_, const Tensor&) {
+  return unary_op("square", k::UnaryOp::Square, x, Keep::Input, [](const Tensor& g, const Tensor& x_) {
     return k::mul(g, k::binary(k::BinaryOp::Mul, x_, 2.0));
   });
 }

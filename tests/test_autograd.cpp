@@ -96,6 +96,28 @@ TEST(Autograd, SavedTensorsAreReleased) {
   EXPECT_TRUE(saved.expired());
 }
 
+// A unary node keeps only what its backward reads: relu its output, so its input (in a
+// network, the batch-norm output) is freed as soon as nothing else holds it; log its input.
+TEST(Autograd, UnaryNodesKeepOnlyWhatTheirBackwardReads) {
+  Tensor x = leaf({-1.0, 2.0, -3.0, 4.0}, {4});
+  Tensor t = mul(x, x);  // an intermediate only relu reads
+  const std::weak_ptr<Storage> t_storage = t.storage();
+  Tensor y = relu(t);
+  t = Tensor();
+  EXPECT_TRUE(t_storage.expired()) << "relu kept its input";
+  Tensor z = sum(mul(y, leaf({1.0, -2.0, 3.0, 0.5}, {4})));
+  backward(z);
+  EXPECT_TRUE(all_close(x.grad(), {-2.0, -8.0, -18.0, 4.0}, 1e-12, 1e-12));  // 2 x w where x x > 0
+  Tensor u = mul(x, x);  // positive; mul keeps its inputs, not u
+  const std::weak_ptr<Storage> u_storage = u.storage();
+  Tensor v = log(u);
+  const std::weak_ptr<Storage> v_storage = v.storage();
+  v = sum(v);
+  u = Tensor();
+  EXPECT_FALSE(u_storage.expired());  // log reads its input
+  EXPECT_TRUE(v_storage.expired());   // and not its output
+}
+
 TEST(Autograd, NonScalarRootNeedsAGradient) {
   Tensor x = leaf({1.0, 2.0}, {2});
   Tensor y = x * 2.0;
