@@ -45,6 +45,11 @@ __global__ void binary_strided(T* out, const T* a, const T* b, IndexMap<3> map, 
 }
 
 template <BinaryOp op, class T>
+__global__ void binary_scalar_contiguous(T* out, const T* a, T b, int64_t n) {
+  FGVC_GRID_STRIDE(i, n) out[i] = binary_fn<op>(a[i], b);
+}
+
+template <BinaryOp op, class T>
 __global__ void binary_scalar_strided(T* out, const T* a, T b, IndexMap<2> map, int64_t n) {
   FGVC_GRID_STRIDE(i, n) {
     int64_t off[2];
@@ -93,11 +98,16 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
 template <class T>
 void binary_scalar_typed(BinaryOp op, const Tensor& a, double b, const Tensor& out, cudaStream_t s) {
   const int64_t n = out.numel();
-  const auto map = make_index_map<2>(out.shape(), {&out.strides(), &a.strides()});
+  T* o = static_cast<T*>(out.data_ptr());
+  const T* pa = static_cast<const T*>(a.data_ptr());
   dispatch_binary(op, [&](auto c) {
     constexpr BinaryOp k = decltype(c)::value;
-    binary_scalar_strided<k, T><<<cuda::blocks_for(n), 256, 0, s>>>(
-        static_cast<T*>(out.data_ptr()), static_cast<const T*>(a.data_ptr()), static_cast<T>(b), map, n);
+    if (a.is_contiguous()) {  // no index arithmetic per element
+      binary_scalar_contiguous<k, T><<<cuda::blocks_for(n), 256, 0, s>>>(o, pa, static_cast<T>(b), n);
+    } else {
+      const auto map = make_index_map<2>(out.shape(), {&out.strides(), &a.strides()});
+      binary_scalar_strided<k, T><<<cuda::blocks_for(n), 256, 0, s>>>(o, pa, static_cast<T>(b), map, n);
+    }
     FGVC_CHECK_LAUNCH();
   });
 }

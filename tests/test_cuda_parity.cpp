@@ -63,6 +63,9 @@ TEST(CudaParity, BinaryOpsWithBroadcasting) {
                     [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[0])}; }, {a}, kElementwiseTol);
       expect_parity(std::string(kernels::op_name(op)) + " scalar",
                     [op](const Ts& in) { return Ts{kernels::binary(op, in[0], 1.25)}; }, {a}, kElementwiseTol);
+      expect_parity(std::string(kernels::op_name(op)) + " scalar strided",
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0].transpose(0, 2), 1.25)}; }, {a},
+                    kElementwiseTol);
     }
 }
 
