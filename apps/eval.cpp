@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);
         nlohmann::json out = {{"images", r.images},
                               {"skipped", r.skipped},
+                              {"nonfinite", r.nonfinite},
                               {"models", weights.size()},
                               {"crops", crops},
                               {"top1", r.top1_accuracy()},
@@ -103,6 +104,9 @@ int main(int argc, char** argv) {
         if (!common.json) {
           std::printf("%lld images (%lld unreadable, skipped), %zu model(s), %d crop(s)\n", (long long)r.images,
                       (long long)r.skipped, weights.size(), crops);
+          if (r.nonfinite)
+            std::printf("warning: %lld image(s) got NaN or infinite scores (counted as wrong)\n",
+                        (long long)r.nonfinite);
           std::printf("%-8s %8s %8s %8s %8s %8s\n", "", "classes", "images", "top-1", "top-5", "top-1 err");
           std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "all", (long long)K, (long long)r.images,
                       100 * r.top1_accuracy(), 100 * r.top5_accuracy(), 100 * (1 - r.top1_accuracy()));

@@ -119,7 +119,9 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
   jpeg_start_decompress(&cinfo);
 
   const int ow = static_cast<int>(cinfo.output_width), oh = static_cast<int>(cinfo.output_height);
-  const double fx = ow / W, fy = oh / H;
+  // At scale k/8 every 8 x 8 block becomes k x k pixels: source x maps to x k / 8 exactly
+  // (output_width = ceil(W k / 8) counts a last, partial block as a whole pixel).
+  const double fx = k / 8.0, fy = k / 8.0;
   const double sx = r.x * fx, sy = r.y * fy, sw = r.w * fx, sh = r.h * fy;
   // One pixel of margin on every side for the bilinear sampling at the region's border.
   JDIMENSION x0 = static_cast<JDIMENSION>(std::max(0.0, std::floor(sx) - 1));

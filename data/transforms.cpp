@@ -134,7 +134,7 @@ void flip_horizontal(Image& img) {
 
 ColorJitter sample_color_jitter(const TrainAugment& aug, RandomStream& rng) {
   ColorJitter j;
-  j.brightness_first = rng.uniform() < 0.5;
+  j.brightness_first = true;  // fast_mode (TF-slim's default) has one ordering: brightness, then saturation
   j.delta = static_cast<float>(rng.uniform(-aug.brightness, aug.brightness));
   j.saturation = static_cast<float>(rng.uniform(aug.saturation_min, aug.saturation_max));
   return j;

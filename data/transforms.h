@@ -61,8 +61,8 @@ std::vector<Box> twelve_crop_boxes(int width, int height, double fraction = 0.87
 Image resize_region(const Image& src, const Box& region, int size);
 void flip_horizontal(Image& img);
 
-// TF-slim's fast distort_color: brightness (+delta) and saturation (x factor, in HSV) in a
-// random order, then clipped to [0, 1].
+// TF-slim's fast distort_color: brightness (+delta) then saturation (x factor, in HSV), as
+// its default fast_mode does (one ordering; the other is supported), then clipped to [0, 1].
 struct ColorJitter {
   bool brightness_first = true;
   float delta = 0, saturation = 1;

@@ -75,6 +75,27 @@ TEST(Decode, RegionAtReducedScaleMatchesFullDecode) {
   EXPECT_LT(part.image.width * part.image.height, 800 * 600 / 4);  // and only around the region
   const Image a = resize_region(full.image, region, 100), b = resize_region(part.image, part.region, 100);
   EXPECT_LT(mean_abs_diff(a, b), 3.0);
+  // Sides that are no multiple of 8: at scale k/8 a source column x is at x k / 8 (a last,
+  // partial block is one whole output pixel), so an edge near the far corner lands where the
+  // full decode puts it. (Mapping by output_width / width would move it by 0.4 pixels here.)
+  Image edge(803, 605);
+  for (int y = 0; y < 605; ++y)
+    for (int x = 0; x < 803; ++x)
+      for (int c = 0; c < 3; ++c) edge.row(y)[x * 3 + c] = x < 700 ? 30 : 220;
+  const std::vector<uint8_t> edge_bytes = encode_jpeg(edge, JpegKind::Baseline);
+  const Box corner{403.5, 305.25, 399, 299};
+  const Decoded edge_part = decode_image(edge_bytes, "edge.jpg", corner, 36, 36);
+  ASSERT_TRUE(edge_part.ok()) << edge_part.error;
+  EXPECT_EQ(edge_part.scale_eighths, 1);
+  const auto crossing = [](const Image& img) {  // where row 18 first reaches the middle grey
+    const uint8_t* r = img.row(18);
+    for (int x = 1; x < img.width; ++x)
+      if (r[x * 3] >= 125) return x - 1 + (125.0 - r[x * 3 - 3]) / (r[x * 3] - r[x * 3 - 3]);
+    return -1.0;
+  };
+  const double want_at = crossing(resize_region(decode_image(edge_bytes, "edge.jpg").image, corner, 36));
+  EXPECT_NEAR(want_at, (700 - 403.5) * 36 / 399.0, 0.6);  // about 26.8 (pixel centres and blur aside)
+  EXPECT_NEAR(crossing(resize_region(edge_part.image, edge_part.region, 36)), want_at, 0.15);
   // Progressive and CMYK files decode a region too.
   for (JpegKind kind : {JpegKind::Progressive, JpegKind::Cmyk}) {
     const Decoded p = decode_image(encode_jpeg(src, kind), "p.jpg", region, 100, 100);

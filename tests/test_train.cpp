@@ -253,6 +253,29 @@ TEST(Evaluate, EnsembleAveragesProbabilities) {
   EXPECT_EQ(r.top5, 30);  // 5 classes
 }
 
+// A model with a NaN weight gives NaN scores: every image counts as wrong (a comparison with
+// NaN is false, so a naive rank would call each one right), and the count says why.
+TEST(Evaluate, NonFiniteScoresCountAsWrong) {
+  Folders f;
+  const data::Dataset val = data::load_dataset(f.val);
+  manual_seed(12);
+  auto m = nn::create_model("resnet20", 5);
+  for (auto& [name, w] : m->named_parameters())
+    if (name == "linear.bias") Tensor(w).fill_(std::nan(""));
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval;
+  o.size = 32;
+  o.batch_size = 7;
+  o.shuffle = false;
+  data::Loader loader(val, o);
+  const train::EvalResult r = train::evaluate({{m.get(), &loader}}, Device::cpu());
+  EXPECT_EQ(r.images, 30);
+  EXPECT_EQ(r.nonfinite, 30);
+  EXPECT_EQ(r.top1, 0);
+  EXPECT_EQ(r.top5, 0);
+  EXPECT_TRUE(std::isnan(r.loss));
+}
+
 TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
   const std::string path = test_dir("fgvc_train_") + "/file.txt";
   write_file_atomic(path, "old");

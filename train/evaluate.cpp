@@ -52,9 +52,14 @@ EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
     for (int64_t j = 0; j < n; ++j) {
       const int64_t label = dataset.samples[first.indices[j]].label;
       const double* pj = &prob[j * K];
-      // Rank of the true class: classes more probable, ties broken by the lower index.
+      // Rank of the true class: classes more probable, ties broken by the lower index. Scores
+      // that are not all finite (a model with NaN weights) rank it last: every comparison with
+      // a NaN is false, which would otherwise make it first.
       int64_t rank = 0;
-      for (int64_t c = 0; c < K; ++c) rank += pj[c] > pj[label] || (pj[c] == pj[label] && c < label);
+      bool finite = true;
+      for (int64_t c = 0; c < K; ++c) finite = finite && std::isfinite(pj[c]);
+      if (!finite) rank = K, r.nonfinite++;
+      for (int64_t c = 0; c < K && finite; ++c) rank += pj[c] > pj[label] || (pj[c] == pj[label] && c < label);
       ClassResult& cr = r.per_class[label];
       cr.images++, r.images++;
       if (rank == 0) cr.top1++, r.top1++;

@@ -22,6 +22,7 @@ struct EvalResult {
   int64_t images = 0, top1 = 0, top5 = 0;
   double loss = 0;  // mean cross-entropy of the averaged probabilities (no smoothing)
   int64_t skipped = 0;
+  int64_t nonfinite = 0;  // images whose scores were not all finite (NaN or inf): counted as wrong
   std::vector<ClassResult> per_class;
   double top1_accuracy() const { return images ? double(top1) / images : 0.0; }
   double top5_accuracy() const { return images ? double(top5) / images : 0.0; }

@@ -166,6 +166,7 @@ void reduce_eval(EvalResult& r, dist::Communicator& comm, Device device) {
   const size_t k = r.per_class.size();
   std::vector<int64_t> counts;
   for (const ClassResult& c : r.per_class) counts.insert(counts.end(), {c.images, c.top1, c.top5});
+  counts.push_back(r.nonfinite);
   counts.push_back(r.skipped);
   // On the communicator's device (NCCL sums CUDA tensors, MPI CPU ones).
   Tensor t = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())}).to(device);
@@ -179,6 +180,7 @@ void reduce_eval(EvalResult& r, dist::Communicator& comm, Device device) {
     r.images += counts[3 * c], r.top1 += counts[3 * c + 1], r.top5 += counts[3 * c + 2];
   }
   r.skipped = counts.back();
+  r.nonfinite = counts[counts.size() - 2];
   r.loss = r.images ? loss.to_vector<double>()[0] / static_cast<double>(r.images) : 0.0;
 }
 
