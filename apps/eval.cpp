@@ -41,15 +41,15 @@ int main(int argc, char** argv) {
           throw app::UsageError("give one --model for all --weights, or one per --weights (" +
                                 std::to_string(models.size()) + " models, " + std::to_string(weights.size()) + " weights)");
         const Device device = common.resolved_device();
-        const data::Dataset dataset = data::load_dataset(data_path);
-        const int64_t K = static_cast<int64_t>(dataset.classes.size());
+        data::Dataset dataset = data::load_dataset(data_path);
         std::vector<int64_t> train_counts;
         if (!train_counts_path.empty()) {
-          train_counts = data::load_dataset(train_counts_path).counts();
-          if (static_cast<int64_t>(train_counts.size()) != K)
-            throw Error("--train-counts " + train_counts_path + ": " + std::to_string(train_counts.size()) +
-                        " classes, --data has " + std::to_string(K));
+          // The training set's classes, matched by name (--data may lack some, or order them otherwise).
+          const data::Dataset train_set = data::load_dataset(train_counts_path);
+          dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path);
+          train_counts = train_set.counts();
         }
+        int64_t K = static_cast<int64_t>(dataset.classes.size());
         std::vector<std::shared_ptr<nn::Classifier>> nets;
         std::vector<std::unique_ptr<data::Loader>> loaders;
         std::vector<train::EnsembleMember> members;
@@ -59,9 +59,16 @@ int main(int argc, char** argv) {
           const auto w = nn::read_model_weights(weights[i], !no_ema, &used_ema);
           const Tensor fc = nn::classifier_weight(w);
           if (!fc.defined()) throw Error(weights[i] + ": no classifier weight [K, D]");
+          if (i == 0 && dataset.numbered && fc.size(0) > K) {
+            // A list file's labels are class indices: its highest may be below the model's last class.
+            std::vector<std::string> numbers;
+            for (int64_t c = 0; c < fc.size(0); ++c) numbers.push_back(std::to_string(c));
+            dataset = data::align_classes(std::move(dataset), numbers, "--data " + data_path);
+            K = fc.size(0);
+          }
           if (fc.size(0) != K)
             throw Error(weights[i] + ": a classifier for " + std::to_string(fc.size(0)) + " classes, --data has " +
-                        std::to_string(K));
+                        std::to_string(K) + (train_counts.empty() ? " (--train-counts TRAIN matches them by name)" : ""));
           std::shared_ptr<nn::Classifier> net;
           try {
             net = nn::create_model(name, K);

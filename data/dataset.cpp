@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -24,6 +25,8 @@ std::vector<int64_t> Dataset::counts() const {
 }
 
 namespace {
+
+constexpr int64_t kMaxListLabel = int64_t(1) << 24;  // a class index; more is a mistyped column
 
 bool image_extension(const fs::path& p) {
   std::string e = p.extension().string();
@@ -82,12 +85,15 @@ Dataset load_list_file(const std::string& path) {
     const long long label = std::strtoll(label_text.c_str(), &rest, 10);
     FGVC_CHECK(*rest == '\0' && !label_text.empty() && label >= 0, "dataset", path, ":", line_no,
                ": label '", label_text, "' is not a non-negative integer");
+    FGVC_CHECK(label < kMaxListLabel, "dataset", path, ":", line_no, ": label ", label_text,
+               " is not below ", kMaxListLabel, " (a label is a class index)");
     const fs::path p = line.substr(0, path_end + 1);
     d.samples.push_back({(p.is_absolute() ? p : base / p).string(), label});
     max_label = std::max<int64_t>(max_label, label);
   }
   FGVC_CHECK(!d.samples.empty(), "dataset", path, ": no samples");
   for (int64_t c = 0; c <= max_label; ++c) d.classes.push_back(std::to_string(c));
+  d.numbered = true;
   return d;
 }
 
@@ -117,17 +123,35 @@ Dataset load_coco_json(const std::string& path) {
       label_of[id] = static_cast<int64_t>(d.classes.size());
       d.classes.push_back(name);
     }
-    std::map<int64_t, std::string> file_of;
-    for (const auto& im : j["images"]) file_of[im.at("id").get<int64_t>()] = im.at("file_name").get<std::string>();
+    // One sample per image, in the images' order: an image's label is its annotations'
+    // category (several annotations must agree); images without one are left out, and said so.
+    std::map<int64_t, int64_t> label_of_image;
     for (const auto& a : j["annotations"]) {
       const int64_t image = a.at("image_id").get<int64_t>(), cat = a.at("category_id").get<int64_t>();
-      const auto f = file_of.find(image);
-      FGVC_CHECK(f != file_of.end(), "dataset", path, ": annotation for unknown image id ", image);
       const auto l = label_of.find(cat);
       FGVC_CHECK(l != label_of.end(), "dataset", path, ": annotation with unknown category id ", cat);
-      const fs::path p = f->second;
+      const auto [it, fresh] = label_of_image.emplace(image, l->second);
+      FGVC_CHECK(fresh || it->second == l->second, "dataset", path, ": image id ", image,
+                 " has annotations of two categories (", d.classes[it->second], ", ", d.classes[l->second], ")");
+    }
+    std::set<int64_t> images;
+    int64_t unannotated = 0;
+    for (const auto& im : j["images"]) {
+      const int64_t id = im.at("id").get<int64_t>();
+      FGVC_CHECK(images.insert(id).second, "dataset", path, ": image id ", id, " appears twice");
+      const auto l = label_of_image.find(id);
+      if (l == label_of_image.end()) {
+        ++unannotated;
+        continue;
+      }
+      const fs::path p = im.at("file_name").get<std::string>();
       d.samples.push_back({(p.is_absolute() ? p : base / p).string(), l->second});
     }
+    for (const auto& [image, label] : label_of_image)
+      FGVC_CHECK(images.count(image), "dataset", path, ": annotation for unknown image id ", image);
+    if (unannotated)
+      std::fprintf(stderr, "dataset: %s: %lld image(s) without an annotation left out\n", path.c_str(),
+                   static_cast<long long>(unannotated));
   } catch (const nlohmann::json::exception& e) {
     throw Error("dataset: " + path + ": missing or mistyped field: " + e.what());
   }
@@ -143,6 +167,28 @@ Dataset load_dataset(const std::string& path) {
   if (ext == ".json") return load_coco_json(path);
   FGVC_CHECK(fs::exists(path, ec), "dataset", path, ": no such file or folder");
   throw Error("dataset: " + path + ": expected a folder (ImageFolder), a .txt list or a .json (COCO) file");
+}
+
+Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what) {
+  if (d.numbered) {
+    for (const Sample& s : d.samples)
+      FGVC_CHECK(s.label < static_cast<int64_t>(classes.size()), what, "label ", s.label, " of ", s.path,
+                 " is not below the ", classes.size(), " classes");
+  } else {
+    std::map<std::string, int64_t> index;
+    for (size_t c = 0; c < classes.size(); ++c) index[classes[c]] = static_cast<int64_t>(c);
+    std::vector<int64_t> to(d.classes.size(), -1);
+    for (size_t c = 0; c < d.classes.size(); ++c) {
+      const auto it = index.find(d.classes[c]);
+      FGVC_CHECK(it != index.end(), what, "class '", d.classes[c], "' is not one of the ", classes.size(),
+                 " classes it is compared with");
+      to[c] = it->second;
+    }
+    for (Sample& s : d.samples) s.label = to[static_cast<size_t>(s.label)];
+  }
+  d.classes = classes;
+  d.numbered = false;
+  return d;
 }
 
 void write_list_file(const std::string& path, const Dataset& d) {

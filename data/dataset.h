@@ -20,6 +20,7 @@ struct Dataset {
   std::vector<Sample> samples;
   std::vector<std::string> classes;  // name of each label
   std::string source;                // what it was loaded from
+  bool numbered = false;             // a list file: labels are indices, the names their numbers
 
   std::vector<int64_t> counts() const;  // images per class
 };
@@ -29,6 +30,12 @@ Dataset load_list_file(const std::string& path);
 Dataset load_coco_json(const std::string& path);
 // A folder, a .txt list or a .json file, by what `path` is.
 Dataset load_dataset(const std::string& path);
+
+// `d` on the label set `classes` (a training set's): by name, so that a validation folder that
+// lacks a class, or orders its classes otherwise, lines up; a list file's labels are indices
+// already and must be below classes.size(). A class outside `classes` is an error naming
+// `what` (e.g. "--val v/"). Afterwards d.classes == classes.
+Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what);
 
 // Writes a list file whose paths are relative to its own folder (so load_list_file reads it
 // back); atomic (temporary file + rename).

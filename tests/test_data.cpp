@@ -309,6 +309,57 @@ TEST(Datasets, BadLayoutsAreClearErrors) {
   expect_error(d + "/y.json", "not valid JSON");
   expect_error(d + "/nothing.txt", "cannot open");
   expect_error(d + "/data.csv", "no such file");
+  { std::ofstream(d + "/huge.txt") << "a/x.jpg 4000000000\n"; }  // a mistyped column, not 4e9 classes
+  expect_error(d + "/huge.txt", "huge.txt:1: label 4000000000 is not below");
+  {
+    std::ofstream(d + "/two.json") << R"({"images":[{"id":1,"file_name":"a.jpg"}],"categories":[{"id":1,"name":"x"},)"
+                                    << R"({"id":2,"name":"y"}],"annotations":[{"image_id":1,"category_id":1},)"
+                                    << R"({"image_id":1,"category_id":2}]})";
+  }
+  expect_error(d + "/two.json", "image id 1 has annotations of two categories (x, y)");
+}
+
+// COCO JSON: one sample per image (its annotations agreeing), in the images' order; images
+// without an annotation are left out.
+TEST(Datasets, CocoJsonHasOneSamplePerAnnotatedImage) {
+  const std::string d = fresh_dir("coco");
+  {
+    std::ofstream(d + "/t.json") << R"({"images":[{"id":5,"file_name":"b.jpg"},{"id":3,"file_name":"a.jpg"},)"
+                                  << R"({"id":9,"file_name":"test_only.jpg"}],"categories":[{"id":4,"name":"x"}],)"
+                                  << R"("annotations":[{"image_id":3,"category_id":4},{"image_id":5,"category_id":4},)"
+                                  << R"({"image_id":5,"category_id":4}]})";
+  }
+  const Dataset c = load_dataset(d + "/t.json");
+  ASSERT_EQ(c.samples.size(), 2u);
+  EXPECT_EQ(fs::path(c.samples[0].path).filename(), "b.jpg");
+  EXPECT_EQ(fs::path(c.samples[1].path).filename(), "a.jpg");
+}
+
+// A validation set lines up with the training set's classes by name: one that lacks a class,
+// or names them in another order, gets the training set's labels; a list file's labels are
+// indices already.
+TEST(Datasets, AlignClassesByName) {
+  Dataset val;
+  val.classes = {"owl", "crow"};  // the training set has no "hawk" images here, and sorts otherwise
+  val.samples = {{"o.jpg", 0}, {"c.jpg", 1}};
+  const Dataset a = align_classes(val, {"crow", "hawk", "owl"}, "--val v");
+  EXPECT_EQ(a.classes, (std::vector<std::string>{"crow", "hawk", "owl"}));
+  EXPECT_EQ(a.samples[0].label, 2);
+  EXPECT_EQ(a.samples[1].label, 0);
+  EXPECT_EQ(a.counts(), (std::vector<int64_t>{1, 0, 1}));
+  try {
+    align_classes(val, {"crow", "hawk"}, "--val v");
+    ADD_FAILURE() << "no error for a class the training set lacks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--val v: class 'owl' is not one of the 2 classes"), std::string::npos)
+        << e.what();
+  }
+  const std::string d = fresh_dir("align");
+  { std::ofstream(d + "/val.txt") << "x.jpg 0\ny.jpg 1\n"; }  // the highest class (2) has no image
+  const Dataset l = align_classes(load_dataset(d + "/val.txt"), {"crow", "hawk", "owl"}, "--val val.txt");
+  EXPECT_EQ(l.samples[1].label, 1);
+  EXPECT_EQ(l.classes.size(), 3u);
+  EXPECT_THROW(align_classes(load_dataset(d + "/val.txt"), {"crow"}, "--val val.txt"), Error);
 }
 
 TEST(Subsets, AtMostNPerClassSeededAndStatistics) {

@@ -256,9 +256,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   FGVC_CHECK(!train_set.samples.empty(), "--data", c.data, ": no images");
   std::optional<data::Dataset> val_set;
   if (!c.val.empty()) {
-    val_set = data::load_dataset(c.val);
-    FGVC_CHECK(val_set->classes.size() == train_set.classes.size(), "--val", c.val, ": ",
-               val_set->classes.size(), " classes, the training data has ", K);
+    // By class name: a validation set may lack classes, or list them in another order.
+    val_set = data::align_classes(data::load_dataset(c.val), train_set.classes, "--val " + c.val);
   }
   fs::create_directories(c.out);  // once the inputs are known to be there: a bad call leaves no empty folder
 
