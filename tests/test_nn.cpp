@@ -341,6 +341,37 @@ TEST(Models, ResetClassifierLoadsEverythingButTheHead) {
             pretrained->state_dict().at("layer2.0.conv2.weight").to_vector<float>());
 }
 
+// Inception-v3 from ImageNet weights to 200 classes: its auxiliary classifier has a K-way layer
+// too, reset with the main one; a file without the auxiliary head (timm's) keeps the model's.
+TEST(Models, InceptionV3FineTunesWithItsAuxiliaryHead) {
+  const std::string path = ::testing::TempDir() + "/inception_imagenet.safetensors";
+  auto pretrained = nn::create_model("inception_v3", 1000);
+  std::map<std::string, Tensor> file = pretrained->state_dict();
+  write_safetensors(path, file);
+  auto fine = nn::create_model("inception_v3", 200);
+  EXPECT_THROW(nn::load_weights(*fine, path), Error);
+  const std::vector<float> own_aux_fc = fine->state_dict().at("AuxLogits.fc.weight").to_vector<float>();
+  nn::load_weights(*fine, path, /*reset_classifier=*/true);
+  EXPECT_EQ(fine->state_dict().at("AuxLogits.fc.weight").to_vector<float>(), own_aux_fc);
+  EXPECT_EQ(fine->state_dict().at("AuxLogits.conv0.conv.weight").to_vector<float>(),
+            file.at("AuxLogits.conv0.conv.weight").to_vector<float>());
+  // Without AuxLogits.* in the file: the rest loads, strictly, and the head keeps its own values.
+  std::map<std::string, Tensor> no_aux;
+  for (const auto& [name, t] : file)
+    if (name.rfind("AuxLogits.", 0) != 0) no_aux[name] = t;
+  write_safetensors(path, no_aux);
+  auto same = nn::create_model("inception_v3", 1000);
+  const std::vector<float> own_conv0 = same->state_dict().at("AuxLogits.conv0.conv.weight").to_vector<float>();
+  nn::load_weights(*same, path);
+  EXPECT_EQ(same->state_dict().at("AuxLogits.conv0.conv.weight").to_vector<float>(), own_conv0);
+  EXPECT_EQ(same->state_dict().at("Mixed_7c.branch1x1.conv.weight").to_vector<float>(),
+            file.at("Mixed_7c.branch1x1.conv.weight").to_vector<float>());
+  // Part of the head missing is still an error.
+  no_aux["AuxLogits.fc.weight"] = file.at("AuxLogits.fc.weight");
+  write_safetensors(path, no_aux);
+  EXPECT_THROW(nn::load_weights(*same, path), Error);
+}
+
 TEST(Models, ResNetForwardAndBackwardOnASmallInput) {
   manual_seed(3);
   auto model = nn::create_model("resnet50", 7);

@@ -142,6 +142,18 @@ TEST(Train, ResumeIsBitIdentical) {
     return out;
   };
   EXPECT_EQ(losses(whole.out), losses(part.out));
+  // And every complete epoch's training loss, epoch 1 included (interrupted at step 7).
+  auto epoch_losses = [](const std::string& run) {
+    std::map<int64_t, double> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") == "epoch" && j.at("complete").get<bool>()) out[j.at("epoch")] = j.at("train_loss");
+    }
+    return out;
+  };
+  EXPECT_EQ(epoch_losses(whole.out).size(), 2u);
+  EXPECT_EQ(epoch_losses(whole.out), epoch_losses(part.out));
 }
 
 TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {

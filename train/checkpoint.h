@@ -36,6 +36,9 @@ struct TrainPosition {
   // after a resume average the same steps as an uninterrupted run's.
   double window_loss = 0;
   int64_t window_steps = 0;
+  // Likewise the training loss summed over the current epoch's steps so far, for its epoch line.
+  double epoch_loss = 0;
+  int64_t epoch_steps = 0;
   // --amp fp16: the dynamic loss scale, clean steps since it last changed, steps skipped.
   double loss_scale = 0;
   int64_t scale_good_steps = 0, skipped_steps = 0;

@@ -344,8 +344,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   lo.augment.area_min = c.min_crop_area;
   lo.workers = c.workers;
   lo.seed = c.seed;
-  // A last batch of one image would break batch norm; drop the remainder when there is more.
-  lo.drop_last = static_cast<int64_t>(train_set.samples.size()) >= c.batch_size;
+  // A last batch of one image would break batch norm; drop the remainder when there is at
+  // least one whole global batch (every process's --batch-size together).
+  lo.drop_last = static_cast<int64_t>(train_set.samples.size()) >= c.batch_size * comm.size();
   const std::vector<int64_t> train_counts = train_set.counts();
   const std::vector<std::string> class_names = train_set.classes;
   data::Loader loader(train_set, lo);
@@ -460,8 +461,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     while (pos.step < total_steps) {
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
       const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
-      double epoch_loss = 0;
-      int64_t epoch_steps = 0;
+      if (whole_epoch) pos.epoch_loss = 0, pos.epoch_steps = 0;  // else: the steps before the resume count
+      double& epoch_loss = pos.epoch_loss;
+      int64_t& epoch_steps = pos.epoch_steps;
       const auto epoch_start = Clock::now();
       data::Batch batch;
       while (pos.step < total_steps && loader.next(&batch)) {

@@ -32,7 +32,7 @@ class InceptionResNetV2 : public Classifier {
   Tensor forward_impl(const Tensor& x) override { return classif_->forward(features(x)); }
   Tensor features(const Tensor& x) override;  // pooled 1536-d
   int64_t feature_dim() const override { return 1536; }
-  std::string classifier_prefix() const override { return "classif."; }
+  std::vector<std::string> classifier_prefixes() const override { return {"classif."}; }
   std::string type_name() const override { return "InceptionResNetV2"; }
 
  private:

@@ -78,6 +78,9 @@ class InceptionV3 : public Classifier {
   // compute and allows inputs below the 299 it needs. Its parameters stay, gradient-free.
   void set_aux_enabled(bool on) { aux_enabled_ = on; }
   std::string type_name() const override { return "InceptionV3"; }
+  // The auxiliary classifier has its own K-way layer; torchvision's files hold it, timm's not.
+  std::vector<std::string> classifier_prefixes() const override { return {"fc.", "AuxLogits.fc."}; }
+  std::vector<std::string> optional_prefixes() const override { return {"AuxLogits."}; }
 
  private:
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> stem_, mixed_;

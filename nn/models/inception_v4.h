@@ -14,7 +14,7 @@ class InceptionV4 : public Classifier {
   Tensor forward_impl(const Tensor& x) override { return last_linear_->forward(features(x)); }
   Tensor features(const Tensor& x) override;  // pooled 1536-d
   int64_t feature_dim() const override { return 1536; }
-  std::string classifier_prefix() const override { return "last_linear."; }
+  std::vector<std::string> classifier_prefixes() const override { return {"last_linear."}; }
   std::string type_name() const override { return "InceptionV4"; }
 
  private:

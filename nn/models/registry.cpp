@@ -91,14 +91,22 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
   std::map<std::string, Tensor> weights = read_model_weights(path);
-  if (reset_classifier) {
-    const std::string prefix = model.classifier_prefix();
-    for (auto it = weights.begin(); it != weights.end();)
-      it = it->first.rfind(prefix, 0) == 0 ? weights.erase(it) : std::next(it);
-    // The model's own classifier stays as initialised: take it as if from the file.
+  const auto starts = [](const std::string& name, const std::string& prefix) { return name.rfind(prefix, 0) == 0; };
+  // The model's own tensors under `prefix` stand in for the file's, as if read from it.
+  const auto keep_own = [&](const std::string& prefix) {
     for (const auto& [name, t] : model.state_dict())
-      if (name.rfind(prefix, 0) == 0) weights[name] = t.detach().clone();
+      if (starts(name, prefix)) weights[name] = t.detach().clone();
+  };
+  for (const std::string& prefix : model.optional_prefixes()) {
+    bool in_file = false;
+    for (const auto& [name, t] : weights) in_file = in_file || starts(name, prefix);
+    if (!in_file) keep_own(prefix);  // left out altogether (a partial head stays an error)
   }
+  if (reset_classifier)
+    for (const std::string& prefix : model.classifier_prefixes()) {
+      for (auto it = weights.begin(); it != weights.end();) it = starts(it->first, prefix) ? weights.erase(it) : std::next(it);
+      keep_own(prefix);  // the new classifier stays as initialised
+    }
   try {
     return model.load_state_dict(weights, strict);
   } catch (const Error& e) {

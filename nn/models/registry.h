@@ -17,7 +17,11 @@ class Classifier : public Module {
  public:
   virtual Tensor features(const Tensor& x) = 0;
   virtual int64_t feature_dim() const = 0;
-  virtual std::string classifier_prefix() const { return "fc."; }  // whose weights --reset-classifier drops
+  // Whose weights --reset-classifier drops: the classifier, and any auxiliary one.
+  virtual std::vector<std::string> classifier_prefixes() const { return {"fc."}; }
+  // Weights a file may leave out altogether (an auxiliary head that timm drops): the model then
+  // keeps its own initialisation of them.
+  virtual std::vector<std::string> optional_prefixes() const { return {}; }
 };
 
 // fgvc-train checkpoints (train/checkpoint.h) are weights files too: the model's tensors under
@@ -36,9 +40,11 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
                                                  bool* used_ema = nullptr);
 
 // Loads weights by name (timm/torchvision names) from a safetensors file. With
-// reset_classifier the file's classifier (fc., last_linear., classif., head.fc.) is left out
-// and the model keeps its freshly initialised one: fine-tuning to new classes. Strict: any
-// other missing, unexpected or mis-shaped key is an error that lists them.
+// reset_classifier the file's classifiers (fc., last_linear., classif., head.fc.; and
+// Inception-v3's AuxLogits.fc.) are left out and the model keeps its freshly initialised ones:
+// fine-tuning to new classes. A file without Inception-v3's auxiliary head at all (timm's)
+// leaves the model's own. Strict: any other missing, unexpected or mis-shaped key is an error
+// that lists them.
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier = false,
                                 bool strict = true);
 

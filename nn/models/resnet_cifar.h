@@ -37,7 +37,7 @@ class ResNetCifar : public Classifier {
   Tensor forward_impl(const Tensor& x) override { return linear_->forward(features(x)); }
   Tensor features(const Tensor& x) override;  // pooled 64-d
   int64_t feature_dim() const override { return 64; }
-  std::string classifier_prefix() const override { return "linear."; }
+  std::vector<std::string> classifier_prefixes() const override { return {"linear."}; }
   std::string type_name() const override { return "ResNetCifar"; }
 
  private:

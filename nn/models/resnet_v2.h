@@ -36,7 +36,7 @@ class ResNetV2 : public Classifier {
   Tensor forward_impl(const Tensor& x) override;
   Tensor features(const Tensor& x) override;  // after the final norm, pooled: 2048-d
   int64_t feature_dim() const override { return 2048; }
-  std::string classifier_prefix() const override { return "head.fc."; }
+  std::vector<std::string> classifier_prefixes() const override { return {"head.fc."}; }
   std::string type_name() const override { return "ResNetV2"; }
 
  private:
