@@ -14,6 +14,11 @@
 #       synccheck of the GPU solver,
 #       bench_emd and the float32 training step against PyTorch.
 #
+#   scripts/gpu-check.sh --kernels
+#       A shorter check of the elementwise, reduction and copy kernels: test_cuda_parity,
+#       test_elementwise and test_reduce, memcheck on their new cases, racecheck of the GPU
+#       EMD solver, bench_elementwise and PyTorch's, and the training step (about 4 minutes).
+#
 #   scripts/gpu-check.sh --run
 #       On the GPU machine, from the repository root, with gpu-bundle carried:
 #         device run: command "scripts/gpu-check.sh --run", carry ["gpu-bundle"], timeout_s 540
@@ -127,6 +132,7 @@ run() {
   step "tests"
   local t name rc left deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
   [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_apps")
+  [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
   for t in "${tests[@]}"; do
     [[ -x $t ]] || continue
     name=$(basename "$t")
@@ -150,9 +156,13 @@ run() {
   # plans each pivot between __syncwarp()s: on the batch test alone (12 problems, costs in
   # place and copied), since racecheck slows a kernel by 100x or more.
   local emd_small="EmdCuda.BatchOfTargetsAgainstOneSource"
+  # racecheck ran past 90 s on the batch test (2026-11-27): it takes the small fixtures instead.
+  local emd_tiny="EmdCuda.MatchesTheCpuSolverAndPot"
   local checks=("memcheck:test_cuda_parity:-CudaAllocator.OutOfMemory*" "memcheck:test_emd:EmdCuda.*"
-                "racecheck:test_emd:$emd_small" "synccheck:test_emd:$emd_small")
-  [[ $mode == emd ]] && checks=("memcheck:test_emd:EmdCuda.*" "racecheck:test_emd:$emd_small" "synccheck:test_emd:$emd_small")
+                "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
+  [[ $mode == emd ]] && checks=("memcheck:test_emd:EmdCuda.*" "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
+  [[ $mode == kernels ]] && checks=("memcheck:test_cuda_parity:CudaParity.ElementwiseFastPathsAndFallbacks:CudaParity.Reductions"
+                                    "racecheck:test_emd:$emd_tiny")
   for check in "${checks[@]}"; do
     tool=${check%%:*} rest=${check#*:}
     t=${rest%%:*} filter=${rest#*:}
@@ -169,6 +179,7 @@ run() {
   done
   tar -czf "$OUT/tests.tar.gz" -C "$scratch" tests
 
+  if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
   LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
     --block-scales 0.5,1,4 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
@@ -180,14 +191,17 @@ run() {
   # 2026-11-26; the limit cuts a slow run short (the report reads what was written).
   LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
     --block-scales 1,4 --json "$OUT/bench_emd_big.json"
+  fi  # not kernels
 
-  if [[ $mode == full ]]; then
+  if [[ $mode != emd ]]; then
   step "benchmarks (CUDA cases, median of 5)"
   # An iteration is 20 launches and reports the time of one (bench/bench_common.h), so
   # min_time 0.005 means about 0.1 s of real time per repetition (0.1 cut bench_gemm at 5 of
   # its 30 cases within 75 s on 2026-11-26).
   local bench limit
-  for bench in bench_gemm:75 bench_elementwise:60; do
+  local benches=(bench_gemm:75 bench_elementwise:60)
+  [[ $mode == kernels ]] && benches=(bench_elementwise:60)
+  for bench in "${benches[@]}"; do
     limit=${bench#*:} bench=${bench%:*}
     LD_LIBRARY_PATH=$libpath timeout -k 5 "$limit" "$bundle/bin/$bench" --benchmark_filter='^cuda/' \
       --benchmark_min_time=0.005 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
@@ -206,9 +220,9 @@ run() {
   step "training step vs PyTorch (fp32, then bf16 autocast; fp32 alone with --emd)"
   if ((torch_ok)); then
     local amp amps=(off bf16)
-    [[ $mode == emd ]] && amps=(off)
+    [[ $mode != full ]] && amps=(off)
     for amp in "${amps[@]}"; do
-      PYTHONUNBUFFERED=1 timeout -k 5 60 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+      PYTHONUNBUFFERED=1 timeout -k 5 120 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
     done
     # fgvc with measured cuDNN algorithms too (PyTorch above always measures them).
@@ -240,7 +254,7 @@ run() {
     echo "- card: $gpu"
     echo "- cuDNN (our library path): $cudnn; PyTorch: ${torch_version:-not usable}"
     echo "- build: $(sed ':a;N;$!ba;s/\n/; /g' "$bundle/MANIFEST.txt")"
-    echo "- command: scripts/gpu-check.sh $([[ $mode == emd ]] && echo --emd || echo --run) (${SECONDS}s)"
+    echo "- command: scripts/gpu-check.sh --$([[ $mode == full ]] && echo run || echo "$mode") (${SECONDS}s)"
     echo
     python3 scripts/bench_report.py "${report[@]}"
   } >"$OUT/results.md"
@@ -251,9 +265,10 @@ run() {
 
 case "${1:-}" in
   --prepare) prepare ;;
-  --run | --emd)
+  --run | --emd | --kernels)
     mode=full
     [[ $1 == --emd ]] && mode=emd
+    [[ $1 == --kernels ]] && mode=kernels
     if [[ -z ${OUT:-} ]]; then  # a run outside the device tool: keep the results out of git
       OUT=./gpu-out
       mkdir -p "$OUT" && echo '*' >"$OUT/.gitignore"
@@ -261,5 +276,5 @@ case "${1:-}" in
     mkdir -p "$OUT"
     run 2>&1 | tee "$OUT/gpu-check.log"
     ;;
-  *) echo "usage: $0 --prepare | --run | --emd" >&2; exit 2 ;;
+  *) echo "usage: $0 --prepare | --run | --emd | --kernels" >&2; exit 2 ;;
 esac

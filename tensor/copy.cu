@@ -5,6 +5,7 @@
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
 #include "tensor/indexing.h"
+#include "tensor/packed.cuh"
 
 namespace fgvc {
 namespace detail {
@@ -51,11 +52,16 @@ void copy_same_device_cuda(const Tensor& dst, const Tensor& src) {
 void fill_cuda(const Tensor& dst, double value) {
   const int dev = dst.device().index;
   cuda::DeviceGuard guard(dev);
-  const auto map = make_index_map<1>(dst.shape(), {&dst.strides()});
   const int64_t n = dst.numel();
+  if (n == 0) return;
+  const auto map = make_index_map<1>(dst.shape(), {&dst.strides()});
   FGVC_DISPATCH_ALL(dst.dtype(), "fill", T, {
-    fill_kernel<T><<<cuda::blocks_for(n), 256, 0, cuda::stream(dev)>>>(static_cast<T*>(dst.data_ptr()),
-                                                                       from_double<T>(value), map, n);
+    T* p = static_cast<T*>(dst.data_ptr());
+    if (dst.is_contiguous() && packable(p)) {
+      fill_packed<T><<<packed_blocks<T>(n), 256, 0, cuda::stream(dev)>>>(p, from_double<T>(value), n);
+    } else {
+      fill_kernel<T><<<cuda::blocks_for(n), 256, 0, cuda::stream(dev)>>>(p, from_double<T>(value), map, n);
+    }
     FGVC_CHECK_LAUNCH();
   });
 }

@@ -84,6 +84,82 @@ TEST(CudaParity, Reductions) {
                 kReductionTol);
   expect_parity("sum many rows", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {randn_t({70000, 3}, 6)},
                 kReductionTol);
+  // A long reduced axis and few outputs (bias gradients): split across blocks, then combined.
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    const Tensor tall = randn_t({5000, 37}, 16, dt), stack = randn_t({3, 4000, 45}, 17, dt);
+    expect_parity("sum tall axis 0", [](const Ts& in) { return Ts{kernels::sum(in[0], {0})}; }, {tall}, kReductionTol);
+    expect_parity("mean tall axis 0", [](const Ts& in) { return Ts{kernels::mean(in[0], {0}, true)}; }, {tall},
+                  kReductionTol);
+    expect_parity("max tall axis 0", [](const Ts& in) { return Ts{kernels::max(in[0], {0})}; }, {tall}, 1e-12);
+    expect_parity("sum stack axis 1", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {stack},
+                  kReductionTol);
+    expect_parity("max stack axis 1", [](const Ts& in) { return Ts{kernels::max(in[0], {1})}; }, {stack}, 1e-12);
+    expect_parity("sum all, odd size", [](const Ts& in) { return Ts{kernels::sum(in[0])}; },
+                  {randn_t({(1 << 20) + 3}, 18, dt)}, kReductionTol);
+  }
+  // The same input twice gives the same bits (a fixed order of summation, no atomics).
+  const Tensor tall = randn_t({5000, 37}, 19).cuda();
+  EXPECT_EQ(kernels::sum(tall, {0}).cpu().to_vector<float>(), kernels::sum(tall, {0}).cpu().to_vector<float>());
+}
+
+// The fast paths of the elementwise kernels and where they must give way: 16-byte packs
+// with a tail (sizes not a multiple of the pack), views whose data is not 16-byte aligned,
+// a bias-like operand repeated over a contiguous one (either side of the op) and a broadcast
+// operand that is not one contiguous block (the general path).
+TEST(CudaParity, ElementwiseFastPathsAndFallbacks) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    const std::string type = dt == DType::Float32 ? " float32" : " float64";
+    for (int64_t n : {1, 3, 4, 5, 1001, 4099}) {
+      const Tensor x = randn_t({n}, 7, dt), y = randn_t({n}, 8, dt);
+      const std::string size = " n=" + std::to_string(n) + type;
+      expect_parity("tanh" + size, [](const Ts& in) { return Ts{kernels::unary(UnaryOp::Tanh, in[0])}; }, {x},
+                    kElementwiseTol);
+      expect_parity("sub" + size, [](const Ts& in) { return Ts{kernels::binary(BinaryOp::Sub, in[0], in[1])}; },
+                    {x, y}, kElementwiseTol);
+      expect_parity("div scalar" + size, [](const Ts& in) { return Ts{kernels::binary(BinaryOp::Div, in[0], 3.0)}; },
+                    {x}, kElementwiseTol);
+      // Views starting one element in: contiguous, not 16-byte aligned.
+      if (n > 1) {
+        expect_parity("exp offset view" + size,
+                      [n](const Ts& in) { return Ts{kernels::unary(UnaryOp::Exp, in[0].slice(0, 1, n))}; }, {x},
+                      kElementwiseTol);
+        expect_parity("mul offset views" + size,
+                      [n](const Ts& in) {
+                        return Ts{kernels::binary(BinaryOp::Mul, in[0].slice(0, 1, n), in[1].slice(0, 0, n - 1))};
+                      },
+                      {x, y}, kElementwiseTol);
+      }
+    }
+    const Tensor act = randn_t({5, 6, 7, 9}, 9, dt), channel = randn_t({6, 1, 1}, 10, dt),
+                 rows = randn_t({5, 1, 1, 1}, 11, dt), last = randn_t({9}, 12, dt), middle = randn_t({7, 1}, 13, dt),
+                 crossed = randn_t({9, 7}, 14, dt);
+    for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Div}) {
+      const std::string name = std::string(kernels::op_name(op)) + type;
+      for (const Tensor& other : {channel, rows, last, middle}) {
+        const std::string what = name + " " + shape_str(other.shape());
+        expect_parity(what + " repeated right", [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; },
+                      {act, other}, kElementwiseTol);
+        expect_parity(what + " repeated left", [op](const Ts& in) { return Ts{kernels::binary(op, in[1], in[0])}; },
+                      {act, other}, kElementwiseTol);
+      }
+      // A transposed [7, 9] operand: two dimensions, but not one contiguous block.
+      expect_parity(name + " transposed operand",
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1].transpose(0, 1))}; },
+                    {act, crossed}, kElementwiseTol);
+    }
+  }
+  // fill_: contiguous (packs and tail), misaligned, strided; 16- and 64-bit types too.
+  for (DType dt : {DType::Float32, DType::Float64, DType::BFloat16, DType::Int64}) {
+    const Tensor x = randn_t({13, 11}, 15).to(dt);
+    expect_parity(std::string("fill ") + dtype_name(dt), [](const Ts& in) {
+      Tensor all = in[0].clone(), offset = in[0].clone(), strided = in[0].clone();
+      all.fill_(2.5);
+      offset.view({-1}).slice(0, 1, 140).fill_(-3.0);
+      strided.transpose(0, 1).slice(0, 2, 9, 3).fill_(4.0);
+      return Ts{all, offset, strided};
+    }, {x}, 0.0 + 1e-12);
+  }
 }
 
 TEST(CudaParity, Matmul) {
