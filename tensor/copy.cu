@@ -21,6 +21,13 @@ __global__ void copy_kernel(D* dst, const S* src, IndexMap<2> map, int64_t n) {
   }
 }
 
+// A converting copy of contiguous tensors (the casts of mixed precision): no index arithmetic.
+template <class D, class S>
+__global__ void convert_contiguous_kernel(D* dst, const S* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = cast_value<D>(src[i]);
+}
+
 template <class T>
 __global__ void fill_kernel(T* dst, T value, IndexMap<1> map, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -40,8 +47,17 @@ void copy_same_device_cuda(const Tensor& dst, const Tensor& src) {
     FGVC_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  const auto map = make_index_map<2>(dst.shape(), {&dst.strides(), &src.strides()});
   const int64_t n = dst.numel();
+  if (n == 0) return;
+  if (dst.is_contiguous() && src.is_contiguous()) {
+    FGVC_DISPATCH_ALL(dst.dtype(), "copy", D, FGVC_DISPATCH_ALL(src.dtype(), "copy", S, {
+      convert_contiguous_kernel<D, S><<<cuda::blocks_for(n), 256, 0, stream>>>(static_cast<D*>(dst.data_ptr()),
+                                                                               static_cast<const S*>(src.data_ptr()), n);
+      FGVC_CHECK_LAUNCH();
+    }));
+    return;
+  }
+  const auto map = make_index_map<2>(dst.shape(), {&dst.strides(), &src.strides()});
   FGVC_DISPATCH_ALL(dst.dtype(), "copy", D, FGVC_DISPATCH_ALL(src.dtype(), "copy", S, {
     copy_kernel<D, S><<<cuda::blocks_for(n), 256, 0, stream>>>(static_cast<D*>(dst.data_ptr()),
                                                                static_cast<const S*>(src.data_ptr()), map, n);

@@ -234,7 +234,8 @@ TEST(CudaParity, TopKConcatAndCopies) {
                 {randn_t({6, 5}, 15), randn_t({7, 6}, 16)}, 1e-12);
   expect_parity("casts", [](const Ts& in) {
     return Ts{in[0].to(DType::BFloat16).to(DType::Float32), in[0].to(DType::Float16).to(DType::Float32),
-              in[0].to(DType::Int64).to(DType::Float64), in[0].permute({1, 0}).contiguous()};
+              in[0].to(DType::Int64).to(DType::Float64), in[0].permute({1, 0}).contiguous(),
+              in[0].permute({1, 0}).to(DType::BFloat16).to(DType::Float32)};  // a strided cast
   }, {kernels::binary(BinaryOp::Mul, randn_t({33, 17}, 17), 100.0)}, 1e-12);
 }
 
