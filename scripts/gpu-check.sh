@@ -220,7 +220,7 @@ run() {
   step "training step vs PyTorch (fp32, then bf16 autocast; fp32 alone with --emd)"
   if ((torch_ok)); then
     local amp amps=(off bf16)
-    [[ $mode != full ]] && amps=(off)
+    [[ $mode == emd ]] && amps=(off)
     for amp in "${amps[@]}"; do
       PYTHONUNBUFFERED=1 timeout -k 5 120 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
