@@ -1,6 +1,8 @@
 #include "data/decode.h"
 
 #include <jpeglib.h>
+// After jpeglib.h, which it needs: the message codes (JWRN_...).
+#include <jerror.h>
 #include <stb/stb_image.h>
 
 #include <algorithm>
@@ -22,8 +24,11 @@ namespace {
 constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 Mpixel: anything larger is not a photo
 
 // libjpeg reports errors through a callback that must not return; ours jumps back to the
-// decode call with the message. Warnings (corrupt or truncated data) count as errors too:
-// a half-gray image is not a training sample.
+// decode call with the message. Warnings about the image data (truncated or corrupt entropy
+// data, which libjpeg fills with gray) count as errors too: a half-gray image is not a
+// training sample. Warnings that leave every pixel intact pass, as they do in PIL and
+// TensorFlow: stray bytes between two markers (common in scraped photos), an unknown Adobe
+// colour-transform code, a malformed ICC profile chunk (the profile is not used).
 struct JpegErrors {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
@@ -36,8 +41,13 @@ void jpeg_fail(j_common_ptr c) {
   std::longjmp(e->jump, 1);
 }
 
+bool harmless_warning(int code) {
+  return code == JWRN_EXTRANEOUS_DATA || code == JWRN_ADOBE_XFORM || code == JWRN_BOGUS_ICC;
+}
+
 void jpeg_message(j_common_ptr c, int level) {
-  if (level < 0) jpeg_fail(c);  // a warning; trace messages (level >= 0) are dropped
+  // A warning (level < 0) stops the decode unless it is harmless; trace messages are dropped.
+  if (level < 0 && !harmless_warning(c->err->msg_code)) jpeg_fail(c);
 }
 
 template <class JpegStruct>  // jpeg_decompress_struct or jpeg_compress_struct

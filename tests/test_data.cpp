@@ -122,6 +122,41 @@ TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no libjpeg noise
 }
 
+// Stray bytes between two markers draw a libjpeg warning but leave the pixels intact: the
+// file decodes (as in PIL), to the same pixels as without them. Corrupt entropy data (the
+// scan's bytes overwritten) and a truncated scan stay errors.
+TEST(Decode, HarmlessWarningsPassAndCorruptDataDoesNot) {
+  const std::vector<uint8_t> good = encode_jpeg(test_picture(64, 48), JpegKind::Baseline);
+  const Decoded want = decode_image(good, "good.jpg");
+  ASSERT_TRUE(want.ok()) << want.error;
+  // The first marker after SOI and its segment (APP0, JFIF), then three stray bytes.
+  ASSERT_TRUE(good.size() > 6 && good[0] == 0xFF && good[1] == 0xD8 && good[2] == 0xFF);
+  const size_t after_first = 4 + (size_t(good[4]) << 8 | good[5]);
+  std::vector<uint8_t> stray(good.begin(), good.begin() + after_first);
+  for (uint8_t junk : {0x00, 0x11, 0x22}) stray.push_back(junk);
+  stray.insert(stray.end(), good.begin() + after_first, good.end());
+  ::testing::internal::CaptureStderr();
+  const Decoded got = decode_image(stray, "stray.jpg");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ASSERT_TRUE(got.ok()) << got.error;
+  EXPECT_EQ(got.image.rgb, want.image.rgb);
+
+  // The scan's data: after the SOS marker's segment, before EOI. Overwrite its middle with a
+  // restart marker out of sequence (0xFF 0xD3), which libjpeg reports as corrupt data.
+  size_t sos = 2;
+  while (sos + 1 < good.size() && !(good[sos] == 0xFF && good[sos + 1] == 0xDA)) ++sos;
+  ASSERT_LT(sos + 4, good.size());
+  const size_t scan = sos + 2 + (size_t(good[sos + 2]) << 8 | good[sos + 3]), middle = (scan + good.size() - 2) / 2;
+  std::vector<uint8_t> corrupt = good;
+  corrupt[middle] = 0xFF;
+  corrupt[middle + 1] = 0xD3;
+  const Decoded bad = decode_image(corrupt, "corrupt.jpg");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.error.find("corrupt.jpg"), std::string::npos) << bad.error;
+  const std::vector<uint8_t> cut(good.begin(), good.begin() + (scan + good.size()) / 2);
+  EXPECT_FALSE(decode_image(cut, "cut.jpg").ok());
+}
+
 TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
   TrainAugment aug;
   for (int i = 0; i < 2000; ++i) {
