@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
   std::string gpu_plans = "warp";
   cli.add_option("--gpu-plans", gpu_plans,
                  "who plans each GPU pivot: warp (warp 0, the solver's default), thread (thread 0), or warp,thread");
+  std::string pricing = "block";
+  cli.add_option("--pricing", pricing,
+                 "block (the solvers' default), rows (each pass prices every cell, on the GPU for the GPU solver), "
+                 "or block,rows");
   cli.add_option("--json", json_path, "also write the rows here");
   CLI11_PARSE(cli, argc, argv);
   const bool cpu = device != "cuda", gpu = device != "cpu";
@@ -100,6 +104,19 @@ int main(int argc, char** argv) {
       plans.push_back(p);
     }
   }
+  bool by_blocks = false, by_rows = false;
+  {
+    std::stringstream ss(pricing);
+    for (std::string p; std::getline(ss, p, ',');) {
+      if (p != "block" && p != "rows") {
+        std::fprintf(stderr, "bench_emd: error: --pricing takes block and rows, got '%s'\n", p.c_str());
+        return 2;
+      }
+      (p == "block" ? by_blocks : by_rows) = true;
+    }
+  }
+  emd::Options rows_options;
+  rows_options.pricing = emd::Pricing::Rows;
   auto scaled_block = [](double scale, int64_t m, int64_t n) {
     return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
   };
@@ -116,7 +133,14 @@ int main(int argc, char** argv) {
     const std::vector<double> a = zipf_counts(m, 3), b = zipf_counts(n, 5);
     nlohmann::json row{{"m", m}, {"n", n}, {"dim", dim}, {"distance_s", dist_s}};
     emd::Result c;
-    for (size_t k = 0; cpu && k < cpu_scales.size(); ++k) {
+    if (cpu && by_rows) {
+      const emd::Result r = emd::solve(cost.data<double>(), m, n, a, b, rows_options);
+      std::printf("%-11s   CPU by rows: %lld pivots, %lld passes, %.3f s\n", size.c_str(), (long long)r.iterations,
+                  (long long)r.pricing_passes, r.seconds);
+      row["cpu_rows"] = {{"pivots", r.iterations}, {"passes", r.pricing_passes}, {"seconds", r.seconds}, {"cost", r.cost}};
+      if (!by_blocks) c = r;
+    }
+    for (size_t k = 0; cpu && by_blocks && k < cpu_scales.size(); ++k) {
       emd::Options o;
       o.block_size = scaled_block(cpu_scales[k], m, n);
       const emd::Result r = emd::solve(cost.data<double>(), m, n, a, b, o);
@@ -132,7 +156,15 @@ int main(int argc, char** argv) {
     std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
                 cpu ? c.seconds : -1.0);
     if (!gpu) std::printf("\n");
-    for (size_t run = 0; gpu && run < scales.size() * plans.size(); ++run) {
+    if (gpu && by_rows) {
+      const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, rows_options);
+      std::printf(" %-8s %9lld %9.3f | %.2e  (by rows: %lld passes, %.3f s of them on the GPU)\n", "rows",
+                  (long long)g.iterations, g.seconds, cpu ? g.cost / c.cost - 1 : NAN, (long long)g.pricing_passes,
+                  g.gpu_kernel_seconds);
+      row["gpu"].push_back({{"pricing", "rows"}, {"pivots", g.iterations}, {"passes", g.pricing_passes},
+                            {"seconds", g.seconds}, {"cost", g.cost}, {"kernel_seconds", g.gpu_kernel_seconds}});
+    }
+    for (size_t run = 0; gpu && by_blocks && run < scales.size() * plans.size(); ++run) {
       const size_t k = run % scales.size();
       const std::string& plan = plans[run / scales.size()];
       emd::Options o;
@@ -140,7 +172,7 @@ int main(int argc, char** argv) {
       o.gpu_one_thread_plan = plan == "thread";
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       const double agree = cpu ? g.cost / c.cost - 1 : NAN;
-      if (run > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
+      if (run > 0 || by_rows) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
       std::printf(" %-8lld %9lld %9.3f | %.2e", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
       if (g.gpu_phases.size() == 4)
         std::printf("  (%s plan; kernel %.3f s, %.2f us per pivot: pricing %.0f%%, plan %.0f%%, passes %.0f%%,"

@@ -152,6 +152,9 @@ class Solver {
 
   const std::vector<double>& potentials() const { return pot_; }  // u_0..u_{m-1}, v_0..v_{n-1}
   int64_t iterations() const { return iterations_; }
+  // Pricing::Rows: the entering cells come from this pricer's passes (not owned).
+  void set_row_pricer(detail::RowPricer* pricer) { pricer_ = pricer; }
+  int64_t pricing_passes() const { return passes_; }
 
  private:
   double cost(int i, int j) const { return c_[static_cast<int64_t>(i) * n_ + j]; }
@@ -319,6 +322,7 @@ class Solver {
   // are nodes, Bland's rule (the first improvable cell) until progress resumes.
   bool find_entering(int* ei, int* ej, double* d) {
     const int64_t total = static_cast<int64_t>(m_) * n_;
+    if (pricer_ && !bland_) return next_candidate(ei, ej, d);
     if (bland_) {
       for (int i = 0; i < m_; ++i) {
         const double* row = c_ + static_cast<int64_t>(i) * n_;
@@ -367,6 +371,29 @@ class Solver {
       }
     }
     return false;
+  }
+
+  // Pricing::Rows: the next candidate of the last pass that still improves against the
+  // current potentials (earlier pivots shifted some), else a new pass; none after a pass:
+  // optimal. Candidates most negative first, ties by row, so the order is the pass's alone.
+  bool next_candidate(int* ei, int* ej, double* d) {
+    for (;;) {
+      while (candidate_ < candidates_.size()) {
+        const detail::RowMinimum& c = candidates_[candidate_++];
+        const double r = cost(c.i, c.j) - pot_[c.i] - pot_[m_ + c.j];
+        if (r < -tol_) {
+          *ei = c.i, *ej = c.j, *d = r;
+          return true;
+        }
+      }
+      pricer_->price(pot_.data(), tol_, &candidates_);
+      ++passes_;
+      candidate_ = 0;
+      std::sort(candidates_.begin(), candidates_.end(), [](const detail::RowMinimum& x, const detail::RowMinimum& y) {
+        return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
+      });
+      if (candidates_.empty()) return false;
+    }
   }
 
   void pivot(int ei, int ej, double d) {
@@ -475,6 +502,10 @@ class Solver {
   static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
+  detail::RowPricer* pricer_ = nullptr;
+  std::vector<detail::RowMinimum> candidates_;
+  size_t candidate_ = 0;
+  int64_t passes_ = 0;
   std::vector<int> parent_, next_, prev_, size_, last_;
   std::vector<double> flow_, pot_;
   std::vector<int> path_a_, path_b_;  // the cycle's two tree paths (turn_cycle's scratch)
@@ -606,10 +637,62 @@ Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, cons
   return out;
 }
 
+namespace {
+// Each row's minimum by the vector loop, its column found again by equality (the loop
+// computes each reduced cost as the scalar code does), rows spread over the threads.
+class CpuRowPricer : public RowPricer {
+ public:
+  CpuRowPricer(const double* cost, int m, int n) : cost_(cost), m_(m), n_(n), found_(static_cast<size_t>(m)) {}
+  void price(const double* pot, double tol, std::vector<RowMinimum>* out) override {
+    const double* v = pot + m_;
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(m_) * n_ > (1 << 16))
+    for (int i = 0; i < m_; ++i) {
+      const double* row = cost_ + static_cast<int64_t>(i) * n_;
+      const double ui = pot[i], low = min_reduced_cost(row, v, ui, n_, -tol);
+      found_[i] = {low, i, -1};
+      if (low < -tol)
+        for (int j = 0; j < n_; ++j)
+          if (row[j] - ui - v[j] == low) {
+            found_[i].j = j;
+            break;
+          }
+    }
+    out->clear();
+    for (const RowMinimum& f : found_)
+      if (f.j >= 0) out->push_back(f);
+  }
+
+ private:
+  const double* cost_;
+  int m_, n_;
+  std::vector<RowMinimum> found_;
+};
+}  // namespace
+
+std::unique_ptr<RowPricer> cpu_row_pricer(const double* cost, int m, int n) {
+  return std::make_unique<CpuRowPricer>(cost, m, n);
+}
+
+Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
+                     const std::vector<double>& b_in, const Options& options, const MakeRowPricer& make) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Reduced r = reduce(cost, m, n, a_in, b_in);
+  const std::unique_ptr<RowPricer> pricer = make(r.cost(cost), r.m(), r.n());
+  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
+  solver.set_row_pricer(pricer.get());
+  solver.run();
+  Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
+  out.pricing_passes = solver.pricing_passes();
+  out.gpu_kernel_seconds = pricer->device_seconds();
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
 }  // namespace detail
 
 Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in, const std::vector<double>& b_in,
              const Options& options) {
+  if (options.pricing == Pricing::Rows) return detail::solve_by_rows(cost, m, n, a_in, b_in, options, detail::cpu_row_pricer);
   const auto t0 = std::chrono::steady_clock::now();
   const detail::Reduced r = detail::reduce(cost, m, n, a_in, b_in);
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);

@@ -471,6 +471,12 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
 
 Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
                   const Options& options, int device) {
+  if (options.pricing == Pricing::Rows) {
+    FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
+    return detail::solve_by_rows(cost, m, n, a, b, options, [device](const double* c, int rm, int rn) {
+      return detail::cuda_row_pricer(c, rm, rn, device);
+    });
+  }
   return solve_batch_cuda({Problem{cost, m, n, a, b}}, options, device).front();
 }
 

@@ -169,11 +169,18 @@ def emd_table(paths):
                              f"| {gpu.get('pivots_per_problem', '-')} | {fmt(gpu.get('seconds'), 3)} "
                              f"| {fmt(gpu.get('kernel_seconds'), 3)} | - | - | {fmt(ratio, 2)} |")
                 continue
+            if "cpu_rows" in r:  # the CPU solver pricing by rows, on a line of its own
+                c = r["cpu_rows"]
+                lines.append(f"| {r['m']} x {r['n']}, CPU by rows ({c['passes']} passes) | {fmt(r['distance_s'], 3)} "
+                             f"| {c['pivots']} | {fmt(c['seconds'], 3)} | - | - | - | - | - | - | - |")
             for g in r.get("gpu", [{}]):
                 ratio = cpu["seconds"] / g["seconds"] if cpu and g else None
-                per_pivot = 1e6 * g["kernel_seconds"] / g["pivots"] if g.get("kernel_seconds") and g.get("pivots") else None
+                rows = g.get("pricing") == "rows"  # passes on the GPU, pivots on the host: no kernel pivots
+                per_pivot = (1e6 * g["kernel_seconds"] / g["pivots"]
+                             if g.get("kernel_seconds") and g.get("pivots") and not rows else None)
+                block = f"rows ({g.get('passes')} passes)" if rows else g.get("block", "-")
                 lines.append(f"| {r['m']} x {r['n']} | {fmt(r['distance_s'], 3)} | {cpu.get('pivots', '-')} "
-                             f"| {fmt(cpu.get('seconds'), 3)} | {g.get('block', '-')}"
+                             f"| {fmt(cpu.get('seconds'), 3)} | {block}"
                              f"{' (thread plan)' if g.get('plan') == 'thread' else ''} | {g.get('pivots', '-')} "
                              f"| {fmt(g.get('seconds'), 3)} | {fmt(g.get('kernel_seconds'), 3)} | {fmt(per_pivot, 2)} "
                              f"| {phases(g)} | {fmt(ratio, 2)} |")

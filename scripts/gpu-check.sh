@@ -182,15 +182,16 @@ run() {
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
   LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
-    --block-scales 0.5,1,4 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
+    --block-scales 0.5,1,4 --pricing block,rows --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
   # Warp 0's plan of each pivot against thread 0's (the same pivots), at the default block.
   LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$bundle/bin/bench_emd" --device cuda --sizes 6089x200,5089x555 --batch 0 \
     --block-scales 4 --gpu-plans warp,thread --json "$OUT/bench_emd_plans.json"
   # 20000 x 2000 (22,000 nodes, beyond shared memory: the tree in global memory), the GPU alone
-  # (the CPU solver needs ~13 s there). The pointer-jumping kernel took 42 s on an H200 on
-  # 2026-11-26; the limit cuts a slow run short (the report reads what was written).
+  # (the CPU solver needs ~13 s there): pricing by rows (passes on the GPU, pivots on the host),
+  # then the kernel (11.3 s on an H200 on 2026-11-27); the limit cuts a slow run short (the
+  # report reads what was written).
   LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
-    --block-scales 1,4 --json "$OUT/bench_emd_big.json"
+    --block-scales 4 --pricing rows,block --json "$OUT/bench_emd_big.json"
   fi  # not kernels
 
   if [[ $mode != emd ]]; then

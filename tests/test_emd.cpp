@@ -226,6 +226,56 @@ std::vector<Case> gpu_cases() {
   return cases;
 }
 
+// Pricing by rows (each pass prices every cell; the rows' best cells are then pivoted on,
+// most negative first): on every case certified, with block pricing's and POT's optimum.
+TEST(Emd, RowPricingReachesTheSameOptimum) {
+  emd::Options rows;
+  rows.pricing = emd::Pricing::Rows;
+  for (const Case& c : gpu_cases()) {
+    const int64_t m = c.cost.size(0), n = c.cost.size(1);
+    const emd::Result want = emd::solve(c.cost.data<double>(), m, n, c.a, c.b);
+    const emd::Result got = emd::solve(c.cost.data<double>(), m, n, c.a, c.b, rows);
+    expect_certified(c.cost, c.a, c.b, got, c.name + " (rows)");
+    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << c.name;
+    if (c.pot_cost >= 0) {
+      EXPECT_LE(std::fabs(got.cost - c.pot_cost), 1e-9 * std::max(c.pot_cost, 1e-12)) << c.name;
+    }
+    EXPECT_GE(got.pricing_passes, 1) << c.name;  // the last pass finds nothing: at least that one
+    EXPECT_EQ(want.pricing_passes, 0) << c.name;
+  }
+}
+
+// One pass on the GPU gives the CPU's pass to the bit (ties among costs included), so
+// solve_cuda by rows takes the CPU's pivots and reaches its optimum exactly.
+TEST(EmdCuda, RowPricingOnTheGpuTakesTheCpusPivots) {
+  FGVC_REQUIRE_CUDA();
+  emd::Options rows;
+  rows.pricing = emd::Pricing::Rows;
+  for (const Case& c : gpu_cases()) {
+    const int m = static_cast<int>(c.cost.size(0)), n = static_cast<int>(c.cost.size(1));
+    // The passes alone, at random potentials (some rows with nothing below -tol).
+    const std::vector<double> pot = testing::randn_t({m + n}, 77, DType::Float64).to_vector<double>();
+    std::vector<emd::detail::RowMinimum> on_cpu, on_gpu;
+    emd::detail::cpu_row_pricer(c.cost.data<double>(), m, n)->price(pot.data(), 1e-12, &on_cpu);
+    emd::detail::cuda_row_pricer(c.cost.data<double>(), m, n, 0)->price(pot.data(), 1e-12, &on_gpu);
+    ASSERT_EQ(on_gpu.size(), on_cpu.size()) << c.name;
+    for (size_t k = 0; k < on_cpu.size(); ++k) {
+      EXPECT_EQ(on_gpu[k].i, on_cpu[k].i) << c.name;
+      EXPECT_EQ(on_gpu[k].j, on_cpu[k].j) << c.name << " row " << on_cpu[k].i;
+      EXPECT_EQ(on_gpu[k].reduced, on_cpu[k].reduced) << c.name << " row " << on_cpu[k].i;
+    }
+    // Whole solves.
+    const emd::Result cpu = emd::solve(c.cost.data<double>(), m, n, c.a, c.b, rows);
+    const emd::Result gpu = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, rows);
+    expect_certified(c.cost, c.a, c.b, gpu, c.name + " (GPU rows)");
+    EXPECT_EQ(gpu.iterations, cpu.iterations) << c.name;
+    EXPECT_EQ(gpu.pricing_passes, cpu.pricing_passes) << c.name;
+    EXPECT_EQ(gpu.cost, cpu.cost) << c.name;
+    EXPECT_GT(gpu.gpu_kernel_seconds, 0) << c.name;
+    EXPECT_TRUE(gpu.gpu_phases.empty()) << c.name;
+  }
+}
+
 // The GPU solver, one problem at a time and all in one batch: certified, and the CPU
 // solver's (and POT's) optimum to 1e-9.
 TEST(EmdCuda, MatchesTheCpuSolverAndPot) {

@@ -1,0 +1,136 @@
+// Pricing::Rows on the GPU (emd/transport_simplex.h): each pass prices every cell of the cost
+// matrix, which stays on the device, and hands the host each row's most negative reduced
+// cost. The host pivots on its threaded tree between passes, so a pass, not a pivot, pays
+// the round trip: the potentials up (m + n doubles), one kernel, the row minimums down.
+//
+// One warp per row: lane l takes columns l, l + 32, ... (coalesced), keeping its smallest
+// reduced cost below -tol and that cost's first column; the warp then combines the lanes,
+// ties to the smaller column. The reduced cost is (c_ij - u_i) - v_j, as the CPU's pass
+// computes it, so both give the same bits and the solvers take the same pivots.
+#include <chrono>
+#include <memory>
+
+#include "emd/transport_simplex.h"
+#include "tensor/cuda_check.h"
+#include "tensor/cuda_context.h"
+
+namespace fgvc {
+namespace emd {
+namespace detail {
+
+namespace {
+
+constexpr int kRowThreads = 256;  // 8 rows per block
+
+__global__ void row_minimum_kernel(const double* cost, int m, int n, const double* pot, double tol, double* reduced,
+                                   int* column) {
+  const int row = static_cast<int>((blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / 32);
+  const int lane = threadIdx.x & 31;
+  if (row >= m) return;  // the whole warp: row is the same for its 32 lanes
+  const double* c = cost + static_cast<long long>(row) * n;
+  const double* v = pot + m;
+  const double ui = pot[row];
+  double best = -tol;
+  int at = -1;
+  for (int j = lane; j < n; j += 32) {
+    const double r = c[j] - ui - v[j];
+    if (r < best) best = r, at = j;  // strictly: a lane keeps its first column of a tie
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const double other = __shfl_down_sync(0xffffffffu, best, offset);
+    const int other_at = __shfl_down_sync(0xffffffffu, at, offset);
+    if (other_at >= 0 && (at < 0 || other < best || (other == best && other_at < at))) best = other, at = other_at;
+  }
+  if (lane == 0) {
+    reduced[row] = best;
+    column[row] = at;
+  }
+}
+
+class CudaRowPricer : public RowPricer {
+ public:
+  CudaRowPricer(const double* cost, int m, int n, int device) : m_(m), n_(n), device_(device) {
+    try {
+      acquire(cost);
+    } catch (...) {
+      release();  // a failed allocation gives back what the others took
+      throw;
+    }
+  }
+
+  ~CudaRowPricer() override { release(); }
+  CudaRowPricer(const CudaRowPricer&) = delete;
+  CudaRowPricer& operator=(const CudaRowPricer&) = delete;
+
+  void price(const double* pot, double tol, std::vector<RowMinimum>* out) override;
+  double device_seconds() const override { return seconds_; }
+
+ private:
+  void acquire(const double* cost) {
+    const int m = m_, n = n_;
+    cuda::DeviceGuard guard(device_);
+    stream_ = cuda::stream(device_);
+    const size_t cells = static_cast<size_t>(m) * n;
+    cost_ = static_cast<double*>(cuda::allocate(sizeof(double) * cells, device_));
+    pot_ = static_cast<double*>(cuda::allocate(sizeof(double) * (m + n), device_));
+    reduced_ = static_cast<double*>(cuda::allocate(sizeof(double) * m, device_));
+    column_ = static_cast<int*>(cuda::allocate(sizeof(int) * m, device_));
+    // Page-locked host buffers: small copies each pass, without a staging copy in the driver.
+    FGVC_CUDA_CHECK(cudaMallocHost(&host_pot_, sizeof(double) * (m + n)));
+    FGVC_CUDA_CHECK(cudaMallocHost(&host_reduced_, sizeof(double) * m));
+    FGVC_CUDA_CHECK(cudaMallocHost(&host_column_, sizeof(int) * m));
+    for (cudaEvent_t& e : events_) FGVC_CUDA_CHECK(cudaEventCreate(&e));
+    FGVC_CUDA_CHECK(cudaMemcpyAsync(cost_, cost, sizeof(double) * cells, cudaMemcpyHostToDevice, stream_));
+  }
+
+  void release() noexcept {
+    cuda::DeviceGuard guard(device_);
+    if (stream_) cudaStreamSynchronize(stream_);  // nothing of ours may still be in flight
+    for (cudaEvent_t e : events_)
+      if (e) cudaEventDestroy(e);
+    for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_)})
+      if (p) cudaFreeHost(p);
+    for (void* p : {static_cast<void*>(cost_), static_cast<void*>(pot_), static_cast<void*>(reduced_),
+                    static_cast<void*>(column_)})
+      if (p) cuda::release(p, device_);
+  }
+
+  int m_, n_, device_;
+  cudaStream_t stream_ = nullptr;
+  double *cost_ = nullptr, *pot_ = nullptr, *reduced_ = nullptr;
+  int* column_ = nullptr;
+  double *host_pot_ = nullptr, *host_reduced_ = nullptr;
+  int* host_column_ = nullptr;
+  cudaEvent_t events_[2] = {nullptr, nullptr};
+  double seconds_ = 0;
+};
+
+void CudaRowPricer::price(const double* pot, double tol, std::vector<RowMinimum>* out) {
+  cuda::DeviceGuard guard(device_);
+  std::copy(pot, pot + m_ + n_, host_pot_);
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(pot_, host_pot_, sizeof(double) * (m_ + n_), cudaMemcpyHostToDevice, stream_));
+  FGVC_CUDA_CHECK(cudaEventRecord(events_[0], stream_));
+  const unsigned blocks = static_cast<unsigned>((static_cast<long long>(m_) * 32 + kRowThreads - 1) / kRowThreads);
+  row_minimum_kernel<<<blocks, kRowThreads, 0, stream_>>>(cost_, m_, n_, pot_, tol, reduced_, column_);
+  FGVC_CHECK_LAUNCH();
+  FGVC_CUDA_CHECK(cudaEventRecord(events_[1], stream_));
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(host_reduced_, reduced_, sizeof(double) * m_, cudaMemcpyDeviceToHost, stream_));
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(host_column_, column_, sizeof(int) * m_, cudaMemcpyDeviceToHost, stream_));
+  FGVC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  float ms = 0;
+  FGVC_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[0], events_[1]));
+  seconds_ += ms / 1e3;
+  out->clear();
+  for (int i = 0; i < m_; ++i)
+    if (host_column_[i] >= 0) out->push_back({host_reduced_[i], i, host_column_[i]});
+}
+
+}  // namespace
+
+std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device) {
+  return std::make_unique<CudaRowPricer>(cost, m, n, device);
+}
+
+}  // namespace detail
+}  // namespace emd
+}  // namespace fgvc
