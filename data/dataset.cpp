@@ -92,9 +92,30 @@ Dataset load_list_file(const std::string& path) {
     max_label = std::max<int64_t>(max_label, label);
   }
   FGVC_CHECK(!d.samples.empty(), "dataset", path, ": no samples");
-  for (int64_t c = 0; c <= max_label; ++c) d.classes.push_back(std::to_string(c));
-  d.numbered = true;
+  const std::string names_path = list_classes_path(path);
+  std::error_code ec;
+  if (!fs::exists(names_path, ec)) {
+    for (int64_t c = 0; c <= max_label; ++c) d.classes.push_back(std::to_string(c));
+    d.numbered = true;
+    return d;
+  }
+  std::ifstream names(names_path);
+  FGVC_CHECK(names, "dataset", names_path, ": cannot open");
+  std::set<std::string> seen;
+  for (std::string name; std::getline(names, name);) {
+    if (!name.empty() && name.back() == '\r') name.pop_back();
+    FGVC_CHECK(!name.empty(), "dataset", names_path, ":", d.classes.size() + 1, ": empty class name");
+    FGVC_CHECK(seen.insert(name).second, "dataset", names_path, ": class '", name, "' named twice");
+    d.classes.push_back(name);
+  }
+  FGVC_CHECK(max_label < static_cast<int64_t>(d.classes.size()), "dataset", path, ": label ", max_label, " but ",
+             names_path, " names ", d.classes.size(), " classes");
   return d;
+}
+
+std::string list_classes_path(const std::string& list_path) {
+  fs::path p(list_path);
+  return p.replace_extension(".classes.txt").string();
 }
 
 Dataset load_coco_json(const std::string& path) {
@@ -192,6 +213,20 @@ Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const 
 }
 
 void write_list_file(const std::string& path, const Dataset& d) {
+  // The names first: a list is never left beside names that are not its own.
+  const std::string names_path = list_classes_path(path);
+  if (d.numbered) {  // the labels are all there is; names left from an earlier list must not apply
+    std::error_code ec;
+    fs::remove(names_path, ec);
+  } else {
+    std::ostringstream names;
+    for (const std::string& c : d.classes) {
+      FGVC_CHECK(!c.empty() && c.find('\n') == std::string::npos, "dataset", names_path, ": class name '", c,
+                 "' cannot be written one per line");
+      names << c << '\n';
+    }
+    write_file_atomic(names_path, names.str());
+  }
   const fs::path base = fs::absolute(fs::path(path)).parent_path();
   std::ostringstream out;
   for (const Sample& s : d.samples)

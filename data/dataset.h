@@ -20,13 +20,18 @@ struct Dataset {
   std::vector<Sample> samples;
   std::vector<std::string> classes;  // name of each label
   std::string source;                // what it was loaded from
-  bool numbered = false;             // a list file: labels are indices, the names their numbers
+  bool numbered = false;             // a list file without class names: labels are indices, the names their numbers
 
   std::vector<int64_t> counts() const;  // images per class
 };
 
 Dataset load_image_folder(const std::string& root);
+// A list file; its class names, where it has them, come from the file beside it
+// (list_classes_path), so that a training set written as a list (fgvc-subset's) is matched to a
+// validation folder by name, and keeps classes that lost all their images.
 Dataset load_list_file(const std::string& path);
+// The class names of a list file, one per line in label order: subset.txt -> subset.classes.txt.
+std::string list_classes_path(const std::string& list_path);
 Dataset load_coco_json(const std::string& path);
 // A folder, a .txt list or a .json file, by what `path` is.
 Dataset load_dataset(const std::string& path);
@@ -38,7 +43,8 @@ Dataset load_dataset(const std::string& path);
 Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what);
 
 // Writes a list file whose paths are relative to its own folder (so load_list_file reads it
-// back); atomic (temporary file + rename).
+// back), and the class names beside it (none for a numbered dataset); atomic (temporary file
+// + rename).
 void write_list_file(const std::string& path, const Dataset& d);
 
 }  // namespace data

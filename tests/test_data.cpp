@@ -389,6 +389,35 @@ TEST(Datasets, AlignClassesByName) {
     EXPECT_NE(std::string(e.what()).find("--val v: class 'owl' is not one of the 2 classes"), std::string::npos)
         << e.what();
   }
+  // A training set written as a list (fgvc-subset's) keeps its class names beside it: a
+  // validation folder lines up by name, and a class left without images is still there.
+  {
+    const std::string train = make_folder("named_train", {2, 3, 0, 1}), val = make_folder("named_val", {1, 0, 1, 2});
+    fs::remove_all(val + "/class_1");  // the validation set lacks a class
+    Dataset sub = load_dataset(train);
+    sub.samples.erase(std::remove_if(sub.samples.begin(), sub.samples.end(), [](const Sample& s) { return s.label == 3; }),
+                      sub.samples.end());  // and the subset lost the last class's only image
+    write_list_file(train + "/subset.txt", sub);
+    EXPECT_TRUE(fs::exists(train + "/subset.classes.txt"));
+    const Dataset list = load_dataset(train + "/subset.txt");
+    EXPECT_FALSE(list.numbered);
+    EXPECT_EQ(list.classes, sub.classes);
+    const Dataset v = align_classes(load_dataset(val), list.classes, "--val v");
+    EXPECT_EQ(v.counts(), (std::vector<int64_t>{1, 0, 1, 2}));
+    // Names that do not cover the labels are an error naming both files; numbered lists
+    // (no names) drop a stale names file.
+    { std::ofstream(train + "/subset.classes.txt") << "class_0\n"; }
+    try {
+      load_dataset(train + "/subset.txt");
+      ADD_FAILURE() << "no error for too few names";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("subset.classes.txt names 1 classes"), std::string::npos) << e.what();
+    }
+    sub.numbered = true;
+    write_list_file(train + "/subset.txt", sub);
+    EXPECT_FALSE(fs::exists(train + "/subset.classes.txt"));
+    EXPECT_TRUE(load_dataset(train + "/subset.txt").numbered);
+  }
   const std::string d = fresh_dir("align");
   { std::ofstream(d + "/val.txt") << "x.jpg 0\ny.jpg 1\n"; }  // the highest class (2) has no image
   const Dataset l = align_classes(load_dataset(d + "/val.txt"), {"crow", "hawk", "owl"}, "--val val.txt");

@@ -348,6 +348,18 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");
+  // README's stage 2: fgvc-subset's list (its class names beside it) fine-tuned from stage 1,
+  // validated on the same folder by name.
+  r = testing::run_app("fgvc-subset --data " + f.train + " --max-per-class 5 --out " + f.dir + "/balanced.txt", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string stage2 = f.dir + "/stage2";
+  fs::remove_all(stage2);
+  r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.dir + "/balanced.txt --val " + f.val +
+                           " --init " + run + "/last.safetensors --lr 0.0045 --decay-epochs 4 --out " + stage2 +
+                           " --steps 3 --batch-size 8 --no-plots --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(stage2 + "/best.safetensors"));
 }
 
 TEST(TrainApps, UsageErrorsExitTwo) {
