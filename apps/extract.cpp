@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
           throw app::UsageError(std::string("--model: ") + e.what());
         }
         try {
-          model->load_state_dict(w, /*strict=*/true);
+          nn::load_weights(*model, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
         } catch (const Error& e) {
           throw Error(weights + ": " + e.what());
         }

@@ -244,6 +244,26 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
                           "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("missing"), std::string::npos) << bad.err;
+  // Inception-v3 weights without the auxiliary head (as timm's are) load: inference never
+  // uses it. A partial head is still refused.
+  auto inception = nn::create_model("inception_v3", 5);
+  std::map<std::string, Tensor> no_aux, partial_aux;
+  for (const auto& [name, t] : inception->state_dict()) {
+    if (name.rfind("AuxLogits.", 0) != 0) no_aux[name] = t;
+    if (name.rfind("AuxLogits.fc.", 0) != 0) partial_aux[name] = t;
+  }
+  write_safetensors(dir + "/no_aux.safetensors", no_aux);
+  write_safetensors(dir + "/partial_aux.safetensors", partial_aux);
+  const Tensor x299 = testing::randn_t({1, 3, 75, 75}, 9);
+  write_safetensors(dir + "/x75.safetensors", {{"input", x299}});
+  const Outcome no_aux_run = run("fgvc-infer --device cpu --model inception_v3 --weights " + dir +
+                                 "/no_aux.safetensors --input " + dir + "/x75.safetensors --output " + dir + "/i.safetensors");
+  EXPECT_EQ(no_aux_run.code, 0) << no_aux_run.err;
+  const Outcome partial = run("fgvc-infer --device cpu --model inception_v3 --weights " + dir +
+                              "/partial_aux.safetensors --input " + dir + "/x75.safetensors --output " + dir +
+                              "/p.safetensors");
+  EXPECT_EQ(partial.code, 1);
+  EXPECT_NE(partial.err.find("AuxLogits.fc"), std::string::npos) << partial.err;
 }
 
 TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {

@@ -90,7 +90,16 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 }
 
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
-  std::map<std::string, Tensor> weights = read_model_weights(path);
+  std::map<std::string, Tensor> weights = read_model_weights(path);  // its errors name the file
+  try {
+    return load_weights(model, std::move(weights), reset_classifier, strict);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+}
+
+Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor> weights, bool reset_classifier,
+                                bool strict) {
   const auto starts = [](const std::string& name, const std::string& prefix) { return name.rfind(prefix, 0) == 0; };
   // The model's own tensors under `prefix` stand in for the file's, as if read from it.
   const auto keep_own = [&](const std::string& prefix) {
@@ -107,11 +116,7 @@ Module::LoadReport load_weights(Classifier& model, const std::string& path, bool
       for (auto it = weights.begin(); it != weights.end();) it = starts(it->first, prefix) ? weights.erase(it) : std::next(it);
       keep_own(prefix);  // the new classifier stays as initialised
     }
-  try {
-    return model.load_state_dict(weights, strict);
-  } catch (const Error& e) {
-    throw Error(path + ": " + e.what());
-  }
+  return model.load_state_dict(weights, strict);
 }
 
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes) {

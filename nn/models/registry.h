@@ -47,6 +47,9 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 // that lists them.
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier = false,
                                 bool strict = true);
+// The same with weights already read (read_model_weights); errors do not name a file.
+Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor> weights, bool reset_classifier = false,
+                                bool strict = true);
 
 // Throws an Error listing the known names for an unknown one.
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000);
