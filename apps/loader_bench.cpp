@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <set>
 
 #include "apps/app.h"
 #include "data/dataset.h"
@@ -64,7 +65,8 @@ int main(int argc, char** argv) {
         o.mode = mode == "train" ? Mode::Train : (mode == "eval" ? Mode::Eval : Mode::Eval12);
         o.normalization = normalization == "inception" ? Normalization::Inception : Normalization::ImageNet;
         Loader loader(load_dataset(data), o);
-        int64_t done = 0, skipped = 0;
+        int64_t done = 0;
+        std::set<int64_t> bad;  // each unreadable file once, however many epochs it took to reach --images
         const auto t0 = std::chrono::steady_clock::now();
         for (uint64_t epoch = 0; done < images; ++epoch) {
           loader.start_epoch(epoch);
@@ -73,12 +75,13 @@ int main(int argc, char** argv) {
           while (done < images && loader.next(&b)) {
             if (!grid.empty() && epoch == 0 && done == 0) save_grid(b, o, grid);
             done += static_cast<int64_t>(b.indices.size());
+            for (const Batch::SkippedFile& f : b.skipped_files) bad.insert(f.index);
           }
-          skipped += loader.skipped();
           if (done == before) throw fgvc::Error("no readable image in " + data);
         }
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double rate = done / seconds;
+        const int64_t skipped = static_cast<int64_t>(bad.size());
         if (!common.json) {
           std::printf("%lld images in %.2f s: %.1f images/s (%s, %d px, %d worker%s)\n", (long long)done, seconds, rate,
                       mode.c_str(), o.size, o.workers, o.workers == 1 ? "" : "s");

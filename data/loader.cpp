@@ -93,7 +93,7 @@ bool Loader::next(Batch* out) {
   if (next_to_hand_ >= end_) {
     if (options_.warn && skipped_ > 0 && !reported_) {  // once, at the end of the epoch
       std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped in epoch %llu\n",
-                   static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_));
+                   static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_ + 1));  // counted from 1, as training reports
       reported_ = true;
     }
     return false;
@@ -107,6 +107,11 @@ bool Loader::next(Batch* out) {
   skipped_ += out->skipped;
   lock.unlock();
   cv_.notify_all();
+  // Warned about here, not where the batch was made: a batch made ahead and never used (the
+  // run ended first) was not part of the run, and its files are neither warned about nor
+  // counted; what is warned about is counted.
+  if (options_.warn)
+    for (const Batch::SkippedFile& f : out->skipped_files) std::fprintf(stderr, "fgvc: warning: skipped %s\n", f.error.c_str());
   return true;
 }
 
@@ -183,7 +188,7 @@ Batch Loader::make_batch(int64_t b, uint64_t epoch) const {
     void* slot = base + static_cast<size_t>(batch.indices.size()) * per_image * dtype_size(dtype);
     if (!load_sample(index, epoch, slot, &error)) {
       batch.skipped++;
-      if (options_.warn) std::fprintf(stderr, "fgvc: warning: skipped %s\n", error.c_str());
+      batch.skipped_files.push_back({index, error});
       continue;
     }
     batch.indices.push_back(index);

@@ -6,8 +6,9 @@
 // from the stream of (seed, epoch, sample index). Batches are handed out in order. So the
 // batches are the same with 1 or 16 workers, whatever the timing.
 //
-// Bad files are skipped (the batch is that much smaller) with one warning line each, and
-// counted; skipped() gives the epoch's count, which is also printed when the epoch ends.
+// Bad files are skipped (the batch is that much smaller) with one warning line each when their
+// batch is handed out, and counted; skipped() gives the epoch's count, which is also printed
+// when the epoch ends.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -54,6 +55,11 @@ struct Batch {
   Tensor labels;                 // [B] int64
   std::vector<int64_t> indices;  // dataset index of each image
   int64_t skipped = 0;           // files of this batch that could not be read
+  struct SkippedFile {
+    int64_t index;      // in the dataset
+    std::string error;  // naming the file
+  };
+  std::vector<SkippedFile> skipped_files;  // which, and why (warned about when the batch is handed out)
 };
 
 class Loader {

@@ -188,6 +188,11 @@ TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {
   EXPECT_EQ(j.at("skipped").get<int>(), 1);
   EXPECT_GT(j.at("images_per_sec").get<double>(), 0);
   EXPECT_NE(r.err.find("broken.jpg"), std::string::npos) << r.err;  // one warning naming the file
+  // Several epochs to reach --images: the same bad file is still one skipped file.
+  const Outcome many = run("fgvc-loader-bench --device cpu --data " + images +
+                           " --input-size 32 --images 60 --batch-size 4 --workers 2 --json");
+  ASSERT_EQ(many.code, 0) << many.err;
+  EXPECT_EQ(last_json_line(many.out).at("skipped").get<int>(), 1) << many.out;
   std::vector<uint8_t> png;
   std::string error;
   ASSERT_TRUE(data::read_file(grid, &png, &error)) << error;

@@ -1,8 +1,10 @@
 // The data pipeline: every decoder path (baseline, progressive, grayscale, CMYK JPEG, PNG,
 // BMP, GIF, region + DCT-scaled decoding, broken files), the dataset formats, transform
 // geometry, loader determinism across worker counts, skipped files, and subsets.
+#include <chrono>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "data/dataset.h"
 #include "data/decode.h"
@@ -500,6 +502,28 @@ TEST(Loader, SkipsAndCountsBrokenFiles) {
   }
   EXPECT_EQ(images, 7);
   EXPECT_EQ(l.skipped(), 2);
+  // Warnings come with the batches handed out: a run that stops after one batch warns about
+  // (and counts) that batch's bad files only, not those of batches its workers made ahead.
+  for (int64_t used = 0; used <= 3; ++used) {
+    o.warn = true;
+    Loader w(load_dataset(root), o);
+    ::testing::internal::CaptureStderr();
+    w.start_epoch(1);
+    int64_t counted = 0;
+    std::vector<std::string> named;
+    for (int64_t k = 0; k < used && w.next(&b); ++k) {
+      counted += b.skipped;
+      for (const Batch::SkippedFile& f : b.skipped_files) named.push_back(f.error);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the workers run ahead
+    w.start_epoch(2);  // stops the workers; the unused batches are dropped
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    int64_t warnings = 0;
+    for (size_t at = err.find("warning: skipped"); at != std::string::npos; at = err.find("warning: skipped", at + 1))
+      ++warnings;
+    EXPECT_EQ(warnings, counted) << "after " << used << " batch(es):\n" << err;
+    for (const std::string& e : named) EXPECT_NE(err.find(e), std::string::npos) << e;
+  }
 }
 
 TEST(Loader, EvalModesShapesAndDropLast) {
