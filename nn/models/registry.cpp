@@ -111,6 +111,13 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
     for (const auto& [name, t] : weights) in_file = in_file || starts(name, prefix);
     if (!in_file) keep_own(prefix);  // left out altogether (a partial head stays an error)
   }
+  // Batch norm's step counter is training bookkeeping that many exported files (timm's among
+  // them) leave out; PyTorch's loader fills it in too. A file without it keeps the model's.
+  const std::string counter = "num_batches_tracked";
+  for (const auto& [name, t] : model.state_dict())
+    if (name.size() > counter.size() && name.compare(name.size() - counter.size(), counter.size(), counter) == 0 &&
+        !weights.count(name))
+      weights[name] = t.detach().clone();
   if (reset_classifier)
     for (const std::string& prefix : model.classifier_prefixes()) {
       for (auto it = weights.begin(); it != weights.end();) it = starts(it->first, prefix) ? weights.erase(it) : std::next(it);

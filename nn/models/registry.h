@@ -43,8 +43,8 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 // reset_classifier the file's classifiers (fc., last_linear., classif., head.fc.; and
 // Inception-v3's AuxLogits.fc.) are left out and the model keeps its freshly initialised ones:
 // fine-tuning to new classes. A file without Inception-v3's auxiliary head at all (timm's)
-// leaves the model's own. Strict: any other missing, unexpected or mis-shaped key is an error
-// that lists them.
+// leaves the model's own, and so does one without batch norm's num_batches_tracked counters.
+// Strict: any other missing, unexpected or mis-shaped key is an error that lists them.
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier = false,
                                 bool strict = true);
 // The same with weights already read (read_model_weights); errors do not name a file.
