@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The first command (SPEC.md sections 2 and 6): installs what is missing (the build's Debian
-# packages, dataset-fashion-mnist, python3-matplotlib for the plots), configures and builds
+# packages and dataset-fashion-mnist), configures and builds
 # (with the CUDA backend when the toolkit is there), then runs fgvc-demo: two-stage
 # long-tailed training on Fashion-MNIST images, the head/tail table, EMD domain similarity and
 # source selection, and a report. About 4 minutes on 2 CPU cores after a 1.5-minute build.
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fgvc_extra_packages=(dataset-fashion-mnist python3-matplotlib)
+fgvc_extra_packages=(dataset-fashion-mnist)
 source scripts/setup-deps.sh
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFGVC_CUDA="${FGVC_CUDA:-AUTO}" >/dev/null

@@ -13,8 +13,11 @@
 #include "tensor/atomic_file.h"
 #include "tensor/random.h"
 #include "tensor/safetensors.h"
+#include "data/decode.h"
+#include "train/chart.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/plots.h"
 #include "train/trainer.h"
 #include "image_files.h"
 #include "test_util.h"
@@ -298,6 +301,110 @@ TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
   EXPECT_EQ(testing::slurp(path), "old");
   for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// The chart renderer: ticks at 1-2-5 steps, a line drawn where its values put it, text and
+// bars where they belong, and a PNG that decodes to the rendered pixels.
+TEST(Plots, ChartDrawsWhatItIsGivenAndWritesAPng) {
+  double lo = 0.13, hi = 9.7;
+  EXPECT_EQ(train::nice_ticks(&lo, &hi, 5), (std::vector<double>{0, 2, 4, 6, 8, 10}));
+  lo = 0.0012, hi = 0.0049;
+  const std::vector<double> small = train::nice_ticks(&lo, &hi, 5);
+  ASSERT_EQ(small.size(), 5u);
+  EXPECT_NEAR(small.front(), 0.001, 1e-12);
+  EXPECT_NEAR(small.back(), 0.005, 1e-12);
+  lo = hi = 3;  // one value: a range around it
+  EXPECT_GE(train::nice_ticks(&lo, &hi, 5).size(), 2u);
+  EXPECT_LT(lo, 3);
+  EXPECT_GT(hi, 3);
+
+  train::Chart c(400, 300);
+  c.set_labels("step", "loss");
+  const train::Rgb red{200, 0, 0};
+  c.line({0, 10}, {0, 10}, red, "");
+  const std::vector<uint8_t> px = c.render();
+  ASSERT_EQ(px.size(), 400u * 300 * 3);
+  auto is = [&](int x, int y, train::Rgb k) {
+    const uint8_t* p = &px[(static_cast<size_t>(y) * 400 + x) * 3];
+    return p[0] == k.r && p[1] == k.g && p[2] == k.b;
+  };
+  // The diagonal: red pixels rise from the lower left to the upper right; none elsewhere far off it.
+  std::vector<std::pair<int, int>> reds;
+  for (int y = 0; y < 300; ++y)
+    for (int x = 0; x < 400; ++x)
+      if (is(x, y, red)) reds.push_back({x, y});
+  ASSERT_GT(reds.size(), 200u);
+  const auto [x_min, y_at_min] = *std::min_element(reds.begin(), reds.end());
+  const auto [x_max, y_at_max] = *std::max_element(reds.begin(), reds.end());
+  EXPECT_GT(y_at_min, y_at_max + 100);  // lower left to upper right
+  for (const auto& [x, y] : reds) {
+    const double t = double(x - x_min) / (x_max - x_min), want_y = y_at_min + t * (y_at_max - y_at_min);
+    EXPECT_NEAR(y, want_y, 3.0) << x;
+  }
+  // Labels: dark pixels left of the plot (tick values, the y label) and under it.
+  int dark_left = 0, dark_below = 0;
+  for (int y = 0; y < 300; ++y)
+    for (int x = 0; x < 400; ++x)
+      if (is(x, y, {0, 0, 0})) {
+        dark_left += x < x_min - 10;
+        dark_below += y > y_at_min + 10;
+      }
+  EXPECT_GT(dark_left, 50);
+  EXPECT_GT(dark_below, 50);
+
+  // Bars on the right axis and category names; written as PNG and read back.
+  train::Chart b(500, 320);
+  b.set_labels("classes", "top-1 (%)", "images");
+  b.set_y_range(0, 100);
+  b.bars({40, 20, 5}, {217, 217, 217}, "training images");
+  b.set_categories({"heron", "owl", "wren"});
+  b.line({0, 1, 2}, {90, 60, NAN}, red, "top-1", true);
+  const std::string dir = test_dir("chart");
+  fs::create_directories(dir);
+  std::string error;
+  ASSERT_TRUE(b.write_png(dir + "/b.png", &error)) << error;
+  std::vector<uint8_t> bytes;
+  ASSERT_TRUE(data::read_file(dir + "/b.png", &bytes, &error)) << error;
+  const data::Decoded d = data::decode_image(bytes, "b.png");
+  ASSERT_TRUE(d.ok()) << d.error;
+  EXPECT_EQ(d.image.width, 500);
+  EXPECT_EQ(d.image.height, 320);
+  EXPECT_EQ(d.image.rgb, b.render());
+  EXPECT_FALSE(b.write_png(dir + "/no/such/folder/b.png", &error));
+  EXPECT_NE(error.find("b.png"), std::string::npos) << error;
+}
+
+// A run folder's plots from its metrics.jsonl and per_class.csv (one or several runs).
+TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
+  const std::string run = test_dir("plots_run");
+  fs::remove_all(run);
+  fs::create_directories(run);
+  {
+    std::ofstream m(run + "/metrics.jsonl");
+    for (int s = 1; s <= 20; ++s)
+      m << nlohmann::json{{"kind", "step"}, {"step", s}, {"epoch", 1 + s / 10}, {"loss", 2.0 / s}}.dump() << "\n";
+    m << nlohmann::json{{"kind", "epoch"}, {"step", 10}, {"val_top1", 0.4}, {"val_top5", 0.8}}.dump() << "\n";
+    m << nlohmann::json{{"kind", "epoch"}, {"step", 20}, {"val_top1", 0.6}, {"val_top5", 0.9}}.dump() << "\n";
+    m << "{\"kind\": \"step\", \"st";  // a line cut short by a crash
+  }
+  { std::ofstream(run + "/per_class.csv") << "class,train_images,val_images,top1,top5\n\"a, b\",5,2,0.5,1\nc,9,2,1,1\n"; }
+  EXPECT_EQ(train::make_plots(run), "");
+  for (const char* png : {"loss.png", "accuracy.png", "per_class.png"}) {
+    std::vector<uint8_t> bytes;
+    std::string error;
+    ASSERT_TRUE(data::read_file(run + "/" + png, &bytes, &error)) << png << ": " << error;
+    EXPECT_TRUE(data::decode_image(bytes, png).ok()) << png;
+  }
+  // Two runs into a third folder; a run without --val draws no accuracy plot of its own.
+  const std::string other = test_dir("plots_other"), both = test_dir("plots_both");
+  fs::remove_all(other), fs::remove_all(both);
+  fs::create_directories(other), fs::create_directories(both);
+  { std::ofstream(other + "/metrics.jsonl") << nlohmann::json{{"kind", "step"}, {"step", 1}, {"loss", 1.0}}.dump() << "\n"; }
+  EXPECT_EQ(train::make_plots({run, other}, both), "");
+  EXPECT_TRUE(fs::exists(both + "/loss.png") && fs::exists(both + "/accuracy.png") && fs::exists(both + "/per_class.png"));
+  EXPECT_EQ(train::make_plots(other), "");
+  EXPECT_FALSE(fs::exists(other + "/accuracy.png"));
+  EXPECT_NE(train::make_plots(run + "/missing_folder"), "");  // cannot write: a line saying so
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {

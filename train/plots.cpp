@@ -1,46 +1,145 @@
 #include "train/plots.h"
 
-#include <sys/wait.h>
-
-#include <cstdlib>
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "train/chart.h"
 
 namespace fgvc {
 namespace train {
 
 namespace fs = std::filesystem;
 
-std::string plot_script() {
-  if (const char* env = std::getenv("FGVC_PLOT_SCRIPT")) return env;
-  for (const char* candidate : {FGVC_SOURCE_SCRIPTS "/plot_run.py", FGVC_INSTALLED_SCRIPTS "/plot_run.py"})
-    if (fs::exists(candidate)) return candidate;
-  return FGVC_INSTALLED_SCRIPTS "/plot_run.py";
+namespace {
+
+// One colour per run.
+const Rgb kColors[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}};
+
+struct Metrics {
+  std::vector<double> step, loss, val_step, top1, top5;  // top1/top5 in percent
+};
+
+Metrics read_metrics(const std::string& run) {
+  Metrics m;
+  std::ifstream in(fs::path(run) / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a line cut short by a crash: the plots show the rest
+    }
+    const std::string kind = j.value("kind", "");
+    if (kind == "step" && j.contains("loss") && j["loss"].is_number()) {
+      m.step.push_back(j["step"].get<double>());
+      m.loss.push_back(j["loss"].get<double>());
+    } else if (kind == "epoch" && j.contains("val_top1") && j["val_top1"].is_number()) {
+      m.val_step.push_back(j["step"].get<double>());
+      m.top1.push_back(100 * j["val_top1"].get<double>());
+      m.top5.push_back(j.contains("val_top5") && j["val_top5"].is_number() ? 100 * j["val_top5"].get<double>() : NAN);
+    }
+  }
+  return m;
 }
 
-namespace {
-std::string quoted(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
+struct ClassRow {
+  std::string name;
+  double train_images, top1;
+};
+
+// per_class.csv (train/evaluate.h): class,train_images,val_images,top1,top5, names CSV-quoted.
+std::vector<ClassRow> read_per_class(const std::string& run) {
+  std::vector<ClassRow> rows;
+  std::ifstream in(fs::path(run) / "per_class.csv");
+  std::string line;
+  if (!std::getline(in, line)) return rows;  // the header
+  while (std::getline(in, line)) {
+    std::vector<std::string> fields(1);
+    bool quoted = false;
+    for (size_t k = 0; k < line.size(); ++k) {
+      const char ch = line[k];
+      if (quoted && ch == '"' && k + 1 < line.size() && line[k + 1] == '"') fields.back() += '"', ++k;
+      else if (ch == '"') quoted = !quoted;
+      else if (ch == ',' && !quoted) fields.emplace_back();
+      else fields.back() += ch;
+    }
+    if (fields.size() < 4 || fields[1].empty()) continue;  // no training counts: nothing to sort by
+    try {
+      rows.push_back({fields[0], std::stod(fields[1]), 100 * std::stod(fields[3])});
+    } catch (const std::exception&) {
+      continue;
+    }
+  }
+  return rows;
 }
+
+std::string label(const std::string& run) { return fs::path(run).lexically_normal().filename().string().empty()
+                                                      ? fs::path(run).lexically_normal().parent_path().filename().string()
+                                                      : fs::path(run).lexically_normal().filename().string(); }
+
 }  // namespace
 
 std::string make_plots(const std::string& run_dir) { return make_plots(std::vector<std::string>{run_dir}, run_dir); }
 
 std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir) {
-  const std::string script = plot_script();
-  // Debian's interpreter first: python3-matplotlib installs for it, whatever else is on PATH.
-  const std::string python = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  std::string by_hand = python + " " + quoted(script) + " --out " + quoted(out_dir);
-  for (const std::string& run : run_dirs) by_hand += " " + quoted(run);
-  if (!fs::exists(script)) return "plots: " + script + " not found; the metrics are in " + run_dirs.front();
-  // Exit 3 from the script: matplotlib is missing.
-  const int status = std::system((by_hand + " >/dev/null 2>&1").c_str());
-  const int code = status == -1 ? -1 : (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-  if (code == 0) return "";
-  if (code == 3 || code == 127)
-    return "plots: python3-matplotlib is not installed (apt-get install python3-matplotlib), then: " + by_hand;
-  return "plots: the plotting script failed (exit " + std::to_string(code) + "); run: " + by_hand;
+  std::string error;
+  const bool several = run_dirs.size() > 1;
+  std::vector<Metrics> metrics;
+  for (const std::string& run : run_dirs) metrics.push_back(read_metrics(run));
+
+  Chart loss(720, 440);
+  loss.set_labels("step", "training loss");
+  for (size_t r = 0; r < run_dirs.size(); ++r)
+    loss.line(metrics[r].step, metrics[r].loss, kColors[r % 4], several ? label(run_dirs[r]) : "");
+  if (!loss.write_png((fs::path(out_dir) / "loss.png").string(), &error)) return "plots: " + error;
+
+  bool any_val = false;
+  for (const Metrics& m : metrics) any_val = any_val || !m.top1.empty();
+  if (any_val) {
+    Chart acc(720, 440);
+    acc.set_labels("step", "validation accuracy (%)");
+    for (size_t r = 0; r < run_dirs.size(); ++r) {
+      if (metrics[r].top1.empty()) continue;
+      const std::string name = several ? label(run_dirs[r]) + " " : "";
+      acc.line(metrics[r].val_step, metrics[r].top1, kColors[r % 4], name + "top-1", true);
+      acc.line(metrics[r].val_step, metrics[r].top5, kColors[r % 4], name + "top-5", true, true);
+    }
+    if (!acc.write_png((fs::path(out_dir) / "accuracy.png").string(), &error)) return "plots: " + error;
+  }
+
+  std::vector<std::vector<ClassRow>> tables;
+  std::vector<std::string> table_runs;
+  for (const std::string& run : run_dirs) {
+    std::vector<ClassRow> rows = read_per_class(run);
+    if (!rows.empty()) tables.push_back(std::move(rows)), table_runs.push_back(run);
+  }
+  if (!tables.empty()) {
+    // Classes by the first table's training images, most first (stable: ties keep their order).
+    std::vector<ClassRow> order = tables[0];
+    std::stable_sort(order.begin(), order.end(), [](const ClassRow& a, const ClassRow& b) { return a.train_images > b.train_images; });
+    std::vector<double> counts, x;
+    std::vector<std::string> names;
+    for (size_t k = 0; k < order.size(); ++k) counts.push_back(order[k].train_images), names.push_back(order[k].name), x.push_back(double(k));
+    Chart per_class(840, 460);
+    per_class.set_labels("classes, by training images (most first)", "validation top-1 (%)", "training images per class");
+    per_class.set_y_range(0, 100);
+    per_class.bars(counts, {217, 217, 217}, "training images");
+    if (names.size() <= 40) per_class.set_categories(names);
+    for (size_t t = 0; t < tables.size(); ++t) {
+      std::map<std::string, double> by_name;
+      for (const ClassRow& row : tables[t]) by_name[row.name] = row.top1;
+      std::vector<double> top1;
+      for (const std::string& n : names) top1.push_back(by_name.count(n) ? by_name[n] : NAN);
+      per_class.line(x, top1, kColors[t % 4], (several ? label(table_runs[t]) + " " : "") + "top-1", true);
+    }
+    if (!per_class.write_png((fs::path(out_dir) / "per_class.png").string(), &error)) return "plots: " + error;
+  }
+  return "";
 }
 
 }  // namespace train

@@ -9,7 +9,7 @@
 //                            --save-every steps and when the run ends
 //   RUN_DIR/best.safetensors the weights with the best validation top-1 (with --val)
 //   RUN_DIR/per_class.csv    the last validation, per class, with training counts
-//   RUN_DIR/*.png            plots (scripts/plot_run.py)
+//   RUN_DIR/*.png            plots (train/plots.h)
 #pragma once
 #include <cstdint>
 #include <string>
