@@ -394,8 +394,8 @@ TEST(Datasets, AlignClassesByName) {
   // A training set written as a list (fgvc-subset's) keeps its class names beside it: a
   // validation folder lines up by name, and a class left without images is still there.
   {
-    const std::string train = make_folder("named_train", {2, 3, 0, 1}), val = make_folder("named_val", {1, 0, 1, 2});
-    fs::remove_all(val + "/class_1");  // the validation set lacks a class
+    const std::string train = make_folder("named_train", {2, 3, 0, 1}), val_root = make_folder("named_val", {1, 0, 1, 2});
+    fs::remove_all(val_root + "/class_1");  // the validation set lacks a class
     Dataset sub = load_dataset(train);
     sub.samples.erase(std::remove_if(sub.samples.begin(), sub.samples.end(), [](const Sample& s) { return s.label == 3; }),
                       sub.samples.end());  // and the subset lost the last class's only image
@@ -404,7 +404,7 @@ TEST(Datasets, AlignClassesByName) {
     const Dataset list = load_dataset(train + "/subset.txt");
     EXPECT_FALSE(list.numbered);
     EXPECT_EQ(list.classes, sub.classes);
-    const Dataset v = align_classes(load_dataset(val), list.classes, "--val v");
+    const Dataset v = align_classes(load_dataset(val_root), list.classes, "--val v");
     EXPECT_EQ(v.counts(), (std::vector<int64_t>{1, 0, 1, 2}));
     // Names that do not cover the labels are an error naming both files; numbered lists
     // (no names) drop a stale names file.
