@@ -143,9 +143,14 @@ std::string pct(double v) {
   return buf;
 }
 
+// A group without test images (no class reaches the head threshold, say) has no accuracy: null.
 json stage_json(const StageResult& s) {
-  return {{"top1", s.eval.top1_accuracy()}, {"head", s.head_tail.head_top1}, {"tail", s.head_tail.tail_top1},
-          {"top5", s.eval.top5_accuracy()}, {"seconds", s.seconds}};
+  const auto or_null = [](int64_t images, double v) { return images > 0 ? json(v) : json(nullptr); };
+  return {{"top1", s.eval.top1_accuracy()},
+          {"head", or_null(s.head_tail.head_images, s.head_tail.head_top1)},
+          {"tail", or_null(s.head_tail.tail_images, s.head_tail.tail_top1)},
+          {"top5", s.eval.top5_accuracy()},
+          {"seconds", s.seconds}};
 }
 
 }  // namespace
@@ -251,10 +256,13 @@ int main(int argc, char** argv) {
         std::ostringstream table;
         table << "| | top-1 | head top-1 (" << s1.head_tail.head_classes << " classes) | tail top-1 ("
               << s1.head_tail.tail_classes << " classes) |\n|---|---|---|---|\n";
+        // A group without test images has no accuracy: "-".
+        const auto group = [](int64_t images, double v) { return images > 0 ? pct(v) + "%" : std::string("-"); };
         for (auto& [name, s] : {std::pair<const char*, const StageResult*>{"stage 1 (long-tailed)", &s1},
                                 {"stage 2 (balanced fine-tuning)", &s2}})
-          table << "| " << name << " | " << pct(s->eval.top1_accuracy()) << "% | " << pct(s->head_tail.head_top1)
-                << "% | " << pct(s->head_tail.tail_top1) << "% |\n";
+          table << "| " << name << " | " << pct(s->eval.top1_accuracy()) << "% | "
+                << group(s->head_tail.head_images, s->head_tail.head_top1) << " | "
+                << group(s->head_tail.tail_images, s->head_tail.tail_top1) << " |\n";
         std::printf("== test accuracy (%lld images)\n%s", (long long)s1.eval.images, table.str().c_str());
 
         // 3. Class-mean features of the training set (stage 2 model), EMD similarity, selection.

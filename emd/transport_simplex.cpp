@@ -711,6 +711,11 @@ Result solve_cuda(const double*, int64_t, int64_t, const std::vector<double>&, c
                   int) {
   throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
 }
+namespace detail {
+std::unique_ptr<RowPricer> cuda_row_pricer(const double*, int, int, int) {
+  throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
+}
+}  // namespace detail
 #endif
 
 Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/error.h"
 #include "tensor/macros.h"
 
 namespace fgvc {
@@ -16,6 +17,7 @@ class FastDivmod {
  public:
   FastDivmod() = default;
   explicit FastDivmod(uint32_t d) : d_(d) {
+    FGVC_CHECK(d > 0, "FastDivmod", "division by zero");
     while ((uint64_t(1) << l_) < d) ++l_;
     m_ = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << l_) - d)) / d + 1);
   }
