@@ -102,8 +102,13 @@ Dataset load_list_file(const std::string& path) {
   std::ifstream names(names_path);
   FGVC_CHECK(names, "dataset", names_path, ": cannot open");
   std::set<std::string> seen;
+  std::vector<std::string> lines;
   for (std::string name; std::getline(names, name);) {
     if (!name.empty() && name.back() == '\r') name.pop_back();
+    lines.push_back(name);
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();  // blank lines at the end
+  for (const std::string& name : lines) {
     FGVC_CHECK(!name.empty(), "dataset", names_path, ":", d.classes.size() + 1, ": empty class name");
     FGVC_CHECK(seen.insert(name).second, "dataset", names_path, ": class '", name, "' named twice");
     d.classes.push_back(name);
@@ -213,24 +218,28 @@ Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const 
 }
 
 void write_list_file(const std::string& path, const Dataset& d) {
-  // The names first: a list is never left beside names that are not its own.
+  // Two files cannot be replaced at once: a failure between the two writes leaves the new
+  // names beside the old list (each file itself is whole).
   const std::string names_path = list_classes_path(path);
   if (d.numbered) {  // the labels are all there is; names left from an earlier list must not apply
     std::error_code ec;
     fs::remove(names_path, ec);
   } else {
     std::ostringstream names;
+    std::set<std::string> seen;
     for (const std::string& c : d.classes) {
-      FGVC_CHECK(!c.empty() && c.find('\n') == std::string::npos, "dataset", names_path, ": class name '", c,
-                 "' cannot be written one per line");
+      FGVC_CHECK(!c.empty() && c.find_first_of("\r\n") == std::string::npos, "dataset", names_path, ": class name '",
+                 c, "' cannot be written one per line");
+      FGVC_CHECK(seen.insert(c).second, "dataset", names_path, ": class '", c, "' named twice");
       names << c << '\n';
     }
     write_file_atomic(names_path, names.str());
   }
-  const fs::path base = fs::absolute(fs::path(path)).parent_path();
+  // Both sides normalised: lexically_relative reads "a/../b" as three names, not as "b".
+  const fs::path base = fs::absolute(fs::path(path)).lexically_normal().parent_path();
   std::ostringstream out;
   for (const Sample& s : d.samples)
-    out << fs::absolute(s.path).lexically_relative(base).string() << '\t' << s.label << '\n';
+    out << fs::absolute(s.path).lexically_normal().lexically_relative(base).string() << '\t' << s.label << '\n';
   write_file_atomic(path, out.str());
 }
 

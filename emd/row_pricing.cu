@@ -83,16 +83,23 @@ class CudaRowPricer : public RowPricer {
     FGVC_CUDA_CHECK(cudaMemcpyAsync(cost_, cost, sizeof(double) * cells, cudaMemcpyHostToDevice, stream_));
   }
 
+  // Never throws (it runs in the destructor and on a failed construction): the device is
+  // switched by hand, errors are ignored, and what cannot be freed is left to the driver.
   void release() noexcept {
-    cuda::DeviceGuard guard(device_);
-    if (stream_) cudaStreamSynchronize(stream_);  // nothing of ours may still be in flight
-    for (cudaEvent_t e : events_)
-      if (e) cudaEventDestroy(e);
-    for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_)})
-      if (p) cudaFreeHost(p);
-    for (void* p : {static_cast<void*>(cost_), static_cast<void*>(pot_), static_cast<void*>(reduced_),
-                    static_cast<void*>(column_)})
-      if (p) cuda::release(p, device_);
+    int previous = -1;
+    const bool switched = cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(device_) == cudaSuccess;
+    try {
+      if (stream_) cudaStreamSynchronize(stream_);  // nothing of ours may still be in flight
+      for (cudaEvent_t e : events_)
+        if (e) cudaEventDestroy(e);
+      for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_)})
+        if (p) cudaFreeHost(p);
+      for (void* p : {static_cast<void*>(cost_), static_cast<void*>(pot_), static_cast<void*>(reduced_),
+                      static_cast<void*>(column_)})
+        if (p) cuda::release(p, device_);
+    } catch (...) {
+    }
+    if (switched && previous >= 0) cudaSetDevice(previous);
   }
 
   int m_, n_, device_;

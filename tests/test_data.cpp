@@ -415,6 +415,17 @@ TEST(Datasets, AlignClassesByName) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("subset.classes.txt names 1 classes"), std::string::npos) << e.what();
     }
+    { std::ofstream(train + "/subset.classes.txt") << "class_0\r\nclass_1\r\nclass_2\r\nclass_3\r\n\r\n\n"; }
+    EXPECT_EQ(load_dataset(train + "/subset.txt").classes, sub.classes);  // CRLF and blank lines at the end
+    // A list written through "..": its paths are relative to where it really is.
+    fs::create_directories(train + "/lists");
+    write_list_file(train + "/lists/../lists/up.txt", sub);
+    const Dataset up = load_dataset(train + "/lists/up.txt");
+    ASSERT_EQ(up.samples.size(), sub.samples.size());
+    for (size_t k = 0; k < up.samples.size(); ++k) EXPECT_TRUE(fs::equivalent(up.samples[k].path, sub.samples[k].path));
+    Dataset twice = sub;
+    twice.classes[1] = twice.classes[0];
+    EXPECT_THROW(write_list_file(train + "/twice.txt", twice), Error);
     sub.numbered = true;
     write_list_file(train + "/subset.txt", sub);
     EXPECT_FALSE(fs::exists(train + "/subset.classes.txt"));

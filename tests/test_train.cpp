@@ -317,6 +317,15 @@ TEST(Plots, ChartDrawsWhatItIsGivenAndWritesAPng) {
   EXPECT_GE(train::nice_ticks(&lo, &hi, 5).size(), 2u);
   EXPECT_LT(lo, 3);
   EXPECT_GT(hi, 3);
+  // Values a few ulps apart (a step below an ulp would never advance), huge and non-finite ones.
+  for (auto [a, b] : std::vector<std::pair<double, double>>{{0.1, std::nextafter(0.1, 1.0)}, {75, 75.00000000000001},
+                                                            {1e16, 1e16 + 2}, {-INFINITY, NAN}, {-1e300, 1e300}}) {
+    lo = a, hi = b;
+    const std::vector<double> t = train::nice_ticks(&lo, &hi, 5);
+    EXPECT_GE(t.size(), 2u) << a;
+    EXPECT_LE(t.size(), 30u) << a;
+    EXPECT_TRUE(std::isfinite(lo) && std::isfinite(hi) && hi > lo) << a;
+  }
 
   train::Chart c(400, 300);
   c.set_labels("step", "loss");
@@ -372,6 +381,21 @@ TEST(Plots, ChartDrawsWhatItIsGivenAndWritesAPng) {
   EXPECT_EQ(d.image.rgb, b.render());
   EXPECT_FALSE(b.write_png(dir + "/no/such/folder/b.png", &error));
   EXPECT_NE(error.find("b.png"), std::string::npos) << error;
+  // Bytes the font has no glyph for (UTF-8, tabs), names far too long for the room below the
+  // axis, and bars that are all zero (drawn from 0, not from the middle of the plot).
+  train::Chart odd(400, 300);
+  odd.set_labels("caf\xc3\xa9\tx", "\x7f\x01");
+  odd.bars({0, 0, 0}, {217, 217, 217}, "n\xc3\xa4me");
+  odd.set_categories({std::string(200, 'w'), "\xe2\x82\xac", "x"});
+  odd.line({0, 1, 2}, {1, 2, 3}, red, "\xff");
+  const std::vector<uint8_t> o = odd.render();
+  int bar_pixels = 0, red_pixels = 0;
+  for (size_t k = 0; k + 2 < o.size(); k += 3) {
+    bar_pixels += o[k] == 217 && o[k + 1] == 217 && o[k + 2] == 217;
+    red_pixels += o[k] == 200 && o[k + 1] == 0 && o[k + 2] == 0;
+  }
+  EXPECT_LT(bar_pixels, 3 * 400);  // at most a line each at the axis, not columns of bar
+  EXPECT_GT(red_pixels, 50);       // still a plot to draw into, despite the long name
 }
 
 // A run folder's plots from its metrics.jsonl and per_class.csv (one or several runs).
@@ -385,6 +409,7 @@ TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
       m << nlohmann::json{{"kind", "step"}, {"step", s}, {"epoch", 1 + s / 10}, {"loss", 2.0 / s}}.dump() << "\n";
     m << nlohmann::json{{"kind", "epoch"}, {"step", 10}, {"val_top1", 0.4}, {"val_top5", 0.8}}.dump() << "\n";
     m << nlohmann::json{{"kind", "epoch"}, {"step", 20}, {"val_top1", 0.6}, {"val_top5", 0.9}}.dump() << "\n";
+    m << "null\n[]\n{\"kind\": 3}\n{\"kind\": \"step\", \"loss\": 1}\n{\"kind\": \"epoch\", \"step\": \"x\"}\n";  // not ours
     m << "{\"kind\": \"step\", \"st";  // a line cut short by a crash
   }
   { std::ofstream(run + "/per_class.csv") << "class,train_images,val_images,top1,top5\n\"a, b\",5,2,0.5,1\nc,9,2,1,1\n"; }
@@ -404,7 +429,7 @@ TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
   EXPECT_TRUE(fs::exists(both + "/loss.png") && fs::exists(both + "/accuracy.png") && fs::exists(both + "/per_class.png"));
   EXPECT_EQ(train::make_plots(other), "");
   EXPECT_FALSE(fs::exists(other + "/accuracy.png"));
-  EXPECT_NE(train::make_plots(run + "/missing_folder"), "");  // cannot write: a line saying so
+  EXPECT_NE(train::make_plots(run + "/missing_folder").find("no metrics.jsonl"), std::string::npos);
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {

@@ -58,16 +58,25 @@ struct Canvas {
   }
 };
 
+// stb_easy_font has glyphs for the printable ASCII characters only (it indexes its table by
+// the byte): anything else is drawn as '?'.
+std::string printable(const std::string& s) {
+  std::string out = s;
+  for (char& ch : out)
+    if (static_cast<unsigned char>(ch) < 32 || static_cast<unsigned char>(ch) > 126) ch = '?';
+  return out;
+}
+
 int text_width(const std::string& s, int scale = kText) {
-  std::string copy = s;
+  std::string copy = printable(s);
   return stb_easy_font_width(copy.data()) * scale;
 }
 int text_height(int scale = kText) { return 9 * scale; }
 
 // Text with its top-left corner at (x, y): stb_easy_font's axis-aligned quads, scaled.
 void draw_text(Canvas& c, const std::string& s, int x, int y, Rgb color, int scale = kText) {
-  static thread_local std::vector<char> buffer(1 << 16);
-  std::string copy = s;
+  static thread_local std::vector<char> buffer(1 << 16);  // 1,024 quads: about 240 characters
+  std::string copy = printable(s);
   const int quads = stb_easy_font_print(0, 0, copy.data(), nullptr, buffer.data(), static_cast<int>(buffer.size()));
   for (int q = 0; q < quads; ++q) {
     float lo_x = 1e9f, lo_y = 1e9f, hi_x = -1e9f, hi_y = -1e9f;
@@ -88,8 +97,12 @@ void draw_text_upwards(Canvas& c, const std::string& s, int x, int y_bottom, Rgb
 }
 
 std::string tick_text(double v, double step) {
-  const int decimals = step >= 1 ? 0 : std::min(8, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
   char buf[64];
+  if (std::fabs(v) >= 1e7 || (step < 1e-6 && v != 0)) {  // compact where fixed digits would run long
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+    return buf;
+  }
+  const int decimals = step >= 1 ? 0 : std::min(8, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
   std::snprintf(buf, sizeof buf, "%.*f", decimals, std::fabs(v) < step * 1e-9 ? 0.0 : v);
   return buf;
 }
@@ -97,8 +110,10 @@ std::string tick_text(double v, double step) {
 }  // namespace
 
 std::vector<double> nice_ticks(double* lo, double* hi, int count) {
-  if (!(*hi > *lo)) {  // one value (or none): a unit around it
-    const double mid = std::isfinite(*lo) ? *lo : 0.0, half = std::max(std::fabs(mid) * 0.1, 0.5);
+  if (!std::isfinite(*lo) || !std::isfinite(*hi)) *lo = 0, *hi = 1;  // nothing finite to show
+  const double scale = std::max({std::fabs(*lo), std::fabs(*hi), 1e-300});
+  if (!(*hi - *lo > 1e-9 * scale)) {  // one value, or values a few ulps apart: a range around them
+    const double mid = 0.5 * (*lo + *hi), half = std::max(std::fabs(mid) * 0.1, 0.5);
     *lo = mid - half, *hi = mid + half;
   }
   const double raw = (*hi - *lo) / std::max(count, 1), power = std::pow(10.0, std::floor(std::log10(raw)));
@@ -110,8 +125,10 @@ std::vector<double> nice_ticks(double* lo, double* hi, int count) {
     }
   *lo = std::floor(*lo / step + 1e-9) * step;
   *hi = std::ceil(*hi / step - 1e-9) * step;
+  // By index, not by adding the step: an addition too small to change the value never ends.
+  const long long n = std::min<long long>(std::llround((*hi - *lo) / step), 4 * std::max(count, 1) + 4);
   std::vector<double> ticks;
-  for (double t = *lo; t <= *hi + step * 1e-6; t += step) ticks.push_back(t);
+  for (long long k = 0; k <= n; ++k) ticks.push_back(*lo + double(k) * step);
   return ticks;
 }
 
@@ -151,9 +168,11 @@ std::vector<uint8_t> Chart::render() const {
     x_ticks = nice_ticks(&x_lo, &x_hi, 6);
   }
   if (fixed_y_) y_lo = y_lo_, y_hi = y_hi_;
-  const std::vector<double> y_ticks = fixed_y_ ? nice_ticks(&y_lo, &y_hi, 5) : nice_ticks(&y_lo, &y_hi, 5);
+  const std::vector<double> y_ticks = nice_ticks(&y_lo, &y_hi, 5);
   double r_lo = 0, r_hi = 0;
-  for (double b : bars_) r_hi = std::max(r_hi, b);
+  for (double b : bars_)
+    if (std::isfinite(b)) r_hi = std::max(r_hi, b);
+  if (r_hi <= 0) r_hi = 1;  // all bars 0: the axis still starts at 0
   const std::vector<double> r_ticks = bars_.empty() ? std::vector<double>{} : nice_ticks(&r_lo, &r_hi, 5);
   const double y_step = y_ticks.size() > 1 ? y_ticks[1] - y_ticks[0] : 1, r_step = r_ticks.size() > 1 ? r_ticks[1] - r_ticks[0] : 1;
   const double x_step = x_ticks.size() > 1 ? x_ticks[1] - x_ticks[0] : 1;
@@ -162,9 +181,22 @@ std::vector<uint8_t> Chart::render() const {
   int y_tick_w = 0, r_tick_w = 0, cat_h = 0;
   for (double t : y_ticks) y_tick_w = std::max(y_tick_w, text_width(tick_text(t, y_step)));
   for (double t : r_ticks) r_tick_w = std::max(r_tick_w, text_width(tick_text(t, r_step)));
-  const int cat_scale = n_cat > 20 ? 1 : kText;
-  if (!x_ticks.empty() && !categories_.empty())
-    for (const std::string& s : categories_) cat_h = std::max(cat_h, text_width(s, cat_scale));
+  // Category names upwards under the axis, in at most a third of the height: smaller text, then
+  // names cut short (with "..") where they would not fit.
+  const int cat_room = height_ / 3;
+  int cat_scale = n_cat > 20 ? 1 : kText;
+  std::vector<std::string> cats = categories_;
+  if (!x_ticks.empty() && !cats.empty()) {
+    for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
+    if (cat_h > cat_room && cat_scale > 1) {
+      cat_scale = 1, cat_h = 0;
+      for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
+    }
+    for (std::string& s : cats)
+      while (text_width(s, cat_scale) > cat_room && s.size() > 3) s = s.substr(0, s.size() - 3) + "..";
+    cat_h = 0;
+    for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
+  }
   const int th = text_height();
   const int left = 12 + th + 8 + y_tick_w + 6, top = 16;
   const int right = bars_.empty() ? 20 : 6 + r_tick_w + 8 + th + 12;
@@ -181,8 +213,10 @@ std::vector<uint8_t> Chart::render() const {
     for (double t : x_ticks) c.fill(static_cast<int>(std::lround(X(t))), py0, static_cast<int>(std::lround(X(t))) + 1, py1, kGrid);
   for (size_t k = 0; k < bars_.size(); ++k) {
     const double half = 0.4 * (px1 - px0) / double(n_cat);
-    c.fill(static_cast<int>(std::lround(X(double(k)) - half)), static_cast<int>(std::lround(R(bars_[k]))),
-           static_cast<int>(std::lround(X(double(k)) + half)) + 1, py1, bar_color_);
+    if (!std::isfinite(bars_[k])) continue;
+    const double bar_top = R(std::max(bars_[k], 0.0)), base = R(0.0);
+    c.fill(static_cast<int>(std::lround(X(double(k)) - half)), static_cast<int>(std::lround(bar_top)),
+           static_cast<int>(std::lround(X(double(k)) + half)) + 1, static_cast<int>(std::lround(base)) + 1, bar_color_);
   }
   for (const Series& s : lines_) {
     double travelled = 0;
@@ -217,7 +251,7 @@ std::vector<uint8_t> Chart::render() const {
     const int x = static_cast<int>(std::lround(X(x_ticks[k])));
     c.fill(x, py1, x + 1, py1 + 4, kBlack);
     if (!categories_.empty()) {
-      if (k < categories_.size()) draw_text_upwards(c, categories_[k], x - text_height(cat_scale) / 2, py1 + 6 + cat_h, kBlack, cat_scale);
+      if (k < cats.size()) draw_text_upwards(c, cats[k], x - text_height(cat_scale) / 2, py1 + 6 + cat_h, kBlack, cat_scale);
     } else {
       const std::string s = tick_text(x_ticks[k], x_step);
       draw_text(c, s, x - text_width(s) / 2, py1 + 7, kBlack);

@@ -23,28 +23,32 @@ struct Metrics {
   std::vector<double> step, loss, val_step, top1, top5;  // top1/top5 in percent
 };
 
-Metrics read_metrics(const std::string& run) {
-  Metrics m;
+// A field's number, or NaN where the line lacks it or holds something else.
+double number(const nlohmann::json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : NAN;
+}
+
+// False when the run has no metrics.jsonl. Lines that are not what training writes (one cut
+// short by a crash, say) are passed over: the plots show the rest.
+bool read_metrics(const std::string& run, Metrics* m) {
   std::ifstream in(fs::path(run) / "metrics.jsonl");
+  if (!in) return false;
   for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      continue;  // a line cut short by a crash: the plots show the rest
-    }
-    const std::string kind = j.value("kind", "");
-    if (kind == "step" && j.contains("loss") && j["loss"].is_number()) {
-      m.step.push_back(j["step"].get<double>());
-      m.loss.push_back(j["loss"].get<double>());
-    } else if (kind == "epoch" && j.contains("val_top1") && j["val_top1"].is_number()) {
-      m.val_step.push_back(j["step"].get<double>());
-      m.top1.push_back(100 * j["val_top1"].get<double>());
-      m.top5.push_back(j.contains("val_top5") && j["val_top5"].is_number() ? 100 * j["val_top5"].get<double>() : NAN);
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("kind") || !j["kind"].is_string()) continue;
+    const std::string kind = j["kind"].get<std::string>();
+    const double step = number(j, "step");
+    if (kind == "step" && std::isfinite(step)) {
+      m->step.push_back(step);
+      m->loss.push_back(number(j, "loss"));
+    } else if (kind == "epoch" && std::isfinite(step) && std::isfinite(number(j, "val_top1"))) {
+      m->val_step.push_back(step);
+      m->top1.push_back(100 * number(j, "val_top1"));
+      m->top5.push_back(100 * number(j, "val_top5"));
     }
   }
-  return m;
+  return true;
 }
 
 struct ClassRow {
@@ -70,7 +74,9 @@ std::vector<ClassRow> read_per_class(const std::string& run) {
     }
     if (fields.size() < 4 || fields[1].empty()) continue;  // no training counts: nothing to sort by
     try {
-      rows.push_back({fields[0], std::stod(fields[1]), 100 * std::stod(fields[3])});
+      // A class without validation images has no accuracy: a gap in the curve, not 0%.
+      const double top1 = std::stod(fields[2]) > 0 ? 100 * std::stod(fields[3]) : NAN;
+      rows.push_back({fields[0], std::stod(fields[1]), top1});
     } catch (const std::exception&) {
       continue;
     }
@@ -89,8 +95,9 @@ std::string make_plots(const std::string& run_dir) { return make_plots(std::vect
 std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir) {
   std::string error;
   const bool several = run_dirs.size() > 1;
-  std::vector<Metrics> metrics;
-  for (const std::string& run : run_dirs) metrics.push_back(read_metrics(run));
+  std::vector<Metrics> metrics(run_dirs.size());
+  for (size_t r = 0; r < run_dirs.size(); ++r)
+    if (!read_metrics(run_dirs[r], &metrics[r])) return "plots: no metrics.jsonl in " + run_dirs[r];
 
   Chart loss(720, 440);
   loss.set_labels("step", "training loss");
