@@ -677,13 +677,14 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
                      const std::vector<double>& b_in, const Options& options, const MakeRowPricer& make) {
   const auto t0 = std::chrono::steady_clock::now();
   const Reduced r = reduce(cost, m, n, a_in, b_in);
-  const std::unique_ptr<RowPricer> pricer = make(r.cost(cost), r.m(), r.n());
+  // Without `make` (solve() with block pricing), no pricer: the solver scans blocks itself.
+  const std::unique_ptr<RowPricer> pricer = make ? make(r.cost(cost), r.m(), r.n()) : nullptr;
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
   solver.set_row_pricer(pricer.get());
   solver.run();
   Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
   out.pricing_passes = solver.pricing_passes();
-  out.gpu_kernel_seconds = pricer->device_seconds();
+  if (pricer) out.gpu_kernel_seconds = pricer->device_seconds();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
@@ -692,15 +693,8 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
 
 Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in, const std::vector<double>& b_in,
              const Options& options) {
-  if (options.pricing == Pricing::Rows) return detail::solve_by_rows(cost, m, n, a_in, b_in, options, detail::cpu_row_pricer);
-  const auto t0 = std::chrono::steady_clock::now();
-  const detail::Reduced r = detail::reduce(cost, m, n, a_in, b_in);
-  Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
-  solver.run();
-  Result out =
-      detail::assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
-  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return out;
+  return detail::solve_by_rows(cost, m, n, a_in, b_in, options,
+                               options.pricing == Pricing::Rows ? detail::MakeRowPricer(detail::cpu_row_pricer) : nullptr);
 }
 
 #if !FGVC_WITH_CUDA

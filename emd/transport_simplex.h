@@ -160,7 +160,8 @@ class RowPricer {
 std::unique_ptr<RowPricer> cpu_row_pricer(const double* cost, int m, int n);
 // The GPU's pass (CUDA builds only): the costs copied to `device` once, kept there.
 std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device);
-// Pricing::Rows with the given pricer for the reduced problem's costs (made by `make`).
+// The host solver: Pricing::Rows with the pricer `make` makes for the reduced problem's
+// costs, or, with an empty `make`, block pricing.
 using MakeRowPricer = std::function<std::unique_ptr<RowPricer>(const double* cost, int m, int n)>;
 Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector<double>& a,
                      const std::vector<double>& b, const Options& options, const MakeRowPricer& make);

@@ -187,15 +187,12 @@ std::vector<uint8_t> Chart::render() const {
   int cat_scale = n_cat > 20 ? 1 : kText;
   std::vector<std::string> cats = categories_;
   if (!x_ticks.empty() && !cats.empty()) {
-    for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
-    if (cat_h > cat_room && cat_scale > 1) {
-      cat_scale = 1, cat_h = 0;
-      for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
-    }
-    for (std::string& s : cats)
+    for (const std::string& s : cats)
+      if (text_width(s, cat_scale) > cat_room) cat_scale = 1;
+    for (std::string& s : cats) {
       while (text_width(s, cat_scale) > cat_room && s.size() > 3) s = s.substr(0, s.size() - 3) + "..";
-    cat_h = 0;
-    for (const std::string& s : cats) cat_h = std::max(cat_h, text_width(s, cat_scale));
+      cat_h = std::max(cat_h, text_width(s, cat_scale));
+    }
   }
   const int th = text_height();
   const int left = 12 + th + 8 + y_tick_w + 6, top = 16;
@@ -211,8 +208,8 @@ std::vector<uint8_t> Chart::render() const {
   for (double t : y_ticks) c.fill(px0, static_cast<int>(std::lround(Y(t))), px1, static_cast<int>(std::lround(Y(t))) + 1, kGrid);
   if (categories_.empty())
     for (double t : x_ticks) c.fill(static_cast<int>(std::lround(X(t))), py0, static_cast<int>(std::lround(X(t))) + 1, py1, kGrid);
+  const double half = n_cat > 0 ? 0.4 * (px1 - px0) / double(n_cat) : 0;  // of a bar's width
   for (size_t k = 0; k < bars_.size(); ++k) {
-    const double half = 0.4 * (px1 - px0) / double(n_cat);
     if (!std::isfinite(bars_[k])) continue;
     const double bar_top = R(std::max(bars_[k], 0.0)), base = R(0.0);
     c.fill(static_cast<int>(std::lround(X(double(k)) - half)), static_cast<int>(std::lround(bar_top)),

@@ -84,9 +84,12 @@ std::vector<ClassRow> read_per_class(const std::string& run) {
   return rows;
 }
 
-std::string label(const std::string& run) { return fs::path(run).lexically_normal().filename().string().empty()
-                                                      ? fs::path(run).lexically_normal().parent_path().filename().string()
-                                                      : fs::path(run).lexically_normal().filename().string(); }
+// A run's name in a legend: its folder's ("runs/stage1/" -> "stage1").
+std::string label(const std::string& run) {
+  fs::path p = fs::path(run).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
 
 }  // namespace
 

@@ -101,9 +101,10 @@ Module::LoadReport load_weights(Classifier& model, const std::string& path, bool
 Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor> weights, bool reset_classifier,
                                 bool strict) {
   const auto starts = [](const std::string& name, const std::string& prefix) { return name.rfind(prefix, 0) == 0; };
+  const std::map<std::string, Tensor> own = model.state_dict();
   // The model's own tensors under `prefix` stand in for the file's, as if read from it.
   const auto keep_own = [&](const std::string& prefix) {
-    for (const auto& [name, t] : model.state_dict())
+    for (const auto& [name, t] : own)
       if (starts(name, prefix)) weights[name] = t.detach().clone();
   };
   for (const std::string& prefix : model.optional_prefixes()) {
@@ -114,7 +115,7 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
   // Batch norm's step counter is training bookkeeping that many exported files (timm's among
   // them) leave out; PyTorch's loader fills it in too. A file without it keeps the model's.
   const std::string counter = "num_batches_tracked";
-  for (const auto& [name, t] : model.state_dict())
+  for (const auto& [name, t] : own)
     if (name.size() > counter.size() && name.compare(name.size() - counter.size(), counter.size(), counter) == 0 &&
         !weights.count(name))
       weights[name] = t.detach().clone();
