@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "app_runner.h"
 #include "autograd/grad_mode.h"
@@ -430,6 +431,28 @@ TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
   EXPECT_EQ(train::make_plots(other), "");
   EXPECT_FALSE(fs::exists(other + "/accuracy.png"));
   EXPECT_NE(train::make_plots(run + "/missing_folder").find("no metrics.jsonl"), std::string::npos);
+}
+
+// per_class.csv keeps any class name: commas, quotes and line breaks are quoted on the way
+// out and read back as they were (the per-class plot reads the file).
+TEST(Plots, PerClassCsvRoundTripsAwkwardClassNames) {
+  const std::string path = test_dir("per_class_names") + ".csv";
+  train::EvalResult r;
+  r.per_class = {{4, 3, 4}, {2, 1, 2}, {5, 5, 5}, {1, 0, 1}, {3, 2, 3}};
+  const std::vector<std::string> names = {"plain", "a, b", "say \"hi\"", "two\nlines", "cr\r\nend"};
+  train::write_per_class_csv(path, r, names, {10, 20, 30, 40, 50});
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<std::vector<std::string>> records = train::read_csv(in);
+  ASSERT_EQ(records.size(), names.size() + 1);
+  EXPECT_EQ(records[0], (std::vector<std::string>{"class", "train_images", "val_images", "top1", "top5"}));
+  for (size_t c = 0; c < names.size(); ++c) {
+    ASSERT_EQ(records[c + 1].size(), 5u) << c;
+    EXPECT_EQ(records[c + 1][0], names[c]);
+    EXPECT_EQ(records[c + 1][1], std::to_string(10 * (c + 1)));
+    EXPECT_EQ(records[c + 1][2], std::to_string(r.per_class[c].images));
+  }
+  std::istringstream crlf("a,b\r\n\"x\r\ny\",2\r\nlast,3");  // CRLF records, no final line end
+  EXPECT_EQ(train::read_csv(crlf), (std::vector<std::vector<std::string>>{{"a", "b"}, {"x\r\ny", "2"}, {"last", "3"}}));
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {

@@ -100,7 +100,7 @@ void write_per_class_csv(const std::string& path, const EvalResult& r, const std
   for (size_t c = 0; c < r.per_class.size(); ++c) {
     const ClassResult& cr = r.per_class[c];
     std::string name = c < classes.size() ? classes[c] : std::to_string(c);
-    if (name.find_first_of(",\"\n") != std::string::npos) {  // CSV quoting
+    if (name.find_first_of(",\"\r\n") != std::string::npos) {  // CSV quoting
       std::string q = "\"";
       for (char ch : name) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
       name = q + "\"";

@@ -14,6 +14,26 @@ namespace train {
 
 namespace fs = std::filesystem;
 
+std::vector<std::vector<std::string>> read_csv(std::istream& in) {
+  std::vector<std::vector<std::string>> records;
+  std::vector<std::string> fields(1);
+  bool quoted = false, any = false;
+  for (char ch; in.get(ch);) {
+    any = true;
+    if (quoted && ch == '"' && in.peek() == '"') fields.back() += '"', in.get();
+    else if (ch == '"') quoted = !quoted;
+    else if (ch == ',' && !quoted) fields.emplace_back();
+    else if ((ch == '\n' || ch == '\r') && !quoted) {
+      if (ch == '\r' && in.peek() == '\n') in.get();
+      records.push_back(std::move(fields));
+      fields.assign(1, std::string());
+      any = false;
+    } else fields.back() += ch;
+  }
+  if (any) records.push_back(std::move(fields));
+  return records;
+}
+
 namespace {
 
 // One colour per run.
@@ -60,18 +80,9 @@ struct ClassRow {
 std::vector<ClassRow> read_per_class(const std::string& run) {
   std::vector<ClassRow> rows;
   std::ifstream in(fs::path(run) / "per_class.csv");
-  std::string line;
-  if (!std::getline(in, line)) return rows;  // the header
-  while (std::getline(in, line)) {
-    std::vector<std::string> fields(1);
-    bool quoted = false;
-    for (size_t k = 0; k < line.size(); ++k) {
-      const char ch = line[k];
-      if (quoted && ch == '"' && k + 1 < line.size() && line[k + 1] == '"') fields.back() += '"', ++k;
-      else if (ch == '"') quoted = !quoted;
-      else if (ch == ',' && !quoted) fields.emplace_back();
-      else fields.back() += ch;
-    }
+  const std::vector<std::vector<std::string>> records = read_csv(in);
+  for (size_t r = 1; r < records.size(); ++r) {  // after the header
+    const std::vector<std::string>& fields = records[r];
     if (fields.size() < 4 || fields[1].empty()) continue;  // no training counts: nothing to sort by
     try {
       // A class without validation images has no accuracy: a gap in the curve, not 0%.

@@ -5,6 +5,7 @@
 //   per_class.png  per-class validation top-1 against training images per class (bars), the
 //                  classes sorted by their number of training images (the paper's Figs. 2, 4)
 #pragma once
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,11 @@ namespace train {
 std::string make_plots(const std::string& run_dir);
 // Several runs in one set of plots (a curve each, e.g. stage 1 and stage 2), into out_dir.
 std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir);
+
+// CSV records as per_class.csv is written (train/evaluate.h): fields split at unquoted
+// commas, records at unquoted line ends; a quoted field may hold commas, "" for a quote,
+// and line breaks.
+std::vector<std::vector<std::string>> read_csv(std::istream& in);
 
 }  // namespace train
 }  // namespace fgvc
