@@ -335,6 +335,9 @@ void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells) {
 
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options, int device) {
   const auto t0 = std::chrono::steady_clock::now();
+  FGVC_CHECK(options.gpu_threads == 0 ||
+                 (options.gpu_threads >= 32 && options.gpu_threads <= kThreads && options.gpu_threads % 32 == 0),
+             "emd", "gpu_threads must be 0 or a multiple of 32 up to ", kThreads, ", got ", options.gpu_threads);
   FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
   if (problems.empty()) return {};
   cuda::DeviceGuard guard(device);
@@ -422,7 +425,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   cudaEvent_t* events = timing.e;
   for (int k = 0; k < 2; ++k) FGVC_CUDA_CHECK(cudaEventCreate(&events[k]));
   FGVC_CUDA_CHECK(cudaEventRecord(events[0], stream));
-  kernel<<<static_cast<unsigned>(problems.size()), kThreads, dynamic, stream>>>(device_problems, dynamic);
+  const int threads = options.gpu_threads > 0 ? options.gpu_threads : kThreads;
+  kernel<<<static_cast<unsigned>(problems.size()), threads, dynamic, stream>>>(device_problems, dynamic);
   FGVC_CHECK_LAUNCH();
   FGVC_CUDA_CHECK(cudaEventRecord(events[1], stream));
 

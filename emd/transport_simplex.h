@@ -40,6 +40,10 @@ struct Options {
   // GPU only: plan each pivot in one thread (plan_pivot, emd/array_tree.h) instead of warp 0
   // (emd/warp_plan.h). The same pivots either way; for timing one against the other.
   bool gpu_one_thread_plan = false;
+  // GPU only: threads per block of the pivoting kernel, a multiple of 32 up to 1024 (0: 1024).
+  // The same optimum with any count; fewer for compute-sanitizer's racecheck, whose cost
+  // grows with the threads that share memory (scripts/gpu-check.sh).
+  int gpu_threads = 0;
   // Block or Rows. solve_cuda with Rows: passes on the GPU, pivots on the host (no kernel
   // pivots); solve_batch_cuda always pivots in its kernel with block pricing.
   Pricing pricing = Pricing::Block;

@@ -319,6 +319,27 @@ TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
   }
 }
 
+// Two warps a block instead of 32: the same optimum. (compute-sanitizer's racecheck runs this
+// test, scripts/gpu-check.sh: its cost grows with the threads sharing memory.)
+TEST(EmdCuda, FewerThreadsPerBlockReachTheSameOptimum) {
+  FGVC_REQUIRE_CUDA();
+  emd::Options two_warps;
+  two_warps.gpu_threads = 64;
+  const std::vector<Case> cases = gpu_cases();
+  for (const Case& c : cases) {
+    const int64_t m = c.cost.size(0), n = c.cost.size(1);
+    if (c.pot_cost < 0 || m + n > 400) continue;  // POT's small fixtures only
+    const emd::Result want = emd::solve(c.cost.data<double>(), m, n, c.a, c.b);
+    const emd::Result got = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, two_warps);
+    expect_certified(c.cost, c.a, c.b, got, c.name + " (64 threads)");
+    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << c.name;
+  }
+  emd::Options odd;
+  odd.gpu_threads = 48;
+  const Case& c = cases.front();
+  EXPECT_THROW(emd::solve_cuda(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b, odd), Error);
+}
+
 // Many targets against one source in one launch, as source selection runs them.
 TEST(EmdCuda, BatchOfTargetsAgainstOneSource) {
   FGVC_REQUIRE_CUDA();
