@@ -93,6 +93,7 @@ class Solver {
          bool exact)
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
         max_iterations_(o.max_iterations), exact_(exact) {
+    list_limit_ = o.row_candidates > 0 ? static_cast<size_t>(o.row_candidates) : static_cast<size_t>(m);
     const int64_t cells = static_cast<int64_t>(m) * n;
     // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
     // (measured on 1000 x 200 to 6089 x 200 problems).
@@ -155,6 +156,7 @@ class Solver {
   // Pricing::Rows: the entering cells come from this pricer's passes (not owned).
   void set_row_pricer(detail::RowPricer* pricer) { pricer_ = pricer; }
   int64_t pricing_passes() const { return passes_; }
+  double pass_seconds() const { return pass_seconds_; }
 
  private:
   double cost(int i, int j) const { return c_[static_cast<int64_t>(i) * n_ + j]; }
@@ -373,26 +375,41 @@ class Solver {
     return false;
   }
 
-  // Pricing::Rows: the next candidate of the last pass that still improves against the
-  // current potentials (earlier pivots shifted some), else a new pass; none after a pass:
-  // optimal. Candidates most negative first, ties by row, so the order is the pass's alone.
+  // Pricing::Rows: the most negative reduced cost among the last pass's candidates (its
+  // rows' minima, at most list_limit_ of the most negative), each re-priced against the
+  // current potentials, since earlier pivots shifted some; those that stopped improving
+  // leave the list. An empty list: a new pass; a pass without candidates: optimal. Each
+  // candidate's cost is kept beside it, so the re-pricing reads no row of the matrix.
   bool next_candidate(int* ei, int* ej, double* d) {
     for (;;) {
-      while (candidate_ < candidates_.size()) {
-        const detail::RowMinimum& c = candidates_[candidate_++];
-        const double r = cost(c.i, c.j) - pot_[c.i] - pot_[m_ + c.j];
-        if (r < -tol_) {
-          *ei = c.i, *ej = c.j, *d = r;
-          return true;
-        }
+      size_t kept = 0;
+      double best = -tol_;
+      size_t best_at = 0;
+      for (size_t k = 0; k < list_.size(); ++k) {
+        const ListEntry e = list_[k];
+        const double r = e.cost - pot_[e.i] - pot_[m_ + e.j];
+        if (!(r < -tol_)) continue;
+        if (r < best) best = r, best_at = kept;
+        list_[kept++] = e;
       }
+      list_.resize(kept);
+      if (kept > 0) {
+        *ei = list_[best_at].i, *ej = list_[best_at].j, *d = best;
+        return true;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
       pricer_->price(pot_.data(), tol_, &candidates_);
       ++passes_;
-      candidate_ = 0;
-      std::sort(candidates_.begin(), candidates_.end(), [](const detail::RowMinimum& x, const detail::RowMinimum& y) {
-        return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
-      });
+      pass_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (candidates_.empty()) return false;
+      if (candidates_.size() > list_limit_) {  // a strict order: the same list from the same pass
+        std::nth_element(candidates_.begin(), candidates_.begin() + list_limit_, candidates_.end(),
+                         [](const detail::RowMinimum& x, const detail::RowMinimum& y) {
+                           return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
+                         });
+        candidates_.resize(list_limit_);
+      }
+      for (const detail::RowMinimum& c : candidates_) list_.push_back({cost(c.i, c.j), c.i, c.j});
     }
   }
 
@@ -503,9 +520,15 @@ class Solver {
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
   detail::RowPricer* pricer_ = nullptr;
-  std::vector<detail::RowMinimum> candidates_;
-  size_t candidate_ = 0;
+  std::vector<detail::RowMinimum> candidates_;  // the last pass's
+  struct ListEntry {
+    double cost;
+    int i, j;
+  };
+  std::vector<ListEntry> list_;  // the candidates still improving
+  size_t list_limit_ = 0;
   int64_t passes_ = 0;
+  double pass_seconds_ = 0;
   std::vector<int> parent_, next_, prev_, size_, last_;
   std::vector<double> flow_, pot_;
   std::vector<int> path_a_, path_b_;  // the cycle's two tree paths (turn_cycle's scratch)
@@ -684,6 +707,7 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
   solver.run();
   Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
   out.pricing_passes = solver.pricing_passes();
+  out.pass_seconds = solver.pass_seconds();
   if (pricer) out.gpu_kernel_seconds = pricer->device_seconds();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

@@ -47,6 +47,8 @@ struct Options {
   // Block or Rows. solve_cuda with Rows: passes on the GPU, pivots on the host (no kernel
   // pivots); solve_batch_cuda always pivots in its kernel with block pricing.
   Pricing pricing = Pricing::Block;
+  // Pricing::Rows: how many of a pass's row minima stay candidates, the most negative (0: all).
+  int64_t row_candidates = 0;
 };
 
 struct FlowCell {
@@ -61,6 +63,7 @@ struct Result {
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
   int64_t pricing_passes = 0;     // Pricing::Rows: passes over every cell (0 with block pricing)
+  double pass_seconds = 0;        // Pricing::Rows: the passes' time (on the GPU: with the round trips)
   double seconds = 0;
   // GPU solver only (empty or 0 on the CPU): the shares of the kernel's time (thread 0's
   // clock) in pricing, in planning the pivots (warp 0: cycle, flows, rehanging), in the
