@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
                  "or block,rows");
   int64_t row_candidates = 0;
   cli.add_option("--row-candidates", row_candidates,
-                 "pricing by rows: row minima kept from each pass, the most negative (0: all, the default)");
+                 "pricing by rows: candidates a pass hands the pivots (0: the solvers' defaults, -1: every row's)");
   cli.add_option("--json", json_path, "also write the rows here");
   CLI11_PARSE(cli, argc, argv);
   const bool cpu = device != "cuda", gpu = device != "cpu";

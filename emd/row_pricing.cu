@@ -7,6 +7,7 @@
 // reduced cost below -tol and that cost's first column; the warp then combines the lanes,
 // ties to the smaller column. The reduced cost is (c_ij - u_i) - v_j, as the CPU's pass
 // computes it, so both give the same bits and the solvers take the same pivots.
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -62,7 +63,7 @@ class CudaRowPricer : public RowPricer {
   CudaRowPricer(const CudaRowPricer&) = delete;
   CudaRowPricer& operator=(const CudaRowPricer&) = delete;
 
-  void price(const double* pot, double tol, std::vector<RowMinimum>* out) override;
+  void price(const double* pot, double tol, int64_t want, std::vector<RowMinimum>* out) override;
   double device_seconds() const override { return seconds_; }
 
  private:
@@ -112,7 +113,7 @@ class CudaRowPricer : public RowPricer {
   double seconds_ = 0;
 };
 
-void CudaRowPricer::price(const double* pot, double tol, std::vector<RowMinimum>* out) {
+void CudaRowPricer::price(const double* pot, double tol, int64_t want, std::vector<RowMinimum>* out) {
   cuda::DeviceGuard guard(device_);
   std::copy(pot, pot + m_ + n_, host_pot_);
   FGVC_CUDA_CHECK(cudaMemcpyAsync(pot_, host_pot_, sizeof(double) * (m_ + n_), cudaMemcpyHostToDevice, stream_));
@@ -130,6 +131,12 @@ void CudaRowPricer::price(const double* pot, double tol, std::vector<RowMinimum>
   out->clear();
   for (int i = 0; i < m_; ++i)
     if (host_column_[i] >= 0) out->push_back({host_reduced_[i], i, host_column_[i]});
+  if (want > 0 && static_cast<int64_t>(out->size()) > want) {  // the most negative, by a strict order
+    std::nth_element(out->begin(), out->begin() + want, out->end(), [](const RowMinimum& x, const RowMinimum& y) {
+      return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
+    });
+    out->resize(static_cast<size_t>(want));
+  }
 }
 
 }  // namespace

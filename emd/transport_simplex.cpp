@@ -93,7 +93,7 @@ class Solver {
          bool exact)
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
         max_iterations_(o.max_iterations), exact_(exact) {
-    list_limit_ = o.row_candidates > 0 ? static_cast<size_t>(o.row_candidates) : static_cast<size_t>(m);
+    row_candidates_ = std::max<int64_t>(o.row_candidates, 0);  // 0 here: every row (the callers resolve the default)
     const int64_t cells = static_cast<int64_t>(m) * n;
     // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
     // (measured on 1000 x 200 to 6089 x 200 problems).
@@ -375,11 +375,11 @@ class Solver {
     return false;
   }
 
-  // Pricing::Rows: the most negative reduced cost among the last pass's candidates (its
-  // rows' minima, at most list_limit_ of the most negative), each re-priced against the
-  // current potentials, since earlier pivots shifted some; those that stopped improving
-  // leave the list. An empty list: a new pass; a pass without candidates: optimal. Each
-  // candidate's cost is kept beside it, so the re-pricing reads no row of the matrix.
+  // Pricing::Rows: the most negative reduced cost among the last pass's candidates (rows'
+  // minima), each re-priced against the current potentials, since earlier pivots shifted
+  // some; those that stopped improving leave the list. An empty list: a new pass; a pass
+  // without candidates: optimal. Each candidate's cost is kept beside it, so the re-pricing
+  // reads no row of the matrix.
   bool next_candidate(int* ei, int* ej, double* d) {
     for (;;) {
       size_t kept = 0;
@@ -398,17 +398,10 @@ class Solver {
         return true;
       }
       const auto t0 = std::chrono::steady_clock::now();
-      pricer_->price(pot_.data(), tol_, &candidates_);
+      pricer_->price(pot_.data(), tol_, row_candidates_, &candidates_);
       ++passes_;
       pass_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (candidates_.empty()) return false;
-      if (candidates_.size() > list_limit_) {  // a strict order: the same list from the same pass
-        std::nth_element(candidates_.begin(), candidates_.begin() + list_limit_, candidates_.end(),
-                         [](const detail::RowMinimum& x, const detail::RowMinimum& y) {
-                           return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
-                         });
-        candidates_.resize(list_limit_);
-      }
       for (const detail::RowMinimum& c : candidates_) list_.push_back({cost(c.i, c.j), c.i, c.j});
     }
   }
@@ -526,7 +519,7 @@ class Solver {
     int i, j;
   };
   std::vector<ListEntry> list_;  // the candidates still improving
-  size_t list_limit_ = 0;
+  int64_t row_candidates_ = 0;   // a pass's candidates (RowPricer::price's want)
   int64_t passes_ = 0;
   double pass_seconds_ = 0;
   std::vector<int> parent_, next_, prev_, size_, last_;
@@ -662,32 +655,42 @@ Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, cons
 
 namespace {
 // Each row's minimum by the vector loop, its column found again by equality (the loop
-// computes each reduced cost as the scalar code does), rows spread over the threads.
+// computes each reduced cost as the scalar code does). Every row: spread over the threads;
+// part of them (want > 0): one thread, from where the last pass stopped.
 class CpuRowPricer : public RowPricer {
  public:
   CpuRowPricer(const double* cost, int m, int n) : cost_(cost), m_(m), n_(n), found_(static_cast<size_t>(m)) {}
-  void price(const double* pot, double tol, std::vector<RowMinimum>* out) override {
-    const double* v = pot + m_;
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(m_) * n_ > (1 << 16))
-    for (int i = 0; i < m_; ++i) {
-      const double* row = cost_ + static_cast<int64_t>(i) * n_;
-      const double ui = pot[i], low = min_reduced_cost(row, v, ui, n_, -tol);
-      found_[i] = {low, i, -1};
-      if (low < -tol)
-        for (int j = 0; j < n_; ++j)
-          if (row[j] - ui - v[j] == low) {
-            found_[i].j = j;
-            break;
-          }
-    }
+  void price(const double* pot, double tol, int64_t want, std::vector<RowMinimum>* out) override {
     out->clear();
+    if (want > 0 && want < m_) {
+      for (int scanned = 0; scanned < m_ && static_cast<int64_t>(out->size()) < want; ++scanned) {
+        const RowMinimum f = row_minimum(pot, tol, next_row_);
+        next_row_ = next_row_ + 1 == m_ ? 0 : next_row_ + 1;
+        if (f.j >= 0) out->push_back(f);
+      }
+      return;
+    }
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(m_) * n_ > (1 << 16))
+    for (int i = 0; i < m_; ++i) found_[i] = row_minimum(pot, tol, i);
     for (const RowMinimum& f : found_)
       if (f.j >= 0) out->push_back(f);
   }
 
  private:
+  // Row i's smallest reduced cost and its first column; column -1 where none is below -tol.
+  RowMinimum row_minimum(const double* pot, double tol, int i) const {
+    const double* row = cost_ + static_cast<int64_t>(i) * n_;
+    const double* v = pot + m_;
+    const double ui = pot[i], low = min_reduced_cost(row, v, ui, n_, -tol);
+    if (low < -tol)
+      for (int j = 0; j < n_; ++j)
+        if (row[j] - ui - v[j] == low) return {low, i, j};
+    return {low, i, -1};
+  }
+
   const double* cost_;
   int m_, n_;
+  int next_row_ = 0;  // where a partial pass goes on
   std::vector<RowMinimum> found_;
 };
 }  // namespace
@@ -717,8 +720,10 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
 
 Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in, const std::vector<double>& b_in,
              const Options& options) {
-  return detail::solve_by_rows(cost, m, n, a_in, b_in, options,
-                               options.pricing == Pricing::Rows ? detail::MakeRowPricer(detail::cpu_row_pricer) : nullptr);
+  Options o = options;
+  if (o.row_candidates == 0) o.row_candidates = kCpuRowCandidates;
+  return detail::solve_by_rows(cost, m, n, a_in, b_in, o,
+                               o.pricing == Pricing::Rows ? detail::MakeRowPricer(detail::cpu_row_pricer) : nullptr);
 }
 
 #if !FGVC_WITH_CUDA

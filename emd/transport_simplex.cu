@@ -477,7 +477,9 @@ Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<do
                   const Options& options, int device) {
   if (options.pricing == Pricing::Rows) {
     FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
-    return detail::solve_by_rows(cost, m, n, a, b, options, [device](const double* c, int rm, int rn) {
+    Options o = options;
+    if (o.row_candidates == 0) o.row_candidates = kGpuRowCandidates;
+    return detail::solve_by_rows(cost, m, n, a, b, o, [device](const double* c, int rm, int rn) {
       return detail::cuda_row_pricer(c, rm, rn, device);
     });
   }

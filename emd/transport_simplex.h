@@ -25,13 +25,19 @@ namespace emd {
 // How the entering cell is found.
 //   Block: scan blocks of cells cyclically and take the most negative reduced cost of the
 //     first block that has one (the default: cheap per pivot, nothing priced twice).
-//   Rows: price every cell in one pass, keep each row's most negative reduced cost as a
-//     candidate, and pivot on the candidates, most negative first, re-priced one by one
-//     against the current potentials, while they still improve; then the next pass. Fewer
-//     pivots (measured: 10-20% at 5089 x 555 and 20000 x 2000) for a full pass each round
-//     (88 passes at 6089 x 200). solve_cuda does the passes on the GPU, so the host keeps only
-//     the tree's work (bench/results/emd-pricing-rounds-2026-11-27.md).
+//   Rows: a pass prices rows and keeps each improving row's most negative cell as a
+//     candidate (Options::row_candidates of them); the solver then pivots on the most
+//     negative candidate, re-pricing them all after each pivot (those that stopped improving
+//     leave), until none is left; then the next pass. About half block pricing's pivots
+//     where each pass prices every row. On the CPU a pass stops once it has its candidates,
+//     the next going on from there; solve_cuda does the passes on the GPU (every row each
+//     time, keeping the most negative), so that the host keeps only the tree's work
+//     (bench/results/emd-pricing-rounds-2026-11-27.md).
 enum class Pricing { Block, Rows };
+
+// Options::row_candidates when it is 0: the CPU's and the GPU's.
+constexpr int64_t kCpuRowCandidates = 128;
+constexpr int64_t kGpuRowCandidates = 2048;
 
 struct Options {
   double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable
@@ -47,7 +53,8 @@ struct Options {
   // Block or Rows. solve_cuda with Rows: passes on the GPU, pivots on the host (no kernel
   // pivots); solve_batch_cuda always pivots in its kernel with block pricing.
   Pricing pricing = Pricing::Block;
-  // Pricing::Rows: how many of a pass's row minima stay candidates, the most negative (0: all).
+  // Pricing::Rows: the candidates a pass hands the pivots, at most (detail::RowPricer);
+  // 0: kCpuRowCandidates or kGpuRowCandidates; negative: every improving row's.
   int64_t row_candidates = 0;
 };
 
@@ -149,11 +156,16 @@ void prepare_batch(const std::vector<Problem>& problems, const Options& options,
 Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
                 const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations);
 
-// One pass of Pricing::Rows over a problem's m x n costs (its classes of weight > 0): for
-// each row whose smallest reduced cost c_ij - u_i - v_j, computed as (c_ij - u_i) - v_j, is
-// below -tol, that cost and its first column; `pot` holds u_0..u_{m-1}, v_0..v_{n-1}. Rows
-// in increasing order. The CPU's pass (OpenMP) and the GPU's (emd/row_pricing.cu) give the
-// same bits, so both solvers take the same pivots.
+// A pass of Pricing::Rows over a problem's m x n costs (its classes of weight > 0): for each
+// row priced whose smallest reduced cost c_ij - u_i - v_j, computed as (c_ij - u_i) - v_j, is
+// below -tol, that cost and its first column; `pot` holds u_0..u_{m-1}, v_0..v_{n-1}.
+//   want <= 0 (or at least m): every row, in increasing order. The CPU's pass (OpenMP) and the GPU's
+//     (emd/row_pricing.cu) give the same bits, so both solvers take the same pivots.
+//   want > 0, on the CPU, where pricing costs: rows in cyclic order from where the last pass
+//     stopped, until `want` of them improve or every row was priced once.
+//   want > 0, on the GPU, where a pass costs little: every row, and the `want` most negative
+//     kept (fewer pivots for more passes).
+// Either way an empty answer means that no cell improves.
 struct RowMinimum {
   double reduced;
   int i, j;
@@ -161,7 +173,7 @@ struct RowMinimum {
 class RowPricer {
  public:
   virtual ~RowPricer() = default;
-  virtual void price(const double* pot, double tol, std::vector<RowMinimum>* out) = 0;
+  virtual void price(const double* pot, double tol, int64_t want, std::vector<RowMinimum>* out) = 0;
   virtual double device_seconds() const { return 0; }  // the GPU's time in the passes
 };
 std::unique_ptr<RowPricer> cpu_row_pricer(const double* cost, int m, int n);

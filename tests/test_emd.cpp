@@ -230,7 +230,7 @@ std::vector<Case> gpu_cases() {
 // re-priced, is pivoted on until none improves): on every case certified, with block
 // pricing's and POT's optimum; with every row's minimum kept, and with only the 3 best.
 TEST(Emd, RowPricingReachesTheSameOptimum) {
-  for (const int64_t kept : {0, 3}) {
+  for (const int64_t kept : {0, -1, 3}) {
     emd::Options rows;
     rows.pricing = emd::Pricing::Rows;
     rows.row_candidates = kept;
@@ -251,25 +251,67 @@ TEST(Emd, RowPricingReachesTheSameOptimum) {
   }
 }
 
+// A partial pass on the CPU prices rows from where the last one stopped until it has its
+// candidates, and comes back to the first rows after the last; it is empty only when no
+// row improves.
+TEST(Emd, PartialRowPassesGoOnWhereTheLastStopped) {
+  const int m = 7, n = 3;
+  std::vector<double> cost(m * n), pot(m + n, 0.0);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) cost[i * n + j] = 1.0 + i + j;
+  for (int i : {1, 2, 4, 6}) pot[i] = 1.5 + i;  // rows 1, 2, 4 and 6 improve, at column 0
+  const std::unique_ptr<emd::detail::RowPricer> pricer = emd::detail::cpu_row_pricer(cost.data(), m, n);
+  auto rows_of = [&](int64_t want) {
+    std::vector<emd::detail::RowMinimum> out;
+    pricer->price(pot.data(), 1e-12, want, &out);
+    std::vector<int> rows;
+    for (const auto& r : out) {
+      EXPECT_EQ(r.j, 0);
+      EXPECT_EQ(r.reduced, cost[r.i * n] - pot[r.i] - pot[m]);
+      rows.push_back(r.i);
+    }
+    return rows;
+  };
+  EXPECT_EQ(rows_of(3), (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(rows_of(3), (std::vector<int>{6, 1, 2}));  // on from row 5, round to the start
+  EXPECT_EQ(rows_of(0), (std::vector<int>{1, 2, 4, 6}));  // every row, in order
+  EXPECT_EQ(rows_of(10), (std::vector<int>{1, 2, 4, 6}));  // more than the rows: every row, in order
+  std::fill(pot.begin(), pot.end(), 0.0);
+  EXPECT_TRUE(rows_of(2).empty());
+}
+
 // One pass on the GPU gives the CPU's pass to the bit (ties among costs included), so
 // solve_cuda by rows takes the CPU's pivots and reaches its optimum exactly.
 TEST(EmdCuda, RowPricingOnTheGpuTakesTheCpusPivots) {
   FGVC_REQUIRE_CUDA();
   emd::Options rows;
   rows.pricing = emd::Pricing::Rows;
+  rows.row_candidates = -1;  // every row's, on both
   for (const Case& c : gpu_cases()) {
     const int m = static_cast<int>(c.cost.size(0)), n = static_cast<int>(c.cost.size(1));
     // The passes alone, at random potentials (some rows with nothing below -tol).
     const std::vector<double> pot = testing::randn_t({m + n}, 77, DType::Float64).to_vector<double>();
     std::vector<emd::detail::RowMinimum> on_cpu, on_gpu;
-    emd::detail::cpu_row_pricer(c.cost.data<double>(), m, n)->price(pot.data(), 1e-12, &on_cpu);
-    emd::detail::cuda_row_pricer(c.cost.data<double>(), m, n, 0)->price(pot.data(), 1e-12, &on_gpu);
+    emd::detail::cpu_row_pricer(c.cost.data<double>(), m, n)->price(pot.data(), 1e-12, 0, &on_cpu);
+    emd::detail::cuda_row_pricer(c.cost.data<double>(), m, n, 0)->price(pot.data(), 1e-12, 0, &on_gpu);
     ASSERT_EQ(on_gpu.size(), on_cpu.size()) << c.name;
     for (size_t k = 0; k < on_cpu.size(); ++k) {
       EXPECT_EQ(on_gpu[k].i, on_cpu[k].i) << c.name;
       EXPECT_EQ(on_gpu[k].j, on_cpu[k].j) << c.name << " row " << on_cpu[k].i;
       EXPECT_EQ(on_gpu[k].reduced, on_cpu[k].reduced) << c.name << " row " << on_cpu[k].i;
     }
+    // Asked for 2, the GPU's pass keeps the 2 most negative (ties: the smaller row).
+    std::vector<emd::detail::RowMinimum> best_two, want_two = on_cpu;
+    emd::detail::cuda_row_pricer(c.cost.data<double>(), m, n, 0)->price(pot.data(), 1e-12, 2, &best_two);
+    std::sort(want_two.begin(), want_two.end(), [](const auto& x, const auto& y) {
+      return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
+    });
+    want_two.resize(std::min<size_t>(2, want_two.size()));
+    std::sort(best_two.begin(), best_two.end(), [](const auto& x, const auto& y) {
+      return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
+    });
+    ASSERT_EQ(best_two.size(), want_two.size()) << c.name;
+    for (size_t k = 0; k < want_two.size(); ++k) EXPECT_EQ(best_two[k].i, want_two[k].i) << c.name;
     // Whole solves.
     const emd::Result cpu = emd::solve(c.cost.data<double>(), m, n, c.a, c.b, rows);
     const emd::Result gpu = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, rows);
@@ -279,6 +321,12 @@ TEST(EmdCuda, RowPricingOnTheGpuTakesTheCpusPivots) {
     EXPECT_EQ(gpu.cost, cpu.cost) << c.name;
     EXPECT_GT(gpu.gpu_kernel_seconds, 0) << c.name;
     EXPECT_TRUE(gpu.gpu_phases.empty()) << c.name;
+    // The GPU's default: the kGpuRowCandidates most negative of each pass.
+    emd::Options by_default;
+    by_default.pricing = emd::Pricing::Rows;
+    const emd::Result fewer = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, by_default);
+    expect_certified(c.cost, c.a, c.b, fewer, c.name + " (GPU rows, default candidates)");
+    EXPECT_LE(std::fabs(fewer.cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << c.name;
   }
 }
 
