@@ -155,6 +155,11 @@ def emd_table(paths):
         tier = g.get("shared_tier")  # 2: tree and flows in shared memory, 1: the tree, 0: global
         return text if tier is None else f"{text} (tier {tier})"
 
+    def rows_split(g):  # by rows: the passes' time with their round trips, and the host's pivots
+        if g.get("pass_seconds") is None or g.get("seconds") is None:
+            return "-"
+        return f"passes {g['pass_seconds']:.3f} s, host pivots {g['seconds'] - g['pass_seconds']:.3f} s"
+
     for path in paths:
         with open(path) as f:
             rows = json.load(f)
@@ -183,7 +188,7 @@ def emd_table(paths):
                              f"| {fmt(cpu.get('seconds'), 3)} | {block}"
                              f"{' (thread plan)' if g.get('plan') == 'thread' else ''} | {g.get('pivots', '-')} "
                              f"| {fmt(g.get('seconds'), 3)} | {fmt(g.get('kernel_seconds'), 3)} | {fmt(per_pivot, 2)} "
-                             f"| {phases(g)} | {fmt(ratio, 2)} |")
+                             f"| {rows_split(g) if rows else phases(g)} | {fmt(ratio, 2)} |")
     return lines
 
 
