@@ -187,24 +187,38 @@ int main(int argc, char** argv) {
         auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
         if (common.resolved_device().is_cuda()) std::printf("(the demo runs on the CPU, as SPEC.md section 6 says)\n");
         const Device device = Device::cpu();
-        fs::create_directories(o.out);
-        const std::string out = fs::canonical(o.out).string();
-        const std::string train_dir = out + "/data/train", test_dir = out + "/data/test";
-
-        // 1. The data: Fashion-MNIST as JPEG folders, long-tailed for training.
-        std::printf("== data: Fashion-MNIST from %s as JPEG files\n", o.data_dir.c_str());
-        const std::vector<int64_t> want = long_tail_counts(o);
-        fs::remove_all(out + "/data");
+        // The inputs first: nothing is touched when they are missing.
         const auto file = [&](const char* name) {
           for (const char* ext : {".gz", ""})
             if (fs::exists(o.data_dir + "/" + name + ext)) return o.data_dir + "/" + name + std::string(ext);
           throw Error(o.data_dir + ": no " + name + "(.gz) (Debian: apt-get install dataset-fashion-mnist)");
         };
+        const std::string train_images = file("train-images-idx3-ubyte"), train_labels = file("train-labels-idx1-ubyte"),
+                          test_images = file("t10k-images-idx3-ubyte"), test_labels = file("t10k-labels-idx1-ubyte");
+        fs::create_directories(o.out);
+        const std::string out = fs::canonical(o.out).string();
+        const std::string train_dir = out + "/data/train", test_dir = out + "/data/test";
+        // The demo rewrites OUT/data, OUT/stage1 and OUT/stage2: only in a new folder or in one an
+        // earlier demo wrote (its marker file), never over a user's own folders of those names.
+        const fs::path marker = fs::path(out) / ".fgvc-demo";
+        // (A run folder of a demo from before the marker: its report beside its results.)
+        const bool earlier_demo = fs::exists(marker) || (fs::exists(fs::path(out) / "report.md") &&
+                                                         fs::exists(fs::path(out) / "results.json"));
+        if (!earlier_demo)
+          for (const char* sub : {"data", "stage1", "stage2"})
+            if (fs::exists(fs::path(out) / sub))
+              throw Error((fs::path(out) / sub).string() + " exists and no earlier fgvc-demo wrote it (no " +
+                          marker.filename().string() + " in " + out + "): give --out a new or empty folder");
+        write_file_atomic(marker.string(), "fgvc-demo's run folder: it rewrites data/, stage1/ and stage2/ here\n");
+
+        // 1. The data: Fashion-MNIST as JPEG folders, long-tailed for training.
+        std::printf("== data: Fashion-MNIST from %s as JPEG files\n", o.data_dir.c_str());
+        const std::vector<int64_t> want = long_tail_counts(o);
+        fs::remove_all(out + "/data");
         const std::vector<int64_t> counts =
-            write_folder(train_dir, data::read_idx_images(file("train-images-idx3-ubyte")),
-                         data::read_idx_labels(file("train-labels-idx1-ubyte")), want);
-        write_folder(test_dir, data::read_idx_images(file("t10k-images-idx3-ubyte")),
-                     data::read_idx_labels(file("t10k-labels-idx1-ubyte")), std::vector<int64_t>(10, o.test_per_class));
+            write_folder(train_dir, data::read_idx_images(train_images), data::read_idx_labels(train_labels), want);
+        write_folder(test_dir, data::read_idx_images(test_images), data::read_idx_labels(test_labels),
+                     std::vector<int64_t>(10, o.test_per_class));
         const data::Dataset train_set = data::load_dataset(train_dir), test_set = data::load_dataset(test_dir);
         const data::LongTailStats stats = data::long_tail_stats(train_set, o.head_threshold);
         std::printf("training: %zu images, %lld..%lld per class (imbalance %.0f), %lld head / %lld tail classes "

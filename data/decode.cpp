@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "tensor/error.h"
@@ -238,6 +239,14 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
 }
 
 bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* error) {
+  // Not a regular file (a folder, a device; a list entry can name anything): an ifstream
+  // opens a folder, and its "size" is then no size at all.
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+    *error = path + ": not a regular file";
+    return false;
+  }
   std::ifstream f(path, std::ios::binary);
   if (!f) {
     *error = path + ": cannot open: " + std::strerror(errno);
@@ -246,6 +255,10 @@ bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* 
   f.seekg(0, std::ios::end);
   const std::streamoff n = f.tellg();
   f.seekg(0);
+  if (n < 0 || !f) {
+    *error = path + ": cannot tell its size";
+    return false;
+  }
   out->resize(static_cast<size_t>(n > 0 ? n : 0));
   if (n > 0 && !f.read(reinterpret_cast<char*>(out->data()), n)) {
     *error = path + ": read failed";

@@ -55,6 +55,7 @@ void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
   end_ = batches_per_epoch();
   next_to_make_ = next_to_hand_ = std::min(first_batch, end_);
   skipped_ = 0;
+  new_skipped_ = 0;
   reported_ = false;
   failure_ = nullptr;
   ready_.clear();
@@ -91,9 +92,12 @@ void Loader::worker_loop() {
 bool Loader::next(Batch* out) {
   std::unique_lock<std::mutex> lock(mu_);
   if (next_to_hand_ >= end_) {
-    if (options_.warn && skipped_ > 0 && !reported_) {  // once, at the end of the epoch
-      std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped in epoch %llu\n",
-                   static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_ + 1));  // counted from 1, as training reports
+    if (options_.warn && new_skipped_ > 0 && !reported_) {  // once, at the end of an epoch that warned
+      if (options_.mode == Mode::Train)  // epochs counted from 1, as training reports them
+        std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped in epoch %llu\n",
+                     static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_ + 1));
+      else
+        std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped\n", static_cast<long long>(skipped_));
       reported_ = true;
     }
     return false;
@@ -105,13 +109,17 @@ bool Loader::next(Batch* out) {
   ready_.erase(it);
   ++next_to_hand_;
   skipped_ += out->skipped;
+  // Counted here, not where the batch was made: a batch made ahead and never used (the run
+  // ended first) was not part of the run, and its files are neither warned about nor
+  // counted; what is warned about is counted. A file is warned about once per loader.
+  std::vector<const Batch::SkippedFile*> first_time;
+  for (const Batch::SkippedFile& f : out->skipped_files)
+    if (warned_.insert(f.index).second) first_time.push_back(&f);
+  new_skipped_ += static_cast<int64_t>(first_time.size());
   lock.unlock();
   cv_.notify_all();
-  // Warned about here, not where the batch was made: a batch made ahead and never used (the
-  // run ended first) was not part of the run, and its files are neither warned about nor
-  // counted; what is warned about is counted.
   if (options_.warn)
-    for (const Batch::SkippedFile& f : out->skipped_files) std::fprintf(stderr, "fgvc: warning: skipped %s\n", f.error.c_str());
+    for (const Batch::SkippedFile* f : first_time) std::fprintf(stderr, "fgvc: warning: skipped %s\n", f->error.c_str());
   return true;
 }
 

@@ -6,9 +6,9 @@
 // from the stream of (seed, epoch, sample index). Batches are handed out in order. So the
 // batches are the same with 1 or 16 workers, whatever the timing.
 //
-// Bad files are skipped (the batch is that much smaller) with one warning line each when their
-// batch is handed out, and counted; skipped() gives the epoch's count, which is also printed
-// when the epoch ends.
+// Bad files are skipped (the batch is that much smaller) and counted, with one warning line
+// naming each the first time its batch is handed out (not again in later epochs);
+// skipped() gives the epoch's count, skipped_files() the distinct files over all epochs.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -16,6 +16,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,6 +76,7 @@ class Loader {
   bool next(Batch* batch);
   int64_t batches_per_epoch() const;
   int64_t skipped() const { return skipped_; }
+  int64_t skipped_files() const { return static_cast<int64_t>(warned_.size()); }
   const Dataset& dataset() const { return dataset_; }
   const LoaderOptions& options() const { return options_; }
 
@@ -94,7 +96,9 @@ class Loader {
   uint64_t epoch_ = 0;
   int64_t next_to_make_ = 0, next_to_hand_ = 0, end_ = 0;
   int64_t skipped_ = 0;
-  bool reported_ = false;  // the epoch's skipped count has been printed
+  int64_t new_skipped_ = 0;      // files of this epoch not skipped in an earlier one
+  std::set<int64_t> warned_;     // every file skipped so far (dataset indices)
+  bool reported_ = false;        // the epoch's skipped count has been printed
   std::map<int64_t, Batch> ready_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -60,6 +60,7 @@ Dataset balanced_subset(const Dataset& d, int64_t max_per_class, uint64_t seed) 
   }
   Dataset out;
   out.classes = d.classes;
+  out.numbered = d.numbered;
   out.source = d.source + " (at most " + std::to_string(max_per_class) + " per class)";
   for (size_t i = 0; i < d.samples.size(); ++i)
     if (keep[i]) out.samples.push_back(d.samples[i]);

@@ -456,6 +456,10 @@ TEST(Subsets, AtMostNPerClassSeededAndStatistics) {
     differs = c != a;
   }
   EXPECT_TRUE(differs);
+  Dataset numbered = d;  // a list file without class names stays one in its subset
+  numbered.numbered = true;
+  EXPECT_TRUE(balanced_subset(numbered, 3, 42).numbered);
+  EXPECT_FALSE(s.numbered);
   const LongTailStats st = long_tail_stats(d, 5);
   EXPECT_EQ(st.head_classes, 2);
   EXPECT_EQ(st.tail_classes, 2);
@@ -513,6 +517,25 @@ TEST(Loader, SkipsAndCountsBrokenFiles) {
   }
   EXPECT_EQ(images, 7);
   EXPECT_EQ(l.skipped(), 2);
+  // A later epoch meets the same files: counted in its epoch, warned about only the first time.
+  {
+    LoaderOptions loud = o;
+    loud.warn = true;
+    Loader twice(load_dataset(root), loud);
+    std::string warned[2];
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      ::testing::internal::CaptureStderr();
+      twice.start_epoch(epoch);
+      while (twice.next(&b)) {
+      }
+      warned[epoch] = ::testing::internal::GetCapturedStderr();
+      EXPECT_EQ(twice.skipped(), 2) << epoch;
+      EXPECT_EQ(twice.skipped_files(), 2) << epoch;
+    }
+    EXPECT_NE(warned[0].find("warning: skipped"), std::string::npos) << warned[0];
+    EXPECT_NE(warned[0].find("2 unreadable file(s) skipped in epoch 1"), std::string::npos) << warned[0];
+    EXPECT_EQ(warned[1], "");
+  }
   // Warnings come with the batches handed out: a run that stops after one batch warns about
   // (and counts) that batch's bad files only, not those of batches its workers made ahead.
   for (int64_t used = 0; used <= 3; ++used) {
@@ -535,6 +558,17 @@ TEST(Loader, SkipsAndCountsBrokenFiles) {
     EXPECT_EQ(warnings, counted) << "after " << used << " batch(es):\n" << err;
     for (const std::string& e : named) EXPECT_NE(err.find(e), std::string::npos) << e;
   }
+}
+
+// A list entry may name a folder: an unreadable file like any other, not a failed run.
+TEST(Decode, AFolderIsNotAFileToRead) {
+  const std::string dir = make_folder("folder_entry", {1}, 0);
+  std::vector<uint8_t> bytes;
+  std::string error;
+  EXPECT_FALSE(read_file(dir, &bytes, &error));
+  EXPECT_NE(error.find("not a regular file"), std::string::npos) << error;
+  EXPECT_FALSE(read_file(dir + "/no_such_file.jpg", &bytes, &error));
+  EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
 }
 
 TEST(Loader, EvalModesShapesAndDropLast) {

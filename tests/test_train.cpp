@@ -577,6 +577,7 @@ void write_idx(const std::string& path, const std::vector<int32_t>& dims, const 
 
 TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   const std::string dir = test_dir("fgvc_train_"), idx = dir + "/idx", run = dir + "/demo";
+  fs::remove_all(run);
   fs::create_directories(idx);
   for (const auto& [split, n] : {std::pair<std::string, int>{"train", 400}, {"t10k", 100}}) {
     std::vector<uint8_t> pixels, labels;
@@ -629,6 +630,20 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   const testing::Outcome bad = testing::run_app("fgvc-demo --out " + run + "2 --data-dir " + dir + "/nothing", dir);
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("dataset-fashion-mnist"), std::string::npos) << bad.err;
+  // A user's folder named data/ (or stage1/, stage2/) in --out is never removed: refused, whether
+  // the inputs are there or not; the demo's own run folder (its marker) is rewritten.
+  const std::string mine = dir + "/mine";
+  fs::remove_all(mine);
+  fs::create_directories(mine + "/data");
+  { std::ofstream(mine + "/data/important.txt") << "keep me\n"; }
+  for (const std::string& data_dir : {dir + "/nothing", idx}) {
+    const testing::Outcome refused = testing::run_app("fgvc-demo --out " + mine + " --data-dir " + data_dir, dir);
+    EXPECT_EQ(refused.code, 1) << data_dir;
+    EXPECT_TRUE(fs::exists(mine + "/data/important.txt")) << data_dir;
+  }
+  EXPECT_NE(testing::run_app("fgvc-demo --out " + mine + " --data-dir " + idx, dir).err.find("new or empty folder"),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(run + "/.fgvc-demo"));
 }
 
 }  // namespace

@@ -106,8 +106,12 @@ void write_per_class_csv(const std::string& path, const EvalResult& r, const std
       name = q + "\"";
     }
     out << name << ',' << (train_counts.empty() ? std::string() : std::to_string(train_counts[c])) << ','
-        << cr.images << ',' << (cr.images ? double(cr.top1) / cr.images : 0.0) << ','
-        << (cr.images ? double(cr.top5) / cr.images : 0.0) << '\n';
+        << cr.images << ',';
+    if (cr.images)  // a class without validation images has no accuracy: empty fields, not 0
+      out << double(cr.top1) / cr.images << ',' << double(cr.top5) / cr.images;
+    else
+      out << ',';
+    out << '\n';
   }
   write_file_atomic(path, out.str());
 }

@@ -50,7 +50,8 @@ struct HeadTailResult {
 };
 HeadTailResult head_tail(const EvalResult& r, const std::vector<int64_t>& train_counts, int64_t threshold);
 
-// One line per class: class,train_images,val_images,top1,top5 (accuracies as fractions);
+// One line per class: class,train_images,val_images,top1,top5 (accuracies as fractions, empty
+// for a class without validation images);
 // train_images is empty when train_counts is. Written atomically.
 void write_per_class_csv(const std::string& path, const EvalResult& r, const std::vector<std::string>& classes,
                          const std::vector<int64_t>& train_counts);

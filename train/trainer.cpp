@@ -468,7 +468,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       data::Batch batch;
       while (pos.step < total_steps && loader.next(&batch)) {
         pos.batch++;
-        summary.skipped += batch.skipped;
         // A batch whose files were all unreadable is skipped, by every rank together (the
         // collectives of a step must pair up).
         if (rank_sum(batch.indices.empty() ? 1.0 : 0.0, comm, device) > 0) continue;
@@ -517,7 +516,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         summary.images += n;
         pos.window_loss += value, pos.window_steps++, window_images += n;
         epoch_loss += value, epoch_steps++;
-        const bool log = pos.step % c.log_every == 0 || pos.step == total_steps;
+        // Step 1 too: a first point of the loss curve, and a run shorter than --log-every
+        // still has a first and a last window.
+        const bool log = pos.step % c.log_every == 0 || pos.step == total_steps || pos.step == 1;
         const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double ips = window_s > 0 ? window_images / window_s : 0.0;
         const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
@@ -585,6 +586,10 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                 (c.amp == "off" ? " or --amp bf16" : ""));
   }
   if (!saved_once) save_last();
+  // Over all ranks (each trained on its share of every batch): images, and files skipped (a
+  // file counted once per rank that met it).
+  summary.images = static_cast<int64_t>(std::llround(rank_sum(static_cast<double>(summary.images), comm, device)));
+  summary.skipped = static_cast<int64_t>(std::llround(rank_sum(static_cast<double>(loader.skipped_files()), comm, device)));
   summary.steps = pos.step;
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;
