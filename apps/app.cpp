@@ -1,5 +1,6 @@
 #include "apps/app.h"
 
+#include <algorithm>
 #include <iostream>
 
 #include "nn/models/registry.h"
@@ -20,6 +21,14 @@ Device Common::resolved_device() const {
   if (d.is_cuda() && !cuda_available())
     throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
   return d;
+}
+
+void check_model_name(const std::string& model) {
+  const std::vector<std::string> names = nn::model_names();
+  if (std::find(names.begin(), names.end(), model) != names.end()) return;
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  throw UsageError("--model: unknown model '" + model + "' (known: " + known + ")");
 }
 
 void check_input_size(const std::string& model, int size, bool aux_classifier_in_training) {

@@ -28,9 +28,9 @@ int run(const std::string& name, const std::string& description, int argc, char*
 
 // Number checks for options, with a message a user reads ("must be > 0, got 0") rather than
 // CLI11's range of 0 to the largest double.
-inline CLI::Validator number_check(bool allow_zero) {
+inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY) {
   return CLI::Validator(
-      [allow_zero](std::string& text) -> std::string {
+      [allow_zero, at_most](std::string& text) -> std::string {
         double v = 0;
         size_t used = 0;
         try {
@@ -40,17 +40,29 @@ inline CLI::Validator number_check(bool allow_zero) {
         }
         if (used != text.size() || used == 0 || !std::isfinite(v)) return "not a finite number: " + text;
         if (allow_zero ? v < 0 : v <= 0) return std::string(allow_zero ? "must be >= 0" : "must be > 0") + ", got " + text;
+        if (v > at_most) return "must be at most " + std::to_string(static_cast<long long>(at_most)) + ", got " + text;
         return std::string();
       },
-      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
+      std::isinf(at_most) ? (allow_zero ? "NUMBER >= 0" : "NUMBER > 0")
+                          : "NUMBER in 1.." + std::to_string(static_cast<long long>(at_most)));
 }
 inline const CLI::Validator Positive = number_check(false);
 inline const CLI::Validator NonNegative = number_check(true);
+// Sizes a user types, bounded far beyond any real use: a typo is a usage error, not a
+// terabyte allocation or a shape whose element count wraps.
+inline const CLI::Validator InputSize = number_check(false, 8192);   // --input-size (pixels)
+inline const CLI::Validator ClassCount = number_check(false, 1000000);  // --num-classes
+inline const CLI::Validator Threads = number_check(false, 1024);    // --workers
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// --model NAME: a usage error (exit 2) for a name the registry does not know, listing those
+// it does; a known model that cannot be made (too many classes for memory) is an ordinary
+// error (exit 1).
+void check_model_name(const std::string& model);
 
 // --input-size against the model's minimum (nn::min_input_size): a usage error naming the
 // flag, rather than a convolution's complaint deep inside the network.

@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
         cli.add_option("--head-threshold", o.head_threshold, "head classes: at least this many training images")
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--gamma", o.gamma, "domain similarity exp(-gamma EMD)")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--workers", o.workers, "loader threads")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--workers", o.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_option("--seed", o.seed, "seed")->capture_default_str();
       },
       [&](const fgvc::app::Common& common) {

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
         cli.add_option("--model", models, "model name; one per --weights, or one for all")->required();
         cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required();
         cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required();
-        cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::Positive);
+        cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::InputSize);
         cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")
             ->capture_default_str()->check(CLI::IsMember({1, 12}));
         cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size");
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV");
         cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
       },
       [&](const fgvc::app::Common& common) {
@@ -70,11 +70,8 @@ int main(int argc, char** argv) {
             throw Error(weights[i] + ": a classifier for " + std::to_string(fc.size(0)) + " classes, --data has " +
                         std::to_string(K) + (train_counts.empty() ? " (--train-counts TRAIN matches them by name)" : ""));
           std::shared_ptr<nn::Classifier> net;
-          try {
-            net = nn::create_model(name, K);
-          } catch (const Error& e) {
-            throw app::UsageError(std::string("--model: ") + e.what());
-          }
+          app::check_model_name(name);
+          net = nn::create_model(name, K);
           try {
             nn::load_weights(*net, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
           } catch (const Error& e) {

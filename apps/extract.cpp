@@ -23,9 +23,9 @@ int main(int argc, char** argv) {
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
         cli.add_option("--input-size", size, "input size (default 299; 32 for resnet20/32/56)")
-            ->check(fgvc::app::Positive);
+            ->check(fgvc::app::InputSize);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
-        cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Positive);
+        cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Threads);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -37,11 +37,8 @@ int main(int argc, char** argv) {
         const Tensor fc = nn::classifier_weight(w);
         FGVC_CHECK(fc.defined(), "--weights", weights, ": no classifier weight [K, D]");
         std::shared_ptr<nn::Classifier> model;
-        try {
-          model = nn::create_model(model_name, fc.size(0));
-        } catch (const Error& e) {
-          throw app::UsageError(std::string("--model: ") + e.what());
-        }
+        app::check_model_name(model_name);
+        model = nn::create_model(model_name, fc.size(0));
         try {
           nn::load_weights(*model, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
         } catch (const Error& e) {

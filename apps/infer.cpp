@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
         cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required();
         cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required();
         cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
-            ->check(fgvc::app::Positive);
+            ->check(fgvc::app::ClassCount);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -34,11 +34,8 @@ int main(int argc, char** argv) {
           num_classes = fc.size(0);
         }
         std::shared_ptr<nn::Classifier> model;
-        try {
-          model = nn::create_model(model_name, num_classes);
-        } catch (const Error& e) {
-          throw app::UsageError(std::string("--model: ") + e.what());
-        }
+        app::check_model_name(model_name);
+        model = nn::create_model(model_name, num_classes);
         try {
           nn::load_weights(*model, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
         } catch (const Error& e) {

@@ -47,10 +47,10 @@ int main(int argc, char** argv) {
       "fgvc-loader-bench", "Input pipeline throughput: decode + augment + batch", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--data", data, "ImageFolder, .txt list or .json (COCO)")->required();
-        cli.add_option("--input-size", o.size, "output size S (default 299)")->check(fgvc::app::Positive);
+        cli.add_option("--input-size", o.size, "output size S (default 299)")->check(fgvc::app::InputSize);
         cli.add_option("--mode", mode, "train, eval or eval12 (default train)")
             ->check(CLI::IsMember({"train", "eval", "eval12"}));
-        cli.add_option("--workers", o.workers, "worker threads (default 1)")->check(fgvc::app::Positive);
+        cli.add_option("--workers", o.workers, "worker threads (default 1)")->check(fgvc::app::Threads);
         cli.add_option("--images", images, "images to load (default 1000; epochs repeat)")->check(fgvc::app::Positive);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
         cli.add_option("--normalization", normalization, "inception ([-1, 1]) or imagenet (mean/std)")

@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
       "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required();
-        cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::Positive);
-        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(fgvc::app::Positive);
+        cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
+        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");
         cli.add_flag("--time", time, "measure each layer's forward and backward time");
         cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
@@ -128,11 +128,8 @@ int main(int argc, char** argv) {
         const DType amp_dtype = amp == "bf16" ? DType::BFloat16 : amp == "fp16" ? DType::Float16 : DType::Float32;
         kernels::set_cudnn_benchmark(cudnn_benchmark);
         std::shared_ptr<nn::Classifier> model;
-        try {
-          model = nn::create_model(model_name, num_classes);
-        } catch (const Error& e) {
-          throw app::UsageError(std::string("--model: ") + e.what());
-        }
+        app::check_model_name(model_name);
+        model = nn::create_model(model_name, num_classes);
         app::check_input_size(model_name, size, time);  // --time takes a training step, aux loss included
         model->to(device);
         std::vector<double> model_forward_s, model_step_s;

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
         cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
         cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
-            ->check(fgvc::app::Positive);
+            ->check(fgvc::app::InputSize);
         cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::Positive);
         auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
                            ->check(fgvc::app::Positive);
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
         cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
         cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
         cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str();
-        cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
         cli.add_option("--min-crop-area", c.min_crop_area, "smallest area fraction of the random crop")
             ->capture_default_str()->check(CLI::Range(0.01, 1.0));
@@ -122,12 +122,7 @@ int main(int argc, char** argv) {
           relaunch_under_mpirun(c.gpus, argc, argv);  // returns only when mpirun cannot start
         }
         if (c.reset_classifier && c.init.empty()) throw app::UsageError("--reset-classifier needs --init");
-        const std::vector<std::string> names = nn::model_names();
-        if (std::find(names.begin(), names.end(), c.model) == names.end()) {
-          std::string known;
-          for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-          throw app::UsageError("--model: unknown model '" + c.model + "' (known: " + known + ")");
-        }
+        app::check_model_name(c.model);
         app::check_input_size(c.model, c.input_size > 0 ? c.input_size : nn::default_input_size(c.model),
                               c.aux_weight > 0);
         c.color_distort = !no_color;

@@ -19,7 +19,7 @@ FGVC_HD inline T unary_fn(T x) {
   else if constexpr (op == UnaryOp::Sqrt) return sqrt(x);
   else if constexpr (op == UnaryOp::Rsqrt) return T(1) / sqrt(x);
   else if constexpr (op == UnaryOp::Abs) return fabs(x);
-  else if constexpr (op == UnaryOp::Relu) return x > T(0) ? x : T(0);
+  else if constexpr (op == UnaryOp::Relu) return x > T(0) || x != x ? x : T(0);  // NaN stays NaN, as in PyTorch
   else if constexpr (op == UnaryOp::Sigmoid) return x >= T(0) ? T(1) / (T(1) + exp(-x)) : exp(x) / (T(1) + exp(x));
   else if constexpr (op == UnaryOp::Tanh) return tanh(x);
   else if constexpr (op == UnaryOp::Square) return x * x;

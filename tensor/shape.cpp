@@ -8,7 +8,12 @@ namespace fgvc {
 
 int64_t numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape) {
+    // A size from a flag or a file can be anything: too many elements is an error, not a
+    // product that wraps (to a small or negative count, and a short allocation).
+    FGVC_CHECK(s >= 0, "shape", "negative size in ", shape_str(shape));
+    FGVC_CHECK(!__builtin_mul_overflow(n, s, &n), "shape", shape_str(shape), " has more than 2^63 elements");
+  }
   return n;
 }
 

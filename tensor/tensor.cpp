@@ -1,6 +1,7 @@
 #include "tensor/tensor.h"
 
 #include <algorithm>
+#include <limits>
 #include <cstring>
 #include <numeric>
 
@@ -52,8 +53,10 @@ const TensorImpl& Tensor::checked() const {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, bool pinned) {
   check_shape(shape, "Tensor::empty");
-  auto storage = std::make_shared<Storage>(static_cast<size_t>(fgvc::numel(shape)) * dtype_size(dtype),
-                                           device, pinned);
+  const int64_t n = fgvc::numel(shape);
+  FGVC_CHECK(n <= std::numeric_limits<int64_t>::max() / static_cast<int64_t>(dtype_size(dtype)), "Tensor::empty",
+             shape_str(shape), " ", dtype_name(dtype), " is more than 2^63 bytes");
+  auto storage = std::make_shared<Storage>(static_cast<size_t>(n) * dtype_size(dtype), device, pinned);
   return Tensor(make_impl(std::move(storage), 0, shape, contiguous_strides(shape), dtype, device));
 }
 

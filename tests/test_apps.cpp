@@ -123,7 +123,12 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --per-target-k -1 --out x.txt",
                                  "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt",
-                                 "fgvc-model-info --device cpu --model inception_v3 --input-size 32"}) {
+                                 "fgvc-model-info --device cpu --model inception_v3 --input-size 32",
+                                 // sizes far beyond any real use: refused by the flag, not a crash
+                                 "fgvc-model-info --device cpu --model resnet20 --input-size 1073741824",
+                                 "fgvc-model-info --device cpu --model resnet20 --num-classes 4611686018427387904",
+                                 "fgvc-loader-bench --device cpu --data " + dir + " --workers 100000",
+                                 "fgvc-model-info --device cpu --model no_such_net"}) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind(args.substr(0, args.find(' ')) + ": error: ", 0), 0u) << r.err;

@@ -133,6 +133,24 @@ TEST(Elementwise, MaxAndMinPropagateNaN) {
   for (float v : kernels::binary(BinaryOp::Min, a, b).to_vector<float>()) EXPECT_TRUE(std::isnan(v));
 }
 
+// A NaN from bad weights or inputs must reach the loss (the trainer stops on it, fgvc-eval
+// counts it), not vanish in the first ReLU.
+TEST(Elementwise, ReluPropagatesNaN) {
+  const Tensor x = Tensor::from_vector(std::vector<float>{NAN, -1.0f, 0.0f, 2.0f, -INFINITY, INFINITY}, {6});
+  const std::vector<float> y = kernels::relu(x).to_vector<float>();
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_EQ(y[1], 0.0f);
+  EXPECT_EQ(y[2], 0.0f);
+  EXPECT_EQ(y[3], 2.0f);
+  EXPECT_EQ(y[4], 0.0f);
+  EXPECT_EQ(y[5], INFINITY);
+  if (cuda_available()) {
+    const std::vector<float> g = kernels::relu(x.cuda()).cpu().to_vector<float>();
+    EXPECT_TRUE(std::isnan(g[0]));
+    for (int k = 1; k < 6; ++k) EXPECT_EQ(g[k], y[k]) << k;
+  }
+}
+
 TEST(Elementwise, LargeInputsUseAllThreadsAndAgree) {
   const Tensor a = testing::randn_t({1 << 17}, 8), b = testing::randn_t({1 << 17}, 9);
   const std::vector<double> av = a.to_vector<double>(), bv = b.to_vector<double>();

@@ -23,6 +23,10 @@ TEST(Tensor, FactoriesAndMetadata) {
   EXPECT_EQ(Tensor::arange(5).to_vector<float>(), (std::vector<float>{0, 1, 2, 3, 4}));
   EXPECT_EQ(Tensor::scalar(3.0, DType::Int64).item<int64_t>(), 3);
   EXPECT_EQ(Tensor::zeros({0, 3}).numel(), 0);
+  // A size from a flag or a file that overflows is an error, not a wrapped count.
+  EXPECT_THROW(numel({int64_t(1) << 40, int64_t(1) << 40}), Error);
+  EXPECT_THROW(Tensor::empty({int64_t(1) << 31, int64_t(1) << 31}, DType::Float32), Error);
+  EXPECT_EQ(numel({int64_t(1) << 31, int64_t(1) << 31}), int64_t(1) << 62);
   EXPECT_FALSE(Tensor().defined());
 }
 
