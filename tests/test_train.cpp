@@ -213,6 +213,22 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   other.resume = true;
   other.steps = 4;
   EXPECT_NE(training_error(other).find("resnet20"), std::string::npos);  // names both models
+  // Resuming with settings that change the run's course is refused naming each one; more
+  // steps, other workers and logging are a continuation.
+  train::TrainConfig changed = c;
+  changed.resume = true;
+  changed.steps = 4;
+  changed.optimizer = "sgd";
+  changed.lr = 0.5;
+  const std::string refused = training_error(changed);
+  EXPECT_NE(refused.find("optimizer \"sgd\" (was \"rmsprop\")"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("lr 0.5"), std::string::npos) << refused;
+  train::TrainConfig more = c;
+  more.resume = true;
+  more.steps = c.steps + 1;
+  more.workers = c.workers + 1;
+  more.log_every = 1;
+  EXPECT_EQ(train::train_model(more, Device::cpu()).steps, c.steps + 1);
 }
 
 // head/tail against a hand count: classes with >= 10 training images are head.

@@ -93,6 +93,34 @@ std::string config_json(const TrainConfig& c) { return config_object(c).dump(); 
 
 namespace {
 
+// --resume continues the run as it was set up: every setting that shapes its trajectory (the
+// data's classes and counts, the model, the optimizer and its schedule, augmentation, the
+// moving average, the seed, the global batch) must be config.json's. --steps and --epochs
+// may grow; the workers, logging, devices and paths may change.
+void check_same_run(const std::string& config_path, const json& now) {
+  if (!fs::exists(config_path)) return;  // a run folder from elsewhere: the checkpoint's own checks apply
+  json was;
+  try {
+    std::ifstream in(config_path);
+    was = json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(config_path + ": not a run's config.json (" + e.what() + ")");
+  }
+  if (!was.is_object()) throw Error(config_path + ": not a run's config.json");
+  std::string differences;
+  for (const char* key : {"model", "input_size", "global_batch_size", "optimizer", "lr", "lr_decay", "decay_epochs",
+                          "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
+                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "amp",
+                          "sync_bn", "classes", "train_counts"}) {
+    if (!was.contains(key) || was[key] == now.at(key)) continue;
+    const bool long_value = was[key].is_array();
+    differences += std::string(differences.empty() ? "" : ", ") + key +
+                   (long_value ? " (not the run's)" : " " + now.at(key).dump() + " (was " + was[key].dump() + ")");
+  }
+  FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", config_path, ": ", differences,
+             "; give the run's own settings to continue it, or another --out for a new run");
+}
+
 void set_batch_norm_momentum(nn::Module& m, double momentum) {
   if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) bn->momentum = momentum;
   for (auto& [name, child] : m.named_children()) set_batch_norm_momentum(*child, momentum);
@@ -373,7 +401,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["global_batch_size"] = c.batch_size * comm.size();
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
-  if (leader) write_file_atomic((fs::path(c.out) / "config.json").string(), cfg.dump(2) + "\n");
+  const std::string config_path = (fs::path(c.out) / "config.json").string();
+  if (c.resume) check_same_run(config_path, cfg);
+  if (leader) write_file_atomic(config_path, cfg.dump(2) + "\n");
   MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, leader);
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;
