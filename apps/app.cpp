@@ -1,6 +1,7 @@
 #include "apps/app.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 
 #include "nn/models/registry.h"
@@ -21,6 +22,15 @@ Device Common::resolved_device() const {
   if (d.is_cuda() && !cuda_available())
     throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
   return d;
+}
+
+void make_parent_folder(const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  if (folder.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);
+  if (ec) throw Error(path + ": cannot make its folder " + folder.string() + ": " + ec.message());
 }
 
 void check_model_name(const std::string& model) {

@@ -59,6 +59,10 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An output file's folder, made where it is missing (as fgvc-train makes its --out), before
+// any work: a long evaluation is not lost to a missing folder at its end. "" does nothing.
+void make_parent_folder(const std::string& path);
+
 // --model NAME: a usage error (exit 2) for a name the registry does not know, listing those
 // it does; a known model that cannot be made (too many classes for memory) is an ordinary
 // error (exit 1).

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(per_class);
         using namespace fgvc;
         if (models.size() != 1 && models.size() != weights.size())
           throw app::UsageError("give one --model for all --weights, or one per --weights (" +

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Threads);
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(out);
         using namespace fgvc;
         const Device device = common.resolved_device();
         o.size = size > 0 ? size : nn::default_input_size(model_name);

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
             ->check(fgvc::app::ClassCount);
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(output);
         using namespace fgvc;
         const Device device = common.resolved_device();
         const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average

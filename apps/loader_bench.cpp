@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <set>
 
 #include "apps/app.h"
 #include "data/dataset.h"
@@ -60,28 +59,29 @@ int main(int argc, char** argv) {
         cli.add_option("--save-grid", grid, "write the first batch as a PNG grid");
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(grid);
         using namespace fgvc::data;
         (void)common.resolved_device();  // validates --device; batches are pinned when CUDA is usable
         o.mode = mode == "train" ? Mode::Train : (mode == "eval" ? Mode::Eval : Mode::Eval12);
         o.normalization = normalization == "inception" ? Normalization::Inception : Normalization::ImageNet;
         Loader loader(load_dataset(data), o);
         int64_t done = 0;
-        std::set<int64_t> bad;  // each unreadable file once, however many epochs it took to reach --images
+        Batch first;  // the first batch with an image, for --save-grid (drawn after the timing)
         const auto t0 = std::chrono::steady_clock::now();
         for (uint64_t epoch = 0; done < images; ++epoch) {
           loader.start_epoch(epoch);
           Batch b;
           int64_t before = done;
           while (done < images && loader.next(&b)) {
-            if (!grid.empty() && epoch == 0 && done == 0) save_grid(b, o, grid);
+            if (!grid.empty() && !first.indices.size() && !b.indices.empty()) first = b;
             done += static_cast<int64_t>(b.indices.size());
-            for (const Batch::SkippedFile& f : b.skipped_files) bad.insert(f.index);
           }
           if (done == before) throw fgvc::Error("no readable image in " + data);
         }
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double rate = done / seconds;
-        const int64_t skipped = static_cast<int64_t>(bad.size());
+        const int64_t skipped = loader.skipped_files();  // each unreadable file once, however many epochs
+        if (!grid.empty()) save_grid(first, o, grid);
         if (!common.json) {
           std::printf("%lld images in %.2f s: %.1f images/s (%s, %d px, %d worker%s)\n", (long long)done, seconds, rate,
                       mode.c_str(), o.size, o.workers, o.workers == 1 ? "" : "s");

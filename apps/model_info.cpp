@@ -93,7 +93,7 @@ std::string shape_text(const fgvc::Shape& s) { return fgvc::shape_str(s); }
 int main(int argc, char** argv) {
   std::string model_name;
   int64_t num_classes = 1000, batch = 1;
-  int size = 299, repeats = 3;
+  int size = 0, repeats = 3;  // size 0: the model's default (299; 32 for the CIFAR ResNets), as fgvc-train's
   bool layers = false, time = false, whole_model = false, cudnn_benchmark = false;
   std::string optimizer = "none", amp = "off";
   return fgvc::app::run(
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
       [&](CLI::App& cli) {
         cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required();
         cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
-        cli.add_option("--input-size", size, "input size S for S x S images (default 299)")->check(fgvc::app::InputSize);
+        cli.add_option("--input-size", size, "input size S for S x S images (default 299; 32 for resnet20/32/56)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");
         cli.add_flag("--time", time, "measure each layer's forward and backward time");
         cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
         kernels::set_cudnn_benchmark(cudnn_benchmark);
         std::shared_ptr<nn::Classifier> model;
         app::check_model_name(model_name);
+        if (size == 0) size = nn::default_input_size(model_name);
         model = nn::create_model(model_name, num_classes);
         app::check_input_size(model_name, size, time);  // --time takes a training step, aux loss included
         model->to(device);
@@ -197,8 +198,7 @@ int main(int argc, char** argv) {
         int64_t macs = 0;
         for (const LayerRow& r : rec.rows) macs += r.macs;
         if (time) macs /= batch;  // per image
-        Shape out = y.shape();
-        out[0] = 1;
+        const Shape out = y.shape();  // the batch's: 1, or --batch-size with --time (MACs are per image)
 
         nlohmann::json j{{"model", model_name}, {"params", model->num_parameters()}, {"buffers", buffers},
                          {"macs", macs}, {"output_shape", out}, {"input_size", size}, {"num_classes", num_classes},

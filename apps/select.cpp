@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(out);
         const bool per_target_given = !per_target.empty();
         if (per_target.empty()) {
           if (top_k < 0) throw fgvc::app::UsageError("give --top-k or --per-target-k");

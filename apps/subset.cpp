@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
         cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)");
       },
       [&](const fgvc::app::Common& common) {
+        fgvc::app::make_parent_folder(out);
         using namespace fgvc::data;
         const Dataset full = load_dataset(data);
         const Dataset sub = balanced_subset(full, max_per_class, seed);

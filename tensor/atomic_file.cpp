@@ -17,7 +17,12 @@ namespace {
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   tmp_ = path_ + ".tmp." + std::to_string(::getpid());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(path_, std::string("cannot create ") + tmp_ + ": " + std::strerror(errno));
+  if (fd_ < 0) {  // named by its folder: the temporary file's name says nothing to a user
+    const std::string why = std::strerror(errno);
+    const size_t slash = path_.find_last_of('/');
+    fail(path_, "cannot create a file in " + (slash == std::string::npos ? std::string(".") : path_.substr(0, slash + 1)) +
+                    ": " + why);
+  }
 }
 
 AtomicFile::~AtomicFile() {

@@ -76,7 +76,12 @@ TEST_F(Apps, SimilarityWithSeveralTargets) {
     const std::string path = q == 0 ? target : target2;
     EXPECT_EQ(j["targets"][q].at("target"), path);
     EXPECT_NEAR(j["targets"][q].at("emd").get<double>(), emd::domain_similarity(s, emd::load_domain(path)).emd, 1e-12);
+    // SPEC's keys are there too, one value per target in --target order.
+    EXPECT_EQ(j.at("emd")[q], j["targets"][q].at("emd"));
+    EXPECT_EQ(j.at("similarity")[q], j["targets"][q].at("similarity"));
+    EXPECT_EQ(j.at("iterations")[q], j["targets"][q].at("iterations"));
   }
+  EXPECT_TRUE(j.at("seconds").is_number());
 }
 
 // The GPU path of fgvc-similarity (cuBLAS distances, the batched GPU solver) gives the CPU's EMD.
@@ -181,6 +186,11 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(bad.err.rfind("fgvc-subset: error: ", 0), 0u) << bad.err;
   EXPECT_EQ(run("fgvc-subset --data " + images + " --max-per-class 0 --out " + out).code, 2);
+  // An --out in a folder that is not there yet: made, as fgvc-train makes its run folder.
+  const std::string nested = dir + "/new_folder/deeper/subset.txt";
+  std::filesystem::remove_all(dir + "/new_folder");
+  ASSERT_EQ(run("fgvc-subset --data " + images + " --max-per-class 2 --out " + nested).code, 0);
+  EXPECT_EQ(data::load_dataset(nested).samples.size(), 5u);
 }
 
 TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {
