@@ -9,6 +9,7 @@
 #include "apps/app.h"
 #include "data/loader.h"
 #include "nn/models/registry.h"
+#include "train/checkpoint.h"
 #include "train/evaluate.h"
 
 int main(int argc, char** argv) {
@@ -44,11 +45,25 @@ int main(int argc, char** argv) {
         const Device device = common.resolved_device();
         data::Dataset dataset = data::load_dataset(data_path);
         std::vector<int64_t> train_counts;
+        // The classes the model was trained on, by name (fgvc-train records them in its
+        // checkpoints): --data may lack some, or order them otherwise. Every model of an
+        // ensemble must have the same.
+        const std::vector<std::string> recorded = train::recorded_classes(weights[0]);
+        for (size_t i = 1; i < weights.size(); ++i) {
+          const std::vector<std::string> other = train::recorded_classes(weights[i]);
+          if (!other.empty() && !recorded.empty() && other != recorded)
+            throw Error(weights[i] + ": trained on other classes than " + weights[0]);
+        }
         if (!train_counts_path.empty()) {
-          // The training set's classes, matched by name (--data may lack some, or order them otherwise).
           const data::Dataset train_set = data::load_dataset(train_counts_path);
+          if (!recorded.empty() && !train_set.numbered && recorded != train_set.classes)
+            throw Error("--train-counts " + train_counts_path + ": not the classes " + weights[0] +
+                        " was trained on (its first: '" + recorded[0] + "')");
           dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path);
           train_counts = train_set.counts();
+        } else if (!recorded.empty() && !dataset.numbered) {  // a numbered list's labels are the model's outputs
+          dataset = data::align_classes(std::move(dataset), recorded,
+                                        "--data " + data_path + " (against the classes of " + weights[0] + ")");
         }
         int64_t K = static_cast<int64_t>(dataset.classes.size());
         std::vector<std::shared_ptr<nn::Classifier>> nets;

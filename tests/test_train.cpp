@@ -9,6 +9,7 @@
 
 #include "app_runner.h"
 #include "autograd/grad_mode.h"
+#include "data/dataset.h"
 #include "data/idx.h"
 #include "kernels/softmax.h"
 #include "tensor/atomic_file.h"
@@ -516,6 +517,21 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(testing::last_json_line(r.out).at("first_loss").is_null());
   EXPECT_EQ(testing::last_json_line(r.out).at("steps"), 12);
+  // The same images as a list whose classes come in reverse order: matched to the model's
+  // outputs by the names its checkpoint records, so the same accuracy (not a silent mismatch).
+  {
+    const data::Dataset val = data::load_dataset(f.val);
+    const int64_t K = static_cast<int64_t>(val.classes.size());
+    std::ofstream list(f.dir + "/reversed.txt"), names(f.dir + "/reversed.classes.txt");
+    for (int64_t k = K - 1; k >= 0; --k) names << val.classes[k] << "\n";
+    for (const data::Sample& smp : val.samples) list << smp.path << "\t" << (K - 1 - smp.label) << "\n";
+  }
+  EXPECT_EQ(train::recorded_classes(run + "/best.safetensors"), data::load_dataset(f.train).classes);
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.dir +
+                           "/reversed.txt --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_DOUBLE_EQ(testing::last_json_line(r.out).at("top1").get<double>(), top1);
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");

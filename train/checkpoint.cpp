@@ -26,7 +26,25 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
                          {"epoch_loss", p.epoch_loss}, {"epoch_steps", p.epoch_steps},
                          {"loss_scale", p.loss_scale}, {"scale_good_steps", p.scale_good_steps},
                          {"skipped_steps", p.skipped_steps}};
-  write_safetensors(path, tensors, {{"format", nn::kCheckpointFormat}, {"position", position.dump()}});
+  std::map<std::string, std::string> metadata = {{"format", nn::kCheckpointFormat}, {"position", position.dump()}};
+  if (!p.classes.empty()) metadata["classes"] = json(p.classes).dump();
+  write_safetensors(path, tensors, metadata);
+}
+
+namespace {
+std::vector<std::string> classes_of(const SafetensorsFile& file, const std::string& path) {
+  const auto it = file.metadata.find("classes");
+  if (it == file.metadata.end()) return {};
+  try {
+    return json::parse(it->second).get<std::vector<std::string>>();
+  } catch (const json::exception& e) {
+    throw Error(path + ": metadata \"classes\" is not a JSON list of names: " + e.what());
+  }
+}
+}  // namespace
+
+std::vector<std::string> recorded_classes(const std::string& path) {
+  return classes_of(read_safetensors(path, /*map=*/true), path);  // the header; the data stays unread
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
@@ -62,6 +80,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   } catch (const json::exception& e) {
     throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
   }
+  c.position.classes = classes_of(file, path);
   const std::string ema = nn::kEmaPrefix, opt = nn::kOptimizerPrefix;
   for (auto& [name, t] : file.tensors) {
     if (name.rfind(ema, 0) == 0) c.ema[name.substr(ema.size())] = t;

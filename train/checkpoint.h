@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "nn/module.h"
 #include "optim/optimizer.h"
@@ -42,6 +43,10 @@ struct TrainPosition {
   // --amp fp16: the dynamic loss scale, clean steps since it last changed, steps skipped.
   double loss_scale = 0;
   int64_t scale_good_steps = 0, skipped_steps = 0;
+  // The training set's class names in label order, kept in the metadata as "classes" (a JSON
+  // list, as domain files keep theirs), so that fgvc-eval matches a data set's classes to the
+  // model's outputs by name. Empty where none were recorded.
+  std::vector<std::string> classes;
 };
 
 // `optimizer` and `ema` may be null (best.safetensors keeps no optimizer slots).
@@ -54,6 +59,10 @@ struct Checkpoint {
 };
 // Throws naming the file when it is not an fgvc-train checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
+// The class names a weights file records (an fgvc-train checkpoint's "classes"); empty for
+// a file without them (timm's or torchvision's weights). Throws naming the file when it is
+// not a safetensors file or the names are not a JSON list of strings.
+std::vector<std::string> recorded_classes(const std::string& path);
 
 }  // namespace train
 }  // namespace fgvc

@@ -390,6 +390,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     val_loader = std::make_unique<data::Loader>(*val_set, vo);
   }
 
+  pos.classes = class_names;  // recorded in every checkpoint (fgvc-eval matches by them)
   json cfg = config_object(c);
   cfg["num_classes"] = K;
   cfg["train_images"] = train_set.samples.size();
