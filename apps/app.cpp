@@ -1,6 +1,9 @@
 #include "apps/app.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -71,23 +74,35 @@ int run(const std::string& name, const std::string& description, int argc, char*
           "DEVICE"));
   cli.add_flag("--json", common.json, "print one JSON object on stdout as the last line");
   add_options(cli);
+  // One line, whatever a file or class name in the message holds.
+  auto error_line = [&](const std::string& message) {
+    std::string line;
+    for (char c : message) line += c == '\n' ? "\\n" : c == '\r' ? "\\r" : std::string(1, c);
+    std::cerr << name << ": error: " << line << "\n";
+  };
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return cli.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << name << ": error: " << e.what() << "\n";
+    error_line(e.what());
     return 2;
   }
   try {
     const nlohmann::json out = body(common);
-    if (common.json) std::cout << out.dump() << std::endl;
+    if (common.json) std::cout << out.dump() << "\n";
+    // Output that could not be written (a full disk, a closed pipe) is a failure, not success.
+    std::cout.flush();
+    if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      error_line(std::string("cannot write the output: ") + std::strerror(errno));
+      return 1;
+    }
     return 0;
   } catch (const UsageError& e) {
-    std::cerr << name << ": error: " << e.what() << "\n";
+    error_line(e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << name << ": error: " << e.what() << "\n";
+    error_line(e.what());
     return 1;
   }
 }

@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--gamma", o.gamma, "domain similarity exp(-gamma EMD)")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--workers", o.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
-        cli.add_option("--seed", o.seed, "seed")->capture_default_str();
+        cli.add_option("--seed", o.seed, "seed")->capture_default_str()->check(fgvc::app::NonNegative);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
         cli.add_option("--normalization", normalization, "inception ([-1, 1]) or imagenet (mean/std)")
             ->check(CLI::IsMember({"inception", "imagenet"}));
         cli.add_flag("--no-color-distort", [&](int64_t) { o.augment.color_distort = false; }, "no colour distortion");
-        cli.add_option("--seed", o.seed, "random seed (default 0)");
+        cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
         cli.add_option("--save-grid", grid, "write the first batch as a PNG grid");
       },
       [&](const fgvc::app::Common& common) {

@@ -19,8 +19,8 @@ int main(int argc, char** argv) {
             ->required()
             ->check(fgvc::app::Positive);
         cli.add_option("--out", out, "list file to write (paths relative to it)")->required();
-        cli.add_option("--seed", seed, "random seed (default 0)");
-        cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)");
+        cli.add_option("--seed", seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
+        cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)")->check(fgvc::app::NonNegative);
       },
       [&](const fgvc::app::Common& common) {
         fgvc::app::make_parent_folder(out);

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)");
         cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
         cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
-        cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str();
+        cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
         cli.add_option("--min-crop-area", c.min_crop_area, "smallest area fraction of the random crop")

@@ -28,10 +28,22 @@ namespace {
 
 constexpr int64_t kMaxListLabel = int64_t(1) << 24;  // a class index; more is a mistyped column
 
+// Files an ImageFolder takes: the formats we decode, and image formats we do not (WebP, TIFF,
+// ...), which are then skipped with a warning and counted like any unreadable file rather
+// than left out unseen. Other files (notes, .DS_Store) are not images and are passed over.
 bool image_extension(const fs::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".bmp" || e == ".gif";
+  for (const char* known : {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif",
+                            ".avif", ".jxl", ".jp2", ".ppm", ".pgm", ".pnm", ".tga", ".psd"})
+    if (e == known) return true;
+  return false;
+}
+
+// A UTF-8 byte order mark at the start of a text file (Windows editors write one) is not
+// part of its first line.
+void strip_bom(std::string* line) {
+  if (line->rfind("\xEF\xBB\xBF", 0) == 0) line->erase(0, 3);
 }
 
 }  // namespace
@@ -51,7 +63,8 @@ Dataset load_image_folder(const std::string& root) {
   for (const fs::path& dir : class_dirs) {
     std::vector<std::string> files;
     for (const auto& e : fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec))
-      if (e.is_regular_file() && image_extension(e.path())) files.push_back(e.path().string());
+      // A link whose target is gone is kept too: unreadable, so warned about and counted.
+      if ((e.is_regular_file() || e.is_symlink()) && image_extension(e.path())) files.push_back(e.path().string());
     FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
     std::sort(files.begin(), files.end());
     const int64_t label = static_cast<int64_t>(d.classes.size());
@@ -72,6 +85,7 @@ Dataset load_list_file(const std::string& path) {
   std::string line;
   int64_t max_label = -1;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
+    if (line_no == 1) strip_bom(&line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
     // The label is the last field; the path is everything before it (paths may hold spaces).
@@ -104,6 +118,7 @@ Dataset load_list_file(const std::string& path) {
   std::set<std::string> seen;
   std::vector<std::string> lines;
   for (std::string name; std::getline(names, name);) {
+    if (lines.empty()) strip_bom(&name);
     if (!name.empty() && name.back() == '\r') name.pop_back();
     lines.push_back(name);
   }
@@ -238,8 +253,12 @@ void write_list_file(const std::string& path, const Dataset& d) {
   // Both sides normalised: lexically_relative reads "a/../b" as three names, not as "b".
   const fs::path base = fs::absolute(fs::path(path)).lexically_normal().parent_path();
   std::ostringstream out;
-  for (const Sample& s : d.samples)
-    out << fs::absolute(s.path).lexically_normal().lexically_relative(base).string() << '\t' << s.label << '\n';
+  for (const Sample& s : d.samples) {
+    const std::string relative = fs::absolute(s.path).lexically_normal().lexically_relative(base).string();
+    FGVC_CHECK(relative.find_first_of("\r\n") == std::string::npos, "dataset", path, ": the file name '", relative,
+               "' holds a line break and cannot be a line of a list file");
+    out << relative << '\t' << s.label << '\n';
+  }
   write_file_atomic(path, out.str());
 }
 

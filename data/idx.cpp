@@ -57,7 +57,9 @@ std::vector<uint8_t> idx_payload(const std::string& path, uint8_t rank, std::vec
   int64_t total = 1;
   for (uint8_t i = 0; i < rank; ++i) {
     dims->push_back(big_endian32(&bytes[4 + 4 * i]));
-    total *= dims->back();
+    // Sizes of at most 2^32 - 1 each: a product beyond the file's length is found before it wraps.
+    FGVC_CHECK(!__builtin_mul_overflow(total, dims->back(), &total) && total <= static_cast<int64_t>(bytes.size()),
+               "idx", path, ": its sizes claim more elements than the file holds");
   }
   const size_t header = 4 + 4u * rank;
   FGVC_CHECK(bytes.size() - header == static_cast<size_t>(total), "idx", path, ": ", bytes.size() - header,

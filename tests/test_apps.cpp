@@ -155,6 +155,14 @@ TEST_F(Apps, BadFilesExitOneNamingTheFile) {
   const Outcome folder = run("fgvc-similarity --device cpu --source " + dir + " --target " + target);
   EXPECT_EQ(folder.code, 1);
   EXPECT_NE(folder.err.find(dir + ": is a directory"), std::string::npos) << folder.err;
+  // Output that cannot be written (a full disk) is a failure, not success.
+  if (std::filesystem::exists("/dev/full")) {
+    const std::string cmd = std::string(FGVC_BIN_DIR) + "/fgvc-similarity --device cpu --source " + source +
+                            " --target " + target + " --json >/dev/full 2>" + dir + "/full_err.txt";
+    const int status = std::system(cmd.c_str());
+    EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 1);
+    EXPECT_NE(testing::slurp(dir + "/full_err.txt").find("cannot write the output"), std::string::npos);
+  }
 }
 
 // A small ImageFolder: 3 classes of 6, 3 and 1 JPEGs, plus one broken file.

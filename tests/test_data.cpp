@@ -307,6 +307,27 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     EXPECT_TRUE(fs::equivalent(l.samples[i].path, f.samples[i].path));
     EXPECT_EQ(l.samples[i].label, f.samples[i].label);
   }
+  // A list and its names file saved with a UTF-8 byte order mark (as Windows editors do).
+  {
+    std::ofstream bom(root + "/bom.txt"), names(root + "/bom.classes.txt");
+    bom << "\xEF\xBB\xBF" << fs::path(f.samples[0].path).lexically_relative(root).string() << "\t0\n";
+    names << "\xEF\xBB\xBF" << "first\nsecond\n";
+  }
+  const Dataset b = load_dataset(root + "/bom.txt");
+  ASSERT_EQ(b.samples.size(), 1u);
+  EXPECT_TRUE(fs::equivalent(b.samples[0].path, f.samples[0].path));
+  EXPECT_EQ(b.classes, (std::vector<std::string>{"first", "second"}));
+  // Image files of a format we do not decode, and a link whose target is gone, are samples
+  // (unreadable: warned about and counted), not left out unseen; other files are not images.
+  {
+    const std::string odd = make_folder("odd_files", {2}, 0);
+    std::ofstream(odd + "/class_0/photo.webp") << "RIFF";
+    std::ofstream(odd + "/class_0/notes.txt") << "not an image";
+    fs::remove(odd + "/class_0/gone.jpg");
+    fs::create_symlink(odd + "/class_0/nowhere.jpg", odd + "/class_0/gone.jpg");
+    const Dataset o = load_dataset(odd);
+    EXPECT_EQ(o.samples.size(), 4u);  // 2 images, the .webp and the dangling link
+  }
   // COCO JSON with category ids that are not 0..n-1.
   {
     std::ofstream j(root + "/train.json");

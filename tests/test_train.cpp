@@ -632,6 +632,9 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
     ASSERT_EQ(std::system(("gzip -f " + idx + "/" + name).c_str()), 0);
   EXPECT_EQ(data::read_idx_labels(idx + "/t10k-labels-idx1-ubyte.gz").size(), 100u);
   EXPECT_EQ(data::read_idx_images(idx + "/train-images-idx3-ubyte.gz").count, 400);
+  // Sizes whose product overflows: an error, not a wrapped count that matches an empty payload.
+  write_idx(dir + "/huge-idx3-ubyte", {1 << 22, 1 << 21, 1 << 21}, {});
+  EXPECT_THROW(data::read_idx_images(dir + "/huge-idx3-ubyte"), Error);
   const testing::Outcome r = testing::run_app("fgvc-demo --out " + run + " --data-dir " + idx +
                                                   " --largest 40 --imbalance 10 --test-per-class 10 --epochs1 8 "
                                                   "--epochs2 2 --max-per-class 10 --batch-size 16 --head-threshold 20 --json",
