@@ -197,6 +197,7 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   const std::string what = training_error(ft);  // a 5-class checkpoint into a 4-class model
   EXPECT_NE(what.find("linear.weight"), std::string::npos) << what;
   EXPECT_NE(what.find("linear.bias"), std::string::npos) << what;
+  EXPECT_FALSE(fs::exists(ft.out));  // a failed --init leaves no empty run folder
   ft.reset_classifier = true;  // fine-tuning to new classes
   ft.out = f.dir + "/finetune2";
   fs::remove_all(ft.out);

@@ -287,13 +287,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // By class name: a validation set may lack classes, or list them in another order.
     val_set = data::align_classes(data::load_dataset(c.val), train_set.classes, "--val " + c.val);
   }
-  fs::create_directories(c.out);  // once the inputs are known to be there: a bad call leaves no empty folder
-
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
   if (!c.init.empty() && !c.resume) nn::load_weights(*model, c.init, c.reset_classifier);
+  fs::create_directories(c.out);  // once the inputs are known to be good: a bad call leaves no empty folder
   model->to(device);
   model->train();
   const optim::NamedTensors params = model->named_parameters();
