@@ -1,7 +1,8 @@
 // Pricing::Rows on the GPU (emd/transport_simplex.h): each pass prices every cell of the cost
 // matrix, which stays on the device, and hands the host each row's most negative reduced
 // cost. The host pivots on its threaded tree between passes, so a pass, not a pivot, pays
-// the round trip: the potentials up (m + n doubles), one kernel, the row minimums down.
+// the round trip: the potentials up (m + n doubles), one kernel, the row minimums (reduced
+// cost, column and the cell's cost) down.
 //
 // One warp per row: lane l takes columns l, l + 32, ... (coalesced), keeping its smallest
 // reduced cost below -tol and that cost's first column; the warp then combines the lanes,
@@ -24,7 +25,7 @@ namespace {
 constexpr int kRowThreads = 256;  // 8 rows per block
 
 __global__ void row_minimum_kernel(const double* cost, int m, int n, const double* pot, double tol, double* reduced,
-                                   int* column) {
+                                   int* column, double* cell_cost) {
   const int row = static_cast<int>((blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / 32);
   const int lane = threadIdx.x & 31;
   if (row >= m) return;  // the whole warp: row is the same for its 32 lanes
@@ -45,6 +46,7 @@ __global__ void row_minimum_kernel(const double* cost, int m, int n, const doubl
   if (lane == 0) {
     reduced[row] = best;
     column[row] = at;
+    cell_cost[row] = at >= 0 ? c[at] : 0.0;
   }
 }
 
@@ -76,10 +78,12 @@ class CudaRowPricer : public RowPricer {
     pot_ = static_cast<double*>(cuda::allocate(sizeof(double) * (m + n), device_));
     reduced_ = static_cast<double*>(cuda::allocate(sizeof(double) * m, device_));
     column_ = static_cast<int*>(cuda::allocate(sizeof(int) * m, device_));
+    cell_cost_ = static_cast<double*>(cuda::allocate(sizeof(double) * m, device_));
     // Page-locked host buffers: small copies each pass, without a staging copy in the driver.
     FGVC_CUDA_CHECK(cudaMallocHost(&host_pot_, sizeof(double) * (m + n)));
     FGVC_CUDA_CHECK(cudaMallocHost(&host_reduced_, sizeof(double) * m));
     FGVC_CUDA_CHECK(cudaMallocHost(&host_column_, sizeof(int) * m));
+    FGVC_CUDA_CHECK(cudaMallocHost(&host_cell_cost_, sizeof(double) * m));
     for (cudaEvent_t& e : events_) FGVC_CUDA_CHECK(cudaEventCreate(&e));
     FGVC_CUDA_CHECK(cudaMemcpyAsync(cost_, cost, sizeof(double) * cells, cudaMemcpyHostToDevice, stream_));
   }
@@ -93,10 +97,11 @@ class CudaRowPricer : public RowPricer {
       if (stream_) cudaStreamSynchronize(stream_);  // nothing of ours may still be in flight
       for (cudaEvent_t e : events_)
         if (e) cudaEventDestroy(e);
-      for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_)})
+      for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_),
+                      static_cast<void*>(host_cell_cost_)})
         if (p) cudaFreeHost(p);
       for (void* p : {static_cast<void*>(cost_), static_cast<void*>(pot_), static_cast<void*>(reduced_),
-                      static_cast<void*>(column_)})
+                      static_cast<void*>(column_), static_cast<void*>(cell_cost_)})
         if (p) cuda::release(p, device_);
     } catch (...) {
     }
@@ -105,9 +110,9 @@ class CudaRowPricer : public RowPricer {
 
   int m_, n_, device_;
   cudaStream_t stream_ = nullptr;
-  double *cost_ = nullptr, *pot_ = nullptr, *reduced_ = nullptr;
+  double *cost_ = nullptr, *pot_ = nullptr, *reduced_ = nullptr, *cell_cost_ = nullptr;
   int* column_ = nullptr;
-  double *host_pot_ = nullptr, *host_reduced_ = nullptr;
+  double *host_pot_ = nullptr, *host_reduced_ = nullptr, *host_cell_cost_ = nullptr;
   int* host_column_ = nullptr;
   cudaEvent_t events_[2] = {nullptr, nullptr};
   double seconds_ = 0;
@@ -119,18 +124,19 @@ void CudaRowPricer::price(const double* pot, double tol, int64_t want, std::vect
   FGVC_CUDA_CHECK(cudaMemcpyAsync(pot_, host_pot_, sizeof(double) * (m_ + n_), cudaMemcpyHostToDevice, stream_));
   FGVC_CUDA_CHECK(cudaEventRecord(events_[0], stream_));
   const unsigned blocks = static_cast<unsigned>((static_cast<long long>(m_) * 32 + kRowThreads - 1) / kRowThreads);
-  row_minimum_kernel<<<blocks, kRowThreads, 0, stream_>>>(cost_, m_, n_, pot_, tol, reduced_, column_);
+  row_minimum_kernel<<<blocks, kRowThreads, 0, stream_>>>(cost_, m_, n_, pot_, tol, reduced_, column_, cell_cost_);
   FGVC_CHECK_LAUNCH();
   FGVC_CUDA_CHECK(cudaEventRecord(events_[1], stream_));
   FGVC_CUDA_CHECK(cudaMemcpyAsync(host_reduced_, reduced_, sizeof(double) * m_, cudaMemcpyDeviceToHost, stream_));
   FGVC_CUDA_CHECK(cudaMemcpyAsync(host_column_, column_, sizeof(int) * m_, cudaMemcpyDeviceToHost, stream_));
+  FGVC_CUDA_CHECK(cudaMemcpyAsync(host_cell_cost_, cell_cost_, sizeof(double) * m_, cudaMemcpyDeviceToHost, stream_));
   FGVC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   float ms = 0;
   FGVC_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[0], events_[1]));
   seconds_ += ms / 1e3;
   out->clear();
   for (int i = 0; i < m_; ++i)
-    if (host_column_[i] >= 0) out->push_back({host_reduced_[i], i, host_column_[i]});
+    if (host_column_[i] >= 0) out->push_back({host_reduced_[i], i, host_column_[i], host_cell_cost_[i]});
   if (want > 0 && static_cast<int64_t>(out->size()) > want) {  // the most negative, by a strict order
     std::nth_element(out->begin(), out->begin() + want, out->end(), [](const RowMinimum& x, const RowMinimum& y) {
       return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);

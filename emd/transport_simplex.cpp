@@ -379,7 +379,7 @@ class Solver {
   // minima), each re-priced against the current potentials, since earlier pivots shifted
   // some; those that stopped improving leave the list. An empty list: a new pass; a pass
   // without candidates: optimal. Each candidate's cost is kept beside it, so the re-pricing
-  // reads no row of the matrix.
+  // reads no row of the matrix (the pricer hands it on).
   bool next_candidate(int* ei, int* ej, double* d) {
     for (;;) {
       size_t kept = 0;
@@ -402,7 +402,7 @@ class Solver {
       ++passes_;
       pass_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (candidates_.empty()) return false;
-      for (const detail::RowMinimum& c : candidates_) list_.push_back({cost(c.i, c.j), c.i, c.j});
+      for (const detail::RowMinimum& c : candidates_) list_.push_back({c.cost, c.i, c.j});
     }
   }
 
@@ -684,8 +684,8 @@ class CpuRowPricer : public RowPricer {
     const double ui = pot[i], low = min_reduced_cost(row, v, ui, n_, -tol);
     if (low < -tol)
       for (int j = 0; j < n_; ++j)
-        if (row[j] - ui - v[j] == low) return {low, i, j};
-    return {low, i, -1};
+        if (row[j] - ui - v[j] == low) return {low, i, j, row[j]};
+    return {low, i, -1, 0.0};
   }
 
   const double* cost_;

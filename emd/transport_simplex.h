@@ -169,6 +169,7 @@ Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, cons
 struct RowMinimum {
   double reduced;
   int i, j;
+  double cost;  // c_ij, handed on so that the solver's re-pricing reads no row of the matrix
 };
 class RowPricer {
  public:

@@ -268,6 +268,7 @@ TEST(Emd, PartialRowPassesGoOnWhereTheLastStopped) {
     for (const auto& r : out) {
       EXPECT_EQ(r.j, 0);
       EXPECT_EQ(r.reduced, cost[r.i * n] - pot[r.i] - pot[m]);
+      EXPECT_EQ(r.cost, cost[r.i * n]);
       rows.push_back(r.i);
     }
     return rows;
@@ -299,6 +300,7 @@ TEST(EmdCuda, RowPricingOnTheGpuTakesTheCpusPivots) {
       EXPECT_EQ(on_gpu[k].i, on_cpu[k].i) << c.name;
       EXPECT_EQ(on_gpu[k].j, on_cpu[k].j) << c.name << " row " << on_cpu[k].i;
       EXPECT_EQ(on_gpu[k].reduced, on_cpu[k].reduced) << c.name << " row " << on_cpu[k].i;
+      EXPECT_EQ(on_gpu[k].cost, on_cpu[k].cost) << c.name << " row " << on_cpu[k].i;
     }
     // Asked for 2, the GPU's pass keeps the 2 most negative (ties: the smaller row).
     std::vector<emd::detail::RowMinimum> best_two, want_two = on_cpu;
