@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
           if (!fc.defined())
             throw app::UsageError("--num-classes: not given and " + weights + " has no classifier weight [K, D]");
           num_classes = fc.size(0);
+          FGVC_CHECK(num_classes > 0, "--weights", weights, ": its classifier weight ", shape_str(fc.shape()),
+                     " has no classes");
         }
         std::shared_ptr<nn::Classifier> model;
         app::check_model_name(model_name);
