@@ -1,7 +1,7 @@
 // fgvc-similarity: the EMD between two domain files and the paper's domain similarity.
 //   fgvc-similarity --source imagenet.safetensors --target cub200.safetensors [--gamma 0.01]
 // Several --target files: one line each; with --device cuda they are solved in one batched
-// launch of the GPU solver.
+// launch of the GPU solver (with --pricing rows: one after another, passes on the GPU).
 #include <chrono>
 #include <cstdio>
 
@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   std::string source;
   std::vector<std::string> targets;
   double gamma = 0.01;
+  std::string pricing = "block";
   return fgvc::app::run(
       "fgvc-similarity", "Domain similarity exp(-gamma * EMD) between the class means of two domain files", argc, argv,
       [&](CLI::App& cli) {
@@ -19,6 +20,11 @@ int main(int argc, char** argv) {
         cli.add_option("--target", targets, "target domain (.safetensors: features, counts); repeat for several")
             ->required();
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
+        cli.add_option("--pricing", pricing,
+                       "how the solver finds entering cells: block (default) or rows (emd/transport_simplex.h; "
+                       "with --device cuda each target is solved by passes on the GPU and pivots on the host, "
+                       "not in the batched kernel)")
+            ->check(CLI::IsMember({"block", "rows"}));
       },
       [&](const fgvc::app::Common& common) {
         const fgvc::Device device = common.resolved_device();
@@ -26,7 +32,9 @@ int main(int argc, char** argv) {
         const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
         std::vector<fgvc::emd::Domain> t;
         for (const std::string& path : targets) t.push_back(fgvc::emd::load_domain(path));
-        const std::vector<fgvc::emd::Similarity> r = fgvc::emd::domain_similarities(s, t, gamma, device);
+        fgvc::emd::Options options;
+        options.pricing = pricing == "rows" ? fgvc::emd::Pricing::Rows : fgvc::emd::Pricing::Block;
+        const std::vector<fgvc::emd::Similarity> r = fgvc::emd::domain_similarities(s, t, gamma, device, options);
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         auto row = [&](size_t q) {
           return nlohmann::json{{"target", targets[q]},        {"emd", r[q].emd},

@@ -24,7 +24,7 @@ fgvc-similarity given all K targets at once (the CPU solves one target per core 
 against POT solving them one after another, each end to end; once, and throughput compared.
 
     /usr/bin/python3 bench/emd_vs_pot.py [--bin build/bin] [--sizes 1000x200,6089x200,5089x555] [--degenerate] [--opencv]
-                                         [--batch 64]
+                                         [--batch 64] [--device cuda] [--pricing rows]
 """
 import argparse
 import json
@@ -118,6 +118,8 @@ def bisect_pivots(a, b, m, optimum):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin")
+    ap.add_argument("--device", default="cpu", help="fgvc-similarity's --device (cuda: the GPU solver)")
+    ap.add_argument("--pricing", default="block", choices=["block", "rows"], help="fgvc-similarity's --pricing")
     ap.add_argument("--sizes", default="1000x200,6089x200,5089x555",
                     help="MxN (Zipf-like counts), MxN:equal (every class count 1), M:self (a domain against itself)")
     ap.add_argument("--degenerate", action="store_true",
@@ -158,8 +160,9 @@ def main():
             ours = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                out = subprocess.run([os.path.join(args.bin, "fgvc-similarity"), "--device", "cpu", "--source", src,
-                                      "--target", tgt, "--json"], check=True, capture_output=True, text=True).stdout
+                out = subprocess.run([os.path.join(args.bin, "fgvc-similarity"), "--device", args.device,
+                                      "--pricing", args.pricing, "--source", src, "--target", tgt, "--json"],
+                                     check=True, capture_output=True, text=True).stdout
                 wall = time.perf_counter() - t0
                 ours.append((wall, json.loads(out.strip().splitlines()[-1])))
             pots = [pot_end_to_end(src, tgt) for _ in range(args.repeats)]
@@ -200,7 +203,7 @@ def batched(args, rng, zipf):
         for k in range(args.batch):
             tgts.append(os.path.join(tmp, f"target{k}.safetensors"))
             write_domain(tgts[-1], rng.normal(size=(n, args.dim)) * 0.9 + 0.1 * (k % 7), zipf(n))
-        cmd = [os.path.join(args.bin, "fgvc-similarity"), "--device", "cpu", "--source", src, "--json"]
+        cmd = [os.path.join(args.bin, "fgvc-similarity"), "--device", args.device, "--source", src, "--json"]
         for t in tgts:
             cmd += ["--target", t]
         out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])

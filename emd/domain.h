@@ -43,7 +43,9 @@ struct Similarity {
 Similarity domain_similarity(const Domain& source, const Domain& target, double gamma = 0.01,
                              Device device = Device::cpu(), const Options& options = {});
 // One source against many targets; on a CUDA device all solves share one launch (the
-// batched solver). `seconds` is the whole call's time, `solve_seconds` the solver's.
+// batched solver), or with options.pricing = Pricing::Rows run one after another, each by
+// passes on the GPU and pivots on the host (solve_cuda). `seconds` is the whole call's time,
+// `solve_seconds` the solver's.
 std::vector<Similarity> domain_similarities(const Domain& source, const std::vector<Domain>& targets,
                                             double gamma = 0.01, Device device = Device::cpu(),
                                             const Options& options = {});

@@ -193,6 +193,17 @@ run() {
   # report reads what was written).
   LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
     --block-scales 4 --pricing rows,block --json "$OUT/bench_emd_big.json"
+  # The single-problem targets against POT on this machine's CPU, end to end
+  # (fgvc-similarity --device cuda, the kernel and pricing by rows), where POT is installed.
+  step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
+  if python3 -c 'import ot, numpy' 2>/dev/null; then
+    for pricing in block rows; do
+      LD_LIBRARY_PATH=$libpath timeout -k 5 60 python3 bench/emd_vs_pot.py --bin "$bundle/bin" --device cuda \
+        --pricing "$pricing" --sizes 6089x200,5089x555 --repeats 3 --no-pivot-count
+    done
+  else
+    echo "skipped: no POT (python3 -c 'import ot') on this machine"
+  fi
   fi  # not kernels
 
   if [[ $mode != emd ]]; then

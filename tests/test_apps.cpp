@@ -65,6 +65,17 @@ TEST_F(Apps, SimilarityPrintsEmdAndJson) {
   EXPECT_NE(plain.out.find("similarity"), std::string::npos);
 }
 
+// Pricing by rows on the CPU: the same optimum as block pricing.
+TEST_F(Apps, SimilarityPricingByRows) {
+  const std::string args = " --device cpu --source " + source + " --target " + target + " --json";
+  const Outcome block = run("fgvc-similarity" + args), rows = run("fgvc-similarity --pricing rows" + args);
+  ASSERT_EQ(block.code, 0) << block.err;
+  ASSERT_EQ(rows.code, 0) << rows.err;
+  const double want = last_json_line(block.out).at("emd");
+  EXPECT_NEAR(last_json_line(rows.out).at("emd").get<double>(), want, 1e-9 * want);
+  EXPECT_EQ(run("fgvc-similarity --pricing diagonal" + args).code, 2);
+}
+
 TEST_F(Apps, SimilarityWithSeveralTargets) {
   const Outcome r =
       run("fgvc-similarity --device cpu --source " + source + " --target " + target + " --target " + target2 + " --json");
@@ -92,9 +103,13 @@ TEST_F(Apps, SimilarityOnTheGpuMatchesTheCpu) {
   ASSERT_EQ(gpu.code, 0) << gpu.err;
   ASSERT_EQ(cpu.code, 0) << cpu.err;
   const nlohmann::json g = last_json_line(gpu.out), c = last_json_line(cpu.out);
+  const Outcome by_rows = run("fgvc-similarity --device cuda --pricing rows" + args);
+  ASSERT_EQ(by_rows.code, 0) << by_rows.err;
+  const nlohmann::json rows = last_json_line(by_rows.out);
   for (int q = 0; q < 2; ++q) {
     const double want = c["targets"][q].at("emd");
     EXPECT_NEAR(g["targets"][q].at("emd").get<double>(), want, 1e-9 * want) << q;
+    EXPECT_NEAR(rows["targets"][q].at("emd").get<double>(), want, 1e-9 * want) << q;
   }
 }
 
