@@ -12,7 +12,8 @@
 #   scripts/gpu-check.sh --emd
 #       A shorter check: test_emd, test_cuda_parity, test_apps, memcheck, racecheck and
 #       synccheck of the GPU solver,
-#       bench_emd and the float32 training step against PyTorch.
+#       bench_emd, fgvc-similarity against POT (where POT is installed) and the float32 training
+#       step against PyTorch.
 #
 #   scripts/gpu-check.sh --kernels
 #       A shorter check of the elementwise, reduction and copy kernels: test_cuda_parity,
