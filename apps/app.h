@@ -59,8 +59,9 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// An output file's folder, made where it is missing (as fgvc-train makes its --out), before
-// any work: a long evaluation is not lost to a missing folder at its end. "" does nothing.
+// An output file's folder, made where it is missing (as fgvc-train makes its --out): called
+// once the flags and inputs are known to be good, before the long work, so that a bad call
+// leaves no empty folder and a long evaluation is not lost to a missing one. "" does nothing.
 void make_parent_folder(const std::string& path);
 
 // --model NAME: a usage error (exit 2) for a name the registry does not know, listing those

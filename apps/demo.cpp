@@ -195,21 +195,21 @@ int main(int argc, char** argv) {
         };
         const std::string train_images = file("train-images-idx3-ubyte"), train_labels = file("train-labels-idx1-ubyte"),
                           test_images = file("t10k-images-idx3-ubyte"), test_labels = file("t10k-labels-idx1-ubyte");
+        // The demo writes its whole run folder (data/, stage1/, stage2/, the report, results and
+        // plots): only into a new or empty folder, or one an earlier demo wrote (its marker file),
+        // never over a user's own files.
+        {
+          std::error_code ec;
+          const bool empty_or_new = !fs::exists(o.out) || (fs::is_directory(o.out) && fs::is_empty(o.out, ec));
+          if (!empty_or_new && !fs::exists(fs::path(o.out) / ".fgvc-demo"))
+            throw Error(o.out + " is not empty and no earlier fgvc-demo wrote it (no .fgvc-demo in it): give --out a "
+                        "new or empty folder");
+        }
         fs::create_directories(o.out);
         const std::string out = fs::canonical(o.out).string();
         const std::string train_dir = out + "/data/train", test_dir = out + "/data/test";
-        // The demo rewrites OUT/data, OUT/stage1 and OUT/stage2: only in a new folder or in one an
-        // earlier demo wrote (its marker file), never over a user's own folders of those names.
-        const fs::path marker = fs::path(out) / ".fgvc-demo";
-        // (A run folder of a demo from before the marker: its report beside its results.)
-        const bool earlier_demo = fs::exists(marker) || (fs::exists(fs::path(out) / "report.md") &&
-                                                         fs::exists(fs::path(out) / "results.json"));
-        if (!earlier_demo)
-          for (const char* sub : {"data", "stage1", "stage2"})
-            if (fs::exists(fs::path(out) / sub))
-              throw Error((fs::path(out) / sub).string() + " exists and no earlier fgvc-demo wrote it (no " +
-                          marker.filename().string() + " in " + out + "): give --out a new or empty folder");
-        write_file_atomic(marker.string(), "fgvc-demo's run folder: it rewrites data/, stage1/ and stage2/ here\n");
+        write_file_atomic((fs::path(out) / ".fgvc-demo").string(),
+                          "fgvc-demo's run folder: each run rewrites data/, stage1/, stage2/ and the results here\n");
 
         // 1. The data: Fashion-MNIST as JPEG folders, long-tailed for training.
         std::printf("== data: Fashion-MNIST from %s as JPEG files\n", o.data_dir.c_str());

@@ -37,7 +37,6 @@ int main(int argc, char** argv) {
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(per_class);
         using namespace fgvc;
         if (models.size() != 1 && models.size() != weights.size())
           throw app::UsageError("give one --model for all --weights, or one per --weights (" +
@@ -48,22 +47,24 @@ int main(int argc, char** argv) {
         // The classes the model was trained on, by name (fgvc-train records them in its
         // checkpoints): --data may lack some, or order them otherwise. Every model of an
         // ensemble must have the same.
-        const std::vector<std::string> recorded = train::recorded_classes(weights[0]);
-        for (size_t i = 1; i < weights.size(); ++i) {
-          const std::vector<std::string> other = train::recorded_classes(weights[i]);
-          if (!other.empty() && !recorded.empty() && other != recorded)
-            throw Error(weights[i] + ": trained on other classes than " + weights[0]);
+        std::vector<std::string> recorded;  // the first that records them
+        std::string recorded_by;
+        for (const std::string& w : weights) {
+          const std::vector<std::string> these = train::recorded_classes(w);
+          if (these.empty()) continue;
+          if (recorded.empty()) recorded = these, recorded_by = w;
+          else if (these != recorded) throw Error(w + ": trained on other classes than " + recorded_by);
         }
         if (!train_counts_path.empty()) {
           const data::Dataset train_set = data::load_dataset(train_counts_path);
           if (!recorded.empty() && !train_set.numbered && recorded != train_set.classes)
-            throw Error("--train-counts " + train_counts_path + ": not the classes " + weights[0] +
+            throw Error("--train-counts " + train_counts_path + ": not the classes " + recorded_by +
                         " was trained on (its first: '" + recorded[0] + "')");
           dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path);
           train_counts = train_set.counts();
         } else if (!recorded.empty() && !dataset.numbered) {  // a numbered list's labels are the model's outputs
           dataset = data::align_classes(std::move(dataset), recorded,
-                                        "--data " + data_path + " (against the classes of " + weights[0] + ")");
+                                        "--data " + data_path + " (against the classes of " + recorded_by + ")");
         }
         int64_t K = static_cast<int64_t>(dataset.classes.size());
         std::vector<std::shared_ptr<nn::Classifier>> nets;
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
           members.push_back({net.get(), loaders.back().get()});
           if (!common.json && used_ema) std::printf("%s: the moving average of the weights\n", weights[i].c_str());
         }
+        fgvc::app::make_parent_folder(per_class);
         const train::EvalResult r = train::evaluate(members, device);
         FGVC_CHECK(r.images > 0, "--data", data_path, ": no readable image (", r.skipped, " file(s) skipped)");
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);

@@ -28,7 +28,6 @@ int main(int argc, char** argv) {
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Threads);
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(out);
         using namespace fgvc;
         const Device device = common.resolved_device();
         o.size = size > 0 ? size : nn::default_input_size(model_name);
@@ -49,6 +48,7 @@ int main(int argc, char** argv) {
         model->eval();
 
         data::Loader loader(data::load_dataset(data_path), o);
+        fgvc::app::make_parent_folder(out);
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
         const std::vector<double>& counts = domain.counts;

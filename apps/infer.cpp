@@ -24,7 +24,6 @@ int main(int argc, char** argv) {
             ->check(fgvc::app::ClassCount);
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(output);
         using namespace fgvc;
         const Device device = common.resolved_device();
         const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
@@ -56,6 +55,7 @@ int main(int argc, char** argv) {
                    nn::min_input_size(model_name), " x ", nn::min_input_size(model_name), " that ", model_name, " needs");
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
+        fgvc::app::make_parent_folder(output);
         const Tensor logits = model->forward(x->second.to(device));
         write_safetensors(output, {{"logits", logits.cpu()}, {"features", features.cpu()}},
                           {{"model", model_name}, {"weights", weights}});

@@ -59,7 +59,6 @@ int main(int argc, char** argv) {
         cli.add_option("--save-grid", grid, "write the first batch as a PNG grid");
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(grid);
         using namespace fgvc::data;
         (void)common.resolved_device();  // validates --device; batches are pinned when CUDA is usable
         o.mode = mode == "train" ? Mode::Train : (mode == "eval" ? Mode::Eval : Mode::Eval12);
@@ -67,6 +66,7 @@ int main(int argc, char** argv) {
         Loader loader(load_dataset(data), o);
         int64_t done = 0;
         Batch first;  // the first batch with an image, for --save-grid (drawn after the timing)
+        fgvc::app::make_parent_folder(grid);
         const auto t0 = std::chrono::steady_clock::now();
         for (uint64_t epoch = 0; done < images; ++epoch) {
           loader.start_epoch(epoch);

@@ -28,7 +28,6 @@ int main(int argc, char** argv) {
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(out);
         const bool per_target_given = !per_target.empty();
         if (per_target.empty()) {
           if (top_k < 0) throw fgvc::app::UsageError("give --top-k or --per-target-k");
@@ -47,6 +46,7 @@ int main(int argc, char** argv) {
                                         source + " has " + std::to_string(m) + " classes");
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
+        fgvc::app::make_parent_folder(out);
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);
         std::ostringstream f;
         f.precision(12);

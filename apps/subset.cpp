@@ -23,10 +23,10 @@ int main(int argc, char** argv) {
         cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)")->check(fgvc::app::NonNegative);
       },
       [&](const fgvc::app::Common& common) {
-        fgvc::app::make_parent_folder(out);
         using namespace fgvc::data;
         const Dataset full = load_dataset(data);
         const Dataset sub = balanced_subset(full, max_per_class, seed);
+        fgvc::app::make_parent_folder(out);
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
         if (!common.json) {

@@ -115,11 +115,21 @@ def bisect_pivots(a, b, m, optimum):
     return lo
 
 
+def fgvc_env(args):
+    """fgvc-similarity's environment: this process's, with --fgvc-library-path as LD_LIBRARY_PATH
+    (for fgvc's binaries alone: numpy and POT keep the system's libraries)."""
+    env = dict(os.environ)
+    if args.fgvc_library_path:
+        env["LD_LIBRARY_PATH"] = args.fgvc_library_path
+    return env
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin")
     ap.add_argument("--device", default="cpu", help="fgvc-similarity's --device (cuda: the GPU solver)")
     ap.add_argument("--pricing", default="block", choices=["block", "rows"], help="fgvc-similarity's --pricing")
+    ap.add_argument("--fgvc-library-path", help="LD_LIBRARY_PATH for fgvc-similarity alone (scripts/gpu-check.sh's bundle)")
     ap.add_argument("--sizes", default="1000x200,6089x200,5089x555",
                     help="MxN (Zipf-like counts), MxN:equal (every class count 1), M:self (a domain against itself)")
     ap.add_argument("--degenerate", action="store_true",
@@ -162,7 +172,7 @@ def main():
                 t0 = time.perf_counter()
                 out = subprocess.run([os.path.join(args.bin, "fgvc-similarity"), "--device", args.device,
                                       "--pricing", args.pricing, "--source", src, "--target", tgt, "--json"],
-                                     check=True, capture_output=True, text=True).stdout
+                                     check=True, capture_output=True, text=True, env=fgvc_env(args)).stdout
                 wall = time.perf_counter() - t0
                 ours.append((wall, json.loads(out.strip().splitlines()[-1])))
             pots = [pot_end_to_end(src, tgt) for _ in range(args.repeats)]
@@ -203,10 +213,12 @@ def batched(args, rng, zipf):
         for k in range(args.batch):
             tgts.append(os.path.join(tmp, f"target{k}.safetensors"))
             write_domain(tgts[-1], rng.normal(size=(n, args.dim)) * 0.9 + 0.1 * (k % 7), zipf(n))
-        cmd = [os.path.join(args.bin, "fgvc-similarity"), "--device", args.device, "--source", src, "--json"]
+        cmd = [os.path.join(args.bin, "fgvc-similarity"), "--device", args.device, "--pricing", args.pricing,
+               "--source", src, "--json"]
         for t in tgts:
             cmd += ["--target", t]
-        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                        env=fgvc_env(args)).stdout.strip().splitlines()[-1])
         ours = [r["emd"] for r in out["targets"]]
         t0 = time.perf_counter()
         s, a = read_domain(src)  # once, as fgvc-similarity does

@@ -77,6 +77,7 @@ class Loader {
   int64_t batches_per_epoch() const;
   int64_t skipped() const { return skipped_; }
   int64_t skipped_files() const { return static_cast<int64_t>(warned_.size()); }
+  const std::set<int64_t>& skipped_indices() const { return warned_; }  // their dataset indices
   const Dataset& dataset() const { return dataset_; }
   const LoaderOptions& options() const { return options_; }
 

@@ -69,7 +69,7 @@ struct Result {
   std::vector<FlowCell> flow;     // the basic cells (zero flows included)
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
-  int64_t pricing_passes = 0;     // Pricing::Rows: passes over every cell (0 with block pricing)
+  int64_t pricing_passes = 0;     // Pricing::Rows: passes (each over every row, or on the CPU part of them; 0 with block pricing)
   double pass_seconds = 0;        // Pricing::Rows: the passes' time (on the GPU: with the round trips)
   double seconds = 0;
   // GPU solver only (empty or 0 on the CPU): the shares of the kernel's time (thread 0's

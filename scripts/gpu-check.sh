@@ -199,7 +199,7 @@ run() {
   step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
   if python3 -c 'import ot, numpy' 2>/dev/null; then
     for pricing in block rows; do
-      LD_LIBRARY_PATH=$libpath timeout -k 5 60 python3 bench/emd_vs_pot.py --bin "$bundle/bin" --device cuda \
+      timeout -k 5 60 python3 bench/emd_vs_pot.py --bin "$bundle/bin" --fgvc-library-path "$libpath" --device cuda \
         --pricing "$pricing" --sizes 6089x200,5089x555 --repeats 3 --no-pivot-count
     done
   else

@@ -209,7 +209,10 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(bad.err.rfind("fgvc-subset: error: ", 0), 0u) << bad.err;
   EXPECT_EQ(run("fgvc-subset --data " + images + " --max-per-class 0 --out " + out).code, 2);
-  // An --out in a folder that is not there yet: made, as fgvc-train makes its run folder.
+  // A bad call makes no folder; an --out in a folder that is not there yet is made, as
+  // fgvc-train makes its run folder.
+  EXPECT_EQ(run("fgvc-subset --data " + dir + "/nowhere --max-per-class 2 --out " + dir + "/not_made/s.txt").code, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/not_made"));
   const std::string nested = dir + "/new_folder/deeper/subset.txt";
   std::filesystem::remove_all(dir + "/new_folder");
   ASSERT_EQ(run("fgvc-subset --data " + images + " --max-per-class 2 --out " + nested).code, 0);

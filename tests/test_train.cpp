@@ -225,12 +225,31 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   const std::string refused = training_error(changed);
   EXPECT_NE(refused.find("optimizer \"sgd\" (was \"rmsprop\")"), std::string::npos) << refused;
   EXPECT_NE(refused.find("lr 0.5"), std::string::npos) << refused;
+  train::TrainConfig averaged = c;  // a moving average the run never had: config.json's word
+  averaged.resume = true;
+  averaged.steps = 4;
+  averaged.ema_decay = 0.999;
+  const std::string no_average = training_error(averaged);
+  EXPECT_NE(no_average.find("ema_decay 0.999 (was 0.0)"), std::string::npos) << no_average;
   train::TrainConfig more = c;
   more.resume = true;
   more.steps = c.steps + 1;
   more.workers = c.workers + 1;
   more.log_every = 1;
   EXPECT_EQ(train::train_model(more, Device::cpu()).steps, c.steps + 1);
+  EXPECT_EQ(train::recorded_classes(c.out + "/last.safetensors"), data::load_dataset(c.data).classes);
+  // A list file without class names records none (its labels are the outputs' indices), so
+  // fgvc-eval scores other data by position, as before.
+  {
+    const data::Dataset folder = data::load_dataset(f.train);
+    std::ofstream list(f.dir + "/numbered.txt");
+    for (const data::Sample& smp : folder.samples) list << smp.path << "\t" << smp.label << "\n";
+  }
+  train::TrainConfig numbered = small_config(f, "numbered");
+  numbered.data = f.dir + "/numbered.txt";
+  numbered.steps = 1;
+  ASSERT_EQ(train::train_model(numbered, Device::cpu()).steps, 1);
+  EXPECT_TRUE(train::recorded_classes(numbered.out + "/last.safetensors").empty());
 }
 
 // head/tail against a hand count: classes with >= 10 training images are head.
@@ -666,12 +685,14 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   const testing::Outcome bad = testing::run_app("fgvc-demo --out " + run + "2 --data-dir " + dir + "/nothing", dir);
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("dataset-fashion-mnist"), std::string::npos) << bad.err;
-  // A user's folder named data/ (or stage1/, stage2/) in --out is never removed: refused, whether
-  // the inputs are there or not; the demo's own run folder (its marker) is rewritten.
+  // A user's folder is never written over: a non-empty --out without the demo's marker is
+  // refused, whether the inputs are there or not; the demo's own run folder is rewritten.
   const std::string mine = dir + "/mine";
   fs::remove_all(mine);
   fs::create_directories(mine + "/data");
   { std::ofstream(mine + "/data/important.txt") << "keep me\n"; }
+  { std::ofstream(mine + "/report.md") << "my own report\n"; }
+  { std::ofstream(mine + "/results.json") << "{}\n"; }
   for (const std::string& data_dir : {dir + "/nothing", idx}) {
     const testing::Outcome refused = testing::run_app("fgvc-demo --out " + mine + " --data-dir " + data_dir, dir);
     EXPECT_EQ(refused.code, 1) << data_dir;
@@ -679,6 +700,7 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   }
   EXPECT_NE(testing::run_app("fgvc-demo --out " + mine + " --data-dir " + idx, dir).err.find("new or empty folder"),
             std::string::npos);
+  EXPECT_EQ(testing::slurp(mine + "/report.md"), "my own report\n");
   EXPECT_TRUE(fs::exists(run + "/.fgvc-demo"));
 }
 

@@ -95,7 +95,7 @@ namespace {
 
 // --resume continues the run as it was set up: every setting that shapes its trajectory (the
 // data's classes and counts, the model, the optimizer and its schedule, augmentation, the
-// moving average, the seed, the global batch) must be config.json's. --steps and --epochs
+// moving average, the seed) must be config.json's. --steps and --epochs
 // may grow; the workers, logging, devices and paths may change.
 void check_same_run(const std::string& config_path, const json& now) {
   if (!fs::exists(config_path)) return;  // a run folder from elsewhere: the checkpoint's own checks apply
@@ -108,7 +108,8 @@ void check_same_run(const std::string& config_path, const json& now) {
   }
   if (!was.is_object()) throw Error(config_path + ": not a run's config.json");
   std::string differences;
-  for (const char* key : {"model", "input_size", "global_batch_size", "optimizer", "lr", "lr_decay", "decay_epochs",
+  // (The global batch is the checkpoint's to check: its message says which --batch-size fits.)
+  for (const char* key : {"model", "input_size", "optimizer", "lr", "lr_decay", "decay_epochs",
                           "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
                           "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "amp",
                           "sync_bn", "classes", "train_counts"}) {
@@ -287,6 +288,13 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // By class name: a validation set may lack classes, or list them in another order.
     val_set = data::align_classes(data::load_dataset(c.val), train_set.classes, "--val " + c.val);
   }
+  const std::string config_path = (fs::path(c.out) / "config.json").string();
+  if (c.resume) {  // before anything of the checkpoint is read: its settings are the run's
+    json now = config_object(c);
+    now["classes"] = train_set.classes;
+    now["train_counts"] = train_set.counts();
+    check_same_run(config_path, now);
+  }
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K);
@@ -320,6 +328,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     FGVC_CHECK(ck.position.model == c.model && ck.position.num_classes == K, "--resume", last_path,
                ": a checkpoint of ", ck.position.model, " with ", ck.position.num_classes, " classes; this run is ",
                c.model, " with ", K);
+    FGVC_CHECK(ck.position.classes.empty() || train_set.numbered || ck.position.classes == train_set.classes, "--resume",
+               last_path, ": trained on other classes than --data ", c.data, " has (its first: '",
+               ck.position.classes.front(), "')");
     try {
       model->load_state_dict(ck.model, /*strict=*/true);
       optimizer->load_state(ck.optimizer);
@@ -389,7 +400,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     val_loader = std::make_unique<data::Loader>(*val_set, vo);
   }
 
-  pos.classes = class_names;  // recorded in every checkpoint (fgvc-eval matches by them)
+  // Recorded in every checkpoint, so that fgvc-eval matches a data set by them; a list file
+  // without names has none to record (its labels are the outputs' indices).
+  pos.classes = train_set.numbered ? std::vector<std::string>{} : class_names;
   json cfg = config_object(c);
   cfg["num_classes"] = K;
   cfg["train_images"] = train_set.samples.size();
@@ -401,8 +414,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["global_batch_size"] = c.batch_size * comm.size();
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
-  const std::string config_path = (fs::path(c.out) / "config.json").string();
-  if (c.resume) check_same_run(config_path, cfg);
   if (leader) write_file_atomic(config_path, cfg.dump(2) + "\n");
   MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, leader);
   Progress progress(c.progress && leader);
@@ -616,10 +627,20 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                 (c.amp == "off" ? " or --amp bf16" : ""));
   }
   if (!saved_once) save_last();
-  // Over all ranks (each trained on its share of every batch): images, and files skipped (a
-  // file counted once per rank that met it).
+  // Over all ranks (each trained on its share of every batch): images, and the distinct files
+  // skipped (one rank may meet a file in one epoch and another in the next: a flag per
+  // sample, summed over the ranks, counts it once).
   summary.images = static_cast<int64_t>(std::llround(rank_sum(static_cast<double>(summary.images), comm, device)));
-  summary.skipped = static_cast<int64_t>(std::llround(rank_sum(static_cast<double>(loader.skipped_files()), comm, device)));
+  if (comm.size() == 1) {
+    summary.skipped = loader.skipped_files();
+  } else {
+    std::vector<float> met(train_set.samples.size(), 0.0f);
+    for (int64_t index : loader.skipped_indices()) met[static_cast<size_t>(index)] = 1.0f;
+    Tensor flags = Tensor::from_vector(met, {static_cast<int64_t>(met.size())}).to(device);
+    comm.all_reduce_sum(flags);
+    summary.skipped = 0;
+    for (float f : flags.to_vector<float>()) summary.skipped += f > 0;
+  }
   summary.steps = pos.step;
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;
