@@ -92,9 +92,11 @@ int run(const std::string& name, const std::string& description, int argc, char*
     const nlohmann::json out = body(common);
     if (common.json) std::cout << out.dump() << "\n";
     // Output that could not be written (a full disk, a closed pipe) is a failure, not success.
+    errno = 0;
     std::cout.flush();
     if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
-      error_line(std::string("cannot write the output: ") + std::strerror(errno));
+      const int why = errno;  // 0 where the stream failed without a system error to name
+      error_line(std::string("cannot write the output") + (why ? std::string(": ") + std::strerror(why) : ""));
       return 1;
     }
     return 0;

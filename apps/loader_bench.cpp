@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
           Batch b;
           int64_t before = done;
           while (done < images && loader.next(&b)) {
-            if (!grid.empty() && !first.indices.size() && !b.indices.empty()) first = b;
+            if (!grid.empty() && first.indices.empty() && !b.indices.empty()) first = b;
             done += static_cast<int64_t>(b.indices.size());
           }
           if (done == before) throw fgvc::Error("no readable image in " + data);
