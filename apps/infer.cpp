@@ -55,8 +55,8 @@ int main(int argc, char** argv) {
                    nn::min_input_size(model_name), " x ", nn::min_input_size(model_name), " that ", model_name, " needs");
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
+        const Tensor logits = model->classify(features);  // the network runs once
         fgvc::app::make_parent_folder(output);
-        const Tensor logits = model->forward(x->second.to(device));
         write_safetensors(output, {{"logits", logits.cpu()}, {"features", features.cpu()}},
                           {{"model", model_name}, {"weights", weights}});
         if (!common.json)

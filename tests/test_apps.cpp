@@ -285,6 +285,7 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
   NoGradGuard no_grad;
   EXPECT_LT(testing::rel_error(y.tensors.at("logits"), model->forward(x)), 1e-6);
   EXPECT_EQ(y.tensors.at("features").shape(), (Shape{2, 2048}));
+  EXPECT_LT(testing::rel_error(y.tensors.at("features"), model->features(x)), 1e-6);
   // Weights of another architecture: a strict load lists the problem and exits 1.
   const Outcome bad = run("fgvc-infer --device cpu --model inception_v3 --num-classes 5 --weights " + dir +
                           "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");

@@ -424,6 +424,22 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
   }
 }
 
+// forward(x) is classify(features(x)) to the bit in evaluation mode (fgvc-infer runs the network
+// once for both): a plain head, timm's 1x1-convolution head, and Inception-v3's dropout.
+TEST(Models, ForwardIsTheClassifierOfTheFeatures) {
+  NoGradGuard no_grad;
+  for (const auto& [name, size] : std::vector<std::pair<std::string, int64_t>>{
+           {"resnet20", 32}, {"resnetv2_50", 32}, {"inception_v3", 75}}) {
+    manual_seed(12);
+    auto model = nn::create_model(name, 6);
+    model->eval();
+    const Tensor x = testing::randn_t({2, 3, size, size}, 13);
+    const Tensor f = model->features(x);
+    ASSERT_EQ(f.shape(), (Shape{2, model->feature_dim()})) << name;
+    EXPECT_EQ(model->classify(f).to_vector<float>(), model->forward(x).to_vector<float>()) << name;
+  }
+}
+
 // nn::min_input_size: each model's forward works at it and fails one pixel below.
 TEST(Models, MinimumInputSizes) {
   NoGradGuard no_grad;

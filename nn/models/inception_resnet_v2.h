@@ -29,7 +29,8 @@ class ResidualInceptionBlock : public InceptionBlock {
 class InceptionResNetV2 : public Classifier {
  public:
   explicit InceptionResNetV2(int64_t num_classes, bool se = false);
-  Tensor forward_impl(const Tensor& x) override { return classif_->forward(features(x)); }
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
+  Tensor classify(const Tensor& f) override { return classif_->forward(f); }
   Tensor features(const Tensor& x) override;  // pooled 1536-d
   int64_t feature_dim() const override { return 1536; }
   std::vector<std::string> classifier_prefixes() const override { return {"classif."}; }

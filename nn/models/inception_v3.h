@@ -69,7 +69,8 @@ std::shared_ptr<InceptionBlock> inception_e(int64_t in);
 class InceptionV3 : public Classifier {
  public:
   InceptionV3(int64_t num_classes, bool aux_logits = true, bool se = false);
-  Tensor forward_impl(const Tensor& x) override { return fc_->forward(dropout_->forward(features(x))); }
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
+  Tensor classify(const Tensor& f) override { return fc_->forward(dropout_->forward(f)); }
   Tensor features(const Tensor& x) override;  // pooled 2048-d
   int64_t feature_dim() const override { return 2048; }
   // The auxiliary classifier's logits from the last forward in training mode (undefined otherwise).

@@ -11,7 +11,8 @@ namespace nn {
 class InceptionV4 : public Classifier {
  public:
   explicit InceptionV4(int64_t num_classes);
-  Tensor forward_impl(const Tensor& x) override { return last_linear_->forward(features(x)); }
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
+  Tensor classify(const Tensor& f) override { return last_linear_->forward(f); }
   Tensor features(const Tensor& x) override;  // pooled 1536-d
   int64_t feature_dim() const override { return 1536; }
   std::vector<std::string> classifier_prefixes() const override { return {"last_linear."}; }

@@ -12,10 +12,13 @@ namespace fgvc {
 namespace nn {
 
 // An image classifier: features (the pooled penultimate layer, what domain similarity and
-// fgvc-infer's `features` use), then the classifier layer.
+// fgvc-infer's `features` use), then the classifier layer: forward(x) is classify(features(x)),
+// so a caller that needs both runs the network once.
 class Classifier : public Module {
  public:
   virtual Tensor features(const Tensor& x) = 0;
+  // The logits of features [N, feature_dim()] (Inception-v3's dropout first, in training).
+  virtual Tensor classify(const Tensor& features) = 0;
   virtual int64_t feature_dim() const = 0;
   // Whose weights --reset-classifier drops: the classifier, and any auxiliary one.
   virtual std::vector<std::string> classifier_prefixes() const { return {"fc."}; }

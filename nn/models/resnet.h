@@ -41,7 +41,8 @@ class ResNet : public Classifier {
  public:
   // blocks per stage: {3, 4, 6, 3} ResNet-50, {3, 4, 23, 3} -101, {3, 8, 36, 3} -152.
   ResNet(const std::vector<int>& blocks, int64_t num_classes, bool se = false);
-  Tensor forward_impl(const Tensor& x) override { return fc_->forward(features(x)); }
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
+  Tensor classify(const Tensor& f) override { return fc_->forward(f); }
   Tensor features(const Tensor& x) override;  // the pooled 2048-d penultimate layer
   int64_t feature_dim() const override { return 2048; }
   std::string type_name() const override { return "ResNet"; }

@@ -34,7 +34,8 @@ class BasicBlock : public Module {
 class ResNetCifar : public Classifier {
  public:
   ResNetCifar(int depth, int64_t num_classes);
-  Tensor forward_impl(const Tensor& x) override { return linear_->forward(features(x)); }
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
+  Tensor classify(const Tensor& f) override { return linear_->forward(f); }
   Tensor features(const Tensor& x) override;  // pooled 64-d
   int64_t feature_dim() const override { return 64; }
   std::vector<std::string> classifier_prefixes() const override { return {"linear."}; }

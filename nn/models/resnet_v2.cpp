@@ -72,8 +72,7 @@ Tensor ResNetV2::features(const Tensor& x) {
   return mean(norm_->forward(stages_->forward(stem_->forward(x))), {2, 3});
 }
 
-Tensor ResNetV2::forward_impl(const Tensor& x) {
-  const Tensor f = features(x);
+Tensor ResNetV2::classify(const Tensor& f) {
   return reshape(head_->forward(reshape(f, {f.size(0), f.size(1), 1, 1})), {f.size(0), -1});
 }
 

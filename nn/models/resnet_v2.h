@@ -33,8 +33,9 @@ class PreActBottleneck : public Module {
 class ResNetV2 : public Classifier {
  public:
   ResNetV2(const std::vector<int>& blocks, int64_t num_classes);
-  Tensor forward_impl(const Tensor& x) override;
+  Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
   Tensor features(const Tensor& x) override;  // after the final norm, pooled: 2048-d
+  Tensor classify(const Tensor& f) override;  // timm's head: a 1x1 convolution
   int64_t feature_dim() const override { return 2048; }
   std::vector<std::string> classifier_prefixes() const override { return {"head.fc."}; }
   std::string type_name() const override { return "ResNetV2"; }
