@@ -382,15 +382,24 @@ class Solver {
   // reads no row of the matrix (the pricer hands it on).
   bool next_candidate(int* ei, int* ej, double* d) {
     for (;;) {
+      // Branch-free: every entry is written at `kept`, which only an improving one advances
+      // (the outcome of either test is random, and mispredicting it cost more than the work).
       size_t kept = 0;
       double best = -tol_;
       size_t best_at = 0;
-      for (size_t k = 0; k < list_.size(); ++k) {
-        const ListEntry e = list_[k];
-        const double r = e.cost - pot_[e.i] - pot_[m_ + e.j];
-        if (!(r < -tol_)) continue;
-        if (r < best) best = r, best_at = kept;
-        list_[kept++] = e;
+      const double* u = pot_.data();
+      const double* v = pot_.data() + m_;
+      ListEntry* list = list_.data();
+      const double limit = -tol_;
+      for (size_t k = 0, size = list_.size(); k < size; ++k) {
+        const ListEntry e = list[k];
+        const double r = e.cost - u[e.i] - v[e.j];
+        const bool improving = r < limit;
+        const bool better = r < best;
+        best = better ? r : best;
+        best_at = better ? kept : best_at;
+        list[kept] = e;
+        kept += improving;
       }
       list_.resize(kept);
       if (kept > 0) {
