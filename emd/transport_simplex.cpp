@@ -716,10 +716,13 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
   const std::unique_ptr<RowPricer> pricer = make ? make(r.cost(cost), r.m(), r.n()) : nullptr;
   Solver solver(r.cost(cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
   solver.set_row_pricer(pricer.get());
-  solver.run();
+  solver.start();
+  const double start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  solver.pivot_to_optimum();
   Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
   out.pricing_passes = solver.pricing_passes();
   out.pass_seconds = solver.pass_seconds();
+  out.start_seconds = start_seconds;
   if (pricer) out.gpu_kernel_seconds = pricer->device_seconds();
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

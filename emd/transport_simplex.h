@@ -71,6 +71,7 @@ struct Result {
   int64_t iterations = 0;         // pivots
   int64_t pricing_passes = 0;     // Pricing::Rows: passes (each over every row, or on the CPU part of them; 0 with block pricing)
   double pass_seconds = 0;        // Pricing::Rows: the passes' time (on the GPU: with the round trips)
+  double start_seconds = 0;       // Pricing::Rows: setting up (on the GPU: the cost matrix's upload) and the greedy start
   double seconds = 0;
   // GPU solver only (empty or 0 on the CPU): the shares of the kernel's time (thread 0's
   // clock) in pricing, in planning the pivots (warp 0: cycle, flows, rehanging), in the

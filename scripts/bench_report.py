@@ -155,10 +155,12 @@ def emd_table(paths):
         tier = g.get("shared_tier")  # 2: tree and flows in shared memory, 1: the tree, 0: global
         return text if tier is None else f"{text} (tier {tier})"
 
-    def rows_split(g):  # by rows: the passes' time with their round trips, and the host's pivots
+    def rows_split(g):  # by rows: the start, the passes' time with their round trips, the host's pivots
         if g.get("pass_seconds") is None or g.get("seconds") is None:
             return "-"
-        return f"passes {g['pass_seconds']:.3f} s, host pivots {g['seconds'] - g['pass_seconds']:.3f} s"
+        start = g.get("start_seconds", 0.0)
+        return (f"start {start:.3f} s, passes {g['pass_seconds']:.3f} s, "
+                f"host pivots {g['seconds'] - g['pass_seconds'] - start:.3f} s"
 
     for path in paths:
         with open(path) as f:
