@@ -79,7 +79,8 @@ Tensor mul(const Tensor& a, double b) {
 Tensor pow(const Tensor& a, double exponent) {
   Tensor y = k::binary(k::BinaryOp::Pow, a, exponent);
   autograd::record("pow", {a}, {y}, [a = a.detach(), exponent](const Grads& g, const Needs&) -> Grads {
-    // d/da a^p = p a^(p-1)
+    // d/da a^p = p a^(p-1); a^0 is constant, so 0 (p a^(p-1) would be 0 * inf at a = 0)
+    if (exponent == 0.0) return {Tensor::zeros(a.shape(), g[0].dtype(), g[0].device())};
     const Tensor d = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Pow, a, exponent - 1.0), exponent);
     return {k::mul(g[0], d)};
   });

@@ -37,9 +37,11 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   Tensor leaf(impl);
   const Tensor& g = grad_outputs.at(0);
   if (!leaf.grad().defined()) {
-    // Keep the incoming tensor when nothing else refers to it, else a private copy, so that
-    // a later in-place change of either cannot reach the other.
-    leaf.set_grad(g.impl_ptr().use_count() == 1 ? g : g.clone());
+    // Keep the incoming tensor when nothing else refers to it or to its memory (a view, as
+    // reshape's backward returns, shares the memory under a new handle), else a private copy,
+    // so that a later in-place change of either cannot reach the other.
+    const bool own = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1;
+    leaf.set_grad(own ? g : g.clone());
   } else {
     leaf.set_grad(kernels::add(leaf.grad(), g));
   }

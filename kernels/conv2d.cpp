@@ -264,8 +264,8 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
   const Dims d = check(x_shape, w.shape(), g, "conv2d_backward_input");
   FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_input", "gradient ", describe(grad),
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
-  FGVC_CHECK(grad.device() == w.device(), "conv2d_backward_input", "gradient ", describe(grad), " and weight ",
-             describe(w), " are on different devices");
+  FGVC_CHECK(grad.device() == w.device() && grad.dtype() == w.dtype(), "conv2d_backward_input", "gradient ",
+             describe(grad), " and weight ", describe(w), " differ in device or dtype");
   if (grad.device().is_cuda()) return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_input", T,
@@ -277,8 +277,8 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
   const Dims d = check(x.shape(), w_shape, g, "conv2d_backward_weight");
   FGVC_CHECK(grad.shape() == (Shape{d.n, d.o, d.ho, d.wo}), "conv2d_backward_weight", "gradient ", describe(grad),
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
-  FGVC_CHECK(grad.device() == x.device(), "conv2d_backward_weight", "gradient ", describe(grad), " and input ",
-             describe(x), " are on different devices");
+  FGVC_CHECK(grad.device() == x.device() && grad.dtype() == x.dtype(), "conv2d_backward_weight", "gradient ",
+             describe(grad), " and input ", describe(x), " differ in device or dtype");
   if (grad.device().is_cuda()) return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_weight", T,

@@ -21,7 +21,8 @@ struct Conv2dGeometry {
   int64_t out_size(int64_t in, int64_t kernel, bool height) const {
     const int s = height ? stride_h : stride_w, d = height ? dilation_h : dilation_w;
     const int p = height ? pad_top + pad_bottom : pad_left + pad_right;
-    return (in + p - d * (kernel - 1) - 1) / s + 1;
+    const int64_t span = in + p - d * (kernel - 1) - 1;  // negative: the window is wider than the padded input
+    return span < 0 ? 0 : span / s + 1;                  // (C++'s division truncates: -1 / 2 + 1 would be 1)
   }
 };
 

@@ -13,6 +13,7 @@ namespace fgvc {
 int64_t Pool2dGeometry::out_size(int64_t in, bool height) const {
   const int64_t k = height ? kernel_h : kernel_w, s = height ? stride_h : stride_w, p = height ? pad_h : pad_w;
   const int64_t span = in + 2 * p - k;
+  if (span < 0) return 0;  // the window is wider than the padded input (and -1 / 2 would truncate to 0)
   int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
   if (ceil_mode && (out - 1) * s >= in + p) --out;  // the last window must start inside the input or left padding
   return out;
@@ -97,8 +98,12 @@ MaxPoolOutput max_pool2d(const Tensor& x_in, const Pool2dGeometry& g) {
 }
 
 Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Shape& x_shape) {
-  FGVC_CHECK(grad_in.shape() == argmax.shape() && x_shape.size() == 4, "max_pool2d_backward", "gradient ",
-             describe(grad_in), " does not match the pooling indices ", describe(argmax));
+  FGVC_CHECK(grad_in.shape() == argmax.shape() && grad_in.dim() == 4 && x_shape.size() == 4 &&
+                 argmax.dtype() == DType::Int64 && argmax.device() == grad_in.device(),
+             "max_pool2d_backward", "gradient ", describe(grad_in), " does not match the pooling indices ",
+             describe(argmax));
+  FGVC_CHECK(x_shape[0] == grad_in.size(0) && x_shape[1] == grad_in.size(1) && x_shape[2] >= 0 && x_shape[3] >= 0,
+             "max_pool2d_backward", "gradient ", describe(grad_in), " does not match the input ", shape_str(x_shape));
   const Tensor grad = grad_in.contiguous();
   Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
   if (grad.device().is_cuda()) {
@@ -108,9 +113,10 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Sh
   }
   const int64_t planes = x_shape[0] * x_shape[1], in_plane = x_shape[2] * x_shape[3];
   const int64_t out_plane = grad.size(2) * grad.size(3);
+  const Tensor arg = argmax.contiguous();
   FGVC_DISPATCH_FLOAT(grad.dtype(), "max_pool2d_backward", T, {
     const T* g = grad.data<T>();
-    const int64_t* a = argmax.data<int64_t>();
+    const int64_t* a = arg.data<int64_t>();
     T* o = dx.data<T>();
     for (int64_t p = 0; p < planes; ++p)
       for (int64_t i = 0; i < out_plane; ++i) o[p * in_plane + a[p * out_plane + i]] += g[p * out_plane + i];

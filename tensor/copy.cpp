@@ -82,9 +82,11 @@ void copy_tensor(const Tensor& dst, const Tensor& src, bool non_blocking) {
   Tensor s = src.contiguous();
   const bool direct = dst.is_contiguous() && dst.dtype() == src.dtype();
   Tensor staging = direct ? dst : Tensor::empty(src.shape(), src.dtype(), dst.device());
-  detail::copy_bytes(staging.data_ptr(), staging.device(), s.data_ptr(), s.device(), s.nbytes(),
-                     non_blocking && (s.device().is_cpu() ? s.storage()->pinned()
-                                                          : staging.storage()->pinned()));
+  Storage& host_side = s.device().is_cpu() ? *s.storage() : *staging.storage();
+  const bool async = non_blocking && host_side.device().is_cpu() && host_side.pinned();
+  detail::copy_bytes(staging.data_ptr(), staging.device(), s.data_ptr(), s.device(), s.nbytes(), async);
+  // The pinned host memory must outlive the copy, whoever drops the last tensor of it first.
+  if (async) host_side.record_async_copy(s.device().is_cuda() ? s.device().index : staging.device().index);
   if (!direct) copy_tensor(dst, staging);
 #else
   (void)non_blocking;

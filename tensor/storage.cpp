@@ -88,7 +88,28 @@ Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), devi
 Storage::Storage(void* data, size_t bytes, std::function<void()> release)
     : data_(data), bytes_(bytes), device_(Device::cpu()), release_(std::move(release)) {}
 
+void Storage::record_async_copy(int device_index) {
+#if FGVC_WITH_CUDA
+  if (!pinned_) return;
+  cuda::DeviceGuard guard(device_index);
+  cudaEvent_t event = static_cast<cudaEvent_t>(copy_event_);
+  if (!event) {
+    FGVC_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    copy_event_ = event;
+  }
+  FGVC_CUDA_CHECK(cudaEventRecord(event, cuda::stream(device_index)));
+#else
+  (void)device_index;
+#endif
+}
+
 Storage::~Storage() {
+#if FGVC_WITH_CUDA
+  if (copy_event_) {  // an asynchronous copy may still be reading or writing these bytes
+    FGVC_CUDA_CHECK_NOTHROW(cudaEventSynchronize(static_cast<cudaEvent_t>(copy_event_)));
+    FGVC_CUDA_CHECK_NOTHROW(cudaEventDestroy(static_cast<cudaEvent_t>(copy_event_)));
+  }
+#endif
   if (release_) {
     release_();
     return;

@@ -24,6 +24,10 @@ class Storage {
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
   bool pinned() const { return pinned_; }
+  // Page-locked host memory that an asynchronous copy on `device_index`'s stream reads or
+  // writes: the copy is marked by an event, and the memory goes back to the pool (where the
+  // next batch may take it) only once that event has passed.
+  void record_async_copy(int device_index);
 
  private:
   void* data_ = nullptr;
@@ -32,6 +36,7 @@ class Storage {
   bool pinned_ = false;
   bool pooled_ = false;  // a large host block from the reuse pool
   std::function<void()> release_;  // set for bytes owned elsewhere
+  void* copy_event_ = nullptr;     // cudaEvent_t of the last asynchronous copy (pinned only)
 };
 
 // Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which

@@ -80,6 +80,7 @@ Tensor Tensor::from_vector(const std::vector<int64_t>& v, const Shape& shape, De
 }
 
 Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
+  FGVC_CHECK(n >= 0, "Tensor::arange", "a negative length ", n);
   std::vector<double> v(static_cast<size_t>(n));
   std::iota(v.begin(), v.end(), 0.0);
   return from_vector(v, {n}).to(dtype).to(device);
@@ -130,6 +131,19 @@ Tensor Tensor::as_strided(const Shape& shape, const Strides& strides, int64_t of
   const TensorImpl& t = checked();
   FGVC_CHECK(shape.size() == strides.size(), "Tensor::as_strided", "shape ", shape_str(shape),
              " and strides ", shape_str(strides), " differ in rank");
+  // Every element the view can reach must lie in the storage: the lowest and the highest.
+  bool empty = false;
+  int64_t low = offset, high = offset;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    FGVC_CHECK(shape[d] >= 0, "Tensor::as_strided", "a negative size in ", shape_str(shape));
+    empty = empty || shape[d] == 0;
+    if (shape[d] > 0) (strides[d] < 0 ? low : high) += (shape[d] - 1) * strides[d];
+  }
+  const int64_t capacity =
+      t.storage ? static_cast<int64_t>(t.storage->bytes() / dtype_size(t.dtype)) : 0;
+  FGVC_CHECK(offset >= 0 && (empty || (low >= 0 && high < capacity)), "Tensor::as_strided", "a view of ",
+             shape_str(shape), " with strides ", shape_str(strides), " at offset ", offset,
+             " reaches outside the storage of ", capacity, " elements");
   return Tensor(make_impl(t.storage, offset, shape, strides, t.dtype, t.device));
 }
 
@@ -285,8 +299,13 @@ void Tensor::adopt_data_(const Tensor& t) {
   impl_->device = t.device();
 }
 
+// Both move the gradient along, and drop the leaf's gradient accumulator: it expects
+// gradients of the old device and dtype (a graph recorded before keeps the old one alive).
 Tensor& Tensor::move_to_(Device device) {
-  if (device != this->device()) adopt_data_(contiguous().to(device));
+  if (device == this->device()) return *this;
+  adopt_data_(contiguous().to(device));
+  if (impl_->grad.defined()) impl_->grad = impl_->grad.to(device);
+  impl_->grad_accumulator.reset();
   return *this;
 }
 
@@ -294,6 +313,7 @@ Tensor& Tensor::cast_(DType dtype) {
   if (dtype == this->dtype()) return *this;
   adopt_data_(contiguous().to(dtype));
   if (impl_->grad.defined()) impl_->grad = impl_->grad.to(dtype);
+  impl_->grad_accumulator.reset();
   return *this;
 }
 

@@ -43,6 +43,43 @@ TEST(Autograd, SameTensorUsedTwiceAsInputs) {
   EXPECT_TRUE(all_close(a.grad(), {1.0}));
 }
 
+// reshape's backward hands on a view of the incoming gradient: a new handle over the same
+// memory. A leaf's gradient must still be its own (a later in-place change reaches nothing).
+TEST(Autograd, LeafGradientsNeverShareMemoryThroughViews) {
+  Tensor w = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor seed = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {6});
+  backward(reshape(w, {6}), seed);
+  seed.fill_(5.0);
+  EXPECT_TRUE(all_close(w.grad(), {1, 2, 3, 4, 5, 6}));
+  // Two leaves fed by one gradient through a view: each keeps its own copy.
+  Tensor a = leaf({1, 1, 1, 1, 1, 1}, {6});
+  Tensor b = leaf({1, 1, 1, 1, 1, 1}, {2, 3});
+  backward(add(a, reshape(b, {6})), Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {6}));
+  Tensor ga = a.grad();
+  ga.fill_(-1.0);
+  EXPECT_TRUE(all_close(b.grad(), {1, 2, 3, 4, 5, 6}));
+}
+
+// x^0 is constant: its gradient is 0 everywhere, also at x = 0 (p x^(p-1) would be 0 * inf).
+TEST(Autograd, PowerZeroHasAZeroGradient) {
+  Tensor x = leaf({0.0, 2.0, -3.0}, {3});
+  backward(sum(pow(x, 0.0)));
+  EXPECT_TRUE(all_close(x.grad(), {0.0, 0.0, 0.0}));
+}
+
+// cast_ (and move_to_) of a leaf: its gradient follows, and a graph recorded before does not
+// leave the leaf expecting gradients of the old dtype.
+TEST(Autograd, CastLeafTakesNewGradients) {
+  Tensor w = leaf({1.0, 2.0}, {2});
+  backward(sum(w * 2.0));
+  const Tensor old_graph = sum(w * 5.0);  // keeps the float64 accumulator alive
+  w.cast_(DType::Float32);
+  EXPECT_EQ(w.grad().dtype(), DType::Float32);
+  backward(sum(w * 3.0));
+  EXPECT_EQ(w.grad().dtype(), DType::Float32);
+  EXPECT_EQ(w.grad().to_vector<float>(), (std::vector<float>{5.0f, 5.0f}));
+}
+
 TEST(Autograd, NoGradScopeRecordsNothing) {
   Tensor x = leaf({1.0}, {1});
   Tensor y;

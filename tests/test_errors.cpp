@@ -50,6 +50,37 @@ TEST(Errors, BadLabelsAreReportedWithTheRow) {
   expect_error([&] { kernels::cross_entropy(logits, labels); }, {"cross_entropy", "row 1", "label 7"});
 }
 
+// The raw kernels' backward functions check what the autograd ops would never get wrong.
+TEST(Errors, BackwardKernelsCheckTheirOperands) {
+  const Tensor x = testing::randn_t({1, 2, 4, 4}, 1), w = testing::randn_t({3, 2, 3, 3}, 2);
+  const Tensor gy = testing::randn_t({1, 3, 2, 2}, 3);
+  const Conv2dGeometry g;
+  expect_error([&] { kernels::conv2d_backward_weight(gy, x.to(DType::Float64), w.shape(), g); },
+               {"conv2d_backward_weight", "float64", "float32"});
+  expect_error([&] { kernels::conv2d_backward_input(gy.to(DType::Float64), w, x.shape(), g); },
+               {"conv2d_backward_input", "float64", "float32"});
+  const kernels::MaxPoolOutput p = kernels::max_pool2d(x, Pool2dGeometry::square(2, 2));
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {4, 4, 4, 4}); }, {"max_pool2d_backward", "[4, 4, 4, 4]"});
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax.to(DType::Float32), x.shape()); },
+               {"max_pool2d_backward", "float32"});
+  EXPECT_EQ(kernels::max_pool2d_backward(p.y, p.argmax, x.shape()).shape(), x.shape());
+}
+
+// A view that reaches outside its storage, or a negative length, is an error, not a read of
+// someone else's memory.
+TEST(Errors, ViewsStayInsideTheirStorage) {
+  const Tensor t = Tensor::zeros({4});
+  expect_error([&] { t.as_strided({1000}, {1}, 0); }, {"as_strided", "outside"});
+  expect_error([&] { t.as_strided({2}, {1}, 3); }, {"as_strided", "outside"});
+  expect_error([&] { t.as_strided({2}, {-1}, 0); }, {"as_strided", "outside"});
+  expect_error([&] { t.as_strided({-1}, {1}, 0); }, {"as_strided", "negative"});
+  expect_error([&] { t.as_strided({2}, {1}, -1); }, {"as_strided", "outside"});
+  EXPECT_EQ(t.as_strided({2}, {-1}, 3).numel(), 2);  // elements 3 and 2
+  EXPECT_EQ(t.as_strided({0}, {1}, 4).numel(), 0);   // an empty view at the end
+  EXPECT_EQ(t.as_strided({2, 4}, {0, 1}, 0).numel(), 8);  // broadcast rows
+  expect_error([] { Tensor::arange(-1); }, {"arange", "negative"});
+}
+
 TEST(Errors, UndefinedTensorIsAnErrorNotACrash) {
   expect_error([] { Tensor().shape(); }, {"undefined"});
   expect_error([] { kernels::relu(Tensor()); }, {"relu", "undefined"});

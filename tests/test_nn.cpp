@@ -93,6 +93,19 @@ TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
   check_adjoints(x, w, y, Conv2dGeometry());
 }
 
+// A window wider than the padded input is an error (as in PyTorch), not a 1 x 1 output made
+// up of missing rows: C++'s division truncates a negative span to 0.
+TEST(Conv2d, WindowWiderThanTheInputIsAnError) {
+  const Tensor x = r64({1, 2, 2, 2}, 9);
+  EXPECT_THROW(kernels::conv2d(x, r64({3, 2, 3, 3}, 10), Tensor(), Conv2dGeometry::symmetric(2, 0)), Error);
+  EXPECT_THROW(kernels::conv2d(x, r64({3, 2, 3, 1}, 10), Tensor(), Conv2dGeometry::symmetric(1, 0)), Error);
+  EXPECT_THROW(kernels::conv2d(x, r64({3, 2, 2, 2}, 10), Tensor(), Conv2dGeometry::symmetric(1, 0, 2)), Error);
+  EXPECT_EQ(Conv2dGeometry::symmetric(2, 0).out_size(2, 3, true), 0);
+  EXPECT_EQ(Conv2dGeometry::symmetric(2, 0).out_size(3, 3, true), 1);  // exactly one window
+  EXPECT_EQ(kernels::conv2d(x, r64({3, 2, 3, 3}, 10), Tensor(), Conv2dGeometry::symmetric(2, 1)).shape(),
+            (Shape{1, 3, 1, 1}));  // padding makes room
+}
+
 TEST(Conv2d, GradientCheck) {
   for (const Conv2dGeometry& g : kGeometries) {
     const GradcheckResult res = gradcheck(
@@ -190,6 +203,13 @@ TEST(Pooling, ValuesMatchPyTorchRules) {
   EXPECT_DOUBLE_EQ(ex_pad.to_vector<double>()[6], 6.0);  // an interior window
   EXPECT_EQ(Pool2dGeometry::square(3, 2, 1).out_size(112, true), 56);  // ResNet's stem
   EXPECT_EQ(Pool2dGeometry::square(3, 2).out_size(147, true), 73);     // Inception's
+  // A window wider than the input: an error in either mode, as in PyTorch.
+  const Tensor x2 = Tensor::arange(4, DType::Float64).reshape({1, 1, 2, 2});
+  for (bool ceil : {false, true}) {
+    EXPECT_EQ(Pool2dGeometry::square(3, 2, 0, ceil).out_size(2, true), 0);
+    EXPECT_THROW(kernels::max_pool2d(x2, Pool2dGeometry::square(3, 2, 0, ceil)), Error);
+    EXPECT_THROW(kernels::avg_pool2d(x2, Pool2dGeometry::square(3, 2, 0, ceil)), Error);
+  }
 }
 
 TEST(Pooling, GradientChecks) {
@@ -407,7 +427,7 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
     // Inception-v3's auxiliary classifier needs 299 px (tested above): off here, as --aux-weight 0.
     const bool v3 = std::string(name) == "inception_v3_se";
     if (v3) static_cast<nn::InceptionV3&>(*model).set_aux_enabled(false);
-    const int size = inception ? 64 : 32;
+    const int size = inception ? 75 : 32;
     const Tensor x = testing::randn_t({2, 3, size, size}, 9);
     const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
     const Tensor loss = cross_entropy(model->forward(x), labels, 0.1);
@@ -459,7 +479,7 @@ TEST(Models, MinimumInputSizes) {
   EXPECT_EQ(nn::min_input_size("inception_v3", true), 299);
   EXPECT_THROW(v3.forward(Tensor::zeros({2, 3, 298, 298})), Error);
   v3.set_aux_enabled(false);
-  EXPECT_NO_THROW(v3.forward(Tensor::zeros({2, 3, 59, 59})));
+  EXPECT_NO_THROW(v3.forward(Tensor::zeros({2, 3, 75, 75})));
   EXPECT_FALSE(v3.aux_logits().defined());
 }
 

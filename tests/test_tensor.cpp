@@ -176,6 +176,23 @@ TEST(Tensor, PinnedHostTensorsWork) {
   EXPECT_EQ(p.storage()->pinned(), cuda_available());
 }
 
+// A non-blocking copy from page-locked memory whose tensor is dropped at once: the pool must
+// not hand the bytes to the next pinned tensor (a loader's next batch) while the copy still
+// reads them.
+TEST(Tensor, PinnedMemoryOutlivesItsAsynchronousCopy) {
+  FGVC_REQUIRE_CUDA();
+  const int64_t n = 16 << 20;  // 64 MB: the copy takes milliseconds
+  Tensor device_copy;
+  {
+    Tensor host = Tensor::empty({n}, DType::Float32, Device::cpu(), /*pinned=*/true);
+    host.fill_(1.0);
+    device_copy = host.to(Device::cuda(), /*non_blocking=*/true);
+  }
+  Tensor next = Tensor::empty({n}, DType::Float32, Device::cpu(), /*pinned=*/true);
+  next.fill_(-1.0);
+  EXPECT_EQ(kernels::sum(device_copy).item<float>(), static_cast<float>(n));
+}
+
 TEST(Tensor, AllocationPoisonMakesFreshMemoryNaN) {
   set_allocation_poison(true);
   Tensor t = Tensor::empty({3});

@@ -54,7 +54,7 @@ int default_input_size(const std::string& model) {
 
 int min_input_size(const std::string& model, bool aux_classifier_in_training) {
   if (aux_classifier_in_training && model.rfind("inception_v3", 0) == 0) return 299;
-  return is_inception(model) ? 59 : 1;
+  return is_inception(model) ? 75 : 1;
 }
 
 Tensor classifier_weight(const std::map<std::string, Tensor>& weights) {

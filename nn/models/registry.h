@@ -63,7 +63,7 @@ std::vector<std::string> model_names();
 bool is_inception(const std::string& model);
 int default_input_size(const std::string& model);
 // The smallest S x S input the model takes: the Inception family's stem and reductions need
-// 59 (the inputs SPEC.md names start at 299); in training, Inception-v3's auxiliary classifier
+// 75, as in torchvision (the inputs SPEC.md names start at 299); in training, Inception-v3's auxiliary classifier
 // (5x5/3 pool then a 5x5 convolution on Mixed_6e) needs 299. ResNets take any size.
 // tests/test_nn.cpp checks each value against a forward at S and S - 1.
 int min_input_size(const std::string& model, bool aux_classifier_in_training = false);
