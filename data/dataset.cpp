@@ -1,5 +1,6 @@
 #include "data/dataset.h"
 
+#include "data/decode.h"
 #include "tensor/atomic_file.h"
 
 #include <algorithm>
@@ -28,16 +29,30 @@ namespace {
 
 constexpr int64_t kMaxListLabel = int64_t(1) << 24;  // a class index; more is a mistyped column
 
-// Files an ImageFolder takes: the formats we decode, and image formats we do not (WebP, TIFF,
-// ...), which are then skipped with a warning and counted like any unreadable file rather
-// than left out unseen. Other files (notes, .DS_Store) are not images and are passed over.
+// Files an ImageFolder takes: those named as images, of the formats we decode and of those we
+// do not (WebP, TIFF, ...: then skipped with a warning and counted like any unreadable file
+// rather than left out unseen), and any other file whose first bytes are an image we decode
+// (a JPEG without an extension). Other files (notes, .DS_Store) are passed over.
 bool image_extension(const fs::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  for (const char* known : {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif",
-                            ".avif", ".jxl", ".jp2", ".ppm", ".pgm", ".pnm", ".tga", ".psd"})
+  for (const char* known : {".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".bmp", ".dib", ".gif",
+                            ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ppm", ".pgm",
+                            ".pnm", ".tga", ".psd"})
     if (e == known) return true;
   return false;
+}
+
+bool image_file(const fs::directory_entry& e) {
+  if (image_extension(e.path())) return true;
+  const std::string name = e.path().filename().string();
+  if (name.empty() || name[0] == '.') return false;  // hidden files (.DS_Store) are never images here
+  std::error_code ec;
+  if (!e.is_regular_file(ec)) return false;
+  std::ifstream f(e.path(), std::ios::binary);
+  uint8_t head[8] = {};
+  f.read(reinterpret_cast<char*>(head), sizeof head);
+  return detect_format(head, static_cast<size_t>(f.gcount())) != ImageFormat::Unknown;
 }
 
 // A UTF-8 byte order mark at the start of a text file (Windows editors write one) is not
@@ -64,14 +79,14 @@ Dataset load_image_folder(const std::string& root) {
     std::vector<std::string> files;
     for (const auto& e : fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec))
       // A link whose target is gone is kept too: unreadable, so warned about and counted.
-      if ((e.is_regular_file() || e.is_symlink()) && image_extension(e.path())) files.push_back(e.path().string());
+      if ((e.is_regular_file() || e.is_symlink()) && image_file(e)) files.push_back(e.path().string());
     FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
     std::sort(files.begin(), files.end());
     const int64_t label = static_cast<int64_t>(d.classes.size());
     d.classes.push_back(dir.filename().string());
     for (std::string& f : files) d.samples.push_back({std::move(f), label});
   }
-  FGVC_CHECK(!d.samples.empty(), "dataset", root, ": no images (.jpg, .jpeg, .png, .bmp, .gif) in its ",
+  FGVC_CHECK(!d.samples.empty(), "dataset", root, ": no images (JPEG, PNG, BMP, GIF, PGM/PPM) in its ",
              class_dirs.size(), " class folders");
   return d;
 }
@@ -87,21 +102,26 @@ Dataset load_list_file(const std::string& path) {
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line_no == 1) strip_bom(&line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
-    // The label is the last field; the path is everything before it (paths may hold spaces).
+    const size_t begin = line.find_first_not_of(" \t");
+    if (begin == std::string::npos) continue;
+    // The label is the last field; the path is everything before it (paths may hold spaces;
+    // blanks around it are not part of it).
     const size_t end = line.find_last_not_of(" \t");
     const size_t sep = line.find_last_of(" \t", end);
-    FGVC_CHECK(sep != std::string::npos, "dataset", path, ":", line_no, ": expected 'path label', got '", line, "'");
-    const std::string label_text = line.substr(sep + 1, end - sep);
-    const size_t path_end = line.find_last_not_of(" \t", sep);
-    FGVC_CHECK(path_end != std::string::npos, "dataset", path, ":", line_no, ": missing path in '", line, "'");
+    const std::string label_text = sep == std::string::npos ? std::string() : line.substr(sep + 1, end - sep);
     char* rest = nullptr;
-    const long long label = std::strtoll(label_text.c_str(), &rest, 10);
-    FGVC_CHECK(*rest == '\0' && !label_text.empty() && label >= 0, "dataset", path, ":", line_no,
-               ": label '", label_text, "' is not a non-negative integer");
+    const long long label = label_text.empty() ? -1 : std::strtoll(label_text.c_str(), &rest, 10);
+    const bool has_label = !label_text.empty() && *rest == '\0' && label >= 0;
+    // A line starting with '#' is a comment, unless it ends in a label: then it names a file
+    // whose name starts with '#', which must not be dropped unseen.
+    if (line[begin] == '#' && !has_label) continue;
+    FGVC_CHECK(sep != std::string::npos && sep > begin, "dataset", path, ":", line_no,
+               ": expected 'path label', got '", line, "'");
+    FGVC_CHECK(has_label, "dataset", path, ":", line_no, ": label '", label_text, "' is not a non-negative integer");
+    const size_t path_end = line.find_last_not_of(" \t", sep);
     FGVC_CHECK(label < kMaxListLabel, "dataset", path, ":", line_no, ": label ", label_text,
                " is not below ", kMaxListLabel, " (a label is a class index)");
-    const fs::path p = line.substr(0, path_end + 1);
+    const fs::path p = line.substr(begin, path_end + 1 - begin);
     d.samples.push_back({(p.is_absolute() ? p : base / p).string(), label});
     max_label = std::max<int64_t>(max_label, label);
   }

@@ -6,6 +6,7 @@
 #include <stb/stb_image.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <csetjmp>
@@ -22,14 +23,23 @@ namespace data {
 
 namespace {
 
-constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 Mpixel: anything larger is not a photo
+constexpr const char* kNotAnImage = "not a JPEG, PNG, BMP, GIF or binary PGM/PPM image";
+
+// PIL's limit (twice its MAX_IMAGE_PIXELS, where it refuses a "decompression bomb"): a
+// larger image is no photo, and a few hundred bytes of PNG could otherwise ask each loader
+// thread for gigabytes.
+constexpr int64_t kMaxPixels = 178956970;
+// What stb_image may hold for one image: 8-bit RGB(A) of kMaxPixels, or 16-bit samples of
+// fewer pixels (it decodes at the file's depth and channels, then converts).
+constexpr int64_t kMaxStbBytes = kMaxPixels * 4;
+constexpr int64_t kMaxFileBytes = int64_t(1) << 30;  // 1 GiB; and stb_image takes an int length
 
 // libjpeg reports errors through a callback that must not return; ours jumps back to the
 // decode call with the message. Warnings about the image data (truncated or corrupt entropy
 // data, which libjpeg fills with gray) count as errors too: a half-gray image is not a
-// training sample. Warnings that leave every pixel intact pass, as they do in PIL and
-// TensorFlow: stray bytes between two markers (common in scraped photos), an unknown Adobe
-// colour-transform code, a malformed ICC profile chunk (the profile is not used).
+// training sample. Every other warning leaves the pixels intact and passes, as in PIL and
+// TensorFlow: stray bytes between two markers (common in scraped photos), an unknown JFIF
+// revision or Adobe colour-transform code, a malformed ICC profile chunk (not used).
 struct JpegErrors {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
@@ -42,13 +52,94 @@ void jpeg_fail(j_common_ptr c) {
   std::longjmp(e->jump, 1);
 }
 
-bool harmless_warning(int code) {
-  return code == JWRN_EXTRANEOUS_DATA || code == JWRN_ADOBE_XFORM || code == JWRN_BOGUS_ICC;
+bool corrupt_data_warning(int code) {
+  return code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE ||
+         code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC || code == JWRN_BOGUS_PROGRESSION ||
+         code == JWRN_NOT_SEQUENTIAL;
 }
 
 void jpeg_message(j_common_ptr c, int level) {
-  // A warning (level < 0) stops the decode unless it is harmless; trace messages are dropped.
-  if (level < 0 && !harmless_warning(c->err->msg_code)) jpeg_fail(c);
+  // A warning (level < 0) about the image data stops the decode; trace messages are dropped.
+  if (level < 0 && corrupt_data_warning(c->err->msg_code)) jpeg_fail(c);
+}
+
+uint32_t little_endian(const uint8_t* b, int bytes) {
+  uint32_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = v << 8 | b[i];
+  return v;
+}
+
+// stb_image reads past the end of a BMP as zeros, so a truncated file would decode, black
+// where its rows are missing. Uncompressed BMPs must hold every row they declare; "" when
+// they do (or the layout is one stb_image checks or refuses itself).
+std::string bmp_truncation(const uint8_t* b, size_t n) {
+  if (n < 26) return "truncated header";
+  const uint32_t offset = little_endian(b + 10, 4), header = little_endian(b + 14, 4);
+  int64_t width = 0, height = 0, bits = 0, compression = 0;
+  if (header == 12) {  // OS/2 BITMAPCOREHEADER
+    width = little_endian(b + 18, 2), height = little_endian(b + 20, 2), bits = little_endian(b + 24, 2);
+  } else {
+    if (n < 34) return "truncated header";
+    width = static_cast<int32_t>(little_endian(b + 18, 4));
+    height = static_cast<int32_t>(little_endian(b + 22, 4));
+    bits = little_endian(b + 28, 2), compression = little_endian(b + 30, 4);
+  }
+  if (compression != 0 && compression != 3 && compression != 6) return "";  // RLE: stb_image refuses it
+  if (width <= 0 || height == 0 || bits <= 0 || bits > 32) return "";
+  const int64_t row = (bits * width + 31) / 32 * 4;
+  const int64_t need = static_cast<int64_t>(offset) + row * std::abs(height);
+  if (static_cast<int64_t>(n) >= need) return "";
+  return "truncated: " + std::to_string(n) + " of the " + std::to_string(need) + " bytes its " +
+         std::to_string(width) + " x " + std::to_string(std::abs(height)) + " pixels need";
+}
+
+// The same for binary PGM/PPM, which stb_image also reads past the end as zeros: the header
+// (magic, width, height, maximum value, '#' comments between them), one blank, then the
+// samples.
+std::string pnm_truncation(const uint8_t* b, size_t n) {
+  size_t at = 2;
+  int64_t values[3] = {0, 0, 0};
+  for (int64_t& v : values) {
+    for (;;) {  // blanks and comments
+      while (at < n && std::isspace(b[at])) ++at;
+      if (at < n && b[at] == '#') {
+        while (at < n && b[at] != '\n' && b[at] != '\r') ++at;
+        continue;
+      }
+      break;
+    }
+    if (at >= n || !std::isdigit(b[at])) return "truncated header";
+    while (at < n && std::isdigit(b[at]) && v < (int64_t(1) << 32)) v = v * 10 + (b[at++] - '0');
+  }
+  ++at;  // the one blank before the samples
+  const int64_t channels = b[1] == '6' ? 3 : 1, sample = values[2] > 255 ? 2 : 1;
+  const int64_t need = static_cast<int64_t>(at) + values[0] * values[1] * channels * sample;
+  if (static_cast<int64_t>(n) >= need) return "";
+  return "truncated: " + std::to_string(n) + " of the " + std::to_string(need) + " bytes its " +
+         std::to_string(values[0]) + " x " + std::to_string(values[1]) + " pixels need";
+}
+
+// Where stb_image would decode zeros for missing bytes: the message, else "".
+std::string stb_truncation(ImageFormat format, const std::vector<uint8_t>& bytes) {
+  if (format == ImageFormat::Bmp) return bmp_truncation(bytes.data(), bytes.size());
+  if (format == ImageFormat::Pnm) return pnm_truncation(bytes.data(), bytes.size());
+  return "";
+}
+
+std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  return r && *r ? r : "(no reason given)";
+}
+
+// Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
+// error message when not.
+std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp) {
+  const int64_t pixels = static_cast<int64_t>(w) * h;
+  const bool sixteen = stbi_is_16_bit_from_memory(bytes.data(), static_cast<int>(bytes.size()));
+  const int64_t need = pixels * std::max(comp, 3) * (sixteen ? 2 : 1);
+  if (pixels <= kMaxPixels && need <= kMaxStbBytes) return "";
+  return "image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels" + (sixteen ? " at 16 bits" : "") +
+         " is too large (at most " + std::to_string(kMaxPixels) + " pixels, as in PIL)";
 }
 
 template <class JpegStruct>  // jpeg_decompress_struct or jpeg_compress_struct
@@ -104,7 +195,8 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
   jpeg_read_header(&cinfo, TRUE);
   const double W = cinfo.image_width, H = cinfo.image_height;
   if (W * H > static_cast<double>(kMaxPixels)) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "image of %.0f x %.0f pixels is too large", W, H);
+    std::snprintf(message, JMSG_LENGTH_MAX, "image of %.0f x %.0f pixels is too large (at most %lld pixels, as in PIL)",
+                  W, H, static_cast<long long>(kMaxPixels));
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -165,6 +257,8 @@ ImageFormat detect_format(const uint8_t* b, size_t n) {
   if (n >= 8 && std::memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return ImageFormat::Png;
   if (n >= 6 && (std::memcmp(b, "GIF87a", 6) == 0 || std::memcmp(b, "GIF89a", 6) == 0)) return ImageFormat::Gif;
   if (n >= 2 && b[0] == 'B' && b[1] == 'M') return ImageFormat::Bmp;
+  // Binary PGM/PPM (what stb_image reads of the PNM family), a blank after the magic number.
+  if (n >= 3 && b[0] == 'P' && (b[1] == '5' || b[1] == '6') && std::isspace(b[2])) return ImageFormat::Pnm;
   return ImageFormat::Unknown;
 }
 
@@ -174,6 +268,7 @@ const char* format_name(ImageFormat f) {
     case ImageFormat::Png: return "PNG";
     case ImageFormat::Bmp: return "BMP";
     case ImageFormat::Gif: return "GIF";
+    case ImageFormat::Pnm: return "PNM";
     default: return "unknown";
   }
 }
@@ -184,14 +279,18 @@ ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& na
   if (bytes.empty()) {
     h.error = name + ": empty file";
   } else if (h.format == ImageFormat::Unknown) {
-    h.error = name + ": not a JPEG, PNG, BMP or GIF image";
+    h.error = name + ": " + kNotAnImage;
   } else if (h.format == ImageFormat::Jpeg) {
     char message[JMSG_LENGTH_MAX];
     if (!jpeg_header(bytes.data(), bytes.size(), &h, message)) h.error = name + ": bad JPEG: " + message;
   } else {
     int comp = 0;
     if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &h.width, &h.height, &comp))
-      h.error = name + ": bad " + format_name(h.format) + ": " + stbi_failure_reason();
+      h.error = name + ": bad " + format_name(h.format) + ": " + stb_reason();
+    else if (const std::string e = stb_size_error(bytes, h.width, h.height, comp); !e.empty())
+      h.error = name + ": " + e;
+    else if (const std::string cut = stb_truncation(h.format, bytes); !cut.empty())
+      h.error = name + ": bad " + format_name(h.format) + ": " + cut;
   }
   if (h.error.empty() && (h.width <= 0 || h.height <= 0))
     h.error = name + ": image has no pixels";
@@ -207,7 +306,7 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     return d;
   }
   if (format == ImageFormat::Unknown) {
-    d.error = name + ": not a JPEG, PNG, BMP or GIF image";
+    d.error = name + ": " + kNotAnImage;
     return d;
   }
   if (format == ImageFormat::Jpeg) {
@@ -218,15 +317,28 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     }
     return d;
   }
+  // stb_image: the size first (it would allocate whatever the header says), and a BMP or PNM
+  // must hold the rows it declares.
   int w = 0, h = 0, comp = 0;
-  if (stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp) &&
-      static_cast<int64_t>(w) * h > kMaxPixels) {
-    d.error = name + ": image too large";
+  if (bytes.size() > static_cast<size_t>(kMaxFileBytes)) {
+    d.error = name + ": file of " + std::to_string(bytes.size()) + " bytes is too large for an image";
+    return d;
+  }
+  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp)) {
+    d.error = name + ": bad " + format_name(format) + ": " + stb_reason();
+    return d;
+  }
+  if (const std::string e = stb_size_error(bytes, w, h, comp); !e.empty()) {
+    d.error = name + ": " + e;
+    return d;
+  }
+  if (const std::string cut = stb_truncation(format, bytes); !cut.empty()) {
+    d.error = name + ": bad " + format_name(format) + ": " + cut;
     return d;
   }
   uint8_t* pixels = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp, 3);
   if (!pixels) {
-    d.error = name + ": bad " + format_name(format) + ": " + stbi_failure_reason();
+    d.error = name + ": bad " + format_name(format) + ": " + stb_reason();
     return d;
   }
   d.image = Image(w, h);
@@ -257,6 +369,10 @@ bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* 
   f.seekg(0);
   if (n < 0 || !f) {
     *error = path + ": cannot tell its size";
+    return false;
+  }
+  if (n > kMaxFileBytes) {  // refused before it is read: no image is this large
+    *error = path + ": file of " + std::to_string(n) + " bytes is too large for an image (at most 1 GiB)";
     return false;
   }
   out->resize(static_cast<size_t>(n > 0 ? n : 0));

@@ -1,5 +1,7 @@
-// Image decoding: JPEG through libjpeg-turbo, PNG/BMP/GIF through stb_image; the format is
-// recognised from the bytes, never from the file name.
+// Image decoding: JPEG through libjpeg-turbo, PNG/BMP/GIF and binary PGM/PPM through
+// stb_image; the format is recognised from the bytes, never from the file name. Images above
+// PIL's size limit (about 179 Mpixel) and files above 1 GiB are errors, found before the
+// pixels are allocated (or the file read).
 //
 // For JPEG the decoder works at the smallest DCT scale (1/8 .. 8/8 of the full size) at which
 // the requested region still has the requested number of pixels, and decodes only the rows
@@ -18,7 +20,7 @@
 namespace fgvc {
 namespace data {
 
-enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif };
+enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif, Pnm };
 ImageFormat detect_format(const uint8_t* bytes, size_t size);
 const char* format_name(ImageFormat f);
 

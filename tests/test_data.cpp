@@ -124,6 +124,57 @@ TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no libjpeg noise
 }
 
+// stb_image would allocate whatever a header declares and read past a BMP's end as black:
+// sizes are checked first, and a BMP must hold its rows. Binary PGM/PPM decode through it.
+TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
+  const Image src = test_picture(40, 30);
+  const std::vector<uint8_t> bmp = testing::encode_bmp(src);
+  const std::vector<uint8_t> cut(bmp.begin(), bmp.begin() + bmp.size() / 2);
+  const Decoded short_bmp = decode_image(cut, "cut.bmp");
+  ASSERT_FALSE(short_bmp.ok());
+  EXPECT_NE(short_bmp.error.find("cut.bmp: bad BMP: truncated"), std::string::npos) << short_bmp.error;
+  EXPECT_NE(read_header(cut, "cut.bmp").error.find("truncated"), std::string::npos);
+  // A PNG header declaring 15000 x 15000 (225 Mpixel) and nothing else.
+  std::vector<uint8_t> bomb = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                               0, 0, 0x3a, 0x98, 0, 0, 0x3a, 0x98, 8, 2, 0, 0, 0, 0, 0, 0, 0};
+  const Decoded big = decode_image(bomb, "bomb.png");
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error.find("15000 x 15000 pixels is too large"), std::string::npos) << big.error;
+  // Binary PPM (P6) and PGM (P5).
+  std::vector<uint8_t> ppm;
+  const std::string head = "P6\n40 30\n255\n";
+  ppm.insert(ppm.end(), head.begin(), head.end());
+  ppm.insert(ppm.end(), src.rgb.begin(), src.rgb.end());
+  EXPECT_EQ(detect_format(ppm.data(), ppm.size()), ImageFormat::Pnm);
+  const Decoded p = decode_image(ppm, "x.ppm");
+  ASSERT_TRUE(p.ok()) << p.error;
+  EXPECT_EQ(mean_abs_diff(p.image, src), 0.0);
+  const Decoded short_ppm = decode_image(std::vector<uint8_t>(ppm.begin(), ppm.end() - 100), "short.ppm");
+  EXPECT_NE(short_ppm.error.find("bad PNM: truncated"), std::string::npos) << short_ppm.error;
+  // A comment in the header.
+  std::vector<uint8_t> commented = {'P', '5', '\n', '#', ' ', 'x', '\n', '2', ' ', '1', '\n', '2', '5', '5', '\n', 7, 200};
+  EXPECT_TRUE(decode_image(commented, "c.pgm").ok());
+  commented.pop_back();
+  EXPECT_FALSE(decode_image(commented, "c.pgm").ok());
+  std::vector<uint8_t> pgm = {'P', '5', ' ', '2', ' ', '1', ' ', '2', '5', '5', '\n', 7, 200};
+  const Decoded g = decode_image(pgm, "x.pgm");
+  ASSERT_TRUE(g.ok()) << g.error;
+  EXPECT_EQ(g.image.rgb, (std::vector<uint8_t>{7, 7, 7, 200, 200, 200}));
+}
+
+// A file larger than any image is refused before it is read (a sparse file: no disk used).
+TEST(Decode, FilesAboveAGibibyteAreNotRead) {
+  const std::string path = fresh_dir("huge") + "/huge.tif";
+  { std::ofstream(path) << "II*"; }
+  fs::resize_file(path, (uintmax_t(1) << 30) + 1);
+  std::vector<uint8_t> bytes;
+  std::string error;
+  EXPECT_FALSE(read_file(path, &bytes, &error));
+  EXPECT_NE(error.find("too large for an image"), std::string::npos) << error;
+  EXPECT_TRUE(bytes.empty());
+  fs::remove(path);
+}
+
 // Stray bytes between two markers draw a libjpeg warning but leave the pixels intact: the
 // file decodes (as in PIL), to the same pixels as without them. Corrupt entropy data (the
 // scan's bytes overwritten) and a truncated scan stay errors.
@@ -142,6 +193,13 @@ TEST(Decode, HarmlessWarningsPassAndCorruptDataDoesNot) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
   ASSERT_TRUE(got.ok()) << got.error;
   EXPECT_EQ(got.image.rgb, want.image.rgb);
+  // An unknown JFIF revision (a header detail, as PIL ignores it) decodes too.
+  ASSERT_TRUE(good[6] == 'J' && good[7] == 'F' && good[11] == 1);
+  std::vector<uint8_t> revised = good;
+  revised[11] = 2;
+  const Decoded rev = decode_image(revised, "jfif2.jpg");
+  ASSERT_TRUE(rev.ok()) << rev.error;
+  EXPECT_EQ(rev.image.rgb, want.image.rgb);
 
   // The scan's data: after the SOS marker's segment, before EOI. Overwrite its middle with a
   // restart marker out of sequence (0xFF 0xD3), which libjpeg reports as corrupt data.
@@ -175,6 +233,26 @@ TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
     ASSERT_GE(aspect, 0.75 - 1e-9);
     ASSERT_LE(aspect, 1.33 + 1e-9);
   }
+}
+
+// --min-crop-covered 0: crops as small as --min-crop-area (torchvision's RandomResizedCrop
+// takes 0.08); with TF-slim's 0.1 no crop is below 10% (the test above).
+TEST(Transforms, MinCoveredBelowATenthAllowsSmallerCrops) {
+  TrainAugment aug;
+  aug.area_min = 0.02, aug.area_max = 0.09, aug.min_covered = 0.0;
+  int small = 0;
+  for (int i = 0; i < 200; ++i) {
+    RandomStream rng = RandomStream::for_sample(2, 0, static_cast<uint64_t>(i));
+    const Box b = sample_crop(400, 300, aug, rng);
+    const double area = b.w * b.h / (400.0 * 300);
+    EXPECT_TRUE(area == 1.0 || (area >= 0.02 - 1e-12 && area <= 0.09 + 1e-12)) << area;
+    small += area < 0.1;
+  }
+  EXPECT_GT(small, 150);
+  aug.min_covered = 0.1;  // every draw is below it: the whole-image fallback
+  RandomStream rng = RandomStream::for_sample(2, 0, 0);
+  const Box whole = sample_crop(400, 300, aug, rng);
+  EXPECT_EQ(whole.w * whole.h, 400.0 * 300);
 }
 
 TEST(Transforms, EvalBoxesAndFlip) {
@@ -325,8 +403,27 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     std::ofstream(odd + "/class_0/notes.txt") << "not an image";
     fs::remove(odd + "/class_0/gone.jpg");
     fs::create_symlink(odd + "/class_0/nowhere.jpg", odd + "/class_0/gone.jpg");
+    // A JPEG named .jfif, and one without an extension (found by its bytes); a hidden file
+    // and a text file without an extension are not images.
+    const std::vector<uint8_t> jpeg = encode_jpeg(test_picture(16, 16), JpegKind::Baseline);
+    testing::write_bytes(odd + "/class_0/scan.jfif", jpeg);
+    testing::write_bytes(odd + "/class_0/IMG_0001", jpeg);
+    testing::write_bytes(odd + "/class_0/.hidden", jpeg);
+    std::ofstream(odd + "/class_0/README") << "notes";
     const Dataset o = load_dataset(odd);
-    EXPECT_EQ(o.samples.size(), 4u);  // 2 images, the .webp and the dangling link
+    EXPECT_EQ(o.samples.size(), 6u);  // 2 images, the .webp, the dangling link, .jfif, IMG_0001
+  }
+  // List lines: blanks before the path are not part of it; '#' starts a comment, unless the
+  // line ends in a label (a file whose name starts with '#').
+  {
+    const std::string rel = fs::path(f.samples[0].path).lexically_relative(root).string();
+    fs::copy_file(f.samples[0].path, root + "/#1.jpg", fs::copy_options::overwrite_existing);
+    std::ofstream(root + "/hash.txt") << "# path label\n  " << rel << "\t0\n#1.jpg 1\n# old.jpg 2 (dropped)\n";
+    const Dataset h = load_dataset(root + "/hash.txt");
+    ASSERT_EQ(h.samples.size(), 2u);
+    EXPECT_TRUE(fs::equivalent(h.samples[0].path, f.samples[0].path));
+    EXPECT_TRUE(fs::equivalent(h.samples[1].path, root + "/#1.jpg"));
+    EXPECT_EQ(h.samples[1].label, 1);
   }
   // COCO JSON with category ids that are not 0..n-1.
   {

@@ -79,6 +79,7 @@ json config_object(const TrainConfig& c) {
               {"workers", c.workers},
               {"color_distort", c.color_distort},
               {"min_crop_area", c.min_crop_area},
+              {"min_crop_covered", c.min_crop_covered},
               {"amp", c.amp},
               {"cudnn_benchmark", c.cudnn_benchmark},
               {"gpus", c.gpus},
@@ -111,7 +112,7 @@ void check_same_run(const std::string& config_path, const json& now) {
   // (The global batch is the checkpoint's to check: its message says which --batch-size fits.)
   for (const char* key : {"model", "input_size", "optimizer", "lr", "lr_decay", "decay_epochs",
                           "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
-                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "amp",
+                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "min_crop_covered", "amp",
                           "sync_bn", "classes", "train_counts"}) {
     if (!was.contains(key) || was[key] == now.at(key)) continue;
     const bool long_value = was[key].is_array();
@@ -380,6 +381,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   lo.normalization = nn::is_inception(c.model) ? data::Normalization::Inception : data::Normalization::ImageNet;
   lo.augment.color_distort = c.color_distort;
   lo.augment.area_min = c.min_crop_area;
+  lo.augment.min_covered = c.min_crop_covered;
   lo.workers = c.workers;
   lo.seed = c.seed;
   // A last batch of one image would break batch norm; drop the remainder when there is at

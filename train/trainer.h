@@ -40,6 +40,7 @@ struct TrainConfig {
   int workers = 1;
   bool color_distort = true;
   double min_crop_area = 0.05;
+  double min_crop_covered = 0.1;  // TF-slim's min_object_covered: with it, crops below 10% are redrawn
   std::string amp = "off";          // bf16 | fp16 | off (CUDA only)
   bool cudnn_benchmark = false;     // CUDA: cuDNN measures each shape's algorithms (kernels::set_cudnn_benchmark)
   int gpus = 1;
