@@ -112,9 +112,14 @@ Dataset load_list_file(const std::string& path) {
     char* rest = nullptr;
     const long long label = label_text.empty() ? -1 : std::strtoll(label_text.c_str(), &rest, 10);
     const bool has_label = !label_text.empty() && *rest == '\0' && label >= 0;
-    // A line starting with '#' is a comment, unless it ends in a label: then it names a file
-    // whose name starts with '#', which must not be dropped unseen.
-    if (line[begin] == '#' && !has_label) continue;
+    // A line starting with '#' is a comment, unless it is 'path label' naming a file that
+    // exists (a name starting with '#', which must not be dropped unseen).
+    if (line[begin] == '#') {
+      if (!has_label || sep <= begin) continue;
+      const fs::path p = line.substr(begin, line.find_last_not_of(" \t", sep) + 1 - begin);
+      std::error_code ec;
+      if (!fs::exists(p.is_absolute() ? p : base / p, ec)) continue;
+    }
     FGVC_CHECK(sep != std::string::npos && sep > begin, "dataset", path, ":", line_no,
                ": expected 'path label', got '", line, "'");
     FGVC_CHECK(has_label, "dataset", path, ":", line_no, ": label '", label_text, "' is not a non-negative integer");

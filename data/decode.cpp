@@ -69,12 +69,25 @@ uint32_t little_endian(const uint8_t* b, int bytes) {
   return v;
 }
 
-// stb_image reads past the end of a BMP as zeros, so a truncated file would decode, black
-// where its rows are missing. Uncompressed BMPs must hold every row they declare; "" when
-// they do (or the layout is one stb_image checks or refuses itself).
+std::string truncated(size_t n, int64_t width, int64_t height) {
+  return "truncated: " + std::to_string(n) + " bytes are too few for its " + std::to_string(width) + " x " +
+         std::to_string(height) + " pixels";
+}
+
+// Whether `rows` rows of `row` bytes fit in the n - start bytes after `start` (no product
+// that could overflow).
+bool rows_fit(size_t n, int64_t start, int64_t row, int64_t rows) {
+  if (start < 0 || static_cast<int64_t>(n) < start) return false;
+  return row == 0 || (static_cast<int64_t>(n) - start) / row >= rows;
+}
+
+// stb_image reads past the end of a BMP as zeros (and skips to the end for a pixel offset
+// inside the headers), so a truncated file would decode, black where its rows are missing.
+// Uncompressed BMPs must place their pixels after the headers and palette and hold every row
+// they declare; "" when they do (or the layout is one stb_image refuses itself).
 std::string bmp_truncation(const uint8_t* b, size_t n) {
   if (n < 26) return "truncated header";
-  const uint32_t offset = little_endian(b + 10, 4), header = little_endian(b + 14, 4);
+  const int64_t offset = little_endian(b + 10, 4), header = little_endian(b + 14, 4);
   int64_t width = 0, height = 0, bits = 0, compression = 0;
   if (header == 12) {  // OS/2 BITMAPCOREHEADER
     width = little_endian(b + 18, 2), height = little_endian(b + 20, 2), bits = little_endian(b + 24, 2);
@@ -86,17 +99,20 @@ std::string bmp_truncation(const uint8_t* b, size_t n) {
   }
   if (compression != 0 && compression != 3 && compression != 6) return "";  // RLE: stb_image refuses it
   if (width <= 0 || height == 0 || bits <= 0 || bits > 32) return "";
-  const int64_t row = (bits * width + 31) / 32 * 4;
-  const int64_t need = static_cast<int64_t>(offset) + row * std::abs(height);
-  if (static_cast<int64_t>(n) >= need) return "";
-  return "truncated: " + std::to_string(n) + " of the " + std::to_string(need) + " bytes its " +
-         std::to_string(width) + " x " + std::to_string(std::abs(height)) + " pixels need";
+  height = std::abs(height);  // negative: rows stored top-down
+  // The headers, the colour masks a 40-byte header keeps after itself, the palette.
+  int64_t first_pixel = 14 + header;
+  if (header == 40 && compression != 0) first_pixel += compression == 6 ? 16 : 12;
+  if (bits <= 8) first_pixel += header == 12 ? 3 : 4;  // at least one palette entry
+  if (offset < first_pixel) return "pixel data offset " + std::to_string(offset) + " lies inside its headers";
+  const int64_t row = (bits * width + 31) / 32 * 4;  // width < 2^31, bits <= 32: no overflow
+  return rows_fit(n, offset, row, height) ? "" : truncated(n, width, height);
 }
 
 // The same for binary PGM/PPM, which stb_image also reads past the end as zeros: the header
 // (magic, width, height, maximum value, '#' comments between them), one blank, then the
 // samples.
-std::string pnm_truncation(const uint8_t* b, size_t n) {
+std::string pnm_truncation(const uint8_t* b, size_t n, int width, int height) {
   size_t at = 2;
   int64_t values[3] = {0, 0, 0};
   for (int64_t& v : values) {
@@ -109,26 +125,47 @@ std::string pnm_truncation(const uint8_t* b, size_t n) {
       break;
     }
     if (at >= n || !std::isdigit(b[at])) return "truncated header";
-    while (at < n && std::isdigit(b[at]) && v < (int64_t(1) << 32)) v = v * 10 + (b[at++] - '0');
+    for (; at < n && std::isdigit(b[at]); ++at) v = std::min<int64_t>(v * 10 + (b[at] - '0'), int64_t(1) << 40);
   }
   ++at;  // the one blank before the samples
+  // stb_image reads the numbers into an int: where it read others than these, it is not
+  // reading this header (and would pad the difference with zeros or leave memory unwritten).
+  if (values[0] != width || values[1] != height) return "image size too large to read";
   const int64_t channels = b[1] == '6' ? 3 : 1, sample = values[2] > 255 ? 2 : 1;
-  const int64_t need = static_cast<int64_t>(at) + values[0] * values[1] * channels * sample;
-  if (static_cast<int64_t>(n) >= need) return "";
-  return "truncated: " + std::to_string(n) + " of the " + std::to_string(need) + " bytes its " +
-         std::to_string(values[0]) + " x " + std::to_string(values[1]) + " pixels need";
+  return rows_fit(n, static_cast<int64_t>(at), values[0] * channels * sample, values[1])
+             ? ""
+             : truncated(n, values[0], values[1]);
 }
 
 // Where stb_image would decode zeros for missing bytes: the message, else "".
-std::string stb_truncation(ImageFormat format, const std::vector<uint8_t>& bytes) {
+// (width x height: what stb_image's header reading found.)
+std::string stb_truncation(ImageFormat format, const std::vector<uint8_t>& bytes, int width, int height) {
   if (format == ImageFormat::Bmp) return bmp_truncation(bytes.data(), bytes.size());
-  if (format == ImageFormat::Pnm) return pnm_truncation(bytes.data(), bytes.size());
+  if (format == ImageFormat::Pnm) return pnm_truncation(bytes.data(), bytes.size(), width, height);
   return "";
 }
 
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r && *r ? r : "(no reason given)";
+}
+
+std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp);
+
+// Everything stb_image must not be handed, from the header alone: a file too large for its
+// int length, an image too large (it would allocate whatever the header says), a BMP or PNM
+// without the rows it declares. The error (naming the file) or "", and the size.
+std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, const std::string& name, int* w, int* h,
+                       int* comp) {
+  if (bytes.size() > static_cast<size_t>(kMaxFileBytes))
+    return name + ": file of " + std::to_string(bytes.size()) + " bytes is too large for an image";
+  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), w, h, comp))
+    return name + ": bad " + format_name(format) + ": " + stb_reason();
+  *h = std::abs(*h);  // a top-down BMP's height is negative
+  if (const std::string e = stb_size_error(bytes, *w, *h, *comp); !e.empty()) return name + ": " + e;
+  if (const std::string cut = stb_truncation(format, bytes, *w, *h); !cut.empty())
+    return name + ": bad " + format_name(format) + ": " + cut;
+  return "";
 }
 
 // Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
@@ -285,12 +322,7 @@ ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& na
     if (!jpeg_header(bytes.data(), bytes.size(), &h, message)) h.error = name + ": bad JPEG: " + message;
   } else {
     int comp = 0;
-    if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &h.width, &h.height, &comp))
-      h.error = name + ": bad " + format_name(h.format) + ": " + stb_reason();
-    else if (const std::string e = stb_size_error(bytes, h.width, h.height, comp); !e.empty())
-      h.error = name + ": " + e;
-    else if (const std::string cut = stb_truncation(h.format, bytes); !cut.empty())
-      h.error = name + ": bad " + format_name(h.format) + ": " + cut;
+    h.error = stb_header(h.format, bytes, name, &h.width, &h.height, &comp);
   }
   if (h.error.empty() && (h.width <= 0 || h.height <= 0))
     h.error = name + ": image has no pixels";
@@ -317,25 +349,9 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     }
     return d;
   }
-  // stb_image: the size first (it would allocate whatever the header says), and a BMP or PNM
-  // must hold the rows it declares.
   int w = 0, h = 0, comp = 0;
-  if (bytes.size() > static_cast<size_t>(kMaxFileBytes)) {
-    d.error = name + ": file of " + std::to_string(bytes.size()) + " bytes is too large for an image";
-    return d;
-  }
-  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp)) {
-    d.error = name + ": bad " + format_name(format) + ": " + stb_reason();
-    return d;
-  }
-  if (const std::string e = stb_size_error(bytes, w, h, comp); !e.empty()) {
-    d.error = name + ": " + e;
-    return d;
-  }
-  if (const std::string cut = stb_truncation(format, bytes); !cut.empty()) {
-    d.error = name + ": bad " + format_name(format) + ": " + cut;
-    return d;
-  }
+  d.error = stb_header(format, bytes, name, &w, &h, &comp);
+  if (!d.error.empty()) return d;
   uint8_t* pixels = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp, 3);
   if (!pixels) {
     d.error = name + ": bad " + format_name(format) + ": " + stb_reason();

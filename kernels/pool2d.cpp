@@ -12,9 +12,12 @@ namespace fgvc {
 
 int64_t Pool2dGeometry::out_size(int64_t in, bool height) const {
   const int64_t k = height ? kernel_h : kernel_w, s = height ? stride_h : stride_w, p = height ? pad_h : pad_w;
-  const int64_t span = in + 2 * p - k;
-  if (span < 0) return 0;  // the window is wider than the padded input (and -1 / 2 would truncate to 0)
-  int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  // PyTorch's rule, with division rounding down (C++'s truncates: -1 / 2 would be 0, and a
+  // window wider than the padded input would make one output): ceil mode rounds up, so a
+  // window overhanging the input's end still makes an output.
+  const int64_t span = in + 2 * p - k + (ceil_mode ? s - 1 : 0);
+  if (span < 0) return 0;
+  int64_t out = span / s + 1;
   if (ceil_mode && (out - 1) * s >= in + p) --out;  // the last window must start inside the input or left padding
   return out;
 }

@@ -91,11 +91,18 @@ Storage::Storage(void* data, size_t bytes, std::function<void()> release)
 void Storage::record_async_copy(int device_index) {
 #if FGVC_WITH_CUDA
   if (!pinned_) return;
-  cuda::DeviceGuard guard(device_index);
   cudaEvent_t event = static_cast<cudaEvent_t>(copy_event_);
+  if (event && copy_event_device_ != device_index) {  // an event belongs to one device: wait, then a new one
+    cuda::DeviceGuard old(copy_event_device_);
+    FGVC_CUDA_CHECK(cudaEventSynchronize(event));
+    FGVC_CUDA_CHECK(cudaEventDestroy(event));
+    copy_event_ = event = nullptr;
+  }
+  cuda::DeviceGuard guard(device_index);
   if (!event) {
     FGVC_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     copy_event_ = event;
+    copy_event_device_ = device_index;
   }
   FGVC_CUDA_CHECK(cudaEventRecord(event, cuda::stream(device_index)));
 #else

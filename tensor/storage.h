@@ -37,6 +37,7 @@ class Storage {
   bool pooled_ = false;  // a large host block from the reuse pool
   std::function<void()> release_;  // set for bytes owned elsewhere
   void* copy_event_ = nullptr;     // cudaEvent_t of the last asynchronous copy (pinned only)
+  int copy_event_device_ = -1;     // the device whose stream it was recorded on
 };
 
 // Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which

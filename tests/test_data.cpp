@@ -134,6 +134,32 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   ASSERT_FALSE(short_bmp.ok());
   EXPECT_NE(short_bmp.error.find("cut.bmp: bad BMP: truncated"), std::string::npos) << short_bmp.error;
   EXPECT_NE(read_header(cut, "cut.bmp").error.find("truncated"), std::string::npos);
+  // A 2 x 2 24-bit BMP stored top-down (negative height), and the same with a pixel offset
+  // inside its headers (stb_image would then read every pixel as 0).
+  const auto bmp_2x2 = [](int32_t height, uint32_t offset) {
+    std::vector<uint8_t> b(54 + 16, 0);
+    const auto put = [&](size_t at, uint32_t v, int n) {
+      for (int i = 0; i < n; ++i) b[at + i] = static_cast<uint8_t>(v >> (8 * i));
+    };
+    b[0] = 'B', b[1] = 'M';
+    put(2, static_cast<uint32_t>(b.size()), 4), put(10, offset, 4), put(14, 40, 4), put(18, 2, 4);
+    put(22, static_cast<uint32_t>(height), 4), put(26, 1, 2), put(28, 24, 2);
+    const uint8_t bgr[2][6] = {{3, 2, 1, 6, 5, 4}, {9, 8, 7, 12, 11, 10}};  // rows as stored
+    for (int r = 0; r < 2; ++r) std::copy(bgr[r], bgr[r] + 6, b.begin() + 54 + 8 * r);
+    return b;
+  };
+  const Decoded top_down = decode_image(bmp_2x2(-2, 54), "top_down.bmp");
+  ASSERT_TRUE(top_down.ok()) << top_down.error;
+  EXPECT_EQ(top_down.image.rgb, (std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(read_header(bmp_2x2(-2, 54), "top_down.bmp").height, 2);
+  EXPECT_EQ(decode_image(bmp_2x2(2, 54), "bottom_up.bmp").image.rgb,
+            (std::vector<uint8_t>{7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6}));
+  const Decoded inside = decode_image(bmp_2x2(2, 0), "inside.bmp");
+  EXPECT_NE(inside.error.find("inside its headers"), std::string::npos) << inside.error;
+  // A PNM size that does not fit stb_image's int (it would read another size).
+  const std::string wrapped = "P5\n42949672970 4 255\n";
+  const Decoded wrap = decode_image(std::vector<uint8_t>(wrapped.begin(), wrapped.end()), "wrap.pgm");
+  EXPECT_FALSE(wrap.ok());
   // A PNG header declaring 15000 x 15000 (225 Mpixel) and nothing else.
   std::vector<uint8_t> bomb = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
                                0, 0, 0x3a, 0x98, 0, 0, 0x3a, 0x98, 8, 2, 0, 0, 0, 0, 0, 0, 0};
@@ -418,12 +444,13 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
   {
     const std::string rel = fs::path(f.samples[0].path).lexically_relative(root).string();
     fs::copy_file(f.samples[0].path, root + "/#1.jpg", fs::copy_options::overwrite_existing);
-    std::ofstream(root + "/hash.txt") << "# path label\n  " << rel << "\t0\n#1.jpg 1\n# old.jpg 2 (dropped)\n";
+    std::ofstream(root + "/hash.txt") << "# path label\n  " << rel << "\t0\n#1.jpg 1\n# split seed 500\n";
     const Dataset h = load_dataset(root + "/hash.txt");
     ASSERT_EQ(h.samples.size(), 2u);
     EXPECT_TRUE(fs::equivalent(h.samples[0].path, f.samples[0].path));
     EXPECT_TRUE(fs::equivalent(h.samples[1].path, root + "/#1.jpg"));
     EXPECT_EQ(h.samples[1].label, 1);
+    EXPECT_EQ(h.classes.size(), 2u);  // the comment's 500 is no label
   }
   // COCO JSON with category ids that are not 0..n-1.
   {

@@ -114,6 +114,8 @@ void check_same_run(const std::string& config_path, const json& now) {
                           "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
                           "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "min_crop_covered", "amp",
                           "sync_bn", "classes", "train_counts"}) {
+    // A key that runs of earlier versions did not record: the value they all used.
+    if (!was.contains(key) && std::string(key) == "min_crop_covered") was[key] = 0.1;
     if (!was.contains(key) || was[key] == now.at(key)) continue;
     const bool long_value = was[key].is_array();
     differences += std::string(differences.empty() ? "" : ", ") + key +
