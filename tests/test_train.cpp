@@ -159,6 +159,19 @@ TEST(Train, ResumeIsBitIdentical) {
   };
   EXPECT_EQ(epoch_losses(whole.out).size(), 2u);
   EXPECT_EQ(epoch_losses(whole.out), epoch_losses(part.out));
+  // Line for line the same log (times and speeds aside): the first run's closing step line at 7 and its
+  // partial epoch line are gone.
+  auto outline = [](const std::string& run) {
+    std::vector<std::string> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      j.erase("seconds"), j.erase("images_per_sec");
+      out.push_back(j.dump());
+    }
+    return out;
+  };
+  EXPECT_EQ(outline(whole.out), outline(part.out));
 }
 
 TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
@@ -327,6 +340,20 @@ TEST(Evaluate, NonFiniteScoresCountAsWrong) {
   EXPECT_EQ(r.top1, 0);
   EXPECT_EQ(r.top5, 0);
   EXPECT_TRUE(std::isnan(r.loss));
+  // Fewer than 5 classes: still outside the top 5.
+  data::Dataset three = val;
+  three.classes.resize(3);
+  three.samples.erase(std::remove_if(three.samples.begin(), three.samples.end(),
+                                     [](const data::Sample& s) { return s.label >= 3; }),
+                      three.samples.end());
+  auto m3 = nn::create_model("resnet20", 3);
+  for (auto& [name, w] : m3->named_parameters())
+    if (name == "linear.bias") Tensor(w).fill_(std::nan(""));
+  data::Loader loader3(three, o);
+  const train::EvalResult r3 = train::evaluate({{m3.get(), &loader3}}, Device::cpu());
+  EXPECT_GT(r3.images, 0);
+  EXPECT_EQ(r3.nonfinite, r3.images);
+  EXPECT_EQ(r3.top5, 0);
 }
 
 TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {

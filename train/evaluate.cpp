@@ -1,6 +1,7 @@
 #include "train/evaluate.h"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
@@ -54,17 +55,18 @@ EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
       const double* pj = &prob[j * K];
       // Rank of the true class: classes more probable, ties broken by the lower index. Scores
       // that are not all finite (a model with NaN weights) rank it last: every comparison with
-      // a NaN is false, which would otherwise make it first.
+      // a NaN is false, which would otherwise make it first. (Last means outside the top 5
+      // too, however few the classes.)
       int64_t rank = 0;
       bool finite = true;
       for (int64_t c = 0; c < K; ++c) finite = finite && std::isfinite(pj[c]);
-      if (!finite) rank = K, r.nonfinite++;
+      if (!finite) rank = std::numeric_limits<int64_t>::max(), r.nonfinite++;
       for (int64_t c = 0; c < K && finite; ++c) rank += pj[c] > pj[label] || (pj[c] == pj[label] && c < label);
       ClassResult& cr = r.per_class[label];
       cr.images++, r.images++;
       if (rank == 0) cr.top1++, r.top1++;
       if (rank < 5) cr.top5++, r.top5++;
-      r.loss -= std::log(std::max(pj[label], 1e-30));
+      r.loss -= std::log(std::max(pj[label], 1e-30));  // NaN scores: a NaN loss, as the model's
     }
     if (progress) progress(done + 1, total);
   }

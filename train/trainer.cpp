@@ -160,10 +160,14 @@ void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
 }
 
 // metrics.jsonl: appended line by line; on --resume the lines after the checkpoint's step are
-// dropped first, so the file reads as one uninterrupted run.
+// dropped first, so the file reads as one uninterrupted run. Where the run goes on past the
+// checkpoint, so are the lines that only the end of the earlier run wrote: its last step's
+// (unless a log interval ends there too) and its partial epoch's.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool enabled) : path_(path) {
+  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool continuing, int64_t log_every,
+             bool enabled)
+      : path_(path) {
     if (!enabled) return;  // another rank writes it
     if (resume && fs::exists(path)) {
       std::ifstream in(path);
@@ -172,7 +176,13 @@ class MetricsLog {
       while (std::getline(in, line)) {
         if (line.empty()) continue;
         const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.value("step", int64_t(0)) <= resume_step) kept << line << '\n';
+        if (!j.is_object()) continue;
+        const int64_t step = j.value("step", int64_t(0));
+        const std::string kind = j.value("kind", std::string());
+        const bool run_end_only = continuing && step == resume_step &&
+                                  ((kind == "step" && step % log_every != 0 && step != 1) ||
+                                   (kind == "epoch" && !j.value("complete", true)));
+        if (step <= resume_step && !run_end_only) kept << line << '\n';
       }
       write_file_atomic(path, kept.str());
     } else {
@@ -419,7 +429,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
   if (leader) write_file_atomic(config_path, cfg.dump(2) + "\n");
-  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, leader);
+  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, pos.step < total_steps,
+                     c.log_every, leader);
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;
   if (comm.size() > 1) reducer = std::make_unique<dist::GradientReducer>(comm, params);
