@@ -78,7 +78,7 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
   c.batch_size = 4;
   c.plots = false;
   c.progress = false;
-  c.log_every = 2;
+  c.log_every = 3;  // a log window open across the resume at step 4
   c.ema_decay = 0.9;
   c.out = dir + "/whole";
   c.steps = 8;
@@ -99,6 +99,26 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
            "config.json records the world");
     for (const auto& e : fs::directory_iterator(dir + "/whole"))
       expect(e.path().string().find(".tmp") == std::string::npos, "a stray temporary file " + e.path().string());
+    // The logged losses (means over the ranks) agree too, up to the rounding of that mean: the
+    // window open at the resume and the epoch's sum carry every rank's share, not rank 0's.
+    auto lines = [&](const std::string& run) {
+      std::vector<nlohmann::json> out;
+      std::ifstream in(dir + "/" + run + "/metrics.jsonl");
+      for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+      return out;
+    };
+    const auto whole = lines("whole"), parts = lines("parts");
+    expect(whole.size() == parts.size(), "metrics.jsonl: as many lines after the resume");
+    for (size_t i = 0; i < std::min(whole.size(), parts.size()); ++i) {
+      const std::string what = "metrics.jsonl line " + std::to_string(i + 1);
+      expect(whole[i].at("kind") == parts[i].at("kind") && whole[i].at("step") == parts[i].at("step"), what);
+      for (const char* key : {"loss", "train_loss"})
+        if (whole[i].contains(key)) {
+          const double a = whole[i].at(key), b = parts[i].value(key, -1.0);
+          expect(std::fabs(a - b) <= 1e-9 * std::fabs(a), what + ": " + key + " " + std::to_string(a) + " vs " +
+                                                               std::to_string(b));
+        }
+    }
   }
   return 0;
 }

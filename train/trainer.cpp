@@ -483,6 +483,13 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     for (const auto& [name, w] : params) weights.push_back(w);
     FGVC_CHECK(optim::all_finite(weights), "training", "step ", pos.step, ": the weights are not finite; ",
                saved_once ? last_path + " keeps the last good checkpoint" : std::string("no checkpoint was written"));
+    // The checkpoint keeps rank 0's position, and every rank resumes from it: the loss sums of
+    // the open log window and epoch become the ranks' means first (what is logged is their
+    // mean: a linear function of the sums), so a resumed run logs what an uninterrupted one does.
+    if (comm.size() > 1) {
+      pos.window_loss = rank_mean(pos.window_loss, comm, device);
+      pos.epoch_loss = rank_mean(pos.epoch_loss, comm, device);
+    }
     save(last_path, true);
     saved_once = true;
   };
@@ -610,17 +617,18 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         summary.epochs_done++;
       }
       if (epoch_done || pos.step >= total_steps) {
+        // Over all ranks, as the step lines' loss (every rank took the same number of steps).
+        const double train_loss = rank_mean(epoch_steps ? epoch_loss / epoch_steps : 0.0, comm, device);
         json line = {{"kind", "epoch"},
                      {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
                      {"complete", epoch_done},
                      {"step", pos.step},
-                     {"train_loss", epoch_steps ? epoch_loss / epoch_steps : 0.0},
+                     {"train_loss", train_loss},
                      {"lr", pos.lr},
                      {"skipped", loader.skipped()},
                      {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
         std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
-                           std::to_string(pos.step) + " train loss " +
-                           fixed(epoch_steps ? epoch_loss / epoch_steps : 0.0, 4);
+                           std::to_string(pos.step) + " train loss " + fixed(train_loss, 4);
         if (val_loader) {
           const auto [r, best] = validate(epoch_done);
           line["val_top1"] = r.top1_accuracy();
