@@ -11,7 +11,6 @@
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "kernels/conv2d.h"
-#include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "optim/optimizer.h"
 #include "tensor/cuda_runtime.h"
@@ -103,7 +102,8 @@ int main(int argc, char** argv) {
         cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
         cli.add_option("--input-size", size, "input size S for S x S images (default 299; 32 for resnet20/32/56)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");
-        cli.add_flag("--time", time, "measure each layer's forward and backward time");
+        cli.add_flag("--time", time, "measure each layer's forward and backward time, in a training step of the model as fgvc-train builds it "
+                     "(with the Inception models' auxiliary classifier)");
         cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
         std::shared_ptr<nn::Classifier> model;
         app::check_model_name(model_name);
         if (size == 0) size = nn::default_input_size(model_name);
-        model = nn::create_model(model_name, num_classes);
+        model = nn::create_model(model_name, num_classes, /*aux_classifier=*/time);  // --time: as fgvc-train builds it
         app::check_input_size(model_name, size, time);  // --time takes a training step, aux loss included
         model->to(device);
         std::vector<double> model_forward_s, model_step_s;
@@ -157,7 +157,6 @@ int main(int argc, char** argv) {
           std::vector<int64_t> label_values;
           for (int64_t i = 0; i < batch; ++i) label_values.push_back(i % num_classes);
           const Tensor labels = Tensor::from_vector(label_values, {batch}).to(device);
-          auto* inception = dynamic_cast<nn::InceptionV3*>(model.get());
           for (int pass = 0; pass <= repeats; ++pass) {
             rec.next_pass();
             if (pass == 1) {  // the first pass warms up: drop its timings
@@ -177,8 +176,8 @@ int main(int argc, char** argv) {
             if (opt) {
               AutocastGuard autocast(amp_dtype);
               Tensor loss = cross_entropy(y, labels, 0.1);
-              if (inception && inception->aux_logits().defined())
-                loss = add(loss, mul(cross_entropy(inception->aux_logits(), labels, 0.1), 0.4));
+              if (model->aux_logits().defined())
+                loss = add(loss, mul(cross_entropy(model->aux_logits(), labels, 0.1), 0.4));
               backward(loss);
               opt->step(0.045);
               opt->zero_grad();

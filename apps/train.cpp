@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--weight-decay", c.weight_decay, "L2 on conv/fc weights (TF-slim)")->capture_default_str()->check(fgvc::app::NonNegative);
-        cli.add_option("--aux-weight", c.aux_weight, "weight of Inception-v3's auxiliary loss")->capture_default_str()->check(fgvc::app::NonNegative);
+        cli.add_option("--aux-weight", c.aux_weight, "weight of the Inception models' auxiliary loss (0: none)")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--ema-decay", c.ema_decay, "keep a moving average of the weights (e.g. 0.9999), used for evaluation and export")
             ->check(CLI::Range(0.0, 1.0));
         cli.add_option("--bn-decay", c.bn_decay, "batch-norm moving-average decay (default 0.9997 Inception, 0.9 others)")

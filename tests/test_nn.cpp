@@ -262,6 +262,14 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   // Our SE variants (counts documented in their model files).
   EXPECT_EQ(nn::create_model("inception_v3_se")->num_parameters(), 28822884);
   EXPECT_EQ(nn::create_model("inception_resnet_v2_se")->num_parameters(), 64387444);
+  // With TF-slim's auxiliary classifier, which timm leaves out (AuxLogits.*: 1x1 to 128, 5x5 to
+  // 768, both with batch norm, and a K-way layer); Inception-v3 has torchvision's always.
+  const auto aux = [](int64_t in) { return in * 128 + 2 * 128 + 128 * 768 * 25 + 2 * 768 + 768 * 1000 + 1000; };
+  EXPECT_EQ(nn::create_model("inception_v4", 1000, true)->num_parameters(), 42679816 + aux(1024));
+  EXPECT_EQ(nn::create_model("inception_resnet_v2", 1000, true)->num_parameters(), 55843464 + aux(1088));
+  EXPECT_EQ(nn::create_model("inception_resnet_v2_se", 1000, true)->num_parameters(), 64387444 + aux(1088));
+  EXPECT_EQ(nn::create_model("inception_v3", 1000, true)->num_parameters(), 23834568 + aux(768));
+  EXPECT_EQ(nn::create_model("resnet50", 1000, true)->num_parameters(), 25557032);
 }
 
 // He et al. 2016 section 4.2 (option A shortcuts have no parameters): 0.27M / 0.46M / 0.85M.
@@ -427,9 +435,9 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
     manual_seed(8);
     auto model = nn::create_model(name, 5);
     const bool inception = nn::is_inception(name);
-    // Inception-v3's auxiliary classifier needs 299 px (tested above): off here, as --aux-weight 0.
-    const bool v3 = std::string(name) == "inception_v3_se";
-    if (v3) static_cast<nn::InceptionV3&>(*model).set_aux_enabled(false);
+    // The Inception models' auxiliary classifier needs 299 px (tested above and below): off
+    // here, as --aux-weight 0.
+    if (inception) model->set_aux_enabled(false);
     const int size = inception ? 75 : 32;
     const Tensor x = testing::randn_t({2, 3, size, size}, 9);
     const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
@@ -437,7 +445,7 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
     ASSERT_TRUE(std::isfinite(loss.item<double>())) << name;
     backward(loss);
     for (auto& [pname, p] : model->named_parameters()) {
-      if (v3 && pname.rfind("AuxLogits.", 0) == 0) {
+      if (inception && pname.rfind("AuxLogits.", 0) == 0) {
         EXPECT_FALSE(p.grad().defined()) << name << " " << pname;  // skipped, so no gradient
         continue;
       }
@@ -477,13 +485,61 @@ TEST(Models, MinimumInputSizes) {
       EXPECT_THROW(model->forward(Tensor::zeros({1, 3, least - 1, least - 1})), Error) << name;
     }
   }
-  // Training Inception-v3 with its auxiliary classifier: 299 (the forward at 299 is above).
+  // Training an Inception model with its auxiliary classifier: 299 (the 17 x 17 grid).
   nn::InceptionV3 v3(3);
   EXPECT_EQ(nn::min_input_size("inception_v3", true), 299);
   EXPECT_THROW(v3.forward(Tensor::zeros({2, 3, 298, 298})), Error);
   v3.set_aux_enabled(false);
   EXPECT_NO_THROW(v3.forward(Tensor::zeros({2, 3, 75, 75})));
   EXPECT_FALSE(v3.aux_logits().defined());
+  for (const std::string name : {"inception_v4", "inception_resnet_v2"}) {
+    EXPECT_EQ(nn::min_input_size(name, true), 299) << name;
+    auto model = nn::create_model(name, 3, /*aux_classifier=*/true);
+    model->train();
+    EXPECT_THROW(model->forward(Tensor::zeros({2, 3, 298, 298})), Error) << name;  // the 16 x 16 grid
+    model->set_aux_enabled(false);
+    EXPECT_NO_THROW(model->forward(Tensor::zeros({2, 3, 75, 75}))) << name;
+  }
+}
+
+// The auxiliary classifier of Inception-v4 and Inception-ResNet-v2 (TF-slim's AuxLogits) at
+// 299: K logits per image in training, none in evaluation; timm's files (without it) load
+// and leave it initialised; a training step reaches its weights; a model built without it
+// (evaluation) loads a file that has it.
+TEST(Models, InceptionV4AndResNetV2AuxiliaryClassifiers) {
+  for (const std::string name : {"inception_v4", "inception_resnet_v2"}) {
+    manual_seed(14);
+    EXPECT_FALSE(nn::create_model(name, 4)->has_aux_classifier());
+    auto model = nn::create_model(name, 4, /*aux_classifier=*/true);
+    EXPECT_TRUE(model->has_aux_classifier());
+    std::map<std::string, Tensor> timm;
+    for (const auto& [pname, t] : model->state_dict())
+      if (pname.rfind("AuxLogits.", 0) != 0) timm[pname] = t;
+    EXPECT_NO_THROW(nn::load_weights(*model, timm)) << name;
+    const Tensor x = testing::randn_t({2, 3, 299, 299}, 15);  // two: batch norm on the aux's 1 x 1 grid
+    const Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 0}, {2});
+    model->eval();
+    {
+      NoGradGuard no_grad;
+      model->forward(x);
+    }
+    EXPECT_FALSE(model->aux_logits().defined()) << name;
+    model->train();
+    const Tensor logits = model->forward(x);
+    ASSERT_TRUE(model->aux_logits().defined()) << name;
+    EXPECT_EQ(model->aux_logits().shape(), (Shape{2, 4})) << name;
+    backward(add(cross_entropy(logits, labels, 0.1), mul(cross_entropy(model->aux_logits(), labels, 0.1), 0.4)));
+    for (const auto& [pname, p] : model->named_parameters()) {
+      if (pname.rfind("AuxLogits.", 0) != 0) continue;
+      EXPECT_TRUE(p.grad().defined()) << name << " " << pname;
+    }
+    auto plain = nn::create_model(name, 4);
+    nn::load_weights(*plain, model->state_dict());  // strict: the file's AuxLogits.* are not used
+    model->eval(), plain->eval();
+    NoGradGuard no_grad;
+    const Tensor small = testing::randn_t({1, 3, 75, 75}, 16);
+    EXPECT_EQ(plain->forward(small).to_vector<float>(), model->forward(small).to_vector<float>()) << name;
+  }
 }
 
 // Module::to(DType): a float64 copy of a model (the reference the GPU parity tests use) keeps

@@ -22,7 +22,6 @@
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 #include "nn/layers.h"
-#include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
@@ -310,7 +309,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   }
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
-  std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K);
+  // With TF-slim's auxiliary classifier where the model has one and the loss weighs it.
+  std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, c.aux_weight > 0);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
   if (!c.init.empty() && !c.resume) nn::load_weights(*model, c.init, c.reset_classifier);
   fs::create_directories(c.out);  // once the inputs are known to be good: a bad call leaves no empty folder
@@ -517,8 +517,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   double train_seconds = 0;
   int64_t window_images = 0, logged_windows = 0;
   auto window_start = Clock::now();
-  const bool inception_aux = c.aux_weight > 0 && dynamic_cast<nn::InceptionV3*>(model.get()) != nullptr;
-  if (auto* v3 = dynamic_cast<nn::InceptionV3*>(model.get())) v3->set_aux_enabled(inception_aux);
+  // The Inception models' auxiliary loss, as TF-slim's train_image_classifier adds it.
+  const bool inception_aux = c.aux_weight > 0 && model->has_aux_classifier();
+  model->set_aux_enabled(inception_aux);
 
   try {
     while (pos.step < total_steps) {
@@ -543,7 +544,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           AutocastGuard autocast(amp_dtype);  // float32: no change
           loss = cross_entropy(model->forward(x), y, c.label_smoothing);
           if (inception_aux) {
-            const Tensor& aux = static_cast<nn::InceptionV3*>(model.get())->aux_logits();
+            const Tensor& aux = model->aux_logits();
             if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
           }
         }

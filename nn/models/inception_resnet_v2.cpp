@@ -103,7 +103,7 @@ Tensor ResidualInceptionBlock::forward_impl(const Tensor& x) {
   return relu_ ? relu(y) : y;
 }
 
-InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se) {
+InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se, bool aux_classifier) {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>> body = {
       {"conv2d_1a", basic_conv(3, 32, 3, 2)},
       {"conv2d_2a", basic_conv(32, 32, 3)},
@@ -121,12 +121,18 @@ InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se) {
       {"block8", block8(1.0, /*relu=*/false, se)},
       {"conv2d_7b", basic_conv(2080, 1536, 1)}};
   for (const auto& [name, m] : body) body_.push_back(register_module(name, m));
+  if (aux_classifier) aux_ = register_module("AuxLogits", inception_aux(1088, num_classes));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(kInceptionDropout));
   classif_ = register_module("classif", std::make_shared<Linear>(1536, num_classes));
 }
 
 Tensor InceptionResNetV2::features(const Tensor& x) {
+  constexpr size_t kRepeat1 = 10;  // the 20 Block17s: the 17 x 17 grid
   Tensor y = x;
-  for (auto& m : body_) y = m->forward(y);
+  for (size_t i = 0; i < body_.size(); ++i) {
+    y = body_[i]->forward(y);
+    if (i == kRepeat1) run_aux(aux_, y);
+  }
   return mean(y, {2, 3});
 }
 

@@ -6,6 +6,10 @@
 // inception_resnet_v2_se (the paper's released code; our naming): a Squeeze-and-Excitation
 // block (reduction 16) on each residual branch after the scaling and before the addition,
 // named `se` inside its block (repeat.0.se.fc1.weight, ...). 64,387,444 parameters (1000 classes).
+//
+// As TF-slim builds it for training: dropout 0.2 before the classifier and, on request
+// (fgvc-train with --aux-weight > 0), an auxiliary classifier on the 17 x 17 grid (AuxLogits.*,
+// not in timm's model or files: 3,367,656 more parameters at 1000 classes).
 #pragma once
 #include "nn/models/inception_v3.h"
 #include "nn/models/resnet.h"
@@ -28,16 +32,22 @@ class ResidualInceptionBlock : public InceptionBlock {
 
 class InceptionResNetV2 : public Classifier {
  public:
-  explicit InceptionResNetV2(int64_t num_classes, bool se = false);
+  explicit InceptionResNetV2(int64_t num_classes, bool se = false, bool aux_classifier = false);
   Tensor forward_impl(const Tensor& x) override { return classify(features(x)); }
-  Tensor classify(const Tensor& f) override { return classif_->forward(f); }
+  Tensor classify(const Tensor& f) override { return classif_->forward(dropout_->forward(f)); }
   Tensor features(const Tensor& x) override;  // pooled 1536-d
   int64_t feature_dim() const override { return 1536; }
-  std::vector<std::string> classifier_prefixes() const override { return {"classif."}; }
+  bool has_aux_classifier() const override { return aux_ != nullptr; }
+  // timm's files have no auxiliary classifier: a model with one keeps its own initialisation
+  // of it, and one without it ignores a file's (a checkpoint trained with it).
+  std::vector<std::string> classifier_prefixes() const override { return {"classif.", "AuxLogits.fc."}; }
+  std::vector<std::string> optional_prefixes() const override { return {"AuxLogits."}; }
   std::string type_name() const override { return "InceptionResNetV2"; }
 
  private:
   std::vector<std::shared_ptr<Module>> body_;
+  std::shared_ptr<Module> aux_;  // on the 17 x 17 grid after repeat_1 (TF-slim's PreAuxLogits), or none
+  std::shared_ptr<Dropout> dropout_;
   std::shared_ptr<Linear> classif_;
 };
 

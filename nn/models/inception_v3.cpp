@@ -105,6 +105,10 @@ class InceptionAux : public Module {
 
 }  // namespace
 
+std::shared_ptr<Module> inception_aux(int64_t in, int64_t num_classes) {
+  return std::make_shared<InceptionAux>(in, num_classes);
+}
+
 std::shared_ptr<Module> max_pool_3x3_s2() { return std::make_shared<MaxPool2d>(Pool2dGeometry::square(3, 2)); }
 
 std::shared_ptr<Module> basic_conv(int64_t in, int64_t out, int kernel, int stride, int padding) {
@@ -159,9 +163,9 @@ InceptionV3::InceptionV3(int64_t num_classes, bool aux_logits, bool se) {
     const auto& [name, m] = mixed_[i];
     register_module(name, m);
     if (se) se_.push_back(register_module(name + "_se", std::make_shared<SqueezeExcite>(mixed_channels[i])));
-    if (name == "Mixed_6e" && aux_logits) aux_ = register_module("AuxLogits", std::make_shared<InceptionAux>(768, num_classes));
+    if (name == "Mixed_6e" && aux_logits) aux_ = register_module("AuxLogits", inception_aux(768, num_classes));
   }
-  dropout_ = register_module("dropout", std::make_shared<Dropout>(0.5));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(kInceptionDropout));
   fc_ = register_module("fc", std::make_shared<Linear>(2048, num_classes));
 }
 
@@ -172,7 +176,7 @@ Tensor InceptionV3::features(const Tensor& x) {
   for (size_t i = 0; i < mixed_.size(); ++i) {
     y = mixed_[i].second->forward(y);
     if (!se_.empty()) y = se_[i]->forward(y);
-    if (mixed_[i].first == "Mixed_6e" && aux_ && aux_enabled_ && is_training()) aux_out_ = aux_->forward(y);
+    if (mixed_[i].first == "Mixed_6e") run_aux(aux_, y);
   }
   return mean(y, {2, 3});
 }

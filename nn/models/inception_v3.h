@@ -66,6 +66,14 @@ std::shared_ptr<InceptionBlock> inception_c(int64_t in, int64_t channels_7x7);
 std::shared_ptr<InceptionBlock> inception_d(int64_t in);
 std::shared_ptr<InceptionBlock> inception_e(int64_t in);
 
+// The auxiliary classifier on a 17 x 17 grid of `in` channels (torchvision's InceptionAux,
+// TF-slim's AuxLogits): 5x5/3 average pool, 1x1 convolution to 128, 5x5 convolution to 768,
+// global average, a K-way layer. Inception-v4 and Inception-ResNet-v2 use it too.
+std::shared_ptr<Module> inception_aux(int64_t in, int64_t num_classes);
+
+// TF-slim's dropout before the Inception models' classifier (dropout_keep_prob 0.8).
+constexpr double kInceptionDropout = 0.2;
+
 class InceptionV3 : public Classifier {
  public:
   InceptionV3(int64_t num_classes, bool aux_logits = true, bool se = false);
@@ -73,11 +81,7 @@ class InceptionV3 : public Classifier {
   Tensor classify(const Tensor& f) override { return fc_->forward(dropout_->forward(f)); }
   Tensor features(const Tensor& x) override;  // pooled 2048-d
   int64_t feature_dim() const override { return 2048; }
-  // The auxiliary classifier's logits from the last forward in training mode (undefined otherwise).
-  const Tensor& aux_logits() const { return aux_out_; }
-  // Off: training skips the auxiliary classifier (fgvc-train --aux-weight 0), which saves its
-  // compute and allows inputs below the 299 it needs. Its parameters stay, gradient-free.
-  void set_aux_enabled(bool on) { aux_enabled_ = on; }
+  bool has_aux_classifier() const override { return aux_ != nullptr; }
   std::string type_name() const override { return "InceptionV3"; }
   // The auxiliary classifier has its own K-way layer; torchvision's files hold it, timm's not.
   std::vector<std::string> classifier_prefixes() const override { return {"fc.", "AuxLogits.fc."}; }
@@ -89,8 +93,6 @@ class InceptionV3 : public Classifier {
   std::shared_ptr<Module> aux_;
   std::shared_ptr<Dropout> dropout_;
   std::shared_ptr<Linear> fc_;
-  Tensor aux_out_;
-  bool aux_enabled_ = true;
 };
 
 }  // namespace nn

@@ -92,7 +92,7 @@ std::shared_ptr<Module> inception_c() {
 
 }  // namespace
 
-InceptionV4::InceptionV4(int64_t num_classes) {
+InceptionV4::InceptionV4(int64_t num_classes, bool aux_classifier) {
   std::vector<std::shared_ptr<Module>> f = {basic_conv(3, 32, 3, 2), basic_conv(32, 32, 3), basic_conv(32, 64, 3, 1, 1),
                                             mixed_3a(), mixed_4a(), mixed_5a()};
   for (int i = 0; i < 4; ++i) f.push_back(inception_a());
@@ -100,11 +100,23 @@ InceptionV4::InceptionV4(int64_t num_classes) {
   for (int i = 0; i < 7; ++i) f.push_back(inception_b());
   f.push_back(reduction_b());
   for (int i = 0; i < 3; ++i) f.push_back(inception_c());
-  features_ = register_module("features", std::make_shared<Sequential>(f));
+  auto features = std::make_shared<Sequential>(f);
+  register_module("features", features);
+  features_ = f;
+  if (aux_classifier) aux_ = register_module("AuxLogits", inception_aux(1024, num_classes));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(kInceptionDropout));
   last_linear_ = register_module("last_linear", std::make_shared<Linear>(1536, num_classes));
 }
 
-Tensor InceptionV4::features(const Tensor& x) { return mean(features_->forward(x), {2, 3}); }
+Tensor InceptionV4::features(const Tensor& x) {
+  constexpr size_t kMixed6h = 17;  // the last of the 7 Inception-B blocks: the 17 x 17 grid
+  Tensor y = x;
+  for (size_t i = 0; i < features_.size(); ++i) {
+    y = features_[i]->forward(y);
+    if (i == kMixed6h) run_aux(aux_, y);
+  }
+  return mean(y, {2, 3});
+}
 
 }  // namespace nn
 }  // namespace fgvc

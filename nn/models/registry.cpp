@@ -15,24 +15,24 @@ namespace fgvc {
 namespace nn {
 
 namespace {
-using Factory = std::function<std::shared_ptr<Classifier>(int64_t)>;
+using Factory = std::function<std::shared_ptr<Classifier>(int64_t, bool)>;
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> f = {
-      {"resnet20", [](int64_t k) { return std::make_shared<ResNetCifar>(20, k); }},
-      {"resnet32", [](int64_t k) { return std::make_shared<ResNetCifar>(32, k); }},
-      {"resnet56", [](int64_t k) { return std::make_shared<ResNetCifar>(56, k); }},
-      {"resnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
-      {"resnet101", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
-      {"resnet152", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
-      {"resnetv2_50", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 6, 3}, k); }},
-      {"resnetv2_101", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 23, 3}, k); }},
-      {"resnetv2_152", [](int64_t k) { return std::make_shared<ResNetV2>(std::vector<int>{3, 8, 36, 3}, k); }},
-      {"seresnet50", [](int64_t k) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
-      {"inception_v3", [](int64_t k) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
-      {"inception_v4", [](int64_t k) { return std::make_shared<InceptionV4>(k); }},
-      {"inception_resnet_v2", [](int64_t k) { return std::make_shared<InceptionResNetV2>(k); }},
-      {"inception_v3_se", [](int64_t k) { return std::make_shared<InceptionV3>(k, true, /*se=*/true); }},
-      {"inception_resnet_v2_se", [](int64_t k) { return std::make_shared<InceptionResNetV2>(k, /*se=*/true); }},
+      {"resnet20", [](int64_t k, bool) { return std::make_shared<ResNetCifar>(20, k); }},
+      {"resnet32", [](int64_t k, bool) { return std::make_shared<ResNetCifar>(32, k); }},
+      {"resnet56", [](int64_t k, bool) { return std::make_shared<ResNetCifar>(56, k); }},
+      {"resnet50", [](int64_t k, bool) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k); }},
+      {"resnet101", [](int64_t k, bool) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 23, 3}, k); }},
+      {"resnet152", [](int64_t k, bool) { return std::make_shared<ResNet>(std::vector<int>{3, 8, 36, 3}, k); }},
+      {"resnetv2_50", [](int64_t k, bool) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 6, 3}, k); }},
+      {"resnetv2_101", [](int64_t k, bool) { return std::make_shared<ResNetV2>(std::vector<int>{3, 4, 23, 3}, k); }},
+      {"resnetv2_152", [](int64_t k, bool) { return std::make_shared<ResNetV2>(std::vector<int>{3, 8, 36, 3}, k); }},
+      {"seresnet50", [](int64_t k, bool) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, k, true); }},
+      {"inception_v3", [](int64_t k, bool) { return std::make_shared<InceptionV3>(k, /*aux_logits=*/true); }},
+      {"inception_v4", [](int64_t k, bool aux) { return std::make_shared<InceptionV4>(k, aux); }},
+      {"inception_resnet_v2", [](int64_t k, bool aux) { return std::make_shared<InceptionResNetV2>(k, false, aux); }},
+      {"inception_v3_se", [](int64_t k, bool) { return std::make_shared<InceptionV3>(k, true, /*se=*/true); }},
+      {"inception_resnet_v2_se", [](int64_t k, bool aux) { return std::make_shared<InceptionResNetV2>(k, true, aux); }},
   };
   return f;
 }
@@ -53,7 +53,7 @@ int default_input_size(const std::string& model) {
 }
 
 int min_input_size(const std::string& model, bool aux_classifier_in_training) {
-  if (aux_classifier_in_training && model.rfind("inception_v3", 0) == 0) return 299;
+  if (aux_classifier_in_training && is_inception(model)) return 299;
   return is_inception(model) ? 75 : 1;
 }
 
@@ -108,9 +108,12 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
       if (starts(name, prefix)) weights[name] = t.detach().clone();
   };
   for (const std::string& prefix : model.optional_prefixes()) {
-    bool in_file = false;
+    bool in_file = false, in_model = false;
     for (const auto& [name, t] : weights) in_file = in_file || starts(name, prefix);
+    for (const auto& [name, t] : own) in_model = in_model || starts(name, prefix);
     if (!in_file) keep_own(prefix);  // left out altogether (a partial head stays an error)
+    if (in_file && !in_model)        // a head this model was built without: not used
+      for (auto it = weights.begin(); it != weights.end();) it = starts(it->first, prefix) ? weights.erase(it) : std::next(it);
   }
   // Batch norm's step counter is training bookkeeping that many exported files (timm's among
   // them) leave out; PyTorch's loader fills it in too. A file without it keeps the model's.
@@ -127,7 +130,7 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
   return model.load_state_dict(weights, strict);
 }
 
-std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes) {
+std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes, bool aux_classifier) {
   FGVC_CHECK(num_classes > 0, "create_model", "num_classes must be positive, got ", num_classes);
   const auto it = factories().find(name);
   if (it == factories().end()) {
@@ -135,7 +138,7 @@ std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_cl
     for (const std::string& n : model_names()) known += (known.empty() ? "" : ", ") + n;
     throw Error("create_model: unknown model '" + name + "' (known: " + known + ")");
   }
-  return it->second(num_classes);
+  return it->second(num_classes, aux_classifier);
 }
 
 }  // namespace nn
