@@ -102,8 +102,8 @@ int main(int argc, char** argv) {
         cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
         cli.add_option("--input-size", size, "input size S for S x S images (default 299; 32 for resnet20/32/56)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");
-        cli.add_flag("--time", time, "measure each layer's forward and backward time, in a training step of the model as fgvc-train builds it "
-                     "(with the Inception models' auxiliary classifier)");
+        cli.add_flag("--time", time, "measure each layer's forward and backward time (a training step; Inception-v4/-ResNet-v2 without the "
+                     "auxiliary classifier fgvc-train adds)");
         cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
@@ -130,8 +130,9 @@ int main(int argc, char** argv) {
         std::shared_ptr<nn::Classifier> model;
         app::check_model_name(model_name);
         if (size == 0) size = nn::default_input_size(model_name);
-        model = nn::create_model(model_name, num_classes, /*aux_classifier=*/time);  // --time: as fgvc-train builds it
-        app::check_input_size(model_name, size, time);  // --time takes a training step, aux loss included
+        model = nn::create_model(model_name, num_classes);  // timm's and torchvision's layouts and counts
+        // --time takes a training step, with the auxiliary loss of a model that has the head.
+        app::check_input_size(model_name, size, time && model->has_aux_classifier());
         model->to(device);
         std::vector<double> model_forward_s, model_step_s;
         int64_t buffers = 0;

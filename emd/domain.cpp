@@ -111,7 +111,7 @@ std::vector<Similarity> domain_similarities(const Domain& source, const std::vec
   if (device.is_cuda() && options.pricing == Pricing::Rows) {  // passes on the GPU, pivots on the host
     for (size_t q = 0; q < targets.size(); ++q)
       results.push_back(solve_cuda(dist[q].data<double>(), dist[q].size(0), dist[q].size(1), source.counts,
-                                   targets[q].counts, options, device.index));
+                                   targets[q].counts, options, device.index, on_device[q].data<double>()));
   } else if (device.is_cuda()) {  // one launch for all targets, each pricing its distances where they are
     std::vector<Problem> problems;
     for (size_t q = 0; q < targets.size(); ++q)

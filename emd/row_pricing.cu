@@ -52,7 +52,9 @@ __global__ void row_minimum_kernel(const double* cost, int m, int n, const doubl
 
 class CudaRowPricer : public RowPricer {
  public:
-  CudaRowPricer(const double* cost, int m, int n, int device) : m_(m), n_(n), device_(device) {
+  CudaRowPricer(const double* cost, int m, int n, int device, const double* device_cost)
+      : m_(m), n_(n), device_(device), own_cost_(device_cost == nullptr) {
+    if (device_cost) cost_ = const_cast<double*>(device_cost);
     try {
       acquire(cost);
     } catch (...) {
@@ -74,7 +76,7 @@ class CudaRowPricer : public RowPricer {
     cuda::DeviceGuard guard(device_);
     stream_ = cuda::stream(device_);
     const size_t cells = static_cast<size_t>(m) * n;
-    cost_ = static_cast<double*>(cuda::allocate(sizeof(double) * cells, device_));
+    if (own_cost_) cost_ = static_cast<double*>(cuda::allocate(sizeof(double) * cells, device_));
     pot_ = static_cast<double*>(cuda::allocate(sizeof(double) * (m + n), device_));
     reduced_ = static_cast<double*>(cuda::allocate(sizeof(double) * m, device_));
     column_ = static_cast<int*>(cuda::allocate(sizeof(int) * m, device_));
@@ -85,7 +87,8 @@ class CudaRowPricer : public RowPricer {
     FGVC_CUDA_CHECK(cudaMallocHost(&host_column_, sizeof(int) * m));
     FGVC_CUDA_CHECK(cudaMallocHost(&host_cell_cost_, sizeof(double) * m));
     for (cudaEvent_t& e : events_) FGVC_CUDA_CHECK(cudaEventCreate(&e));
-    FGVC_CUDA_CHECK(cudaMemcpyAsync(cost_, cost, sizeof(double) * cells, cudaMemcpyHostToDevice, stream_));
+    if (own_cost_)
+      FGVC_CUDA_CHECK(cudaMemcpyAsync(cost_, cost, sizeof(double) * cells, cudaMemcpyHostToDevice, stream_));
   }
 
   // Never throws (it runs in the destructor and on a failed construction): the device is
@@ -100,15 +103,17 @@ class CudaRowPricer : public RowPricer {
       for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_),
                       static_cast<void*>(host_cell_cost_)})
         if (p) cudaFreeHost(p);
-      for (void* p : {static_cast<void*>(cost_), static_cast<void*>(pot_), static_cast<void*>(reduced_),
-                      static_cast<void*>(column_), static_cast<void*>(cell_cost_)})
+      for (void* p : {own_cost_ ? static_cast<void*>(cost_) : nullptr, static_cast<void*>(pot_),
+                      static_cast<void*>(reduced_), static_cast<void*>(column_), static_cast<void*>(cell_cost_)})
         if (p) cuda::release(p, device_);
     } catch (...) {
     }
     if (switched && previous >= 0) cudaSetDevice(previous);
+    cudaGetLastError();  // an error ignored here must not surface at the next, unrelated launch
   }
 
   int m_, n_, device_;
+  bool own_cost_;  // cost_ allocated here (else the caller's, on the device already)
   cudaStream_t stream_ = nullptr;
   double *cost_ = nullptr, *pot_ = nullptr, *reduced_ = nullptr, *cell_cost_ = nullptr;
   int* column_ = nullptr;
@@ -142,13 +147,16 @@ void CudaRowPricer::price(const double* pot, double tol, int64_t want, std::vect
       return x.reduced < y.reduced || (x.reduced == y.reduced && x.i < y.i);
     });
     out->resize(static_cast<size_t>(want));
+    // In row order, as a full pass hands them on: the solver breaks ties between equal
+    // reduced costs by position, which nth_element leaves unspecified.
+    std::sort(out->begin(), out->end(), [](const RowMinimum& x, const RowMinimum& y) { return x.i < y.i; });
   }
 }
 
 }  // namespace
 
-std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device) {
-  return std::make_unique<CudaRowPricer>(cost, m, n, device);
+std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device, const double* device_cost) {
+  return std::make_unique<CudaRowPricer>(cost, m, n, device, device_cost);
 }
 
 }  // namespace detail

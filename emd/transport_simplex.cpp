@@ -743,11 +743,11 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>&, const Options&
   throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
 }
 Result solve_cuda(const double*, int64_t, int64_t, const std::vector<double>&, const std::vector<double>&, const Options&,
-                  int) {
+                  int, const double*) {
   throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
 }
 namespace detail {
-std::unique_ptr<RowPricer> cuda_row_pricer(const double*, int, int, int) {
+std::unique_ptr<RowPricer> cuda_row_pricer(const double*, int, int, int, const double*) {
   throw Error("emd: the CUDA solver is not available: fgvc was built without CUDA (FGVC_CUDA=OFF)");
 }
 }  // namespace detail

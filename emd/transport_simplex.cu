@@ -474,16 +474,21 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
 }
 
 Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
-                  const Options& options, int device) {
+                  const Options& options, int device, const double* device_cost) {
   if (options.pricing == Pricing::Rows) {
     FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
+    FGVC_CHECK(device >= 0 && device < cuda_device_count(), "emd", "no CUDA device ", device, " (there are ",
+               cuda_device_count(), ")");
     Options o = options;
     if (o.row_candidates == 0) o.row_candidates = kGpuRowCandidates;
-    return detail::solve_by_rows(cost, m, n, a, b, o, [device](const double* c, int rm, int rn) {
-      return detail::cuda_row_pricer(c, rm, rn, device);
+    // The reduced problem's costs are the caller's matrix itself when no class was dropped.
+    return detail::solve_by_rows(cost, m, n, a, b, o, [=](const double* c, int rm, int rn) {
+      return detail::cuda_row_pricer(c, rm, rn, device, c == cost ? device_cost : nullptr);
     });
   }
-  return solve_batch_cuda({Problem{cost, m, n, a, b}}, options, device).front();
+  Problem p{cost, m, n, a, b};
+  p.device_cost = device_cost;
+  return solve_batch_cuda({p}, options, device).front();
 }
 
 }  // namespace emd

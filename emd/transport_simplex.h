@@ -93,8 +93,10 @@ Result solve(const double* cost, int64_t m, int64_t n, const std::vector<double>
 // tree's preorder array and shift the moved subtree's potentials (emd/array_tree.h); every
 // 1024 pivots and at the end the potentials are recomputed exactly by pointer jumping.
 // Throws where the library has no CUDA or no device. `device`: the CUDA device index.
+// device_cost: the same m x n costs already on that device (Pricing::Rows prices them there
+// instead of a copy, unless classes of weight 0 are dropped, which takes a smaller matrix).
 Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
-                  const Options& options = {}, int device = 0);
+                  const Options& options = {}, int device = 0, const double* device_cost = nullptr);
 
 // solve_cuda with Pricing::Rows: the kernel's time (CUDA events) is that of the pricing
 // passes, gpu_phases stays empty.
@@ -179,8 +181,10 @@ class RowPricer {
   virtual double device_seconds() const { return 0; }  // the GPU's time in the passes
 };
 std::unique_ptr<RowPricer> cpu_row_pricer(const double* cost, int m, int n);
-// The GPU's pass (CUDA builds only): the costs copied to `device` once, kept there.
-std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device);
+// The GPU's pass (CUDA builds only): the costs copied to `device` once, kept there; or, with
+// device_cost, priced where they already are on that device (not copied, not freed).
+std::unique_ptr<RowPricer> cuda_row_pricer(const double* cost, int m, int n, int device,
+                                           const double* device_cost = nullptr);
 // The host solver: Pricing::Rows with the pricer `make` makes for the reduced problem's
 // costs, or, with an empty `make`, block pricing.
 using MakeRowPricer = std::function<std::unique_ptr<RowPricer>(const double* cost, int m, int n)>;

@@ -518,14 +518,33 @@ TEST(Models, InceptionV4AndResNetV2AuxiliaryClassifiers) {
     EXPECT_NO_THROW(nn::load_weights(*model, timm)) << name;
     const Tensor x = testing::randn_t({2, 3, 299, 299}, 15);  // two: batch norm on the aux's 1 x 1 grid
     const Tensor labels = Tensor::from_vector(std::vector<int64_t>{2, 0}, {2});
-    model->eval();
-    {
-      NoGradGuard no_grad;
-      model->forward(x);
+    // Where the head sits: its input is the output of the last block on the 17 x 17 grid
+    // (Mixed_6h = features.17; the 20 Block17s = repeat_1), seen by a forward observer.
+    struct Seen : nn::ForwardObserver {
+      const nn::Module *grid_block = nullptr, *head = nullptr;
+      Tensor grid_out, head_in;
+      void before(const nn::Module& m, const Tensor& in) override {
+        if (&m == head) head_in = in;
+      }
+      void after(const nn::Module& m, const Tensor&, const Tensor& out) override {
+        if (&m == grid_block) grid_out = out;
+      }
+    } seen;
+    for (const auto& [child, m] : model->named_children()) {
+      if (child == "AuxLogits") seen.head = m.get();
+      if (child == "repeat_1") seen.grid_block = m.get();
+      if (child == "features")
+        for (const auto& [index, block] : m->named_children())
+          if (index == "17") seen.grid_block = block.get();
     }
-    EXPECT_FALSE(model->aux_logits().defined()) << name;
+    ASSERT_TRUE(seen.head && seen.grid_block) << name;
     model->train();
+    nn::Module::set_observer(&seen);
     const Tensor logits = model->forward(x);
+    nn::Module::set_observer(nullptr);
+    ASSERT_TRUE(seen.head_in.defined() && seen.grid_out.defined()) << name;
+    EXPECT_TRUE(seen.head_in.same(seen.grid_out)) << name;
+    EXPECT_EQ(seen.head_in.shape(), (Shape{2, name == "inception_v4" ? 1024 : 1088, 17, 17})) << name;
     ASSERT_TRUE(model->aux_logits().defined()) << name;
     EXPECT_EQ(model->aux_logits().shape(), (Shape{2, 4})) << name;
     backward(add(cross_entropy(logits, labels, 0.1), mul(cross_entropy(model->aux_logits(), labels, 0.1), 0.4)));
@@ -539,6 +558,7 @@ TEST(Models, InceptionV4AndResNetV2AuxiliaryClassifiers) {
     NoGradGuard no_grad;
     const Tensor small = testing::randn_t({1, 3, 75, 75}, 16);
     EXPECT_EQ(plain->forward(small).to_vector<float>(), model->forward(small).to_vector<float>()) << name;
+    EXPECT_FALSE(model->aux_logits().defined()) << name;  // evaluation after training: none kept
   }
 }
 

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "app_runner.h"
@@ -172,6 +174,38 @@ TEST(Train, ResumeIsBitIdentical) {
     return out;
   };
   EXPECT_EQ(outline(whole.out), outline(part.out));
+}
+
+// --log-every may change on --resume: the earlier run's closing step line stays where it
+// closed its window (the next line starts after it) and goes where the window was left open
+// (the next line covers its steps again).
+TEST(Train, ResumeWithAnotherLogIntervalCountsEveryStepOnce) {
+  Folders f;
+  const auto step_lines = [](const std::string& run) {
+    std::set<int64_t> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") == "step") out.insert(j.at("step").get<int64_t>());
+    }
+    return out;
+  };
+  for (const auto& [first_every, then_every] : std::vector<std::pair<int, int>>{{3, 2}, {2, 3}}) {
+    train::TrainConfig c = small_config(f, "log" + std::to_string(first_every));
+    c.steps = 9;
+    c.log_every = first_every;
+    train::train_model(c, Device::cpu());
+    c.steps = 12;
+    c.log_every = then_every;
+    c.resume = true;
+    train::train_model(c, Device::cpu());
+    const std::set<int64_t> lines = step_lines(c.out);
+    if (first_every == 3) {
+      EXPECT_EQ(lines, (std::set<int64_t>{1, 3, 6, 9, 10, 12}));  // 9 closed a window
+    } else {
+      EXPECT_EQ(lines, (std::set<int64_t>{1, 2, 4, 6, 8, 12}));  // 9's window ran on to 12
+    }
+  }
 }
 
 TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {

@@ -164,7 +164,7 @@ void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
 // (unless a log interval ends there too) and its partial epoch's.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool continuing, int64_t log_every,
+  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool continuing, bool window_open,
              bool enabled)
       : path_(path) {
     if (!enabled) return;  // another rank writes it
@@ -178,8 +178,10 @@ class MetricsLog {
         if (!j.is_object()) continue;
         const int64_t step = j.value("step", int64_t(0));
         const std::string kind = j.value("kind", std::string());
+        // The earlier run's last step line closed no log window (the checkpoint's is still
+        // open): the run going on logs that window later (step 1's line is always there).
         const bool run_end_only = continuing && step == resume_step &&
-                                  ((kind == "step" && step % log_every != 0 && step != 1) ||
+                                  ((kind == "step" && window_open && step != 1) ||
                                    (kind == "epoch" && !j.value("complete", true)));
         if (step <= resume_step && !run_end_only) kept << line << '\n';
       }
@@ -309,8 +311,16 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   }
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
-  // With TF-slim's auxiliary classifier where the model has one and the loss weighs it.
-  std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, c.aux_weight > 0);
+  // With TF-slim's auxiliary classifier where the model has one and the loss weighs it; a run
+  // resumed goes on as it was built (runs of Inception-v4/-ResNet-v2 from before fgvc gave
+  // them the head have none: they go on without it).
+  bool aux_classifier = c.aux_weight > 0;
+  if (aux_classifier && c.resume && fs::exists(last_path)) {
+    bool has = false;
+    for (const auto& [name, t] : read_safetensors(last_path, /*map=*/true).tensors) has = has || name.rfind("AuxLogits.", 0) == 0;
+    aux_classifier = has;
+  }
+  std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, aux_classifier);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
   if (!c.init.empty() && !c.resume) nn::load_weights(*model, c.init, c.reset_classifier);
   fs::create_directories(c.out);  // once the inputs are known to be good: a bad call leaves no empty folder
@@ -430,7 +440,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["train_counts"] = train_counts;
   if (leader) write_file_atomic(config_path, cfg.dump(2) + "\n");
   MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, pos.step < total_steps,
-                     c.log_every, leader);
+                     pos.window_steps > 0, leader);
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;
   if (comm.size() > 1) reducer = std::make_unique<dist::GradientReducer>(comm, params);

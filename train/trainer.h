@@ -1,6 +1,6 @@
 // The paper's training loop (SPEC.md section 4, fgvc-train): a model from the registry on an
 // image dataset, TF-slim's defaults (RMSProp, staircase exponential decay, label smoothing,
-// L2 on conv/fc weights, the aux loss of Inception-v3), optional moving average of the
+// L2 on conv/fc weights, the Inception models' aux loss), optional moving average of the
 // weights, evaluation on a validation set each epoch, and a run folder that can be resumed
 // bit for bit:
 //   RUN_DIR/config.json      every effective setting (defaults included)
@@ -29,7 +29,7 @@ struct TrainConfig {
   double decay_epochs = 0;          // 0: 2 (the paper fine-tunes with lr 0.0045 and 4)
   double momentum = 0.9, rmsprop_decay = 0.9, epsilon = 1.0;
   double label_smoothing = 0.1, weight_decay = 4e-5;
-  double aux_weight = 0.4;          // Inception-v3's auxiliary classifier
+  double aux_weight = 0.4;          // the Inception models' auxiliary classifier (0: built and trained without)
   double ema_decay = 0;             // 0: no moving average
   double bn_decay = 0;              // 0: 0.9997 for Inception models (TF-slim), 0.9 otherwise
   double clip_grad_norm = 0;        // 0: off

@@ -37,7 +37,7 @@ class Classifier : public Module {
  protected:
   // For features(): runs the auxiliary classifier on its grid where training wants it.
   void run_aux(const std::shared_ptr<Module>& aux, const Tensor& grid) {
-    if (aux && aux_enabled_ && is_training()) aux_out_ = aux->forward(grid);
+    aux_out_ = aux && aux_enabled_ && is_training() ? aux->forward(grid) : Tensor();
   }
   Tensor aux_out_;
   bool aux_enabled_ = true;
