@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 build="build-bench"
 out=${1:-$build/results}
 
+fgvc_extra_packages=(python3)  # the report
+source scripts/setup-deps.sh
 if [[ ! -f $build/build.ninja ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFGVC_BUILD_TESTS=OFF -DFGVC_BUILD_BENCH=ON
 fi

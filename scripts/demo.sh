@@ -5,7 +5,16 @@
 # long-tailed training on Fashion-MNIST images, the head/tail table, EMD domain similarity and
 # source selection, and a report. About 4 minutes on 2 CPU cores after a 1.5-minute build.
 #   scripts/demo.sh [RUN_DIR] [fgvc-demo flags...]     (default RUN_DIR: runs/demo)
+# RUN_DIR is relative to where the script is called from; a first argument that starts with
+# '-' is a flag, not RUN_DIR.
 set -euo pipefail
+caller=$PWD
+out=runs/demo
+if [[ $# -gt 0 && $1 != -* ]]; then
+  out=$1
+  shift
+  [[ $out == /* ]] || out=$caller/$out
+fi
 cd "$(dirname "$0")/.."
 
 fgvc_extra_packages=(dataset-fashion-mnist)
@@ -13,6 +22,4 @@ source scripts/setup-deps.sh
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFGVC_CUDA="${FGVC_CUDA:-AUTO}" >/dev/null
 cmake --build build -j "$(nproc)" --target fgvc-demo
-out=${1:-runs/demo}
-shift || true
 exec build/bin/fgvc-demo --out "$out" "$@"

@@ -72,7 +72,7 @@ prepare() {
   tests=$(find "$bundle/bin" -name 'test_*' | wc -l)
   echo "unpacked: $(du -sb "$bundle" | cut -f1) bytes"
   tar -C "$bundle" -cf - bin lib MANIFEST.txt | xz -T2 -6 >"$bundle/bundle.tar.xz"
-  rm -rf "$bundle/bin" "$bundle/lib" "$bundle/MANIFEST.txt"
+  rm -rf "${bundle:?}/bin" "${bundle:?}/lib" "${bundle:?}/MANIFEST.txt"
   # The device tool carries at most 64 MiB: the bundle plus the working tree that travels with it.
   local bytes tree
   bytes=$(du -sb "$bundle" | cut -f1)
@@ -86,6 +86,16 @@ prepare() {
 }
 
 step() { printf '\n==== %s  (%s, %ss)\n' "$*" "$(date +%T)" "$SECONDS"; }
+
+# The whole check ends within the device call's limit (540 s, less the machine's start): each
+# step gets at most what is left of FGVC_GPU_CHECK_SECONDS (480), less 20 s for the report, so
+# results.md is written even when steps run slow.
+budget_end=$((SECONDS + ${FGVC_GPU_CHECK_SECONDS:-480}))
+limit() {
+  local left=$((budget_end - SECONDS - 20))
+  ((left < 1)) && left=1
+  echo $(($1 < left ? $1 : left))
+}
 
 run() {
   local scratch
@@ -143,7 +153,7 @@ run() {
       continue
     fi
     echo "---- $name"
-    LD_LIBRARY_PATH=$libpath timeout -k 5 $((left < 90 ? left : 90)) "$t" --gtest_brief=1 \
+    LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit $((left < 90 ? left : 90)))" "$t" --gtest_brief=1 \
       --gtest_output="json:$scratch/tests/$name.json"
     rc=$?
     echo "$name $rc$( ((rc == 124)) && echo ' timed out')" >>"$scratch/tests/exit_codes.txt"
@@ -170,7 +180,7 @@ run() {
     t=${rest%%:*} filter=${rest#*:}
     step "compute-sanitizer $tool on $t ($filter)"
     if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
-      LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$sanitizer" --tool "$tool" --error-exitcode 99 \
+      LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$sanitizer" --tool "$tool" --error-exitcode 99 \
         "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="$filter" --gtest_output="json:$scratch/tests/$tool-$t.json"
       rc=$?
       echo "$tool-$t $rc$( ((rc == 99)) && echo " $tool errors")$( ((rc == 124)) && echo ' timed out')" \
@@ -183,23 +193,23 @@ run() {
 
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
-  LD_LIBRARY_PATH=$libpath timeout -k 5 90 "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
+  LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
     --block-scales 0.5,1,4 --pricing block,rows --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
   # Warp 0's plan of each pivot against thread 0's (the same pivots), at the default block.
-  LD_LIBRARY_PATH=$libpath timeout -k 5 45 "$bundle/bin/bench_emd" --device cuda --sizes 6089x200,5089x555 --batch 0 \
+  LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 45)" "$bundle/bin/bench_emd" --device cuda --sizes 6089x200,5089x555 --batch 0 \
     --block-scales 4 --gpu-plans warp,thread --json "$OUT/bench_emd_plans.json"
   # 20000 x 2000 (22,000 nodes, beyond shared memory: the tree in global memory), the GPU alone
   # (the CPU solver needs ~13 s there): pricing by rows (passes on the GPU, pivots on the host),
   # then the kernel (11.3 s on an H200 on 2026-11-27); the limit cuts a slow run short (the
   # report reads what was written).
-  LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
+  LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 60)" "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
     --block-scales 4 --pricing rows,block --json "$OUT/bench_emd_big.json"
   # The issue's single-problem targets against POT on this machine's CPU, end to end
   # (fgvc-similarity --device cuda, the kernel and pricing by rows), where POT is installed.
   step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
   if python3 -c 'import ot, numpy' 2>/dev/null; then
     for pricing in block rows; do
-      timeout -k 5 60 python3 bench/emd_vs_pot.py --bin "$bundle/bin" --fgvc-library-path "$libpath" --device cuda \
+      timeout -k 5 "$(limit 60)" python3 bench/emd_vs_pot.py --bin "$bundle/bin" --fgvc-library-path "$libpath" --device cuda \
         --pricing "$pricing" --sizes 6089x200,5089x555 --repeats 3 --no-pivot-count
     done
   else
@@ -212,19 +222,19 @@ run() {
   # An iteration is 20 launches and reports the time of one (bench/bench_common.h), so
   # min_time 0.005 means about 0.1 s of real time per repetition (0.1 cut bench_gemm at 5 of
   # its 30 cases within 75 s on 2026-11-26).
-  local bench limit
+  local bench cap
   local benches=(bench_gemm:75 bench_elementwise:60)
   [[ $mode == kernels ]] && benches=(bench_elementwise:60)
   for bench in "${benches[@]}"; do
-    limit=${bench#*:} bench=${bench%:*}
-    LD_LIBRARY_PATH=$libpath timeout -k 5 "$limit" "$bundle/bin/$bench" --benchmark_filter='^cuda/' \
+    cap=${bench#*:} bench=${bench%:*}
+    LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit "$cap")" "$bundle/bin/$bench" --benchmark_filter='^cuda/' \
       --benchmark_min_time=0.005 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
       --benchmark_out="$OUT/$bench.json" --benchmark_out_format=json
   done
 
   step "PyTorch on the same cases"
   if ((torch_ok)); then
-    PYTHONUNBUFFERED=1 timeout -k 5 75 python3 scripts/bench_torch.py --out "$OUT/bench_torch.json"
+    PYTHONUNBUFFERED=1 timeout -k 5 "$(limit 75)" python3 scripts/bench_torch.py --out "$OUT/bench_torch.json"
   else
     echo "skipped: python3 cannot import torch with CUDA"
   fi
@@ -236,12 +246,12 @@ run() {
     local amp amps=(off bf16)
     [[ $mode == emd ]] && amps=(off)
     for amp in "${amps[@]}"; do
-      PYTHONUNBUFFERED=1 timeout -k 5 120 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+      PYTHONUNBUFFERED=1 timeout -k 5 "$(limit 120)" python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
     done
     # fgvc with measured cuDNN algorithms too (PyTorch above always measures them).
     if [[ $mode == full ]]; then
-      PYTHONUNBUFFERED=1 timeout -k 5 75 python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+      PYTHONUNBUFFERED=1 timeout -k 5 "$(limit 75)" python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp off --cudnn-benchmark --repeats 10 --json "$OUT/train_step_off_measured.json"
     fi
   else
@@ -250,7 +260,7 @@ run() {
 
   if [[ $mode == full ]]; then
     step "per-layer times of a resnet50 training step (batch 64, synchronised per layer), to $OUT/resnet50_layers.txt"
-    LD_LIBRARY_PATH=$libpath timeout -k 5 60 "$bundle/bin/fgvc-model-info" --device cuda --model resnet50 --input-size 224 \
+    LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 60)" "$bundle/bin/fgvc-model-info" --device cuda --model resnet50 --input-size 224 \
       --time --batch-size 64 --optimizer rmsprop --repeats 3 >"$OUT/resnet50_layers.txt" 2>&1
     tail -3 "$OUT/resnet50_layers.txt"
   fi
@@ -270,7 +280,8 @@ run() {
     echo "- build: $(sed ':a;N;$!ba;s/\n/; /g' "$bundle/MANIFEST.txt")"
     echo "- command: scripts/gpu-check.sh --$([[ $mode == full ]] && echo run || echo "$mode") (${SECONDS}s)"
     echo
-    python3 scripts/bench_report.py "${report[@]}"
+    python3 scripts/bench_report.py "${report[@]}" ||
+      { echo "(bench_report.py failed: the tests' exit codes)"; cat "$scratch/tests/exit_codes.txt"; }
   } >"$OUT/results.md"
   rm -rf "$scratch"
   echo

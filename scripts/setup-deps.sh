@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test.sh and scripts/demo.sh: installs the Debian packages the build
 # needs when they are missing (with apt-get when root; otherwise prints the line to run).
 # A script may set fgvc_extra_packages=(...) first for what it needs beyond the build.
@@ -5,7 +6,8 @@ fgvc_packages=(cmake g++ ninja-build ccache pkg-config libopenblas-dev libopenbl
   libbenchmark-dev nlohmann-json3-dev libcli11-dev libjpeg62-turbo-dev libstb-dev libopenmpi-dev openmpi-bin ${fgvc_extra_packages[@]+"${fgvc_extra_packages[@]}"})
 fgvc_missing=()
 for p in "${fgvc_packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || fgvc_missing+=("$p")
+  # Installed, not merely known (a package removed but not purged still has a status).
+  [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || fgvc_missing+=("$p")
 done
 if (( ${#fgvc_missing[@]} )); then
   if [[ $(id -u) == 0 ]]; then

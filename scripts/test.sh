@@ -26,4 +26,5 @@ else
 fi
 cmake --build "$build" -j "$jobs"
 # OpenMP and OpenBLAS both default to one thread per core; the tests pass on any count.
-ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"
+# --timeout: the default for cases without their own (a hang fails that case, not the run).
+ctest --test-dir "$build" --output-on-failure --timeout 900 -j "$jobs" "$@"
