@@ -50,6 +50,13 @@ class NcclCommunicator : public Communicator {
                "MPI_Ibcast failed");
     wait_for(&request, "NCCL set-up");
     cuda::DeviceGuard guard(device_);
+    FGVC_CUDA_CHECK(cudaFree(nullptr));  // the device's context, made before the barrier
+    // ncclCommInitRank blocks, without a deadline, until every rank has joined: first every
+    // rank must arrive here (a rank stuck before it, say in making its CUDA context, then
+    // times the others out instead of hanging them).
+    MPI_Request arrived;
+    FGVC_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &arrived) == MPI_SUCCESS, "NCCL set-up", "MPI_Ibarrier failed");
+    wait_for(&arrived, "NCCL set-up");
     FGVC_NCCL_CHECK(ncclCommInitRank(&comm_, env_.size(), id, env_.rank()));
   }
   ~NcclCommunicator() override {
