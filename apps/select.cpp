@@ -2,6 +2,7 @@
 // domains (the paper's section 4.2), written as class<TAB>similarity<TAB>target lines.
 //   fgvc-select --source inat.safetensors --target cub.safetensors --target cars.safetensors
 //               --top-k 200 [--per-target-k 100,50] --out classes.txt
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -37,13 +38,17 @@ int main(int argc, char** argv) {
                                       std::to_string(targets.size()) + " targets");
         }
         const fgvc::Device device = common.resolved_device();
+        for (const std::string& t : targets)  // it is the third field of every line written
+          if (t.find_first_of("\t\r\n") != std::string::npos)
+            throw fgvc::app::UsageError("--target: '" + t + "' holds a tab or a line break");
         const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
-        const int64_t m = s.features.size(0);
+        // Classes without images are never selected (sim({(s_i, 1)}, T) needs the class).
+        const int64_t m = std::count_if(s.counts.begin(), s.counts.end(), [](double c) { return c > 0; });
         for (size_t t = 0; t < per_target.size(); ++t)
           if (per_target[t] > m)
             throw fgvc::app::UsageError(std::string(per_target_given ? "--per-target-k" : "--top-k") + ": k = " +
                                         std::to_string(per_target[t]) + " for " + targets[t] + ", but the source " +
-                                        source + " has " + std::to_string(m) + " classes");
+                                        source + " has " + std::to_string(m) + " classes with images");
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
         fgvc::app::make_parent_folder(out);

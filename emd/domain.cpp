@@ -25,6 +25,16 @@ void validate_domain(const Domain& d) {
              " classes");
   FGVC_CHECK(static_cast<int64_t>(d.classes.size()) == m, "domain", who, ": ", d.classes.size(), " class names for ",
              m, " classes");
+  // Names are what fgvc-select writes, one per class<TAB>similarity<TAB>target line.
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < d.classes.size(); ++i) {
+    const std::string& name = d.classes[i];
+    FGVC_CHECK(!name.empty(), "domain", who, ": class ", i, " has an empty name");
+    FGVC_CHECK(name.find_first_of("\t\r\n") == std::string::npos, "domain", who, ": class ", i,
+               " has a tab or a line break in its name");
+    const auto [at, fresh] = seen.emplace(name, i);
+    FGVC_CHECK(fresh, "domain", who, ": classes ", at->second, " and ", i, " are both named '", name, "'");
+  }
   double total = 0;
   for (size_t i = 0; i < d.counts.size(); ++i) {
     FGVC_CHECK(std::isfinite(d.counts[i]) && d.counts[i] >= 0, "domain", who, ": class ", i, " ('", d.classes[i],
@@ -35,15 +45,18 @@ void validate_domain(const Domain& d) {
   const Tensor f = d.features.cpu().contiguous();
   const int64_t dim = d.features.size(1);
   const int64_t n = f.numel();
+  // Finite, and small enough that a squared distance stays a float64 number (features are
+  // network activations, nowhere near).
+  constexpr double kLargest = 1e150;
   auto check_finite = [&](const auto* p) {
     // A branch-free count first (it vectorizes: 46 MB of features for 6089 x 2048 go by in a
     // few milliseconds), then the first bad value is found for the message.
     int64_t bad = 0;
 #pragma omp parallel for reduction(+ : bad) schedule(static) if (n > (1 << 20))
-    for (int64_t k = 0; k < n; ++k) bad += !std::isfinite(p[k]);
+    for (int64_t k = 0; k < n; ++k) bad += !(std::fabs(p[k]) <= kLargest);
     for (int64_t k = 0; bad > 0 && k < n; ++k)
-      FGVC_CHECK(std::isfinite(p[k]), "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
-                 d.classes[k / dim], "') is ", p[k]);
+      FGVC_CHECK(std::fabs(p[k]) <= kLargest, "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
+                 d.classes[k / dim], "') is ", p[k], std::isfinite(p[k]) ? " (beyond 1e150: its squared distances overflow)" : "");
   };
   if (f.dtype() == DType::Float32) check_finite(f.data<float>());
   else check_finite(f.data<double>());

@@ -42,7 +42,8 @@ void finish_block(const double* a, int64_t rows, const double* b, const double* 
     for (int64_t j = 0; j < n; ++j) {
       const double scale = na + b_norms[j];
       double d2 = scale - 2.0 * g[i * n + j];
-      if (d2 < kCancellation * scale) d2 = exact_squared_distance(ai, b + j * d, d);  // cancellation
+      // Cancellation, or no number at all (inf - inf): the differences themselves.
+      if (!(d2 >= kCancellation * scale)) d2 = exact_squared_distance(ai, b + j * d, d);
       g[i * n + j] = std::sqrt(d2 > 0.0 ? d2 : 0.0);
     }
   }

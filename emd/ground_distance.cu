@@ -24,7 +24,7 @@ __global__ void combine_kernel(const double* a, const double* b, const double* n
     const int64_t i = k / n, j = k % n;
     const double scale = na[i] + nb[j];
     double d2 = scale - 2.0 * dist[k];
-    if (d2 < kCancellation * scale) {
+    if (!(d2 >= kCancellation * scale)) {  // cancellation, or inf - inf: the differences themselves
       d2 = 0.0;
       for (int64_t c = 0; c < d; ++c) {
         const double diff = a[i * d + c] - b[j * d + c];

@@ -37,6 +37,10 @@ class Apps : public ::testing::Test {
     emd::save_domain(source, make(40, 8, 1));
     emd::save_domain(target, make(10, 8, 2));
     emd::save_domain(target2, make(5, 8, 3));
+    emd::Domain three = make(3, 8, 4);  // one of its classes has no images: 2 to select from
+    three.counts[1] = 0;
+    zero_class = dir + "/zero_class.safetensors";
+    emd::save_domain(zero_class, three);
   }
   static emd::Domain make(int64_t m, int64_t d, uint64_t seed) {
     emd::Domain dom;
@@ -47,7 +51,7 @@ class Apps : public ::testing::Test {
     }
     return dom;
   }
-  std::string dir, source, target, target2;
+  std::string dir, source, target, target2, zero_class;
 };
 
 TEST_F(Apps, SimilarityPrintsEmdAndJson) {
@@ -140,6 +144,8 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-similarity --device tpu --source " + source + " --target " + target,
                                  "fgvc-similarity --source " + source + " --target " + target + " --gamma nan",
                                  "fgvc-select --source " + source + " --target " + target + " --top-k 1000 --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --top-k 1 --out x.txt --target 'a\tb'",
+                                 "fgvc-select --source " + zero_class + " --target " + target + " --top-k 3 --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --per-target-k -1 --out x.txt",
                                  "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt",

@@ -833,6 +833,26 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
                     {{"features", inf.features}, {"counts", Tensor::from_vector(std::vector<int64_t>{1, 2, 3}, {3})}});
   expect_error(dir + "/inf.safetensors", "of class 2");
   EXPECT_THROW(emd::domain_similarity(make(3, 4, 1), make(3, 5, 2)), Error);
+  // Class names are fields of fgvc-select's lines: not empty, not repeated, no tab.
+  const auto named = [&](const std::string& file, const std::string& classes_json) {
+    write_safetensors(dir + "/" + file,
+                      {{"features", testing::randn_t({2, 2}, 1)},
+                       {"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}},
+                      {{"classes", classes_json}});
+    return dir + "/" + file;
+  };
+  expect_error(named("dup.safetensors", R"(["a", "a"])"), "classes 0 and 1 are both named 'a'");
+  expect_error(named("blank.safetensors", R"(["a", ""])"), "class 1 has an empty name");
+  expect_error(named("tab.safetensors", R"(["a", "b\tc"])"), "tab");
+  // Features whose squared distances overflow float64 (they would have come out as 0).
+  write_safetensors(dir + "/huge.safetensors",
+                    {{"features", Tensor::from_vector(std::vector<double>{1e200, 0, 1.5e200, 0}, {2, 2})},
+                     {"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}});
+  expect_error(dir + "/huge.safetensors", "beyond 1e150");
+  // The distances themselves: where the norms overflow (inf - inf), the differences.
+  const Tensor big_a = Tensor::from_vector(std::vector<double>{1e154, 0}, {1, 2});
+  const Tensor big_b = Tensor::from_vector(std::vector<double>{1.5e154, 0}, {1, 2});
+  EXPECT_NEAR(emd::pairwise_distances(big_a, big_b).to_vector<double>()[0], 5e153, 1e140);
 }
 
 }  // namespace
