@@ -150,7 +150,16 @@ std::string stb_reason() {
   return r && *r ? r : "(no reason given)";
 }
 
-std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp);
+// Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
+// error message when not.
+std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp) {
+  const int64_t pixels = static_cast<int64_t>(w) * h;
+  const bool sixteen = stbi_is_16_bit_from_memory(bytes.data(), static_cast<int>(bytes.size()));
+  const int64_t need = pixels * std::max(comp, 3) * (sixteen ? 2 : 1);
+  if (pixels <= kMaxPixels && need <= kMaxStbBytes) return "";
+  return "image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels" + (sixteen ? " at 16 bits" : "") +
+         " is too large (at most " + std::to_string(kMaxPixels) + " pixels, as in PIL)";
+}
 
 // Everything stb_image must not be handed, from the header alone: a file too large for its
 // int length, an image too large (it would allocate whatever the header says), a BMP or PNM
@@ -168,16 +177,6 @@ std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, co
   return "";
 }
 
-// Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
-// error message when not.
-std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp) {
-  const int64_t pixels = static_cast<int64_t>(w) * h;
-  const bool sixteen = stbi_is_16_bit_from_memory(bytes.data(), static_cast<int>(bytes.size()));
-  const int64_t need = pixels * std::max(comp, 3) * (sixteen ? 2 : 1);
-  if (pixels <= kMaxPixels && need <= kMaxStbBytes) return "";
-  return "image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels" + (sixteen ? " at 16 bits" : "") +
-         " is too large (at most " + std::to_string(kMaxPixels) + " pixels, as in PIL)";
-}
 
 template <class JpegStruct>  // jpeg_decompress_struct or jpeg_compress_struct
 void install_errors(JpegStruct* cinfo, JpegErrors* errors) {
