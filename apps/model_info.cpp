@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
         cli.add_flag("--whole-model", whole_model,
                      "with --time: time the whole model only, without the per-layer synchronisation (the "
                      "figure to compare on a GPU)");
-        cli.add_option("--amp", amp, "with --time on CUDA: autocast convolutions to bf16 or fp16 (default off)")
+        cli.add_option("--amp", amp, "with --time on CUDA: mixed precision, 16-bit convolutions and activations (bf16 or fp16; default off)")
             ->check(CLI::IsMember({"off", "bf16", "fp16"}));
         cli.add_flag("--cudnn-benchmark", cudnn_benchmark,
                      "with --time on CUDA: cuDNN times every convolution algorithm in the warm-up and keeps the "

@@ -1,9 +1,12 @@
-// Mixed precision (fgvc-train --amp bf16|fp16): inside an AutocastGuard, convolutions of
-// float32 tensors run in a lower-precision dtype. The input and the float32 weight are cast
-// down (differentiably), cuDNN convolves with float32 accumulation, and the output is cast back
-// to float32, so batch norm, the loss and every other op stay in float32, and the weights and
-// their gradients (the "master" copy the optimizer updates) remain float32.
-// Per thread, like NoGradGuard. The classifier (a small GEMM) stays in float32.
+// Mixed precision (fgvc-train --amp bf16|fp16): inside an AutocastGuard, convolutions run in a
+// lower-precision dtype, and so does what follows them. A convolution casts its float32
+// weight (and a float32 input: the network's first) down, differentiably; cuDNN convolves with
+// float32 accumulation; the output stays 16-bit. Batch norm, ReLU, pooling, residual adds and
+// concatenations then work on 16-bit activations (computed in float32, rounded once per op:
+// tensor/half.h), which halves the memory the backward pass keeps, as in PyTorch's autocast.
+// The parameters, their gradients (the "master" copy the optimizer updates), batch norm's
+// statistics, the classifier (a small GEMM: linear() casts 16-bit features up) and the loss
+// stay float32. Per thread, like NoGradGuard.
 #pragma once
 #include "tensor/dtype.h"
 

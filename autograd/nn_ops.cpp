@@ -17,10 +17,13 @@ using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const k::Conv2dGeometry& g) {
-  if (Autocast::enabled() && x.dtype() == DType::Float32 && w.dtype() == DType::Float32) {
+  // Mixed precision: the float32 weight (and a float32 input: the first layer's) cast down;
+  // the output stays in the low dtype, and so do the batch norms and activations after it.
+  if (Autocast::enabled() && w.dtype() == DType::Float32 &&
+      (x.dtype() == DType::Float32 || x.dtype() == Autocast::dtype())) {
     const DType low = Autocast::dtype();
-    const Tensor y = to_dtype(conv2d(to_dtype(x, low), to_dtype(w, low), Tensor(), g), DType::Float32);
-    return bias.defined() ? add(y, reshape(bias, {1, bias.numel(), 1, 1})) : y;
+    const Tensor y = conv2d(to_dtype(x, low), to_dtype(w, low), Tensor(), g);
+    return bias.defined() ? add(y, to_dtype(reshape(bias, {1, bias.numel(), 1, 1}), low)) : y;
   }
   Tensor y = k::conv2d(x, w, bias, g);
   autograd::record("conv2d", {x, w, bias}, {y},
@@ -102,8 +105,13 @@ void set_batch_norm_all_reduce(BatchNormAllReduce fn) { t_bn_all_reduce = std::m
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                   bool training, double momentum, double eps) {
-  if (training && t_bn_all_reduce)
+  if (training && t_bn_all_reduce) {
+    if (compute_dtype(x.dtype()) != x.dtype())  // 16-bit activations: the synchronised statistics in float32
+      return to_dtype(batch_norm(to_dtype(x, compute_dtype(x.dtype())), gamma, beta, running_mean, running_var, training,
+                                 momentum, eps),
+                      x.dtype());
     return synced_batch_norm(x, gamma, beta, running_mean, running_var, momentum, eps, t_bn_all_reduce);
+  }
   Tensor y, mean, invstd;
   if (training) {
     k::BatchNormStats s = k::batch_norm_train(x, gamma, beta, eps);
@@ -144,7 +152,9 @@ Tensor avg_pool2d(const Tensor& x, const k::Pool2dGeometry& g) {
   return y;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  // 16-bit features (mixed precision) meet the float32 classifier in float32.
+  const Tensor x = x_in.dtype() != w.dtype() && compute_dtype(x_in.dtype()) == w.dtype() ? to_dtype(x_in, w.dtype()) : x_in;
   Tensor y = matmul(x, w, false, true);
   return bias.defined() ? add(y, bias) : y;
 }
@@ -152,10 +162,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   FGVC_CHECK(p >= 0 && p < 1, "dropout", "p must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
-  Tensor keep = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor keep = Tensor::empty(x.shape(), compute_dtype(x.dtype()), x.device());
   uniform_(keep, 0.0, 1.0, gen);
   // mask = (u >= p) / (1 - p): 1 where u > p, via Gt, then scaled.
   const Tensor mask = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Gt, keep, p), 1.0 / (1.0 - p));
+  // 16-bit x is scaled in float32 and rounded once (a 16-bit mask would round 1 / (1 - p)).
+  if (x.dtype() != mask.dtype()) return to_dtype(mul(to_dtype(x, mask.dtype()), mask), x.dtype());
   return mul(x, mask);
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 #include "fgvc/config.h"
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -24,16 +25,18 @@ Layout layout(const Tensor& x, const Tensor& gamma, const char* op) {
   FGVC_CHECK(x.defined() && gamma.defined(), op, "undefined tensor");
   FGVC_CHECK(x.dim() == 2 || x.dim() == 4, op, "needs [N, C] or [N, C, H, W], got ", describe(x));
   FGVC_CHECK(gamma.device() == x.device(), op, "gamma ", describe(gamma), " is not on ", x.device().str());
-  FGVC_CHECK(gamma.shape() == Shape{x.size(1)} && gamma.dtype() == x.dtype(), op, "gamma ", describe(gamma),
-             " does not match ", x.size(1), " channels of ", describe(x));
+  FGVC_CHECK(is_floating(x.dtype()), op, "needs a floating dtype, got ", describe(x));
+  FGVC_CHECK(gamma.shape() == Shape{x.size(1)} && gamma.dtype() == compute_dtype(x.dtype()), op, "gamma ",
+             describe(gamma), " does not match ", x.size(1), " channels of ", describe(x));
   return {x.size(0), x.size(1), x.dim() == 4 ? x.size(2) * x.size(3) : 1};
 }
 
-// beta, mean, invstd: [C] of x's dtype, on x's device.
+// beta, mean, invstd: [C] of x's compute dtype (float32 beside 16-bit activations), on x's device.
 void check_per_channel(const Tensor& t, const char* name, const Tensor& x, const char* op) {
-  FGVC_CHECK(t.defined() && t.shape() == Shape{x.size(1)} && t.dtype() == x.dtype() && t.device() == x.device(), op,
+  const DType want = compute_dtype(x.dtype());
+  FGVC_CHECK(t.defined() && t.shape() == Shape{x.size(1)} && t.dtype() == want && t.device() == x.device(), op,
              name, " ", t.defined() ? describe(t) : std::string("(undefined)"), " should be [", x.size(1), "] ",
-             dtype_name(x.dtype()), " on ", x.device().str());
+             dtype_name(want), " on ", x.device().str());
 }
 
 // Per-channel sums of f(x) over n and hw, in double: four independent accumulators per
@@ -50,8 +53,8 @@ std::vector<double> channel_sums(const T* x, const Layout& l, F f) {
       double lane[4] = {0, 0, 0, 0};
       int64_t i = 0;
       for (; i + 4 <= l.hw; i += 4)
-        for (int k = 0; k < 4; ++k) lane[k] += f(c, static_cast<double>(p[i + k]), base + i + k);
-      for (; i < l.hw; ++i) lane[0] += f(c, static_cast<double>(p[i]), base + i);
+        for (int k = 0; k < 4; ++k) lane[k] += f(c, to_double(p[i + k]), base + i + k);
+      for (; i < l.hw; ++i) lane[0] += f(c, to_double(p[i]), base + i);
       acc += (lane[0] + lane[1]) + (lane[2] + lane[3]);
     }
     s[c] = acc;
@@ -59,17 +62,18 @@ std::vector<double> channel_sums(const T* x, const Layout& l, F f) {
   return s;
 }
 
-template <class T>
-void apply_typed(const T* x, const Layout& l, const T* gamma, const T* beta, const T* mean, const T* invstd, T* y) {
+// x, y of the storage type T; the per-channel values P = compute_t<T>.
+template <class T, class P = compute_t<T>>
+void apply_typed(const T* x, const Layout& l, const P* gamma, const P* beta, const P* mean, const P* invstd, T* y) {
 #pragma omp parallel for if (l.n * l.c * l.hw > (1 << 15)) schedule(static)
   for (int64_t p = 0; p < l.n * l.c; ++p) {
     const int64_t c = p % l.c;
-    const T scale = gamma[c] * invstd[c], shift = beta[c] - mean[c] * scale;
-    for (int64_t i = 0; i < l.hw; ++i) y[p * l.hw + i] = x[p * l.hw + i] * scale + shift;
+    const P scale = gamma[c] * invstd[c], shift = beta[c] - mean[c] * scale;
+    for (int64_t i = 0; i < l.hw; ++i) y[p * l.hw + i] = narrow<T>(widen(x[p * l.hw + i]) * scale + shift);
   }
 }
 
-template <class T>
+template <class T, class P = compute_t<T>>
 BatchNormStats train_typed(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, const Layout& l) {
   const T* px = static_cast<const T*>(x.data_ptr());
   const double count = static_cast<double>(l.n * l.hw);
@@ -83,30 +87,31 @@ BatchNormStats train_typed(const Tensor& x, const Tensor& gamma, const Tensor& b
     unbiased[c] = count > 1 ? sq[c] / (count - 1) : 0.0;
   }
   BatchNormStats s;
-  s.mean = Tensor::from_vector(mean, {l.c}).to(x.dtype());
-  s.invstd = Tensor::from_vector(inv, {l.c}).to(x.dtype());
-  s.var_unbiased = Tensor::from_vector(unbiased, {l.c}).to(x.dtype());
+  const DType p = compute_dtype(x.dtype());
+  s.mean = Tensor::from_vector(mean, {l.c}).to(p);
+  s.invstd = Tensor::from_vector(inv, {l.c}).to(p);
+  s.var_unbiased = Tensor::from_vector(unbiased, {l.c}).to(p);
   s.y = Tensor::empty(x.shape(), x.dtype());
-  apply_typed(px, l, static_cast<const T*>(gamma.data_ptr()), static_cast<const T*>(beta.data_ptr()),
-              static_cast<const T*>(s.mean.data_ptr()), static_cast<const T*>(s.invstd.data_ptr()),
-              static_cast<T*>(s.y.data_ptr()));
+  apply_typed<T>(px, l, static_cast<const P*>(gamma.data_ptr()), static_cast<const P*>(beta.data_ptr()),
+                 static_cast<const P*>(s.mean.data_ptr()), static_cast<const P*>(s.invstd.data_ptr()),
+                 static_cast<T*>(s.y.data_ptr()));
   return s;
 }
 
-template <class T>
+template <class T, class P = compute_t<T>>
 BatchNormGrads backward_typed(const Tensor& grad, const Tensor& x, const Tensor& gamma, const Tensor& mean,
                               const Tensor& invstd, bool training, const Layout& l) {
   const T *g = static_cast<const T*>(grad.data_ptr()), *px = static_cast<const T*>(x.data_ptr());
-  const T *pg = static_cast<const T*>(gamma.data_ptr()), *pm = static_cast<const T*>(mean.data_ptr());
-  const T* pi = static_cast<const T*>(invstd.data_ptr());
+  const P *pg = static_cast<const P*>(gamma.data_ptr()), *pm = static_cast<const P*>(mean.data_ptr());
+  const P* pi = static_cast<const P*>(invstd.data_ptr());
   // dbeta = sum g, dgamma = sum g * xhat.
   const std::vector<double> dbeta = channel_sums(g, l, [](int64_t, double v, int64_t) { return v; });
   const std::vector<double> dgamma = channel_sums(px, l, [&](int64_t c, double v, int64_t at) {
-    return static_cast<double>(g[at]) * (v - pm[c]) * pi[c];
+    return to_double(g[at]) * (v - pm[c]) * pi[c];
   });
   BatchNormGrads out;
-  out.dbeta = Tensor::from_vector(dbeta, {l.c}).to(x.dtype());
-  out.dgamma = Tensor::from_vector(dgamma, {l.c}).to(x.dtype());
+  out.dbeta = Tensor::from_vector(dbeta, {l.c}).to(compute_dtype(x.dtype()));
+  out.dgamma = Tensor::from_vector(dgamma, {l.c}).to(compute_dtype(x.dtype()));
   out.dx = Tensor::empty(x.shape(), x.dtype());
   T* dx = static_cast<T*>(out.dx.data_ptr());
   const double count = static_cast<double>(l.n * l.hw);
@@ -117,12 +122,12 @@ BatchNormGrads backward_typed(const Tensor& grad, const Tensor& x, const Tensor&
     for (int64_t i = 0; i < l.hw; ++i) {
       const int64_t at = p * l.hw + i;
       if (!training) {
-        dx[at] = static_cast<T>(g[at] * scale);
+        dx[at] = from_double<T>(to_double(g[at]) * scale);
         continue;
       }
       // dx = gamma invstd / M (M g - sum g - xhat sum(g xhat))
-      const double xhat = (static_cast<double>(px[at]) - pm[c]) * pi[c];
-      dx[at] = static_cast<T>(scale * (g[at] - dbeta[c] / count - xhat * dgamma[c] / count));
+      const double xhat = (to_double(px[at]) - pm[c]) * pi[c];
+      dx[at] = from_double<T>(scale * (to_double(g[at]) - dbeta[c] / count - xhat * dgamma[c] / count));
     }
   }
   return out;
@@ -179,11 +184,15 @@ BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const T
   check_per_channel(beta, "beta", x_in, "batch_norm");
   FGVC_CHECK(l.n * l.hw > 1, "batch_norm", "training needs more than one value per channel, got ", describe(x_in));
   const Tensor x = x_in.contiguous();
-  if (x.device().is_cuda())
-    return cuda_batch_norm_fused() ? detail::batch_norm_train_cuda(x, gamma.contiguous(), beta.contiguous(), eps)
-                                   : train_generic(x, gamma, beta, eps, l);
+  if (x.device().is_cuda() && cuda_batch_norm_fused())
+    return detail::batch_norm_train_cuda(x, gamma.contiguous(), beta.contiguous(), eps);
+  if (x.device().is_cuda()) {  // the generic ops want one dtype: 16-bit x goes through float32
+    BatchNormStats s = train_generic(x.to(compute_dtype(x.dtype())), gamma, beta, eps, l);
+    s.y = s.y.to(x.dtype());
+    return s;
+  }
   BatchNormStats s;
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, s = train_typed<T>(x, gamma.contiguous(), beta.contiguous(), eps, l));
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm", T, s = train_typed<T>(x, gamma.contiguous(), beta.contiguous(), eps, l));
   return s;
 }
 
@@ -197,12 +206,13 @@ Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& b
   if (x.device().is_cuda())
     return cuda_batch_norm_fused() ? detail::batch_norm_apply_cuda(x, gamma.contiguous(), beta.contiguous(),
                                                                    mean.contiguous(), invstd.contiguous())
-                                   : apply_generic(x, gamma, beta, mean, invstd);
+                                   : apply_generic(x.to(compute_dtype(x.dtype())), gamma, beta, mean, invstd).to(x.dtype());
   Tensor y = Tensor::empty(x.shape(), x.dtype());
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T,
-                      apply_typed(static_cast<const T*>(x.data_ptr()), l, gamma.contiguous().data<T>(),
-                                  beta.contiguous().data<T>(), mean.contiguous().data<T>(),
-                                  invstd.contiguous().data<T>(), static_cast<T*>(y.data_ptr())));
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm", T, {
+    using P = compute_t<T>;
+    apply_typed<T>(static_cast<const T*>(x.data_ptr()), l, gamma.contiguous().data<P>(), beta.contiguous().data<P>(),
+                   mean.contiguous().data<P>(), invstd.contiguous().data<P>(), static_cast<T*>(y.data_ptr()));
+  });
   return y;
 }
 
@@ -213,13 +223,17 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
              "batch_norm_backward", "gradient ", describe(grad), " does not match ", describe(x));
   check_per_channel(mean, "mean", x, "batch_norm_backward");
   check_per_channel(invstd, "invstd", x, "batch_norm_backward");
-  if (x.device().is_cuda())
-    return cuda_batch_norm_fused()
-               ? detail::batch_norm_backward_cuda(grad.contiguous(), x.contiguous(), gamma.contiguous(),
-                                                  mean.contiguous(), invstd.contiguous(), training)
-               : backward_generic(grad.contiguous(), x.contiguous(), gamma, mean, invstd, training, l);
+  if (x.device().is_cuda() && cuda_batch_norm_fused())
+    return detail::batch_norm_backward_cuda(grad.contiguous(), x.contiguous(), gamma.contiguous(), mean.contiguous(),
+                                            invstd.contiguous(), training);
+  if (x.device().is_cuda()) {
+    const DType p = compute_dtype(x.dtype());
+    BatchNormGrads d = backward_generic(grad.to(p).contiguous(), x.to(p).contiguous(), gamma, mean, invstd, training, l);
+    d.dx = d.dx.to(x.dtype());
+    return d;
+  }
   BatchNormGrads out;
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", T,
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm_backward", T,
                       out = backward_typed<T>(grad.contiguous(), x.contiguous(), gamma.contiguous(),
                                               mean.contiguous(), invstd.contiguous(), training, l));
   return out;

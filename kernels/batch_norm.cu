@@ -14,6 +14,7 @@
 #include "kernels/fast_divmod.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -40,24 +41,25 @@ __device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
 template <class T>
 struct SumOfX {  // s0 = sum x
   const T* x;
-  __device__ void operator()(int64_t, int64_t at, double& s0, double&) const { s0 += static_cast<double>(x[at]); }
+  __device__ void operator()(int64_t, int64_t at, double& s0, double&) const { s0 += to_double(x[at]); }
 };
 template <class T>
 struct SumOfCenteredSquares {  // s0 = sum (x - mean)^2, mean in double
   const T* x;
   const double* mean;
   __device__ void operator()(int64_t ch, int64_t at, double& s0, double&) const {
-    const double d = __dsub_rn(static_cast<double>(x[at]), mean[ch]);
+    const double d = __dsub_rn(to_double(x[at]), mean[ch]);
     s0 += __dmul_rn(d, d);
   }
 };
-template <class T>
+template <class T, class P = compute_t<T>>
 struct GradientSums {  // s0 = sum g, s1 = sum g * (x - mean) * invstd
-  const T *g, *x, *mean, *invstd;
+  const T *g, *x;
+  const P *mean, *invstd;
   __device__ void operator()(int64_t ch, int64_t at, double& s0, double& s1) const {
-    const double gv = static_cast<double>(g[at]);
+    const double gv = to_double(g[at]);
     s0 += gv;
-    s1 += __dmul_rn(__dmul_rn(gv, __dsub_rn(static_cast<double>(x[at]), static_cast<double>(mean[ch]))),
+    s1 += __dmul_rn(__dmul_rn(gv, __dsub_rn(to_double(x[at]), static_cast<double>(mean[ch]))),
                     static_cast<double>(invstd[ch]));
   }
 };
@@ -130,32 +132,33 @@ __device__ inline int64_t channel_of(const Plane& l, int64_t k) {
   return l.by_c.mod(l.by_hw.div(static_cast<uint32_t>(k)));
 }
 
-// y = x * scale + shift, scale = gamma invstd and shift = beta - mean scale in T, as on the CPU.
-template <class T>
-__global__ void apply_kernel(Plane l, const T* x, const T* gamma, const T* beta, const T* mean, const T* invstd, T* y) {
+// y = x * scale + shift, scale = gamma invstd and shift = beta - mean scale in P = compute_t<T>,
+// as on the CPU; 16-bit x and y are widened and narrowed around it.
+template <class T, class P = compute_t<T>>
+__global__ void apply_kernel(Plane l, const T* x, const P* gamma, const P* beta, const P* mean, const P* invstd, T* y) {
   FGVC_EACH_ELEMENT(k, l.n * l.c * l.hw) {
     const int64_t ch = channel_of(l, k);
-    const T scale = mul_rn(gamma[ch], invstd[ch]), shift = sub_rn(beta[ch], mul_rn(mean[ch], scale));
-    y[k] = add_rn(mul_rn(x[k], scale), shift);
+    const P scale = mul_rn(gamma[ch], invstd[ch]), shift = sub_rn(beta[ch], mul_rn(mean[ch], scale));
+    y[k] = narrow<T>(add_rn(mul_rn(widen(x[k]), scale), shift));
   }
 }
 
 // dx = gamma invstd / M (M g - sum g - xhat sum(g xhat)) in training, g gamma invstd otherwise.
-template <class T>
-__global__ void dx_kernel(Plane l, const T* g, const T* x, const T* gamma, const T* mean, const T* invstd,
+template <class T, class P = compute_t<T>>
+__global__ void dx_kernel(Plane l, const T* g, const T* x, const P* gamma, const P* mean, const P* invstd,
                           const double* sums, double count, bool training, T* dx) {
   FGVC_EACH_ELEMENT(k, l.n * l.c * l.hw) {
     const int64_t ch = channel_of(l, k);
     const double pi = static_cast<double>(invstd[ch]), scale = __dmul_rn(static_cast<double>(gamma[ch]), pi);
-    const double gv = static_cast<double>(g[k]);
+    const double gv = to_double(g[k]);
     if (!training) {
-      dx[k] = static_cast<T>(__dmul_rn(gv, scale));
+      dx[k] = from_double<T>(__dmul_rn(gv, scale));
       continue;
     }
-    const double xhat = __dmul_rn(__dsub_rn(static_cast<double>(x[k]), static_cast<double>(mean[ch])), pi);
+    const double xhat = __dmul_rn(__dsub_rn(to_double(x[k]), static_cast<double>(mean[ch])), pi);
     const double inner = __dsub_rn(__dsub_rn(gv, __ddiv_rn(sums[ch], count)),
                                    __ddiv_rn(__dmul_rn(xhat, sums[l.c + ch]), count));
-    dx[k] = static_cast<T>(__dmul_rn(scale, inner));
+    dx[k] = from_double<T>(__dmul_rn(scale, inner));
   }
 }
 
@@ -193,7 +196,8 @@ struct Launch {
   Plane l;
   Runs r;
   double count;  // values per channel
-  Tensor per_channel(const Tensor& x) const { return Tensor::empty({l.c}, x.dtype(), x.device()); }
+  // [C] of the per-channel dtype: float32 beside 16-bit activations.
+  Tensor per_channel(const Tensor& x) const { return Tensor::empty({l.c}, compute_dtype(x.dtype()), x.device()); }
 };
 
 template <class F>
@@ -211,19 +215,20 @@ BatchNormStats batch_norm_train_cuda(const Tensor& x, const Tensor& gamma, const
   const Tensor partial = doubles(c * at.r.count, x), mean_d = doubles(c, x);
   BatchNormStats out{Tensor::empty(x.shape(), x.dtype(), x.device()), at.per_channel(x), at.per_channel(x),
                      at.per_channel(x)};
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, {
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm", T, {
+    using P = compute_t<T>;
     const T* px = x.data<T>();
     launch_runs(at, SumOfX<T>{px}, partial.data<double>(), nullptr);
-    finish_mean<T><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial.data<double>(), at.r.count, c, at.count,
-                                                               mean_d.data<double>(), out.mean.data<T>());
+    finish_mean<P><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial.data<double>(), at.r.count, c, at.count,
+                                                               mean_d.data<double>(), out.mean.data<P>());
     FGVC_CHECK_LAUNCH();
     launch_runs(at, SumOfCenteredSquares<T>{px, mean_d.data<double>()}, partial.data<double>(), nullptr);
-    finish_variance<T><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial.data<double>(), at.r.count, c, at.count,
-                                                                   eps, out.invstd.data<T>(),
-                                                                   out.var_unbiased.data<T>());
+    finish_variance<P><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial.data<double>(), at.r.count, c, at.count,
+                                                                   eps, out.invstd.data<P>(),
+                                                                   out.var_unbiased.data<P>());
     FGVC_CHECK_LAUNCH();
     apply_kernel<T><<<cuda::blocks_for(x.numel()), 256, 0, at.stream>>>(
-        at.l, px, gamma.data<T>(), beta.data<T>(), out.mean.data<T>(), out.invstd.data<T>(), out.y.data<T>());
+        at.l, px, gamma.data<P>(), beta.data<P>(), out.mean.data<P>(), out.invstd.data<P>(), out.y.data<T>());
     FGVC_CHECK_LAUNCH();
   });
   return out;
@@ -233,9 +238,10 @@ Tensor batch_norm_apply_cuda(const Tensor& x, const Tensor& gamma, const Tensor&
                              const Tensor& invstd) {
   const Launch at(x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm", T, {
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm", T, {
+    using P = compute_t<T>;
     apply_kernel<T><<<cuda::blocks_for(x.numel()), 256, 0, at.stream>>>(
-        at.l, x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), invstd.data<T>(), y.data<T>());
+        at.l, x.data<T>(), gamma.data<P>(), beta.data<P>(), mean.data<P>(), invstd.data<P>(), y.data<T>());
     FGVC_CHECK_LAUNCH();
   });
   return y;
@@ -247,16 +253,17 @@ BatchNormGrads batch_norm_backward_cuda(const Tensor& grad, const Tensor& x, con
   const int64_t c = at.l.c;
   const Tensor partial0 = doubles(c * at.r.count, x), partial1 = doubles(c * at.r.count, x), sums = doubles(2 * c, x);
   BatchNormGrads out{Tensor::empty(x.shape(), x.dtype(), x.device()), at.per_channel(x), at.per_channel(x)};
-  FGVC_DISPATCH_FLOAT(x.dtype(), "batch_norm_backward", T, {
-    launch_runs(at, GradientSums<T>{grad.data<T>(), x.data<T>(), mean.data<T>(), invstd.data<T>()},
+  FGVC_DISPATCH_FLOATING(x.dtype(), "batch_norm_backward", T, {
+    using P = compute_t<T>;
+    launch_runs(at, GradientSums<T>{grad.data<T>(), x.data<T>(), mean.data<P>(), invstd.data<P>()},
                 partial0.data<double>(), partial1.data<double>());
-    finish_gradients<T><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial0.data<double>(), partial1.data<double>(),
+    finish_gradients<P><<<cuda::blocks_for(c), 256, 0, at.stream>>>(partial0.data<double>(), partial1.data<double>(),
                                                                      at.r.count, c, sums.data<double>(),
-                                                                     out.dbeta.data<T>(), out.dgamma.data<T>());
+                                                                     out.dbeta.data<P>(), out.dgamma.data<P>());
     FGVC_CHECK_LAUNCH();
     dx_kernel<T><<<cuda::blocks_for(x.numel()), 256, 0, at.stream>>>(at.l, grad.data<T>(), x.data<T>(),
-                                                                      gamma.data<T>(), mean.data<T>(),
-                                                                      invstd.data<T>(), sums.data<double>(), at.count,
+                                                                      gamma.data<P>(), mean.data<P>(),
+                                                                      invstd.data<P>(), sums.data<double>(), at.count,
                                                                       training, out.dx.data<T>());
     FGVC_CHECK_LAUNCH();
   });

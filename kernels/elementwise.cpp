@@ -25,8 +25,7 @@ constexpr int64_t kGrain = 1 << 15;  // below this many elements one thread is f
 
 void check_float(const Tensor& t, const char* op) {
   FGVC_CHECK(t.defined(), op, "undefined tensor");
-  FGVC_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64, op,
-             "needs float32 or float64, got ", describe(t));
+  FGVC_CHECK(is_floating(t.dtype()), op, "needs a floating dtype, got ", describe(t));
 }
 }  // namespace
 
@@ -45,7 +44,7 @@ void unary_cpu_typed(UnaryOp op, const Tensor& x, const Tensor& out) {
     const int64_t n = out.numel();
     if (x.is_contiguous()) {
 #pragma omp parallel for simd if (n > kGrain) schedule(static)
-      for (int64_t i = 0; i < n; ++i) o[i] = unary_fn<k>(p[i]);
+      for (int64_t i = 0; i < n; ++i) o[i] = narrow<T>(unary_fn<k>(widen(p[i])));
       return;
     }
     const auto map = make_index_map<2>(out.shape(), {&out.strides(), &x.strides()});
@@ -54,7 +53,7 @@ void unary_cpu_typed(UnaryOp op, const Tensor& x, const Tensor& out) {
     for (int64_t r = 0; r < n / inner; ++r) {
       int64_t off[2];
       map.offsets(r * inner, off);
-      for (int64_t i = 0; i < inner; ++i) o[off[0] + i] = unary_fn<k>(p[off[1] + i * xs]);
+      for (int64_t i = 0; i < inner; ++i) o[off[0] + i] = narrow<T>(unary_fn<k>(widen(p[off[1] + i * xs])));
     }
   });
 }
@@ -69,7 +68,7 @@ void binary_cpu_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tenso
     const int64_t n = out.numel();
     if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
 #pragma omp parallel for simd if (n > kGrain) schedule(static)
-      for (int64_t i = 0; i < n; ++i) o[i] = binary_fn<k>(pa[i], pb[i]);
+      for (int64_t i = 0; i < n; ++i) o[i] = narrow<T>(binary_fn<k>(widen(pa[i]), widen(pb[i])));
       return;
     }
     const Strides sa = broadcast_strides(a.shape(), a.strides(), out.shape());
@@ -84,13 +83,13 @@ void binary_cpu_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tenso
       const T* ar = pa + off[1];
       const T* br = pb + off[2];
       if (as == 1 && bs == 0) {
-        const T bv = br[0];
-        for (int64_t i = 0; i < inner; ++i) orow[i] = binary_fn<k>(ar[i], bv);
+        const auto bv = widen(br[0]);
+        for (int64_t i = 0; i < inner; ++i) orow[i] = narrow<T>(binary_fn<k>(widen(ar[i]), bv));
       } else if (as == 0 && bs == 1) {
-        const T av = ar[0];
-        for (int64_t i = 0; i < inner; ++i) orow[i] = binary_fn<k>(av, br[i]);
+        const auto av = widen(ar[0]);
+        for (int64_t i = 0; i < inner; ++i) orow[i] = narrow<T>(binary_fn<k>(av, widen(br[i])));
       } else {
-        for (int64_t i = 0; i < inner; ++i) orow[i] = binary_fn<k>(ar[i * as], br[i * bs]);
+        for (int64_t i = 0; i < inner; ++i) orow[i] = narrow<T>(binary_fn<k>(widen(ar[i * as]), widen(br[i * bs])));
       }
     }
   });
@@ -102,11 +101,11 @@ void binary_scalar_cpu_typed(BinaryOp op, const Tensor& a, double b, const Tenso
     constexpr BinaryOp k = decltype(c)::value;
     T* o = static_cast<T*>(out.data_ptr());
     const T* pa = static_cast<const T*>(a.data_ptr());
-    const T bv = static_cast<T>(b);
+    const auto bv = static_cast<compute_t<T>>(b);
     const int64_t n = out.numel();
     if (a.is_contiguous()) {
 #pragma omp parallel for simd if (n > kGrain) schedule(static)
-      for (int64_t i = 0; i < n; ++i) o[i] = binary_fn<k>(pa[i], bv);
+      for (int64_t i = 0; i < n; ++i) o[i] = narrow<T>(binary_fn<k>(widen(pa[i]), bv));
       return;
     }
     const auto map = make_index_map<2>(out.shape(), {&out.strides(), &a.strides()});
@@ -114,7 +113,7 @@ void binary_scalar_cpu_typed(BinaryOp op, const Tensor& a, double b, const Tenso
     for (int64_t i = 0; i < n; ++i) {
       int64_t off[2];
       map.offsets(i, off);
-      o[off[0]] = binary_fn<k>(pa[off[1]], bv);
+      o[off[0]] = narrow<T>(binary_fn<k>(widen(pa[off[1]]), bv));
     }
   });
 }
@@ -122,13 +121,13 @@ void binary_scalar_cpu_typed(BinaryOp op, const Tensor& a, double b, const Tenso
 }  // namespace
 
 void unary_cpu(UnaryOp op, const Tensor& x, const Tensor& out) {
-  FGVC_DISPATCH_FLOAT(x.dtype(), op_name(op), T, unary_cpu_typed<T>(op, x, out));
+  FGVC_DISPATCH_FLOATING(x.dtype(), op_name(op), T, unary_cpu_typed<T>(op, x, out));
 }
 void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  FGVC_DISPATCH_FLOAT(a.dtype(), op_name(op), T, binary_cpu_typed<T>(op, a, b, out));
+  FGVC_DISPATCH_FLOATING(a.dtype(), op_name(op), T, binary_cpu_typed<T>(op, a, b, out));
 }
 void binary_scalar_cpu(BinaryOp op, const Tensor& a, double b, const Tensor& out) {
-  FGVC_DISPATCH_FLOAT(a.dtype(), op_name(op), T, binary_scalar_cpu_typed<T>(op, a, b, out));
+  FGVC_DISPATCH_FLOATING(a.dtype(), op_name(op), T, binary_scalar_cpu_typed<T>(op, a, b, out));
 }
 
 #if !FGVC_WITH_CUDA

@@ -30,19 +30,19 @@ using fgvc::detail::packed_blocks;
 template <UnaryOp op>
 struct Unary {
   template <class T>
-  __device__ T operator()(int64_t, T x) const { return unary_fn<op>(x); }
+  __device__ T operator()(int64_t, T x) const { return narrow<T>(unary_fn<op>(widen(x))); }
 };
 
 template <BinaryOp op>
 struct Binary {
   template <class T>
-  __device__ T operator()(T a, T b) const { return binary_fn<op>(a, b); }
+  __device__ T operator()(T a, T b) const { return narrow<T>(binary_fn<op>(widen(a), widen(b))); }
 };
 
 template <BinaryOp op, class T>
 struct BinaryScalar {
-  T b;
-  __device__ T operator()(int64_t, T a) const { return binary_fn<op>(a, b); }
+  compute_t<T> b;
+  __device__ T operator()(int64_t, T a) const { return narrow<T>(binary_fn<op>(widen(a), b)); }
 };
 
 // The other operand of a bias-like broadcast: element (i / inner) % mid of `values`, on the
@@ -52,8 +52,8 @@ struct BinaryRepeated {
   const T* values;
   FastDivmod inner, mid;
   __device__ T operator()(int64_t i, T full) const {
-    const T r = values[mid.mod(inner.div(static_cast<uint32_t>(i)))];
-    return kRepeatedFirst ? binary_fn<op>(r, full) : binary_fn<op>(full, r);
+    const auto r = widen(values[mid.mod(inner.div(static_cast<uint32_t>(i)))]), f = widen(full);
+    return narrow<T>(kRepeatedFirst ? binary_fn<op>(r, f) : binary_fn<op>(f, r));
   }
 };
 
@@ -62,7 +62,7 @@ __global__ void unary_strided(T* out, const T* x, IndexMap<2> map, int64_t n) {
   FGVC_GRID_STRIDE(i, n) {
     int64_t off[2];
     map.offsets(i, off);
-    out[off[0]] = unary_fn<op>(x[off[1]]);
+    out[off[0]] = narrow<T>(unary_fn<op>(widen(x[off[1]])));
   }
 }
 
@@ -71,16 +71,16 @@ __global__ void binary_strided(T* out, const T* a, const T* b, IndexMap<3> map, 
   FGVC_GRID_STRIDE(i, n) {
     int64_t off[3];
     map.offsets(i, off);
-    out[off[0]] = binary_fn<op>(a[off[1]], b[off[2]]);
+    out[off[0]] = narrow<T>(binary_fn<op>(widen(a[off[1]]), widen(b[off[2]])));
   }
 }
 
 template <BinaryOp op, class T>
-__global__ void binary_scalar_strided(T* out, const T* a, T b, IndexMap<2> map, int64_t n) {
+__global__ void binary_scalar_strided(T* out, const T* a, compute_t<T> b, IndexMap<2> map, int64_t n) {
   FGVC_GRID_STRIDE(i, n) {
     int64_t off[2];
     map.offsets(i, off);
-    out[off[0]] = binary_fn<op>(a[off[1]], b);
+    out[off[0]] = narrow<T>(binary_fn<op>(widen(a[off[1]]), b));
   }
 }
 
@@ -159,10 +159,10 @@ void binary_scalar_typed(BinaryOp op, const Tensor& a, double b, const Tensor& o
   dispatch_binary(op, [&](auto c) {
     constexpr BinaryOp k = decltype(c)::value;
     if (a.is_contiguous() && out.is_contiguous() && packable(o) && packable(pa)) {  // no index arithmetic
-      map1_packed<<<packed_blocks<T>(n), 256, 0, s>>>(o, pa, n, BinaryScalar<k, T>{static_cast<T>(b)});
+      map1_packed<<<packed_blocks<T>(n), 256, 0, s>>>(o, pa, n, BinaryScalar<k, T>{static_cast<compute_t<T>>(b)});
     } else {
       const auto map = make_index_map<2>(out.shape(), {&out.strides(), &a.strides()});
-      binary_scalar_strided<k, T><<<cuda::blocks_for(n), 256, 0, s>>>(o, pa, static_cast<T>(b), map, n);
+      binary_scalar_strided<k, T><<<cuda::blocks_for(n), 256, 0, s>>>(o, pa, static_cast<compute_t<T>>(b), map, n);
     }
     FGVC_CHECK_LAUNCH();
   });
@@ -180,17 +180,17 @@ void increment_cuda(const Tensor& counter) {
 
 void unary_cuda(UnaryOp op, const Tensor& x, const Tensor& out) {
   cuda::DeviceGuard guard(x.device().index);
-  FGVC_DISPATCH_FLOAT(x.dtype(), op_name(op), T, unary_typed<T>(op, x, out, cuda::stream(x.device().index)));
+  FGVC_DISPATCH_FLOATING(x.dtype(), op_name(op), T, unary_typed<T>(op, x, out, cuda::stream(x.device().index)));
 }
 
 void binary_cuda(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   cuda::DeviceGuard guard(a.device().index);
-  FGVC_DISPATCH_FLOAT(a.dtype(), op_name(op), T, binary_typed<T>(op, a, b, out, cuda::stream(a.device().index)));
+  FGVC_DISPATCH_FLOATING(a.dtype(), op_name(op), T, binary_typed<T>(op, a, b, out, cuda::stream(a.device().index)));
 }
 
 void binary_scalar_cuda(BinaryOp op, const Tensor& a, double b, const Tensor& out) {
   cuda::DeviceGuard guard(a.device().index);
-  FGVC_DISPATCH_FLOAT(a.dtype(), op_name(op), T,
+  FGVC_DISPATCH_FLOATING(a.dtype(), op_name(op), T,
                       binary_scalar_typed<T>(op, a, b, out, cuda::stream(a.device().index)));
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -42,16 +43,17 @@ void max_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y, int
     for (int64_t oy = 0; oy < d.ho; ++oy)
       for (int64_t ox = 0; ox < d.wo; ++ox) {
         const PoolWindow win = pool_window(oy, ox, d, g);
-        T best = -std::numeric_limits<T>::infinity();
+        using C = compute_t<T>;
+        C best = -std::numeric_limits<C>::infinity();
         int64_t at = win.y0 * d.w + win.x0;
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
           for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-            const T v = x[p * d.h * d.w + iy * d.w + ix];
+            const C v = widen(x[p * d.h * d.w + iy * d.w + ix]);
             const bool take = v > best || v != v;  // NaN wins, as in PyTorch
             best = take ? v : best;                  // selects, not branches
             at = take ? iy * d.w + ix : at;
           }
-        y[(p * d.ho + oy) * d.wo + ox] = best;
+        y[(p * d.ho + oy) * d.wo + ox] = narrow<T>(best);
         arg[(p * d.ho + oy) * d.wo + ox] = at;
       }
 }
@@ -65,8 +67,8 @@ void avg_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y) {
         const PoolWindow win = pool_window(oy, ox, d, g);
         double s = 0;
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) s += x[p * d.h * d.w + iy * d.w + ix];
-        y[(p * d.ho + oy) * d.wo + ox] = static_cast<T>(s / static_cast<double>(win.divisor));
+          for (int64_t ix = win.x0; ix < win.x1; ++ix) s += to_double(x[p * d.h * d.w + iy * d.w + ix]);
+        y[(p * d.ho + oy) * d.wo + ox] = from_double<T>(s / static_cast<double>(win.divisor));
       }
 }
 
@@ -95,7 +97,7 @@ MaxPoolOutput max_pool2d(const Tensor& x_in, const Pool2dGeometry& g) {
     detail::max_pool2d_cuda(x, d, g, out.y, out.argmax);
     return out;
   }
-  FGVC_DISPATCH_FLOAT(x.dtype(), "max_pool2d", T,
+  FGVC_DISPATCH_FLOATING(x.dtype(), "max_pool2d", T,
                       max_typed(x.data<T>(), d, g, out.y.data<T>(), out.argmax.data<int64_t>()));
   return out;
 }
@@ -107,6 +109,9 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Sh
              describe(argmax));
   FGVC_CHECK(x_shape[0] == grad_in.size(0) && x_shape[1] == grad_in.size(1) && x_shape[2] >= 0 && x_shape[3] >= 0,
              "max_pool2d_backward", "gradient ", describe(grad_in), " does not match the input ", shape_str(x_shape));
+  // 16-bit gradients are added up in float32 and rounded once (no 16-bit atomics).
+  if (compute_dtype(grad_in.dtype()) != grad_in.dtype())
+    return max_pool2d_backward(grad_in.to(compute_dtype(grad_in.dtype())), argmax, x_shape).to(grad_in.dtype());
   const Tensor grad = grad_in.contiguous();
   Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
   if (grad.device().is_cuda()) {
@@ -136,7 +141,7 @@ Tensor avg_pool2d(const Tensor& x_in, const Pool2dGeometry& g) {
     detail::avg_pool2d_cuda(x, d, g, y);
     return y;
   }
-  FGVC_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", T, avg_typed(x.data<T>(), d, g, y.data<T>()));
+  FGVC_DISPATCH_FLOATING(x.dtype(), "avg_pool2d", T, avg_typed(x.data<T>(), d, g, y.data<T>()));
   return y;
 }
 
@@ -144,6 +149,8 @@ Tensor avg_pool2d_backward(const Tensor& grad_in, const Shape& x_shape, const Po
   const PoolDims d = check(x_shape, g, "avg_pool2d_backward");
   FGVC_CHECK(grad_in.shape() == (Shape{x_shape[0], x_shape[1], d.ho, d.wo}), "avg_pool2d_backward", "gradient ",
              describe(grad_in), " does not match the pooled shape");
+  if (compute_dtype(grad_in.dtype()) != grad_in.dtype())  // as in max_pool2d_backward
+    return avg_pool2d_backward(grad_in.to(compute_dtype(grad_in.dtype())), x_shape, g).to(grad_in.dtype());
   const Tensor grad = grad_in.contiguous();
   Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
   if (grad.device().is_cuda()) {

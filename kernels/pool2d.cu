@@ -1,10 +1,12 @@
 // CUDA side of kernels/pool2d.h: one thread per output over the same windows as the CPU
-// (pool2d_window.h). The backward passes scatter with atomicAdd where windows overlap.
+// (pool2d_window.h). The backward passes scatter with atomicAdd where windows overlap (in
+// float32 or float64: kernels/pool2d.cpp takes 16-bit gradients through float32).
 #include <cmath>
 
 #include "kernels/pool2d_window.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -21,14 +23,14 @@ __global__ void max_kernel(const T* x, PoolDims d, Pool2dGeometry g, T* y, int64
   FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
     const int64_t p = k / (d.ho * d.wo), oy = k / d.wo % d.ho, ox = k % d.wo;
     const PoolWindow win = pool_window(oy, ox, d, g);
-    T best = -INFINITY;
+    compute_t<T> best = -INFINITY;
     int64_t at = win.y0 * d.w + win.x0;
     for (int64_t iy = win.y0; iy < win.y1; ++iy)
       for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-        const T v = x[p * d.h * d.w + iy * d.w + ix];
+        const compute_t<T> v = widen(x[p * d.h * d.w + iy * d.w + ix]);
         if (v > best || v != v) best = v, at = iy * d.w + ix;
       }
-    y[k] = best;
+    y[k] = narrow<T>(best);
     arg[k] = at;
   }
 }
@@ -48,8 +50,8 @@ __global__ void avg_kernel(const T* x, PoolDims d, Pool2dGeometry g, T* y) {
     const PoolWindow win = pool_window(oy, ox, d, g);
     double s = 0;
     for (int64_t iy = win.y0; iy < win.y1; ++iy)
-      for (int64_t ix = win.x0; ix < win.x1; ++ix) s += x[p * d.h * d.w + iy * d.w + ix];
-    y[k] = static_cast<T>(s / static_cast<double>(win.divisor));
+      for (int64_t ix = win.x0; ix < win.x1; ++ix) s += to_double(x[p * d.h * d.w + iy * d.w + ix]);
+    y[k] = from_double<T>(s / static_cast<double>(win.divisor));
   }
 }
 
@@ -69,7 +71,7 @@ __global__ void avg_backward_kernel(const T* g_out, PoolDims d, Pool2dGeometry g
 void max_pool2d_cuda(const Tensor& x, const PoolDims& d, const Pool2dGeometry& g, const Tensor& y, const Tensor& argmax) {
   const int dev = x.device().index;
   cuda::DeviceGuard guard(dev);
-  FGVC_DISPATCH_FLOAT(x.dtype(), "max_pool2d", T, {
+  FGVC_DISPATCH_FLOATING(x.dtype(), "max_pool2d", T, {
     max_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(
         x.data<T>(), d, g, y.data<T>(), argmax.data<int64_t>());
     FGVC_CHECK_LAUNCH();
@@ -89,7 +91,7 @@ void max_pool2d_backward_cuda(const Tensor& grad, const Tensor& argmax, const Po
 void avg_pool2d_cuda(const Tensor& x, const PoolDims& d, const Pool2dGeometry& g, const Tensor& y) {
   const int dev = x.device().index;
   cuda::DeviceGuard guard(dev);
-  FGVC_DISPATCH_FLOAT(x.dtype(), "avg_pool2d", T, {
+  FGVC_DISPATCH_FLOATING(x.dtype(), "avg_pool2d", T, {
     avg_kernel<T><<<cuda::blocks_for(d.planes * d.ho * d.wo), 256, 0, cuda::stream(dev)>>>(x.data<T>(), d, g,
                                                                                            y.data<T>());
     FGVC_CHECK_LAUNCH();

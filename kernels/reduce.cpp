@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "fgvc/config.h"
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -56,8 +57,8 @@ double reduce_span(const T* x, int64_t n) {
   for (double& l : lane) l = R::init();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) lane[k] = R::step(lane[k], static_cast<double>(x[i + k]));
-  for (; i < n; ++i) lane[0] = R::step(lane[0], static_cast<double>(x[i]));
+    for (int k = 0; k < kLanes; ++k) lane[k] = R::step(lane[k], to_double(x[i + k]));
+  for (; i < n; ++i) lane[0] = R::step(lane[0], to_double(x[i]));
   double acc = lane[0];
   for (int k = 1; k < kLanes; ++k) acc = R::step(acc, lane[k]);
   return acc;
@@ -71,7 +72,7 @@ void reduce_rows(const T* x, int64_t outer, int64_t r, double scale, T* out) {
   constexpr int64_t kChunk = 1 << 14;
   if (r < 4 * kChunk) {
 #pragma omp parallel for if (outer * r > (1 << 15)) schedule(static)
-    for (int64_t o = 0; o < outer; ++o) out[o] = static_cast<T>(reduce_span<op>(x + o * r, r) * scale);
+    for (int64_t o = 0; o < outer; ++o) out[o] = from_double<T>(reduce_span<op>(x + o * r, r) * scale);
     return;
   }
   // Long rows: fixed chunks of every row in parallel, then each row's chunks in order.
@@ -85,7 +86,7 @@ void reduce_rows(const T* x, int64_t outer, int64_t r, double scale, T* out) {
   for (int64_t o = 0; o < outer; ++o) {
     double acc = part[o * chunks];
     for (int64_t c = 1; c < chunks; ++c) acc = R::step(acc, part[o * chunks + c]);
-    out[o] = static_cast<T>(acc * scale);
+    out[o] = from_double<T>(acc * scale);
   }
 }
 
@@ -107,7 +108,7 @@ void reduce_middle(const T* x, int64_t outer, int64_t r, int64_t inner, double s
     for (int64_t c = c0; c < c1; ++c) acc[c - c0] = R::init();
     for (int64_t k = k0; k < k1; ++k) {
       const T* row = x + (o * r + k) * inner;
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] = R::step(acc[c - c0], static_cast<double>(row[c]));
+      for (int64_t c = c0; c < c1; ++c) acc[c - c0] = R::step(acc[c - c0], to_double(row[c]));
     }
     for (int64_t c = c0; c < c1; ++c) partial[(o * row_chunks + chunk) * inner + c] = acc[c - c0];
   }
@@ -116,7 +117,7 @@ void reduce_middle(const T* x, int64_t outer, int64_t r, int64_t inner, double s
       double acc = partial[(o * row_chunks) * inner + c];
       for (int64_t chunk = 1; chunk < row_chunks; ++chunk)
         acc = R::step(acc, partial[(o * row_chunks + chunk) * inner + c]);
-      out[o * inner + c] = static_cast<T>(acc * scale);
+      out[o * inner + c] = from_double<T>(acc * scale);
     }
 }
 
@@ -137,7 +138,7 @@ void reduce_cpu_typed(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, in
 }  // namespace
 
 void reduce_cpu(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, double scale, const Tensor& out) {
-  FGVC_DISPATCH_FLOAT(x.dtype(), "reduce", T, reduce_cpu_typed<T>(op, x, outer, r, inner, scale, out));
+  FGVC_DISPATCH_FLOATING(x.dtype(), "reduce", T, reduce_cpu_typed<T>(op, x, outer, r, inner, scale, out));
 }
 
 #if !FGVC_WITH_CUDA
@@ -153,8 +154,7 @@ namespace {
 Tensor reduce(ReduceOp op, bool average, const Tensor& x, const std::vector<int64_t>& axes_in, bool keepdim,
               const char* name) {
   FGVC_CHECK(x.defined(), name, "undefined tensor");
-  FGVC_CHECK(x.dtype() == DType::Float32 || x.dtype() == DType::Float64, name,
-             "needs float32 or float64, got ", describe(x));
+  FGVC_CHECK(is_floating(x.dtype()), name, "needs a floating dtype, got ", describe(x));
   const std::vector<int64_t> axes = normalize_axes(axes_in, x.dim(), name);
   const Shape out_shape = reduced_shape(x.shape(), axes, keepdim);
   int64_t r = 1;

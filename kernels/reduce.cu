@@ -13,6 +13,7 @@
 #include "kernels/reduce.h"
 #include "tensor/cuda_check.h"
 #include "tensor/cuda_context.h"
+#include "tensor/cast.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -44,10 +45,10 @@ __global__ void reduce_rows_kernel(const T* x, int64_t r, int splits, double* pa
   const int64_t lo = r * blockIdx.x / splits, hi = r * (blockIdx.x + 1) / splits;
   const T* row = x + o * r;
   double acc = DevReducer<op>::init();
-  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) acc = DevReducer<op>::step(acc, static_cast<double>(row[i]));
+  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) acc = DevReducer<op>::step(acc, to_double(row[i]));
   acc = DevReducer<op>::block(acc);
   if (threadIdx.x != 0) return;
-  if (splits == 1) out[o] = static_cast<T>(acc * scale);
+  if (splits == 1) out[o] = from_double<T>(acc * scale);
   else partial[o * splits + blockIdx.x] = acc;
 }
 
@@ -58,7 +59,7 @@ __global__ void finish_rows_kernel(const double* partial, int splits, double sca
   double acc = DevReducer<op>::init();
   for (int s = threadIdx.x; s < splits; s += kThreads) acc = DevReducer<op>::step(acc, partial[o * splits + s]);
   acc = DevReducer<op>::block(acc);
-  if (threadIdx.x == 0) out[o] = static_cast<T>(acc * scale);
+  if (threadIdx.x == 0) out[o] = from_double<T>(acc * scale);
 }
 
 // Middle axes, split: block (c, o, s) of kTileCols x kTileRows threads sums rows [k0, k1) of
@@ -74,7 +75,7 @@ __global__ void reduce_middle_split_kernel(const T* x, int64_t r, int64_t inner,
   double acc = DevReducer<op>::init();
   if (c < inner) {
     const T* p = x + o * r * inner + c;
-    for (int64_t k = k0 + threadIdx.y; k < k1; k += kTileRows) acc = DevReducer<op>::step(acc, static_cast<double>(p[k * inner]));
+    for (int64_t k = k0 + threadIdx.y; k < k1; k += kTileRows) acc = DevReducer<op>::step(acc, to_double(p[k * inner]));
   }
   lanes[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
@@ -90,7 +91,7 @@ __global__ void finish_middle_kernel(const double* partial, int64_t outer, int64
     const int64_t o = j / inner, c = j % inner;
     double acc = DevReducer<op>::init();
     for (int s = 0; s < splits; ++s) acc = DevReducer<op>::step(acc, partial[(o * splits + s) * inner + c]);
-    out[j] = static_cast<T>(acc * scale);
+    out[j] = from_double<T>(acc * scale);
   }
 }
 
@@ -100,8 +101,8 @@ __global__ void reduce_middle_kernel(const T* x, int64_t outer, int64_t r, int64
     const int64_t o = j / inner, c = j % inner;
     const T* p = x + o * r * inner + c;
     double acc = DevReducer<op>::init();
-    for (int64_t k = 0; k < r; ++k) acc = DevReducer<op>::step(acc, static_cast<double>(p[k * inner]));
-    out[j] = static_cast<T>(acc * scale);
+    for (int64_t k = 0; k < r; ++k) acc = DevReducer<op>::step(acc, to_double(p[k * inner]));
+    out[j] = from_double<T>(acc * scale);
   }
 }
 
@@ -160,7 +161,7 @@ void reduce_typed(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_
 void reduce_cuda(ReduceOp op, const Tensor& x, int64_t outer, int64_t r, int64_t inner, double scale, const Tensor& out) {
   const int dev = x.device().index;
   cuda::DeviceGuard guard(dev);
-  FGVC_DISPATCH_FLOAT(x.dtype(), "reduce", T, reduce_typed<T>(op, x, outer, r, inner, scale, out, cuda::stream(dev)));
+  FGVC_DISPATCH_FLOATING(x.dtype(), "reduce", T, reduce_typed<T>(op, x, outer, r, inner, scale, out, cuda::stream(dev)));
 }
 
 }  // namespace detail

@@ -7,14 +7,6 @@
 #include "tensor/error.h"
 #include "tensor/half.h"
 
-namespace fgvc {
-
-// Storage-only 16-bit floating types (values travel as float).
-struct BF16 { uint16_t bits; };
-struct FP16 { uint16_t bits; };
-
-}  // namespace fgvc
-
 #define FGVC_DISPATCH_CASE(enum_value, type, T, ...) \
   case ::fgvc::DType::enum_value: {                   \
     using T = type;                                   \
@@ -29,6 +21,19 @@ struct FP16 { uint16_t bits; };
     default:                                                                                \
       throw ::fgvc::Error(::fgvc::detail::concat(op, ": dtype ", ::fgvc::dtype_name(dtype), \
                                                  " is not supported (float32 or float64)")); \
+  }
+
+// float32, float64 and the 16-bit storage types (computed in float: tensor/half.h's widen and
+// narrow), for the ops that mixed precision keeps in 16 bits.
+#define FGVC_DISPATCH_FLOATING(dtype, op, T, ...)                                            \
+  switch (dtype) {                                                                          \
+    FGVC_DISPATCH_CASE(Float32, float, T, __VA_ARGS__)                                      \
+    FGVC_DISPATCH_CASE(Float64, double, T, __VA_ARGS__)                                     \
+    FGVC_DISPATCH_CASE(BFloat16, ::fgvc::BF16, T, __VA_ARGS__)                              \
+    FGVC_DISPATCH_CASE(Float16, ::fgvc::FP16, T, __VA_ARGS__)                               \
+    default:                                                                                \
+      throw ::fgvc::Error(::fgvc::detail::concat(op, ": dtype ", ::fgvc::dtype_name(dtype), \
+                                                 " is not supported (a floating dtype)"));  \
   }
 
 #define FGVC_DISPATCH_ALL(dtype, op, T, ...)                                               \

@@ -27,5 +27,6 @@ const char* dtype_name(DType t) {
 }
 
 bool is_floating(DType t) { return t != DType::Int64 && t != DType::UInt8; }
+DType compute_dtype(DType t) { return t == DType::BFloat16 || t == DType::Float16 ? DType::Float32 : t; }
 
 }  // namespace fgvc

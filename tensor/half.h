@@ -9,6 +9,11 @@
 
 namespace fgvc {
 
+// Storage-only 16-bit floating types: values are loaded into float, computed on, and rounded
+// back on the store (widen / narrow below).
+struct BF16 { uint16_t bits; };
+struct FP16 { uint16_t bits; };
+
 FGVC_HD inline uint32_t float_to_bits(float f) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(f);
@@ -70,5 +75,21 @@ FGVC_HD inline float fp16_to_float(uint16_t h) {
   if (e == 31) return bits_to_float(sign | 0x7F800000u | (m << 13));
   return bits_to_float(sign | ((e + 112u) << 23) | (m << 13));
 }
+
+// The type an element of T is computed in: float for the 16-bit types, T itself otherwise. A
+// kernel templated on T reads with widen(), computes in compute_t<T>, writes with narrow<T>(),
+// so a bfloat16 result is the float32 result rounded once (the CPU and the GPU agree bit for bit).
+template <class T> struct ComputeType { using type = T; };
+template <> struct ComputeType<BF16> { using type = float; };
+template <> struct ComputeType<FP16> { using type = float; };
+template <class T> using compute_t = typename ComputeType<T>::type;
+
+template <class T> FGVC_HD inline T widen(T v) { return v; }
+FGVC_HD inline float widen(BF16 v) { return bf16_to_float(v.bits); }
+FGVC_HD inline float widen(FP16 v) { return fp16_to_float(v.bits); }
+
+template <class T> FGVC_HD inline T narrow(compute_t<T> v) { return v; }
+template <> FGVC_HD inline BF16 narrow<BF16>(float v) { return BF16{float_to_bf16(v)}; }
+template <> FGVC_HD inline FP16 narrow<FP16>(float v) { return FP16{float_to_fp16(v)}; }
 
 }  // namespace fgvc

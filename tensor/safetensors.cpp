@@ -140,14 +140,14 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     }
     if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
       fail(path, "tensor '" + name + "': data_offsets must be two non-negative integers");
-    const uint64_t begin = jo[0].get<uint64_t>(), end = jo[1].get<uint64_t>();
-    if (begin > end || end > data_size)
-      fail(path, "tensor '" + name + "': data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+    const uint64_t begin = jo[0].get<uint64_t>(), stop = jo[1].get<uint64_t>();
+    if (begin > stop || stop > data_size)
+      fail(path, "tensor '" + name + "': data_offsets [" + std::to_string(begin) + ", " + std::to_string(stop) +
                      "] outside the " + std::to_string(data_size) + "-byte data section");
-    if (end - begin != count * dtype_size(dtype))
-      fail(path, "tensor '" + name + "': " + std::to_string(end - begin) + " bytes for shape " + shape_str(shape) +
+    if (stop - begin != count * dtype_size(dtype))
+      fail(path, "tensor '" + name + "': " + std::to_string(stop - begin) + " bytes for shape " + shape_str(shape) +
                      " of " + dtype_name(dtype) + " (needs " + std::to_string(count * dtype_size(dtype)) + ")");
-    ranges.emplace_back(begin, end);
+    ranges.emplace_back(begin, stop);
     const uint64_t at = data_start + begin;
     if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping
       auto impl = std::make_shared<TensorImpl>();
@@ -162,10 +162,10 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     }
     Tensor t = Tensor::empty(shape, dtype);
     if (mapping) {
-      if (end > begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, end - begin);
+      if (stop > begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, stop - begin);
     } else {
       in.seekg(static_cast<std::streamoff>(at));
-      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(end - begin));
+      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(stop - begin));
       if (!in) fail(path, "tensor '" + name + "': read failed");
     }
     out.tensors.emplace(name, t);

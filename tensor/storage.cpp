@@ -50,6 +50,9 @@ BlockPool& pinned_pool() {
 #endif
 }  // namespace
 
+PoolStats host_pool_stats() { return host_pool().stats(); }
+void host_pool_reset_peak() { host_pool().reset_peak(); }
+
 void set_allocation_poison(bool on) { g_poison = on; }
 bool allocation_poison() { return g_poison; }
 

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 
+#include "tensor/block_pool.h"
 #include "tensor/device.h"
 
 namespace fgvc {
@@ -45,5 +46,10 @@ class Storage {
 // fails its comparison instead of passing on leftover values.
 void set_allocation_poison(bool on);
 bool allocation_poison();
+
+// The host's pool of large (>= 1 MiB) blocks: bytes in use, and their peak since the last
+// reset, as cuda_memory_stats gives them for a GPU (the activations a backward pass keeps).
+PoolStats host_pool_stats();
+void host_pool_reset_peak();
 
 }  // namespace fgvc

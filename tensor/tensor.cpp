@@ -122,6 +122,8 @@ template <class T> T* Tensor::data() const {
 }
 template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
+template BF16* Tensor::data<BF16>() const;
+template FP16* Tensor::data<FP16>() const;
 template int64_t* Tensor::data<int64_t>() const;
 template uint8_t* Tensor::data<uint8_t>() const;
 

@@ -385,6 +385,60 @@ TEST(CudaParity, BatchNorm) {
   EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
 }
 
+// The kernels that autocast keeps in 16 bits (tests/test_mixed_precision.cpp has the CPU's
+// against float32): the GPU's against the CPU's, in bfloat16 and float16. Both compute in
+// float (or double, for sums) and round once; the GPU's exp, tanh and the like may differ from
+// the CPU's in the last bit of a float, which moves a few elements by one 16-bit step.
+TEST(CudaParity, SixteenBitKernels) {
+  FGVC_REQUIRE_CUDA();
+  for (DType low : {DType::BFloat16, DType::Float16}) {
+    const double tol = low == DType::BFloat16 ? 4e-3 : 5e-4;
+    const std::string name = dtype_name(low);
+    // Positive inputs: log, sqrt and pow are defined (a NaN would fail any comparison).
+    const Tensor x = testing::rand_t({3, 5, 7, 9}, 70, 0.5, 2.0).to(low), y = testing::rand_t({3, 5, 7, 9}, 71, 0.5, 2.0).to(low);
+    const Tensor c = testing::rand_t({1, 5, 1, 1}, 72, 0.5, 2.0).to(low);
+    for (int op = 0; op <= static_cast<int>(UnaryOp::Sign); ++op) {
+      const auto u = static_cast<UnaryOp>(op);
+      expect_parity(name + " " + kernels::op_name(u), [u](const Ts& in) {
+        return Ts{kernels::unary(u, in[0]), kernels::unary(u, in[0].permute({3, 1, 2, 0}))};
+      }, {x}, tol);
+    }
+    for (int op = 0; op <= static_cast<int>(BinaryOp::TanhBackward); ++op) {
+      const auto b = static_cast<BinaryOp>(op);
+      expect_parity(name + " " + kernels::op_name(b), [b](const Ts& in) {
+        return Ts{kernels::binary(b, in[0], in[1]), kernels::binary(b, in[0], in[2]), kernels::binary(b, in[2], in[0]),
+                  kernels::binary(b, in[0].transpose(1, 3), in[1].transpose(1, 3)), kernels::binary(b, in[0], 0.7)};
+      }, {x, y, c}, tol);
+    }
+    expect_parity(name + " reductions", [](const Ts& in) {
+      Ts out;
+      for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{{0, 2, 3}, {2, 3}, {1}, {}})
+        out.push_back(kernels::sum(in[0], axes)), out.push_back(kernels::mean(in[0], axes)),
+            out.push_back(kernels::max(in[0], axes));
+      return out;
+    }, {x}, tol);
+    const Tensor gamma = randn_t({5}, 73), beta = randn_t({5}, 74), gy = randn_t({3, 5, 7, 9}, 75).to(low);
+    for (bool fused : {true, false}) {
+      kernels::set_cuda_batch_norm_fused(fused);
+      expect_parity(name + (fused ? " batch_norm fused" : " batch_norm generic"), [](const Ts& in) {
+        const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-3);
+        const kernels::BatchNormGrads t = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, true);
+        const kernels::BatchNormGrads e = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, false);
+        return Ts{s.y, s.mean, s.invstd, s.var_unbiased, t.dx, t.dgamma, t.dbeta, e.dx,
+                  kernels::batch_norm_apply(in[0], in[1], in[2], s.mean, s.invstd)};
+      }, {x, gamma, beta, gy}, tol);
+    }
+    kernels::set_cuda_batch_norm_fused(true);
+    const Pool2dGeometry pg = Pool2dGeometry::square(3, 2, 1, /*ceil_mode=*/true);
+    expect_parity(name + " pooling", [pg](const Ts& in) {
+      const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], pg);
+      const Tensor g = kernels::binary(BinaryOp::Mul, m.y, 0.5);
+      return Ts{m.y, kernels::max_pool2d_backward(g, m.argmax, in[0].shape()), kernels::avg_pool2d(in[0], pg),
+                kernels::avg_pool2d_backward(g, in[0].shape(), pg)};
+    }, {x}, tol);
+  }
+}
+
 // Per-parameter gradient errors of `model` against `reference` (relative by norm).
 std::vector<double> gradient_errors(const nn::Module& model, const nn::Module& reference) {
   const auto got = model.named_parameters(), want = reference.named_parameters();
@@ -510,8 +564,9 @@ TEST(CudaParity, MixedPrecisionConvolutions) {
 // training mode, the loss and that every gradient is float32 and finite. float16 runs with
 // a loss scale of 1024, as training does (GradScaler), or small gradients underflow. The
 // tolerances are 16-bit ones: a first-layer weight gradient sums 8192 products of rounded
-// inputs and gradients with much cancellation (measured on an H200: bfloat16 8.4% on
-// conv1.weight, float16 2.7% there without a loss scale).
+// inputs and gradients with much cancellation (measured on an H200 with float32 activations:
+// bfloat16 8.4% on conv1.weight, float16 2.7% there without a loss scale; with 16-bit
+// activations, on the CPU: bfloat16 9.9%, float16 3.3%).
 TEST(CudaParity, AutocastTrainingStep) {
   FGVC_REQUIRE_CUDA();
   const Tensor x = randn_t({8, 3, 32, 32}, 4);
@@ -537,7 +592,7 @@ TEST(CudaParity, AutocastTrainingStep) {
         ASSERT_EQ(g.dtype(), DType::Float32) << pg[i].first;
         EXPECT_TRUE(std::isfinite(kernels::sum(g.cpu()).item<double>())) << pg[i].first << " " << what;
         if (!training) {
-          EXPECT_LT(testing::rel_error(g.cpu(), pc[i].second.grad()), low == DType::BFloat16 ? 0.15 : 0.03)
+          EXPECT_LT(testing::rel_error(g.cpu(), pc[i].second.grad()), low == DType::BFloat16 ? 0.15 : 0.06)
               << pg[i].first << " " << what;
         }
       }
