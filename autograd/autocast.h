@@ -2,7 +2,8 @@
 // lower-precision dtype, and so does what follows them. A convolution casts its float32
 // weight (and a float32 input: the network's first) down, differentiably; cuDNN convolves with
 // float32 accumulation; the output stays 16-bit. Batch norm, ReLU, pooling, residual adds and
-// concatenations then work on 16-bit activations (computed in float32, rounded once per op:
+// concatenations then work on 16-bit activations (computed in float32, each op's float32 result
+// rounded to 16 bits:
 // tensor/half.h), which halves the memory the backward pass keeps, as in PyTorch's autocast.
 // The parameters, their gradients (the "master" copy the optimizer updates), batch norm's
 // statistics, the classifier (a small GEMM: linear() casts 16-bit features up) and the loss

@@ -27,7 +27,12 @@ Tensor log_softmax(const Tensor& x, int64_t axis) {
   return y;
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& labels, double label_smoothing) {
+  // 16-bit logits (a head that mixed precision ran in 16 bits): the loss is taken in float32,
+  // as PyTorch's autocast does.
+  const Tensor logits = logits_in.defined() && compute_dtype(logits_in.dtype()) != logits_in.dtype()
+                            ? to_dtype(logits_in, compute_dtype(logits_in.dtype()))
+                            : logits_in;
   k::CrossEntropyOutput per_sample = k::cross_entropy(logits, labels, label_smoothing);
   Tensor loss = k::mean(per_sample.loss);
   const int64_t n = logits.size(0);

@@ -1,4 +1,5 @@
-// Memory throughput of our elementwise ops and reductions, float32, beside the copy rate of
+// Memory throughput of our elementwise ops and reductions, float32 (and bfloat16 for the ops
+// mixed precision keeps in 16 bits), beside the copy rate of
 // the machine (the ceiling for ops that read and write each element once).
 //
 // Inputs are [n/1024, 1024] (N x C) with n = 1M (4 MB tensors: they stay in a server CPU's
@@ -15,7 +16,9 @@
 //   batch_norm                    batch norm in training, forward and backward, on [N, 64, 64, 64]
 //                                 (N = n / 2^18); the bytes are those a fused pass must move: x
 //                                 read and y written, then g and x read and dx written;
-//   batch_norm_generic (CUDA)     the same with set_cuda_batch_norm_fused(false).
+//   batch_norm_generic (CUDA)     the same with set_cuda_batch_norm_fused(false);
+//   add_bf16, relu_bf16,          add, relu and batch norm on bfloat16 data (float32 batch-norm
+//   batch_norm_bf16               parameters), as mixed precision runs them: 2 bytes an element.
 // CUDA cases are skipped with the reason when there is no device.
 #include <omp.h>
 
@@ -39,10 +42,11 @@ namespace k = fgvc::kernels;
 constexpr int64_t kCols = 1024;
 constexpr int64_t kFloat = sizeof(float);
 
-Tensor input(int64_t n, Device device, uint64_t seed) {
+Tensor input(int64_t n, Device device, uint64_t seed, fgvc::DType dtype = fgvc::DType::Float32) {
   fgvc::Generator gen(seed);
-  return fgvc::randn({n / kCols, kCols}, gen, fgvc::DType::Float32, device);
+  return fgvc::randn({n / kCols, kCols}, gen, fgvc::DType::Float32, device).to(dtype);
 }
+constexpr int64_t kHalf = 2;  // bytes of a bfloat16
 
 // Times `op` on `device` and reports `bytes` moved per call.
 template <class Op>
@@ -127,15 +131,32 @@ void bm_sum_axis0(benchmark::State& state, Device device, int64_t n) {
   run(state, device, (n + kCols) * kFloat, [&] { k::sum(x, {0}); });
 }
 
-void bm_batch_norm(benchmark::State& state, Device device, int64_t n) {
+void batch_norm_of(benchmark::State& state, Device device, int64_t n, fgvc::DType dtype) {
   fgvc::Generator gen(3);
   const fgvc::Shape shape{n >> 18, 64, 64, 64};
-  const Tensor x = fgvc::randn(shape, gen, fgvc::DType::Float32, device), g = fgvc::randn(shape, gen, fgvc::DType::Float32, device);
+  const Tensor x = fgvc::randn(shape, gen, fgvc::DType::Float32, device).to(dtype);
+  const Tensor g = fgvc::randn(shape, gen, fgvc::DType::Float32, device).to(dtype);
   const Tensor gamma = fgvc::randn({64}, gen, fgvc::DType::Float32, device), beta = fgvc::randn({64}, gen, fgvc::DType::Float32, device);
-  run(state, device, 5 * n * kFloat, [&] {
+  run(state, device, 5 * n * static_cast<int64_t>(fgvc::dtype_size(dtype)), [&] {
     const k::BatchNormStats s = k::batch_norm_train(x, gamma, beta, 1e-3);
     k::batch_norm_backward(g, x, gamma, s.mean, s.invstd, true);
   });
+}
+
+void bm_batch_norm(benchmark::State& state, Device device, int64_t n) { batch_norm_of(state, device, n, fgvc::DType::Float32); }
+
+void bm_add_bf16(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1, fgvc::DType::BFloat16), y = input(n, device, 2, fgvc::DType::BFloat16);
+  run(state, device, 3 * n * kHalf, [&] { k::add(x, y); });
+}
+
+void bm_relu_bf16(benchmark::State& state, Device device, int64_t n) {
+  const Tensor x = input(n, device, 1, fgvc::DType::BFloat16);
+  run(state, device, 2 * n * kHalf, [&] { k::relu(x); });
+}
+
+void bm_batch_norm_bf16(benchmark::State& state, Device device, int64_t n) {
+  batch_norm_of(state, device, n, fgvc::DType::BFloat16);
 }
 
 void bm_batch_norm_generic(benchmark::State& state, Device device, int64_t n) {
@@ -166,6 +187,9 @@ constexpr Case kCases[] = {
     {"sum_axis0", bm_sum_axis0, Where::Both},
     {"batch_norm", bm_batch_norm, Where::Both},
     {"batch_norm_generic", bm_batch_norm_generic, Where::CudaOnly},
+    {"add_bf16", bm_add_bf16, Where::Both},
+    {"relu_bf16", bm_relu_bf16, Where::Both},
+    {"batch_norm_bf16", bm_batch_norm_bf16, Where::Both},
 };
 
 void bm_cuda(benchmark::State& state, BenchFn fn, int64_t n) {

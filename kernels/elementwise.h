@@ -1,5 +1,5 @@
 // Elementwise unary and binary ops with NumPy broadcasting, float32, float64 and the 16-bit
-// types of mixed precision (computed in float32, rounded once: tensor/half.h), any
+// types of mixed precision (computed in float32, the result rounded: tensor/half.h), any
 // strides; outputs are new contiguous tensors. CPU loops in elementwise.cpp (OpenMP), CUDA
 // kernels in elementwise.cu; the per-element formulas are shared (elementwise_ops.h).
 #pragma once

@@ -1,5 +1,6 @@
 // Reductions over any set of axes: sum, mean, max (float32, float64, and the 16-bit types of
-// mixed precision; sums accumulate in double on both devices, the result is rounded once). The input is viewed as [outer, R, inner] when the reduced axes
+// mixed precision; sums accumulate in double on both devices, and a 16-bit result is float32's
+// rounded). The input is viewed as [outer, R, inner] when the reduced axes
 // are adjacent (no copy); otherwise they are first permuted to the end.
 #pragma once
 #include <vector>

@@ -160,7 +160,7 @@ def emd_table(paths):
             return "-"
         start = g.get("start_seconds", 0.0)
         return (f"start {start:.3f} s, passes {g['pass_seconds']:.3f} s, "
-                f"host pivots {g['seconds'] - g['pass_seconds'] - start:.3f} s"
+                f"host pivots {g['seconds'] - g['pass_seconds'] - start:.3f} s")
 
     for path in paths:
         with open(path) as f:
@@ -212,7 +212,7 @@ def main():
     if args.tests:
         out += ["### Tests", ""] + tests_table(args.tests) + [""]
     for title, path, table in (("GEMM, float32", args.gemm, gemm_table),
-                               ("Elementwise and reductions, float32", args.elementwise, elementwise_table)):
+                               ("Elementwise and reductions, float32 (_bf16: bfloat16 data)", args.elementwise, elementwise_table)):
         if not path:
             continue
         entries = load_benchmarks(path, args.device)

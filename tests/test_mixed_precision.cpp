@@ -1,6 +1,6 @@
 // Mixed precision on the CPU, the reference for the GPU's: every kernel that autocast keeps in
 // 16 bits (elementwise, reductions, batch norm, pooling, convolution, dropout) gives the
-// float32 result rounded once to bfloat16 or float16, bit for bit; and autocast models keep
+// float32 result rounded to bfloat16 or float16, bit for bit; and autocast models keep
 // their activations in 16 bits, with float32 logits, parameters and gradients.
 #include <gtest/gtest.h>
 
@@ -47,7 +47,7 @@ Tensor representable(const Tensor& x, DType low) { return x.to(low).to(DType::Fl
   return testing::all_close(a, b, 0.0, 0.0);
 }
 
-TEST(MixedPrecision, ElementwiseOpsRoundTheFloat32ResultOnce) {
+TEST(MixedPrecision, ElementwiseOpsRoundTheFloat32Result) {
   for (DType low : kLowTypes) {
     const Tensor x = representable(randn_t({3, 4, 5, 6}, 1), low), y = representable(randn_t({3, 4, 5, 6}, 2), low);
     const Tensor channel = representable(randn_t({1, 4, 1, 1}, 3), low);
@@ -72,7 +72,7 @@ TEST(MixedPrecision, ElementwiseOpsRoundTheFloat32ResultOnce) {
   }
 }
 
-TEST(MixedPrecision, ReductionsAccumulateInDoubleAndRoundOnce) {
+TEST(MixedPrecision, ReductionsAccumulateInDoubleAndRoundTheFloat32Result) {
   for (DType low : kLowTypes) {
     const Tensor x = representable(randn_t({4, 6, 5, 7}, 4), low), xl = x.to(low);
     for (const std::vector<int64_t>& axes :
@@ -158,6 +158,19 @@ TEST(MixedPrecision, DropoutDrawsTheSameMaskInEveryDtype) {
 // is the worst: it sums thousands of products of rounded activations and gradients, with much
 // cancellation (bfloat16 keeps 8 bits of mantissa, float16 11).
 double kGradientTolerance(DType low) { return low == DType::BFloat16 ? 0.15 : 0.06; }
+
+// A head that ran in 16 bits: the loss is taken in float32, and the gradient comes back 16-bit.
+TEST(MixedPrecision, CrossEntropyTakes16BitLogitsInFloat32) {
+  const Tensor logits = representable(randn_t({6, 5}, 22), DType::BFloat16);
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 0}, {6});
+  Tensor low = logits.to(DType::BFloat16).set_requires_grad(true), high = logits.clone().set_requires_grad(true);
+  const Tensor got = cross_entropy(low, labels, 0.1), want = cross_entropy(high, labels, 0.1);
+  EXPECT_EQ(got.dtype(), DType::Float32);
+  EXPECT_EQ(got.item<float>(), want.item<float>());
+  backward(got);
+  backward(want);
+  EXPECT_TRUE(rounds_from(low.grad(), high.grad()));
+}
 
 // Records the dtype of every module's output.
 struct DTypeRecorder : nn::ForwardObserver {
@@ -249,10 +262,11 @@ TEST(MixedPrecision, AutocastHalvesTheActivationsKeptForBackward) {
 }
 
 // The other blocks of the paper's networks under autocast: squeeze-and-excitation (biased
-// 1x1 convolutions on pooled 16-bit features), Inception's concatenations and average
+// 1x1 convolutions on pooled 16-bit features), ResNet-v2's pre-activations and 1x1-convolution
+// classifier (kept float32, like the Linear ones), Inception's concatenations and average
 // pooling, the auxiliary head (trained at 299, the least it takes) and the classifier's dropout.
 TEST(MixedPrecision, AutocastRunsSqueezeExcitationAndInceptionBlocks) {
-  for (const auto& [name, size] : std::vector<std::pair<std::string, int64_t>>{{"seresnet50", 64}, {"inception_v3", 299}}) {
+  for (const auto& [name, size] : std::vector<std::pair<std::string, int64_t>>{{"seresnet50", 64}, {"resnetv2_50", 64}, {"inception_v3", 299}}) {
     const Tensor x = randn_t({2, 3, size, size}, 20);
     const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 3}, {2});
     manual_seed(21);

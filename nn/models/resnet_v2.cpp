@@ -1,5 +1,7 @@
 #include "nn/models/resnet_v2.h"
 
+#include "autograd/autocast.h"
+
 namespace fgvc {
 namespace nn {
 
@@ -72,7 +74,11 @@ Tensor ResNetV2::features(const Tensor& x) {
   return mean(norm_->forward(stages_->forward(stem_->forward(x))), {2, 3});
 }
 
-Tensor ResNetV2::classify(const Tensor& f) {
+Tensor ResNetV2::classify(const Tensor& f_in) {
+  // timm's head is a 1x1 convolution; under mixed precision it stays float32 like the other
+  // models' Linear classifiers (16-bit features cast up, no autocast inside the head).
+  const Tensor f = to_dtype(f_in, compute_dtype(f_in.dtype()));
+  AutocastGuard float32(DType::Float32);
   return reshape(head_->forward(reshape(f, {f.size(0), f.size(1), 1, 1})), {f.size(0), -1});
 }
 
