@@ -125,6 +125,16 @@ int main(int argc, char** argv) {
     return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
   };
   nlohmann::json rows = nlohmann::json::array();
+  // The JSON is rewritten after every solve (a temporary file renamed over the last), so a run
+  // that a time limit cuts short keeps what it finished (scripts/gpu-check.sh relies on this).
+  auto save = [&](const nlohmann::json* unfinished_row) {
+    if (json_path.empty()) return;
+    nlohmann::json all = rows;
+    if (unfinished_row) all.push_back(*unfinished_row);
+    const std::string tmp = json_path + ".tmp";
+    std::ofstream(tmp) << all.dump(1) << "\n";
+    std::rename(tmp.c_str(), json_path.c_str());
+  };
 
   std::printf("%-11s %9s | %9s %9s | %-8s %9s %9s | %s\n", "m x n", "dist s", "CPU piv", "CPU s", "GPU blk", "GPU piv",
               "GPU s", "GPU / CPU cost - 1");
@@ -145,6 +155,7 @@ int main(int argc, char** argv) {
       row["cpu_rows"] = {{"pivots", r.iterations}, {"passes", r.pricing_passes}, {"seconds", r.seconds},
                          {"start_seconds", r.start_seconds}, {"pass_seconds", r.pass_seconds}, {"cost", r.cost}};
       if (!by_blocks) c = r;
+      save(&row);
     }
     for (size_t k = 0; cpu && by_blocks && k < cpu_scales.size(); ++k) {
       emd::Options o;
@@ -158,6 +169,7 @@ int main(int argc, char** argv) {
                     (long long)r.iterations, r.seconds);
         row["cpu_blocks"].push_back({{"block", o.block_size}, {"pivots", r.iterations}, {"seconds", r.seconds}});
       }
+      save(&row);
     }
     std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
                 cpu ? c.seconds : -1.0);
@@ -173,6 +185,7 @@ int main(int argc, char** argv) {
                             {"seconds", g.seconds}, {"start_seconds", g.start_seconds},
                             {"pass_seconds", g.pass_seconds}, {"cost", g.cost},
                             {"kernel_seconds", g.gpu_kernel_seconds}});
+      save(&row);
     }
     for (size_t run = 0; gpu && by_blocks && run < scales.size() * plans.size(); ++run) {
       const size_t k = run % scales.size();
@@ -194,8 +207,10 @@ int main(int argc, char** argv) {
       row["gpu"].push_back({{"block", o.block_size}, {"pivots", g.iterations}, {"seconds", g.seconds}, {"cost", g.cost},
                             {"kernel_seconds", g.gpu_kernel_seconds}, {"phases", g.gpu_phases},
                             {"shared_tier", g.gpu_shared_tier}, {"plan", plan}});
+      save(&row);
     }
     rows.push_back(row);
+    save(nullptr);
     std::fflush(stdout);
   }
 
@@ -230,6 +245,7 @@ int main(int argc, char** argv) {
       std::printf("  CPU, one at a time: %.4f s per problem (%lld pivots), %.2f s for %d (from %d solved)\n",
                   seconds / sample, (long long)(pivots / sample), seconds / sample * batch, batch, sample);
       row["cpu"] = {{"seconds_per_problem", seconds / sample}, {"pivots_per_problem", pivots / sample}, {"sample", sample}};
+      save(&row);
     }
     if (gpu) {
       std::vector<emd::Problem> problems;
@@ -250,7 +266,8 @@ int main(int argc, char** argv) {
                     {"pivots_per_problem", pivots / batch}};
     }
     rows.push_back(row);
+    save(nullptr);
   }
-  if (!json_path.empty()) std::ofstream(json_path) << rows.dump(1) << "\n";
+  save(nullptr);
   return 0;
 }

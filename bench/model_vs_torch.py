@@ -109,9 +109,22 @@ def main():
     print(f"{'model':>13} {'batch@size':>10} | {'fgvc fwd':>8} {'step':>7} | {'torch fwd':>9} {'step':>7} | {'step ratio':>10}"
           + (f" | {'fgvc img/s':>10} {'torch img/s':>11} | {'fgvc MiB':>8} {'torch MiB':>9}" if cuda else ""))
     rows = []
+
+    def save():  # after every model (a temporary file renamed), so a run cut short keeps its rows
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump({"device": args.device, "amp": args.amp, "optimizer": args.optimizer, "rows": rows}, f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+
     for name, size, batch in CUDA_CASES if cuda else CASES:
-        ff, fs, fm = fgvc_times(os.path.join(args.bin, "fgvc-model-info"), name, size, batch, args.threads, args.repeats,
-                                args.optimizer, args.device, args.amp, args.fgvc_library_path, args.cudnn_benchmark)
+        try:
+            ff, fs, fm = fgvc_times(os.path.join(args.bin, "fgvc-model-info"), name, size, batch, args.threads,
+                                    args.repeats, args.optimizer, args.device, args.amp, args.fgvc_library_path,
+                                    args.cudnn_benchmark)
+        except subprocess.CalledProcessError as e:  # one model failing must not lose the others' rows
+            print(f"{name:>13} {batch:>4}@{size:<5} | fgvc-model-info failed ({e.returncode}): "
+                  f"{(e.stderr or '').strip().splitlines()[-1:]}", flush=True)
+            continue
         tf, ts, tm = torch_times(name, size, batch, args.threads, args.repeats, args.optimizer, args.device, args.amp)
         line = f"{name:>13} {batch:>4}@{size:<5} | {ff:8.3f} {fs:7.3f} | {tf:9.3f} {ts:7.3f} | {fs / ts:10.2f}"
         if cuda:
@@ -120,13 +133,11 @@ def main():
         rows.append({"model": name, "input_size": size, "batch": batch, "amp": args.amp,
                      "fgvc_cudnn_benchmark": args.cudnn_benchmark, "fgvc_forward_s": ff,
                      "fgvc_step_s": fs, "torch_forward_s": tf, "torch_step_s": ts, "fgvc_peak_mib": fm, "torch_peak_mib": tm})
+        save()
     step = "forward + backward" if args.optimizer == "none" else f"training step with {args.optimizer}"
     where = "CUDA" if cuda else f"{args.threads} threads"
     print(f"seconds, median of {args.repeats}, {where}, {step}, amp {args.amp}; ratio = fgvc / PyTorch")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "amp": args.amp, "optimizer": args.optimizer, "rows": rows}, f, indent=1)
-
+    save()
 
 if __name__ == "__main__":
     main()

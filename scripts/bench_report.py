@@ -21,12 +21,16 @@ def load_benchmarks(path, device):
     The name drops the /real_time or /manual_time suffix; "rate" holds the median run
     (or the only run) and "cv" the coefficient-of-variation aggregate when there is one.
     """
+    with open(path) as f:
+        text = f.read()
     try:
-        with open(path) as f:
-            runs = sorted(json.load(f)["benchmarks"], key=lambda r: r.get("family_index", 0))
-    except (ValueError, KeyError) as e:  # a bench stopped by its timeout leaves half a file
-        return {"(file)": {"error": f"{os.path.basename(path)} is incomplete ({e}); the bench was cut short"}}
-    out = {}
+        runs = json.loads(text)["benchmarks"]
+        note = None
+    except (ValueError, KeyError):  # a bench stopped by its timeout leaves half a file: keep its whole runs
+        runs = recover_runs(text)
+        note = f"{os.path.basename(path)} was cut short (its timeout): {len(runs)} finished runs shown"
+    runs = sorted(runs, key=lambda r: r.get("family_index", 0))
+    out = {"(file)": {"note": note}} if note else {}
     for r in runs:
         name = r.get("run_name", r["name"])
         for suffix in ("/real_time", "/manual_time"):
@@ -41,6 +45,22 @@ def load_benchmarks(path, device):
         elif r.get("aggregate_name", "median") == "median":
             entry["rate"] = r
     return out
+
+
+def recover_runs(text):
+    """The complete run objects of a Google Benchmark JSON file that was cut off mid-write."""
+    start = text.find('"benchmarks"')
+    start = text.find("[", start) if start >= 0 else -1
+    decoder, runs, at = json.JSONDecoder(), [], start + 1
+    while start >= 0:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        try:
+            run, at = decoder.raw_decode(text, at)
+        except ValueError:
+            break
+        runs.append(run)
+    return runs
 
 
 def fmt(x, digits=1):
@@ -66,6 +86,8 @@ def spread(entries, names, key):
 def gemm_table(device, entries, torch):
     rows = []  # (layout, shape) in registration order
     for name in entries:
+        if name == "(file)":
+            continue
         _, _, layout, shape = name.split("/")
         if (layout, shape) not in rows:
             rows.append((layout, shape))
@@ -88,6 +110,8 @@ def elementwise_table(device, entries, torch):
     lines = [f"| op | size | GB/s | % of {baseline} | cv % |" + (" PyTorch GB/s | overhead vs PyTorch % |" if torch else ""),
              "|---|---|---:|---:|---:|" + ("---:|---:|" if torch else "")]
     for name in entries:
+        if name == "(file)":
+            continue
         _, op, size = name.split("/")
         base_name = f"{device}/{baseline}/{size}"
         ours = value(entries, name, "bytes_per_second", 1e9)
@@ -113,8 +137,12 @@ def tests_table(exit_codes_path):
         if not os.path.exists(report):
             lines.append(f"| {name} | {code} | no report | | | | |")
             continue
-        with open(report) as f:
-            r = json.load(f)
+        try:
+            with open(report) as f:
+                r = json.load(f)
+        except ValueError:  # a run killed mid-write
+            lines.append(f"| {name} | {code} | unreadable report | | | | |")
+            continue
         skipped = sum(1 for s in r.get("testsuites", []) for t in s.get("testsuite", [])
                       if t.get("result") == "SKIPPED")
         failing = [f"{s['name']}.{t['name']}" for s in r.get("testsuites", []) for t in s.get("testsuite", [])
@@ -216,9 +244,13 @@ def main():
         if not path:
             continue
         entries = load_benchmarks(path, args.device)
+        note = entries.get("(file)", {}).get("note")
         errors = sorted({e["error"] for e in entries.values() if "error" in e})
-        out += [f"### {title} ({args.device})", ""]
-        out += [f"Skipped: {'; '.join(errors)}", ""] if errors else table(args.device, entries, torch) + [""]
+        out += [f"### {title} ({args.device})", ""] + ([note, ""] if note else [])
+        if errors and not any("rate" in e for e in entries.values()):
+            out += [f"Skipped: {'; '.join(errors)}", ""]  # every case failed (e.g. no CUDA device)
+        else:
+            out += table(args.device, entries, torch) + [""] + ([f"Errors: {'; '.join(errors)}", ""] if errors else [])
     if args.emd:
         out += ["### Exact EMD, CPU and GPU solvers (bench_emd)", ""] + emd_table(args.emd) + [""]
     if args.train_step:

@@ -10,10 +10,10 @@
 #       36 MB unpacked), which must stay under the 64 MiB the device tool carries.
 #
 #   scripts/gpu-check.sh --emd
-#       A shorter check: test_emd, test_cuda_parity, test_apps, memcheck, racecheck and
-#       synccheck of the GPU solver,
-#       bench_emd, fgvc-similarity against POT (where POT is installed) and the float32 training
-#       step against PyTorch.
+#       A shorter check: test_emd, test_cuda_parity, test_mixed_precision and test_apps;
+#       bench_emd; fgvc-similarity against POT (where POT is installed); the float32 and bf16
+#       training steps against PyTorch; then memcheck of the 16-bit kernels and of the GPU
+#       solver, racecheck and synccheck of the solver (every mode runs its sanitizers last).
 #
 #   scripts/gpu-check.sh --kernels
 #       A shorter check of the elementwise, reduction and copy kernels: test_cuda_parity,
@@ -142,7 +142,8 @@ run() {
 
   step "tests"
   local t name rc left deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
-  [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_apps")
+  [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_mixed_precision"
+                               "$bundle/bin/test_apps")
   [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
   for t in "${tests[@]}"; do
     [[ -x $t ]] || continue
@@ -159,37 +160,6 @@ run() {
     echo "$name $rc$( ((rc == 124)) && echo ' timed out')" >>"$scratch/tests/exit_codes.txt"
   done
 
-  local sanitizer check tool rest filter
-  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-  # tool:test:filter. The allocator's out-of-memory test fails a cudaMalloc on purpose:
-  # memcheck would count it. racecheck (shared-memory hazards) and synccheck (barriers) on
-  # the GPU EMD solver, whose kernel shares its tree between 1024 threads and whose warp 0
-  # plans each pivot between __syncwarp()s: on the batch test alone (12 problems, costs in
-  # place and copied), since racecheck slows a kernel by 100x or more.
-  local emd_small="EmdCuda.BatchOfTargetsAgainstOneSource"
-  # racecheck ran past 90 s on the batch test and on the small fixtures at 1024 threads
-  # (2026-11-27): it takes the small fixtures at 64 threads a block.
-  local emd_tiny="EmdCuda.FewerThreadsPerBlockReachTheSameOptimum"
-  local checks=("memcheck:test_cuda_parity:-CudaAllocator.OutOfMemory*" "memcheck:test_emd:EmdCuda.*"
-                "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
-  [[ $mode == emd ]] && checks=("memcheck:test_emd:EmdCuda.*" "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
-  [[ $mode == kernels ]] && checks=("memcheck:test_cuda_parity:CudaParity.ElementwiseFastPathsAndFallbacks:CudaParity.Reductions"
-                                    "racecheck:test_emd:$emd_tiny")
-  for check in "${checks[@]}"; do
-    tool=${check%%:*} rest=${check#*:}
-    t=${rest%%:*} filter=${rest#*:}
-    step "compute-sanitizer $tool on $t ($filter)"
-    if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
-      LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$sanitizer" --tool "$tool" --error-exitcode 99 \
-        "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="$filter" --gtest_output="json:$scratch/tests/$tool-$t.json"
-      rc=$?
-      echo "$tool-$t $rc$( ((rc == 99)) && echo " $tool errors")$( ((rc == 124)) && echo ' timed out')" \
-        >>"$scratch/tests/exit_codes.txt"
-    else
-      echo "skipped: no compute-sanitizer or no $t"
-    fi
-  done
-  tar -czf "$OUT/tests.tar.gz" -C "$scratch" tests
 
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
@@ -209,8 +179,9 @@ run() {
   step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
   if python3 -c 'import ot, numpy' 2>/dev/null; then
     for pricing in block rows; do
-      timeout -k 5 "$(limit 60)" python3 bench/emd_vs_pot.py --bin "$bundle/bin" --fgvc-library-path "$libpath" --device cuda \
-        --pricing "$pricing" --sizes 6089x200,5089x555 --repeats 3 --no-pivot-count
+      PYTHONUNBUFFERED=1 timeout -k 5 "$(limit 60)" python3 bench/emd_vs_pot.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
+        --device cuda --pricing "$pricing" --sizes 6089x200,5089x555 --repeats 3 --no-pivot-count |
+        tee "$OUT/emd_vs_pot_$pricing.txt"
     done
   else
     echo "skipped: no POT (python3 -c 'import ot') on this machine"
@@ -241,10 +212,9 @@ run() {
 
   fi  # full
 
-  step "training step vs PyTorch (fp32, then bf16 autocast; fp32 alone with --emd)"
+  step "training step vs PyTorch (fp32, then bf16 autocast)"
   if ((torch_ok)); then
     local amp amps=(off bf16)
-    [[ $mode == emd ]] && amps=(off)
     for amp in "${amps[@]}"; do
       PYTHONUNBUFFERED=1 timeout -k 5 "$(limit 120)" python3 bench/model_vs_torch.py --bin "$bundle/bin" --fgvc-library-path "$libpath" \
         --device cuda --amp "$amp" --repeats 10 --json "$OUT/train_step_$amp.json"
@@ -265,6 +235,41 @@ run() {
     tail -3 "$OUT/resnet50_layers.txt"
   fi
 
+  # The sanitizers last: the slowest and, so far, the least telling (memcheck has been clean on
+  # every run), so the time limit cuts them rather than a timing.
+  local sanitizer check tool rest filter
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  # tool:test:filter. The allocator's out-of-memory test fails a cudaMalloc on purpose:
+  # memcheck would count it. racecheck (shared-memory hazards) and synccheck (barriers) on
+  # the GPU EMD solver, whose kernel shares its tree between 1024 threads and whose warp 0
+  # plans each pivot between __syncwarp()s: on the batch test alone (12 problems, costs in
+  # place and copied), since racecheck slows a kernel by 100x or more.
+  local emd_small="EmdCuda.BatchOfTargetsAgainstOneSource"
+  # racecheck ran past 90 s on the batch test and on the small fixtures at 1024 threads
+  # (2026-11-27): it takes the small fixtures at 64 threads a block.
+  local emd_tiny="EmdCuda.FewerThreadsPerBlockReachTheSameOptimum"
+  local checks=("memcheck:test_cuda_parity:-CudaAllocator.OutOfMemory*" "memcheck:test_emd:EmdCuda.*"
+                "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
+  [[ $mode == emd ]] && checks=("memcheck:test_cuda_parity:CudaParity.SixteenBitKernels" "memcheck:test_emd:EmdCuda.*"
+                                "racecheck:test_emd:$emd_tiny" "synccheck:test_emd:$emd_small")
+  [[ $mode == kernels ]] && checks=("memcheck:test_cuda_parity:CudaParity.ElementwiseFastPathsAndFallbacks:CudaParity.Reductions:CudaParity.SixteenBitKernels"
+                                    "racecheck:test_emd:$emd_tiny")
+  for check in "${checks[@]}"; do
+    tool=${check%%:*} rest=${check#*:}
+    t=${rest%%:*} filter=${rest#*:}
+    step "compute-sanitizer $tool on $t ($filter)"
+    if [[ -n $sanitizer && -x $bundle/bin/$t ]]; then
+      LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$sanitizer" --tool "$tool" --error-exitcode 99 \
+        "$bundle/bin/$t" --gtest_brief=1 --gtest_filter="$filter" --gtest_output="json:$scratch/tests/$tool-$t.json"
+      rc=$?
+      echo "$tool-$t $rc$( ((rc == 99)) && echo " $tool errors")$( ((rc == 124)) && echo ' timed out')" \
+        >>"$scratch/tests/exit_codes.txt"
+    else
+      echo "skipped: no compute-sanitizer or no $t"
+    fi
+  done
+  tar -czf "$OUT/tests.tar.gz" -C "$scratch" tests
+
   step "results"
   local report=(--device cuda --tests "$scratch/tests/exit_codes.txt")
   [[ -s $OUT/bench_gemm.json ]] && report+=(--gemm "$OUT/bench_gemm.json")
@@ -282,6 +287,10 @@ run() {
     echo
     python3 scripts/bench_report.py "${report[@]}" ||
       { echo "(bench_report.py failed: the tests' exit codes)"; cat "$scratch/tests/exit_codes.txt"; }
+    for f in "$OUT"/emd_vs_pot_*.txt; do
+      [[ -s $f ]] || continue
+      echo; echo "### fgvc-similarity on the GPU against POT ($(basename "$f" .txt))"; echo; echo '```'; cat "$f"; echo '```'
+    done
   } >"$OUT/results.md"
   rm -rf "$scratch"
   echo
