@@ -35,7 +35,9 @@ void set_cuda_batch_norm_fused(bool on);
 bool cuda_batch_norm_fused();
 
 namespace detail {
-// CUDA implementations (contiguous float32 or float64 operands, checked shapes).
+// CUDA implementations (contiguous operands, checked shapes): x (and grad) of a floating
+// dtype, 16-bit included; gamma, beta and the statistics in compute_dtype(x): float32 beside
+// 16-bit x.
 BatchNormStats batch_norm_train_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);
 Tensor batch_norm_apply_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                              const Tensor& invstd);

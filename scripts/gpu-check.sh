@@ -17,15 +17,18 @@
 #
 #   scripts/gpu-check.sh --kernels
 #       A shorter check of the elementwise, reduction and copy kernels: test_cuda_parity,
-#       test_elementwise and test_reduce, memcheck on their new cases, racecheck of the GPU
-#       EMD solver, bench_elementwise and PyTorch's, and the training step (about 4 minutes).
+#       test_elementwise and test_reduce, bench_elementwise and PyTorch's, the fp32 and bf16
+#       training steps, then memcheck on the kernels' newer cases (SixteenBitKernels included)
+#       and racecheck of the GPU EMD solver (about 4 minutes).
 #
 #   scripts/gpu-check.sh --run
 #       On the GPU machine, from the repository root, with gpu-bundle carried:
 #         device run: command "scripts/gpu-check.sh --run", carry ["gpu-bundle"], timeout_s 540
 #       Checks that the carried binaries find their libraries, prints the card and cuDNN
-#       version, runs every test (GoogleTest JSON), compute-sanitizer memcheck on
-#       test_cuda_parity, the CUDA benchmarks, then PyTorch on the same cases. Writes
+#       version, runs every test (GoogleTest JSON), bench_emd and POT, the CUDA benchmarks and
+#       PyTorch's on the same cases, the fp32 and bf16 training steps, resnet50's per-layer
+#       times, then the sanitizers (memcheck on test_cuda_parity and test_emd, racecheck and
+#       synccheck of the EMD solver). Writes
 #       $OUT/gpu-check.log, $OUT/results.md (printed last), the bench JSON and
 #       $OUT/tests.tar.gz ($OUT defaults to ./gpu-out). Every step has a timeout; the
 #       whole run stays under about 8 minutes.

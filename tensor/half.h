@@ -78,9 +78,11 @@ FGVC_HD inline float fp16_to_float(uint16_t h) {
 
 // The type an element of T is computed in: float for the 16-bit types, T itself otherwise. A
 // kernel templated on T reads with widen(), computes in compute_t<T>, writes with narrow<T>(),
-// so a bfloat16 result is the float32 result rounded to bfloat16 (the CPU and the GPU agree bit
-// for bit). Results accumulated in double (sums) go double -> float -> 16 bits, as float32's
-// result rounded would; in a rare near-tie that is one 16-bit step from rounding double directly.
+// so a bfloat16 result is the float32 result rounded to bfloat16. Casts agree bit for bit on the
+// CPU and the GPU; computed results to about one 16-bit step (the GPU's exp and the like, and
+// its order of summation, differ from the CPU's: CudaParity.SixteenBitKernels). Results
+// accumulated in double (sums) go double -> float -> 16 bits, as float32's result rounded
+// would; in a rare near-tie that is one 16-bit step from rounding double directly.
 template <class T> struct ComputeType { using type = T; };
 template <> struct ComputeType<BF16> { using type = float; };
 template <> struct ComputeType<FP16> { using type = float; };

@@ -337,7 +337,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   const optim::NamedTensors ema_weights = averaged_weights(*model);
   if (c.ema_decay > 0) ema = std::make_unique<optim::EMA>(ema_weights, c.ema_decay);
 
-  // Mixed precision: convolutions in bfloat16/float16 (autograd/autocast.h); float16 also
+  // Mixed precision: convolutions and the activations after them in bfloat16/float16
+  // (autograd/autocast.h); float16 also
   // needs the loss scaled (optim/grad_scaler.h).
   const DType amp_dtype = c.amp == "bf16" ? DType::BFloat16 : c.amp == "fp16" ? DType::Float16 : DType::Float32;
   std::unique_ptr<optim::GradScaler> scaler;
