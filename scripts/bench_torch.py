@@ -9,6 +9,7 @@ events, divided by kLaunches; the median of many samples after a warm-up. Writes
 """
 import argparse
 import json
+import os
 import statistics
 
 import torch
@@ -109,10 +110,17 @@ def main():
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # our cuBLAS path is plain FP32
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cudnn": torch.backends.cudnn.version(),
-              "gemm": bench_gemm(args.samples), "elementwise": bench_elementwise(args.samples)}
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+              "cudnn": torch.backends.cudnn.version()}
+
+    def save():  # after each part (a temporary file renamed), so a run cut short keeps the first
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
+    result["gemm"] = bench_gemm(args.samples)
+    save()
+    result["elementwise"] = bench_elementwise(args.samples)
+    save()
     print(f"{result['device']}, torch {result['torch']}, cuDNN {result['cudnn']}: wrote {args.out}")
 
 
