@@ -177,7 +177,6 @@ std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, co
   return "";
 }
 
-
 template <class JpegStruct>  // jpeg_decompress_struct or jpeg_compress_struct
 void install_errors(JpegStruct* cinfo, JpegErrors* errors) {
   cinfo->err = jpeg_std_error(&errors->mgr);

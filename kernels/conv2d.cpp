@@ -255,7 +255,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias, const 
     const Tensor y = detail::conv2d_cuda(x, w, g, {d.n, d.o, d.ho, d.wo});
     return b.defined() ? add(y, b.view({1, d.o, 1, 1})) : y;
   }
-  if (x.dtype() == DType::BFloat16 || x.dtype() == DType::Float16) {
+  if (compute_dtype(x.dtype()) != x.dtype()) {
     // As cuDNN does it: 16-bit operands, float32 products and sums, the output rounded once.
     FGVC_CHECK(!b.defined(), "conv2d", "a bias with 16-bit data is not supported (add it in float32)");
     return conv2d(x.to(DType::Float32), w.to(DType::Float32), Tensor(), g).to(x.dtype());
@@ -272,7 +272,7 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
   FGVC_CHECK(grad.device() == w.device() && grad.dtype() == w.dtype(), "conv2d_backward_input", "gradient ",
              describe(grad), " and weight ", describe(w), " differ in device or dtype");
   if (grad.device().is_cuda()) return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
-  if (grad.dtype() == DType::BFloat16 || grad.dtype() == DType::Float16)  // as in conv2d
+  if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d
     return conv2d_backward_input(grad.to(DType::Float32), w.to(DType::Float32), x_shape, g).to(grad.dtype());
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_input", T,
@@ -287,7 +287,7 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
   FGVC_CHECK(grad.device() == x.device() && grad.dtype() == x.dtype(), "conv2d_backward_weight", "gradient ",
              describe(grad), " and input ", describe(x), " differ in device or dtype");
   if (grad.device().is_cuda()) return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
-  if (grad.dtype() == DType::BFloat16 || grad.dtype() == DType::Float16)  // as in conv2d
+  if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d
     return conv2d_backward_weight(grad.to(DType::Float32), x.to(DType::Float32), w_shape, g).to(grad.dtype());
   Tensor out;
   FGVC_DISPATCH_FLOAT(grad.dtype(), "conv2d_backward_weight", T,

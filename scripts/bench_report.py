@@ -16,10 +16,11 @@ import os
 
 
 def load_benchmarks(path, device):
-    """{name: {"rate": {...}, "cv": {...}, "error": str}} for one device, in registration order.
+    """({name: {"rate": {...}, "cv": {...}, "error": str}} for one device in registration order, note).
 
     The name drops the /real_time or /manual_time suffix; "rate" holds the median run
-    (or the only run) and "cv" the coefficient-of-variation aggregate when there is one.
+    (or the only run) and "cv" the coefficient-of-variation aggregate when there is one. The note
+    says when the file was cut short (None otherwise).
     """
     with open(path) as f:
         text = f.read()
@@ -30,7 +31,7 @@ def load_benchmarks(path, device):
         runs = recover_runs(text)
         note = f"{os.path.basename(path)} was cut short (its timeout): {len(runs)} finished runs shown"
     runs = sorted(runs, key=lambda r: r.get("family_index", 0))
-    out = {"(file)": {"note": note}} if note else {}
+    out = {}
     for r in runs:
         name = r.get("run_name", r["name"])
         for suffix in ("/real_time", "/manual_time"):
@@ -44,7 +45,7 @@ def load_benchmarks(path, device):
             entry["cv"] = r
         elif r.get("aggregate_name", "median") == "median":
             entry["rate"] = r
-    return out
+    return out, note
 
 
 def recover_runs(text):
@@ -86,8 +87,6 @@ def spread(entries, names, key):
 def gemm_table(device, entries, torch):
     rows = []  # (layout, shape) in registration order
     for name in entries:
-        if name == "(file)":
-            continue
         _, _, layout, shape = name.split("/")
         if (layout, shape) not in rows:
             rows.append((layout, shape))
@@ -110,8 +109,6 @@ def elementwise_table(device, entries, torch):
     lines = [f"| op | size | GB/s | % of {baseline} | cv % |" + (" PyTorch GB/s | overhead vs PyTorch % |" if torch else ""),
              "|---|---|---:|---:|---:|" + ("---:|---:|" if torch else "")]
     for name in entries:
-        if name == "(file)":
-            continue
         _, op, size = name.split("/")
         base_name = f"{device}/{baseline}/{size}"
         ours = value(entries, name, "bytes_per_second", 1e9)
@@ -243,8 +240,7 @@ def main():
                                ("Elementwise and reductions, float32 (_bf16: bfloat16 data)", args.elementwise, elementwise_table)):
         if not path:
             continue
-        entries = load_benchmarks(path, args.device)
-        note = entries.get("(file)", {}).get("note")
+        entries, note = load_benchmarks(path, args.device)
         errors = sorted({e["error"] for e in entries.values() if "error" in e})
         out += [f"### {title} ({args.device})", ""] + ([note, ""] if note else [])
         if errors and not any("rate" in e for e in entries.values()):
