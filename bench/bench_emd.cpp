@@ -78,9 +78,10 @@ int main(int argc, char** argv) {
   cli.add_option("--pricing", pricing,
                  "block (the solvers' default), rows (each pass prices every cell, on the GPU for the GPU solver), "
                  "or block,rows");
-  int64_t row_candidates = 0;
+  std::string row_candidates = "0";
   cli.add_option("--row-candidates", row_candidates,
-                 "pricing by rows: candidates a pass hands the pivots (0: the solvers' defaults, -1: every row's)");
+                 "pricing by rows: candidates a pass hands the pivots (0: the solvers' defaults, -1: every row's); "
+                 "comma-separated, the GPU solver runs each (the CPU the first)");
   cli.add_option("--json", json_path, "also write the rows here");
   CLI11_PARSE(cli, argc, argv);
   const bool cpu = device != "cuda", gpu = device != "cpu";
@@ -120,7 +121,20 @@ int main(int argc, char** argv) {
   }
   emd::Options rows_options;
   rows_options.pricing = emd::Pricing::Rows;
-  rows_options.row_candidates = row_candidates;
+  std::vector<int64_t> candidate_counts;
+  {
+    std::stringstream ss(row_candidates);
+    for (std::string k; std::getline(ss, k, ',');) {
+      try {
+        candidate_counts.push_back(std::stoll(k));
+      } catch (const std::exception&) {
+        std::fprintf(stderr, "bench_emd: error: --row-candidates takes integers, got '%s'\n", k.c_str());
+        return 2;
+      }
+    }
+    if (candidate_counts.empty()) candidate_counts.push_back(0);
+  }
+  rows_options.row_candidates = candidate_counts[0];
   auto scaled_block = [](double scale, int64_t m, int64_t n) {
     return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
   };
@@ -174,15 +188,18 @@ int main(int argc, char** argv) {
     std::printf("%-11s %9.3f | %9lld %9.3f |", size.c_str(), dist_s, cpu ? (long long)c.iterations : -1LL,
                 cpu ? c.seconds : -1.0);
     if (!gpu) std::printf("\n");
-    if (gpu && by_rows) {
-      const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, rows_options);
-      std::printf(" %-8s %9lld %9.3f | %.2e  (by rows: start and upload %.3f s; %lld passes, %.3f s with their"
-                  " round trips, %.3f s of them on the GPU; the host's pivots %.3f s)\n",
-                  "rows", (long long)g.iterations, g.seconds, cpu ? g.cost / c.cost - 1 : NAN, g.start_seconds,
-                  (long long)g.pricing_passes, g.pass_seconds, g.gpu_kernel_seconds,
-                  g.seconds - g.pass_seconds - g.start_seconds);
-      row["gpu"].push_back({{"pricing", "rows"}, {"pivots", g.iterations}, {"passes", g.pricing_passes},
-                            {"seconds", g.seconds}, {"start_seconds", g.start_seconds},
+    for (size_t k = 0; gpu && by_rows && k < candidate_counts.size(); ++k) {
+      emd::Options o = rows_options;
+      o.row_candidates = candidate_counts[k];
+      const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
+      if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
+      std::printf(" %-8s %9lld %9.3f | %.2e  (by rows, %lld candidates: start and upload %.3f s; %lld passes, %.3f s"
+                  " with their round trips, %.3f s of them on the GPU; the host's pivots %.3f s)\n",
+                  "rows", (long long)g.iterations, g.seconds, cpu ? g.cost / c.cost - 1 : NAN,
+                  (long long)o.row_candidates, g.start_seconds, (long long)g.pricing_passes, g.pass_seconds,
+                  g.gpu_kernel_seconds, g.seconds - g.pass_seconds - g.start_seconds);
+      row["gpu"].push_back({{"pricing", "rows"}, {"candidates", o.row_candidates}, {"pivots", g.iterations},
+                            {"passes", g.pricing_passes}, {"seconds", g.seconds}, {"start_seconds", g.start_seconds},
                             {"pass_seconds", g.pass_seconds}, {"cost", g.cost},
                             {"kernel_seconds", g.gpu_kernel_seconds}});
       save(&row);

@@ -210,7 +210,10 @@ def emd_table(paths):
                 rows = g.get("pricing") == "rows"  # passes on the GPU, pivots on the host: no kernel pivots
                 per_pivot = (1e6 * g["kernel_seconds"] / g["pivots"]
                              if g.get("kernel_seconds") and g.get("pivots") and not rows else None)
-                block = f"rows ({g.get('passes')} passes)" if rows else g.get("block", "-")
+                # candidates: what --row-candidates asked for (0: the solver's default, -1: every row's)
+                wanted = {None: "", 0: "default candidates, ", -1: "every row's candidate, "}.get(
+                    g.get("candidates"), f"{g.get('candidates')} candidates, ")
+                block = f"rows ({wanted}{g.get('passes')} passes)" if rows else g.get("block", "-")
                 lines.append(f"| {r['m']} x {r['n']} | {fmt(r['distance_s'], 3)} | {cpu.get('pivots', '-')} "
                              f"| {fmt(cpu.get('seconds'), 3)} | {block}"
                              f"{' (thread plan)' if g.get('plan') == 'thread' else ''} | {g.get('pivots', '-')} "
