@@ -1,5 +1,7 @@
 // Network layers: values against direct float64 loops, gradient checks, batch-norm running
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
+#include <set>
+
 #include "kernels/batch_norm.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
@@ -261,13 +263,20 @@ TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("inception_resnet_v2")->num_parameters(), 55843464);
   // Our SE variants (counts documented in their model files).
   EXPECT_EQ(nn::create_model("inception_v3_se")->num_parameters(), 28822884);
-  EXPECT_EQ(nn::create_model("inception_resnet_v2_se")->num_parameters(), 64387444);
+  EXPECT_EQ(nn::create_model("inception_resnet_v2_se")->num_parameters(), 65092718);
+  {  // SE after each module without a residual too, as after inception_v3_se's Mixed blocks
+    std::set<std::string> names;
+    for (auto& [name, w] : nn::create_model("inception_resnet_v2_se")->named_parameters()) names.insert(name);
+    for (const char* se : {"mixed_5b_se.fc1.weight", "mixed_6a_se.fc2.bias", "mixed_7a_se.fc1.weight",
+                           "repeat.0.se.fc1.weight", "block8.se.fc2.weight"})
+      EXPECT_TRUE(names.count(se)) << se;
+  }
   // With TF-slim's auxiliary classifier, which timm leaves out (AuxLogits.*: 1x1 to 128, 5x5 to
   // 768, both with batch norm, and a K-way layer); Inception-v3 has torchvision's always.
   const auto aux = [](int64_t in) { return in * 128 + 2 * 128 + 128 * 768 * 25 + 2 * 768 + 768 * 1000 + 1000; };
   EXPECT_EQ(nn::create_model("inception_v4", 1000, true)->num_parameters(), 42679816 + aux(1024));
   EXPECT_EQ(nn::create_model("inception_resnet_v2", 1000, true)->num_parameters(), 55843464 + aux(1088));
-  EXPECT_EQ(nn::create_model("inception_resnet_v2_se", 1000, true)->num_parameters(), 64387444 + aux(1088));
+  EXPECT_EQ(nn::create_model("inception_resnet_v2_se", 1000, true)->num_parameters(), 65092718 + aux(1088));
   EXPECT_EQ(nn::create_model("inception_v3", 1000, true)->num_parameters(), 23834568 + aux(768));
   EXPECT_EQ(nn::create_model("resnet50", 1000, true)->num_parameters(), 25557032);
 }

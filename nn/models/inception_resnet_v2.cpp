@@ -104,22 +104,30 @@ Tensor ResidualInceptionBlock::forward_impl(const Tensor& x) {
 }
 
 InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se, bool aux_classifier) {
-  const std::vector<std::pair<std::string, std::shared_ptr<Module>>> body = {
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> body = {
       {"conv2d_1a", basic_conv(3, 32, 3, 2)},
       {"conv2d_2a", basic_conv(32, 32, 3)},
       {"conv2d_2b", basic_conv(32, 64, 3, 1, 1)},
       {"maxpool_3a", max_pool_3x3_s2()},
       {"conv2d_3b", basic_conv(64, 80, 1)},
       {"conv2d_4a", basic_conv(80, 192, 3)},
-      {"maxpool_5a", max_pool_3x3_s2()},
-      {"mixed_5b", mixed_5b()},
-      {"repeat", repeat(10, [se] { return block35(0.17, se); })},
-      {"mixed_6a", mixed_6a()},
-      {"repeat_1", repeat(20, [se] { return block17(0.10, se); })},
-      {"mixed_7a", mixed_7a()},
-      {"repeat_2", repeat(9, [se] { return block8(0.20, true, se); })},
-      {"block8", block8(1.0, /*relu=*/false, se)},
-      {"conv2d_7b", basic_conv(2080, 1536, 1)}};
+      {"maxpool_5a", max_pool_3x3_s2()}};
+  // The Inception modules without a residual (mixed_5b and the two reductions) take their SE
+  // block after the module, as inception_v3_se's Mixed blocks do; the residual blocks, on
+  // their branch.
+  auto module = [&](const std::string& name, std::shared_ptr<Module> m, int64_t channels) {
+    body.push_back({name, std::move(m)});
+    if (se) body.push_back({name + "_se", std::make_shared<SqueezeExcite>(channels)});
+  };
+  module("mixed_5b", mixed_5b(), 320);
+  body.push_back({"repeat", repeat(10, [se] { return block35(0.17, se); })});
+  module("mixed_6a", mixed_6a(), 1088);
+  body.push_back({"repeat_1", repeat(20, [se] { return block17(0.10, se); })});
+  aux_after_ = body.size() - 1;  // the 20 Block17s: the 17 x 17 grid
+  module("mixed_7a", mixed_7a(), 2080);
+  body.push_back({"repeat_2", repeat(9, [se] { return block8(0.20, true, se); })});
+  body.push_back({"block8", block8(1.0, /*relu=*/false, se)});
+  body.push_back({"conv2d_7b", basic_conv(2080, 1536, 1)});
   for (const auto& [name, m] : body) body_.push_back(register_module(name, m));
   if (aux_classifier) aux_ = register_module("AuxLogits", inception_aux(1088, num_classes));
   dropout_ = register_module("dropout", std::make_shared<Dropout>(kInceptionDropout));
@@ -127,11 +135,10 @@ InceptionResNetV2::InceptionResNetV2(int64_t num_classes, bool se, bool aux_clas
 }
 
 Tensor InceptionResNetV2::features(const Tensor& x) {
-  constexpr size_t kRepeat1 = 10;  // the 20 Block17s: the 17 x 17 grid
   Tensor y = x;
   for (size_t i = 0; i < body_.size(); ++i) {
     y = body_[i]->forward(y);
-    if (i == kRepeat1) run_aux(aux_, y);
+    if (i == aux_after_) run_aux(aux_, y);
   }
   return mean(y, {2, 3});
 }

@@ -3,9 +3,11 @@
 // A residual Inception block concatenates its branches, projects them back with a 1x1
 // convolution (with bias), scales the result (0.17, 0.10, 0.20) and adds it to its input.
 //
-// inception_resnet_v2_se (the paper's released code; our naming): a Squeeze-and-Excitation
-// block (reduction 16) on each residual branch after the scaling and before the addition,
-// named `se` inside its block (repeat.0.se.fc1.weight, ...). 64,387,444 parameters (1000 classes).
+// inception_resnet_v2_se (our naming): a Squeeze-and-Excitation block (reduction 16) after
+// every Inception module, as Hu et al. place them: on each residual block's branch after the
+// scaling and before the addition, named `se` inside its block (repeat.0.se.fc1.weight, ...),
+// and after each module without a residual (mixed_5b_se, mixed_6a_se, mixed_7a_se, as
+// inception_v3_se's Mixed blocks). 65,092,718 parameters (1000 classes).
 //
 // As TF-slim builds it for training: dropout 0.2 before the classifier and, on request
 // (fgvc-train with --aux-weight > 0), an auxiliary classifier on the 17 x 17 grid (AuxLogits.*,
@@ -47,6 +49,7 @@ class InceptionResNetV2 : public Classifier {
  private:
   std::vector<std::shared_ptr<Module>> body_;
   std::shared_ptr<Module> aux_;  // on the 17 x 17 grid after repeat_1 (TF-slim's PreAuxLogits), or none
+  size_t aux_after_ = 0;         // repeat_1's place in body_
   std::shared_ptr<Dropout> dropout_;
   std::shared_ptr<Linear> classif_;
 };
