@@ -36,13 +36,22 @@ void make_parent_folder(const std::string& path) {
   if (ec) throw Error(path + ": cannot make its folder " + folder.string() + ": " + ec.message());
 }
 
-void check_model_name(const std::string& model) {
+namespace {
+// "" for a model the registry knows, else what is wrong with the name.
+std::string unknown_model(const std::string& model) {
   const std::vector<std::string> names = nn::model_names();
-  if (std::find(names.begin(), names.end(), model) != names.end()) return;
+  if (std::find(names.begin(), names.end(), model) != names.end()) return "";
   std::string known;
   for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-  throw UsageError("--model: unknown model '" + model + "' (known: " + known + ")");
+  return "unknown model '" + model + "' (known: " + known + ")";
 }
+}  // namespace
+
+void check_model_name(const std::string& model) {
+  if (const std::string e = unknown_model(model); !e.empty()) throw UsageError("--model: " + e);
+}
+
+const CLI::Validator ModelName([](std::string& name) { return unknown_model(name); }, "MODEL");
 
 void check_input_size(const std::string& model, int size, bool aux_classifier_in_training) {
   const int least = nn::min_input_size(model, aux_classifier_in_training);

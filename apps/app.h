@@ -68,6 +68,9 @@ void make_parent_folder(const std::string& path);
 // it does; a known model that cannot be made (too many classes for memory) is an ordinary
 // error (exit 1).
 void check_model_name(const std::string& model);
+// The same check on --model as it is parsed, so that a bad name is reported before any file
+// is read (a missing --data would otherwise be the error a user sees first).
+extern const CLI::Validator ModelName;
 
 // --input-size against the model's minimum (nn::min_input_size): a usage error naming the
 // flag, rather than a convolution's complaint deep inside the network.

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-eval", "Top-1/top-5 accuracy of a model or an ensemble, with the head/tail split", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", models, "model name; one per --weights, or one for all")->required();
+        cli.add_option("--model", models, "model name; one per --weights, or one for all")->required()->check(fgvc::app::ModelName);
         cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required();
         cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required();
         cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::InputSize);

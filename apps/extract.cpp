@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-extract", "Per-class mean features and image counts of a dataset, as a domain file", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", model_name, "model name")->required();
+        cli.add_option("--model", model_name, "model name")->required()->check(fgvc::app::ModelName);
         cli.add_option("--weights", weights, "weights (.safetensors)")->required();
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();

@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-infer", "Evaluation-mode forward of tensor `input` through a model with given weights", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", model_name, "model name")->required();
+        cli.add_option("--model", model_name, "model name")->required()->check(fgvc::app::ModelName);
         cli.add_option("--weights", weights, "weights (.safetensors, timm/torchvision names)")->required();
         cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required();
         cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required();

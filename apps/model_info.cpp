@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-model-info", "Parameters, buffers, MACs, output shape and per-layer table of a model", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required();
+        cli.add_option("--model", model_name, "model name (resnet50, inception_v3, ...)")->required()->check(fgvc::app::ModelName);
         cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
         cli.add_option("--input-size", size, "input size S for S x S images (default 299; 32 for resnet20/32/56)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-train", "Train or fine-tune a model (TF-slim/paper defaults); resumable run folder", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", c.model, "model name (fgvc-model-info lists them)")->required();
+        cli.add_option("--model", c.model, "model name (fgvc-model-info lists them)")->required()->check(fgvc::app::ModelName);
         cli.add_option("--data", c.data, "training data: ImageFolder, .txt list (e.g. from fgvc-subset) or .json")
             ->required();
         cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");

@@ -154,7 +154,12 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-model-info --device cpu --model resnet20 --input-size 1073741824",
                                  "fgvc-model-info --device cpu --model resnet20 --num-classes 4611686018427387904",
                                  "fgvc-loader-bench --device cpu --data " + dir + " --workers 100000",
-                                 "fgvc-model-info --device cpu --model no_such_net"}) {
+                                 "fgvc-model-info --device cpu --model no_such_net",
+                                 // an unknown model is named before any file is read (a missing one here)
+                                 "fgvc-eval --model no_such_net --weights missing.safetensors --data missing/",
+                                 "fgvc-infer --model no_such_net --weights missing.safetensors --input x --output y",
+                                 "fgvc-extract --model no_such_net --weights missing.safetensors --data missing/ --out z",
+                                 "fgvc-train --model no_such_net --data missing/ --out run_x"}) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind(args.substr(0, args.find(' ')) + ": error: ", 0), 0u) << r.err;
