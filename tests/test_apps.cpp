@@ -268,6 +268,12 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   EXPECT_EQ(j.at("buffers").get<int64_t>(), 53173);  // running mean/var and num_batches_tracked
   EXPECT_NEAR(j.at("macs").get<double>(), 4.089e9, 0.01e9);
   EXPECT_EQ(j.at("output_shape"), nlohmann::json({1, 1000}));
+  EXPECT_EQ(j.at("params_without_aux").get<int64_t>(), 25557032);
+  // Inception-v3's count without its auxiliary classifier, as SPEC.md and torchvision quote it.
+  const Outcome v3 = run("fgvc-model-info --device cpu --model inception_v3 --input-size 75 --json");
+  ASSERT_EQ(v3.code, 0) << v3.err;
+  EXPECT_EQ(last_json_line(v3.out).at("params").get<int64_t>(), 27161264);
+  EXPECT_EQ(last_json_line(v3.out).at("params_without_aux").get<int64_t>(), 23834568);
   const Outcome layers = run("fgvc-model-info --device cpu --model resnet50 --num-classes 10 --input-size 64 --layers --json");
   ASSERT_EQ(layers.code, 0) << layers.err;
   const nlohmann::json lj = last_json_line(layers.out);
