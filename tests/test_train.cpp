@@ -721,9 +721,12 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
                                                   "--epochs2 2 --max-per-class 10 --batch-size 16 --head-threshold 20 --json",
                                               dir);
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* line : {"== stage 1", "== stage 2", "| stage 1 (long-tailed) |", "| tops |", "source class",
-                           "report: "})
+  // Each stage prints its own result table (SPEC.md section 6), then the two side by side.
+  for (const char* line : {"== stage 1", "stage 1, test accuracy", "== stage 2", "stage 2, test accuracy",
+                           "| stage 1 (long-tailed) |", "| stage 2 (balanced fine-tuning) |",
+                           "== test accuracy before and after stage 2", "| tops |", "source class", "report: "})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+  EXPECT_LT(r.out.find("stage 1, test accuracy"), r.out.find("== stage 2"));
   const nlohmann::json j = nlohmann::json::parse(testing::slurp(run + "/results.json"));
   for (const char* stage : {"stage1", "stage2"}) {
     for (const char* key : {"top1", "head", "tail"}) {
@@ -739,6 +742,7 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   EXPECT_EQ(j.at("counts")[9], 4);
   EXPECT_EQ(j.at("similarity").at("matrix").size(), 3u);
   EXPECT_DOUBLE_EQ(j.at("similarity").at("matrix")[1][1].get<double>(), 1.0);  // a group against itself
+  EXPECT_DOUBLE_EQ(j.at("similarity").at("gamma").get<double>(), 0.01);          // SPEC.md section 7's
   EXPECT_EQ(j.at("selected").size(), 3u);
   EXPECT_GT(j.at("seconds").get<double>(), 0);
   EXPECT_NE(testing::slurp(run + "/report.md").find("## Stage 1 and stage 2"), std::string::npos);
