@@ -161,6 +161,19 @@ TEST(Train, ResumeIsBitIdentical) {
   };
   EXPECT_EQ(epoch_losses(whole.out).size(), 2u);
   EXPECT_EQ(epoch_losses(whole.out), epoch_losses(part.out));
+  // Each epoch line has the training top-1 of its batches (the same after the resume: below).
+  {
+    std::ifstream in(whole.out + "/metrics.jsonl");
+    int epochs = 0;
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") != "epoch") continue;
+      const double top1 = j.at("train_top1");
+      EXPECT_TRUE(top1 >= 0 && top1 <= 1) << line;
+      ++epochs;
+    }
+    EXPECT_GE(epochs, 2);
+  }
   // Line for line the same log (times and speeds aside): the first run's closing step line at 7 and its
   // partial epoch line are gone.
   auto outline = [](const std::string& run) {
@@ -528,6 +541,18 @@ TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
   EXPECT_TRUE(fs::exists(both + "/loss.png") && fs::exists(both + "/accuracy.png") && fs::exists(both + "/per_class.png"));
   EXPECT_EQ(train::make_plots(other), "");
   EXPECT_FALSE(fs::exists(other + "/accuracy.png"));
+  // Without --val the accuracy plot shows the epochs' training top-1 alone.
+  const std::string trained = test_dir("plots_train_only");
+  fs::remove_all(trained);
+  fs::create_directories(trained);
+  {
+    std::ofstream m(trained + "/metrics.jsonl");
+    m << nlohmann::json{{"kind", "step"}, {"step", 1}, {"loss", 1.0}}.dump() << "\n";
+    for (int e = 1; e <= 3; ++e)
+      m << nlohmann::json{{"kind", "epoch"}, {"step", 10 * e}, {"train_top1", 0.2 * e}}.dump() << "\n";
+  }
+  EXPECT_EQ(train::make_plots(trained), "");
+  EXPECT_TRUE(fs::exists(trained + "/accuracy.png"));
   EXPECT_NE(train::make_plots(run + "/missing_folder").find("no metrics.jsonl"), std::string::npos);
 }
 

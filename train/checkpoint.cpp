@@ -24,6 +24,7 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
                          {"best_epoch", p.best_epoch}, {"best_partial", p.best_partial},
                          {"window_loss", p.window_loss}, {"window_steps", p.window_steps},
                          {"epoch_loss", p.epoch_loss}, {"epoch_steps", p.epoch_steps},
+                         {"epoch_correct", p.epoch_correct}, {"epoch_images", p.epoch_images},
                          {"loss_scale", p.loss_scale}, {"scale_good_steps", p.scale_good_steps},
                          {"skipped_steps", p.skipped_steps}};
   std::map<std::string, std::string> metadata = {{"format", nn::kCheckpointFormat}, {"position", position.dump()}};
@@ -74,6 +75,8 @@ Checkpoint load_checkpoint(const std::string& path) {
     p.window_steps = j.at("window_steps").get<int64_t>();
     p.epoch_loss = j.value("epoch_loss", 0.0);  // absent in checkpoints of before 2026-11-27
     p.epoch_steps = j.value("epoch_steps", int64_t(0));
+    p.epoch_correct = j.value("epoch_correct", 0.0);  // absent in checkpoints of before 2026-11-27 (fifth session)
+    p.epoch_images = j.value("epoch_images", 0.0);
     p.loss_scale = j.at("loss_scale").get<double>();
     p.scale_good_steps = j.at("scale_good_steps").get<int64_t>();
     p.skipped_steps = j.at("skipped_steps").get<int64_t>();

@@ -40,6 +40,9 @@ struct TrainPosition {
   // Likewise the training loss summed over the current epoch's steps so far, for its epoch line.
   double epoch_loss = 0;
   int64_t epoch_steps = 0;
+  // And the training batches' top-1 hits and images over the current epoch so far (the
+  // forward pass of each step, in training mode, on augmented images), for its train_top1.
+  double epoch_correct = 0, epoch_images = 0;
   // --amp fp16: the dynamic loss scale, clean steps since it last changed, steps skipped.
   double loss_scale = 0;
   int64_t scale_good_steps = 0, skipped_steps = 0;

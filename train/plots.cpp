@@ -41,6 +41,7 @@ const Rgb kColors[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 
 
 struct Metrics {
   std::vector<double> step, loss, val_step, top1, top5;  // top1/top5 in percent
+  std::vector<double> train_step, train_top1;            // the epochs' training top-1, in percent
 };
 
 // A field's number, or NaN where the line lacks it or holds something else.
@@ -62,10 +63,16 @@ bool read_metrics(const std::string& run, Metrics* m) {
     if (kind == "step" && std::isfinite(step)) {
       m->step.push_back(step);
       m->loss.push_back(number(j, "loss"));
-    } else if (kind == "epoch" && std::isfinite(step) && std::isfinite(number(j, "val_top1"))) {
-      m->val_step.push_back(step);
-      m->top1.push_back(100 * number(j, "val_top1"));
-      m->top5.push_back(100 * number(j, "val_top5"));
+    } else if (kind == "epoch" && std::isfinite(step)) {
+      if (std::isfinite(number(j, "val_top1"))) {
+        m->val_step.push_back(step);
+        m->top1.push_back(100 * number(j, "val_top1"));
+        m->top5.push_back(100 * number(j, "val_top5"));
+      }
+      if (std::isfinite(number(j, "train_top1"))) {  // absent in runs of before 2026-11-27
+        m->train_step.push_back(step);
+        m->train_top1.push_back(100 * number(j, "train_top1"));
+      }
     }
   }
   return true;
@@ -119,16 +126,24 @@ std::string make_plots(const std::vector<std::string>& run_dirs, const std::stri
     loss.line(metrics[r].step, metrics[r].loss, kColors[r % 4], several ? label(run_dirs[r]) : "");
   if (!loss.write_png((fs::path(out_dir) / "loss.png").string(), &error)) return "plots: " + error;
 
-  bool any_val = false;
-  for (const Metrics& m : metrics) any_val = any_val || !m.top1.empty();
-  if (any_val) {
+  // Validation top-1 and top-5 where the run had --val; each epoch's training top-1 (its
+  // batches as trained on: augmented, in training mode) in a lighter shade beside them, or alone.
+  bool any_accuracy = false;
+  for (const Metrics& m : metrics) any_accuracy = any_accuracy || !m.top1.empty() || !m.train_top1.empty();
+  if (any_accuracy) {
     Chart acc(720, 440);
-    acc.set_labels("step", "validation accuracy (%)");
+    acc.set_labels("step", "accuracy (%)");
     for (size_t r = 0; r < run_dirs.size(); ++r) {
-      if (metrics[r].top1.empty()) continue;
       const std::string name = several ? label(run_dirs[r]) + " " : "";
-      acc.line(metrics[r].val_step, metrics[r].top1, kColors[r % 4], name + "top-1", true);
-      acc.line(metrics[r].val_step, metrics[r].top5, kColors[r % 4], name + "top-5", true, true);
+      if (!metrics[r].top1.empty()) {
+        acc.line(metrics[r].val_step, metrics[r].top1, kColors[r % 4], name + "validation top-1", true);
+        acc.line(metrics[r].val_step, metrics[r].top5, kColors[r % 4], name + "validation top-5", true, true);
+      }
+      if (!metrics[r].train_top1.empty()) {
+        const Rgb c = kColors[r % 4], light{static_cast<uint8_t>((c.r + 255) / 2), static_cast<uint8_t>((c.g + 255) / 2),
+                                            static_cast<uint8_t>((c.b + 255) / 2)};
+        acc.line(metrics[r].train_step, metrics[r].train_top1, light, name + "training top-1", true);
+      }
     }
     if (!acc.write_png((fs::path(out_dir) / "accuracy.png").string(), &error)) return "plots: " + error;
   }

@@ -1,7 +1,8 @@
 // PNG plots of a run folder (SPEC.md section 5), drawn by train/chart.h from the run's
 // metrics.jsonl and per_class.csv:
 //   loss.png       training loss per logged step
-//   accuracy.png   validation top-1 (and top-5, dashed) per epoch, when the run had --val
+//   accuracy.png   each epoch's training top-1 (its batches as trained on) and, when the run
+//                  had --val, validation top-1 (and top-5, dashed)
 //   per_class.png  per-class validation top-1 against training images per class (bars), the
 //                  classes sorted by their number of training images (the paper's Figs. 2, 4)
 #pragma once

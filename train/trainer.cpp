@@ -21,6 +21,7 @@
 #include "dist/gradient_reducer.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
+#include "kernels/topk.h"
 #include "nn/layers.h"
 #include "nn/models/registry.h"
 #include "optim/grad_scaler.h"
@@ -237,6 +238,17 @@ double rank_sum(double v, dist::Communicator& comm, Device device) {
 
 double rank_mean(double v, dist::Communicator& comm, Device device) {
   return rank_sum(v, comm, device) / comm.size();
+}
+
+// How many of a training batch's predictions (the arg max of its logits, on their device)
+// are its labels (on the host). Only the indices, 8 bytes an image, come back.
+int64_t top1_hits(const Tensor& logits, const Tensor& labels) {
+  const Tensor l = compute_dtype(logits.dtype()) != logits.dtype() ? logits.to(DType::Float32) : logits;
+  const std::vector<int64_t> predicted = kernels::topk(l, 1).indices.to(Device::cpu()).to_vector<int64_t>();
+  const std::vector<int64_t> truth = labels.to(Device::cpu()).to_vector<int64_t>();
+  int64_t hits = 0;
+  for (size_t i = 0; i < predicted.size() && i < truth.size(); ++i) hits += predicted[i] == truth[i];
+  return hits;
 }
 
 std::string fixed(double v, int digits) {
@@ -500,6 +512,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     if (comm.size() > 1) {
       pos.window_loss = rank_mean(pos.window_loss, comm, device);
       pos.epoch_loss = rank_mean(pos.epoch_loss, comm, device);
+      pos.epoch_correct = rank_mean(pos.epoch_correct, comm, device);  // summed over the ranks again at
+      pos.epoch_images = rank_mean(pos.epoch_images, comm, device);    // the epoch's end: the same ratio
     }
     save(last_path, true);
     saved_once = true;
@@ -536,7 +550,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     while (pos.step < total_steps) {
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
       const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
-      if (whole_epoch) pos.epoch_loss = 0, pos.epoch_steps = 0;  // else: the steps before the resume count
+      if (whole_epoch)  // else: the steps before the resume count
+        pos.epoch_loss = 0, pos.epoch_steps = 0, pos.epoch_correct = 0, pos.epoch_images = 0;
       double& epoch_loss = pos.epoch_loss;
       int64_t& epoch_steps = pos.epoch_steps;
       const auto epoch_start = Clock::now();
@@ -550,16 +565,19 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
                                           static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
         const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
-        Tensor loss;
+        Tensor loss, logits;
         {
           AutocastGuard autocast(amp_dtype);  // float32: no change
-          loss = cross_entropy(model->forward(x), y, c.label_smoothing);
+          logits = model->forward(x);
+          loss = cross_entropy(logits, y, c.label_smoothing);
           if (inception_aux) {
             const Tensor& aux = model->aux_logits();
             if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
           }
         }
         const double value = loss.item<float>();
+        pos.epoch_correct += static_cast<double>(top1_hits(logits, batch.labels));
+        pos.epoch_images += static_cast<double>(batch.indices.size());
         if (!std::isfinite(value)) {
           metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
           throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
@@ -631,16 +649,20 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       if (epoch_done || pos.step >= total_steps) {
         // Over all ranks, as the step lines' loss (every rank took the same number of steps).
         const double train_loss = rank_mean(epoch_steps ? epoch_loss / epoch_steps : 0.0, comm, device);
+        const double hits = rank_sum(pos.epoch_correct, comm, device), seen = rank_sum(pos.epoch_images, comm, device);
+        const double train_top1 = seen > 0 ? hits / seen : 0.0;
         json line = {{"kind", "epoch"},
                      {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
                      {"complete", epoch_done},
                      {"step", pos.step},
                      {"train_loss", train_loss},
+                     {"train_top1", train_top1},
                      {"lr", pos.lr},
                      {"skipped", loader.skipped()},
                      {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
         std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
-                           std::to_string(pos.step) + " train loss " + fixed(train_loss, 4);
+                           std::to_string(pos.step) + " train loss " + fixed(train_loss, 4) + " top-1 " +
+                           fixed(100 * train_top1, 2) + "%";
         if (val_loader) {
           const auto [r, best] = validate(epoch_done);
           line["val_top1"] = r.top1_accuracy();
