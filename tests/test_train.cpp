@@ -770,6 +770,7 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   EXPECT_DOUBLE_EQ(j.at("similarity").at("gamma").get<double>(), 0.01);          // SPEC.md section 7's
   EXPECT_EQ(j.at("selected").size(), 3u);
   EXPECT_GT(j.at("seconds").get<double>(), 0);
+  EXPECT_EQ(j.at("device").get<std::string>(), cuda_available() ? "cuda:0" : "cpu");  // the default: the GPU where there is one
   EXPECT_NE(testing::slurp(run + "/report.md").find("## Stage 1 and stage 2"), std::string::npos);
   // A data folder without the files: a clear error naming the package.
   const testing::Outcome bad = testing::run_app("fgvc-demo --out " + run + "2 --data-dir " + dir + "/nothing", dir);
