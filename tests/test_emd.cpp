@@ -328,12 +328,15 @@ TEST(EmdCuda, RowPricingOnTheGpuTakesTheCpusPivots) {
     EXPECT_EQ(gpu.cost, cpu.cost) << c.name;
     EXPECT_GT(gpu.gpu_kernel_seconds, 0) << c.name;
     EXPECT_TRUE(gpu.gpu_phases.empty()) << c.name;
-    // The GPU's default: the kGpuRowCandidates most negative of each pass.
-    emd::Options by_default;
-    by_default.pricing = emd::Pricing::Rows;
-    const emd::Result fewer = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, by_default);
-    expect_certified(c.cost, c.a, c.b, fewer, c.name + " (GPU rows, default candidates)");
-    EXPECT_LE(std::fabs(fewer.cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << c.name;
+    // The GPU's default (kGpuRowCandidates), and a pass that keeps only its 3 most negative rows.
+    for (const int64_t candidates : {int64_t(0), int64_t(3)}) {
+      emd::Options o;
+      o.pricing = emd::Pricing::Rows;
+      o.row_candidates = candidates;
+      const emd::Result fewer = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, o);
+      expect_certified(c.cost, c.a, c.b, fewer, c.name + " (GPU rows, " + std::to_string(candidates) + " candidates)");
+      EXPECT_LE(std::fabs(fewer.cost - cpu.cost), 1e-9 * std::max(cpu.cost, 1e-12)) << c.name;
+    }
   }
 }
 
