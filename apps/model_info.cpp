@@ -202,18 +202,18 @@ int main(int argc, char** argv) {
 
         // Inception-v3's auxiliary classifier (torchvision's, always built) is left out of the
         // counts usually quoted (23,834,568 at 1000 classes): given beside the whole model's.
+        const int64_t params = model->num_parameters();
         int64_t aux_params = 0;
         for (auto& [n, p] : model->named_parameters())
           if (n.rfind("AuxLogits.", 0) == 0) aux_params += p.numel();
-        nlohmann::json j{{"model", model_name}, {"params", model->num_parameters()},
-                         {"params_without_aux", model->num_parameters() - aux_params}, {"buffers", buffers},
+        nlohmann::json j{{"model", model_name}, {"params", params}, {"params_without_aux", params - aux_params},
+                         {"buffers", buffers},
                          {"macs", macs}, {"output_shape", out}, {"input_size", size}, {"num_classes", num_classes},
                          {"device", device.str()}};
         if (!common.json) {
           std::printf("model        %s (%lld classes) at %d x %d\n", model_name.c_str(), (long long)num_classes, size, size);
-          std::printf("parameters   %lld", (long long)model->num_parameters());
-          if (aux_params > 0)
-            std::printf(" (%lld without the auxiliary classifier)", (long long)(model->num_parameters() - aux_params));
+          std::printf("parameters   %lld", (long long)params);
+          if (aux_params > 0) std::printf(" (%lld without the auxiliary classifier)", (long long)(params - aux_params));
           std::printf("\n");
           std::printf("buffers      %lld\n", (long long)buffers);
           std::printf("MACs         %.3f G per image\n", macs / 1e9);

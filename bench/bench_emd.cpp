@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
     if (!gpu) std::printf("\n");
     for (size_t k = 0; gpu && by_rows && k < candidate_counts.size(); ++k) {
       emd::Options o = rows_options;
-      o.row_candidates = candidate_counts[k];
+      o.row_candidates = candidate_counts[k] == 0 ? emd::kGpuRowCandidates : candidate_counts[k];  // as solve_cuda resolves it
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       if (k > 0) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
       std::printf(" %-8s %9lld %9.3f | %.2e  (by rows, %lld candidates: start and upload %.3f s; %lld passes, %.3f s"

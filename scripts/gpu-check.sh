@@ -167,7 +167,7 @@ run() {
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
-    --block-scales 0.5,1,4 --pricing block,rows --row-candidates 2048,-1 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
+    --block-scales 0.5,1,4 --pricing block,rows --row-candidates 0,2048 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
   # Warp 0's plan of each pivot against thread 0's (the same pivots), at the default block.
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 45)" "$bundle/bin/bench_emd" --device cuda --sizes 6089x200,5089x555 --batch 0 \
     --block-scales 4 --gpu-plans warp,thread --json "$OUT/bench_emd_plans.json"
@@ -176,7 +176,7 @@ run() {
   # then the kernel (11.3 s on an H200 on 2026-11-27); the limit cuts a slow run short (the
   # report reads what was written).
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 60)" "$bundle/bin/bench_emd" --device cuda --sizes 20000x2000 --batch 0 \
-    --block-scales 4 --pricing rows,block --row-candidates -1,2048 --json "$OUT/bench_emd_big.json"
+    --block-scales 4 --pricing rows,block --row-candidates 0,2048 --json "$OUT/bench_emd_big.json"
   # The single-problem targets against POT on this machine's CPU, end to end
   # (fgvc-similarity --device cuda, the kernel and pricing by rows), where POT is installed.
   step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
