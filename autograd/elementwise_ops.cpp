@@ -102,7 +102,8 @@ Tensor sqrt(const Tensor& x) {
     return k::div(k::binary(k::BinaryOp::Mul, g, 0.5), y);
   });
 }
-// y > 0 exactly where x > 0 (and relu(nan) = 0), so the gate can read y.
+// y > 0 exactly where x > 0 (relu keeps a NaN, and NaN > 0 is false: no gradient through it), so the
+// gate can read y.
 Tensor relu(const Tensor& x) {
   return unary_op("relu", k::UnaryOp::Relu, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
     return k::binary(k::BinaryOp::ReluBackward, g, y);

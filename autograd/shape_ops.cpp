@@ -43,7 +43,8 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t 
   autograd::record("slice", {x}, {y}, [in = x.shape(), dt = x.dtype(), dev = x.device(), a, first, step](
                                            const Grads& g, const Needs&) -> Grads {
     Tensor dx = Tensor::zeros(in, dt, dev);
-    dx.slice(a, first, first + (g[0].size(a) - 1) * step + 1, step).copy_(g[0]);
+    // An empty slice has nothing to copy (and its end, computed as below, could be negative).
+    if (g[0].size(a) > 0) dx.slice(a, first, first + (g[0].size(a) - 1) * step + 1, step).copy_(g[0]);
     return {dx};
   });
   return y;

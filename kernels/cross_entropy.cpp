@@ -18,7 +18,7 @@ int64_t forward_typed(const Tensor& logits, const Tensor& labels, double e, cons
   const T* x = static_cast<const T*>(logits.data_ptr());
   const int64_t* y = static_cast<const int64_t*>(labels.data_ptr());
   T* loss = static_cast<T*>(out.loss.data_ptr());
-  T* lse_out = static_cast<T*>(out.lse.data_ptr());
+  double* lse_out = static_cast<double*>(out.lse.data_ptr());
   int64_t bad = 0, first_bad = n;
 #pragma omp parallel for if (n * c > (1 << 14)) schedule(static) reduction(+ : bad) reduction(min : first_bad)
   for (int64_t i = 0; i < n; ++i) {
@@ -26,7 +26,8 @@ int64_t forward_typed(const Tensor& logits, const Tensor& labels, double e, cons
     if (y[i] < 0 || y[i] >= c) {
       ++bad;
       first_bad = std::min(first_bad, i);
-      loss[i] = lse_out[i] = static_cast<T>(NAN);
+      loss[i] = static_cast<T>(NAN);
+      lse_out[i] = NAN;
       continue;
     }
     double mx = -INFINITY, total = 0.0, sum = 0.0;
@@ -36,7 +37,7 @@ int64_t forward_typed(const Tensor& logits, const Tensor& labels, double e, cons
       sum += row[j];
     }
     const double lse = mx + std::log(total);
-    lse_out[i] = static_cast<T>(lse);
+    lse_out[i] = lse;
     loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[y[i]]) - e / static_cast<double>(c) * sum);
   }
   *bad_row = first_bad;
@@ -49,14 +50,14 @@ void backward_typed(const Tensor& grad_loss, const Tensor& logits, const Tensor&
   const int64_t n = logits.size(0), c = logits.size(1);
   const T* x = static_cast<const T*>(logits.data_ptr());
   const T* g = static_cast<const T*>(grad_loss.data_ptr());
-  const T* l = static_cast<const T*>(lse.data_ptr());
+  const double* l = static_cast<const double*>(lse.data_ptr());
   const int64_t* y = static_cast<const int64_t*>(labels.data_ptr());
   T* o = static_cast<T*>(out.data_ptr());
   const double off = e / static_cast<double>(c);
 #pragma omp parallel for if (n * c > (1 << 14)) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < c; ++j) {
-      const double p = std::exp(static_cast<double>(x[i * c + j]) - static_cast<double>(l[i]));
+      const double p = std::exp(static_cast<double>(x[i * c + j]) - l[i]);
       const double target = (j == y[i] ? 1.0 - e : 0.0) + off;
       o[i * c + j] = static_cast<T>(static_cast<double>(g[i]) * (p - target));
     }
@@ -108,7 +109,7 @@ CrossEntropyOutput cross_entropy(const Tensor& logits, const Tensor& labels, dou
   check_inputs(logits, labels, smoothing, "cross_entropy");
   const Tensor x = logits.contiguous(), y = labels.contiguous();
   CrossEntropyOutput out{Tensor::empty({x.size(0)}, x.dtype(), x.device()),
-                         Tensor::empty({x.size(0)}, x.dtype(), x.device())};
+                         Tensor::empty({x.size(0)}, DType::Float64, x.device())};
   if (x.size(0) == 0) return out;
   int64_t bad_row = 0;
   const int64_t bad = x.device().is_cpu() ? detail::cross_entropy_cpu(x, y, smoothing, out, &bad_row)
@@ -124,6 +125,9 @@ Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, con
   FGVC_CHECK(grad_loss.shape() == Shape{logits.size(0)} && grad_loss.dtype() == logits.dtype() &&
                  grad_loss.device() == logits.device(),
              "cross_entropy_backward", "gradient ", describe(grad_loss), " does not match ", describe(logits));
+  FGVC_CHECK(lse.shape() == Shape{logits.size(0)} && lse.dtype() == DType::Float64 && lse.device() == logits.device(),
+             "cross_entropy_backward", "logsumexp ", describe(lse), " is not cross_entropy's float64 [N] for ",
+             describe(logits));
   const Tensor x = logits.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (out.numel() == 0) return out;

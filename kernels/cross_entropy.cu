@@ -16,7 +16,7 @@ namespace detail {
 namespace {
 
 template <class T>
-__global__ void ce_forward_kernel(const T* x, const int64_t* y, int64_t c, double e, T* loss, T* lse_out,
+__global__ void ce_forward_kernel(const T* x, const int64_t* y, int64_t c, double e, T* loss, double* lse_out,
                                   unsigned long long* bad) {
   const int64_t i = blockIdx.x;
   const T* row = x + i * c;
@@ -25,7 +25,8 @@ __global__ void ce_forward_kernel(const T* x, const int64_t* y, int64_t c, doubl
     if (threadIdx.x == 0) {
       atomicAdd(&bad[0], 1ull);
       atomicMin(&bad[1], static_cast<unsigned long long>(i));
-      loss[i] = lse_out[i] = static_cast<T>(NAN);
+      loss[i] = static_cast<T>(NAN);
+      lse_out[i] = NAN;
     }
     return;
   }
@@ -41,17 +42,17 @@ __global__ void ce_forward_kernel(const T* x, const int64_t* y, int64_t c, doubl
   sum = block_sum(sum);
   if (threadIdx.x == 0) {
     const double lse = mx + log(total);
-    lse_out[i] = static_cast<T>(lse);
+    lse_out[i] = lse;
     loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[label]) - e / static_cast<double>(c) * sum);
   }
 }
 
 template <class T>
-__global__ void ce_backward_kernel(const T* g, const T* x, const int64_t* y, const T* lse, int64_t n, int64_t c,
+__global__ void ce_backward_kernel(const T* g, const T* x, const int64_t* y, const double* lse, int64_t n, int64_t c,
                                    double e, T* out) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n * c; k += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = k / c, j = k % c;
-    const double p = exp(static_cast<double>(x[k]) - static_cast<double>(lse[i]));
+    const double p = exp(static_cast<double>(x[k]) - lse[i]);
     const double target = (j == y[i] ? 1.0 - e : 0.0) + e / static_cast<double>(c);
     out[k] = static_cast<T>(static_cast<double>(g[i]) * (p - target));
   }
@@ -72,7 +73,7 @@ int64_t cross_entropy_cuda(const Tensor& logits, const Tensor& labels, double sm
   FGVC_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", T, {
     ce_forward_kernel<T><<<static_cast<unsigned>(n), kBlockReduceThreads, 0, s>>>(
         static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(labels.data_ptr()), c, smoothing,
-        static_cast<T*>(out.loss.data_ptr()), static_cast<T*>(out.lse.data_ptr()), pbad);
+        static_cast<T*>(out.loss.data_ptr()), static_cast<double*>(out.lse.data_ptr()), pbad);
     FGVC_CHECK_LAUNCH();
   });
   const std::vector<int64_t> host = bad.to_vector<int64_t>();
@@ -88,7 +89,7 @@ void cross_entropy_backward_cuda(const Tensor& grad_loss, const Tensor& logits, 
   FGVC_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", T, {
     ce_backward_kernel<T><<<cuda::blocks_for(n * c), 256, 0, cuda::stream(dev)>>>(
         static_cast<const T*>(grad_loss.data_ptr()), static_cast<const T*>(logits.data_ptr()),
-        static_cast<const int64_t*>(labels.data_ptr()), static_cast<const T*>(lse.data_ptr()), n, c, smoothing,
+        static_cast<const int64_t*>(labels.data_ptr()), static_cast<const double*>(lse.data_ptr()), n, c, smoothing,
         static_cast<T*>(out.data_ptr()));
     FGVC_CHECK_LAUNCH();
   });

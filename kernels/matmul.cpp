@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+
 #include "fgvc/config.h"
 
 namespace fgvc {
@@ -74,6 +76,10 @@ GemmProblem make_problem(const Tensor& a, bool trans_a, const Tensor& b, bool tr
                 std::max<int64_t>(c.stride(-2), std::max<int64_t>(n, 1)), c.dim() == 3 ? c.stride(0) : 0,
                 alpha, beta, a.dtype(), a.device()};
   if (b.dim() == 2) p.b.batch_stride = 0;
+  // BLAS and cuBLAS take 32-bit sizes and leading dimensions.
+  constexpr int64_t kIntMax = 2147483647;
+  FGVC_CHECK(std::max({m, n, ka, batch, p.a.ld, p.b.ld, p.ldc}) <= kIntMax, op,
+             "a size or leading dimension beyond 2^31 - 1 (BLAS takes 32-bit ones): ", describe(a), " @ ", describe(b));
   return p;
 }
 

@@ -127,7 +127,13 @@ Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Sh
     const int64_t* a = arg.data<int64_t>();
     T* o = dx.data<T>();
     for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < out_plane; ++i) o[p * in_plane + a[p * out_plane + i]] += g[p * out_plane + i];
+      for (int64_t i = 0; i < out_plane; ++i) {
+        const int64_t at = a[p * out_plane + i];
+        // Indices from a pooling of another input shape would write outside dx.
+        FGVC_CHECK(at >= 0 && at < in_plane, "max_pool2d_backward", "pooling index ", at, " is outside the ",
+                   shape_str(x_shape), " input's ", x_shape[2], " x ", x_shape[3], " plane");
+        o[p * in_plane + at] += g[p * out_plane + i];
+      }
   });
   return dx;
 }

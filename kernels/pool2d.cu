@@ -38,8 +38,10 @@ __global__ void max_kernel(const T* x, PoolDims d, Pool2dGeometry g, T* y, int64
 template <class T>
 __global__ void max_backward_kernel(const T* g, const int64_t* arg, PoolDims d, T* dx) {
   FGVC_EACH_OUTPUT(k, d.planes * d.ho * d.wo) {
-    const int64_t p = k / (d.ho * d.wo);
-    atomicAdd(dx + p * d.h * d.w + arg[k], g[k]);
+    const int64_t p = k / (d.ho * d.wo), at = arg[k];
+    // Indices from a pooling of another input shape are dropped rather than written outside dx
+    // (the CPU reference throws on them; the autograd op never passes such indices).
+    if (at >= 0 && at < d.h * d.w) atomicAdd(dx + p * d.h * d.w + at, g[k]);
   }
 }
 

@@ -61,6 +61,7 @@ void softmax_backward_cuda(const Tensor& grad, const Tensor& y, bool log, const 
   const int dev = y.device().index;
   cuda::DeviceGuard guard(dev);
   const int64_t cols = y.size(-1), rows = y.numel() / cols;
+  FGVC_CHECK(rows <= 2147483647, "softmax_backward", "too many rows: ", rows);
   FGVC_DISPATCH_FLOAT(y.dtype(), "softmax_backward", T, {
     softmax_backward_kernel<T><<<static_cast<unsigned>(rows), kBlockReduceThreads, 0, cuda::stream(dev)>>>(
         static_cast<const T*>(grad.data_ptr()), static_cast<const T*>(y.data_ptr()), cols, log,

@@ -194,6 +194,14 @@ TEST(Autograd, UnusedSplitOutputsContributeZero) {
   EXPECT_TRUE(all_close(x.grad(), {0.0, 2.0, 2.0, 2.0}));
 }
 
+// An empty strided slice contributes zeros (the view's end, recomputed for the backward,
+// would be negative and count from the back).
+TEST(Autograd, EmptyStridedSliceHasAZeroGradient) {
+  Tensor x = leaf({1.0, 2.0, 3.0, 4.0}, {4});
+  backward(sum(slice(x, 0, 0, 0, 2)) + sum(slice(x, 0, 1, 4, 2)));
+  EXPECT_TRUE(all_close(x.grad(), {0.0, 1.0, 0.0, 1.0}));
+}
+
 TEST(Autograd, TrainsALinearModel) {
   // Least squares by gradient descent: the engine, matmul, broadcasting and sum_to together.
   Generator gen(5);

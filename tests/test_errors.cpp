@@ -64,6 +64,9 @@ TEST(Errors, BackwardKernelsCheckTheirOperands) {
   expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax.to(DType::Float32), x.shape()); },
                {"max_pool2d_backward", "float32"});
   EXPECT_EQ(kernels::max_pool2d_backward(p.y, p.argmax, x.shape()).shape(), x.shape());
+  // Indices of a 4 x 4 plane given with a 2 x 2 input: they would land outside it.
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {1, 2, 2, 2}); },
+               {"max_pool2d_backward", "outside", "[1, 2, 2, 2]"});
 }
 
 // A view that reaches outside its storage, or a negative length, is an error, not a read of

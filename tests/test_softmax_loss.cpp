@@ -75,6 +75,38 @@ TEST(CrossEntropy, MatchesFormulaWithAndWithoutSmoothing) {
   }
 }
 
+// Logits far from 0 (a classifier that has drifted, or a large temperature): the gradient's
+// softmax must be as exact as at small logits. A float32 logsumexp would be off by up to half a
+// float32 step of |logsumexp| (about 3e-5 at 1000), which moves every probability by that much
+// relative, so gradient rows stop summing to zero.
+TEST(CrossEntropy, GradientExactAtLargeLogits) {
+  const int64_t n = 8, c = 50;
+  for (double shift : {1000.0, -3000.0, 20000.0}) {
+    // Spread of a few units around the shift, so that several classes carry probability.
+    std::vector<float> raw = testing::randn_t({n, c}, 7, DType::Float32).to_vector<float>();
+    for (float& v : raw) v = static_cast<float>(shift + 2.0 * v);
+    const Tensor x = Tensor::from_vector(raw, {n, c});
+    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 7, 49, 3, 3, 21, 11, 30}, {n});
+    const std::vector<double> xv = x.to_vector<double>();
+    const std::vector<int64_t> yv = y.to_vector<int64_t>();
+    const std::vector<double> ls = ref_log_softmax_rows(xv, c);
+    const double e = 0.1;
+    std::vector<double> want;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < c; ++j) want.push_back(std::exp(ls[i * c + j]) - ((j == yv[i] ? 1 - e : 0) + e / c));
+    const kernels::CrossEntropyOutput out = kernels::cross_entropy(x, y, e);
+    const Tensor g = Tensor::ones({n}, DType::Float32);
+    const Tensor dx = kernels::cross_entropy_backward(g, x, y, out.lse, e);
+    EXPECT_TRUE(all_close(dx, want, 1e-6, 1e-7)) << shift;
+    const std::vector<float> dv = dx.to_vector<float>();
+    for (int64_t i = 0; i < n; ++i) {  // softmax and the target each sum to 1
+      double row = 0;
+      for (int64_t j = 0; j < c; ++j) row += dv[i * c + j];
+      EXPECT_NEAR(row, 0.0, 2e-6) << shift << " row " << i;
+    }
+  }
+}
+
 TEST(CrossEntropy, FiniteForExtremeLogits) {
   const Tensor x = Tensor::from_vector(std::vector<float>{1e4f, -1e4f, 0.0f, 0.0f, 1e4f, -1e4f}, {2, 3});
   const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1}, {2});
