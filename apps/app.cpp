@@ -96,10 +96,14 @@ int run(const std::string& name, const std::string& description, int argc, char*
   } catch (const CLI::ParseError& e) {
     error_line(e.what());
     return 2;
+  } catch (const std::exception& e) {  // a validator or conversion that threw: still a usage error
+    error_line(e.what());
+    return 2;
   }
   try {
     const nlohmann::json out = body(common);
-    if (common.json) std::cout << out.dump() << "\n";
+    // A path that is not UTF-8 (a Latin-1 folder name) is printed with U+FFFD for its odd bytes.
+    if (common.json) std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     // Output that could not be written (a full disk, a closed pipe) is a failure, not success.
     errno = 0;
     std::cout.flush();

@@ -53,6 +53,8 @@ inline const CLI::Validator NonNegative = number_check(true);
 inline const CLI::Validator InputSize = number_check(false, 8192);   // --input-size (pixels)
 inline const CLI::Validator ClassCount = number_check(false, 1000000);  // --num-classes
 inline const CLI::Validator Threads = number_check(false, 1024);    // --workers
+inline const CLI::Validator BatchSize = number_check(false, 1 << 20);  // --batch-size (images)
+inline const CLI::Validator Count = number_check(false, 1e12);        // --epochs, --steps, --images, --repeats
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {

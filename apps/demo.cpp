@@ -182,13 +182,13 @@ int main(int argc, char** argv) {
         cli.add_option("--imbalance", o.imbalance, "largest / smallest class")->capture_default_str()->check(CLI::Range(1.0, 1000.0));
         cli.add_option("--test-per-class", o.test_per_class, "test images per class")->capture_default_str()
             ->check(CLI::Range(1, 1000));
-        cli.add_option("--epochs1", o.epochs1, "stage 1 epochs")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--epochs2", o.epochs2, "stage 2 epochs")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--epochs1", o.epochs1, "stage 1 epochs")->capture_default_str()->check(fgvc::app::Count);
+        cli.add_option("--epochs2", o.epochs2, "stage 2 epochs")->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--max-per-class", o.max_per_class, "stage 2: the balanced subset's cap per class")
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--lr1", o.lr1, "stage 1 learning rate")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--lr2", o.lr2, "stage 2 learning rate")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->check(fgvc::app::BatchSize);
         cli.add_option("--head-threshold", o.head_threshold, "head classes: at least this many training images")
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--gamma", o.gamma, "domain similarity exp(-gamma EMD)")->capture_default_str()->check(fgvc::app::Positive);
@@ -375,7 +375,7 @@ int main(int argc, char** argv) {
                         {"selected", selected_json},
                         {"device", device.str()},
                         {"seconds", seconds()}};
-        write_file_atomic(out + "/results.json", results.dump(2) + "\n");
+        write_file_atomic(out + "/results.json", results.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
         if (!plots.empty()) std::printf("%s\n", plots.c_str());
         std::printf("report: %s/report.md\n", out.c_str());
         return results;

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
         cli.add_option("--head-threshold", threshold, "head classes: at least this many training images")
             ->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV");
-        cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::BatchSize);
         cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
       },

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
         cli.add_option("--input-size", size, "input size (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
-        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::BatchSize);
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Threads);
       },
       [&](const fgvc::app::Common& common) {

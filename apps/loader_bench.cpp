@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
             ->check(CLI::IsMember({"train", "eval", "eval12"}));
         cli.add_option("--workers", o.workers, "worker threads (default 1)")->check(fgvc::app::Threads);
         cli.add_option("--images", images, "images to load, in whole batches: the last may go past it (default 1000; epochs repeat)")->check(fgvc::app::Positive);
-        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::BatchSize);
         cli.add_option("--normalization", normalization, "inception ([-1, 1]) or imagenet (mean/std)")
             ->check(CLI::IsMember({"inception", "imagenet"}));
         cli.add_flag("--no-color-distort", [&](int64_t) { o.augment.color_distort = false; }, "no colour distortion");

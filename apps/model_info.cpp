@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
         cli.add_flag("--layers", layers, "print the per-layer table");
         cli.add_flag("--time", time, "measure each layer's forward and backward time (a training step; Inception-v4/-ResNet-v2 without the "
                      "auxiliary classifier fgvc-train adds)");
-        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::BatchSize);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
                        "this optimizer's update) instead of forward + backward of sum(logits)")
@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
                      "with --time on CUDA: cuDNN times every convolution algorithm in the warm-up and keeps the "
                      "fastest (PyTorch's cudnn.benchmark)");
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
-            ->check(fgvc::app::Positive);
+            ->check(fgvc::app::Count);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -131,8 +131,11 @@ int main(int argc, char** argv) {
         app::check_model_name(model_name);
         if (size == 0) size = nn::default_input_size(model_name);
         model = nn::create_model(model_name, num_classes);  // timm's and torchvision's layouts and counts
-        // --time takes a training step, with the auxiliary loss of a model that has the head.
-        app::check_input_size(model_name, size, time && model->has_aux_classifier());
+        // --time takes a training step, with the auxiliary loss of a model that has the head,
+        // where the input is large enough for it (fgvc-train with --aux-weight 0 trains without).
+        app::check_input_size(model_name, size, false);
+        const bool aux_loss = time && model->has_aux_classifier() && size >= nn::min_input_size(model_name, true);
+        model->set_aux_enabled(aux_loss);
         model->to(device);
         std::vector<double> model_forward_s, model_step_s;
         int64_t buffers = 0;
@@ -260,12 +263,16 @@ int main(int argc, char** argv) {
           j["forward_ms"] = median(model_forward_s) * 1e3;
           j["step_ms"] = median(model_step_s) * 1e3;
           j["optimizer"] = optimizer;
+          j["aux_loss"] = aux_loss;
           if (device.is_cuda()) j["peak_gpu_mib"] = cuda_memory_stats(device.index).peak_allocated / 1048576.0;
           if (!common.json)
             std::printf("whole model: forward %.1f ms, %s %.1f ms (batch %lld, median of %d)\n",
                         median(model_forward_s) * 1e3,
                         optimizer == "none" ? "forward + backward" : ("training step with " + optimizer).c_str(),
                         median(model_step_s) * 1e3, (long long)batch, repeats);
+          if (!common.json && model->has_aux_classifier() && !aux_loss)
+            std::printf("(without the auxiliary loss: %s's auxiliary classifier needs an input of at least %d)\n",
+                        model_name.c_str(), nn::min_input_size(model_name, true));
         }
         return j;
       });

@@ -2,6 +2,7 @@
 // training: at most N images of each class (all of a class with fewer), chosen with a seed.
 //   fgvc-subset --data train/ --max-per-class 30 --out subset.txt [--seed 0]
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/app.h"
 #include "data/dataset.h"
@@ -18,7 +19,18 @@ int main(int argc, char** argv) {
         cli.add_option("--max-per-class", max_per_class, "images kept per class at most")
             ->required()
             ->check(fgvc::app::Positive);
-        cli.add_option("--out", out, "list file to write (paths relative to it)")->required();
+        // A .txt list, the one kind of list every binary reads back (its class names go beside it,
+        // in NAME.classes.txt).
+        cli.add_option("--out", out, "list file to write, NAME.txt (paths relative to it; names in NAME.classes.txt)")
+            ->required()
+            ->check(CLI::Validator(
+                [](std::string& path) -> std::string {
+                  if (path.size() < 5 || path.compare(path.size() - 4, 4, ".txt") != 0)
+                    return "a list file ends in .txt, got '" + path + "'";
+                  if (std::filesystem::is_directory(path)) return "'" + path + "' is a folder; name a .txt file";
+                  return std::string();
+                },
+                "FILE.txt"));
         cli.add_option("--seed", seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
         cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)")->check(fgvc::app::NonNegative);
       },

@@ -51,11 +51,11 @@ int main(int argc, char** argv) {
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
         cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
-        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::BatchSize);
         auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
-                           ->check(fgvc::app::Positive);
+                           ->check(fgvc::app::Count);
         auto* steps = cli.add_option("--steps", c.steps, "optimizer steps in all (with --resume: up to this total)")
-                          ->check(fgvc::app::Positive);
+                          ->check(fgvc::app::Count);
         epochs->excludes(steps);
         cli.add_option("--optimizer", c.optimizer, "rmsprop (TF semantics) or sgd (momentum)")
             ->capture_default_str()->check(CLI::IsMember({"rmsprop", "sgd"}));
@@ -141,14 +141,17 @@ int main(int argc, char** argv) {
           std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
                       (long long)s.steps);
         else if (!common.json)
-          std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped; run in %s\n",
+          std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped%s; run in %s\n",
                       s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
                       s.last_loss,
                       s.best_top1 >= 0 ? (", best val top-1 " + std::to_string(100 * s.best_top1).substr(0, 5) + "%").c_str()
                                        : "",
-                      (long long)s.skipped, c.out.c_str());
+                      (long long)s.skipped,
+                      s.val_skipped ? (" (and " + std::to_string(s.val_skipped) + " in --val)").c_str() : "",
+                      c.out.c_str());
         nlohmann::json out = {{"world_size", s.world_size}, {"steps", s.steps},           {"epochs", s.epochs_done},   {"images", s.images},
-                              {"skipped", s.skipped},       {"first_loss", s.first_loss}, {"last_loss", s.last_loss},
+                              {"skipped", s.skipped},       {"val_skipped", s.val_skipped},
+                              {"first_loss", s.first_loss}, {"last_loss", s.last_loss},
                               {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},
                               {"out", c.out}};
         if (s.best_top1 >= 0) out["best_top1"] = s.best_top1;

@@ -61,6 +61,40 @@ void strip_bom(std::string* line) {
   if (line->rfind("\xEF\xBB\xBF", 0) == 0) line->erase(0, 3);
 }
 
+// Class names are recorded in JSON (config.json, checkpoints, domain files), which holds UTF-8
+// text only: a name in another encoding (a Latin-1 folder name) is refused when the data set is
+// read, with its odd bytes shown as \xNN, rather than failing later without naming it.
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b >> 6) != 0x2) return false;
+      cp = cp << 6 | (b & 0x3F);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8 either.
+    static const uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kLeast[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return false;
+    i += len;
+  }
+  return true;
+}
+
+void check_class_name(const std::string& name, const std::string& where) {
+  if (valid_utf8(name)) return;
+  std::string shown;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    char hex[5];
+    std::snprintf(hex, sizeof hex, "\\x%02X", c);
+    shown += c < 0x80 ? std::string(1, ch) : std::string(hex);
+  }
+  throw Error("dataset: " + where + ": class name '" + shown + "' is not UTF-8 text (rename it)");
+}
+
 }  // namespace
 
 Dataset load_image_folder(const std::string& root) {
@@ -83,6 +117,12 @@ Dataset load_image_folder(const std::string& root) {
     FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
     std::sort(files.begin(), files.end());
     const int64_t label = static_cast<int64_t>(d.classes.size());
+    check_class_name(dir.filename().string(), root);
+    // Kept as a class (its index stays the folder's place), but said: a model trained on it has
+    // an output that never sees an example (torchvision's ImageFolder refuses such a folder).
+    if (files.empty())
+      std::fprintf(stderr, "fgvc: warning: %s: class folder '%s' has no images\n", root.c_str(),
+                   dir.filename().string().c_str());
     d.classes.push_back(dir.filename().string());
     for (std::string& f : files) d.samples.push_back({std::move(f), label});
   }
@@ -151,6 +191,7 @@ Dataset load_list_file(const std::string& path) {
   for (const std::string& name : lines) {
     FGVC_CHECK(!name.empty(), "dataset", names_path, ":", d.classes.size() + 1, ": empty class name");
     FGVC_CHECK(seen.insert(name).second, "dataset", names_path, ": class '", name, "' named twice");
+    check_class_name(name, names_path);
     d.classes.push_back(name);
   }
   FGVC_CHECK(max_label < static_cast<int64_t>(d.classes.size()), "dataset", path, ": label ", max_label, " but ",

@@ -155,6 +155,14 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-model-info --device cpu --model resnet20 --num-classes 4611686018427387904",
                                  "fgvc-loader-bench --device cpu --data " + dir + " --workers 100000",
                                  "fgvc-model-info --device cpu --model no_such_net",
+                                 // a device index or a count that would overflow: a usage error, not an abort
+                                 "fgvc-similarity --device cuda:99999999999 --source " + source + " --target " + target,
+                                 "fgvc-train --model resnet20 --data missing/ --out run_x --epochs 4611686018427387904",
+                                 "fgvc-train --model resnet20 --data missing/ --out run_x --steps 99999999999999999999",
+                                 "fgvc-train --model resnet20 --data missing/ --out run_x --epochs 1 --batch-size 9223372036854775807",
+                                 // fgvc-subset writes a .txt list, the one kind every binary reads back
+                                 "fgvc-subset --data " + dir + " --max-per-class 2 --out " + dir,
+                                 "fgvc-subset --data " + dir + " --max-per-class 2 --out subset.csv",
                                  // an unknown model is named before any file is read (a missing one here)
                                  "fgvc-eval --model no_such_net --weights missing.safetensors --data missing/",
                                  "fgvc-infer --model no_such_net --weights missing.safetensors --input x --output y",
@@ -274,6 +282,12 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   ASSERT_EQ(v3.code, 0) << v3.err;
   EXPECT_EQ(last_json_line(v3.out).at("params").get<int64_t>(), 27161264);
   EXPECT_EQ(last_json_line(v3.out).at("params_without_aux").get<int64_t>(), 23834568);
+  // A training step below the auxiliary classifier's 299: timed without the auxiliary loss.
+  const Outcome v3_time =
+      run("fgvc-model-info --device cpu --model inception_v3 --input-size 75 --time --whole-model --batch-size 2 --repeats 1 --json");
+  ASSERT_EQ(v3_time.code, 0) << v3_time.err;
+  EXPECT_EQ(last_json_line(v3_time.out).at("aux_loss"), false);
+  EXPECT_GT(last_json_line(v3_time.out).at("step_ms").get<double>(), 0.0);
   const Outcome layers = run("fgvc-model-info --device cpu --model resnet50 --num-classes 10 --input-size 64 --layers --json");
   ASSERT_EQ(layers.code, 0) << layers.err;
   const nlohmann::json lj = last_json_line(layers.out);

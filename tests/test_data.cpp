@@ -499,6 +499,31 @@ TEST(Datasets, BadLayoutsAreClearErrors) {
                                     << R"({"image_id":1,"category_id":2}]})";
   }
   expect_error(d + "/two.json", "image id 1 has annotations of two categories (x, y)");
+  // Class names go into JSON (checkpoints, config.json, domain files): a Latin-1 folder name is
+  // refused when the data set is read, naming it with its odd byte shown.
+  const std::string latin = fresh_dir("latin1");
+  fs::create_directories(latin + "/caf\xE9");
+  { std::ofstream(latin + "/caf\xE9/x.jpg") << "x"; }
+  expect_error(latin, "class name 'caf\\xE9' is not UTF-8");
+  {
+    std::ofstream(d + "/names.txt") << "a/x.jpg 0\n";
+    std::ofstream(d + "/names.classes.txt") << "na\xEFve\n";
+  }
+  expect_error(d + "/names.txt", "class name 'na\\xEFve' is not UTF-8");
+  // Valid UTF-8 of every length passes, as do names in plain ASCII.
+  const std::string utf8 = fresh_dir("utf8");
+  for (const char* name : {"caf\xC3\xA9", "\xE6\x9D\xB1\xE4\xBA\xAC", "\xF0\x9F\x90\xA6", "plain"}) {
+    fs::create_directories(utf8 + "/" + name);
+    std::ofstream(utf8 + "/" + name + "/x.jpg") << "x";
+  }
+  EXPECT_EQ(load_dataset(utf8).classes.size(), 4u);
+  // Overlong and surrogate forms are not UTF-8 either.
+  for (const char* name : {"\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80"}) {
+    const std::string odd = fresh_dir("odd_utf8");
+    fs::create_directories(odd + "/" + name);
+    std::ofstream(odd + "/" + name + "/x.jpg") << "x";
+    expect_error(odd, "is not UTF-8");
+  }
 }
 
 // COCO JSON: one sample per image (its annotations agreeing), in the images' order; images

@@ -86,7 +86,9 @@ TEST(Train, LossFallsOnALongTailedFolder) {
   EXPECT_EQ(s.skipped, 0);
   // Label smoothing 0.1 over 5 classes puts the floor near 0.39; it starts near log 5 = 1.6.
   EXPECT_LT(s.last_loss, 0.6 * s.first_loss) << s.first_loss << " -> " << s.last_loss;
-  EXPECT_GT(s.best_top1, 0.8);
+  // The validation images of a class are alike, so its accuracy moves a class (0.2) at a time:
+  // at least four classes of five right at some epoch (chance: one).
+  EXPECT_GE(s.best_top1, 0.8 - 1e-9);
   for (const char* file : {"config.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "per_class.csv"})
     EXPECT_TRUE(fs::exists(c.out + "/" + file)) << file;
   // config.json: every effective setting, defaults resolved.
@@ -255,8 +257,9 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   ft.steps = 2;
   ft.init = c.out + "/last.safetensors";
   const std::string what = training_error(ft);  // a 5-class checkpoint into a 4-class model
-  EXPECT_NE(what.find("linear.weight"), std::string::npos) << what;
-  EXPECT_NE(what.find("linear.bias"), std::string::npos) << what;
+  EXPECT_NE(what.find("trained on other classes than --data"), std::string::npos) << what;
+  EXPECT_NE(what.find("5 against 4"), std::string::npos) << what;
+  EXPECT_NE(what.find("--reset-classifier"), std::string::npos) << what;
   EXPECT_FALSE(fs::exists(ft.out));  // a failed --init leaves no empty run folder
   ft.reset_classifier = true;  // fine-tuning to new classes
   ft.out = f.dir + "/finetune2";
@@ -310,6 +313,124 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   numbered.steps = 1;
   ASSERT_EQ(train::train_model(numbered, Device::cpu()).steps, 1);
   EXPECT_TRUE(train::recorded_classes(numbered.out + "/last.safetensors").empty());
+}
+
+// --init from a run that recorded its classes: the classifier rows follow the names when the
+// same classes come in another order (stage 2 on a list whose classes are ordered otherwise),
+// and other classes are refused unless --reset-classifier starts a new classifier.
+TEST(Train, InitMatchesTheClassifierRowsByClassName) {
+  Folders f;
+  train::TrainConfig first = small_config(f, "init_source");
+  first.steps = 2;
+  train::train_model(first, Device::cpu());
+  const std::string source = first.out + "/last.safetensors";
+  const std::vector<std::string> names = train::recorded_classes(source);
+  ASSERT_EQ(names.size(), 5u);
+  // The same images as a list whose classes run backwards: class4 is label 0, and so on.
+  const data::Dataset folder = data::load_dataset(f.train);
+  const std::string list = f.dir + "/reversed.txt";
+  {
+    std::ofstream out(list), classes(data::list_classes_path(list));
+    for (const data::Sample& smp : folder.samples) out << smp.path << "\t" << 4 - smp.label << "\n";
+    for (int k = 4; k >= 0; --k) classes << folder.classes[static_cast<size_t>(k)] << "\n";
+  }
+  train::TrainConfig second = small_config(f, "init_reversed");
+  second.data = list;
+  second.init = source;
+  second.steps = 1;
+  second.lr = 1e-30;  // a step that leaves the weights as loaded
+  train::train_model(second, Device::cpu());
+  const std::map<std::string, Tensor> was = read_safetensors(source).tensors,
+                                      now = read_safetensors(second.out + "/last.safetensors").tensors;
+  for (const char* name : {"linear.weight", "linear.bias"}) {
+    const Tensor a = was.at(name), b = now.at(name);
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    for (int64_t row = 0; row < 5; ++row)
+      EXPECT_EQ(b.select(0, row).to_vector<float>(), a.select(0, 4 - row).to_vector<float>()) << name << " row " << row;
+  }
+  // Other classes (the same count, one name changed): refused, naming the class.
+  {
+    std::ofstream classes(data::list_classes_path(list));
+    for (int k = 4; k >= 1; --k) classes << folder.classes[static_cast<size_t>(k)] << "\n";
+    classes << "a_new_class\n";
+  }
+  train::TrainConfig other = small_config(f, "init_other");
+  other.data = list;
+  other.init = source;
+  other.steps = 1;
+  const std::string what = training_error(other);
+  EXPECT_NE(what.find("'a_new_class' is not one of its 5"), std::string::npos) << what;
+  other.reset_classifier = true;
+  EXPECT_EQ(train::train_model(other, Device::cpu()).steps, 1);
+}
+
+// --epochs is a count of epochs: a batch whose files were all unreadable makes no step, and
+// the run still ends at the last epoch's end rather than going on into the next.
+TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
+  Folders f;
+  const std::string data = f.dir + "/half_unreadable";
+  if (!fs::exists(data)) {
+    testing::write_class_folder(data, {2, 2}, 36, 4);
+    for (const char* cls : {"class0", "class1"})
+      for (int i = 0; i < 3; ++i) testing::write_bytes(data + "/" + cls + "/bad" + std::to_string(i) + ".jpg", {'n', 'o'});
+  }
+  train::TrainConfig c = small_config(f, "epochs_skipping");
+  c.data = data;
+  c.batch_size = 2;  // 5 batches of 10 files, 4 of them readable: at least one batch is all unreadable
+  c.epochs = 2;
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  EXPECT_EQ(s.epochs_done, 2);
+  EXPECT_LE(s.steps, 8);
+  EXPECT_EQ(s.skipped, 6);
+  const train::Checkpoint ck = train::load_checkpoint(c.out + "/last.safetensors");
+  EXPECT_EQ(ck.position.epoch, 2);
+  EXPECT_EQ(ck.position.batch, 0);
+  EXPECT_EQ(ck.position.step, s.steps);
+  std::ifstream in(c.out + "/metrics.jsonl");
+  std::vector<int64_t> epochs;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") == "epoch") {
+      epochs.push_back(j.at("epoch").get<int64_t>());
+      EXPECT_TRUE(j.at("complete").get<bool>()) << line;
+    }
+  }
+  EXPECT_EQ(epochs, (std::vector<int64_t>{1, 2}));
+  // Resumed with the same total, the run is complete: nothing to do.
+  train::TrainConfig again = c;
+  again.resume = true;
+  const train::TrainSummary r = train::train_model(again, Device::cpu());
+  EXPECT_EQ(r.images, 0);
+  EXPECT_EQ(r.steps, s.steps);
+}
+
+// A validation set without one readable image has no accuracy: its lines say null, nothing is
+// saved as the best, and the run counts its unreadable files.
+TEST(Train, UnreadableValidationIsCountedNotScored) {
+  Folders f;
+  const std::string val = f.dir + "/val_unreadable";
+  for (const char* cls : {"class0", "class1"}) {
+    fs::create_directories(val + "/" + cls);
+    testing::write_bytes(val + "/" + cls + "/x.jpg", {'n', 'o'});
+  }
+  train::TrainConfig c = small_config(f, "val_unreadable_run");
+  c.val = val;
+  c.steps = 2;
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  EXPECT_EQ(s.val_skipped, 2);
+  EXPECT_LT(s.best_top1, 0);  // none
+  EXPECT_FALSE(fs::exists(c.out + "/best.safetensors"));
+  std::ifstream in(c.out + "/metrics.jsonl");
+  int epoch_lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") != "epoch") continue;
+    ++epoch_lines;
+    EXPECT_TRUE(j.at("val_top1").is_null()) << line;
+    EXPECT_EQ(j.at("val_images"), 0) << line;
+    EXPECT_EQ(j.at("val_skipped"), 2) << line;
+  }
+  EXPECT_EQ(epoch_lines, 1);
 }
 
 // head/tail against a hand count: classes with >= 10 training images are head.

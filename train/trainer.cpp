@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -90,7 +92,9 @@ json config_object(const TrainConfig& c) {
 }
 }  // namespace
 
-std::string config_json(const TrainConfig& c) { return config_object(c).dump(); }
+// Paths that are not UTF-8 are written with U+FFFD for their odd bytes: config.json records them,
+// and --resume compares no path.
+std::string config_json(const TrainConfig& c) { return config_object(c).dump(-1, ' ', false, json::error_handler_t::replace); }
 
 namespace {
 
@@ -123,6 +127,45 @@ void check_same_run(const std::string& config_path, const json& now) {
   }
   FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", config_path, ": ", differences,
              "; give the run's own settings to continue it, or another --out for a new run");
+}
+
+// --init: the weights of another run (stage 2 of the paper's recipe starts from stage 1's).
+// A checkpoint that records its classes is matched to --data's by name: the classifier rows
+// follow the names when the same classes come in another order (an ImageFolder sorts them by
+// name, a COCO/iNat JSON by category id), and other classes need --reset-classifier.
+void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Dataset& train_set) {
+  const std::vector<std::string> recorded = recorded_classes(c.init);
+  if (c.reset_classifier || recorded.empty() || train_set.numbered || recorded == train_set.classes) {
+    nn::load_weights(model, c.init, c.reset_classifier);
+    return;
+  }
+  std::map<std::string, int64_t> row_of;
+  for (size_t i = 0; i < recorded.size(); ++i) row_of[recorded[i]] = static_cast<int64_t>(i);
+  std::vector<int64_t> rows;
+  for (const std::string& name : train_set.classes) {
+    const auto it = row_of.find(name);
+    FGVC_CHECK(it != row_of.end() && recorded.size() == train_set.classes.size(), "--init", c.init,
+               ": trained on other classes than --data ", c.data, " has (",
+               it == row_of.end() ? "'" + name + "' is not one of its " + std::to_string(recorded.size())
+                                  : std::to_string(recorded.size()) + " against " +
+                                        std::to_string(train_set.classes.size()),
+               "); add --reset-classifier to fine-tune with a new classifier");
+    rows.push_back(it->second);
+  }
+  std::map<std::string, Tensor> weights = nn::read_model_weights(c.init);
+  for (auto& [name, t] : weights)
+    for (const std::string& prefix : model.classifier_prefixes()) {
+      if (name.rfind(prefix, 0) != 0 || t.dim() < 1 || t.size(0) != static_cast<int64_t>(rows.size())) continue;
+      Tensor reordered = Tensor::empty(t.shape(), t.dtype(), t.device());
+      for (size_t j = 0; j < rows.size(); ++j)
+        reordered.slice(0, static_cast<int64_t>(j), static_cast<int64_t>(j) + 1).copy_(t.slice(0, rows[j], rows[j] + 1));
+      t = reordered;
+    }
+  try {
+    nn::load_weights(model, std::move(weights), false);
+  } catch (const Error& e) {
+    throw Error(c.init + ": " + e.what());
+  }
 }
 
 void set_batch_norm_momentum(nn::Module& m, double momentum) {
@@ -334,7 +377,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   }
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, aux_classifier);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
-  if (!c.init.empty() && !c.resume) nn::load_weights(*model, c.init, c.reset_classifier);
+  if (!c.init.empty() && !c.resume) init_weights(*model, c, train_set);
   fs::create_directories(c.out);  // once the inputs are known to be good: a bad call leaves no empty folder
   model->to(device);
   model->train();
@@ -427,7 +470,17 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   data::Loader loader(train_set, lo);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
   FGVC_CHECK(steps_per_epoch > 0, "--data", c.data, ": no batch in an epoch");
+  FGVC_CHECK(c.steps > 0 || c.epochs <= std::numeric_limits<int64_t>::max() / steps_per_epoch, "--epochs", c.epochs,
+             " epochs of ", steps_per_epoch, " steps overflow a 64-bit step count");
+  // --epochs ends the run at an epoch's end: a batch whose files were all unreadable makes no
+  // step, so an epoch can have fewer steps than batches, and total_steps is then an upper bound
+  // (the schedule, which follows the steps as TF-slim's global step does, and the ETA use it).
   const int64_t total_steps = c.steps > 0 ? c.steps : c.epochs * steps_per_epoch;
+  auto finished = [&] { return c.steps > 0 ? pos.step >= total_steps : pos.epoch >= c.epochs; };
+  // The step that ends the run, as it is taken (the last batch of the last epoch, or --steps).
+  auto last_step = [&] {
+    return c.steps > 0 ? pos.step == total_steps : pos.epoch + 1 == c.epochs && pos.batch == steps_per_epoch;
+  };
   std::unique_ptr<data::Loader> val_loader;
   if (val_set) {
     data::LoaderOptions vo = lo;
@@ -451,8 +504,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["global_batch_size"] = c.batch_size * comm.size();
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
-  if (leader) write_file_atomic(config_path, cfg.dump(2) + "\n");
-  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, pos.step < total_steps,
+  if (leader) write_file_atomic(config_path, cfg.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
+  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, !finished(),
                      pos.window_steps > 0, leader);
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;
@@ -527,7 +580,10 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     if (leader) write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
     // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
     // by --steps) only while there is nothing better to keep.
-    const bool best = epoch_end ? pos.best_partial || r.top1_accuracy() > pos.best_top1 : pos.best_top1 < 0;
+    summary.val_skipped = r.skipped;
+    // An evaluation without one readable image has no accuracy (not 0%): it is never the best.
+    const bool best = r.images > 0 &&
+                      (epoch_end ? pos.best_partial || r.top1_accuracy() > pos.best_top1 : pos.best_top1 < 0);
     if (best) {
       pos.best_top1 = r.top1_accuracy();
       pos.best_epoch = pos.epoch;
@@ -547,7 +603,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   model->set_aux_enabled(inception_aux);
 
   try {
-    while (pos.step < total_steps) {
+    while (!finished()) {
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
       const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
       if (whole_epoch)  // else: the steps before the resume count
@@ -556,7 +612,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       int64_t& epoch_steps = pos.epoch_steps;
       const auto epoch_start = Clock::now();
       data::Batch batch;
-      while (pos.step < total_steps && loader.next(&batch)) {
+      while (!finished() && loader.next(&batch)) {
         pos.batch++;
         // A batch whose files were all unreadable is skipped, by every rank together (the
         // collectives of a step must pair up).
@@ -611,7 +667,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         epoch_loss += value, epoch_steps++;
         // Step 1 too: a first point of the loss curve, and a run shorter than --log-every
         // still has a first and a last window.
-        const bool log = pos.step % c.log_every == 0 || pos.step == total_steps || pos.step == 1;
+        const bool log = pos.step % c.log_every == 0 || last_step() || pos.step == 1;
         const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
         const double ips = window_s > 0 ? window_images / window_s : 0.0;
         const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
@@ -634,7 +690,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           window_images = 0;
           window_start = Clock::now();
         }
-        if (c.save_every > 0 && pos.step % c.save_every == 0 && pos.step < total_steps) save_last();
+        if (c.save_every > 0 && pos.step % c.save_every == 0 && !last_step()) save_last();
       }
       const bool epoch_done = pos.batch >= steps_per_epoch;
       // A whole epoch without one readable batch would repeat forever (the same files fail
@@ -646,7 +702,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.batch = 0;
         summary.epochs_done++;
       }
-      if (epoch_done || pos.step >= total_steps) {
+      if (epoch_done || finished()) {
         // Over all ranks, as the step lines' loss (every rank took the same number of steps).
         const double train_loss = rank_mean(epoch_steps ? epoch_loss / epoch_steps : 0.0, comm, device);
         const double hits = rank_sum(pos.epoch_correct, comm, device), seen = rank_sum(pos.epoch_images, comm, device);
@@ -665,12 +721,17 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                            fixed(100 * train_top1, 2) + "%";
         if (val_loader) {
           const auto [r, best] = validate(epoch_done);
-          line["val_top1"] = r.top1_accuracy();
-          line["val_top5"] = r.top5_accuracy();
-          line["val_loss"] = r.loss;
+          const bool scored = r.images > 0;
+          line["val_top1"] = scored ? json(r.top1_accuracy()) : json(nullptr);
+          line["val_top5"] = scored ? json(r.top5_accuracy()) : json(nullptr);
+          line["val_loss"] = scored ? json(r.loss) : json(nullptr);
           line["val_images"] = r.images;
-          text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " + fixed(100 * r.top5_accuracy(), 2) +
-                  "%" + (best ? " (best)" : "");
+          line["val_skipped"] = r.skipped;
+          if (scored)
+            text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " +
+                    fixed(100 * r.top5_accuracy(), 2) + "%" + (best ? " (best)" : "");
+          else
+            text += " val: no readable image (" + std::to_string(r.skipped) + " unreadable file(s) skipped)";
         }
         metrics.write(line);
         progress.line(text);

@@ -58,7 +58,8 @@ std::string config_json(const TrainConfig& c);
 TrainConfig resolve_defaults(TrainConfig c);
 
 struct TrainSummary {
-  int64_t steps = 0, epochs_done = 0, images = 0, skipped = 0;
+  int64_t steps = 0, epochs_done = 0, images = 0, skipped = 0;  // skipped: distinct unreadable training files
+  int64_t val_skipped = 0;  // unreadable --val files (its last evaluation's count)
   double first_loss = 0, last_loss = 0;  // mean training loss of the first and the last logged window
   double best_top1 = -1;
   double seconds = 0, images_per_sec = 0;
