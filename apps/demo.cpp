@@ -49,6 +49,8 @@ struct Options {
   double imbalance = 100;          // largest / smallest class
   int64_t test_per_class = 1000;   // all of Fashion-MNIST's test set
   int64_t epochs1 = 10, epochs2 = 3, max_per_class = 100, batch_size = 64, head_threshold = 100;
+  // lr2: the paper's transfer-learning rate; its stage 2 on iNat (after far longer training) used
+  // 1e-6, which moves a network trained for 10 small epochs too little to see.
   double lr1 = 0.045, lr2 = 0.0045, gamma = 0.01;  // gamma: SPEC.md section 7
   int input_size = 28, workers = 2;
   uint64_t seed = 0;

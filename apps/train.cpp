@@ -83,13 +83,17 @@ int main(int argc, char** argv) {
         cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
+        cli.add_option("--crop", c.crop,
+                       "the random crop: tf-slim (the paper's: height uniform, TensorFlow's "
+                       "sample_distorted_bounding_box) or torchvision (RandomResizedCrop: area uniform)")
+            ->capture_default_str()->check(CLI::IsMember({"tf-slim", "torchvision"}));
         cli.add_option("--min-crop-area", c.min_crop_area,
-                       "smallest area fraction of the random crop (TF-slim's area_range; below --min-crop-covered "
-                       "it acts as that)")
-            ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+                       "smallest area fraction of the random crop (default 0.05, TF-slim's area_range; 0.08 with "
+                       "--crop torchvision, its scale; with tf-slim, below --min-crop-covered it acts as that)")
+            ->check(CLI::Range(0.01, 1.0));
         cli.add_option("--min-crop-covered", c.min_crop_covered,
-                       "a crop covering less of the image is drawn again (TF-slim's min_object_covered; 0 with "
-                       "--min-crop-area 0.08: torchvision's RandomResizedCrop)")
+                       "with --crop tf-slim, a crop covering less of the image is drawn again (TF-slim's "
+                       "min_object_covered)")
             ->capture_default_str()->check(CLI::Range(0.0, 1.0));
         cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
             ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));

@@ -23,16 +23,82 @@ int64_t RandomStream::below(int64_t n) {
   return std::min<int64_t>(n - 1, static_cast<int64_t>(uniform() * static_cast<double>(n)));
 }
 
-Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng) {
-  const double W = width, H = height, area = W * H;
-  for (int attempt = 0; attempt < aug.attempts; ++attempt) {
-    const double fraction = rng.uniform(aug.area_min, aug.area_max);
-    const double aspect = rng.uniform(aug.aspect_min, aug.aspect_max);  // width / height
-    const double w = std::sqrt(fraction * area * aspect), h = std::sqrt(fraction * area / aspect);
-    if (w > W || h > H || fraction < aug.min_covered) continue;
-    return {rng.uniform() * (W - w), rng.uniform() * (H - h), w, h};
+namespace {
+
+// TensorFlow's sample_distorted_bounding_box, which TF-slim's Inception preprocessing calls with
+// the whole image as the object box: the aspect ratio uniform in [aspect_min, aspect_max], the
+// crop height an integer uniform between the heights of the least and the most area at that
+// aspect (so small crops are likelier than with a uniform area), the width the height times the
+// aspect rounded, a nudge of one row where rounding left the area outside the range, and the
+// offset uniform in [0, size - crop) (TensorFlow's range, which leaves out the last position).
+// A crop covering less than min_covered of the image is drawn again; after `attempts` draws,
+// the whole image. Sizes in float32 as TensorFlow computes them.
+bool tf_crop_at_aspect(int W, int H, double area_min, double area_max, float aspect, RandomStream& rng, Box* out) {
+  const float min_area = static_cast<float>(area_min) * W * H, max_area = static_cast<float>(area_max) * W * H;
+  int height = static_cast<int>(std::lrint(std::sqrt(min_area / aspect)));
+  int max_height = static_cast<int>(std::lrint(std::sqrt(max_area / aspect)));
+  if (std::lrint(max_height * aspect) > W) {  // the most height whose rounded width still fits
+    max_height = static_cast<int>((W + 0.5 - 1e-7) / aspect);
+    if (std::lrint(max_height * aspect) > W) max_height -= 1;
   }
-  return {0, 0, W, H};
+  max_height = std::min(max_height, H);
+  height = std::min(height, max_height);
+  if (height < max_height) height += static_cast<int>(rng.below(max_height - height + 1));
+  int width = static_cast<int>(std::lrint(height * aspect));
+  float area = static_cast<float>(width * height);
+  if (area < min_area) {
+    height += 1;
+    width = static_cast<int>(std::lrint(height * aspect));
+    area = static_cast<float>(width * height);
+  }
+  if (area > max_area) {
+    height -= 1;
+    width = static_cast<int>(std::lrint(height * aspect));
+    area = static_cast<float>(width * height);
+  }
+  if (area < min_area || area > max_area || width > W || height > H || width <= 0 || height <= 0) return false;
+  const int y = height < H ? static_cast<int>(rng.below(H - height)) : 0;
+  const int x = width < W ? static_cast<int>(rng.below(W - width)) : 0;
+  *out = {static_cast<double>(x), static_cast<double>(y), static_cast<double>(width), static_cast<double>(height)};
+  return true;
+}
+
+Box tf_slim_crop(int W, int H, const TrainAugment& aug, RandomStream& rng) {
+  for (int attempt = 0; attempt < aug.attempts; ++attempt) {
+    const auto aspect = static_cast<float>(rng.uniform(aug.aspect_min, aug.aspect_max));  // width / height
+    Box b;
+    if (!tf_crop_at_aspect(W, H, aug.area_min, aug.area_max, aspect, rng, &b)) continue;
+    if (b.w * b.h < aug.min_covered * W * H) continue;  // min_object_covered of the whole-image box
+    return b;
+  }
+  return {0, 0, static_cast<double>(W), static_cast<double>(H)};
+}
+
+// torchvision's RandomResizedCrop: the area fraction uniform in [area_min, area_max], the aspect
+// ratio log-uniform in [3/4, 4/3], sides rounded half to even (Python's round), 10 attempts,
+// the offset uniform over every position; else the central crop with the aspect clamped.
+Box torchvision_crop(int W, int H, const TrainAugment& aug, RandomStream& rng) {
+  const double area = static_cast<double>(W) * H, lo = std::log(3.0 / 4.0), hi = std::log(4.0 / 3.0);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * rng.uniform(aug.area_min, aug.area_max);
+    const double aspect = std::exp(rng.uniform(lo, hi));
+    const double w = std::nearbyint(std::sqrt(target * aspect)), h = std::nearbyint(std::sqrt(target / aspect));
+    if (w <= 0 || w > W || h <= 0 || h > H) continue;
+    const double y = static_cast<double>(rng.below(H - static_cast<int64_t>(h) + 1));
+    const double x = static_cast<double>(rng.below(W - static_cast<int64_t>(w) + 1));
+    return {x, y, w, h};
+  }
+  double w = W, h = H;
+  if (w / h < 3.0 / 4.0) h = std::nearbyint(w / (3.0 / 4.0));
+  else if (w / h > 4.0 / 3.0) w = std::nearbyint(h * (4.0 / 3.0));
+  return {std::floor((W - w) / 2), std::floor((H - h) / 2), w, h};
+}
+
+}  // namespace
+
+Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng) {
+  return aug.crop == CropStyle::Torchvision ? torchvision_crop(width, height, aug, rng)
+                                            : tf_slim_crop(width, height, aug, rng);
 }
 
 Box central_crop(int width, int height, double fraction) {

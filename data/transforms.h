@@ -2,7 +2,8 @@
 //
 // Train: a random crop of area fraction in [0.05, 1] that covers at least 10% of the image
 // (so [0.1, 1] in effect) with aspect ratio in [0.75, 1.33] (100 attempts, else the whole
-// image), resized to S x S (bilinear), flipped left-right with probability 1/2, colours
+// image; its height uniform, as TensorFlow's sample_distorted_bounding_box draws it), resized
+// to S x S (bilinear), flipped left-right with probability 1/2, colours
 // distorted (brightness +-32/255 and saturation x[0.5, 1.5] in random order, clipped).
 // Eval: the central 87.5% of the image resized to S x S; 12-crop: the full image, the centre
 // and the four corners (87.5% crops), each also flipped.
@@ -41,10 +42,16 @@ class RandomStream {
   uint64_t block_ = 0;
 };
 
+// How the train transform samples its crop: TF-slim's (the paper's; the default) or
+// torchvision's RandomResizedCrop, for runs compared with PyTorch.
+enum class CropStyle { TfSlim, Torchvision };
+
 struct TrainAugment {
-  double area_min = 0.05, area_max = 1.0, min_covered = 0.1;
-  double aspect_min = 0.75, aspect_max = 1.33;
-  int attempts = 100;
+  CropStyle crop = CropStyle::TfSlim;
+  double area_min = 0.05, area_max = 1.0;  // torchvision's scale is [0.08, 1]
+  double min_covered = 0.1;                // TF-slim only
+  double aspect_min = 0.75, aspect_max = 1.33;  // TF-slim only (torchvision's: 3/4 to 4/3, log-uniform)
+  int attempts = 100;                           // TF-slim only (torchvision's: 10)
   bool flip = true;
   bool color_distort = true;
   double brightness = 32.0 / 255.0;

@@ -254,11 +254,83 @@ TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
     ASSERT_LE(b.x + b.w, W + 1e-9);
     ASSERT_LE(b.y + b.h, H + 1e-9);
     const double area = b.w * b.h / (double(W) * H), aspect = b.w / b.h;
+    ASSERT_EQ(b.w, std::floor(b.w));  // whole pixels, as TensorFlow's
+    ASSERT_EQ(b.h, std::floor(b.h));
     if (area == 1.0) continue;  // the whole-image fallback
     ASSERT_GE(area, 0.1 - 1e-12);
-    ASSERT_GE(aspect, 0.75 - 1e-9);
-    ASSERT_LE(aspect, 1.33 + 1e-9);
+    // The width is the height times the aspect, rounded: off by at most half a pixel.
+    ASSERT_GE(aspect, 0.75 - 0.5 / b.h - 1e-9);
+    ASSERT_LE(aspect, 1.33 + 0.5 / b.h + 1e-9);
   }
+}
+
+// TensorFlow's sample_distorted_bounding_box draws the crop's height uniformly (not its area):
+// at aspect 1 with areas in [0.04, 1] of a 100 x 100 image, the side is uniform on 20..100, so
+// 40 of 81 sides are below 60 (areas below 0.36); a uniform area would put a third there.
+TEST(Transforms, TfSlimCropHeightIsUniform) {
+  TrainAugment aug;
+  aug.aspect_min = aug.aspect_max = 1.0;
+  aug.area_min = 0.04, aug.min_covered = 0.0;
+  const int n = 8000;
+  double sides = 0;
+  int below_60 = 0;
+  std::set<int> seen;
+  for (int i = 0; i < n; ++i) {
+    RandomStream rng = RandomStream::for_sample(5, 0, static_cast<uint64_t>(i));
+    const Box b = sample_crop(100, 100, aug, rng);
+    ASSERT_EQ(b.w, b.h);
+    ASSERT_GE(b.h, 20);
+    ASSERT_LE(b.h, 100);
+    if (b.w < 100) ASSERT_LT(b.x + b.w, 100);  // TensorFlow's offsets stop one short of the edge
+    if (b.h < 100) ASSERT_LT(b.y + b.h, 100);
+    sides += b.h;
+    below_60 += b.h < 60;
+    seen.insert(static_cast<int>(b.h));
+  }
+  EXPECT_NEAR(sides / n, 60.0, 1.0);  // standard error 0.26
+  EXPECT_NEAR(below_60 / double(n), 40.0 / 81, 0.025);
+  EXPECT_EQ(seen.size(), 81u);  // every side from 20 to 100
+}
+
+// --crop torchvision: RandomResizedCrop's draw (area uniform in [0.08, 1], aspect log-uniform in
+// [3/4, 4/3], 10 attempts, offsets over every position) and its fallback, the central crop
+// with the aspect clamped.
+TEST(Transforms, TorchvisionCropIsRandomResizedCrop) {
+  TrainAugment aug;
+  aug.crop = CropStyle::Torchvision;
+  aug.area_min = 0.08;
+  const int n = 4000;
+  double log_aspect = 0;
+  int below_half = 0;
+  for (int i = 0; i < n; ++i) {
+    RandomStream rng = RandomStream::for_sample(6, 0, static_cast<uint64_t>(i));
+    const Box b = sample_crop(400, 400, aug, rng);
+    ASSERT_EQ(b.w, std::floor(b.w));
+    ASSERT_LE(b.x + b.w, 400);
+    ASSERT_LE(b.y + b.h, 400);
+    const double area = b.w * b.h / 160000.0;
+    ASSERT_GE(area, 0.08 - 0.01);  // sides rounded
+    ASSERT_GE(b.w / b.h, 0.75 - 1.0 / b.h);
+    ASSERT_LE(b.w / b.h, 4.0 / 3.0 + 1.0 / b.h);
+    log_aspect += std::log(b.w / b.h);
+    below_half += area < 0.5;
+  }
+  EXPECT_NEAR(log_aspect / n, 0.0, 0.01);  // log-uniform: symmetric (uniform in [0.75, 1.33]: +0.026)
+  // Uniform areas, less the draws that do not fit (large areas at skewed aspects): most of
+  // [0.08, 0.5] (0.46 of the 0.92 range) survives, so a little over half lie below 0.5.
+  EXPECT_GT(below_half / double(n), 0.5);
+  EXPECT_LT(below_half / double(n), 0.6);
+  // An image no draw fits (areas of at least 800 px in a 10-pixel-high strip): the centre, at 4/3.
+  RandomStream rng = RandomStream::for_sample(6, 1, 0);
+  const Box wide = sample_crop(1000, 10, aug, rng);
+  EXPECT_EQ(wide.w, 13);
+  EXPECT_EQ(wide.h, 10);
+  EXPECT_EQ(wide.x, 493);
+  EXPECT_EQ(wide.y, 0);
+  const Box tall = sample_crop(10, 1000, aug, rng);
+  EXPECT_EQ(tall.w, 10);
+  EXPECT_EQ(tall.h, 13);
+  EXPECT_EQ(tall.y, 493);
 }
 
 // --min-crop-covered 0: crops as small as --min-crop-area (torchvision's RandomResizedCrop

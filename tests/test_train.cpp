@@ -2,6 +2,9 @@
 // bit, a NaN stops the run with the last good checkpoint kept, mismatching checkpoints are
 // refused by name; evaluation's head/tail split against a hand count, ensembles against a
 // direct computation; fgvc-train and fgvc-eval as a user runs them.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -285,8 +288,11 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   changed.steps = 4;
   changed.optimizer = "sgd";
   changed.lr = 0.5;
+  changed.crop = "torchvision";
   const std::string refused = training_error(changed);
   EXPECT_NE(refused.find("optimizer \"sgd\" (was \"rmsprop\")"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("crop \"torchvision\" (was \"tf-slim\")"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("min_crop_area 0.08 (was 0.05)"), std::string::npos) << refused;
   EXPECT_NE(refused.find("lr 0.5"), std::string::npos) << refused;
   train::TrainConfig averaged = c;  // a moving average the run never had: config.json's word
   averaged.resume = true;
@@ -402,6 +408,38 @@ TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
   const train::TrainSummary r = train::train_model(again, Device::cpu());
   EXPECT_EQ(r.images, 0);
   EXPECT_EQ(r.steps, s.steps);
+}
+
+// A --save-every checkpoint on an epoch's last step holds the epoch still open; if the run is
+// cut off after that epoch's line and before its epoch-end save, --resume closes the epoch
+// again: metrics.jsonl keeps one line for it, not two. (The checkpoint cut short is made here
+// from the epoch-end one: the same weights, the position one save earlier.)
+TEST(Train, ResumeAfterAnEpochEndCutShortLogsTheEpochOnce) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "epoch_cut_short");
+  c.steps = 93 / 8;  // one epoch
+  const train::TrainSummary s = train::train_model(c, Device::cpu());
+  ASSERT_EQ(s.epochs_done, 1);
+  const std::string last = c.out + "/last.safetensors";
+  SafetensorsFile file = read_safetensors(last);
+  nlohmann::json position = nlohmann::json::parse(file.metadata.at("position"));
+  ASSERT_EQ(position.at("epoch"), 1);
+  position["epoch"] = 0;
+  position["batch"] = c.steps;
+  file.metadata["position"] = position.dump();
+  write_safetensors(last, file.tensors, file.metadata);
+  train::TrainConfig more = c;
+  more.resume = true;
+  more.steps = c.steps + 2;
+  EXPECT_EQ(train::train_model(more, Device::cpu()).steps, c.steps + 2);
+  std::ifstream in(c.out + "/metrics.jsonl");
+  int first_epoch_lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    first_epoch_lines += j.at("kind") == "epoch" && j.at("epoch") == 1;
+  }
+  EXPECT_EQ(first_epoch_lines, 1);
+  EXPECT_EQ(train::load_checkpoint(last).position.epoch, 1);
 }
 
 // A validation set without one readable image has no accuracy: its lines say null, nothing is
@@ -534,6 +572,25 @@ TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
   EXPECT_EQ(testing::slurp(path), "old");
   for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// A process killed mid-write (SIGKILL runs no destructor) leaves PATH.tmp.PID: the next write
+// of PATH removes those of processes that are gone, and leaves a running one's and other names.
+TEST(AtomicFile, TemporariesOfDeadProcessesAreRemoved) {
+  const std::string dir = test_dir("fgvc_train_"), path = dir + "/ck.safetensors";
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);  // gone now
+  const std::string dead = path + ".tmp." + std::to_string(child), alive = path + ".tmp." + std::to_string(::getppid()),
+                    other = path + ".tmp.notapid", neighbour = dir + "/other.safetensors.tmp." + std::to_string(child);
+  for (const std::string& p : {dead, alive, other, neighbour}) std::ofstream(p) << "partial";
+  write_file_atomic(path, "whole");
+  EXPECT_EQ(testing::slurp(path), "whole");
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(alive));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(neighbour));  // another target's: its own next write tidies it
 }
 
 // The chart renderer: ticks at 1-2-5 steps, a line drawn where its values put it, text and

@@ -48,6 +48,7 @@ TrainConfig resolve_defaults(TrainConfig c) {
   if (c.input_size <= 0) c.input_size = nn::default_input_size(c.model);
   if (c.decay_epochs <= 0) c.decay_epochs = 2.0;
   if (c.bn_decay <= 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
+  if (c.min_crop_area <= 0) c.min_crop_area = c.crop == "torchvision" ? 0.08 : 0.05;
   return c;
 }
 
@@ -80,6 +81,7 @@ json config_object(const TrainConfig& c) {
               {"seed", c.seed},
               {"workers", c.workers},
               {"color_distort", c.color_distort},
+              {"crop", c.crop},
               {"min_crop_area", c.min_crop_area},
               {"min_crop_covered", c.min_crop_covered},
               {"amp", c.amp},
@@ -116,10 +118,11 @@ void check_same_run(const std::string& config_path, const json& now) {
   // (The global batch is the checkpoint's to check: its message says which --batch-size fits.)
   for (const char* key : {"model", "input_size", "optimizer", "lr", "lr_decay", "decay_epochs",
                           "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
-                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "min_crop_area", "min_crop_covered", "amp",
+                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "crop", "min_crop_area", "min_crop_covered", "amp",
                           "sync_bn", "classes", "train_counts"}) {
     // A key that runs of earlier versions did not record: the value they all used.
     if (!was.contains(key) && std::string(key) == "min_crop_covered") was[key] = 0.1;
+    if (!was.contains(key) && std::string(key) == "crop") was[key] = "tf-slim";
     if (!was.contains(key) || was[key] == now.at(key)) continue;
     const bool long_value = was[key].is_array();
     differences += std::string(differences.empty() ? "" : ", ") + key +
@@ -208,8 +211,8 @@ void with_average(nn::Module& model, const optim::EMA* ema, Fn fn) {
 // (unless a log interval ends there too) and its partial epoch's.
 class MetricsLog {
  public:
-  MetricsLog(const std::string& path, bool resume, int64_t resume_step, bool continuing, bool window_open,
-             bool enabled)
+  MetricsLog(const std::string& path, bool resume, int64_t resume_step, int64_t resume_epochs_done, bool continuing,
+             bool window_open, bool enabled)
       : path_(path) {
     if (!enabled) return;  // another rank writes it
     if (resume && fs::exists(path)) {
@@ -227,7 +230,11 @@ class MetricsLog {
         const bool run_end_only = continuing && step == resume_step &&
                                   ((kind == "step" && window_open && step != 1) ||
                                    (kind == "epoch" && !j.value("complete", true)));
-        if (step <= resume_step && !run_end_only) kept << line << '\n';
+        // An epoch the checkpoint has not closed (a --save-every checkpoint on an epoch's last
+        // step, its epoch-end save cut short) is closed again by the resumed run: its line too.
+        const bool closed_again = kind == "epoch" && j.value("complete", false) &&
+                                  j.value("epoch", int64_t(0)) > resume_epochs_done;
+        if (step <= resume_step && !run_end_only && !closed_again) kept << line << '\n';
       }
       write_file_atomic(path, kept.str());
     } else {
@@ -340,6 +347,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
   FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
+  FGVC_CHECK(c.crop == "tf-slim" || c.crop == "torchvision", "--crop", "tf-slim or torchvision, got '", c.crop, "'");
   kernels::set_cudnn_benchmark(c.cudnn_benchmark);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
@@ -458,6 +466,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   lo.mode = data::Mode::Train;
   lo.normalization = nn::is_inception(c.model) ? data::Normalization::Inception : data::Normalization::ImageNet;
   lo.augment.color_distort = c.color_distort;
+  lo.augment.crop = c.crop == "torchvision" ? data::CropStyle::Torchvision : data::CropStyle::TfSlim;
   lo.augment.area_min = c.min_crop_area;
   lo.augment.min_covered = c.min_crop_covered;
   lo.workers = c.workers;
@@ -505,7 +514,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
   if (leader) write_file_atomic(config_path, cfg.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
-  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, !finished(),
+  MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, pos.epoch, !finished(),
                      pos.window_steps > 0, leader);
   Progress progress(c.progress && leader);
   std::unique_ptr<dist::GradientReducer> reducer;

@@ -39,7 +39,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   int workers = 1;
   bool color_distort = true;
-  double min_crop_area = 0.05;
+  std::string crop = "tf-slim";     // the random crop: tf-slim (the paper's) or torchvision (RandomResizedCrop)
+  double min_crop_area = 0;         // 0: 0.05 with tf-slim, 0.08 with torchvision
   double min_crop_covered = 0.1;  // TF-slim's min_object_covered: with it, crops below 10% are redrawn
   std::string amp = "off";          // bf16 | fp16 | off (CUDA only)
   bool cudnn_benchmark = false;     // CUDA: cuDNN measures each shape's algorithms (kernels::set_cudnn_benchmark)

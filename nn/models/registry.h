@@ -79,9 +79,9 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes = 1000,
                                          bool aux_classifier = false);
 std::vector<std::string> model_names();
-// The Inception family (inception_*): TF-slim preprocessing (pixels in [-1, 1]), default input
-// 299 and batch-norm decay 0.9997; ResNets use the ImageNet mean/std and 224 (the CIFAR
-// ResNets, resnet20/32/56, 32).
+// The Inception family (inception_*): TF-slim preprocessing (pixels in [-1, 1]) and batch-norm
+// decay 0.9997; ResNets use the ImageNet mean/std. Every network's default input is 299, as the
+// paper trains them (the CIFAR ResNets, resnet20/32/56: 32).
 bool is_inception(const std::string& model);
 int default_input_size(const std::string& model);
 // The smallest S x S input the model takes: the Inception family's stem and reductions need
