@@ -48,6 +48,25 @@ TEST_P(MatmulTest, TransposedViewsNeedNoCopy) {
   const Tensor wide = testing::randn_t({4, 8}, 5, dt);
   const Tensor cs = kernels::matmul(wide.slice(1, 2, 5), testing::randn_t({3, 2}, 6, dt));
   EXPECT_TRUE(all_close(cs, ref_matmul(wide.slice(1, 2, 5), testing::randn_t({3, 2}, 6, dt), false, false), tol, tol));
+  // No copy made: operands of several MiB (the host pool counts blocks from 1 MiB) take one
+  // allocation, the product's, transposed views and a column slice alike.
+  const Tensor big_a = testing::randn_t({512, 1024}, 7, dt), big_b = testing::randn_t({600, 512}, 8, dt);
+  const Tensor big_w = testing::randn_t({1024, 1200}, 9, dt);
+  for (int which = 0; which < 2; ++which) {
+    const size_t before = host_pool_stats().num_allocations;
+    const Tensor p = which == 0 ? kernels::matmul(big_a.transpose(0, 1), big_b.transpose(0, 1))  // [1024, 600]
+                                : kernels::matmul(big_w.slice(1, 100, 612), big_b.transpose(0, 1));
+    EXPECT_EQ(host_pool_stats().num_allocations - before, 1u) << which;
+    ASSERT_EQ(p.shape(), (Shape{1024, 600})) << which;
+    const std::vector<double> av = big_a.to_vector<double>(), bv = big_b.to_vector<double>(),
+                              wv = big_w.to_vector<double>(), pv = p.to_vector<double>();
+    for (int64_t i : {0, 517, 1023})
+      for (int64_t j : {0, 299, 599}) {
+        double want = 0;
+        for (int64_t k = 0; k < 512; ++k) want += (which == 0 ? av[k * 1024 + i] : wv[i * 1200 + 100 + k]) * bv[j * 512 + k];
+        EXPECT_NEAR(pv[i * 600 + j], want, tol * 30) << which << " " << i << " " << j;
+      }
+  }
 }
 
 TEST_P(MatmulTest, BatchedWithSharedRightOperand) {
