@@ -55,6 +55,13 @@ int main(int argc, char** argv) {
         cli.add_option("--normalization", normalization, "inception ([-1, 1]) or imagenet (mean/std)")
             ->check(CLI::IsMember({"inception", "imagenet"}));
         cli.add_flag("--no-color-distort", [&](int64_t) { o.augment.color_distort = false; }, "no colour distortion");
+        cli.add_option_function<std::string>(
+               "--crop",
+               [&](const std::string& crop) {
+                 if (crop == "torchvision") o.augment.crop = fgvc::data::CropStyle::Torchvision, o.augment.area_min = 0.08;
+               },
+               "train mode's random crop: tf-slim (default) or torchvision (RandomResizedCrop, areas from 0.08)")
+            ->check(CLI::IsMember({"tf-slim", "torchvision"}));
         cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
         cli.add_option("--save-grid", grid, "write the first batch as a PNG grid");
       },

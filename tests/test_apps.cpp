@@ -154,6 +154,7 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-model-info --device cpu --model resnet20 --input-size 1073741824",
                                  "fgvc-model-info --device cpu --model resnet20 --num-classes 4611686018427387904",
                                  "fgvc-loader-bench --device cpu --data " + dir + " --workers 100000",
+                                 "fgvc-loader-bench --device cpu --data " + dir + " --crop inception",
                                  "fgvc-model-info --device cpu --model no_such_net",
                                  // a device index or a count that would overflow: a usage error, not an abort
                                  "fgvc-similarity --device cuda:99999999999 --source " + source + " --target " + target,
