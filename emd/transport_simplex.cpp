@@ -582,24 +582,32 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
   Reduced r;
   r.a = normalized(a_in, "source");
   r.b = normalized(b_in, "target");
-  // The largest |cost|, spread over the threads for a large matrix; non-finite costs are
-  // counted there, and the first one located afterwards for the message.
-  double max_cost = 0;
-  int64_t bad = 0;
-#pragma omp parallel for reduction(max : max_cost) reduction(+ : bad) schedule(static) if (m * n > (1 << 20))
-  for (int64_t k = 0; k < m * n; ++k) {
-    const double c = std::fabs(cost[k]);
-    bad += !std::isfinite(c);
-    max_cost = c > max_cost ? c : max_cost;
-  }
-  for (int64_t k = 0; bad > 0 && k < m * n; ++k)
-    FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
-  r.max_cost = max_cost > 0 ? max_cost : 1.0;
   // Classes of weight 0 take no part; solve on the others.
   for (int64_t i = 0; i < m; ++i)
     if (r.a[i] > 0) r.rows.push_back(static_cast<int>(i)), r.ra.push_back(r.a[i]);
   for (int64_t j = 0; j < n; ++j)
     if (r.b[j] > 0) r.cols.push_back(static_cast<int>(j)), r.rb.push_back(r.b[j]);
+  // One pass, spread over the threads for a large matrix: non-finite costs are counted (the
+  // first located afterwards for the message), and the largest |cost| is taken among the
+  // classes that take part. The solver's tolerance scales with it, so a far-away class of
+  // weight 0 must not loosen it (it stopped short of the optimum).
+  std::vector<char> col_kept(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) col_kept[j] = r.b[j] > 0;
+  double max_cost = 0;
+  int64_t bad = 0;
+#pragma omp parallel for reduction(max : max_cost) reduction(+ : bad) schedule(static) if (m * n > (1 << 20))
+  for (int64_t i = 0; i < m; ++i) {
+    const double* row = cost + i * n;
+    const bool row_kept = r.a[i] > 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const double c = std::fabs(row[j]);
+      bad += !std::isfinite(c);
+      if (row_kept && col_kept[j]) max_cost = c > max_cost ? c : max_cost;
+    }
+  }
+  for (int64_t k = 0; bad > 0 && k < m * n; ++k)
+    FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
+  r.max_cost = max_cost > 0 ? max_cost : 1.0;
   exact_integer_weights(a_in, b_in, &r);
   if (r.rows.size() != static_cast<size_t>(m) || r.cols.size() != static_cast<size_t>(n)) {
     r.sub.resize(r.rows.size() * r.cols.size());

@@ -180,7 +180,8 @@ struct Runs {
 };
 Runs runs_of(const Plane& l) {
   const int64_t m = l.n * l.hw;
-  const int64_t count = std::max<int64_t>(1, std::min<int64_t>((m + 4095) / 4096, std::max<int64_t>(1, 1024 / l.c)));
+  const int64_t channels = std::max<int64_t>(1, l.c);  // no channel: no run is launched, but no division by 0
+  const int64_t count = std::max<int64_t>(1, std::min<int64_t>((m + 4095) / 4096, std::max<int64_t>(1, 1024 / channels)));
   return {static_cast<uint32_t>((m + count - 1) / count), static_cast<int>(count)};
 }
 

@@ -429,6 +429,27 @@ TEST(CudaParity, SixteenBitKernels) {
       }, {x, gamma, beta, gy}, tol);
     }
     kernels::set_cuda_batch_norm_fused(true);
+    // Signed inputs: the branches below zero (relu's gate, sigmoid and tanh of negatives). The
+    // ops whose float32 result is exactly rounded on both sides (IEEE arithmetic, then one
+    // rounding to 16 bits) must match bit for bit: an error of one 16-bit step, which the
+    // tolerance above lets through, fails here.
+    const double exact = 1e-300;
+    const Tensor z = testing::rand_t({3, 5, 7, 9}, 76, -2.0, 2.0).to(low), w = testing::rand_t({3, 5, 7, 9}, 77, -2.0, 2.0).to(low);
+    for (UnaryOp u : {UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Relu, UnaryOp::Square, UnaryOp::Sign, UnaryOp::Sigmoid,
+                      UnaryOp::Tanh, UnaryOp::Exp}) {
+      const bool rounded_once = u != UnaryOp::Sigmoid && u != UnaryOp::Tanh && u != UnaryOp::Exp;
+      expect_parity(name + " signed " + kernels::op_name(u), [u](const Ts& in) {
+        return Ts{kernels::unary(u, in[0]), kernels::unary(u, in[0].transpose(0, 3))};
+      }, {z}, rounded_once ? exact : tol);
+    }
+    for (BinaryOp b : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min,
+                       BinaryOp::ReluBackward, BinaryOp::TanhBackward, BinaryOp::SigmoidBackward})
+      expect_parity(name + " signed " + kernels::op_name(b), [b](const Ts& in) {
+        return Ts{kernels::binary(b, in[0], in[1]), kernels::binary(b, in[0], in[2]), kernels::binary(b, in[0], -0.3)};
+      }, {z, w, c}, exact);
+    expect_parity(name + " casts", [low](const Ts& in) {
+      return Ts{in[0].to(DType::Float32), in[1].to(low), in[1].to(low).transpose(1, 2).contiguous()};
+    }, {z, randn_t({3, 5, 7, 9}, 78)}, exact);
     const Pool2dGeometry pg = Pool2dGeometry::square(3, 2, 1, /*ceil_mode=*/true);
     expect_parity(name + " pooling", [pg](const Ts& in) {
       const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], pg);
