@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
         cli.add_option_function<std::string>(
                "--crop",
                [&](const std::string& crop) {
-                 if (crop == "torchvision") o.augment.crop = fgvc::data::CropStyle::Torchvision, o.augment.area_min = 0.08;
+                 o.augment.crop = fgvc::data::crop_style(crop);
+                 o.augment.area_min = fgvc::data::default_area_min(o.augment.crop);
                },
                "train mode's random crop: tf-slim (default) or torchvision (RandomResizedCrop, areas from 0.08)")
             ->check(CLI::IsMember({"tf-slim", "torchvision"}));

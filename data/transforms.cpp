@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tensor/error.h"
 #include "tensor/philox.h"
 
 namespace fgvc {
@@ -95,6 +96,12 @@ Box torchvision_crop(int W, int H, const TrainAugment& aug, RandomStream& rng) {
 }
 
 }  // namespace
+
+CropStyle crop_style(const std::string& name) {
+  if (name == "tf-slim") return CropStyle::TfSlim;
+  if (name == "torchvision") return CropStyle::Torchvision;
+  throw Error("crop: tf-slim or torchvision, got '" + name + "'");
+}
 
 Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng) {
   return aug.crop == CropStyle::Torchvision ? torchvision_crop(width, height, aug, rng)

@@ -12,6 +12,7 @@
 // (Inception) or by the ImageNet mean and std (ResNets).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "data/image.h"
@@ -45,10 +46,15 @@ class RandomStream {
 // How the train transform samples its crop: TF-slim's (the paper's; the default) or
 // torchvision's RandomResizedCrop, for runs compared with PyTorch.
 enum class CropStyle { TfSlim, Torchvision };
+// "tf-slim" or "torchvision"; anything else throws.
+CropStyle crop_style(const std::string& name);
+// The smallest area fraction a style draws by default: TF-slim's area_range starts at 0.05,
+// torchvision's scale at 0.08.
+constexpr double default_area_min(CropStyle style) { return style == CropStyle::Torchvision ? 0.08 : 0.05; }
 
 struct TrainAugment {
   CropStyle crop = CropStyle::TfSlim;
-  double area_min = 0.05, area_max = 1.0;  // torchvision's scale is [0.08, 1]
+  double area_min = default_area_min(CropStyle::TfSlim), area_max = 1.0;
   double min_covered = 0.1;                // TF-slim only
   double aspect_min = 0.75, aspect_max = 1.33;  // TF-slim only (torchvision's: 3/4 to 4/3, log-uniform)
   int attempts = 100;                           // TF-slim only (torchvision's: 10)

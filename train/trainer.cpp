@@ -48,7 +48,7 @@ TrainConfig resolve_defaults(TrainConfig c) {
   if (c.input_size <= 0) c.input_size = nn::default_input_size(c.model);
   if (c.decay_epochs <= 0) c.decay_epochs = 2.0;
   if (c.bn_decay <= 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
-  if (c.min_crop_area <= 0) c.min_crop_area = c.crop == "torchvision" ? 0.08 : 0.05;
+  if (c.min_crop_area <= 0) c.min_crop_area = data::default_area_min(data::crop_style(c.crop));
   return c;
 }
 
@@ -347,7 +347,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
   FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
-  FGVC_CHECK(c.crop == "tf-slim" || c.crop == "torchvision", "--crop", "tf-slim or torchvision, got '", c.crop, "'");
   kernels::set_cudnn_benchmark(c.cudnn_benchmark);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
@@ -466,7 +465,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   lo.mode = data::Mode::Train;
   lo.normalization = nn::is_inception(c.model) ? data::Normalization::Inception : data::Normalization::ImageNet;
   lo.augment.color_distort = c.color_distort;
-  lo.augment.crop = c.crop == "torchvision" ? data::CropStyle::Torchvision : data::CropStyle::TfSlim;
+  lo.augment.crop = data::crop_style(c.crop);
   lo.augment.area_min = c.min_crop_area;
   lo.augment.min_covered = c.min_crop_covered;
   lo.workers = c.workers;
