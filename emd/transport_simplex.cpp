@@ -92,7 +92,7 @@ class Solver {
   Solver(const double* c, int m, int n, std::vector<double> a, std::vector<double> b, const Options& o, double max_cost,
          bool exact)
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
-        max_iterations_(o.max_iterations), exact_(exact) {
+        tolerance_(o.tolerance), max_cost_(max_cost), max_iterations_(o.max_iterations), exact_(exact) {
     row_candidates_ = std::max<int64_t>(o.row_candidates, 0);  // 0 here: every row (the callers resolve the default)
     const int64_t cells = static_cast<int64_t>(m) * n;
     // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
@@ -119,6 +119,13 @@ class Solver {
   // The greedy start alone (the GPU solver pivots from it): parent of each node (-1 at the
   // root, node 0) and the flow on the edge to it.
   void start() { initial_basis(); }
+  // A basis found elsewhere (the GPU's): each node's parent (-1 at the root, node 0) and the
+  // flow on the edge to it.
+  void load(const std::vector<int>& parent, const std::vector<double>& flow) {
+    std::vector<Edge> edges;
+    for (int x = 1; x < m_ + n_; ++x) edges.push_back({x, parent[x], flow[x]});
+    build_tree(edges);
+  }
   const std::vector<int>& parents() const { return parent_; }
   const std::vector<double>& flows() const { return flow_; }
   const std::vector<int>& sizes() const { return size_; }
@@ -151,7 +158,39 @@ class Solver {
     }
   }
 
+  // Where the pricing above stopped, every reduced cost, as computed, is at least -tol_, and
+  // the computed ones are off by the rounding of the potentials: so the cost is within
+  // tol_ + that rounding of the optimum (the flow totals 1). Costs of a few orders of
+  // magnitude make that a few 1e-12 of the cost. Where costs span many more (a class far
+  // from all others, and an optimum that is a tiny fraction of the largest cost), it is not
+  // enough: a far class moves the potentials of the cheap cells to its own scale, and their
+  // rounding outgrows their reduced costs. Then polish: potentials in double-double, each
+  // cell's reduced cost to a few ulps of its own cost, and pivots on the cells below
+  // -tolerance x their own cost, until there are none. `min_cost` (the smallest cost of the
+  // problem, a lower bound on the optimum) rules out a polish where the cost already is at it.
+  void polish_if_needed(double min_cost) {
+    if (!needs_polish(min_cost)) return;
+    polished_ = true;
+    refresh_exact_potentials();
+    for (;;) {
+      int ei, ej;
+      double d;
+      if (!find_entering_exactly(&ei, &ej, &d)) break;
+      FGVC_CHECK(max_iterations_ <= 0 || iterations_ < max_iterations_, "emd", "no optimum after ", iterations_,
+                 " pivots (max_iterations)");
+      pivot(ei, ej, d);  // its shift of the potentials is replaced by the exact ones
+      ++iterations_;
+      refresh_exact_potentials();
+#if FGVC_EMD_VERIFY_TREE
+      verify_tree();
+#endif
+    }
+  }
+  bool polished() const { return polished_; }
+
   const std::vector<double>& potentials() const { return pot_; }  // u_0..u_{m-1}, v_0..v_{n-1}
+  // The potentials' low parts after a polish (the exact potential is pot + pot_low), else empty.
+  const std::vector<double>& potentials_low() const { return pot_lo_; }
   int64_t iterations() const { return iterations_; }
   // Pricing::Rows: the entering cells come from this pricer's passes (not owned).
   void set_row_pricer(detail::RowPricer* pricer) { pricer_ = pricer; }
@@ -316,6 +355,87 @@ class Solver {
   void refresh_potentials() {
     pot_[0] = 0.0;
     for (int x = next_[0]; x != 0; x = next_[x]) pot_[x] = edge_cost(x, parent_[x]) - pot_[parent_[x]];
+  }
+
+  // The polish (polish_if_needed). kRelativeAccuracy: how close to the optimum, relative to
+  // the cost, the pricing's own bound must show an answer to be left as it is.
+  static constexpr double kRelativeAccuracy = 1e-10;
+  static constexpr double kEps = std::numeric_limits<double>::epsilon();
+
+  bool needs_polish(double min_cost) const {
+    double largest = 0, primal = 0, total = 0;
+    for (int x = 0; x < m_ + n_; ++x) largest = std::max(largest, std::fabs(pot_[x]));
+    for (int x = 1; x < m_ + n_; ++x) primal += flow_[x] * edge_cost(x, parent_[x]);
+    for (double w : a_) total += w;
+    const double cost = primal / total;
+    // A computed reduced cost (c - u) - v is off by at most 2 eps (|c| + 2 max |potential|)
+    // (the potentials' drift was removed by the last refresh); 4 eps for room.
+    const double bound = tol_ + 4 * kEps * (max_cost_ + 2 * largest);
+    return std::min(bound, cost - min_cost) > kRelativeAccuracy * std::fabs(cost);
+  }
+
+  // Every potential again from the root in double-double: pot_ + pot_lo_ is exact to about
+  // eps^2 of the largest potential per edge of depth.
+  void refresh_exact_potentials() {
+    pot_lo_.assign(static_cast<size_t>(m_ + n_), 0.0);
+    pot_[0] = 0.0;
+    double largest = 0;
+    for (int x = next_[0]; x != 0; x = next_[x]) {
+      const int p = parent_[x];
+      // c - (hi_p + lo_p): the rounding error of c - hi_p kept, then the low part.
+      const double s = edge_cost(x, p) - pot_[p];
+      const double err = two_sum_error(edge_cost(x, p), -pot_[p], s);
+      const double lo = err - pot_lo_[p];
+      pot_[x] = s + lo;
+      pot_lo_[x] = lo - (pot_[x] - s);
+      largest = std::max(largest, std::fabs(pot_[x]));
+    }
+    // Cells whose reduced cost computed from the high parts alone, (c - u) - v, is below
+    // `margin_` are the only ones that can improve; only they get the exact evaluation.
+    margin_ = 4 * kEps * (max_cost_ + 2 * largest);
+  }
+
+  // The rounding error of s = x + y (Knuth's two-sum): x + y = s + error exactly.
+  static double two_sum_error(double x, double y, double s) {
+    const double yy = s - x;
+    return (x - (s - yy)) + (y - yy);
+  }
+
+  // c - (u_hi + u_lo) - (v_hi + v_lo) with the high parts' sum kept exactly: off by a few
+  // ulps of the result and of the low parts.
+  static double exact_reduced_cost(double c, double uh, double ul, double vh, double vl) {
+    const double s = uh + vh;
+    const double err = two_sum_error(uh, vh, s);
+    return (c - s) - (err + ul + vl);
+  }
+
+  // The polish's pricing: rows cyclically from where it last stopped, the most negative
+  // exact reduced cost of the first block's worth of rows that has one below -(tolerance x
+  // the cell's own |cost| + 1e-8 tolerance x the largest cost); the last term is far above
+  // the double-double potentials' rounding, so that no pivot is taken on noise.
+  bool find_entering_exactly(int* ei, int* ej, double* d) {
+    const double* vh = pot_.data() + m_;
+    const double* vl = pot_lo_.data() + m_;
+    const double floor = 1e-8 * tol_;
+    double best = 0;
+    int best_i = -1, best_j = -1;
+    int64_t scanned = 0;
+    for (int k = 0; k < m_; ++k) {
+      const int i = polish_row_;
+      polish_row_ = polish_row_ + 1 == m_ ? 0 : polish_row_ + 1;
+      const double* row = c_ + static_cast<int64_t>(i) * n_;
+      const double uh = pot_[i], ul = pot_lo_[i];
+      for (int j = 0; j < n_; ++j) {
+        if (!(row[j] - uh - vh[j] < margin_)) continue;
+        const double r = exact_reduced_cost(row[j], uh, ul, vh[j], vl[j]);
+        if (r < -(tolerance_ * std::fabs(row[j]) + floor) && r < best) best = r, best_i = i, best_j = j;
+      }
+      scanned += n_;
+      if (best_i >= 0 && scanned >= block_) break;
+    }
+    if (best_i < 0) return false;
+    *ei = best_i, *ej = best_j, *d = best;
+    return true;
   }
 
   // Block pricing: scan blocks of cells cyclically from where the last search stopped and
@@ -502,9 +622,10 @@ class Solver {
       const int p = parent_[y];
       FGVC_CHECK(position[p] < position[y] && position[y] + size_[y] <= position[p] + size_[p], "emd",
                  "verify: node ", y, " is not inside its parent's run");
+      // Rounding of the potentials counts at their own scale (a far class puts them at 1e9).
       const double r = edge_cost(y, p) - pot_[y] - pot_[p];
-      FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + std::fabs(edge_cost(y, p))), "emd", "verify: basic cell of node ", y,
-                 " has reduced cost ", r);
+      const double scale = std::max({std::fabs(edge_cost(y, p)), std::fabs(pot_[y]), std::fabs(pot_[p])});
+      FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + scale), "emd", "verify: basic cell of node ", y, " has reduced cost ", r);
       FGVC_CHECK(flow_[y] >= -1e-12, "emd", "verify: negative flow ", flow_[y], " at node ", y);
       FGVC_CHECK(!exact_ || flow_[y] > 0 || y < m_, "emd", "verify: not strongly feasible: column ", y - m_,
                  " hangs from row ", p, " with zero flow");
@@ -515,9 +636,13 @@ class Solver {
   const double* c_;
   int m_, n_;
   std::vector<double> a_, b_;
-  double tol_;
+  double tol_, tolerance_, max_cost_;
   int64_t max_iterations_;
   bool exact_;
+  bool polished_ = false;
+  int polish_row_ = 0;    // where the polish's pricing goes on
+  double margin_ = 0;     // refresh_exact_potentials'
+  std::vector<double> pot_lo_;  // the potentials' low parts, in a polish
   static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
@@ -593,21 +718,26 @@ Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<doubl
   // weight 0 must not loosen it (it stopped short of the optimum).
   std::vector<char> col_kept(static_cast<size_t>(n));
   for (int64_t j = 0; j < n; ++j) col_kept[j] = r.b[j] > 0;
-  double max_cost = 0;
+  // The smallest cost too (a lower bound on the optimum, Solver::polish_if_needed's).
+  double max_cost = 0, min_cost = kInf;
   int64_t bad = 0;
-#pragma omp parallel for reduction(max : max_cost) reduction(+ : bad) schedule(static) if (m * n > (1 << 20))
+#pragma omp parallel for reduction(max : max_cost) reduction(min : min_cost) reduction(+ : bad) schedule(static) \
+    if (m * n > (1 << 20))
   for (int64_t i = 0; i < m; ++i) {
     const double* row = cost + i * n;
     const bool row_kept = r.a[i] > 0;
     for (int64_t j = 0; j < n; ++j) {
       const double c = std::fabs(row[j]);
       bad += !std::isfinite(c);
-      if (row_kept && col_kept[j]) max_cost = c > max_cost ? c : max_cost;
+      const bool kept = row_kept && col_kept[j];
+      max_cost = kept && c > max_cost ? c : max_cost;
+      min_cost = kept && row[j] < min_cost ? row[j] : min_cost;
     }
   }
   for (int64_t k = 0; bad > 0 && k < m * n; ++k)
     FGVC_CHECK(std::isfinite(cost[k]), "emd", "cost (", k / n, ", ", k % n, ") is ", cost[k]);
   r.max_cost = max_cost > 0 ? max_cost : 1.0;
+  r.min_cost = min_cost;
   exact_integer_weights(a_in, b_in, &r);
   if (r.rows.size() != static_cast<size_t>(m) || r.cols.size() != static_cast<size_t>(n)) {
     r.sub.resize(r.rows.size() * r.cols.size());
@@ -641,18 +771,52 @@ void prepare_batch(const std::vector<Problem>& problems, const Options& options,
   }
 }
 
+namespace {
+// A sum of products kept to about one rounding of the result, however much its terms cancel
+// (the dual objective's do where potentials are large): each product split exactly by an
+// FMA into its rounded value and error, each addition's error kept (Neumaier).
+class ExactishSum {
+ public:
+  void add(double x) {
+    const double t = sum_ + x;
+    error_ += std::fabs(sum_) >= std::fabs(x) ? (sum_ - t) + x : (x - t) + sum_;
+    sum_ = t;
+  }
+  void add_product(double a, double b) {
+    const double p = a * b;
+    add(p);
+    add(std::fma(a, b, -p));
+  }
+  double value() const { return sum_ + error_; }
+
+ private:
+  double sum_ = 0, error_ = 0;
+};
+}  // namespace
+
 Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
-                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations) {
+                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations,
+                const std::vector<double>& pot_low) {
   const int rm = r.m();
   Result out;
   out.iterations = iterations;
+  ExactishSum primal, dual;
   for (int x = 0; x < static_cast<int>(parent.size()); ++x) {  // each basic cell is (node, its parent)
     if (parent[x] < 0) continue;
     const int i = x < rm ? x : parent[x], j = (x < rm ? parent[x] : x) - rm;
     out.flow.push_back({r.rows[i], r.cols[j], flow[x] / r.flow_scale});
-    out.cost += flow[x] * cost[static_cast<int64_t>(r.rows[i]) * n + r.cols[j]];
+    primal.add_product(flow[x], cost[static_cast<int64_t>(r.rows[i]) * n + r.cols[j]]);
   }
-  out.cost /= r.flow_scale;
+  out.cost = primal.value() / r.flow_scale;
+  // The dual objective from the solver's weights (integers where counts are) and potentials
+  // (with their low parts after a polish): sum a_i u_i + sum b_j v_j, the weight-0 classes
+  // adding nothing.
+  for (size_t k = 0; k < pot.size(); ++k) {
+    const double w = static_cast<int>(k) < rm ? r.ra[k] : r.rb[k - rm];
+    dual.add_product(w, pot[k]);
+    if (!pot_low.empty()) dual.add_product(w, pot_low[k]);
+  }
+  out.dual_objective = dual.value() / r.flow_scale;
   out.u.assign(static_cast<size_t>(m), kInf);
   out.v.assign(static_cast<size_t>(n), kInf);
   for (size_t i = 0; i < r.rows.size(); ++i) out.u[r.rows[i]] = pot[i];
@@ -665,8 +829,33 @@ Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, cons
   for (int64_t j = 0; j < n; ++j)
     if (r.b[j] == 0)
       for (int64_t i = 0; i < m; ++i) out.v[j] = std::min(out.v[j], cost[i * n + j] - out.u[i]);
-  for (int64_t i = 0; i < m; ++i) out.dual_objective += r.a[i] * out.u[i];
-  for (int64_t j = 0; j < n; ++j) out.dual_objective += r.b[j] * out.v[j];
+  return out;
+}
+
+std::vector<Result> finish_batch(const std::vector<Problem>& problems, const Options& options,
+                                 const std::vector<Reduced>& reduced, const std::vector<std::vector<int>>& parents,
+                                 const std::vector<std::vector<double>>& flows,
+                                 const std::vector<std::vector<double>>& pots, const std::vector<int64_t>& iterations) {
+  std::vector<Result> out(problems.size());
+  const auto [q, error] = parallel_each(static_cast<int64_t>(problems.size()), [&](int64_t k) {
+    const Problem& p = problems[k];
+    const Reduced& r = reduced[k];
+    Solver solver(r.cost(p.cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
+    solver.load(parents[k], flows[k]);
+    solver.polish_if_needed(r.min_cost);
+    const bool polished = solver.polished();
+    out[k] = assemble(p.cost, p.m, p.n, r, solver.parents(), solver.flows(),
+                      polished ? solver.potentials() : pots[k], iterations[k] + solver.iterations(),
+                      solver.potentials_low());
+  });
+  if (error) {
+    if (problems.size() == 1) std::rethrow_exception(error);
+    try {
+      std::rethrow_exception(error);
+    } catch (const Error& e) {
+      throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
+    }
+  }
   return out;
 }
 
@@ -727,7 +916,9 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
   solver.start();
   const double start_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   solver.pivot_to_optimum();
-  Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations());
+  solver.polish_if_needed(r.min_cost);
+  Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations(),
+                        solver.potentials_low());
   out.pricing_passes = solver.pricing_passes();
   out.pass_seconds = solver.pass_seconds();
   out.start_seconds = start_seconds;

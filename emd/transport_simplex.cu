@@ -451,8 +451,7 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   float kernel_ms = 0;
   FGVC_CUDA_CHECK(cudaEventElapsedTime(&kernel_ms, events[0], events[1]));
 
-  std::vector<Result> out;
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<int64_t> iterations(problems.size());
   for (size_t q = 0; q < problems.size(); ++q) {
     const std::string which = problems.size() > 1 ? " (problem " + std::to_string(q) + ")" : std::string();
     FGVC_CHECK(done[q].status != 2, "emd", "internal error: the GPU solver's basis stopped being a tree after ",
@@ -460,15 +459,20 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
     FGVC_CHECK(done[q].status == 0, "emd", "no optimum after ", done[q].iterations, " pivots on the GPU",
                options.max_iterations > 0 ? " (max_iterations)" : " (the kernel's guard against running forever)",
                which);
-    out.push_back(detail::assemble(problems[q].cost, problems[q].m, problems[q].n, reduced[q], parents[q], flows[q],
-                                   pots[q], done[q].iterations));
-    out.back().seconds = seconds;
-    out.back().gpu_kernel_seconds = kernel_ms / 1e3;
-    out.back().gpu_shared_tier = done[q].shared_tier;
+    iterations[q] = done[q].iterations;
+  }
+  // On the host: the polish where costs span many orders of magnitude (usually nothing), the
+  // answers in the callers' indices.
+  std::vector<Result> out = detail::finish_batch(problems, options, reduced, parents, flows, pots, iterations);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t q = 0; q < problems.size(); ++q) {
+    out[q].seconds = seconds;
+    out[q].gpu_kernel_seconds = kernel_ms / 1e3;
+    out[q].gpu_shared_tier = done[q].shared_tier;
     double total = 0;
     for (long long c : done[q].cycles) total += double(c);
     if (total > 0)
-      for (long long c : done[q].cycles) out.back().gpu_phases.push_back(double(c) / total);
+      for (long long c : done[q].cycles) out[q].gpu_phases.push_back(double(c) / total);
   }
   return out;
 }

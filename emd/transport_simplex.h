@@ -12,7 +12,10 @@
 // pivot finds its cycle and moves a subtree in time proportional to the cycle, and shifts
 // the potentials of the smaller side of the cut; block pricing over the cost matrix (or
 // pricing by rows, Pricing::Rows below); Bland's rule after a long run of degenerate pivots,
-// which rules out cycling.
+// which rules out cycling. Where costs span so many orders of magnitude that the pricing's
+// tolerance (relative to the largest cost) and the potentials' rounding could leave the cost
+// more than 1e-10 above the optimum, a polish follows (on the host, after the GPU solvers
+// too): double-double potentials and each cell held to -tolerance x its own cost.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -44,7 +47,7 @@ constexpr int64_t kCpuRowCandidates = 128;
 constexpr int64_t kGpuRowCandidates = -1;
 
 struct Options {
-  double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable
+  double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable (in a polish: * its own cost)
   int64_t block_size = 0;       // cells priced per block; 0: max(256, 2 sqrt(m n)) (GPU: max(1024, 8 sqrt(m n)))
   int64_t max_iterations = 0;   // pivots allowed; an error if not optimal after them (0: no limit)
   // GPU only: plan each pivot in one thread (plan_pivot, emd/array_tree.h) instead of warp 0
@@ -141,7 +144,8 @@ struct Reduced {
   // scale 1.
   double flow_scale = 1;
   std::vector<double> sub;     // rows x cols costs when some class was dropped, else empty
-  double max_cost = 1;
+  double max_cost = 1;         // the largest |cost| among them (1 where all are 0)
+  double min_cost = 0;         // the smallest cost among them
   int m() const { return static_cast<int>(rows.size()); }
   int n() const { return static_cast<int>(cols.size()); }
   const double* cost(const double* full) const { return sub.empty() ? full : sub.data(); }
@@ -160,8 +164,18 @@ InitialTree initial_tree(const double* cost, const Reduced& r, const Options& op
 // OpenMP threads (the GPU solver's host side); the first problem's error is thrown.
 void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,
                    std::vector<InitialTree>* trees);
+// The answer in the caller's indices; pot_low: the potentials' low parts where a polish made
+// them (Solver::polish_if_needed, emd/transport_simplex.cpp), else empty.
 Result assemble(const double* cost, int64_t m, int64_t n, const Reduced& r, const std::vector<int>& parent,
-                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations);
+                const std::vector<double>& flow, const std::vector<double>& pot, int64_t iterations,
+                const std::vector<double>& pot_low = {});
+// The GPU solver's host side after its kernel: each problem's basis (parents, flows,
+// potentials; iterations: the kernel's pivots) polished on the host where costs spanning many
+// orders of magnitude need it, then assembled; the problems spread over the OpenMP threads.
+std::vector<Result> finish_batch(const std::vector<Problem>& problems, const Options& options,
+                                 const std::vector<Reduced>& reduced, const std::vector<std::vector<int>>& parents,
+                                 const std::vector<std::vector<double>>& flows,
+                                 const std::vector<std::vector<double>>& pots, const std::vector<int64_t>& iterations);
 
 // A pass of Pricing::Rows over a problem's m x n costs (its classes of weight > 0): for each
 // row priced whose smallest reduced cost c_ij - u_i - v_j, computed as (c_ij - u_i) - v_j, is

@@ -119,6 +119,60 @@ TEST(Emd, AFarClassOfWeightZeroChangesNothing) {
   EXPECT_NEAR(got, want, 1e-12 * want);
 }
 
+// A problem whose costs span many orders of magnitude and whose optimum is a tiny fraction
+// of its largest cost: m - 1 sources and n - 1 targets near the origin (Gaussian, d = 8, one
+// count each), and one class on either side at the same far point (`far` from the origin,
+// a little noise apart) with half the mass. The far pair must trade with each other alone,
+// so the optimum is half their distance plus half the near problem's, which is solved on
+// its own (costs of order 1, no such trouble) for `want`.
+struct FarPair {
+  Tensor cost;
+  std::vector<double> a, b;
+  double want;
+};
+FarPair far_pair(int64_t m, int64_t n, double far, uint64_t seed) {
+  const int64_t d = 8;
+  std::vector<double> s = testing::randn_t({m, d}, seed, DType::Float64).to_vector<double>(),
+                      t = testing::randn_t({n, d}, seed + 1, DType::Float64).to_vector<double>();
+  for (int64_t k = 0; k < d; ++k) {
+    const double x = far * (k % 2 ? 1.0 : -0.5);  // the far point
+    s[k] += x;
+    t[k] += x;
+  }
+  FarPair p;
+  p.cost = emd::pairwise_distances(Tensor::from_vector(s, {m, d}), Tensor::from_vector(t, {n, d}));
+  p.a.assign(static_cast<size_t>(m), 1.0);
+  p.b.assign(static_cast<size_t>(n), 1.0);
+  p.a[0] = static_cast<double>(m - 1);
+  p.b[0] = static_cast<double>(n - 1);
+  const double* c = p.cost.data<double>();
+  std::vector<double> near;
+  for (int64_t i = 1; i < m; ++i) near.insert(near.end(), c + i * n + 1, c + (i + 1) * n);
+  const emd::Result r = emd::solve(near.data(), m - 1, n - 1, std::vector<double>(static_cast<size_t>(m - 1), 1.0),
+                                   std::vector<double>(static_cast<size_t>(n - 1), 1.0));
+  p.want = 0.5 * c[0] + 0.5 * r.cost;
+  return p;
+}
+
+// Costs from 0.1 to 1e9 with an optimum near 3: the pricing's tolerance (1e-12 of the
+// largest cost) and the rounding of potentials at 1e9 left improvements of up to 3e-3 unseen,
+// and the cost 2e-8 (relative) above the optimum (POT's is 1e-6 above it on such problems).
+// The polish gets it to the optimum, with primal and dual objectives equal to 1e-12.
+TEST(Emd, CostsSpanningManyOrdersOfMagnitudeSolveExactly) {
+  for (const double far : {1e3, 1e6, 1e9}) {
+    for (uint64_t seed : {71, 73}) {
+      const FarPair p = far_pair(300, 60, far, seed);
+      const emd::Result r = solve_certified(p.cost, p.a, p.b, "far pair");
+      EXPECT_NEAR(r.cost, p.want, 1e-12 * p.want) << far << " seed " << seed;
+      EXPECT_NEAR(r.dual_objective, r.cost, 1e-12 * r.cost) << far << " seed " << seed;
+      emd::Options rows;
+      rows.pricing = emd::Pricing::Rows;
+      const emd::Result by_rows = emd::solve(p.cost.data<double>(), 300, 60, p.a, p.b, rows);
+      EXPECT_NEAR(by_rows.cost, p.want, 1e-12 * p.want) << far << " seed " << seed << " (by rows)";
+    }
+  }
+}
+
 // Balanced classes and a domain against itself are ordinary inputs, and most of their
 // pivots are degenerate. The strongly feasible tree keeps them short: with ties broken by
 // the smallest cell and Bland's rule after long degenerate runs, 1000 x 200 equal counts
@@ -195,7 +249,8 @@ TEST(Emd, RejectsBadWeightsAndCosts) {
   }
 }
 
-// One problem for the GPU tests: its cost matrix, weights, and POT's cost where known.
+// One problem for the GPU tests: its cost matrix, weights, and POT's cost where known (for
+// the far pair, its optimum by construction).
 struct Case {
   std::string name;
   Tensor cost;
@@ -239,6 +294,8 @@ std::vector<Case> gpu_cases() {
   for (int64_t k = 0; k < m * n; ++k) ties[k] = static_cast<double>((k * 2654435761u) % 4);
   cases.push_back({"ties", Tensor::from_vector(ties, {m, n}), std::vector<double>(m, 1.0), std::vector<double>(n, 1.0)});
   cases.push_back({"zero weights", Tensor::zeros({4, 4}, DType::Float64), {0, 1, 0, 2}, {1, 0, 0, 1}});
+  const FarPair far = far_pair(150, 40, 1e9, 75);  // costs spanning 10 orders of magnitude: the polish
+  cases.push_back({"far pair", far.cost, far.a, far.b, far.want});
   cases.push_back({"1 x n", Tensor::from_vector(std::vector<double>{1.0, 4.0, 2.0}, {1, 3}), {5.0}, {1.0, 1.0, 2.0}});
   return cases;
 }
@@ -497,7 +554,9 @@ std::string array_tree_fault(const emd::detail::ArrayTree& t, const std::vector<
     if ((x < t.m) == (p < t.m)) return "edge within one side at node " + std::to_string(x);
     if (!(pos[p] < pos[x] && pos[x] + size[x] <= pos[p] + size[p])) return "node " + std::to_string(x) + " outside its parent's run";
     const double c = t.cost[emd::detail::tree_edge_cell(t, x, p)];
-    if (std::fabs(c - t.pot[x] - t.pot[p]) > 1e-9 * (1 + std::fabs(c))) return "basic cell of node " + std::to_string(x);
+    // Rounding of the potentials counts at their own scale (a far class puts them at 1e9).
+    const double scale = std::max({std::fabs(c), std::fabs(t.pot[x]), std::fabs(t.pot[p])});
+    if (std::fabs(c - t.pot[x] - t.pot[p]) > 1e-9 * (1 + scale)) return "basic cell of node " + std::to_string(x);
     if (t.flow[x] < -1e-12) return "negative flow at node " + std::to_string(x);
   }
   return "";
@@ -628,7 +687,9 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
       return {};
     }
   }
-  return emd::detail::assemble(cost, cost_t.size(0), cost_t.size(1), r, parent, flow, pot, pivots);
+  // The GPU solver's host side from here: the polish where needed, then the answer.
+  const emd::Problem problem{cost, cost_t.size(0), cost_t.size(1), a, b};
+  return emd::detail::finish_batch({problem}, {}, {r}, {parent}, {flow}, {pot}, {pivots}).front();
 }
 
 // The GPU pricing's walk over cells keeps (row, column) right without dividing, for strides
