@@ -119,12 +119,20 @@ class Solver {
   // The greedy start alone (the GPU solver pivots from it): parent of each node (-1 at the
   // root, node 0) and the flow on the edge to it.
   void start() { initial_basis(); }
-  // A basis found elsewhere (the GPU's): each node's parent (-1 at the root, node 0) and the
-  // flow on the edge to it.
-  void load(const std::vector<int>& parent, const std::vector<double>& flow) {
+  // A basis found elsewhere (the GPU's): each node's parent (-1 at the root, node 0), the
+  // flow on the edge to it, the potentials its pricing last used and the pivots it took.
+  void load(const std::vector<int>& parent, const std::vector<double>& flow, const std::vector<double>& pot,
+            int64_t iterations) {
+    const int nodes = m_ + n_;
+    FGVC_CHECK(static_cast<int>(parent.size()) == nodes && parent[0] == -1, "emd", "internal error: a loaded basis");
     std::vector<Edge> edges;
-    for (int x = 1; x < m_ + n_; ++x) edges.push_back({x, parent[x], flow[x]});
+    for (int x = 1; x < nodes; ++x) {
+      FGVC_CHECK(parent[x] >= 0 && parent[x] < nodes, "emd", "internal error: a loaded basis");
+      edges.push_back({x, parent[x], flow[x]});
+    }
     build_tree(edges);
+    pot_ = pot;
+    iterations_ = iterations;
   }
   const std::vector<int>& parents() const { return parent_; }
   const std::vector<double>& flows() const { return flow_; }
@@ -168,11 +176,15 @@ class Solver {
   // cell's reduced cost to a few ulps of its own cost, and pivots on the cells below
   // -tolerance x their own cost, until there are none. `min_cost` (the smallest cost of the
   // problem, a lower bound on the optimum) rules out a polish where the cost already is at it.
+  // Weights that are not integers get a polish too, with two limits: the flows themselves
+  // carry rounding (a crumb of 1e-16 on a cell of cost 1e9), which no pivot removes, and
+  // their tree is not kept strongly feasible, so as in pivot_to_optimum Bland's rule follows
+  // a long degenerate run, and the polish ends after kPolishPivotsPerNode pivots a node
+  // (the flow stays feasible, its cost only falls).
   void polish_if_needed(double min_cost) {
     if (!needs_polish(min_cost)) return;
-    polished_ = true;
     refresh_exact_potentials();
-    for (;;) {
+    for (int64_t k = 0; exact_ || k < kPolishPivotsPerNode * (m_ + n_); ++k) {
       int ei, ej;
       double d;
       if (!find_entering_exactly(&ei, &ej, &d)) break;
@@ -186,7 +198,6 @@ class Solver {
 #endif
     }
   }
-  bool polished() const { return polished_; }
 
   const std::vector<double>& potentials() const { return pot_; }  // u_0..u_{m-1}, v_0..v_{n-1}
   // The potentials' low parts after a polish (the exact potential is pot + pot_low), else empty.
@@ -361,16 +372,24 @@ class Solver {
   // the cost, the pricing's own bound must show an answer to be left as it is.
   static constexpr double kRelativeAccuracy = 1e-10;
   static constexpr double kEps = std::numeric_limits<double>::epsilon();
+  static constexpr int64_t kPolishPivotsPerNode = 20;
 
+  // For any potentials u, v: cost - optimum = sum x_ij r_ij - sum x*_ij r_ij (r = c - u - v,
+  // x* an optimal flow, both totalling 1), at most the largest |r| of a basic cell plus the
+  // most negative r of any cell. With the potentials the pricing last used, that is r's
+  // computed value (at least -tol_) off by its rounding, 2 eps (|c| + 2 max |potential|) at
+  // most (4 eps for room).
   bool needs_polish(double min_cost) const {
-    double largest = 0, primal = 0, total = 0;
+    double largest = 0, primal = 0, total = 0, basic = 0;
     for (int x = 0; x < m_ + n_; ++x) largest = std::max(largest, std::fabs(pot_[x]));
-    for (int x = 1; x < m_ + n_; ++x) primal += flow_[x] * edge_cost(x, parent_[x]);
+    for (int x = 1; x < m_ + n_; ++x) {
+      const double c = edge_cost(x, parent_[x]);
+      primal += flow_[x] * c;
+      basic = std::max(basic, std::fabs(c - pot_[x] - pot_[parent_[x]]));
+    }
     for (double w : a_) total += w;
     const double cost = primal / total;
-    // A computed reduced cost (c - u) - v is off by at most 2 eps (|c| + 2 max |potential|)
-    // (the potentials' drift was removed by the last refresh); 4 eps for room.
-    const double bound = tol_ + 4 * kEps * (max_cost_ + 2 * largest);
+    const double bound = basic + tol_ + 4 * kEps * (max_cost_ + 2 * largest);
     return std::min(bound, cost - min_cost) > kRelativeAccuracy * std::fabs(cost);
   }
 
@@ -393,6 +412,10 @@ class Solver {
     // Cells whose reduced cost computed from the high parts alone, (c - u) - v, is below
     // `margin_` are the only ones that can improve; only they get the exact evaluation.
     margin_ = 4 * kEps * (max_cost_ + 2 * largest);
+    // The double-double potentials are off by about eps^2 (|c| + |potential|) per edge of
+    // depth: a reduced cost must be below -floor_ (16 times the most that can add up to) as
+    // well as below -tolerance x its own cost, so that no pivot is taken on rounding.
+    floor_ = 16 * (m_ + n_) * kEps * kEps * (max_cost_ + 2 * largest);
   }
 
   // The rounding error of s = x + y (Knuth's two-sum): x + y = s + error exactly.
@@ -411,12 +434,12 @@ class Solver {
 
   // The polish's pricing: rows cyclically from where it last stopped, the most negative
   // exact reduced cost of the first block's worth of rows that has one below -(tolerance x
-  // the cell's own |cost| + 1e-8 tolerance x the largest cost); the last term is far above
-  // the double-double potentials' rounding, so that no pivot is taken on noise.
+  // the cell's own |cost| + floor_).
+  // Under Bland's rule (pivot() sets it after a long degenerate run), the first such cell.
   bool find_entering_exactly(int* ei, int* ej, double* d) {
     const double* vh = pot_.data() + m_;
     const double* vl = pot_lo_.data() + m_;
-    const double floor = 1e-8 * tol_;
+    if (bland_) polish_row_ = 0;
     double best = 0;
     int best_i = -1, best_j = -1;
     int64_t scanned = 0;
@@ -428,10 +451,13 @@ class Solver {
       for (int j = 0; j < n_; ++j) {
         if (!(row[j] - uh - vh[j] < margin_)) continue;
         const double r = exact_reduced_cost(row[j], uh, ul, vh[j], vl[j]);
-        if (r < -(tolerance_ * std::fabs(row[j]) + floor) && r < best) best = r, best_i = i, best_j = j;
+        if (r < -(tolerance_ * std::fabs(row[j]) + floor_) && r < best) {
+          best = r, best_i = i, best_j = j;
+          if (bland_) break;
+        }
       }
       scanned += n_;
-      if (best_i >= 0 && scanned >= block_) break;
+      if (best_i >= 0 && (scanned >= block_ || bland_)) break;
     }
     if (best_i < 0) return false;
     *ei = best_i, *ej = best_j, *d = best;
@@ -624,8 +650,9 @@ class Solver {
                  "verify: node ", y, " is not inside its parent's run");
       // Rounding of the potentials counts at their own scale (a far class puts them at 1e9).
       const double r = edge_cost(y, p) - pot_[y] - pot_[p];
-      const double scale = std::max({std::fabs(edge_cost(y, p)), std::fabs(pot_[y]), std::fabs(pot_[p])});
-      FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + scale), "emd", "verify: basic cell of node ", y, " has reduced cost ", r);
+      const double scale = std::fabs(pot_[y]) + std::fabs(pot_[p]);
+      FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + std::fabs(edge_cost(y, p))) + 1e-11 * scale, "emd", "verify: basic cell of node ",
+                 y, " has reduced cost ", r);
       FGVC_CHECK(flow_[y] >= -1e-12, "emd", "verify: negative flow ", flow_[y], " at node ", y);
       FGVC_CHECK(!exact_ || flow_[y] > 0 || y < m_, "emd", "verify: not strongly feasible: column ", y - m_,
                  " hangs from row ", p, " with zero flow");
@@ -639,9 +666,8 @@ class Solver {
   double tol_, tolerance_, max_cost_;
   int64_t max_iterations_;
   bool exact_;
-  bool polished_ = false;
   int polish_row_ = 0;    // where the polish's pricing goes on
-  double margin_ = 0;     // refresh_exact_potentials'
+  double margin_ = 0, floor_ = 0;  // refresh_exact_potentials'
   std::vector<double> pot_lo_;  // the potentials' low parts, in a polish
   static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
@@ -841,11 +867,9 @@ std::vector<Result> finish_batch(const std::vector<Problem>& problems, const Opt
     const Problem& p = problems[k];
     const Reduced& r = reduced[k];
     Solver solver(r.cost(p.cost), r.m(), r.n(), r.ra, r.rb, options, r.max_cost, r.flow_scale != 1);
-    solver.load(parents[k], flows[k]);
+    solver.load(parents[k], flows[k], pots[k], iterations[k]);
     solver.polish_if_needed(r.min_cost);
-    const bool polished = solver.polished();
-    out[k] = assemble(p.cost, p.m, p.n, r, solver.parents(), solver.flows(),
-                      polished ? solver.potentials() : pots[k], iterations[k] + solver.iterations(),
+    out[k] = assemble(p.cost, p.m, p.n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations(),
                       solver.potentials_low());
   });
   if (error) {

@@ -72,7 +72,10 @@ struct FlowCell {
 
 struct Result {
   double cost = 0;                // sum f_ij c_ij, total flow 1
-  double dual_objective = 0;      // sum a_i u_i + sum b_j v_j (equals cost at the optimum)
+  // sum a_i u_i + sum b_j v_j (equals cost at the optimum), from the potentials before their
+  // rounding to u, v: after a polish (costs spanning many orders of magnitude) they are
+  // double-double, and u, v their nearest doubles.
+  double dual_objective = 0;
   std::vector<FlowCell> flow;     // the basic cells (zero flows included)
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
