@@ -19,11 +19,18 @@ too, once per problem and end to end the same way. It is a speed peer only: it t
 weights and costs and stops at an iteration cap, so above about 200 classes its answer is above
 the optimum; the table prints by how much.
 
+With --spread, problems whose costs span ten orders of magnitude, against their optimum known by
+construction: 1000 x 200 classes (d = 64) near the origin with one count each, and on either side
+one class at the same far point (1e7 or 1e9 away, a little noise apart) with half the mass. The
+far pair trades only with each other, so the optimum is half their distance plus half the near
+problem's EMD (costs of order 1: POT solves it exactly). fgvc end to end from the domain files;
+POT twice: with its own ot.dist distances, and with exact ones (differences, no cancellation).
+
 With --batch K, the batched case too: K targets of 200 classes against one 6089-class source,
 fgvc-similarity given all K targets at once (the CPU solves one target per core at a time)
 against POT solving them one after another, each end to end; once, and throughput compared.
 
-    /usr/bin/python3 bench/emd_vs_pot.py [--bin build/bin] [--sizes 1000x200,6089x200,5089x555] [--degenerate] [--opencv]
+    /usr/bin/python3 bench/emd_vs_pot.py [--bin build/bin] [--sizes 1000x200,6089x200,5089x555] [--degenerate] [--opencv] [--spread]
                                          [--batch 64] [--device cuda] [--pricing rows]
 """
 import argparse
@@ -138,6 +145,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-pivot-count", action="store_true", help="skip the bisection for POT's pivots (slow on big problems)")
     ap.add_argument("--opencv", action="store_true", help="also time OpenCV's cv2.EMD (once a problem: it is slow)")
+    ap.add_argument("--spread", action="store_true", help="also the far-pair problems (costs from 1 to 1e9), against the known optimum")
     ap.add_argument("--batch", type=int, default=0, help="also K targets of 200 classes against one 6089-class source")
     ap.add_argument("--batch-size", default="6089x200", help="source x target classes of the batched case")
     args = ap.parse_args()
@@ -199,8 +207,52 @@ def main():
                   f"{ctotal / total:7.2f}")
         print("cv2.EMD: OpenCV's transportation simplex, float32, run once; above optimum = (cv2 - POT) / POT;\n"
               "x = cv2 time / fgvc time")
+    if args.spread:
+        spread(args)
     if args.batch > 0:
         batched(args, rng, zipf)
+
+
+def exact_distances(s, t):
+    """Euclidean distances from the differences themselves (no cancellation), a row at a time."""
+    return np.stack([np.sqrt(((t - x) ** 2).sum(axis=1)) for x in s])
+
+
+def spread(args):
+    """The far-pair problems (see the module's docstring): each answer against the optimum."""
+    m, n, dim = 1000, 200, 64
+    print(f"\nfar pair, {m} x {n}, d = {dim}: relative error against the optimum known by construction")
+    print(f"{'far':>6} {'seed':>4} {'optimum':>12} | {'fgvc':>8} {'pivots':>6} | {'POT, ot.dist':>12} {'POT, exact':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, tgt = os.path.join(tmp, "s.safetensors"), os.path.join(tmp, "t.safetensors")
+        for far in (1e7, 1e9):
+            for seed in range(3):
+                rng = np.random.default_rng(seed)
+                s, t = rng.normal(size=(m, dim)), rng.normal(size=(n, dim))
+                point = rng.normal(size=dim) * far
+                s[0] += point
+                t[0] += point
+                a, b = np.ones(m, np.int64), np.ones(n, np.int64)
+                a[0], b[0] = m - 1, n - 1
+                write_domain(src, s, a)
+                write_domain(tgt, t, b)
+                # What both read back: the features as float32, widened.
+                s, a = read_domain(src)
+                t, b = read_domain(tgt)
+                exact = exact_distances(s, t)
+                near = exact[1:, 1:]
+                optimum = 0.5 * exact[0, 0] + 0.5 * ot.emd2(np.full(m - 1, 1 / (m - 1)), np.full(n - 1, 1 / (n - 1)), near,
+                                                             numItermax=100_000_000)
+                out = json.loads(subprocess.run([os.path.join(args.bin, "fgvc-similarity"), "--device", args.device,
+                                                 "--pricing", args.pricing, "--source", src, "--target", tgt, "--json"],
+                                                check=True, capture_output=True, text=True,
+                                                env=fgvc_env(args)).stdout.strip().splitlines()[-1])
+                pot_own = ot.emd2(a / a.sum(), b / b.sum(), distances(s, t), numItermax=100_000_000)
+                pot_exact = ot.emd2(a / a.sum(), b / b.sum(), exact, numItermax=100_000_000)
+                rel = lambda x: (x - optimum) / optimum
+                print(f"{far:6.0e} {seed:4d} {optimum:12.6f} | {rel(out['emd']):8.1e} {out['iterations']:6d} | "
+                      f"{rel(pot_own):12.1e} {rel(pot_exact):10.1e}")
+    print("relative error = (answer - optimum) / optimum; the optimum's own rounding is about 1e-15")
 
 
 def batched(args, rng, zipf):
