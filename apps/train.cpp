@@ -5,6 +5,7 @@
 //       ... --init runs/stage1/last.safetensors --lr 0.0045 --decay-epochs 4 --epochs 4
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstdio>
@@ -15,14 +16,22 @@
 #include "apps/app.h"
 #include "dist/communicator.h"
 #include "nn/models/registry.h"
+#include "tensor/cuda_runtime.h"
 #include "train/trainer.h"
 
 namespace {
 
 // fgvc-train --gpus N on one machine: the same command line, N processes, started by mpirun
-// (one per GPU; each takes the GPU of its local rank).
+// (one per GPU; each takes the GPU of its local rank). Not bound to a core each (Open MPI's
+// default for 2 processes), which would leave a rank's loader workers and threads one core;
+// each gets its share of the cores for OpenMP unless OMP_NUM_THREADS says otherwise.
 void relaunch_under_mpirun(int gpus, int argc, char** argv) {
-  std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus)};
+  std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus), "--bind-to", "none"};
+  if (!std::getenv("OMP_NUM_THREADS")) {
+    const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+    args.push_back("-x");
+    args.push_back("OMP_NUM_THREADS=" + std::to_string(std::max(1L, cores / gpus)));
+  }
   if (::geteuid() == 0) args.push_back("--allow-run-as-root");
   for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
   std::vector<char*> raw;
@@ -113,7 +122,7 @@ int main(int argc, char** argv) {
             "\n"
             "Several GPUs or machines (data parallel, one process per GPU, gradients averaged by NCCL; on the CPU\n"
             "by MPI): --gpus N on one machine starts N processes through mpirun itself; across machines run\n"
-            "  mpirun -np 16 -H host1:8,host2:8 fgvc-train ...      (--batch-size is per process)\n"
+            "  mpirun -np 16 -H host1:8,host2:8 --bind-to none fgvc-train ...   (--batch-size is per process)\n"
             "Rank 0 writes the run folder; --resume works with any number of processes if processes x --batch-size\n"
             "stays the same. As root, Open MPI needs --allow-run-as-root (or OMPI_ALLOW_RUN_AS_ROOT=1 and\n"
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).");
@@ -129,6 +138,15 @@ int main(int argc, char** argv) {
           if (!device.is_cuda())
             throw app::UsageError("--gpus " + std::to_string(c.gpus) +
                                   " needs CUDA devices; for several CPU processes run: mpirun -np N fgvc-train --device cpu ...");
+          // NCCL refuses two ranks on one GPU.
+          if (c.gpus > cuda_device_count())
+            throw app::UsageError("--gpus " + std::to_string(c.gpus) + ": this machine has " +
+                                  std::to_string(cuda_device_count()) + " CUDA device(s)");
+          // Each process takes the GPU of its local rank.
+          if (common.device.find(':') != std::string::npos)
+            throw app::UsageError("--gpus " + std::to_string(c.gpus) + " uses GPUs 0.." + std::to_string(c.gpus - 1) +
+                                  ", one per process; --device " + common.device +
+                                  " names one (give --device cuda, or CUDA_VISIBLE_DEVICES to choose the GPUs)");
           relaunch_under_mpirun(c.gpus, argc, argv);  // returns only when mpirun cannot start
         }
         if (c.reset_classifier && c.init.empty()) throw app::UsageError("--reset-classifier needs --init");

@@ -47,6 +47,12 @@ int local_rank_from_environment() {
   return 0;
 }
 
+int local_size_from_environment() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE"})
+    if (const char* v = env(name)) return std::atoi(v);
+  return 0;
+}
+
 double collective_timeout_seconds() {
   const char* v = env("FGVC_COLLECTIVE_TIMEOUT");
   const double s = v ? std::atof(v) : 600.0;

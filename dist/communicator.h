@@ -50,6 +50,8 @@ std::unique_ptr<Communicator> make_communicator(Device device);
 // The local rank from the launcher's environment (0 when not launched by mpirun): which GPU
 // a process uses, decided before any communicator exists.
 int local_rank_from_environment();
+// The processes on this machine, from the same environment (0 when unknown).
+int local_size_from_environment();
 double collective_timeout_seconds();
 // Ends every process of the job after an error on this one: MPI_Abort once MPI is running,
 // otherwise exit(code). Never returns.

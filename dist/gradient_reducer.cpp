@@ -61,15 +61,21 @@ void GradientReducer::launch(Bucket& b) {
   const Tensor& first = params_[b.params.front()].second;
   const int64_t P = static_cast<int64_t>(b.params.size());
   if (!b.buffer.defined()) b.buffer = Tensor::empty({b.numel + P}, first.dtype(), first.device());
-  std::vector<double> has(static_cast<size_t>(P), 0.0);
+  // After the gradients, one flag per parameter: 1 where this rank has its gradient. Written
+  // where the buffer is (on a GPU, by kernels on its stream): a copy from the host would wait
+  // for the stream, and so for the previous bucket's all-reduce on every rank.
+  Tensor flags = b.buffer.slice(0, b.numel, b.numel + P);
+  flags.fill_(1.0);
   for (size_t i = 0; i < b.params.size(); ++i) {
     const Tensor& w = params_[b.params[i]].second;
     Tensor slot = b.buffer.slice(0, b.offsets[i], b.offsets[i] + w.numel());
-    has[i] = w.grad().defined() ? 1.0 : 0.0;
-    if (w.grad().defined()) slot.copy_(w.grad().contiguous().reshape({w.numel()}));
-    else slot.copy_(Tensor::zeros({w.numel()}, w.dtype(), w.device()));
+    if (w.grad().defined()) {
+      slot.copy_(w.grad().contiguous().reshape({w.numel()}));
+    } else {
+      slot.zero_();
+      flags.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1).zero_();
+    }
   }
-  b.buffer.slice(0, b.numel, b.numel + P).copy_(Tensor::from_vector(has, {P}).to(first.dtype()));
   b.pending = comm_.all_reduce_sum_async(b.buffer);
 }
 

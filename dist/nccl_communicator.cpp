@@ -112,8 +112,10 @@ class NcclCommunicator : public Communicator {
         if (e == cudaSuccess) return;
         FGVC_CHECK(e == cudaErrorNotReady, op_, "CUDA error while waiting: ", cudaGetErrorString(e));
         ncclResult_t async = ncclSuccess;
-        ncclCommGetAsyncError(owner_->comm_, &async);
-        FGVC_CHECK(async == ncclSuccess, op_, "NCCL failed: ", ncclGetErrorString(async));
+        const ncclResult_t query = ncclCommGetAsyncError(owner_->comm_, &async);
+        FGVC_CHECK(query == ncclSuccess, op_, "cannot query NCCL's state: ", ncclGetErrorString(query));
+        FGVC_CHECK(async == ncclSuccess, op_, "NCCL failed: ", ncclGetErrorString(async), " (",
+                   ncclGetLastError(owner_->comm_), ")");
         if (std::chrono::steady_clock::now() > deadline) {
           ncclCommAbort(owner_->comm_);
           owner_->comm_ = nullptr;

@@ -12,6 +12,9 @@ namespace cuda {
 // per device keeps the caching allocator's reuse of freed blocks safe without events.
 cudaStream_t stream(int device);
 
+// cuda_set_home_device's device, or -1 if none was set.
+int home_device();
+
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device);

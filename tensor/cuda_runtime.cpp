@@ -6,6 +6,7 @@
 #include "tensor/error.h"
 
 #if FGVC_WITH_CUDA
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -39,24 +40,44 @@ const DeviceQuery& query() {
   }();
   return q;
 }
+
+// Each device's stream, made on first use (cuda::stream).
+std::mutex streams_mu;
+std::vector<cudaStream_t> streams;
+std::atomic<int> home_device_index{-1};
 }  // namespace
 
 int cuda_device_count() { return query().count; }
 std::string cuda_unavailable_reason() { return query().reason; }
 
+// The devices fgvc has used only: touching another would create a context on it (under
+// mpirun, every rank on every GPU).
 void cuda_synchronize() {
-  for (int d = 0; d < cuda_device_count(); ++d) {
+  std::vector<int> used;
+  {
+    std::lock_guard<std::mutex> lock(streams_mu);
+    for (size_t d = 0; d < streams.size(); ++d)
+      if (streams[d]) used.push_back(static_cast<int>(d));
+  }
+  for (int d : used) {
     cuda::DeviceGuard guard(d);
     FGVC_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(d)));
   }
 }
 
+void cuda_set_home_device(int device) {
+  FGVC_CHECK(device >= 0 && device < cuda_device_count(), "cuda_set_home_device", "no CUDA device ", device, " (",
+             cuda_device_count(), " visible)");
+  home_device_index = device;
+  FGVC_CUDA_CHECK(cudaSetDevice(device));
+}
+
 namespace cuda {
 
+int home_device() { return home_device_index; }
+
 cudaStream_t stream(int device) {
-  static std::mutex mu;
-  static std::vector<cudaStream_t> streams;
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(streams_mu);
   if (streams.empty()) streams.assign(static_cast<size_t>(cuda_device_count()), nullptr);
   FGVC_CHECK(device >= 0 && device < static_cast<int>(streams.size()), "cuda::stream",
              "no CUDA device ", device, " (", cuda_device_count(), " visible)");
@@ -84,6 +105,7 @@ DeviceGuard::~DeviceGuard() {
 int cuda_device_count() { return 0; }
 std::string cuda_unavailable_reason() { return "fgvc was built without CUDA (FGVC_CUDA=OFF)"; }
 void cuda_synchronize() {}
+void cuda_set_home_device(int) { throw Error("cuda_set_home_device: fgvc was built without CUDA"); }
 CudaMemoryStats cuda_memory_stats(int) { return {}; }
 void cuda_reset_peak(int) {}
 void cuda_empty_cache() {}

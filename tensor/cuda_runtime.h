@@ -13,7 +13,14 @@ int cuda_device_count();
 inline bool cuda_available() { return cuda_device_count() > 0; }
 // Why there is no device ("built without CUDA", the driver's message, ...); "" if there is one.
 std::string cuda_unavailable_reason();
+// Waits for the work fgvc has queued on every device it has used.
 void cuda_synchronize();
+// Makes `device` the calling thread's current device and the process's home device, whose
+// context pinned host buffers are then allocated in, from any thread (the data loader's
+// workers). A process that drives one GPU of several (a rank under mpirun) calls it first,
+// so that nothing creates a context on GPU 0 (a CUDA context costs hundreds of MB, and GPUs in
+// exclusive-process mode refuse a second process).
+void cuda_set_home_device(int device);
 
 struct CudaMemoryStats {
   size_t allocated = 0;       // bytes handed out and not yet freed (block-rounded)

@@ -38,7 +38,11 @@ BlockPool& pinned_pool() {
   static auto* pool = new BlockPool(
       [](size_t bytes) -> void* {
         void* p = nullptr;
-        if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+        // On the home device's context (a loader worker thread has no current device, and
+        // would otherwise create one on GPU 0); portable: pinned for every context.
+        const int home = cuda::home_device();
+        if ((home >= 0 && cudaSetDevice(home) != cudaSuccess) ||
+            cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
           cudaGetLastError();
           return nullptr;
         }

@@ -175,6 +175,20 @@ TEST_F(Apps, UsageErrorsExitTwo) {
   }
 }
 
+// fgvc-train --gpus N starts N processes, one per GPU: more than the machine has, or one GPU
+// named with it, is a usage error before mpirun starts (NCCL would refuse two ranks on a GPU).
+TEST_F(Apps, GpusBeyondTheMachineAreAUsageError) {
+  FGVC_REQUIRE_CUDA();
+  for (const std::string& args : {std::string("fgvc-train --model resnet20 --data missing/ --out run_x --steps 1 --gpus 1000"),
+                                  std::string("fgvc-train --device cuda:0 --model resnet20 --data missing/ --out run_x "
+                                              "--steps 1 --gpus ") + std::to_string(cuda_device_count())}) {
+    if (cuda_device_count() < 2 && args.find("cuda:0") != std::string::npos) continue;  // --gpus 1 starts no mpirun
+    const Outcome r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("fgvc-train: error: --gpus", 0), 0u) << r.err;
+  }
+}
+
 TEST_F(Apps, BadFilesExitOneNamingTheFile) {
   const std::string bad = dir + "/bad.safetensors";
   { std::ofstream(bad) << "garbage garbage garbage"; }

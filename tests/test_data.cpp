@@ -281,8 +281,12 @@ TEST(Transforms, TfSlimCropHeightIsUniform) {
     ASSERT_EQ(b.w, b.h);
     ASSERT_GE(b.h, 20);
     ASSERT_LE(b.h, 100);
-    if (b.w < 100) ASSERT_LT(b.x + b.w, 100);  // TensorFlow's offsets stop one short of the edge
-    if (b.h < 100) ASSERT_LT(b.y + b.h, 100);
+    if (b.w < 100) {  // TensorFlow's offsets stop one short of the edge
+      ASSERT_LT(b.x + b.w, 100);
+    }
+    if (b.h < 100) {
+      ASSERT_LT(b.y + b.h, 100);
+    }
     sides += b.h;
     below_60 += b.h < 60;
     seen.insert(static_cast<int>(b.h));

@@ -169,6 +169,19 @@ TEST(Tensor, CudaTensorWithoutDeviceIsAClearError) {
   }
 }
 
+// A process driving one GPU of several makes it current and its home (pinned buffers are
+// allocated in its context, from any thread); a device that is not there is a clear error.
+TEST(Tensor, HomeDeviceMustExist) {
+  EXPECT_THROW(cuda_set_home_device(cuda_device_count()), Error);
+  EXPECT_THROW(cuda_set_home_device(-1), Error);
+  if (!cuda_available()) return;
+  cuda_set_home_device(cuda_device_count() - 1);
+  Tensor p = Tensor::empty({4}, DType::Float32, Device::cpu(), /*pinned=*/true);
+  p.fill_(3.0);
+  EXPECT_EQ(p.to(Device::cuda(cuda_device_count() - 1)).to_vector<float>(), std::vector<float>(4, 3.0f));
+  cuda_set_home_device(0);
+}
+
 TEST(Tensor, PinnedHostTensorsWork) {
   Tensor p = Tensor::empty({4}, DType::Float32, Device::cpu(), /*pinned=*/true);
   p.fill_(2.0);

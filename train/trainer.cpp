@@ -317,8 +317,16 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   try {
     // One GPU per process: the local rank's (modulo the GPUs this process sees, for launchers
     // that give each rank its own CUDA_VISIBLE_DEVICES).
-    if (dist::launched_by_mpi() && device.is_cuda())
-      device = Device::cuda(dist::local_rank_from_environment() % std::max(1, cuda_device_count()));
+    if (dist::launched_by_mpi() && device.is_cuda()) {
+      // NCCL refuses two ranks on one GPU: say so before it does, in its own words.
+      const int local = dist::local_size_from_environment(), gpus = cuda_device_count();
+      FGVC_CHECK(local <= gpus, "fgvc-train", local, " processes on this machine share ", gpus,
+                 " CUDA device(s); each needs its own GPU (start at most ", gpus, " per machine)");
+      device = Device::cuda(dist::local_rank_from_environment() % std::max(1, gpus));
+    }
+    // Current before anything touches CUDA (NCCL, the loader's pinned buffers), so that no
+    // rank makes a context on another rank's GPU.
+    if (device.is_cuda()) cuda_set_home_device(device.index);
     comm = dist::make_communicator(device);
   } catch (const std::exception& e) {
     if (!dist::launched_by_mpi()) throw;
