@@ -3,6 +3,7 @@
 //   fgvc-subset --data inat/train --max-per-class 100 --out balanced.txt
 //   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
 //       ... --init runs/stage1/last.safetensors --lr 0.0045 --decay-epochs 4 --epochs 4
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,7 +29,9 @@ namespace {
 void relaunch_under_mpirun(int gpus, int argc, char** argv) {
   std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus), "--bind-to", "none"};
   if (!std::getenv("OMP_NUM_THREADS")) {
-    const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t usable;  // the cores this process may run on (a cpuset or taskset counts)
+    const long cores = ::sched_getaffinity(0, sizeof usable, &usable) == 0 ? CPU_COUNT(&usable)
+                                                                             : ::sysconf(_SC_NPROCESSORS_ONLN);
     args.push_back("-x");
     args.push_back("OMP_NUM_THREADS=" + std::to_string(std::max(1L, cores / gpus)));
   }

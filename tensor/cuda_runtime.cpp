@@ -67,7 +67,7 @@ void cuda_synchronize() {
 
 void cuda_set_home_device(int device) {
   FGVC_CHECK(device >= 0 && device < cuda_device_count(), "cuda_set_home_device", "no CUDA device ", device, " (",
-             cuda_device_count(), " visible)");
+             cuda_device_count(), " visible", cuda_available() ? "" : ": " + cuda_unavailable_reason(), ")");
   home_device_index = device;
   FGVC_CUDA_CHECK(cudaSetDevice(device));
 }

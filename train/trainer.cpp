@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -318,10 +319,12 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
     // One GPU per process: the local rank's (modulo the GPUs this process sees, for launchers
     // that give each rank its own CUDA_VISIBLE_DEVICES).
     if (dist::launched_by_mpi() && device.is_cuda()) {
-      // NCCL refuses two ranks on one GPU: say so before it does, in its own words.
+      // NCCL refuses two ranks on one GPU: say so before it does. (Unless the launcher gives
+      // each rank its own CUDA_VISIBLE_DEVICES, when every rank sees fewer GPUs than ranks.)
       const int local = dist::local_size_from_environment(), gpus = cuda_device_count();
-      FGVC_CHECK(local <= gpus, "fgvc-train", local, " processes on this machine share ", gpus,
-                 " CUDA device(s); each needs its own GPU (start at most ", gpus, " per machine)");
+      FGVC_CHECK(std::getenv("CUDA_VISIBLE_DEVICES") || local <= gpus, "fgvc-train", local,
+                 " processes on this machine share ", gpus, " CUDA device(s); each needs its own GPU (start at most ",
+                 gpus, " per machine)");
       device = Device::cuda(dist::local_rank_from_environment() % std::max(1, gpus));
     }
     // Current before anything touches CUDA (NCCL, the loader's pinned buffers), so that no
