@@ -779,6 +779,19 @@ InitialTree initial_tree(const double* cost, const Reduced& r, const Options& op
   return {solver.parents(), solver.flows(), solver.preorder(), solver.sizes()};
 }
 
+namespace {
+// parallel_each's error, if any: as it is for a single problem, else naming problem q.
+void rethrow_naming_the_problem(int64_t q, const std::exception_ptr& error, size_t problems) {
+  if (!error) return;
+  if (problems == 1) std::rethrow_exception(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
+  }
+}
+}  // namespace
+
 void prepare_batch(const std::vector<Problem>& problems, const Options& options, std::vector<Reduced>* reduced,
                    std::vector<InitialTree>* trees) {
   reduced->assign(problems.size(), {});
@@ -788,13 +801,7 @@ void prepare_batch(const std::vector<Problem>& problems, const Options& options,
     (*reduced)[k] = reduce(p.cost, p.m, p.n, p.a, p.b);
     (*trees)[k] = initial_tree(p.cost, (*reduced)[k], options);
   });
-  if (!error) return;
-  if (problems.size() == 1) std::rethrow_exception(error);
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
-  }
+  rethrow_naming_the_problem(q, error, problems.size());
 }
 
 namespace {
@@ -872,14 +879,7 @@ std::vector<Result> finish_batch(const std::vector<Problem>& problems, const Opt
     out[k] = assemble(p.cost, p.m, p.n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations(),
                       solver.potentials_low());
   });
-  if (error) {
-    if (problems.size() == 1) std::rethrow_exception(error);
-    try {
-      std::rethrow_exception(error);
-    } catch (const Error& e) {
-      throw Error("emd: problem " + std::to_string(q) + " of the batch: " + e.what());
-    }
-  }
+  rethrow_naming_the_problem(q, error, problems.size());
   return out;
 }
 
