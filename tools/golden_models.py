@@ -1,0 +1,176 @@
+#!/usr/bin/python3
+"""Golden check of whole models against their reference implementations: torchvision's
+resnet50 and inception_v3, timm's inception_v4, inception_resnet_v2, resnetv2_50 and
+seresnet50. Each side fills every tensor of the model's state_dict from the same counter-based
+generator (below: a value depends only on the tensor's name and its index, so C++ makes the
+same weights from the names alone) and runs the same generated input in evaluation mode.
+
+With --fixture PATH it writes tests/data/golden_models.safetensors: for each model the
+reference's state_dict names and shapes (which fgvc's must equal: timm/torchvision files load
+by name) and its logits and pooled features at a small input size; tests/test_golden.cpp
+regenerates the weights and the input and compares, on every CI run, without Python.
+Without --fixture it runs each model at its full input size (299 or 224) through fgvc-infer
+(a developer run: minutes on a CPU, a few GB of memory) and prints the relative errors.
+
+Needs Debian python3-torch and python3-torchvision, and timm's source (a checkout of
+github.com/huggingface/pytorch-image-models, --timm PATH; pure Python): never the build or CI.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
+
+# (fgvc --model name, reference library, fixture input size). Odd sizes so that padding and
+# ceil-mode pooling take their uneven paths.
+MODELS = [("resnet50", "torchvision", 67), ("inception_v3", "torchvision", 99), ("inception_v4", "timm", 99),
+          ("inception_resnet_v2", "timm", 99), ("resnetv2_50", "timm", 67), ("seresnet50", "timm", 67)]
+FULL_SIZE = {"resnet50": 224, "resnetv2_50": 224, "seresnet50": 224}  # the rest: 299
+BATCH = 2
+MASK = (1 << 64) - 1
+
+
+def name_key(name):
+    """FNV-1a, 64-bit, of the name's UTF-8 bytes."""
+    h = 14695981039346656037
+    for c in name.encode():
+        h = ((h ^ c) * 1099511628211) & MASK
+    return h
+
+
+def counter_uniform(name, count):
+    """count doubles in [0, 1): splitmix64's finaliser of key + (k + 1) * golden ratio, top 53 bits."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(name_key(name)) + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def golden_tensor(name, shape):
+    """The value of one state_dict tensor (tests/test_golden.cpp's golden_tensor, the same rule):
+    weights of convolutions and linear layers He-uniform by fan-in, batch-norm scales around 1,
+    biases and running means small, running variances in [0.5, 1.5] (small enough that a wrong
+    epsilon shows, large enough that activations keep their scale), step counters 0. Computed in float64, rounded once to float32."""
+    shape = tuple(int(s) for s in shape)
+    count = int(np.prod(shape)) if shape else 1
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "num_batches_tracked":
+        return np.zeros(shape, np.int64)
+    u = counter_uniform(name, count)
+    if leaf == "running_var":
+        v = 0.5 + u
+    elif leaf == "running_mean" or leaf == "bias":
+        v = 0.1 * (2.0 * u - 1.0)
+    elif leaf == "weight" and len(shape) >= 2:
+        v = (2.0 * u - 1.0) * np.sqrt(6.0 / (count // shape[0]))
+    elif leaf == "weight":
+        v = 1.0 + 0.25 * (2.0 * u - 1.0)
+    else:
+        raise SystemExit(f"golden_models.py: error: no rule for tensor {name}")
+    return v.astype(np.float32).reshape(shape)
+
+
+def golden_input(model, size):
+    """The input batch [BATCH, 3, size, size], pixels in [-1, 1]."""
+    return (2.0 * counter_uniform(f"__input.{model}.{size}", BATCH * 3 * size * size) - 1.0).astype(
+        np.float32).reshape(BATCH, 3, size, size)
+
+
+def reference(name, library):
+    import torch
+    if library == "torchvision":
+        import torchvision
+        if name == "inception_v3":
+            model = torchvision.models.inception_v3(aux_logits=True, init_weights=False)
+        else:
+            model = getattr(torchvision.models, name)()
+        version = "torchvision " + torchvision.__version__
+    else:
+        import timm
+        model = timm.create_model(name)
+        version = "timm " + timm.__version__
+    model.eval()
+    state = {k: golden_tensor(k, v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model, state, version
+
+
+def run_reference(model, x):
+    """Logits and the classifier's input (the pooled features), flattened to [N, D]."""
+    import torch
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else model.fc
+    seen = {}
+
+    def keep_input(module, inputs, output):  # returns None: the output stays as it is
+        seen["features"] = inputs[0]
+    hook = classifier.register_forward_hook(keep_input)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x))
+    hook.remove()
+    return logits.reshape(logits.shape[0], -1).numpy(), seen["features"].reshape(x.shape[0], -1).numpy()
+
+
+def fixture(path):
+    import torch
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tensors, metadata = {}, {"generator": "tools/golden_models.py --fixture", "torch": torch.__version__}
+    for name, library, size in MODELS:
+        model, state, version = reference(name, library)
+        logits, features = run_reference(model, golden_input(name, size))
+        tensors[name + ".logits"] = logits
+        tensors[name + ".features"] = features
+        metadata[name + ".reference"] = version
+        metadata[name + ".input_size"] = str(size)
+        metadata[name + ".state"] = json.dumps([[k, list(v.shape)] for k, v in state.items()])
+        print(f"{name:>20}: {version}, {len(state)} tensors, logits {logits.shape}, features {features.shape}")
+    safetensors_io.save(path, tensors, metadata)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def full(binary):
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, library, _ in MODELS:
+            size = FULL_SIZE.get(name, 299)
+            model, state, version = reference(name, library)
+            x = golden_input(name, size)
+            want_logits, want_features = run_reference(model, x)
+            w, xi, yo = (os.path.join(tmp, f) for f in ("w.safetensors", "x.safetensors", "y.safetensors"))
+            safetensors_io.save(w, state)
+            safetensors_io.save(xi, {"input": x})
+            subprocess.run([binary, "--device", "cpu", "--model", name, "--weights", w, "--input", xi, "--output", yo],
+                           check=True, stdout=subprocess.DEVNULL)
+            got = safetensors_io.load(yo)
+            errs = [np.linalg.norm(got[k] - want) / np.linalg.norm(want)
+                    for k, want in (("logits", want_logits), ("features", want_features))]
+            ok = max(errs) < 1e-4
+            failed += not ok
+            print(f"{name:>20} at {size} against {version}: relative error of the logits {errs[0]:.2e}, "
+                  f"of the features {errs[1]:.2e}  ({'ok' if ok else 'FAIL'})", flush=True)
+    return failed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/bin")
+    ap.add_argument("--timm", help="a source checkout of timm (pytorch-image-models), if timm is not installed")
+    ap.add_argument("--fixture", help="write the CI fixture to this path instead")
+    args = ap.parse_args()
+    if args.timm:
+        sys.path.insert(0, args.timm)
+    if args.fixture:
+        fixture(args.fixture)
+    else:
+        sys.exit(1 if full(os.path.join(args.bin, "fgvc-infer")) else 0)
+
+
+if __name__ == "__main__":
+    main()
