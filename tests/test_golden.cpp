@@ -160,9 +160,11 @@ TEST_P(GoldenModels, WholeModelMatchesItsReferenceOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   auto model = model_with_golden_weights();
   model->to(Device::cuda());
-  kernels::set_cudnn_allow_tf32(false);
+  struct NoTf32 {
+    NoTf32() { kernels::set_cudnn_allow_tf32(false); }
+    ~NoTf32() { kernels::set_cudnn_allow_tf32(true); }
+  } no_tf32;
   expect_reference_outputs(*model, Device::cuda(), 1e-4);
-  kernels::set_cudnn_allow_tf32(true);
 }
 
 INSTANTIATE_TEST_SUITE_P(TimmAndTorchvision, GoldenModels,
