@@ -7,8 +7,10 @@ same weights from the names alone) and runs the same generated input in evaluati
 
 With --fixture PATH it writes tests/data/golden_models.safetensors: for each model the
 reference's state_dict names and shapes (which fgvc's must equal: timm/torchvision files load
-by name) and its logits and pooled features at a small input size; tests/test_golden.cpp
-regenerates the weights and the input and compares, on every CI run, without Python.
+by name), its logits and pooled features in evaluation mode (float32) at a small input size,
+and in training mode (float64) its pooled features and a summary of every parameter's
+gradient; tests/test_golden.cpp regenerates the weights and inputs and compares, on every CI
+run, without Python.
 Without --fixture it runs each model at its full input size (299 or 224) through fgvc-infer
 (a developer run: minutes on a CPU, a few GB of memory) and prints the relative errors.
 
@@ -32,6 +34,9 @@ import safetensors_io  # noqa: E402
 MODELS = [("resnet50", "torchvision", 67), ("inception_v3", "torchvision", 99), ("inception_v4", "timm", 99),
           ("inception_resnet_v2", "timm", 99), ("resnetv2_50", "timm", 67), ("seresnet50", "timm", 67)]
 FULL_SIZE = {"resnet50": 224, "resnetv2_50": 224, "seresnet50": 224}  # the rest: 299
+# The training-mode check's input size: batch norm then normalises by the batch's statistics,
+# which need a few values per channel even on the last grid (2 x 2 and up here).
+TRAIN_SIZE = {"resnet50": 67, "resnetv2_50": 67, "seresnet50": 67}  # the rest: 131
 BATCH = 2
 MASK = (1 << 64) - 1
 
@@ -118,6 +123,68 @@ def run_reference(model, x):
     return logits.reshape(logits.shape[0], -1).numpy(), seen["features"].reshape(x.shape[0], -1).numpy()
 
 
+def gradient_summary(model, features, name):
+    """Backward of loss = sum(features * cotangent), then each parameter's gradient as two
+    numbers: its norm and its dot product with a probe generated from the parameter's name
+    (parameters the loss does not reach are not listed)."""
+    import torch
+    cotangent = 2.0 * counter_uniform(f"__cotangent.{name}", features.numel()) - 1.0
+    cotangent = torch.from_numpy(cotangent.astype(np.float32)).to(features.dtype).reshape(features.shape)
+    (features * cotangent).sum().backward()
+    names, norms, dots = [], [], []
+    for pname, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        g = p.grad.double().numpy().ravel()
+        probe = (2.0 * counter_uniform("__probe." + pname, g.size) - 1.0).astype(np.float32).astype(np.float64)
+        names.append(pname)
+        norms.append(np.linalg.norm(g))
+        dots.append(g @ probe)
+    return names, np.array(norms), np.array(dots)
+
+
+def gradient_error(norms, dots, want_norms, want_dots):
+    """The worst parameter's error (tests/test_golden.cpp's measure): norm and dot product against
+    the reference's, relative to its norm plus 1e-6 of the largest (a gradient that is 0 in exact
+    arithmetic, such as a bias before a batch norm, is rounding on every side)."""
+    scale = want_norms + 1e-6 * want_norms.max()
+    return float(np.max(np.maximum(np.abs(norms - want_norms), np.abs(dots - want_dots)) / scale))
+
+
+def train_reference(model, name, x):
+    """Training mode, where batch norm normalises by the batch's statistics: the pooled features
+    (before any dropout: dropout is off) and the gradients of sum(features * cotangent) (the
+    classifier left out; Inception-v3's auxiliary head off), in float64: tests/test_golden.cpp
+    runs fgvc in float64 too. Also how far PyTorch's own float32 run is from that, for the
+    record: random weights in training mode amplify rounding (each layer's batch statistics
+    pass it on, and a ReLU input near 0 flips), too much for a float32 comparison to be tight."""
+    import copy
+    import torch
+    if hasattr(model, "aux_logits"):
+        model.aux_logits, model.AuxLogits = False, None
+    runs = []
+    for dtype in (torch.float32, torch.float64):
+        m = copy.deepcopy(model).to(dtype)
+        m.train()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.eval()
+        classifier = m.get_classifier() if hasattr(m, "get_classifier") else m.fc
+        seen = {}
+
+        def keep_input(module, inputs, output):
+            seen["features"] = inputs[0]
+        hook = classifier.register_forward_hook(keep_input)
+        m(torch.from_numpy(x).to(dtype))
+        hook.remove()
+        features = seen["features"].reshape(x.shape[0], -1)
+        runs.append((features.detach().double().numpy(), *gradient_summary(m, features, name)))
+    (f32, names32, n32, d32), (f64, names, n64, d64) = runs
+    assert names32 == names
+    feature_error = float(np.linalg.norm(f32 - f64) / np.linalg.norm(f64))
+    return f64, names, n64, d64, feature_error, gradient_error(n32, d32, n64, d64)
+
+
 def fixture(path):
     import torch
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -130,7 +197,18 @@ def fixture(path):
         metadata[name + ".reference"] = version
         metadata[name + ".input_size"] = str(size)
         metadata[name + ".state"] = json.dumps([[k, list(v.shape)] for k, v in state.items()])
-        print(f"{name:>20}: {version}, {len(state)} tensors, logits {logits.shape}, features {features.shape}")
+        train_size = TRAIN_SIZE.get(name, 131)
+        features, names, norms, dots, f32_error, g32_error = train_reference(model, name, golden_input(name, train_size))
+        tensors[name + ".train.features"] = features
+        tensors[name + ".train.grad_norms"] = norms
+        tensors[name + ".train.grad_dots"] = dots
+        metadata[name + ".train.input_size"] = str(train_size)
+        metadata[name + ".train.parameters"] = json.dumps(names)
+        metadata[name + ".train.float32_feature_error"] = repr(f32_error)
+        metadata[name + ".train.float32_gradient_error"] = repr(g32_error)
+        print(f"{name:>20}: {version}, {len(state)} tensors, logits {logits.shape}, features {features.shape}; "
+              f"training mode at {train_size}: {len(names)} gradients, PyTorch's float32 off its float64 by "
+              f"{f32_error:.1e} (features), {g32_error:.1e} (gradients)")
     safetensors_io.save(path, tensors, metadata)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
