@@ -10,7 +10,8 @@
 #       36 MB unpacked), which must stay under the 64 MiB the device tool carries.
 #
 #   scripts/gpu-check.sh --emd
-#       A shorter check: test_emd, test_cuda_parity, test_mixed_precision and test_apps;
+#       A shorter check: test_emd, test_cuda_parity, test_mixed_precision, test_apps and
+#       test_golden (whole models against timm/torchvision, on the GPU too);
 #       bench_emd; fgvc-similarity against POT (where POT is installed); the float32 and bf16
 #       training steps against PyTorch; then memcheck of the 16-bit kernels and of the GPU
 #       solver, racecheck and synccheck of the solver (every mode runs its sanitizers last).
@@ -146,7 +147,7 @@ run() {
   step "tests"
   local t name rc left deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
   [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_mixed_precision"
-                               "$bundle/bin/test_apps")
+                               "$bundle/bin/test_apps" "$bundle/bin/test_golden")
   [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
   for t in "${tests[@]}"; do
     [[ -x $t ]] || continue
