@@ -109,14 +109,33 @@ class GoldenModels : public ::testing::TestWithParam<std::string> {
 
   // The model with the reference's weights, after checking that its state_dict has exactly the
   // reference's names and shapes (the contract that lets timm/torchvision files load by name).
+  // The model with the reference's weights, after checking its state_dict's names and shapes.
   std::shared_ptr<nn::Classifier> model_with_golden_weights() {
     const std::string name = GetParam();
     auto model = nn::create_model(name, 1000);
-    const auto reference = nlohmann::json::parse(fixture().metadata.at(name + ".state"));
+    const std::map<std::string, Shape> want = reference_state(name);
+    expect_reference_state(*model, name);
+    std::map<std::string, Tensor> weights;
+    for (const auto& [key, shape] : want) weights[key] = golden_tensor(key, shape);
+    nn::load_weights(*model, weights);
+    model->eval();
+    return model;
+  }
+
+ public:
+  static std::map<std::string, Shape> reference_state(const std::string& name) {
     std::map<std::string, Shape> want;
-    for (const auto& entry : reference) want[entry[0].get<std::string>()] = entry[1].get<Shape>();
+    for (const auto& entry : nlohmann::json::parse(fixture().metadata.at(name + ".state")))
+      want[entry[0].get<std::string>()] = entry[1].get<Shape>();
+    return want;
+  }
+
+  // The model's state_dict has exactly the reference's names and shapes: the contract that
+  // lets timm/torchvision files load by name.
+  static void expect_reference_state(const nn::Module& model, const std::string& name) {
+    const std::map<std::string, Shape> want = reference_state(name);
     std::map<std::string, Shape> have;
-    for (const auto& [key, t] : model->state_dict()) have[key] = t.shape();
+    for (const auto& [key, t] : model.state_dict()) have[key] = t.shape();
     for (const auto& [key, shape] : want) {
       const auto it = have.find(key);
       EXPECT_TRUE(it != have.end()) << name << ": the reference's " << key << " is missing";
@@ -125,13 +144,9 @@ class GoldenModels : public ::testing::TestWithParam<std::string> {
       }
     }
     for (const auto& [key, shape] : have) EXPECT_TRUE(want.count(key)) << name << ": " << key << " is not the reference's";
-    std::map<std::string, Tensor> weights;
-    for (const auto& [key, shape] : want) weights[key] = golden_tensor(key, shape);
-    nn::load_weights(*model, weights);
-    model->eval();
-    return model;
   }
 
+ protected:
   void expect_reference_outputs(nn::Classifier& model, Device device, double tolerance) {
     const std::string name = GetParam();
     const int64_t size = std::stoll(fixture().metadata.at(name + ".input_size"));
@@ -233,6 +248,15 @@ INSTANTIATE_TEST_SUITE_P(TimmAndTorchvision, GoldenModels,
                          ::testing::Values("resnet50", "inception_v3", "inception_v4", "inception_resnet_v2",
                                            "resnetv2_50", "seresnet50"),
                          [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
+
+// The deeper variants, whose blocks the models above check: names and shapes only.
+TEST(GoldenModelNames, DeeperResNetsHaveTheReferenceNames) {
+  for (const char* name : {"resnet101", "resnet152", "resnetv2_101", "resnetv2_152"}) {
+    SCOPED_TRACE(name);
+    const auto model = nn::create_model(name, 1000);
+    GoldenModels::expect_reference_state(*model, name);
+  }
+}
 
 }  // namespace
 }  // namespace fgvc

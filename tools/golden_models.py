@@ -33,6 +33,10 @@ import safetensors_io  # noqa: E402
 # ceil-mode pooling take their uneven paths.
 MODELS = [("resnet50", "torchvision", 67), ("inception_v3", "torchvision", 99), ("inception_v4", "timm", 99),
           ("inception_resnet_v2", "timm", 99), ("resnetv2_50", "timm", 67), ("seresnet50", "timm", 67)]
+# The deeper variants share their blocks with the models above: only their state_dict names and
+# shapes are recorded (and checked, without a forward).
+NAMES_ONLY = [("resnet101", "torchvision"), ("resnet152", "torchvision"), ("resnetv2_101", "timm"),
+              ("resnetv2_152", "timm")]
 FULL_SIZE = {"resnet50": 224, "resnetv2_50": 224, "seresnet50": 224}  # the rest: 299
 # The training-mode check's input size: batch norm then normalises by the batch's statistics,
 # which need a few values per channel even on the last grid (2 x 2 and up here).
@@ -89,8 +93,8 @@ def golden_input(model, size):
         np.float32).reshape(BATCH, 3, size, size)
 
 
-def reference(name, library):
-    import torch
+def reference_model(name, library):
+    """The reference's model, in evaluation mode, and its name and version."""
     if library == "torchvision":
         import torchvision
         if name == "inception_v3":
@@ -102,7 +106,12 @@ def reference(name, library):
         import timm
         model = timm.create_model(name)
         version = "timm " + timm.__version__
-    model.eval()
+    return model.eval(), version
+
+
+def reference(name, library):
+    import torch
+    model, version = reference_model(name, library)
     state = {k: golden_tensor(k, v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     return model, state, version
@@ -209,6 +218,11 @@ def fixture(path):
         print(f"{name:>20}: {version}, {len(state)} tensors, logits {logits.shape}, features {features.shape}; "
               f"training mode at {train_size}: {len(names)} gradients, PyTorch's float32 off its float64 by "
               f"{f32_error:.1e} (features), {g32_error:.1e} (gradients)")
+    for name, library in NAMES_ONLY:
+        model, version = reference_model(name, library)
+        metadata[name + ".reference"] = version
+        metadata[name + ".state"] = json.dumps([[k, list(v.shape)] for k, v in model.state_dict().items()])
+        print(f"{name:>20}: {version}, {len(model.state_dict())} tensors (names and shapes only)")
     safetensors_io.save(path, tensors, metadata)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
