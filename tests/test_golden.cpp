@@ -167,6 +167,35 @@ class GoldenModels : public ::testing::TestWithParam<std::string> {
   }
 };
 
+// golden_models.py's summaries (gradient_summary, running_stats_summary) compared: for each named
+// tensor its norm and its dot product with a probe made from its name; the worst tensor's error,
+// relative to its norm plus 1e-6 of the largest (a gradient that is 0 in exact arithmetic, such
+// as a bias before a batch norm, is rounding on every side). A listed tensor must exist.
+double summary_error(const std::map<std::string, Tensor>& tensors, const std::vector<std::string>& names,
+                     const std::vector<double>& want_norms, const std::vector<double>& want_dots,
+                     std::string* worst_name) {
+  EXPECT_EQ(names.size(), want_norms.size());
+  EXPECT_EQ(names.size(), want_dots.size());
+  const double largest = *std::max_element(want_norms.begin(), want_norms.end());
+  double worst = 0;
+  for (size_t k = 0; k < names.size() && k < want_norms.size() && k < want_dots.size(); ++k) {
+    const auto it = tensors.find(names[k]);
+    if (it == tensors.end()) {
+      ADD_FAILURE() << names[k] << " is missing";
+      continue;
+    }
+    const std::vector<double> v = it->second.to_vector<double>();
+    const std::vector<double> probe = golden_signs("__probe." + names[k], it->second.shape()).to_vector<double>();
+    double norm = 0, dot = 0;
+    for (size_t i = 0; i < v.size(); ++i) norm += v[i] * v[i], dot += v[i] * probe[i];
+    norm = std::sqrt(norm);
+    const double err =
+        std::max(std::fabs(norm - want_norms[k]), std::fabs(dot - want_dots[k])) / (want_norms[k] + 1e-6 * largest);
+    if (err > worst) worst = err, *worst_name = names[k];
+  }
+  return worst;
+}
+
 // Training mode (batch norm by the batch's statistics), in float64 on both sides: the pooled
 // features, and the gradients of sum(features * cotangent) as each parameter's gradient norm
 // and its dot product with a probe made from the parameter's name (tools/golden_models.py's
@@ -199,30 +228,26 @@ TEST_P(GoldenModels, TrainingModeGradientsMatchItsReference) {
   for (const auto& [pname, p] : parameters)
     EXPECT_EQ(p.grad().defined(), std::find(names.begin(), names.end(), pname) != names.end())
         << name << ": " << pname << (p.grad().defined() ? " has a gradient, the reference's none" : " has no gradient");
-  // golden_models.py's gradient_error: the worst parameter's norm or dot product, relative to
-  // its norm plus 1e-6 of the largest (a gradient that is 0 in exact arithmetic, such as a bias
-  // before a batch norm, is rounding on every side).
-  const double largest = *std::max_element(want_norms.begin(), want_norms.end());
-  double worst = 0;
+  std::map<std::string, Tensor> gradients;
+  for (const auto& [pname, p] : parameters)
+    if (p.grad().defined()) gradients[pname] = p.grad();
   std::string worst_name;
-  for (size_t k = 0; k < names.size(); ++k) {
-    const auto it = parameters.find(names[k]);
-    ASSERT_TRUE(it != parameters.end()) << name << ": " << names[k];
-    const Tensor g = it->second.grad();
-    if (!g.defined()) continue;
-    const std::vector<double> gv = g.to_vector<double>();
-    const std::vector<double> pv = golden_signs("__probe." + names[k], g.shape()).to_vector<double>();
-    double norm = 0, dot = 0;
-    for (size_t i = 0; i < gv.size(); ++i) norm += gv[i] * gv[i], dot += gv[i] * pv[i];
-    norm = std::sqrt(norm);
-    const double err =
-        std::max(std::fabs(norm - want_norms[k]), std::fabs(dot - want_dots[k])) / (want_norms[k] + 1e-6 * largest);
-    if (err > worst) worst = err, worst_name = names[k];
-  }
-  std::printf("%s in training mode at %lld px, float64, off PyTorch's: features %.1e, gradients %.1e (worst: %s)\n",
-              name.c_str(), static_cast<long long>(size), feature_error, worst, worst_name.c_str());
+  const double worst = summary_error(gradients, names, want_norms, want_dots, &worst_name);
+  // Batch norm's running statistics after that forward (momentum 0.1, unbiased variance).
+  std::map<std::string, Tensor> buffers;
+  for (const auto& [bname, b] : model->named_buffers()) buffers[bname] = b;
+  std::string worst_stat;
+  const double stat_error = summary_error(
+      buffers, nlohmann::json::parse(meta.at(name + ".train.stats")).get<std::vector<std::string>>(),
+      fixture().tensors.at(name + ".train.stat_norms").to_vector<double>(),
+      fixture().tensors.at(name + ".train.stat_dots").to_vector<double>(), &worst_stat);
+  std::printf("%s in training mode at %lld px, float64, off PyTorch's: features %.1e, gradients %.1e (worst: %s), "
+              "running statistics %.1e (worst: %s)\n",
+              name.c_str(), static_cast<long long>(size), feature_error, worst, worst_name.c_str(), stat_error,
+              worst_stat.c_str());
   EXPECT_LT(feature_error, 1e-9) << name;
   EXPECT_LT(worst, 1e-8) << name << ": " << worst_name;
+  EXPECT_LT(stat_error, 1e-9) << name << ": " << worst_stat;
 }
 
 // Measured: 1.3e-7 to 3.7e-7 at full size, except seresnet50 at 2.6e-5, where PyTorch's own

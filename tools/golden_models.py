@@ -188,10 +188,27 @@ def train_reference(model, name, x):
         hook.remove()
         features = seen["features"].reshape(x.shape[0], -1)
         runs.append((features.detach().double().numpy(), *gradient_summary(m, features, name)))
+        if dtype == torch.float64:
+            stats = running_stats_summary(m)
     (f32, names32, n32, d32), (f64, names, n64, d64) = runs
     assert names32 == names
     feature_error = float(np.linalg.norm(f32 - f64) / np.linalg.norm(f64))
-    return f64, names, n64, d64, feature_error, gradient_error(n32, d32, n64, d64)
+    return f64, names, n64, d64, feature_error, gradient_error(n32, d32, n64, d64), stats
+
+
+def running_stats_summary(model):
+    """Batch norm's running means and variances after the training-mode forward (momentum 0.1,
+    the variance unbiased, as PyTorch and TF's fused batch norm keep them): each as its norm and
+    its dot product with a probe generated from its name."""
+    names, norms, dots = [], [], []
+    for bname, b in model.named_buffers():
+        if bname.endswith("running_mean") or bname.endswith("running_var"):
+            v = b.double().numpy().ravel()
+            probe = (2.0 * counter_uniform("__probe." + bname, v.size) - 1.0).astype(np.float32).astype(np.float64)
+            names.append(bname)
+            norms.append(np.linalg.norm(v))
+            dots.append(v @ probe)
+    return names, np.array(norms), np.array(dots)
 
 
 def fixture(path):
@@ -207,7 +224,11 @@ def fixture(path):
         metadata[name + ".input_size"] = str(size)
         metadata[name + ".state"] = json.dumps([[k, list(v.shape)] for k, v in state.items()])
         train_size = TRAIN_SIZE.get(name, 131)
-        features, names, norms, dots, f32_error, g32_error = train_reference(model, name, golden_input(name, train_size))
+        features, names, norms, dots, f32_error, g32_error, (stat_names, stat_norms, stat_dots) = train_reference(
+            model, name, golden_input(name, train_size))
+        tensors[name + ".train.stat_norms"] = stat_norms
+        tensors[name + ".train.stat_dots"] = stat_dots
+        metadata[name + ".train.stats"] = json.dumps(stat_names)
         tensors[name + ".train.features"] = features
         tensors[name + ".train.grad_norms"] = norms
         tensors[name + ".train.grad_dots"] = dots
