@@ -95,14 +95,18 @@ std::string bmp_truncation(const uint8_t* b, size_t n) {
     if (n < 34) return "truncated header";
     width = static_cast<int32_t>(little_endian(b + 18, 4));
     height = static_cast<int32_t>(little_endian(b + 22, 4));
-    bits = little_endian(b + 28, 2), compression = little_endian(b + 30, 4);
+    bits = little_endian(b + 28, 2);
+    // Signed, as stb_image reads it: it refuses 1 and 2 (RLE) and 4 and up (JPEG, PNG, alpha
+    // bit fields), and decodes any other value, a negative one too, as uncompressed pixels.
+    compression = static_cast<int32_t>(little_endian(b + 30, 4));
   }
-  if (compression != 0 && compression != 3 && compression != 6) return "";  // RLE: stb_image refuses it
+  if (compression == 1 || compression == 2 || compression >= 4) return "";  // stb_image refuses these itself
+  if (compression < 0) return "unknown compression method " + std::to_string(static_cast<uint32_t>(compression));
   if (width <= 0 || height == 0 || bits <= 0 || bits > 32) return "";
   height = std::abs(height);  // negative: rows stored top-down
   // The headers, the colour masks a 40-byte header keeps after itself, the palette.
   int64_t first_pixel = 14 + header;
-  if (header == 40 && compression != 0) first_pixel += compression == 6 ? 16 : 12;
+  if (header == 40 && compression == 3) first_pixel += 12;
   if (bits <= 8) first_pixel += header == 12 ? 3 : 4;  // at least one palette entry
   if (offset < first_pixel) return "pixel data offset " + std::to_string(offset) + " lies inside its headers";
   const int64_t row = (bits * width + 31) / 32 * 4;  // width < 2^31, bits <= 32: no overflow

@@ -156,6 +156,14 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
             (std::vector<uint8_t>{7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6}));
   const Decoded inside = decode_image(bmp_2x2(2, 0), "inside.bmp");
   EXPECT_NE(inside.error.find("inside its headers"), std::string::npos) << inside.error;
+  // A compression field stb_image reads as a negative number, which it decodes as uncompressed
+  // (found by fuzzing: 82 bytes that claimed 273 x 65539 pixels decoded as a black image).
+  std::vector<uint8_t> odd = bmp_2x2(2, 54);
+  odd[32] = 0xff, odd[33] = 0xd8;  // compression 0xd8ff0000
+  const Decoded unknown = decode_image(odd, "odd.bmp");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error.find("odd.bmp: bad BMP: unknown compression method 3640590336"), std::string::npos)
+      << unknown.error;
   // A PNM size that does not fit stb_image's int (it would read another size).
   const std::string wrapped = "P5\n42949672970 4 255\n";
   const Decoded wrap = decode_image(std::vector<uint8_t>(wrapped.begin(), wrapped.end()), "wrap.pgm");
