@@ -141,11 +141,47 @@ std::string pnm_truncation(const uint8_t* b, size_t n, int width, int height) {
              : truncated(n, values[0], values[1]);
 }
 
+// And for GIF, whose first frame stb_image decodes (the frame stb_image returns): at the end of
+// the file it reads a block size of 0, the end of the frame's data, and leaves the rest of the
+// frame blank. The blocks up to the end of the first frame's image data must all be there:
+// the header and screen descriptor, the global colour table, extensions (a label, then
+// sub-blocks of a size byte and that many bytes, up to a size of 0), the image descriptor and
+// its local colour table, the LZW code size, then the data's sub-blocks up to a size of 0.
+std::string gif_truncation(const uint8_t* b, size_t n) {
+  const auto table = [](uint8_t packed) { return (packed & 0x80) ? size_t(3) << ((packed & 7) + 1) : size_t(0); };
+  // The sub-blocks starting at `at`, past their terminator; false where the file ends first.
+  const auto skip_sub_blocks = [&](size_t* at) {
+    while (*at < n) {
+      const size_t size = b[(*at)++];
+      if (size == 0) return true;
+      *at += size;
+    }
+    return false;
+  };
+  if (n < 13) return "truncated header";
+  size_t at = 13 + table(b[10]);
+  while (at < n) {
+    const uint8_t block = b[at++];
+    if (block == 0x21) {  // extension: its label, then sub-blocks
+      ++at;
+      if (!skip_sub_blocks(&at)) break;
+    } else if (block == 0x2C) {  // the first image: descriptor, local colour table, LZW code size, data
+      if (at + 9 > n) break;
+      at += 9 + table(b[at + 8]) + 1;
+      return skip_sub_blocks(&at) ? "" : "truncated: the first frame's image data ends early";
+    } else {
+      return "";  // the trailer (no frame) or a block stb_image rejects itself
+    }
+  }
+  return "truncated: the file ends before the first frame's image data";
+}
+
 // Where stb_image would decode zeros for missing bytes: the message, else "".
 // (width x height: what stb_image's header reading found.)
 std::string stb_truncation(ImageFormat format, const std::vector<uint8_t>& bytes, int width, int height) {
   if (format == ImageFormat::Bmp) return bmp_truncation(bytes.data(), bytes.size());
   if (format == ImageFormat::Pnm) return pnm_truncation(bytes.data(), bytes.size(), width, height);
+  if (format == ImageFormat::Gif) return gif_truncation(bytes.data(), bytes.size());
   return "";
 }
 
@@ -167,7 +203,7 @@ std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int 
 
 // Everything stb_image must not be handed, from the header alone: a file too large for its
 // int length, an image too large (it would allocate whatever the header says), a BMP or PNM
-// without the rows it declares. The error (naming the file) or "", and the size.
+// without the rows it declares, a GIF whose first frame's data is cut short. The error (naming the file) or "", and the size.
 std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, const std::string& name, int* w, int* h,
                        int* comp) {
   if (bytes.size() > static_cast<size_t>(kMaxFileBytes))

@@ -124,8 +124,9 @@ TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no libjpeg noise
 }
 
-// stb_image would allocate whatever a header declares and read past a BMP's end as black:
-// sizes are checked first, and a BMP must hold its rows. Binary PGM/PPM decode through it.
+// stb_image would allocate whatever a header declares and read past a BMP's, PNM's or GIF's end
+// as black: sizes are checked first, and a BMP or PNM must hold its rows, a GIF its first frame.
+// Binary PGM/PPM decode through it.
 TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   const Image src = test_picture(40, 30);
   const std::vector<uint8_t> bmp = testing::encode_bmp(src);
@@ -164,6 +165,15 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.error.find("odd.bmp: bad BMP: unknown compression method 3640590336"), std::string::npos)
       << unknown.error;
+  // A GIF cut inside its first frame's data: stb_image would read the missing sub-blocks' end
+  // and leave the frame's rest blank. Only the trailer missing: the frame is whole.
+  const std::vector<uint8_t> gif = testing::tiny_gif();
+  ASSERT_TRUE(decode_image(gif, "whole.gif").ok());
+  EXPECT_TRUE(decode_image(std::vector<uint8_t>(gif.begin(), gif.end() - 1), "no_trailer.gif").ok());
+  const Decoded cut_gif = decode_image(std::vector<uint8_t>(gif.begin(), gif.end() - 2), "cut.gif");
+  ASSERT_FALSE(cut_gif.ok());
+  EXPECT_NE(cut_gif.error.find("cut.gif: bad GIF: truncated"), std::string::npos) << cut_gif.error;
+  EXPECT_FALSE(decode_image(std::vector<uint8_t>(gif.begin(), gif.begin() + 16), "header_only.gif").ok());
   // A PNM size that does not fit stb_image's int (it would read another size).
   const std::string wrapped = "P5\n42949672970 4 255\n";
   const Decoded wrap = decode_image(std::vector<uint8_t>(wrapped.begin(), wrapped.end()), "wrap.pgm");
