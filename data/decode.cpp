@@ -141,9 +141,10 @@ std::string pnm_truncation(const uint8_t* b, size_t n, int width, int height) {
              : truncated(n, values[0], values[1]);
 }
 
-// And for GIF, whose first frame stb_image decodes (the frame stb_image returns): at the end of
-// the file it reads a block size of 0, the end of the frame's data, and leaves the rest of the
-// frame blank. The blocks up to the end of the first frame's image data must all be there:
+// And for GIF, whose first frame stb_image decodes: at the end of the file it reads a block
+// size of 0, the end of the frame's data, and leaves the rest of the frame blank. The blocks up
+// to the end of the first frame's image data must all be there (stricter than stb_image, which
+// needs only the data up to the LZW end code; PIL's "image file is truncated" is as strict):
 // the header and screen descriptor, the global colour table, extensions (a label, then
 // sub-blocks of a size byte and that many bytes, up to a size of 0), the image descriptor and
 // its local colour table, the LZW code size, then the data's sub-blocks up to a size of 0.
@@ -163,7 +164,13 @@ std::string gif_truncation(const uint8_t* b, size_t n) {
   while (at < n) {
     const uint8_t block = b[at++];
     if (block == 0x21) {  // extension: its label, then sub-blocks
-      ++at;
+      if (at >= n) break;
+      // stb_image reads a graphic control extension (0xF9) whose first size is not 4 as that
+      // many bytes followed by the next block, not by sub-blocks: so must this walk.
+      if (b[at++] == 0xF9 && at < n && b[at] != 4) {
+        at += 1 + b[at];
+        continue;
+      }
       if (!skip_sub_blocks(&at)) break;
     } else if (block == 0x2C) {  // the first image: descriptor, local colour table, LZW code size, data
       if (at + 9 > n) break;

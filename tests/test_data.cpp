@@ -174,6 +174,24 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   ASSERT_FALSE(cut_gif.ok());
   EXPECT_NE(cut_gif.error.find("cut.gif: bad GIF: truncated"), std::string::npos) << cut_gif.error;
   EXPECT_FALSE(decode_image(std::vector<uint8_t>(gif.begin(), gif.begin() + 16), "header_only.gif").ok());
+  // A 17 x 12 GIF of noise (PIL's, LZW data in several sub-blocks) cut halfway through its data,
+  // where stb_image would leave the lower rows blank.
+  std::vector<uint8_t> noise;
+  std::string why;
+  ASSERT_TRUE(read_file(FGVC_TEST_DATA "/noise_17x12.gif", &noise, &why)) << why;
+  const Decoded whole_noise = decode_image(noise, "noise.gif");
+  ASSERT_TRUE(whole_noise.ok()) << whole_noise.error;
+  EXPECT_EQ(whole_noise.image.width, 17);
+  EXPECT_EQ(whole_noise.image.height, 12);
+  const Decoded half = decode_image(std::vector<uint8_t>(noise.begin(), noise.begin() + noise.size() / 2), "half.gif");
+  EXPECT_NE(half.error.find("half.gif: bad GIF: truncated"), std::string::npos) << half.error;
+  // A graphic control extension whose size is not 4: stb_image skips that many bytes and reads
+  // the next block, and so must the check (the file is whole).
+  std::vector<uint8_t> odd_gce(gif.begin(), gif.begin() + 19);  // header, screen, 2-colour table
+  for (const uint8_t v : {0x21, 0xF9, 3, 7, 7, 7}) odd_gce.push_back(v);
+  odd_gce.insert(odd_gce.end(), gif.begin() + 19, gif.end());
+  const Decoded gce = decode_image(odd_gce, "gce.gif");
+  EXPECT_TRUE(gce.ok()) << gce.error;
   // A PNM size that does not fit stb_image's int (it would read another size).
   const std::string wrapped = "P5\n42949672970 4 255\n";
   const Decoded wrap = decode_image(std::vector<uint8_t>(wrapped.begin(), wrapped.end()), "wrap.pgm");

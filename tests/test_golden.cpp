@@ -176,6 +176,10 @@ double summary_error(const std::map<std::string, Tensor>& tensors, const std::ve
                      std::string* worst_name) {
   EXPECT_EQ(names.size(), want_norms.size());
   EXPECT_EQ(names.size(), want_dots.size());
+  if (want_norms.empty()) {
+    ADD_FAILURE() << "the fixture lists no tensors";
+    return INFINITY;
+  }
   const double largest = *std::max_element(want_norms.begin(), want_norms.end());
   double worst = 0;
   for (size_t k = 0; k < names.size() && k < want_norms.size() && k < want_dots.size(); ++k) {
@@ -204,7 +208,9 @@ double summary_error(const std::map<std::string, Tensor>& tensors, const std::ve
 // weights in training mode amplify rounding (each layer's batch statistics pass it on, and a
 // ReLU input near 0 flips), so that PyTorch's own float32 run is off its float64 by 7e-6 to
 // 4e-3 in the features and 5e-5 to 0.2 in the worst parameter's gradient (the fixture records
-// both); in float64 that is 1e-13 to 1e-9, and a wrong layout, epsilon or backward shows.
+// both); in float64, fgvc is off PyTorch's by 2e-14 to 3e-11 (features) and 1.5e-13 to 5.5e-10
+// (gradients) on this CPU, and the tolerances leave room for other BLAS kernels and thread
+// counts; a wrong layout, epsilon, backward or running-statistics rule is off by 1e-2 or more.
 TEST_P(GoldenModels, TrainingModeGradientsMatchItsReference) {
   const std::string name = GetParam();
   auto model = model_with_golden_weights();
@@ -245,9 +251,9 @@ TEST_P(GoldenModels, TrainingModeGradientsMatchItsReference) {
               "running statistics %.1e (worst: %s)\n",
               name.c_str(), static_cast<long long>(size), feature_error, worst, worst_name.c_str(), stat_error,
               worst_stat.c_str());
-  EXPECT_LT(feature_error, 1e-9) << name;
-  EXPECT_LT(worst, 1e-8) << name << ": " << worst_name;
-  EXPECT_LT(stat_error, 1e-9) << name << ": " << worst_stat;
+  EXPECT_LT(feature_error, 1e-8) << name;
+  EXPECT_LT(worst, 1e-7) << name << ": " << worst_name;
+  EXPECT_LT(stat_error, 1e-8) << name << ": " << worst_stat;
 }
 
 // Measured: 1.3e-7 to 3.7e-7 at full size, except seresnet50 at 2.6e-5, where PyTorch's own
