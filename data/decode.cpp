@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
@@ -200,10 +201,10 @@ std::string stb_reason() {
 // Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
 // error message when not.
 std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp) {
-  const int64_t pixels = static_cast<int64_t>(w) * h;
+  const int64_t pixels = static_cast<int64_t>(w) * h;  // each below 2^31: no overflow
   const bool sixteen = stbi_is_16_bit_from_memory(bytes.data(), static_cast<int>(bytes.size()));
-  const int64_t need = pixels * std::max(comp, 3) * (sixteen ? 2 : 1);
-  if (pixels <= kMaxPixels && need <= kMaxStbBytes) return "";
+  // The bytes only for a pixel count that fits (found by fuzzing: 2^61 pixels times 3 overflowed).
+  if (pixels <= kMaxPixels && pixels * std::max(comp, 3) * (sixteen ? 2 : 1) <= kMaxStbBytes) return "";
   return "image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels" + (sixteen ? " at 16 bits" : "") +
          " is too large (at most " + std::to_string(kMaxPixels) + " pixels, as in PIL)";
 }
@@ -217,7 +218,7 @@ std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, co
     return name + ": file of " + std::to_string(bytes.size()) + " bytes is too large for an image";
   if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), w, h, comp))
     return name + ": bad " + format_name(format) + ": " + stb_reason();
-  *h = std::abs(*h);  // a top-down BMP's height is negative
+  *h = *h == INT_MIN ? INT_MAX : std::abs(*h);  // a top-down BMP's height is negative
   if (const std::string e = stb_size_error(bytes, *w, *h, *comp); !e.empty()) return name + ": " + e;
   if (const std::string cut = stb_truncation(format, bytes, *w, *h); !cut.empty())
     return name + ": bad " + format_name(format) + ": " + cut;

@@ -155,6 +155,16 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   EXPECT_EQ(read_header(bmp_2x2(-2, 54), "top_down.bmp").height, 2);
   EXPECT_EQ(decode_image(bmp_2x2(2, 54), "bottom_up.bmp").image.rgb,
             (std::vector<uint8_t>{7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6}));
+  // Headers whose pixel count times bytes per pixel overflows 64 bits, and a height of
+  // INT_MIN (no absolute value as an int): too large, never undefined arithmetic.
+  for (const uint32_t height : {0x7ffffffeu, 0x80000000u}) {
+    std::vector<uint8_t> huge = bmp_2x2(2, 54);
+    for (int i = 0; i < 4; ++i) huge[18 + i] = static_cast<uint8_t>(0x67001100u >> (8 * i));
+    for (int i = 0; i < 4; ++i) huge[22 + i] = static_cast<uint8_t>(height >> (8 * i));
+    const Decoded too_large = decode_image(huge, "huge.bmp");
+    EXPECT_FALSE(too_large.ok());
+    EXPECT_NE(too_large.error.find("huge.bmp"), std::string::npos) << too_large.error;
+  }
   const Decoded inside = decode_image(bmp_2x2(2, 0), "inside.bmp");
   EXPECT_NE(inside.error.find("inside its headers"), std::string::npos) << inside.error;
   // A compression field stb_image reads as a negative number, which it decodes as uncompressed
