@@ -211,7 +211,8 @@ std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int 
 
 // Everything stb_image must not be handed, from the header alone: a file too large for its
 // int length, an image too large (it would allocate whatever the header says), a BMP or PNM
-// without the rows it declares, a GIF whose first frame's data is cut short. The error (naming the file) or "", and the size.
+// without the rows it declares, a GIF whose first frame's data is cut short. The error (naming
+// the file) or "", and the size.
 std::string stb_header(ImageFormat format, const std::vector<uint8_t>& bytes, const std::string& name, int* w, int* h,
                        int* comp) {
   if (bytes.size() > static_cast<size_t>(kMaxFileBytes))
