@@ -51,6 +51,9 @@ struct RandomFill {
   double a, b;  // low/high or mean/stddev
 };
 void random_fill_cpu(const Tensor& t, const RandomFill& f);
+// The CPU fill's Box-Muller for many pairs at once (pair p from words 2p and 2p + 1): radius,
+// sine and cosine, the same bits as philox::normal_pair's (and so as the GPU's).
+void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c);
 void random_fill_cuda(const Tensor& t, const RandomFill& f);
 }  // namespace detail
 

@@ -121,7 +121,7 @@ TEST(Random, UniformRangeAndMean) {
 TEST(Random, BlockFillIsTheElementwiseValue) {
   for (detail::Distribution dist : {detail::Distribution::Uniform, detail::Distribution::Normal})
     for (DType dt : {DType::Float32, DType::Float64})
-      for (int64_t n : {1, 2, 3, 5, 7, 4099}) {
+      for (int64_t n : {1, 2, 3, 5, 7, 255, 256, 257, 4099, 100003}) {
         const detail::RandomFill f{dist, 1234, 77, -0.5, 2.5};
         Tensor t = Tensor::empty({n}, dt);
         detail::random_fill_cpu(t, f);
@@ -132,6 +132,40 @@ TEST(Random, BlockFillIsTheElementwiseValue) {
           ASSERT_EQ(got[i], want) << "element " << i << " of " << n;
         }
       }
+}
+
+// The CPU's vectorised Box-Muller against philox::normal_pair (the GPU's, element by element),
+// bit for bit: the smallest and largest radius words, those either side of m = sqrt(1/2) in
+// the log, the angle words either side of each octant boundary (where sincos_turns's
+// quadrant changes), and random words.
+TEST(Random, VectorisedBoxMullerIsPhiloxsNormalPair) {
+  std::vector<uint32_t> radius = {0u, 1u, (1u << 23) - 1, 1u << 23, 11863281u, 11863282u, 11863283u, 11863284u,
+                                  (1u << 24) - 2, (1u << 24) - 1};
+  std::vector<uint32_t> angle = {0u, (1u << 24) - 1};
+  for (int octant = 1; octant < 8; octant += 2)
+    for (int d = -1; d <= 1; ++d) angle.push_back(static_cast<uint32_t>((octant << 21) + d));
+  for (int k = 0; k < 64; ++k) {
+    const philox::U32x4 noise = philox::block(99, static_cast<uint64_t>(k));
+    radius.push_back(noise.v[0] >> 8);
+    angle.push_back(noise.v[1] >> 8);
+  }
+  std::vector<uint32_t> words;
+  for (uint32_t x : radius)
+    for (uint32_t y : angle) {  // each word's low 8 bits are dropped: fill them to make sure
+      words.push_back((x << 8) | 0xa5u);
+      words.push_back((y << 8) | 0x5au);
+    }
+  const int pairs = static_cast<int>(words.size() / 2);
+  std::vector<double> r(pairs), s(pairs), c(pairs);
+  detail::normal_pairs(words.data(), pairs, r.data(), s.data(), c.data());
+  for (int p = 0; p < pairs; ++p) {
+    const philox::U32x4 b{{words[2 * p], words[2 * p + 1], 0u, 0u}};
+    double want_r, want_s, want_c;
+    philox::normal_pair(b, 0, &want_r, &want_s, &want_c);
+    ASSERT_EQ(r[p], want_r) << "radius word " << (words[2 * p] >> 8);
+    ASSERT_EQ(s[p], want_s) << "angle word " << (words[2 * p + 1] >> 8);
+    ASSERT_EQ(c[p], want_c) << "angle word " << (words[2 * p + 1] >> 8);
+  }
 }
 
 TEST(Random, RejectsIntegerTensors) {
