@@ -9,6 +9,9 @@
 //   memcpy, std_fill (CPU only)   std::memcpy split over the OpenMP threads our kernels use,
 //                                 and std::fill, into preallocated buffers;
 //   clone, fill_                  Tensor::clone (allocates; the device copy baseline) and fill_;
+//   normal_                       standard normal numbers into a preallocated tensor (Philox and
+//                                 Box-Muller with the series of tensor/philox.h: what building a
+//                                 model spends its time on);
 //   add, add_bias, relu, exp      kernels::add of two [N,C], add of a [C] bias over [N,C], relu, exp;
 //   add_prealloc                  the same add kernel into a preallocated output (kernels::detail),
 //                                 which separates the loop's cost from the allocation's;
@@ -80,6 +83,12 @@ void bm_std_fill(benchmark::State& state, Device device, int64_t n) {
 void bm_fill(benchmark::State& state, Device device, int64_t n) {
   Tensor x = input(n, device, 1);
   run(state, device, n * kFloat, [&] { x.fill_(1.0); });
+}
+
+void bm_normal(benchmark::State& state, Device device, int64_t n) {
+  Tensor x = input(n, device, 1);
+  fgvc::Generator gen(4);
+  run(state, device, n * kFloat, [&] { fgvc::normal_(x, 0.0, 1.0, gen); });
 }
 
 void bm_clone(benchmark::State& state, Device device, int64_t n) {
@@ -177,6 +186,7 @@ constexpr Case kCases[] = {
     {"std_fill", bm_std_fill, Where::CpuOnly},
     {"clone", bm_clone, Where::Both},
     {"fill_", bm_fill, Where::Both},
+    {"normal_", bm_normal, Where::Both},
     {"add", bm_add, Where::Both},
     {"add_prealloc", bm_add_prealloc, Where::Both},
     {"add_bias", bm_add_bias, Where::Both},

@@ -61,6 +61,7 @@ def bench_elementwise(samples):
         cases = {  # op: (call, bytes read + written)
             "clone": (lambda: x.clone(), 2 * n * f),
             "fill_": (lambda: into.fill_(1.0), n * f),
+            "normal_": (lambda: into.normal_(), n * f),
             "add": (lambda: x + y, 3 * n * f),
             "add_prealloc": (lambda: torch.add(x, y, out=into), 3 * n * f),
             "add_bias": (lambda: x + bias, (2 * n + COLS) * f),

@@ -52,8 +52,11 @@ struct RandomFill {
 };
 void random_fill_cpu(const Tensor& t, const RandomFill& f);
 // The CPU fill's Box-Muller for many pairs at once (pair p from words 2p and 2p + 1): radius,
-// sine and cosine, the same bits as philox::normal_pair's (and so as the GPU's).
-void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c);
+// sine and cosine, the same bits as philox::normal_pair's (and so as the GPU's), in a copy
+// compiled for each of these instruction sets (the fill takes the best the CPU has).
+enum class VectorIsa { Sse2, Avx2, Avx512 };
+bool cpu_supports(VectorIsa isa);
+void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c, VectorIsa isa);
 void random_fill_cuda(const Tensor& t, const RandomFill& f);
 }  // namespace detail
 

@@ -156,15 +156,21 @@ TEST(Random, VectorisedBoxMullerIsPhiloxsNormalPair) {
       words.push_back((y << 8) | 0x5au);
     }
   const int pairs = static_cast<int>(words.size() / 2);
-  std::vector<double> r(pairs), s(pairs), c(pairs);
-  detail::normal_pairs(words.data(), pairs, r.data(), s.data(), c.data());
-  for (int p = 0; p < pairs; ++p) {
-    const philox::U32x4 b{{words[2 * p], words[2 * p + 1], 0u, 0u}};
-    double want_r, want_s, want_c;
-    philox::normal_pair(b, 0, &want_r, &want_s, &want_c);
-    ASSERT_EQ(r[p], want_r) << "radius word " << (words[2 * p] >> 8);
-    ASSERT_EQ(s[p], want_s) << "angle word " << (words[2 * p + 1] >> 8);
-    ASSERT_EQ(c[p], want_c) << "angle word " << (words[2 * p + 1] >> 8);
+  for (detail::VectorIsa isa : {detail::VectorIsa::Sse2, detail::VectorIsa::Avx2, detail::VectorIsa::Avx512}) {
+    if (!detail::cpu_supports(isa)) {
+      std::printf("instruction set %d: not on this CPU, not checked\n", static_cast<int>(isa));
+      continue;
+    }
+    std::vector<double> r(pairs), s(pairs), c(pairs);
+    detail::normal_pairs(words.data(), pairs, r.data(), s.data(), c.data(), isa);
+    for (int p = 0; p < pairs; ++p) {
+      const philox::U32x4 b{{words[2 * p], words[2 * p + 1], 0u, 0u}};
+      double want_r, want_s, want_c;
+      philox::normal_pair(b, 0, &want_r, &want_s, &want_c);
+      ASSERT_EQ(r[p], want_r) << "instruction set " << static_cast<int>(isa) << ", radius word " << (words[2 * p] >> 8);
+      ASSERT_EQ(s[p], want_s) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
+      ASSERT_EQ(c[p], want_c) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
+    }
   }
 }
 
