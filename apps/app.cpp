@@ -93,6 +93,20 @@ int run(const std::string& name, const std::string& description, int argc, char*
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return cli.exit(e);
+  } catch (const CLI::RequiredError& e) {
+    // CLI11 checks for required options before it checks for unknown ones; a misspelt option
+    // is the likelier mistake (`--modle resnet50` leaves --model missing), so it is named first.
+    for (int k = 1; k < argc; ++k) {
+      const std::string arg = argv[k];
+      if (arg.size() < 3 || arg.rfind("--", 0) != 0) continue;
+      const std::string option = arg.substr(0, arg.find('='));
+      if (!cli.get_option_no_throw(option)) {
+        error_line("unknown option " + option + " (and " + e.what() + ")");
+        return 2;
+      }
+    }
+    error_line(e.what());
+    return 2;
   } catch (const CLI::ParseError& e) {
     error_line(e.what());
     return 2;

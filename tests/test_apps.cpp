@@ -175,6 +175,19 @@ TEST_F(Apps, UsageErrorsExitTwo) {
   }
 }
 
+// A misspelt option is named, not the required one it leaves missing (CLI11 checks those first).
+TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
+  const Outcome r = run("fgvc-train --modle resnet20 --data missing/ --out run_x --steps 1");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(r.err.rfind("fgvc-train: error: unknown option --modle (and --model is required", 0), 0u) << r.err;
+  const Outcome eq = run("fgvc-similarity --sorce=" + source + " --target " + target);
+  EXPECT_EQ(eq.code, 2) << eq.err;
+  EXPECT_NE(eq.err.find("unknown option --sorce"), std::string::npos) << eq.err;
+  const Outcome missing = run("fgvc-train --data missing/ --out run_x --steps 1");  // nothing misspelt
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_EQ(missing.err, "fgvc-train: error: --model is required\n");
+}
+
 // fgvc-train --gpus N starts N processes, one per GPU: more than the machine has, or one GPU
 // named with it, is a usage error before mpirun starts (NCCL would refuse two ranks on a GPU).
 TEST_F(Apps, GpusBeyondTheMachineAreAUsageError) {
