@@ -103,7 +103,10 @@ def reference_model(name, library):
             model = getattr(torchvision.models, name)()
         version = "torchvision " + torchvision.__version__
     else:
-        import timm
+        try:
+            import timm
+        except ImportError:
+            sys.exit(f"golden_models.py: {name} needs timm: install it, or give --timm PATH_TO_ITS_SOURCE")
         model = timm.create_model(name)
         version = "timm " + timm.__version__
     return model.eval(), version
