@@ -96,14 +96,13 @@ int run(const std::string& name, const std::string& description, int argc, char*
   } catch (const CLI::RequiredError& e) {
     // CLI11 checks for required options before it checks for unknown ones; a misspelt option
     // is the likelier mistake (`--modle resnet50` leaves --model missing), so it is named first.
-    for (int k = 1; k < argc; ++k) {
-      const std::string arg = argv[k];
-      if (arg.size() < 3 || arg.rfind("--", 0) != 0) continue;
-      const std::string option = arg.substr(0, arg.find('='));
-      if (!cli.get_option_no_throw(option)) {
-        error_line("unknown option " + option + " (and " + e.what() + ")");
-        return 2;
-      }
+    // CLI11 has already set aside what it could not match (an option's value that begins with
+    // "--" stays the option's); whatever follows "--" is positional.
+    for (const std::string& arg : cli.remaining()) {
+      if (arg == "--") break;
+      if (arg.size() < 2 || arg[0] != '-') continue;
+      error_line("unknown option " + arg.substr(0, arg.find('=')) + " (and " + e.what() + ")");
+      return 2;
     }
     error_line(e.what());
     return 2;

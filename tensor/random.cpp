@@ -26,19 +26,20 @@ namespace {
 // exponent's bits and the floor of a positive number taken by truncation, so that the
 // compiler can compute neighbouring pairs side by side in vector registers (this file is
 // built without trapping maths and errno, CMakeLists.txt, which lets GCC turn the selects
-// into blends; neither changes a value). One pair at a time, each pair's chain of 19
-// dependent divisions waited on the divider: 90% of the time to build a ResNet went there.
+// into blends; neither changes a value). One pair at a time, each pair's 19 divisions (one
+// in the log, two chains of 9 in the sine's and cosine's series) waited on the divider: 90%
+// of the time to build a ResNet went there.
 // Inlined into one copy per instruction set below; correctly rounded operations and no
 // contraction give every copy the same bits.
 inline __attribute__((always_inline)) void box_muller(const uint32_t* words, int pairs, double* r, double* s,
                                                       double* c) {
-  constexpr double kTwoPow24 = 5.9604644775390625e-08, kLn2 = 0.69314718055994530942;
+  constexpr double kTwoPowMinus24 = 5.9604644775390625e-08, kLn2 = 0.69314718055994530942;
   constexpr double kTwoPi = 6.28318530717958647692;
 #pragma omp simd
   for (int p = 0; p < pairs; ++p) {
     // Both words have 24 random bits: exact as int, then as double.
-    const double u1 = static_cast<double>(static_cast<int>((words[2 * p] >> 8) + 1u)) * kTwoPow24;  // (0, 1]
-    const double u2 = static_cast<double>(static_cast<int>(words[2 * p + 1] >> 8)) * kTwoPow24;     // [0, 1)
+    const double u1 = static_cast<double>(static_cast<int>((words[2 * p] >> 8) + 1u)) * kTwoPowMinus24;  // (0, 1]
+    const double u2 = static_cast<double>(static_cast<int>(words[2 * p + 1] >> 8)) * kTwoPowMinus24;     // [0, 1)
     // philox::log(u1): u1 = m 2^e with m in [1/2, 1) (u1 is a normal number), then in [sqrt(1/2), sqrt(2)).
     const uint64_t bits = __builtin_bit_cast(uint64_t, u1);
     int e = static_cast<int>(bits >> 52) - 1022;
@@ -71,6 +72,7 @@ inline __attribute__((always_inline)) void box_muller(const uint32_t* words, int
 
 // Measured on the development VM's AVX-512 cores, 16M normals on 2 threads: 237 ms one
 // pair at a time, 111 ms with SSE2 vectors, 65 ms AVX2, 53 ms AVX-512 (PyTorch's normal_: 51 ms).
+#if defined(__x86_64__)  // elsewhere (aarch64) the compiler's own vectors, one copy
 __attribute__((target("avx512f"))) void box_muller_avx512(const uint32_t* w, int pairs, double* r, double* s,
                                                           double* c) {
   box_muller(w, pairs, r, s, c);
@@ -78,25 +80,30 @@ __attribute__((target("avx512f"))) void box_muller_avx512(const uint32_t* w, int
 __attribute__((target("avx2"))) void box_muller_avx2(const uint32_t* w, int pairs, double* r, double* s, double* c) {
   box_muller(w, pairs, r, s, c);
 }
+#endif
 void box_muller_sse2(const uint32_t* w, int pairs, double* r, double* s, double* c) { box_muller(w, pairs, r, s, c); }
 
 }  // namespace
 
 bool cpu_supports(VectorIsa isa) {
+#if defined(__x86_64__)  // both also ask whether the OS saves the wider registers (XCR0)
   switch (isa) {
     case VectorIsa::Avx512: return __builtin_cpu_supports("avx512f");
     case VectorIsa::Avx2: return __builtin_cpu_supports("avx2");
     default: return true;
   }
+#else
+  return isa == VectorIsa::Sse2;
+#endif
 }
 
 void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c, VectorIsa isa) {
   FGVC_CHECK(cpu_supports(isa), "normal_pairs", "this CPU lacks the instruction set asked for");
-  switch (isa) {
-    case VectorIsa::Avx512: return box_muller_avx512(words, pairs, r, s, c);
-    case VectorIsa::Avx2: return box_muller_avx2(words, pairs, r, s, c);
-    default: return box_muller_sse2(words, pairs, r, s, c);
-  }
+#if defined(__x86_64__)
+  if (isa == VectorIsa::Avx512) return box_muller_avx512(words, pairs, r, s, c);
+  if (isa == VectorIsa::Avx2) return box_muller_avx2(words, pairs, r, s, c);
+#endif
+  box_muller_sse2(words, pairs, r, s, c);
 }
 
 namespace {
@@ -129,7 +136,7 @@ void normal_fill_cpu(T* out, int64_t n, const RandomFill& f) {
   }
 }
 
-// Uniforms block by block (random_block): each Philox block once, where the GPU kernel
+// Uniforms block by block (uniform_block): each Philox block once, where the GPU kernel
 // computes each element on its own; the values are the same bits.
 template <class T>
 void random_fill_cpu_typed(const Tensor& t, const RandomFill& f) {
@@ -140,8 +147,8 @@ void random_fill_cpu_typed(const Tensor& t, const RandomFill& f) {
   const int64_t blocks = (n + per_block - 1) / per_block;
 #pragma omp parallel for if (n > (1 << 14)) schedule(static)
   for (int64_t k = 0; k < blocks; ++k)
-    random_block<T>(f.dist, f.seed, f.first_block, k, f.a, f.b, p + k * per_block,
-                    static_cast<int>(std::min<int64_t>(per_block, n - k * per_block)));
+    uniform_block<T>(f.seed, f.first_block, k, f.a, f.b, p + k * per_block,
+                     static_cast<int>(std::min<int64_t>(per_block, n - k * per_block)));
 }
 }  // namespace
 

@@ -41,29 +41,19 @@ FGVC_HD inline T random_value(Distribution dist, uint64_t seed, uint64_t first_b
   return static_cast<T>(philox::add(a, philox::mul(b, philox::normal(blk, static_cast<int>(i & 3)))));
 }
 
-// The values of a whole Philox block at once: elements first .. first + count - 1 of the
-// fill, where block k holds elements k * per_block .. (the same operations as random_value,
-// so the same bits, with the block and each Box-Muller pair computed once, not per element).
-// per_block: 2 for float64 uniforms, else 4.
+// The uniforms of a whole Philox block at once: elements first .. first + count - 1 of the
+// fill, where block k holds elements k * per_block .. (per_block: 2 for float64, else 4), by
+// random_value's operations, so the same bits, with the block computed once, not per element.
+// (The CPU's normals go many pairs at a time, detail::normal_pairs in random.cpp.)
 template <class T>
-inline void random_block(Distribution dist, uint64_t seed, uint64_t first_block, int64_t block, double a, double b,
-                         T* out, int count) {
+inline void uniform_block(uint64_t seed, uint64_t first_block, int64_t block, double a, double b, T* out, int count) {
   const philox::U32x4 blk = philox::block(seed, first_block + static_cast<uint64_t>(block));
-  if (dist == Distribution::Uniform) {
-    if constexpr (sizeof(T) == 8) {
-      for (int k = 0; k < count; ++k)
-        out[k] = static_cast<T>(philox::add(a, philox::mul(b - a, philox::uniform53(blk.v[2 * k], blk.v[2 * k + 1]))));
-    } else {
-      const float lo = static_cast<float>(a), hi = static_cast<float>(b);
-      for (int k = 0; k < count; ++k) out[k] = static_cast<T>(fadd_rn(lo, fmul_rn(hi - lo, philox::uniform24(blk.v[k]))));
-    }
-    return;
-  }
-  for (int pair = 0; 2 * pair < count; ++pair) {
-    double r, s, c;
-    philox::normal_pair(blk, pair, &r, &s, &c);
-    out[2 * pair] = static_cast<T>(philox::add(a, philox::mul(b, philox::mul(r, c))));
-    if (2 * pair + 1 < count) out[2 * pair + 1] = static_cast<T>(philox::add(a, philox::mul(b, philox::mul(r, s))));
+  if constexpr (sizeof(T) == 8) {
+    for (int k = 0; k < count; ++k)
+      out[k] = static_cast<T>(philox::add(a, philox::mul(b - a, philox::uniform53(blk.v[2 * k], blk.v[2 * k + 1]))));
+  } else {
+    const float lo = static_cast<float>(a), hi = static_cast<float>(b);
+    for (int k = 0; k < count; ++k) out[k] = static_cast<T>(fadd_rn(lo, fmul_rn(hi - lo, philox::uniform24(blk.v[k]))));
   }
 }
 

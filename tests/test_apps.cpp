@@ -183,6 +183,13 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   const Outcome eq = run("fgvc-similarity --sorce=" + source + " --target " + target);
   EXPECT_EQ(eq.code, 2) << eq.err;
   EXPECT_NE(eq.err.find("unknown option --sorce"), std::string::npos) << eq.err;
+  const Outcome short_option = run("fgvc-train -q --data missing/ --out run_x --steps 1");
+  EXPECT_EQ(short_option.code, 2);
+  EXPECT_NE(short_option.err.find("unknown option -q"), std::string::npos) << short_option.err;
+  // An option's value that begins with "--" is the value, not an unknown option.
+  const Outcome value = run("fgvc-train --data --x --out run_x --steps 1");
+  EXPECT_EQ(value.code, 2);
+  EXPECT_EQ(value.err, "fgvc-train: error: --model is required\n");
   const Outcome missing = run("fgvc-train --data missing/ --out run_x --steps 1");  // nothing misspelt
   EXPECT_EQ(missing.code, 2);
   EXPECT_EQ(missing.err, "fgvc-train: error: --model is required\n");

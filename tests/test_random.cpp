@@ -10,6 +10,9 @@
 namespace fgvc {
 namespace {
 
+// Bit for bit: 0.0 and -0.0 compare equal as doubles, and the fills make both.
+uint64_t bits(double x) { return __builtin_bit_cast(uint64_t, x); }
+
 TEST(Philox, KnownAnswerVectors) {
   struct Kat {
     philox::U32x4 ctr;
@@ -129,7 +132,7 @@ TEST(Random, BlockFillIsTheElementwiseValue) {
         for (int64_t i = 0; i < n; ++i) {
           const double want = dt == DType::Float32 ? detail::random_value<float>(dist, 1234, 77, i, -0.5, 2.5)
                                                    : detail::random_value<double>(dist, 1234, 77, i, -0.5, 2.5);
-          ASSERT_EQ(got[i], want) << "element " << i << " of " << n;
+          ASSERT_EQ(bits(got[i]), bits(want)) << got[i] << " vs " << want << ", element " << i << " of " << n;
         }
       }
 }
@@ -141,7 +144,7 @@ TEST(Random, BlockFillIsTheElementwiseValue) {
 TEST(Random, VectorisedBoxMullerIsPhiloxsNormalPair) {
   std::vector<uint32_t> radius = {0u, 1u, (1u << 23) - 1, 1u << 23, 11863281u, 11863282u, 11863283u, 11863284u,
                                   (1u << 24) - 2, (1u << 24) - 1};
-  std::vector<uint32_t> angle = {0u, (1u << 24) - 1};
+  std::vector<uint32_t> angle = {0u, (1u << 24) - 1, 1u << 22, 1u << 23, 3u << 22};  // quarter turns: signed zeros
   for (int octant = 1; octant < 8; octant += 2)
     for (int d = -1; d <= 1; ++d) angle.push_back(static_cast<uint32_t>((octant << 21) + d));
   for (int k = 0; k < 64; ++k) {
@@ -167,9 +170,9 @@ TEST(Random, VectorisedBoxMullerIsPhiloxsNormalPair) {
       const philox::U32x4 b{{words[2 * p], words[2 * p + 1], 0u, 0u}};
       double want_r, want_s, want_c;
       philox::normal_pair(b, 0, &want_r, &want_s, &want_c);
-      ASSERT_EQ(r[p], want_r) << "instruction set " << static_cast<int>(isa) << ", radius word " << (words[2 * p] >> 8);
-      ASSERT_EQ(s[p], want_s) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
-      ASSERT_EQ(c[p], want_c) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
+      ASSERT_EQ(bits(r[p]), bits(want_r)) << "instruction set " << static_cast<int>(isa) << ", radius word " << (words[2 * p] >> 8);
+      ASSERT_EQ(bits(s[p]), bits(want_s)) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
+      ASSERT_EQ(bits(c[p]), bits(want_c)) << "instruction set " << static_cast<int>(isa) << ", angle word " << (words[2 * p + 1] >> 8);
     }
   }
 }
