@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -219,10 +220,18 @@ Dataset load_coco_json(const std::string& path) {
   const fs::path base = fs::path(path).parent_path();
   Dataset d;
   d.source = path;
+  // An id must be a JSON integer that fits int64: 2.5 or 1e30 is an error, not a truncation
+  // (a float beyond int64's range converted to it is undefined; found by fuzz_dataset).
+  const auto id_of = [&](const nlohmann::json& record, const char* key) {
+    const nlohmann::json& v = record.at(key);
+    FGVC_CHECK(v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())),
+               "dataset", path, ": '", key, "' must be an integer id, got ", v.dump());
+    return v.get<int64_t>();
+  };
   // Labels follow the categories' ids in increasing order.
   std::vector<std::pair<int64_t, std::string>> cats;
   try {
-    for (const auto& c : j["categories"]) cats.emplace_back(c.at("id").get<int64_t>(), c.at("name").get<std::string>());
+    for (const auto& c : j["categories"]) cats.emplace_back(id_of(c, "id"), c.at("name").get<std::string>());
     std::sort(cats.begin(), cats.end());
     std::map<int64_t, int64_t> label_of;
     for (const auto& [id, name] : cats) {
@@ -234,7 +243,7 @@ Dataset load_coco_json(const std::string& path) {
     // category (several annotations must agree); images without one are left out, and said so.
     std::map<int64_t, int64_t> label_of_image;
     for (const auto& a : j["annotations"]) {
-      const int64_t image = a.at("image_id").get<int64_t>(), cat = a.at("category_id").get<int64_t>();
+      const int64_t image = id_of(a, "image_id"), cat = id_of(a, "category_id");
       const auto l = label_of.find(cat);
       FGVC_CHECK(l != label_of.end(), "dataset", path, ": annotation with unknown category id ", cat);
       const auto [it, fresh] = label_of_image.emplace(image, l->second);
@@ -244,7 +253,7 @@ Dataset load_coco_json(const std::string& path) {
     std::set<int64_t> images;
     int64_t unannotated = 0;
     for (const auto& im : j["images"]) {
-      const int64_t id = im.at("id").get<int64_t>();
+      const int64_t id = id_of(im, "id");
       FGVC_CHECK(images.insert(id).second, "dataset", path, ": image id ", id, " appears twice");
       const auto l = label_of_image.find(id);
       if (l == label_of_image.end()) {

@@ -201,6 +201,9 @@ std::string stb_reason() {
 // Whether stb_image may decode an image of this size at this depth within kMaxStbBytes; the
 // error message when not.
 std::string stb_size_error(const std::vector<uint8_t>& bytes, int w, int h, int comp) {
+  // A BMP header can claim a negative width (found by fuzzing: -1728053266 x 2147483646, whose
+  // pixel count, negative, passed the limit and then overflowed times 3).
+  if (w <= 0 || h <= 0) return "image of " + std::to_string(w) + " x " + std::to_string(h) + " pixels is not valid";
   const int64_t pixels = static_cast<int64_t>(w) * h;  // each below 2^31: no overflow
   const bool sixteen = stbi_is_16_bit_from_memory(bytes.data(), static_cast<int>(bytes.size()));
   // The bytes only for a pixel count that fits (found by fuzzing: 2^61 pixels times 3 overflowed).

@@ -165,6 +165,13 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
     EXPECT_FALSE(too_large.ok());
     EXPECT_NE(too_large.error.find("huge.bmp"), std::string::npos) << too_large.error;
   }
+  // A negative width (found by fuzzing): its negative pixel count passed the size limit, then
+  // overflowed times 3 (undefined; UBSan aborts here on the old code).
+  std::vector<uint8_t> negative = bmp_2x2(0x7ffffffe, 54);
+  for (int i = 0; i < 4; ++i) negative[18 + i] = static_cast<uint8_t>(0x98ffffeeu >> (8 * i));
+  const Decoded negative_width = decode_image(negative, "negative.bmp");
+  EXPECT_FALSE(negative_width.ok());
+  EXPECT_NE(negative_width.error.find("negative.bmp"), std::string::npos) << negative_width.error;
   const Decoded inside = decode_image(bmp_2x2(2, 0), "inside.bmp");
   EXPECT_NE(inside.error.find("inside its headers"), std::string::npos) << inside.error;
   // A compression field stb_image reads as a negative number, which it decodes as uncompressed
@@ -621,6 +628,13 @@ TEST(Datasets, BadLayoutsAreClearErrors) {
                                     << R"({"image_id":1,"category_id":2}]})";
   }
   expect_error(d + "/two.json", "image id 1 has annotations of two categories (x, y)");
+  // Ids are JSON integers within int64: a float or a larger number is named, never truncated
+  // (a float beyond int64 converted to it was undefined; found by fuzz_dataset).
+  for (const std::string id : {"9223372036854775808073", "9223372036854775808", "2.5", "\"7\""}) {
+    std::ofstream(d + "/ids.json") << R"({"images":[{"id":1,"file_name":"a.jpg"}],"annotations":[{"image_id":1,)"
+                                   << R"("category_id":1}],"categories":[{"id":)" << id << R"(,"name":"x"}]})";
+    expect_error(d + "/ids.json", "'id' must be an integer id, got ");
+  }
   // Class names go into JSON (checkpoints, config.json, domain files): a Latin-1 folder name is
   // refused when the data set is read, naming it with its odd byte shown.
   const std::string latin = fresh_dir("latin1");
