@@ -224,8 +224,9 @@ Dataset load_coco_json(const std::string& path) {
   // (a float beyond int64's range converted to it is undefined; found by fuzz_dataset).
   const auto id_of = [&](const nlohmann::json& record, const char* key) {
     const nlohmann::json& v = record.at(key);
-    FGVC_CHECK(v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())),
-               "dataset", path, ": '", key, "' must be an integer id, got ", v.dump());
+    constexpr uint64_t kMaxId = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    FGVC_CHECK(v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > kMaxId), "dataset", path,
+               ": '", key, "' must be an integer id, got ", v.dump());
     return v.get<int64_t>();
   };
   // Labels follow the categories' ids in increasing order.

@@ -97,13 +97,22 @@ bool cpu_supports(VectorIsa isa) {
 #endif
 }
 
-void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c, VectorIsa isa) {
-  FGVC_CHECK(cpu_supports(isa), "normal_pairs", "this CPU lacks the instruction set asked for");
+namespace {
+
+// The copy for `isa`, which the CPU is known to have.
+void box_muller_for(VectorIsa isa, const uint32_t* words, int pairs, double* r, double* s, double* c) {
 #if defined(__x86_64__)
   if (isa == VectorIsa::Avx512) return box_muller_avx512(words, pairs, r, s, c);
   if (isa == VectorIsa::Avx2) return box_muller_avx2(words, pairs, r, s, c);
 #endif
   box_muller_sse2(words, pairs, r, s, c);
+}
+
+}  // namespace
+
+void normal_pairs(const uint32_t* words, int pairs, double* r, double* s, double* c, VectorIsa isa) {
+  FGVC_CHECK(cpu_supports(isa), "normal_pairs", "this CPU lacks the instruction set asked for");
+  box_muller_for(isa, words, pairs, r, s, c);
 }
 
 namespace {
@@ -127,7 +136,7 @@ void normal_fill_cpu(T* out, int64_t n, const RandomFill& f) {
       std::memcpy(words + 4 * k, blk.v, sizeof blk.v);
     }
     double r[2 * kBlocks], s[2 * kBlocks], c[2 * kBlocks];
-    normal_pairs(words, 2 * blocks, r, s, c, isa);
+    box_muller_for(isa, words, 2 * blocks, r, s, c);  // isa was checked once, above
     T* o = out + first;
     for (int p = 0; 2 * p < count; ++p) {  // lane 2p takes the cosine, lane 2p + 1 the sine
       o[2 * p] = static_cast<T>(philox::add(f.a, philox::mul(f.b, philox::mul(r[p], c[p]))));
