@@ -299,7 +299,9 @@ TEST(Models, CifarResNetsParameterCountsAndShortcuts) {
   const Tensor x = testing::randn_t({2, 3, 28, 28}, 4);
   EXPECT_EQ(model->forward(x).shape(), (Shape{2, 7}));
   // Option A: with the residual branch silenced, a block that halves the size gives
-  // relu(x[:, :, ::2, ::2]) followed by zero channels.
+  // relu(x[:, :, ::2, ::2]) between zero channels, half before and half after, as the PyTorch
+  // port pads it (F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))), so that
+  // its weights compute the same function here.
   nn::BasicBlock block(2, 4, 2);
   for (auto& [name, w] : block.named_parameters())
     if (name.find("conv") != std::string::npos) Tensor(w).copy_(Tensor::zeros(w.shape()));
@@ -310,7 +312,8 @@ TEST(Models, CifarResNetsParameterCountsAndShortcuts) {
   for (int c = 0; c < 4; ++c)
     for (int i = 0; i < 2; ++i)
       for (int j = 0; j < 2; ++j)
-        EXPECT_EQ(yv[(c * 2 + i) * 2 + j], c < 2 ? std::max(0.0f, xv[(c * 4 + 2 * i) * 4 + 2 * j]) : 0.0f) << c;
+        EXPECT_EQ(yv[(c * 2 + i) * 2 + j], c == 1 || c == 2 ? std::max(0.0f, xv[((c - 1) * 4 + 2 * i) * 4 + 2 * j]) : 0.0f)
+            << c;
 }
 
 TEST(Models, InceptionV3NamesAndAuxHead) {

@@ -19,9 +19,12 @@ Tensor BasicBlock::forward_impl(const Tensor& x) {
   Tensor shortcut = x;
   if (stride_ != 1) shortcut = avg_pool2d(x, Pool2dGeometry::square(1, stride_));  // a 1x1 window: subsampling
   if (pad_channels_ > 0) {
+    // Half the zero channels before the input's, half after, as the PyTorch port pads them
+    // (F.pad by planes / 4 on either side): its weights expect the input in the middle.
     const Shape s = shortcut.shape();
-    const Tensor zeros = Tensor::zeros({s[0], pad_channels_, s[2], s[3]}, shortcut.dtype(), shortcut.device());
-    shortcut = concat({shortcut, zeros}, 1);
+    const int64_t before = pad_channels_ / 2, after = pad_channels_ - before;
+    const auto zeros = [&](int64_t c) { return Tensor::zeros({s[0], c, s[2], s[3]}, shortcut.dtype(), shortcut.device()); };
+    shortcut = before > 0 ? concat({zeros(before), shortcut, zeros(after)}, 1) : concat({shortcut, zeros(after)}, 1);
   }
   return relu(add(y, shortcut));
 }

@@ -3,7 +3,8 @@
 // channels, global average pooling and a linear classifier: depth 6n + 2 (resnet20: n = 3,
 // 269,722 parameters with 10 classes; resnet32 464,154; resnet56 853,018). Shortcuts are the
 // paper's option A: identity, and where a stage halves the size, the input subsampled by 2
-// and zero-padded to the new channel count, so shortcuts have no parameters.
+// and zero-padded to the new channel count (half the zero channels before the input's, half
+// after, as the port below pads them), so shortcuts have no parameters.
 // Names follow the widely used PyTorch port (conv1, bn1, layer1.0.conv1, ..., linear), so its
 // CIFAR weights load by name. These are the models the demo and the training tests train on a
 // CPU in minutes; the stem keeps full resolution, so 28 x 28 or 32 x 32 inputs work.
@@ -27,7 +28,7 @@ class BasicBlock : public Module {
  private:
   std::shared_ptr<Conv2d> conv1_, conv2_;
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
-  int64_t pad_channels_ = 0;  // option A: channels of zeros appended to the shortcut
+  int64_t pad_channels_ = 0;  // option A: channels of zeros around the shortcut's
   int stride_ = 1;
 };
 
