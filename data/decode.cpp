@@ -331,9 +331,22 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
     jpeg_read_scanlines(&cinfo, &row, 1);
     if (cmyk) cmyk_to_rgb(cmyk_row[0], out->image.row(y - y0), static_cast<int>(cw), cinfo.saw_Adobe_marker);
   }
+  // The rows below the region are read too, without their inverse DCT (skipped), and then the
+  // end of the file: a file damaged or cut short there is an error whatever the crop, as in PIL
+  // and TensorFlow. Stopping at the region made such a file a sample in one epoch and a skipped
+  // file in the next.
+  // (jpeg_skip_scanlines to the very end only sets the row counter: the last row is read, into
+  // a row from libjpeg's pool.)
+  if (y1 < oh) {
+    if (y1 < oh - 1) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(oh - 1 - y1));
+    JSAMPARRAY last =
+        (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE, cw * (cmyk ? 4 : 3), 1);
+    jpeg_read_scanlines(&cinfo, last, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
   out->region = {sx - x0, sy - y0, sw, sh};
   out->scale_eighths = k;
-  jpeg_destroy_decompress(&cinfo);  // the rows below the region are never decoded
+  jpeg_destroy_decompress(&cinfo);
   return true;
 }
 

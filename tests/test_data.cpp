@@ -296,6 +296,34 @@ TEST(Decode, HarmlessWarningsPassAndCorruptDataDoesNot) {
   EXPECT_FALSE(decode_image(cut, "cut.jpg").ok());
 }
 
+// A file damaged below the region that a crop asks for is an error all the same: the rows
+// under the region are read (without their inverse DCT) to the end of the file. Reading only
+// down to the region made a file cut short a training sample when its crop was high enough.
+TEST(Decode, DamageBelowTheRegionIsAnErrorWhateverTheCrop) {
+  const std::vector<uint8_t> good = encode_jpeg(test_picture(48, 400), JpegKind::Baseline);
+  const Box top{0, 0, 48, 40};
+  ASSERT_TRUE(decode_image(good, "good.jpg", top).ok());
+  for (const size_t keep : {good.size() * 97 / 100, good.size() * 3 / 4}) {
+    const std::vector<uint8_t> cut(good.begin(), good.begin() + keep);
+    for (const auto& [region, min_side] : {std::pair{top, 0}, std::pair{top, 8}, std::pair{Box{}, 0}}) {
+      const Decoded d = decode_image(cut, "cut.jpg", region, min_side, min_side);
+      EXPECT_FALSE(d.ok()) << keep << " of " << good.size() << " bytes, region height " << region.h;
+      EXPECT_NE(d.error.find("cut.jpg"), std::string::npos) << d.error;
+    }
+  }
+  // A crop's pixels are the whole image's (the region's columns; rows above, in and below it).
+  const Decoded whole = decode_image(good, "good.jpg");
+  for (const Box& b : {top, Box{5, 180, 30, 50}, Box{0, 350, 48, 50}}) {
+    const Decoded part = decode_image(good, "good.jpg", b);
+    ASSERT_TRUE(part.ok()) << part.error;
+    const int px = static_cast<int>(b.x - part.region.x), py = static_cast<int>(b.y - part.region.y);
+    for (int y = 0; y < part.image.height; ++y)
+      for (int x = static_cast<int>(part.region.x); x < static_cast<int>(part.region.x + part.region.w); ++x)
+        for (int c = 0; c < 3; ++c)
+          ASSERT_EQ(part.image.row(y)[3 * x + c], whole.image.row(py + y)[3 * (px + x) + c]) << b.y << " " << y << " " << x;
+  }
+}
+
 TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
   TrainAugment aug;
   for (int i = 0; i < 2000; ++i) {
