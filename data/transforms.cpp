@@ -108,14 +108,17 @@ Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rn
                                             : tf_slim_crop(width, height, aug, rng);
 }
 
+// Whole pixels, as TensorFlow's central_crop (TF-slim's eval) cuts them: the margin on each
+// side is (size - size * fraction) / 2 rounded down, and the crop is what is left between.
 Box central_crop(int width, int height, double fraction) {
-  const double w = width * fraction, h = height * fraction;
-  return {(width - w) / 2, (height - h) / 2, w, h};
+  const double x = std::floor((width - width * fraction) / 2), y = std::floor((height - height * fraction) / 2);
+  return {x, y, width - 2 * x, height - 2 * y};
 }
 
 std::vector<Box> twelve_crop_boxes(int width, int height, double fraction) {
-  const double W = width, H = height, w = W * fraction, h = H * fraction;
-  return {{0, 0, W, H}, central_crop(width, height, fraction), {0, 0, w, h}, {W - w, 0, w, h},
+  const Box centre = central_crop(width, height, fraction);
+  const double W = width, H = height, w = centre.w, h = centre.h;
+  return {{0, 0, W, H}, centre, {0, 0, w, h}, {W - w, 0, w, h},
           {0, H - h, w, h}, {W - w, H - h, w, h}};
 }
 

@@ -66,7 +66,8 @@ struct TrainAugment {
 
 // The crop box of the train transform in an image of width x height.
 Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng);
-// The central crop (fraction of each side) and the 12-crop boxes (6 regions; flips are separate).
+// The central crop (fraction of each side, in whole pixels as TensorFlow's central_crop) and the
+// 12-crop boxes (6 regions, the corners of the central crop's size; flips are separate).
 Box central_crop(int width, int height, double fraction = 0.875);
 std::vector<Box> twelve_crop_boxes(int width, int height, double fraction = 0.875);
 

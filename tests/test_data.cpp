@@ -439,12 +439,21 @@ TEST(Transforms, MinCoveredBelowATenthAllowsSmallerCrops) {
 }
 
 TEST(Transforms, EvalBoxesAndFlip) {
+  // TensorFlow's central_crop(0.875): margins of int((600 - 525) / 2) = 37 rows and 50
+  // columns, the rest (700 x 526) kept; 350 x 375 keeps 308 x 329 (margins 21 and 23).
   const Box c = central_crop(800, 600);
   EXPECT_DOUBLE_EQ(c.w, 700);
   EXPECT_DOUBLE_EQ(c.x, 50);
-  EXPECT_DOUBLE_EQ(c.y, 37.5);
+  EXPECT_DOUBLE_EQ(c.y, 37);
+  EXPECT_DOUBLE_EQ(c.h, 526);
+  const Box odd = central_crop(350, 375);
+  EXPECT_DOUBLE_EQ(odd.x, 21);
+  EXPECT_DOUBLE_EQ(odd.w, 308);
+  EXPECT_DOUBLE_EQ(odd.y, 23);
+  EXPECT_DOUBLE_EQ(odd.h, 329);
   const std::vector<Box> twelve = twelve_crop_boxes(800, 600);
   ASSERT_EQ(twelve.size(), 6u);
+  for (size_t i = 2; i < 6; ++i) EXPECT_TRUE(twelve[i].w == 700 && twelve[i].h == 526) << i;
   EXPECT_DOUBLE_EQ(twelve[0].w, 800);
   EXPECT_DOUBLE_EQ(twelve[5].x + twelve[5].w, 800);
   EXPECT_DOUBLE_EQ(twelve[5].y + twelve[5].h, 600);
