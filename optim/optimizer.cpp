@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "autograd/grad_mode.h"
 #include "kernels/elementwise.h"
@@ -67,8 +68,16 @@ void SGD::update(const std::string& name, Tensor& w, const Tensor& g, double lr,
   sgd_update(w, g, v, SGDRule{lr, momentum_, weight_decay});
 }
 
-double exponential_decay(double lr0, double rate, double decay_epochs, double epoch) {
-  return lr0 * std::pow(rate, std::floor(epoch / decay_epochs));
+int64_t decay_steps(int64_t steps_per_epoch, double decay_epochs) {
+  // The product of an integer and a decimal such as 1.1 can round just below the integer it
+  // stands for; 1e-9 of a step lifts it back (no real schedule is within 1e-9 of a step).
+  const double steps = std::floor(static_cast<double>(steps_per_epoch) * decay_epochs + 1e-9);
+  if (!(steps >= 1)) return 1;
+  return steps >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(steps);
+}
+
+double exponential_decay(double lr0, double rate, int64_t decay_steps, int64_t step) {
+  return lr0 * std::pow(rate, static_cast<double>(step / decay_steps));
 }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {

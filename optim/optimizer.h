@@ -73,9 +73,13 @@ class SGD : public Optimizer {
   double momentum_;
 };
 
-// lr0 * rate^floor(epoch / decay_epochs): TF's staircase exponential decay per N epochs
+// The steps between two decays: decay_epochs epochs of steps_per_epoch steps, in whole steps
+// (TF-slim's int(samples per epoch * epochs per decay / batch size)), at least 1. Whole steps
+// keep a fractional --decay-epochs exact: floor((330 / 100) / 1.1) in floating point is 2.
+int64_t decay_steps(int64_t steps_per_epoch, double decay_epochs);
+// lr0 * rate^(step / decay_steps), an integer division: TF's staircase exponential decay
 // (0.94 every 2 epochs in the paper's training, every 4 when fine-tuning).
-double exponential_decay(double lr0, double rate, double decay_epochs, double epoch);
+double exponential_decay(double lr0, double rate, int64_t decay_steps, int64_t step);
 
 // Scales all gradients so that their global L2 norm is at most max_norm; returns the norm
 // before clipping.

@@ -1,6 +1,7 @@
 // Optimisers against float64 references of their equations (TF's RMSProp, momentum SGD),
 // TF-slim's weight decay on conv/fc weights only, the staircase schedule, clipping and EMA.
 #include <cmath>
+#include <limits>
 
 #include "autograd/autocast.h"
 #include "nn/layers.h"
@@ -95,9 +96,25 @@ TEST(Optim, WeightDecayOnlyOnConvAndFcWeights) {
 }
 
 TEST(Optim, ScheduleClippingAndEma) {
-  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 2, 0), 0.045);
-  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 2, 1.99), 0.045);
-  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 2, 5), 0.045 * 0.94 * 0.94);
+  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 0), 0.045);
+  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 199), 0.045);
+  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 500), 0.045 * 0.94 * 0.94);
+  // Whole steps per decay: a fractional --decay-epochs decays on its step exactly (in floating
+  // point, floor((330 / 100) / 1.1) is 2 and floor((660 / 300) / 2.2) is 2, not 3).
+  EXPECT_EQ(optim::decay_steps(100, 2), 200);
+  EXPECT_EQ(optim::decay_steps(100, 1.1), 110);
+  EXPECT_EQ(optim::decay_steps(300, 2.2), 660);
+  EXPECT_EQ(optim::decay_steps(10, 1.3), 13);
+  EXPECT_EQ(optim::decay_steps(3, 1.1), 3);  // 3.3 steps: TF-slim's int() keeps 3
+  EXPECT_EQ(optim::decay_steps(5, 0.01), 1);  // never 0
+  EXPECT_EQ(optim::decay_steps(1000, 1e300), std::numeric_limits<int64_t>::max());
+  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.1, 0.5, optim::decay_steps(100, 1.1), 329), 0.1 * 0.25);
+  EXPECT_DOUBLE_EQ(optim::exponential_decay(0.1, 0.5, optim::decay_steps(100, 1.1), 330), 0.1 * 0.125);
+  for (int64_t spe = 1; spe <= 400; ++spe)
+    for (const int tenths : {3, 7, 11, 13, 22, 25, 29}) {
+      const int64_t steps = optim::decay_steps(spe, tenths / 10.0);
+      EXPECT_EQ(steps, std::max<int64_t>(1, spe * tenths / 10)) << spe << " x " << tenths / 10.0;
+    }
   Params p;
   p.set_grads(5);
   double before = 0;

@@ -247,6 +247,32 @@ TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
   }
 }
 
+// A model diverging between two validations: its scores are all NaN at the end of the first
+// epoch (while the training loss is still finite, 1e20), which is 0% top-1, not a best model;
+// the epoch line counts them. The next step's loss is NaN and stops the run.
+TEST(Train, ADivergedModelIsNeverTheBest) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "diverged");
+  c.data = f.val;  // 30 images: 4 steps an epoch
+  c.val = f.val;
+  c.optimizer = "sgd";
+  c.lr = 1e6;
+  c.steps = 30;
+  c.save_every = 1;
+  const std::string what = training_error(c);
+  EXPECT_NE(what.find("the loss is nan"), std::string::npos) << what;
+  EXPECT_FALSE(fs::exists(c.out + "/best.safetensors"));
+  std::ifstream in(c.out + "/metrics.jsonl");
+  int validations = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") != "epoch") continue;
+    ++validations;
+    EXPECT_EQ(j.at("val_nonfinite"), 30) << line;
+  }
+  EXPECT_GE(validations, 1);
+}
+
 TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   Folders f;
   train::TrainConfig c = small_config(f, "five");

@@ -489,6 +489,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   data::Loader loader(train_set, lo);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
   FGVC_CHECK(steps_per_epoch > 0, "--data", c.data, ": no batch in an epoch");
+  const int64_t decay_steps = optim::decay_steps(steps_per_epoch, c.decay_epochs);
   FGVC_CHECK(c.steps > 0 || c.epochs <= std::numeric_limits<int64_t>::max() / steps_per_epoch, "--epochs", c.epochs,
              " epochs of ", steps_per_epoch, " steps overflow a 64-bit step count");
   // --epochs ends the run at an epoch's end: a batch whose files were all unreadable makes no
@@ -600,8 +601,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
     // by --steps) only while there is nothing better to keep.
     summary.val_skipped = r.skipped;
-    // An evaluation without one readable image has no accuracy (not 0%): it is never the best.
-    const bool best = r.images > 0 &&
+    // An evaluation without one readable image has no accuracy (not 0%), and a model whose
+    // scores are all NaN or infinite has diverged: neither is ever the best.
+    const bool best = r.images > 0 && r.nonfinite < r.images &&
                       (epoch_end ? pos.best_partial || r.top1_accuracy() > pos.best_top1 : pos.best_top1 < 0);
     if (best) {
       pos.best_top1 = r.top1_accuracy();
@@ -637,8 +639,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         // collectives of a step must pair up).
         if (rank_sum(batch.indices.empty() ? 1.0 : 0.0, comm, device) > 0) continue;
         const auto t0 = Clock::now();
-        pos.lr = optim::exponential_decay(c.lr, c.lr_decay, c.decay_epochs,
-                                          static_cast<double>(pos.step) / static_cast<double>(steps_per_epoch));
+        pos.lr = optim::exponential_decay(c.lr, c.lr_decay, decay_steps, pos.step);
         const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
         Tensor loss, logits;
         {
@@ -746,9 +747,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           line["val_loss"] = scored ? json(r.loss) : json(nullptr);
           line["val_images"] = r.images;
           line["val_skipped"] = r.skipped;
+          line["val_nonfinite"] = r.nonfinite;
           if (scored)
             text += " val top-1 " + fixed(100 * r.top1_accuracy(), 2) + "% top-5 " +
-                    fixed(100 * r.top5_accuracy(), 2) + "%" + (best ? " (best)" : "");
+                    fixed(100 * r.top5_accuracy(), 2) + "%" + (best ? " (best)" : "") +
+                    (r.nonfinite > 0 ? " (" + std::to_string(r.nonfinite) + " image(s) with NaN or infinite scores)" : "");
           else
             text += " val: no readable image (" + std::to_string(r.skipped) + " unreadable file(s) skipped)";
         }
