@@ -428,6 +428,32 @@ TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
     }
   }
   EXPECT_EQ(epochs, (std::vector<int64_t>{1, 2}));
+  // Each epoch line counts its 6 unreadable files, also where --resume took the epoch up in
+  // the middle (the files skipped before are in the checkpoint).
+  const auto skipped_per_epoch = [](const std::string& run) {
+    std::vector<int64_t> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") == "epoch") out.push_back(j.at("skipped").get<int64_t>());
+    }
+    return out;
+  };
+  EXPECT_EQ(skipped_per_epoch(c.out), (std::vector<int64_t>{6, 6}));
+  for (const int64_t first_steps : {1, 2, 3}) {
+    train::TrainConfig part = c;
+    part.out = c.out + "_part" + std::to_string(first_steps);
+    fs::remove_all(part.out);
+    part.epochs = 0;
+    part.steps = first_steps;
+    train::train_model(part, Device::cpu());
+    part.steps = 0;
+    part.epochs = 2;
+    part.resume = true;
+    train::train_model(part, Device::cpu());
+    EXPECT_EQ(skipped_per_epoch(part.out), (std::vector<int64_t>{6, 6})) << first_steps;
+    EXPECT_TRUE(same_bytes(c.out + "/last.safetensors", part.out + "/last.safetensors")) << first_steps;
+  }
   // Resumed with the same total, the run is complete: nothing to do.
   train::TrainConfig again = c;
   again.resume = true;

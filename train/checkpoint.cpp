@@ -25,6 +25,7 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
                          {"window_loss", p.window_loss}, {"window_steps", p.window_steps},
                          {"epoch_loss", p.epoch_loss}, {"epoch_steps", p.epoch_steps},
                          {"epoch_correct", p.epoch_correct}, {"epoch_images", p.epoch_images},
+                         {"epoch_skipped", p.epoch_skipped},
                          {"loss_scale", p.loss_scale}, {"scale_good_steps", p.scale_good_steps},
                          {"skipped_steps", p.skipped_steps}};
   std::map<std::string, std::string> metadata = {{"format", nn::kCheckpointFormat}, {"position", position.dump()}};
@@ -77,6 +78,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     p.epoch_steps = j.value("epoch_steps", int64_t(0));
     p.epoch_correct = j.value("epoch_correct", 0.0);  // absent in checkpoints of before 2026-11-27 (fifth session)
     p.epoch_images = j.value("epoch_images", 0.0);
+    p.epoch_skipped = j.value("epoch_skipped", int64_t{0});  // absent before 2026-11-28 (tenth session)
     p.loss_scale = j.at("loss_scale").get<double>();
     p.scale_good_steps = j.at("scale_good_steps").get<int64_t>();
     p.skipped_steps = j.at("skipped_steps").get<int64_t>();

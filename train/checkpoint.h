@@ -43,6 +43,9 @@ struct TrainPosition {
   // And the training batches' top-1 hits and images over the current epoch so far (the
   // forward pass of each step, in training mode, on augmented images), for its train_top1.
   double epoch_correct = 0, epoch_images = 0;
+  // And the unreadable training files in the current epoch's batches so far (all ranks), for
+  // its epoch line's `skipped`.
+  int64_t epoch_skipped = 0;
   // --amp fp16: the dynamic loss scale, clean steps since it last changed, steps skipped.
   double loss_scale = 0;
   int64_t scale_good_steps = 0, skipped_steps = 0;

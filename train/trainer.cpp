@@ -573,6 +573,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       }
   };
   bool saved_once = c.resume;
+  // Unreadable files of the current epoch skipped before this process took it up (--resume),
+  // over all ranks; the loader counts the rest.
+  int64_t skipped_before = 0;
+  const auto epoch_skipped = [&]() {
+    return skipped_before + static_cast<int64_t>(rank_sum(static_cast<double>(loader.skipped()), comm, device));
+  };
   auto save_last = [&]() {
     broadcast_buffers();
     std::vector<Tensor> weights;
@@ -588,6 +594,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       pos.epoch_correct = rank_mean(pos.epoch_correct, comm, device);  // summed over the ranks again at
       pos.epoch_images = rank_mean(pos.epoch_images, comm, device);    // the epoch's end: the same ratio
     }
+    pos.epoch_skipped = pos.batch > 0 ? epoch_skipped() : 0;  // 0: a new epoch is next
     save(last_path, true);
     saved_once = true;
   };
@@ -628,7 +635,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
       const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
       if (whole_epoch)  // else: the steps before the resume count
-        pos.epoch_loss = 0, pos.epoch_steps = 0, pos.epoch_correct = 0, pos.epoch_images = 0;
+        pos.epoch_loss = 0, pos.epoch_steps = 0, pos.epoch_correct = 0, pos.epoch_images = 0, pos.epoch_skipped = 0;
+      skipped_before = pos.epoch_skipped;
       double& epoch_loss = pos.epoch_loss;
       int64_t& epoch_steps = pos.epoch_steps;
       const auto epoch_start = Clock::now();
@@ -734,7 +742,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                      {"train_loss", train_loss},
                      {"train_top1", train_top1},
                      {"lr", pos.lr},
-                     {"skipped", loader.skipped()},
+                     {"skipped", epoch_skipped()},
                      {"seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}};
         std::string text = "epoch " + std::to_string(epoch_done ? pos.epoch : pos.epoch + 1) + ": step " +
                            std::to_string(pos.step) + " train loss " + fixed(train_loss, 4) + " top-1 " +
