@@ -2,6 +2,9 @@
 // view taken backwards (reshape back, inverse permutation, scatter into a zero tensor for a
 // slice, sum for an expand).
 #include "autograd/ops.h"
+
+#include <algorithm>
+
 #include "kernels/concat.h"
 
 namespace fgvc {
@@ -37,9 +40,11 @@ Tensor transpose(const Tensor& x, int64_t a, int64_t b) {
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step) {
   Tensor y = x.slice(axis, start, end, step);
-  // Recover the normalised bounds from the view itself.
+  // The first index taken, normalised as Tensor::slice does (a negative start counts from the
+  // end; clamped to the axis). Not from the view's offset: on an expanded axis (stride 0)
+  // every start has the same offset.
   const int a = normalize_axis(axis, x.dim(), "slice");
-  const int64_t first = x.size(a) == 0 || x.stride(a) == 0 ? 0 : (y.offset() - x.offset()) / x.stride(a);
+  const int64_t first = std::clamp<int64_t>(start < 0 ? start + x.size(a) : start, 0, x.size(a));
   autograd::record("slice", {x}, {y}, [in = x.shape(), dt = x.dtype(), dev = x.device(), a, first, step](
                                            const Grads& g, const Needs&) -> Grads {
     Tensor dx = Tensor::zeros(in, dt, dev);

@@ -202,6 +202,15 @@ TEST(Autograd, EmptyStridedSliceHasAZeroGradient) {
   EXPECT_TRUE(all_close(x.grad(), {0.0, 1.0, 0.0, 1.0}));
 }
 
+// A slice of a leaf that is itself an expanded view (stride 0 along the axis): the gradient
+// goes to the rows sliced, not to the first ones (every start has the same offset there), and
+// negative starts count from the end.
+TEST(Autograd, SliceOfAnExpandedAxisKeepsItsRows) {
+  Tensor x = Tensor::from_vector(std::vector<double>{1.0, 2.0}, {1, 2}).expand({4, 2}).set_requires_grad(true);
+  backward(sum(slice(x, 0, 2, 4) * 3.0) + sum(slice(x, 0, -4, -3)));
+  EXPECT_TRUE(all_close(x.grad(), {1.0, 1.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0})) << x.grad().to_vector<double>()[0];
+}
+
 TEST(Autograd, TrainsALinearModel) {
   // Least squares by gradient descent: the engine, matmul, broadcasting and sum_to together.
   Generator gen(5);
