@@ -3,18 +3,22 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
 #include "fgvc/config.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "kernels/winograd_conv.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
 namespace kernels {
 
 namespace {
+
+std::atomic<bool> cpu_winograd{true};
 
 struct Dims {
   int64_t n, c, h, w, o, kh, kw, ho, wo;
@@ -132,9 +136,13 @@ int64_t tile_rows(const Dims& d) {
   return std::clamp<int64_t>(std::max(by_cache, by_width), 1, d.ho);
 }
 
+// Whether a 3x3 stride-1 convolution takes the Winograd path (winograd_conv.h).
+bool use_winograd(const Tensor& x, const Tensor& w, const Conv2dGeometry& g) {
+  return cpu_winograd.load(std::memory_order_relaxed) && detail::winograd_applies(x.shape(), w.shape(), g, x.dtype());
+}
+
 template <class T>
-Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
-  Tensor out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
+void im2col_conv2d(const Tensor& x, const Tensor& w, const Dims& d, const Conv2dGeometry& g, Tensor& out) {
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
   const int64_t rows = tile_rows(d);
@@ -152,6 +160,17 @@ Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const 
       gemm(w2, false, cols.slice(1, 0, width), false, 1.0, 0.0, out_n.slice(1, oy0 * d.wo, oy0 * d.wo + width));
     }
   });
+}
+
+template <class T>
+Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
+  Tensor out;
+  if (use_winograd(x, w, g)) {
+    out = detail::winograd_conv2d(x, w, g);
+  } else {
+    out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
+    im2col_conv2d<T>(x, w, d, g, out);
+  }
   if (bias.defined()) {
     T* o = static_cast<T*>(out.data_ptr());
     const T* b = static_cast<const T*>(bias.data_ptr());
@@ -164,6 +183,9 @@ Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const 
 
 template <class T>
 Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, const Conv2dGeometry& g) {
+  if (cpu_winograd.load(std::memory_order_relaxed) &&
+      detail::winograd_applies({d.n, d.c, d.h, d.w}, w.shape(), g, grad.dtype()))
+    return detail::winograd_backward_input(grad, w, {d.n, d.c, d.h, d.w}, g);
   Tensor dx = Tensor::zeros({d.n, d.c, d.h, d.w}, grad.dtype(), grad.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
@@ -191,6 +213,9 @@ Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, 
 // most 16 M elements of columns) depend on the shapes only, so the summation order does too.
 template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
+  if (cpu_winograd.load(std::memory_order_relaxed) &&
+      detail::winograd_applies(x.shape(), {d.o, d.c, d.kh, d.kw}, g, x.dtype()))
+    return detail::winograd_backward_weight(grad, x, {d.o, d.c, d.kh, d.kw}, g);
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
   const int64_t rows = d.c * d.kh * d.kw, plane = d.ho * d.wo;
@@ -294,6 +319,9 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
                       out = backward_weight_typed<T>(grad.contiguous(), x.contiguous(), d, g));
   return out;
 }
+
+void set_cpu_winograd(bool on) { cpu_winograd.store(on, std::memory_order_relaxed); }
+bool cpu_winograd_enabled() { return cpu_winograd.load(std::memory_order_relaxed); }
 
 namespace detail {
 int64_t conv2d_tile_rows(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g) {

@@ -1,7 +1,8 @@
 // 2-D convolution (cross-correlation, as every framework defines it), NCHW, groups = 1, with
 // stride, dilation and per-side padding (TensorFlow's asymmetric SAME is padding that differs
 // between top/bottom or left/right). CPU: im2col + OpenBLAS GEMM per image, a tile of output
-// rows at a time (a 1x1 stride-1 convolution is a GEMM on the input as it is), in conv2d.cpp. CUDA: cuDNN, in
+// rows at a time (a 1x1 stride-1 convolution is a GEMM on the input as it is), in conv2d.cpp,
+// and Winograd's F(2x2, 3x3) for 3x3 stride-1 ones, in winograd_conv.cpp. CUDA: cuDNN, in
 // conv2d_cudnn.cpp (asymmetric padding is applied to the input first).
 #pragma once
 #include "tensor/tensor.h"
@@ -34,6 +35,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 // Gradients of conv2d: w.r.t. the input (shape of x), the weight (shape of w) and the bias.
 Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x_shape, const Conv2dGeometry& g);
 Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& w_shape, const Conv2dGeometry& g);
+
+// On (the default): the CPU's 3x3 stride-1 convolutions run by Winograd's F(2x2, 3x3)
+// (winograd_conv.h; where it is faster); off: every CPU convolution by im2col + GEMM (for
+// comparisons: bench_conv --im2col, the tests).
+void set_cpu_winograd(bool on);
+bool cpu_winograd_enabled();
 
 // cuDNN may use TF32 tensor cores for float32 (its default math; on by default). Off: exact
 // FP32 products, comparable with the CPU to float rounding.

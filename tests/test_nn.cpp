@@ -1,8 +1,12 @@
 // Network layers: values against direct float64 loops, gradient checks, batch-norm running
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
+#include <omp.h>
+
 #include <set>
 
 #include "kernels/batch_norm.h"
+#include "kernels/conv2d.h"
+#include "kernels/winograd_conv.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "nn/models/resnet_cifar.h"
@@ -93,6 +97,63 @@ TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
   const Tensor x = r64({3, 8, 30, 31}, 24), w = r64({5, 8, 1, 1}, 25);
   const Tensor y = kernels::conv2d(x, w, Tensor(), Conv2dGeometry());
   check_adjoints(x, w, y, Conv2dGeometry());
+}
+
+// Winograd's F(2x2, 3x3) (kernels/winograd_conv.h) takes the 3x3 stride-1 convolutions with
+// padding up to 2: against the direct sum in float64 and by the adjoint identities, and in
+// float32 against im2col + GEMM, for each pass. The shapes put odd sizes (a last tile half
+// outside), asymmetric padding, blocks of tiles that cross tile rows and images, and a
+// channel count whose blocks are small (200 x 200: 22 tiles).
+TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
+  struct Case {
+    Shape x, w;
+    Conv2dGeometry g;
+  };
+  const std::vector<Case> cases = {
+      {{5, 16, 9, 7}, {16, 16, 3, 3}, Conv2dGeometry::symmetric(1, 1)},
+      {{3, 6, 8, 11}, {10, 6, 3, 3}, {1, 1, 0, 2, 2, 0, 1, 1}},
+      {{2, 5, 6, 5}, {7, 5, 3, 3}, Conv2dGeometry::symmetric(1, 0)},
+      {{1, 3, 4, 4}, {2, 3, 3, 3}, Conv2dGeometry::symmetric(1, 2)},
+      {{2, 200, 11, 13}, {200, 200, 3, 3}, {1, 1, 1, 2, 0, 1, 1, 1}},
+  };
+  uint64_t seed = 40;
+  for (const Case& c : cases) {
+    ASSERT_TRUE(kernels::detail::winograd_applies(c.x, c.w, c.g, DType::Float32)) << shape_str(c.w);
+    const Tensor x = r64(c.x, ++seed), w = r64(c.w, ++seed);
+    const Tensor y = kernels::conv2d(x, w, Tensor(), c.g);
+    check_adjoints(x, w, y, c.g);
+    // float32: each pass against im2col's.
+    const Tensor x32 = x.to(DType::Float32), w32 = w.to(DType::Float32), gy = testing::randn_t(y.shape(), ++seed);
+    const Tensor wy = kernels::conv2d(x32, w32, Tensor(), c.g);
+    const Tensor wdx = kernels::conv2d_backward_input(gy, w32, c.x, c.g);
+    const Tensor wdw = kernels::conv2d_backward_weight(gy, x32, c.w, c.g);
+    kernels::set_cpu_winograd(false);
+    const Tensor iy = kernels::conv2d(x32, w32, Tensor(), c.g);
+    const Tensor idx = kernels::conv2d_backward_input(gy, w32, c.x, c.g);
+    const Tensor idw = kernels::conv2d_backward_weight(gy, x32, c.w, c.g);
+    kernels::set_cpu_winograd(true);
+    EXPECT_LT(testing::rel_error(wy, iy), 2e-6) << shape_str(c.w);
+    EXPECT_LT(testing::rel_error(wdx, idx), 2e-6) << shape_str(c.w);
+    EXPECT_LT(testing::rel_error(wdw, idw), 2e-6) << shape_str(c.w);
+    // The same bits on one thread as on several.
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    EXPECT_EQ(kernels::conv2d(x32, w32, Tensor(), c.g).to_vector<float>(), wy.to_vector<float>());
+    EXPECT_EQ(kernels::conv2d_backward_input(gy, w32, c.x, c.g).to_vector<float>(), wdx.to_vector<float>());
+    EXPECT_EQ(kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>(), wdw.to_vector<float>());
+    omp_set_num_threads(threads);
+  }
+  // Not for: stride 2, dilation, a 5x5 or 1x3 kernel, padding 3, 16-bit data, and 384 x 384
+  // channels (fewer than 8 tiles a block).
+  const Shape x{1, 8, 10, 10}, w{8, 8, 3, 3};
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, w, Conv2dGeometry::symmetric(2, 1), DType::Float32));
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, w, Conv2dGeometry::symmetric(1, 2, 2), DType::Float32));
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, {8, 8, 5, 5}, Conv2dGeometry::symmetric(1, 1), DType::Float32));
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, {8, 8, 1, 3}, Conv2dGeometry::symmetric(1, 1), DType::Float32));
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, w, Conv2dGeometry::symmetric(1, 3), DType::Float32));
+  EXPECT_FALSE(kernels::detail::winograd_applies(x, w, Conv2dGeometry::symmetric(1, 1), DType::BFloat16));
+  EXPECT_FALSE(
+      kernels::detail::winograd_applies({1, 384, 8, 8}, {384, 384, 3, 3}, Conv2dGeometry::symmetric(1, 1), DType::Float32));
 }
 
 // A window wider than the padded input is an error (as in PyTorch), not a 1 x 1 output made

@@ -432,8 +432,8 @@ TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
   // the middle (the files skipped before are in the checkpoint).
   const auto skipped_per_epoch = [](const std::string& run) {
     std::vector<int64_t> out;
-    std::ifstream in(run + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
+    std::ifstream metrics(run + "/metrics.jsonl");
+    for (std::string line; std::getline(metrics, line);) {
       const nlohmann::json j = nlohmann::json::parse(line);
       if (j.at("kind") == "epoch") out.push_back(j.at("skipped").get<int64_t>());
     }
