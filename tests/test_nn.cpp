@@ -143,6 +143,26 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
     EXPECT_EQ(kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>(), wdw.to_vector<float>());
     omp_set_num_threads(threads);
   }
+  // Every small plane (1 to 5 pixels a side) with every padding from 0 to 2 on each side
+  // that leaves an output: single tiles, half tiles, tiles all padding but one pixel.
+  for (int64_t h = 1; h <= 5; ++h)
+    for (int64_t wd = 1; wd <= 5; ++wd)
+      for (int pads = 0; pads < 81; ++pads) {
+        const Conv2dGeometry g{1, 1, pads % 3, pads / 3 % 3, pads / 9 % 3, pads / 27, 1, 1};
+        if (g.out_size(h, 3, true) == 0 || g.out_size(wd, 3, false) == 0) continue;
+        const Tensor x = r64({2, 3, h, wd}, ++seed), w = r64({2, 3, 3, 3}, ++seed);
+        ASSERT_TRUE(kernels::detail::winograd_applies(x.shape(), w.shape(), g, DType::Float64));
+        const Tensor y = kernels::conv2d(x, w, Tensor(), g);
+        ASSERT_TRUE(testing::all_close(y, ref_conv(x, w, Tensor(), g), 1e-12, 1e-12)) << h << "x" << wd << " pads " << pads;
+        const Tensor gy = r64(y.shape(), ++seed);
+        const double yg = kernels::sum(kernels::binary(kernels::BinaryOp::Mul, y, gy)).item<double>();
+        const Tensor dx = kernels::conv2d_backward_input(gy, w, x.shape(), g);
+        const Tensor dw = kernels::conv2d_backward_weight(gy, x, w.shape(), g);
+        ASSERT_NEAR(kernels::sum(kernels::binary(kernels::BinaryOp::Mul, x, dx)).item<double>(), yg, 1e-10 * (1 + std::abs(yg)))
+            << h << "x" << wd << " pads " << pads;
+        ASSERT_NEAR(kernels::sum(kernels::binary(kernels::BinaryOp::Mul, w, dw)).item<double>(), yg, 1e-10 * (1 + std::abs(yg)))
+            << h << "x" << wd << " pads " << pads;
+      }
   // Not for: stride 2, dilation, a 5x5 or 1x3 kernel, padding 3, 16-bit data, and 384 x 384
   // channels (fewer than 8 tiles a block).
   const Shape x{1, 8, 10, 10}, w{8, 8, 3, 3};
