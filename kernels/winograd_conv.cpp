@@ -76,20 +76,21 @@ void transform_input(const T* x, int64_t channels, const Tiling& tl, int64_t t0,
       const T* plane = x + (n * channels + c) * tl.h * tl.w;
       for (int i = 0; i < 4; ++i) padded_row(plane, tl, 2 * ty - tl.pad_top + i, rows + i * pw);
       const T *r0 = rows, *r1 = rows + pw, *r2 = rows + 2 * pw, *r3 = rows + 3 * pw;
-      T* out = v.data + c * v.ld + at - first;
+      T* out = v.data + c * v.ld + at;  // tile tx at out[... + tx - first]
       const int64_t s = v.stride;
 #pragma omp simd
       for (int64_t tx = first; tx < end; ++tx) {
+        const int64_t o = tx - first;
         T b[4][4];  // B^T d: the rows combined
         for (int j = 0; j < 4; ++j) {
           const T d0 = r0[2 * tx + j], d1 = r1[2 * tx + j], d2 = r2[2 * tx + j], d3 = r3[2 * tx + j];
           b[0][j] = d0 - d2, b[1][j] = d1 + d2, b[2][j] = d2 - d1, b[3][j] = d1 - d3;
         }
         for (int i = 0; i < 4; ++i) {  // (B^T d) B: the columns combined
-          out[(4 * i + 0) * s + tx] = b[i][0] - b[i][2];
-          out[(4 * i + 1) * s + tx] = b[i][1] + b[i][2];
-          out[(4 * i + 2) * s + tx] = b[i][2] - b[i][1];
-          out[(4 * i + 3) * s + tx] = b[i][1] - b[i][3];
+          out[(4 * i + 0) * s + o] = b[i][0] - b[i][2];
+          out[(4 * i + 1) * s + o] = b[i][1] + b[i][2];
+          out[(4 * i + 2) * s + o] = b[i][2] - b[i][1];
+          out[(4 * i + 3) * s + o] = b[i][1] - b[i][3];
         }
       }
     });
@@ -101,15 +102,16 @@ template <class T>
 void transform_output(Matrices<T> m, int64_t channels, const Tiling& tl, int64_t t0, int64_t t1, T* y, T* rows) {
   for (int64_t k = 0; k < channels; ++k)
     for_each_tile_row(tl, t0, t1, [&](int64_t n, int64_t ty, int64_t first, int64_t end, int64_t at) {
-      const T* in = m.data + k * m.ld + at - first;
+      const T* in = m.data + k * m.ld + at;  // tile tx at in[... + tx - first]
       const int64_t s = m.stride;
       T *o0 = rows, *o1 = rows + 2 * tl.cols;
 #pragma omp simd
       for (int64_t tx = first; tx < end; ++tx) {
+        const int64_t i = tx - first;
         T a[2][4];  // A^T M: the rows combined
         for (int j = 0; j < 4; ++j) {
-          a[0][j] = in[j * s + tx] + in[(4 + j) * s + tx] + in[(8 + j) * s + tx];
-          a[1][j] = in[(4 + j) * s + tx] - in[(8 + j) * s + tx] - in[(12 + j) * s + tx];
+          a[0][j] = in[j * s + i] + in[(4 + j) * s + i] + in[(8 + j) * s + i];
+          a[1][j] = in[(4 + j) * s + i] - in[(8 + j) * s + i] - in[(12 + j) * s + i];
         }
         o0[2 * tx] = a[0][0] + a[0][1] + a[0][2], o0[2 * tx + 1] = a[0][1] - a[0][2] - a[0][3];
         o1[2 * tx] = a[1][0] + a[1][1] + a[1][2], o1[2 * tx + 1] = a[1][1] - a[1][2] - a[1][3];
@@ -135,18 +137,19 @@ void transform_output_gradient(const T* dy, int64_t channels, const Tiling& tl, 
       std::fill(rows, rows + 2 * width, T(0));
       std::memcpy(g0, plane + 2 * ty * tl.wo, sizeof(T) * tl.wo);
       if (2 * ty + 1 < tl.ho) std::memcpy(g1, plane + (2 * ty + 1) * tl.wo, sizeof(T) * tl.wo);
-      T* out = dm.data + k * dm.ld + at - first;
+      T* out = dm.data + k * dm.ld + at;  // tile tx at out[... + tx - first]
       const int64_t s = dm.stride;
 #pragma omp simd
       for (int64_t tx = first; tx < end; ++tx) {
+        const int64_t o = tx - first;
         // Per axis (y0, y1) -> (y0, y0 + y1, y0 - y1, -y1), A's rows.
         const T a00 = g0[2 * tx], a01 = g0[2 * tx + 1], a10 = g1[2 * tx], a11 = g1[2 * tx + 1];
         const T r[4][2] = {{a00, a01}, {a00 + a10, a01 + a11}, {a00 - a10, a01 - a11}, {-a10, -a11}};
         for (int i = 0; i < 4; ++i) {
-          out[(4 * i + 0) * s + tx] = r[i][0];
-          out[(4 * i + 1) * s + tx] = r[i][0] + r[i][1];
-          out[(4 * i + 2) * s + tx] = r[i][0] - r[i][1];
-          out[(4 * i + 3) * s + tx] = -r[i][1];
+          out[(4 * i + 0) * s + o] = r[i][0];
+          out[(4 * i + 1) * s + o] = r[i][0] + r[i][1];
+          out[(4 * i + 2) * s + o] = r[i][0] - r[i][1];
+          out[(4 * i + 3) * s + o] = -r[i][1];
         }
       }
     });
@@ -274,6 +277,10 @@ void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeom
   // (the fastest of 8192 to 65536 / (in + out) on resnet50 and inception_v3 shapes, bench_conv).
   const int64_t tiles = n * tl.rows * tl.cols, block = std::clamp<int64_t>(32768 / (in + out), 64, 512);
   const int64_t blocks = (tiles + block - 1) / block, sums_size = 16 * out * in;
+  if (tiles == 0) {  // an empty batch
+    std::fill_n(static_cast<T*>(dw.data_ptr()), dw.numel(), T(0));
+    return;
+  }
   const int64_t by_memory = (int64_t(32) << 20) / (sums_size * static_cast<int64_t>(sizeof(T)));
   const int64_t runs = std::clamp<int64_t>(std::min<int64_t>(16, by_memory), 1, blocks);
   std::vector<T> sums(static_cast<size_t>(runs * sums_size), T(0));
@@ -314,6 +321,7 @@ int64_t winograd_tile_block(int64_t in, int64_t out) {
 bool winograd_applies(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g, DType dtype) {
   if (dtype != DType::Float32 && dtype != DType::Float64) return false;
   if (x_shape.size() != 4 || w_shape.size() != 4 || w_shape[2] != 3 || w_shape[3] != 3) return false;
+  if (w_shape[0] <= 0 || w_shape[1] <= 0) return false;  // no channels: nothing to transform
   if (g.stride_h != 1 || g.stride_w != 1 || g.dilation_h != 1 || g.dilation_w != 1) return false;
   for (const int p : {g.pad_top, g.pad_bottom, g.pad_left, g.pad_right})
     if (p < 0 || p > 2) return false;

@@ -26,10 +26,12 @@ namespace detail {
 // [out, in] x [in, block] stay within OpenBLAS's small-matrix kernel (m n k up to about 10^6,
 // where it needs no packing; past it, packing the filters for a few tiles costs more than
 // the products), at most 64 tiles (the block's transforms in the cache). 0 where fewer than
-// 8 tiles would fit (from 384 x 384 channels on): the GEMMs would be too thin to gain.
+// 8 tiles would fit (in x out above 112,500: 336 x 336, 256 x 512, resnet50's 512 x 512): the
+// GEMMs would be too thin to gain.
 int64_t winograd_tile_block(int64_t in, int64_t out);
 // A 3x3 kernel, stride 1, no dilation, padding at most 2 on each side (the input gradient's
-// convolution then pads 2 - p), float32 or float64, and a tile block (above).
+// convolution then pads 2 - p), float32 or float64 (16-bit data reaches it through conv2d's
+// float32 upcast), channels on both sides, and a tile block (above).
 bool winograd_applies(const Shape& x_shape, const Shape& w_shape, const Conv2dGeometry& g, DType dtype);
 
 // The three passes, for contiguous tensors where winograd_applies; no bias.

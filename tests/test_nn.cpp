@@ -174,6 +174,14 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
   EXPECT_FALSE(kernels::detail::winograd_applies(x, w, Conv2dGeometry::symmetric(1, 1), DType::BFloat16));
   EXPECT_FALSE(
       kernels::detail::winograd_applies({1, 384, 8, 8}, {384, 384, 3, 3}, Conv2dGeometry::symmetric(1, 1), DType::Float32));
+  // An empty batch: empty outputs and zero weight gradients (an empty sum), as im2col gives.
+  const Tensor none = r64({0, 4, 6, 6}, 70), w4 = r64({5, 4, 3, 3}, 71);
+  const Tensor y0 = kernels::conv2d(none, w4, Tensor(), Conv2dGeometry::symmetric(1, 1));
+  EXPECT_EQ(y0.shape(), (Shape{0, 5, 6, 6}));
+  EXPECT_EQ(kernels::conv2d_backward_input(y0, w4, none.shape(), Conv2dGeometry::symmetric(1, 1)).shape(), none.shape());
+  const Tensor dw0 = kernels::conv2d_backward_weight(y0, none, w4.shape(), Conv2dGeometry::symmetric(1, 1));
+  EXPECT_TRUE(testing::all_close(dw0, std::vector<double>(5 * 4 * 9, 0.0)));
+  EXPECT_FALSE(kernels::detail::winograd_applies({2, 4, 6, 6}, {0, 4, 3, 3}, Conv2dGeometry::symmetric(1, 1), DType::Float32));
 }
 
 // A window wider than the padded input is an error (as in PyTorch), not a 1 x 1 output made
