@@ -45,6 +45,23 @@ std::vector<T> matrix_buffer(int64_t rows, int64_t ld) {
   return std::vector<T>(static_cast<size_t>(16 * (rows * ld + kMatrixGap)));
 }
 
+// One thread's buffers for a block of tiles: the 16 matrices on the input side (in rows), the
+// 16 on the output side (out rows), and the rows the transforms pad or assemble. Not copyable:
+// the matrices point into the vectors.
+template <class T>
+struct BlockBuffers {
+  std::vector<T> in_side, out_side, rows;
+  Matrices<T> v, m;
+  BlockBuffers(int64_t in, int64_t out, int64_t block, const Tiling& tl)
+      : in_side(matrix_buffer<T>(in, block)),
+        out_side(matrix_buffer<T>(out, block)),
+        rows(static_cast<size_t>(4 * tl.padded())),
+        v{in_side.data(), block, in * block + kMatrixGap},
+        m{out_side.data(), block, out * block + kMatrixGap} {}
+  BlockBuffers(const BlockBuffers&) = delete;
+  BlockBuffers& operator=(const BlockBuffers&) = delete;
+};
+
 // Calls f(image, tile row, first tile column, end tile column, position of the first in the
 // block) for each tile row that tiles [t0, t1) touch.
 template <class F>
@@ -230,17 +247,17 @@ void convolve(const T* x, int64_t images, int64_t in, const Tiling& tl, const T*
   const int64_t blocks = (tiles + block - 1) / block;
 #pragma omp parallel if (blocks > 1)
   {
-    std::vector<T> vbuf = matrix_buffer<T>(in, block), mbuf = matrix_buffer<T>(out, block);
-    std::vector<T> rows(static_cast<size_t>(4 * tl.padded()));
-    const Matrices<T> v{vbuf.data(), block, in * block + kMatrixGap}, m{mbuf.data(), block, out * block + kMatrixGap};
+    BlockBuffers<T> buf(in, out, block, tl);
+    const Matrices<T>& v = buf.v;
+    const Matrices<T>& m = buf.m;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-      transform_input(x, in, tl, t0, t1, v, rows.data());
+      transform_input(x, in, tl, t0, t1, v, buf.rows.data());
       for (int e = 0; e < 16; ++e)
         blas_gemm(false, out, t1 - t0, in, u + e * out * in, in, v.data + e * v.stride, v.ld, T(0), m.data + e * m.stride,
                   m.ld);
-      transform_output(m, out, tl, t0, t1, y, rows.data());
+      transform_output(m, out, tl, t0, t1, y, buf.rows.data());
     }
   }
 }
@@ -288,16 +305,16 @@ void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeom
   const T* pg = static_cast<const T*>(grad.data_ptr());
 #pragma omp parallel if (runs > 1)
   {
-    std::vector<T> vbuf = matrix_buffer<T>(in, block), mbuf = matrix_buffer<T>(out, block);
-    std::vector<T> rows(static_cast<size_t>(4 * tl.padded()));
-    const Matrices<T> v{vbuf.data(), block, in * block + kMatrixGap}, dm{mbuf.data(), block, out * block + kMatrixGap};
+    BlockBuffers<T> buf(in, out, block, tl);
+    const Matrices<T>& v = buf.v;
+    const Matrices<T>& dm = buf.m;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < runs; ++r) {
       T* du = sums.data() + r * sums_size;
       for (int64_t b = r * blocks / runs; b < (r + 1) * blocks / runs; ++b) {
         const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-        transform_input(px, in, tl, t0, t1, v, rows.data());
-        transform_output_gradient(pg, out, tl, t0, t1, dm, rows.data());
+        transform_input(px, in, tl, t0, t1, v, buf.rows.data());
+        transform_output_gradient(pg, out, tl, t0, t1, dm, buf.rows.data());
         for (int e = 0; e < 16; ++e)
           blas_gemm(true, out, in, t1 - t0, dm.data + e * dm.stride, dm.ld, v.data + e * v.stride, v.ld, T(1),
                     du + e * out * in, in);
