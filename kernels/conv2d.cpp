@@ -136,9 +136,10 @@ int64_t tile_rows(const Dims& d) {
   return std::clamp<int64_t>(std::max(by_cache, by_width), 1, d.ho);
 }
 
-// Whether a 3x3 stride-1 convolution takes the Winograd path (winograd_conv.h).
-bool use_winograd(const Tensor& x, const Tensor& w, const Conv2dGeometry& g) {
-  return cpu_winograd.load(std::memory_order_relaxed) && detail::winograd_applies(x.shape(), w.shape(), g, x.dtype());
+// Whether a 3x3 stride-1 convolution takes the Winograd path (winograd_conv.h), in each pass.
+bool use_winograd(const Dims& d, const Conv2dGeometry& g, DType dtype) {
+  return cpu_winograd.load(std::memory_order_relaxed) &&
+         detail::winograd_applies({d.n, d.c, d.h, d.w}, {d.o, d.c, d.kh, d.kw}, g, dtype);
 }
 
 template <class T>
@@ -165,7 +166,7 @@ void im2col_conv2d(const Tensor& x, const Tensor& w, const Dims& d, const Conv2d
 template <class T>
 Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const Dims& d, const Conv2dGeometry& g) {
   Tensor out;
-  if (use_winograd(x, w, g)) {
+  if (use_winograd(d, g, x.dtype())) {
     out = detail::winograd_conv2d(x, w, g);
   } else {
     out = Tensor::empty({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device());
@@ -183,9 +184,7 @@ Tensor conv2d_typed(const Tensor& x, const Tensor& w, const Tensor& bias, const 
 
 template <class T>
 Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, const Conv2dGeometry& g) {
-  if (cpu_winograd.load(std::memory_order_relaxed) &&
-      detail::winograd_applies({d.n, d.c, d.h, d.w}, w.shape(), g, grad.dtype()))
-    return detail::winograd_backward_input(grad, w, {d.n, d.c, d.h, d.w}, g);
+  if (use_winograd(d, g, grad.dtype())) return detail::winograd_backward_input(grad, w, {d.n, d.c, d.h, d.w}, g);
   Tensor dx = Tensor::zeros({d.n, d.c, d.h, d.w}, grad.dtype(), grad.device());
   const Tensor w2 = w.view({d.o, d.c * d.kh * d.kw});
   const bool pointwise = is_pointwise(d, g);
@@ -213,9 +212,7 @@ Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, 
 // most 16 M elements of columns) depend on the shapes only, so the summation order does too.
 template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
-  if (cpu_winograd.load(std::memory_order_relaxed) &&
-      detail::winograd_applies(x.shape(), {d.o, d.c, d.kh, d.kw}, g, x.dtype()))
-    return detail::winograd_backward_weight(grad, x, {d.o, d.c, d.kh, d.kw}, g);
+  if (use_winograd(d, g, x.dtype())) return detail::winograd_backward_weight(grad, x, {d.o, d.c, d.kh, d.kw}, g);
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
   const int64_t rows = d.c * d.kh * d.kw, plane = d.ho * d.wo;
