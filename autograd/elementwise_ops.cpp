@@ -1,6 +1,8 @@
-// Elementwise ops with their backward rules. Saved tensors are detach()ed: the graph must not
+// Elementwise ops with their backward rules. Saved tensors are autograd::SavedTensor: detached
+// (the graph must not own the tensors that own it) and checked for in-place writes on use.
 // own the tensors that own it.
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 #include "kernels/elementwise.h"
 
 namespace fgvc {
@@ -8,6 +10,7 @@ namespace fgvc {
 namespace k = kernels;
 using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
+using autograd::SavedTensor;
 
 namespace {
 
@@ -19,8 +22,9 @@ enum class Keep { Nothing, Input, Output };
 template <class Rule>
 Tensor unary_op(const char* name, k::UnaryOp op, const Tensor& x, Keep keep, Rule rule) {
   Tensor y = k::unary(op, x);
-  const Tensor kept = keep == Keep::Input ? x.detach() : keep == Keep::Output ? y.detach() : Tensor();
-  autograd::record(name, {x}, {y}, [kept, rule](const Grads& g, const Needs&) -> Grads { return {rule(g[0], kept)}; });
+  const SavedTensor kept(keep == Keep::Input ? x : keep == Keep::Output ? y : Tensor());
+  autograd::record(name, {x}, {y},
+                   [kept, rule](const Grads& g, const Needs&) -> Grads { return {rule(g[0], kept.get())}; });
   return y;
 }
 
@@ -44,19 +48,23 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = k::mul(a, b);
-  autograd::record("mul", {a, b}, {y}, [a = a.detach(), b = b.detach()](const Grads& g, const Needs& n) -> Grads {
-    return {n[0] ? sum_to(k::mul(g[0], b), a.shape()) : Tensor(), n[1] ? sum_to(k::mul(g[0], a), b.shape()) : Tensor()};
-  });
+  autograd::record("mul", {a, b}, {y},
+                   [a = SavedTensor(a), b = SavedTensor(b), sa = a.shape(), sb = b.shape()](const Grads& g,
+                                                                                           const Needs& n) -> Grads {
+                     return {n[0] ? sum_to(k::mul(g[0], b.get()), sa) : Tensor(),
+                             n[1] ? sum_to(k::mul(g[0], a.get()), sb) : Tensor()};
+                   });
   return y;
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = k::div(a, b);
   autograd::record("div", {a, b}, {y},
-                   [a = a.detach(), b = b.detach(), y = y.detach()](const Grads& g, const Needs& n) -> Grads {
+                   [b = SavedTensor(b), y = SavedTensor(y), sa = a.shape(), sb = b.shape()](const Grads& g,
+                                                                                           const Needs& n) -> Grads {
                      Grads out(2);
-                     if (n[0]) out[0] = sum_to(k::div(g[0], b), a.shape());
-                     if (n[1]) out[1] = sum_to(k::unary(k::UnaryOp::Neg, k::div(k::mul(g[0], y), b)), b.shape());
+                     if (n[0]) out[0] = sum_to(k::div(g[0], b.get()), sa);
+                     if (n[1]) out[1] = sum_to(k::unary(k::UnaryOp::Neg, k::div(k::mul(g[0], y.get()), b.get())), sb);
                      return out;
                    });
   return y;
@@ -78,10 +86,10 @@ Tensor mul(const Tensor& a, double b) {
 
 Tensor pow(const Tensor& a, double exponent) {
   Tensor y = k::binary(k::BinaryOp::Pow, a, exponent);
-  autograd::record("pow", {a}, {y}, [a = a.detach(), exponent](const Grads& g, const Needs&) -> Grads {
+  autograd::record("pow", {a}, {y}, [a = SavedTensor(a), exponent](const Grads& g, const Needs&) -> Grads {
     // d/da a^p = p a^(p-1); a^0 is constant, so 0 (p a^(p-1) would be 0 * inf at a = 0)
-    if (exponent == 0.0) return {Tensor::zeros(a.shape(), g[0].dtype(), g[0].device())};
-    const Tensor d = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Pow, a, exponent - 1.0), exponent);
+    if (exponent == 0.0) return {Tensor::zeros(g[0].shape(), g[0].dtype(), g[0].device())};
+    const Tensor d = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Pow, a.get(), exponent - 1.0), exponent);
     return {k::mul(g[0], d)};
   });
   return y;

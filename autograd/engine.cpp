@@ -2,6 +2,7 @@
 // it; then run nodes in an order where each runs only after all of its gradient has
 // arrived (Kahn's algorithm), summing gradients that meet at the same output.
 #include "autograd/engine.h"
+#include "autograd/saved_tensor.h"
 
 #include <chrono>
 #include <unordered_map>
@@ -18,7 +19,18 @@ std::vector<Tensor> Node::apply(const std::vector<Tensor>& grad_outputs) {
              "to run backward on the same graph twice");
   std::vector<bool> needs(next.size());
   for (size_t i = 0; i < next.size(); ++i) needs[i] = next[i].node != nullptr;
-  return fn_(grad_outputs, needs);
+  try {
+    return fn_(grad_outputs, needs);
+  } catch (const SavedTensorModified& e) {
+    throw Error(detail::concat("backward: '", name_, "': ", e.what()));
+  }
+}
+
+void SavedTensor::throw_modified() const {
+  throw SavedTensorModified(detail::concat(
+      "a tensor saved for its gradient, ", describe(tensor_), ", was modified in place after the forward pass ",
+      "(its memory's version was ", version_, ", now ", tensor_.version(), "); clone() it before writing to it, ",
+      "or write to it after backward"));
 }
 
 void Node::release() {

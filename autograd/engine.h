@@ -19,7 +19,8 @@ namespace autograd {
 // True when GradMode is on and some input requires a gradient.
 bool should_record(const std::vector<Tensor>& inputs);
 // Attaches a node named `name` with backward `fn` to `outputs` when should_record(inputs).
-// Tensors that `fn` captures must be detach()ed first, or the graph would own itself.
+// Tensors that `fn` keeps go in an autograd::SavedTensor (autograd/saved_tensor.h): detached,
+// or the graph would own itself, and checked for in-place writes when read back.
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
 
 // How many nodes this thread has recorded: a layer's nodes are those numbered between the

@@ -2,6 +2,7 @@
 // transposes arranged so no operand is copied). A 2-D B shared by a 3-D batch gets the
 // sum over the batch.
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
 
@@ -14,19 +15,24 @@ using Needs = std::vector<bool>;
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor c = k::matmul(a, b, trans_a, trans_b);
   autograd::record("matmul", {a, b}, {c},
-                   [a = a.detach(), b = b.detach(), trans_a, trans_b](const Grads& g, const Needs& n) -> Grads {
+                   [sa = autograd::SavedTensor(a), sb = autograd::SavedTensor(b), trans_a, trans_b,
+                    shared_b = b.dim() == 2 && a.dim() == 3](
+                       const Grads& g, const Needs& n) -> Grads {
                      const Tensor& gc = g[0];
+                     // Each gradient reads the other operand only.
+                     const Tensor b = n[0] ? sb.get() : Tensor();
+                     const Tensor a = n[1] ? sa.get() : Tensor();
                      Grads out(2);
                      // C = A B: dA = dC B^T, dB = A^T dC; with transposed inputs the same rules
                      // applied to A^T or B^T, transposed back.
                      if (n[0]) {
                        if (!trans_a) out[0] = k::matmul(gc, b, false, !trans_b);
-                       else if (b.dim() == 2 && a.dim() == 3)  // (dC op(B)^T)^T, batched
+                       else if (shared_b)  // (dC op(B)^T)^T, batched
                          out[0] = k::matmul(gc, b, false, !trans_b).transpose(1, 2).contiguous();
                        else out[0] = k::matmul(b, gc, trans_b, true);
                      }
                      if (n[1]) {
-                       if (b.dim() == 2 && a.dim() == 3) {
+                       if (shared_b) {
                          // Shared B: fold the batch into rows, one product.
                          const Tensor a2 = trans_a ? a.transpose(1, 2).contiguous().reshape({-1, a.size(1)})
                                                    : a.reshape({-1, a.size(2)});

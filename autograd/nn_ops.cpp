@@ -5,6 +5,7 @@
 
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 #include "kernels/batch_norm.h"
 #include "kernels/concat.h"
 #include "kernels/elementwise.h"
@@ -15,6 +16,7 @@ namespace fgvc {
 namespace k = kernels;
 using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
+using autograd::SavedTensor;
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const k::Conv2dGeometry& g) {
   // Mixed precision: the float32 weight (and a float32 input: the first layer's) cast down;
@@ -27,10 +29,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const k::Con
   }
   Tensor y = k::conv2d(x, w, bias, g);
   autograd::record("conv2d", {x, w, bias}, {y},
-                   [x = x.detach(), w = w.detach(), g, has_bias = bias.defined()](const Grads& gy, const Needs& n) -> Grads {
+                   [x = SavedTensor(x), w = SavedTensor(w), sx = x.shape(), sw = w.shape(), g,
+                    has_bias = bias.defined()](const Grads& gy, const Needs& n) -> Grads {
                      Grads out(3);
-                     if (n[0]) out[0] = k::conv2d_backward_input(gy[0], w, x.shape(), g);
-                     if (n[1]) out[1] = k::conv2d_backward_weight(gy[0], x, w.shape(), g);
+                     if (n[0]) out[0] = k::conv2d_backward_input(gy[0], w.get(), sx, g);
+                     if (n[1]) out[1] = k::conv2d_backward_weight(gy[0], x.get(), sw, g);
                      if (n[2] && has_bias) out[2] = k::sum(gy[0], {0, 2, 3});
                      return out;
                    });
@@ -80,7 +83,7 @@ Tensor synced_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& bet
   }
   autograd::record(
       "batch_norm_synced", {x, gamma, beta}, {y},
-      [xc, gamma = gamma.detach(), invstd, n, all_reduce](const Grads& g, const Needs&) -> Grads {
+      [xc, gamma = SavedTensor(gamma), invstd, n, all_reduce](const Grads& g, const Needs&) -> Grads {
         const Tensor& dy = g[0];
         const int64_t c = xc.size(1);
         // Local sums of dy and dy (x - mean); the ranks' totals give dx (every rank's loss
@@ -93,8 +96,9 @@ Tensor synced_batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& bet
         const Tensor mean_dy_xc = k::binary(k::BinaryOp::Mul, both.slice(0, c, 2 * c), 1.0 / n);
         const Tensor inv2 = k::unary(k::UnaryOp::Square, invstd);
         Tensor dx = k::sub(k::sub(dy, per_channel(mean_dy, dy)), k::mul(xc, per_channel(k::mul(inv2, mean_dy_xc), dy)));
-        dx = k::mul(dx, per_channel(k::mul(invstd, gamma.to(DType::Float64)), dy));
-        return {dx, k::mul(sum_dy_xc, invstd).to(gamma.dtype()), sum_dy.to(gamma.dtype())};
+        const Tensor& gamma_ = gamma.get();
+        dx = k::mul(dx, per_channel(k::mul(invstd, gamma_.to(DType::Float64)), dy));
+        return {dx, k::mul(sum_dy_xc, invstd).to(gamma_.dtype()), sum_dy.to(gamma_.dtype())};
       });
   return y;
 }
@@ -112,7 +116,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
                       x.dtype());
     return synced_batch_norm(x, gamma, beta, running_mean, running_var, momentum, eps, t_bn_all_reduce);
   }
-  Tensor y, mean, invstd;
+  Tensor y, mean, invstd;  // mean is running_mean itself in eval mode, so it is saved as such
   if (training) {
     k::BatchNormStats s = k::batch_norm_train(x, gamma, beta, eps);
     y = s.y;
@@ -124,13 +128,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     running_var.copy_(k::add(k::binary(k::BinaryOp::Mul, running_var, 1.0 - momentum),
                              k::binary(k::BinaryOp::Mul, s.var_unbiased, momentum)));
   } else {
-    mean = running_mean.detach();
+    mean = running_mean;
     invstd = k::unary(k::UnaryOp::Rsqrt, k::binary(k::BinaryOp::Add, running_var, eps));
     y = k::batch_norm_apply(x, gamma, beta, mean, invstd);
   }
   autograd::record("batch_norm", {x, gamma, beta}, {y},
-                   [x = x.detach(), gamma = gamma.detach(), mean, invstd, training](const Grads& g, const Needs&) -> Grads {
-                     k::BatchNormGrads d = k::batch_norm_backward(g[0], x, gamma, mean, invstd, training);
+                   [x = SavedTensor(x), gamma = SavedTensor(gamma), mean = SavedTensor(mean), invstd,
+                    training](const Grads& g, const Needs&) -> Grads {
+                     k::BatchNormGrads d = k::batch_norm_backward(g[0], x.get(), gamma.get(), mean.get(), invstd, training);
                      return {d.dx, d.dgamma, d.dbeta};
                    });
   return y;

@@ -1,5 +1,6 @@
 // Reductions and their backward: the gradient is broadcast back over the reduced axes.
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
@@ -61,7 +62,9 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
 Tensor max(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
   Tensor y = k::max(x, axes, keepdim);
   const std::vector<int64_t> ax = k::normalize_axes(axes, x.dim(), "max");
-  autograd::record("max", {x}, {y}, [x = x.detach(), y = y.detach(), ax](const Grads& g, const Needs&) -> Grads {
+  autograd::record("max", {x}, {y},
+                   [sx = autograd::SavedTensor(x), sy = autograd::SavedTensor(y), ax](const Grads& g, const Needs&) -> Grads {
+    const Tensor &x = sx.get(), &y = sy.get();
     const Tensor m = keepdim_view(y, x.shape(), ax);
     const Tensor is_max = k::binary(k::BinaryOp::Eq, x, m);               // 1 where x is a maximum
     const Tensor ties = k::sum(is_max, ax, true);                          // how many share it

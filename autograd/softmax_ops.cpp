@@ -1,5 +1,6 @@
 // Softmax, log-softmax and the fused cross-entropy loss with their backward rules.
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
@@ -13,16 +14,16 @@ using Needs = std::vector<bool>;
 
 Tensor softmax(const Tensor& x, int64_t axis) {
   Tensor y = k::softmax(x, axis);
-  autograd::record("softmax", {x}, {y}, [y = y.detach(), axis](const Grads& g, const Needs&) -> Grads {
-    return {k::softmax_backward(g[0], y, axis)};
+  autograd::record("softmax", {x}, {y}, [y = autograd::SavedTensor(y), axis](const Grads& g, const Needs&) -> Grads {
+    return {k::softmax_backward(g[0], y.get(), axis)};
   });
   return y;
 }
 
 Tensor log_softmax(const Tensor& x, int64_t axis) {
   Tensor y = k::log_softmax(x, axis);
-  autograd::record("log_softmax", {x}, {y}, [y = y.detach(), axis](const Grads& g, const Needs&) -> Grads {
-    return {k::log_softmax_backward(g[0], y, axis)};
+  autograd::record("log_softmax", {x}, {y}, [y = autograd::SavedTensor(y), axis](const Grads& g, const Needs&) -> Grads {
+    return {k::log_softmax_backward(g[0], y.get(), axis)};
   });
   return y;
 }
@@ -37,12 +38,13 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& labels, double label
   Tensor loss = k::mean(per_sample.loss);
   const int64_t n = logits.size(0);
   autograd::record("cross_entropy", {logits}, {loss},
-                   [x = logits.detach(), y = labels.detach(), lse = per_sample.lse, label_smoothing, n](
+                   [x = autograd::SavedTensor(logits), y = autograd::SavedTensor(labels), lse = per_sample.lse,
+                    label_smoothing, n](
                        const Grads& g, const Needs&) -> Grads {
                      // d(mean)/d(loss_i) = 1/N, times the incoming scalar gradient.
                      const Tensor gi = k::binary(k::BinaryOp::Mul, g[0].reshape({1}).expand({n}).contiguous(),
                                                  1.0 / static_cast<double>(n));
-                     return {k::cross_entropy_backward(gi, x, y, lse, label_smoothing)};
+                     return {k::cross_entropy_backward(gi, x.get(), y.get(), lse, label_smoothing)};
                    });
   return loss;
 }

@@ -48,6 +48,7 @@ class MpiCommunicator : public Communicator {
 
   std::unique_ptr<Pending> all_reduce_sum_async(Tensor& t) override {
     check(t, "all_reduce");
+    t.bump_version();  // written in place
     MPI_Request request;
     FGVC_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "all_reduce"),
                               MPI_SUM, MPI_COMM_WORLD, &request) == MPI_SUCCESS,
@@ -56,6 +57,7 @@ class MpiCommunicator : public Communicator {
   }
   void broadcast(Tensor& t, int root) override {
     check(t, "broadcast");
+    t.bump_version();  // written in place
     MPI_Request request;
     FGVC_CHECK(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "broadcast"), root,
                           MPI_COMM_WORLD, &request) == MPI_SUCCESS,

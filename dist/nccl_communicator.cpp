@@ -69,6 +69,7 @@ class NcclCommunicator : public Communicator {
 
   std::unique_ptr<Pending> all_reduce_sum_async(Tensor& t) override {
     check(t, "all_reduce");
+    t.bump_version();  // written in place
     cuda::DeviceGuard guard(device_);
     FGVC_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype(), "all_reduce"), ncclSum, comm_, cuda::stream(device_)));
@@ -76,6 +77,7 @@ class NcclCommunicator : public Communicator {
   }
   void broadcast(Tensor& t, int root) override {
     check(t, "broadcast");
+    t.bump_version();  // written in place
     cuda::DeviceGuard guard(device_);
     FGVC_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype(), "broadcast"), root, comm_, cuda::stream(device_)));

@@ -28,6 +28,7 @@ float* f32(const Tensor& t) { return static_cast<float*>(t.data_ptr()); }
 
 void rmsprop_update(Tensor& w, const Tensor& g, Tensor& ms, Tensor& mom, const RMSPropRule& rule) {
   check_operands("rmsprop_update", w, {&g, &ms, &mom});
+  for (Tensor* t : {&w, &ms, &mom}) t->bump_version();  // a graph that saved w can no longer use it
   const int64_t n = w.numel();
   if (w.device().is_cuda()) return detail::rmsprop_update_cuda(f32(w), f32(g), f32(ms), f32(mom), n, rule, w.device().index);
   float *pw = f32(w), *pg = f32(g), *pm = f32(ms), *pv = f32(mom);
@@ -37,6 +38,7 @@ void rmsprop_update(Tensor& w, const Tensor& g, Tensor& ms, Tensor& mom, const R
 
 void sgd_update(Tensor& w, const Tensor& g, Tensor& v, const SGDRule& rule) {
   check_operands("sgd_update", w, {&g, &v});
+  for (Tensor* t : {&w, &v}) t->bump_version();
   const int64_t n = w.numel();
   if (w.device().is_cuda()) return detail::sgd_update_cuda(f32(w), f32(g), f32(v), n, rule, w.device().index);
   float *pw = f32(w), *pg = f32(g), *pv = f32(v);
@@ -46,6 +48,7 @@ void sgd_update(Tensor& w, const Tensor& g, Tensor& v, const SGDRule& rule) {
 
 void ema_update(Tensor& shadow, const Tensor& w, double decay) {
   check_operands("ema_update", shadow, {&w});
+  shadow.bump_version();
   const int64_t n = w.numel();
   if (w.device().is_cuda()) return detail::ema_update_cuda(f32(shadow), f32(w), n, decay, w.device().index);
   float *ps = f32(shadow), *pw = f32(w);

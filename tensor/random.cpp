@@ -182,7 +182,11 @@ void random_fill(Tensor& t, detail::Distribution dist, double a, double b, Gener
   } else {
     detail::random_fill_cuda(dst, f);
   }
-  if (!dst.same(t)) t.copy_(dst);
+  if (dst.same(t)) {
+    t.bump_version();
+  } else {
+    t.copy_(dst);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Reference-counted bytes on one device. A Storage is owned through std::shared_ptr by
 // every tensor that views it; the last owner returns the bytes to the device's allocator.
 #pragma once
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -30,6 +32,13 @@ class Storage {
   // next batch may take it) only once that event has passed.
   void record_async_copy(int device_index);
 
+  // How many in-place writes these bytes have had (Tensor::copy_, fill_, an optimiser's
+  // update, ...). Autograd keeps the version of every tensor it saves for a backward pass
+  // and refuses to compute a gradient from one whose bytes changed since
+  // (autograd/saved_tensor.h). Views share their storage, so they share this count.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
@@ -39,6 +48,7 @@ class Storage {
   std::function<void()> release_;  // set for bytes owned elsewhere
   void* copy_event_ = nullptr;     // cudaEvent_t of the last asynchronous copy (pinned only)
   int copy_event_device_ = -1;     // the device whose stream it was recorded on
+  std::atomic<uint64_t> version_{0};
 };
 
 // Test aid: when on, every new allocation (CPU and CUDA) is filled with 0xFF bytes, which

@@ -290,8 +290,12 @@ Tensor Tensor::to(DType dtype) const {
 
 Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   copy_tensor(*this, src, non_blocking);
+  bump_version();
   return *this;
 }
+
+uint64_t Tensor::version() const { return checked().storage->version(); }
+void Tensor::bump_version() const { checked().storage->bump_version(); }
 
 void Tensor::adopt_data_(const Tensor& t) {
   impl_->storage = t.storage();
@@ -321,6 +325,7 @@ Tensor& Tensor::cast_(DType dtype) {
 
 Tensor& Tensor::fill_(double value) {
   fill_tensor(*this, value);
+  bump_version();
   return *this;
 }
 

@@ -94,6 +94,12 @@ class Tensor {
   // reference gradients).
   Tensor& cast_(DType dtype);
   Tensor& zero_() { return fill_(0.0); }
+  // The in-place write count of this tensor's storage (shared by every view of it). The
+  // methods above that write in place, the random fills and the optimisers' updates bump it;
+  // code that writes through data<T>() into a tensor autograd may have saved calls
+  // bump_version() itself, as PyTorch's does for its version counter.
+  uint64_t version() const;
+  void bump_version() const;
 
   // Host read-back (copies from the device if needed), converted to T.
   template <class T> std::vector<T> to_vector() const;

@@ -2,6 +2,8 @@
 // record nothing, the graph is freed after backward, and misuse is a clear error.
 #include "test_util.h"
 
+#include "optim/update_kernels.h"
+
 namespace fgvc {
 namespace {
 
@@ -209,6 +211,106 @@ TEST(Autograd, SliceOfAnExpandedAxisKeepsItsRows) {
   Tensor x = Tensor::from_vector(std::vector<double>{1.0, 2.0}, {1, 2}).expand({4, 2}).set_requires_grad(true);
   backward(sum(slice(x, 0, 2, 4) * 3.0) + sum(slice(x, 0, -4, -3)));
   EXPECT_TRUE(all_close(x.grad(), {1.0, 1.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0})) << x.grad().to_vector<double>()[0];
+}
+
+// In-place writes and the version of saved tensors (autograd/saved_tensor.h).
+
+// Runs backward(root) and checks that it fails naming `node` and the in-place write.
+void expect_modified_error(const Tensor& root, const std::string& node) {
+  try {
+    backward(root);
+    FAIL() << "expected an error naming '" << node << "'";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("'" + node + "'"), std::string::npos) << what;
+    EXPECT_NE(what.find("modified in place"), std::string::npos) << what;
+  }
+}
+
+TEST(Autograd, EveryInPlaceWriteBumpsTheVersion) {
+  Tensor t = Tensor::zeros({4});
+  Tensor view = t.slice(0, 1, 3);  // views share the count
+  EXPECT_EQ(t.version(), 0u);
+  t.fill_(1.0);
+  view.copy_(Tensor::ones({2}));
+  Generator gen(3);
+  uniform_(t, 0.0, 1.0, gen);
+  normal_(t, 0.0, 1.0, gen);
+  Tensor strided = Tensor::zeros({4, 2}).transpose(0, 1);  // the random fill copies into this one
+  normal_(strided, 0.0, 1.0, gen);
+  EXPECT_EQ(t.version(), 4u);
+  EXPECT_EQ(view.version(), 4u);
+  EXPECT_EQ(t.detach().version(), 4u);
+  EXPECT_EQ(strided.version(), 1u);
+  Tensor w = Tensor::ones({3}), g = Tensor::ones({3}), v = Tensor::zeros({3});
+  optim::sgd_update(w, g, v, optim::SGDRule{0.1, 0.9, 0.0});
+  EXPECT_EQ(w.version(), 1u);
+  EXPECT_EQ(v.version(), 1u);
+  EXPECT_EQ(g.version(), 0u);
+}
+
+TEST(Autograd, WritingASavedInputBeforeBackwardIsAnError) {
+  Tensor w = leaf({1.0, 2.0}, {2});
+  Tensor x = Tensor::from_vector(std::vector<double>{3.0, 4.0}, {2});
+  Tensor y = sum(mul(x, w));  // w's gradient reads x
+  x.fill_(0.0);
+  expect_modified_error(y, "mul");
+  EXPECT_FALSE(w.grad().defined());
+}
+
+TEST(Autograd, WritingATensorNoBackwardReadsIsFine) {
+  Tensor w = leaf({1.0, 2.0}, {2});
+  Tensor x = Tensor::from_vector(std::vector<double>{3.0, 4.0}, {2});
+  Tensor y = sum(add(x, w)) + sum(mul(x, w));  // add keeps nothing; mul's w is read only for x's gradient
+  x.slice(0, 0, 1).fill_(0.0);  // ... but x is read for w's: an error
+  expect_modified_error(y, "mul");
+  Tensor z = sum(add(x, w)) + sum(mul(x, w));
+  w.fill_(5.0);  // read by no backward: x needs no gradient
+  backward(z);
+  EXPECT_TRUE(all_close(w.grad(), {1.0, 5.0}));  // 1 + x
+}
+
+TEST(Autograd, WritingAnOutputASaverReadsIsAnError) {
+  Tensor x = leaf({-1.0, 2.0}, {2});
+  Tensor y = relu(x);  // relu's backward reads y
+  Tensor loss = sum(y * 2.0);
+  y.slice(0, 1, 2).fill_(-7.0);
+  expect_modified_error(loss, "relu");
+}
+
+// An optimiser step between the forward and the backward (the classic mistake): the weight
+// the convolution saved is not the weight any more.
+TEST(Autograd, AnOptimiserStepBeforeBackwardIsAnError) {
+  Generator gen(9);
+  Tensor x = randn({1, 2, 5, 5}, gen);
+  Tensor w = randn({3, 2, 3, 3}, gen).set_requires_grad(true);
+  x.set_requires_grad(true);
+  Tensor loss = sum(conv2d(x, w, Tensor(), kernels::Conv2dGeometry::symmetric(1, 1)));
+  Tensor g = Tensor::ones(w.shape()), v = Tensor::zeros(w.shape());
+  optim::sgd_update(w, g, v, optim::SGDRule{0.1, 0.0, 0.0});
+  expect_modified_error(loss, "conv2d");
+}
+
+// Eval-mode batch norm normalises with running_mean itself; a training-mode forward of the
+// same layer updates running_mean in place before the first graph's backward.
+TEST(Autograd, BatchNormRunningStatisticsUpdatedUnderAGraphAreAnError) {
+  Generator gen(4);
+  Tensor x = randn({4, 3, 2, 2}, gen).set_requires_grad(true);
+  Tensor gamma = Tensor::ones({3}).set_requires_grad(true), beta = Tensor::zeros({3}).set_requires_grad(true);
+  Tensor mean = Tensor::zeros({3}), var = Tensor::ones({3});
+  Tensor eval_loss = sum(square(batch_norm(x, gamma, beta, mean, var, /*training=*/false, 0.1, 1e-3)));
+  backward(sum(batch_norm(x, gamma, beta, mean, var, /*training=*/true, 0.1, 1e-3)));
+  expect_modified_error(eval_loss, "batch_norm");
+}
+
+TEST(Autograd, RetainedGraphChecksAgainOnTheSecondBackward) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor e = exp(x);
+  Tensor y = sum(e);
+  backward(y, Tensor(), /*retain_graph=*/true);
+  e.fill_(1.0);
+  expect_modified_error(y, "exp");
+  EXPECT_TRUE(all_close(x.grad(), {std::exp(1.0), std::exp(2.0)}, 1e-12));  // the first backward's only
 }
 
 TEST(Autograd, TrainsALinearModel) {

@@ -21,6 +21,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/nn_ops.h"
 #include "autograd/ops.h"
+#include "autograd/saved_tensor.h"
 
 #include "nn/layers.h"
 #include "nn/models/registry.h"
