@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <unistd.h>
 
 #include "nn/models/registry.h"
 #include "tensor/cuda_runtime.h"
@@ -27,14 +29,38 @@ Device Common::resolved_device() const {
   return d;
 }
 
-void make_parent_folder(const std::string& path) {
+void prepare_output_file(const std::string& flag, const std::string& path) {
   if (path.empty()) return;
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  if (folder.empty()) return;
+  std::filesystem::path folder = std::filesystem::path(path).parent_path();
   std::error_code ec;
-  std::filesystem::create_directories(folder, ec);
-  if (ec) throw Error(path + ": cannot make its folder " + folder.string() + ": " + ec.message());
+  if (!folder.empty()) std::filesystem::create_directories(folder, ec);
+  if (ec) throw Error(flag + " " + path + ": cannot make its folder " + folder.string() + ": " + ec.message());
+  // A file made and removed at once: the folder takes new files (the atomic writers put a
+  // temporary beside the target and rename it).
+  if (folder.empty()) folder = ".";
+  std::string probe = (folder / ".fgvc-write-test-XXXXXX").string();
+  const int fd = ::mkstemp(probe.data());
+  if (fd < 0) throw Error(flag + " " + path + ": cannot write in " + folder.string() + ": " + std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
+
+namespace {
+std::string output_path_problem(const std::string& path, bool folder) {
+  if (path.empty()) return "an empty path";
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!folder && std::filesystem::is_directory(status)) return "'" + path + "' is a folder; name a file";
+  if (folder && std::filesystem::exists(status) && !std::filesystem::is_directory(status))
+    return "'" + path + "' is a file; name a folder";
+  return "";
+}
+}  // namespace
+
+const CLI::Validator OutputFile([](std::string& path) { return output_path_problem(path, false); }, "FILE");
+const CLI::Validator OutputFolder([](std::string& path) { return output_path_problem(path, true); }, "FOLDER");
+const CLI::Validator NonEmptyPath([](std::string& path) { return path.empty() ? std::string("an empty path") : ""; },
+                                  "PATH");
 
 namespace {
 // "" for a model the registry knows, else what is wrong with the name.

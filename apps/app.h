@@ -27,10 +27,11 @@ int run(const std::string& name, const std::string& description, int argc, char*
         const std::function<nlohmann::json(const Common&)>& body);
 
 // Number checks for options, with a message a user reads ("must be > 0, got 0") rather than
-// CLI11's range of 0 to the largest double.
-inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY) {
+// CLI11's range of 0 to the largest double. `integer`: whole numbers written as such (CLI11
+// cannot read "1e3" or "2.0" into an integer, and would only say "Could not convert").
+inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY, bool integer = false) {
   return CLI::Validator(
-      [allow_zero, at_most](std::string& text) -> std::string {
+      [allow_zero, at_most, integer](std::string& text) -> std::string {
         double v = 0;
         size_t used = 0;
         try {
@@ -39,32 +40,43 @@ inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY) {
           used = 0;
         }
         if (used != text.size() || used == 0 || !std::isfinite(v)) return "not a finite number: " + text;
+        if (integer && text.find_first_not_of("+0123456789") != std::string::npos)
+          return "not a whole number: " + text;
         if (allow_zero ? v < 0 : v <= 0) return std::string(allow_zero ? "must be >= 0" : "must be > 0") + ", got " + text;
         if (v > at_most) return "must be at most " + std::to_string(static_cast<long long>(at_most)) + ", got " + text;
         return std::string();
       },
       std::isinf(at_most) ? (allow_zero ? "NUMBER >= 0" : "NUMBER > 0")
-                          : "NUMBER in 1.." + std::to_string(static_cast<long long>(at_most)));
+                          : "INTEGER in 1.." + std::to_string(static_cast<long long>(at_most)));
 }
 inline const CLI::Validator Positive = number_check(false);
 inline const CLI::Validator NonNegative = number_check(true);
 // Sizes a user types, bounded far beyond any real use: a typo is a usage error, not a
 // terabyte allocation or a shape whose element count wraps.
-inline const CLI::Validator InputSize = number_check(false, 8192);   // --input-size (pixels)
-inline const CLI::Validator ClassCount = number_check(false, 1000000);  // --num-classes
-inline const CLI::Validator Threads = number_check(false, 1024);    // --workers
-inline const CLI::Validator BatchSize = number_check(false, 1 << 20);  // --batch-size (images)
-inline const CLI::Validator Count = number_check(false, 1e12);        // --epochs, --steps, --images, --repeats
+inline const CLI::Validator InputSize = number_check(false, 8192, true);      // --input-size (pixels)
+inline const CLI::Validator ClassCount = number_check(false, 1000000, true);  // --num-classes
+inline const CLI::Validator Threads = number_check(false, 1024, true);        // --workers
+inline const CLI::Validator BatchSize = number_check(false, 1 << 20, true);   // --batch-size (images)
+inline const CLI::Validator Count = number_check(false, 1e12, true);          // --epochs, --steps, --images
+inline const CLI::Validator Repeats = number_check(false, 1000000, true);     // --repeats (an int)
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// An output file's folder, made where it is missing (as fgvc-train makes its --out): called
-// once the flags and inputs are known to be good, before the long work, so that a bad call
-// leaves no empty folder and a long evaluation is not lost to a missing one. "" does nothing.
-void make_parent_folder(const std::string& path);
+// An output file's folder, made where it is missing (as fgvc-train makes its --out), and
+// checked to take new files: called once the flags and inputs are known to be good, before
+// the long work, so that a bad call leaves no empty folder and a long evaluation is not lost
+// to a folder it cannot write. Errors name `flag`. "" does nothing.
+void prepare_output_file(const std::string& flag, const std::string& path);
+
+// Path options, checked as they are parsed (a usage error, exit 2): OutputFile is not empty
+// and not an existing folder, OutputFolder not empty and not an existing file; NonEmptyPath
+// for inputs (an empty --data would be read as the current folder).
+extern const CLI::Validator OutputFile;
+extern const CLI::Validator OutputFolder;
+extern const CLI::Validator NonEmptyPath;
 
 // --model NAME: a usage error (exit 2) for a name the registry does not know, listing those
 // it does; a known model that cannot be made (too many classes for memory) is an ordinary

@@ -3,6 +3,7 @@
 //   fgvc-eval --model inception_v3 --weights runs/stage2/best.safetensors --data inat/val ...
 //       ... --train-counts inat/train --per-class per_class.csv
 //   fgvc-eval --model inception_v3 --weights a.safetensors --model resnet50 --weights b.safetensors --data val
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -23,15 +24,15 @@ int main(int argc, char** argv) {
       "fgvc-eval", "Top-1/top-5 accuracy of a model or an ensemble, with the head/tail split", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--model", models, "model name; one per --weights, or one for all")->required()->check(fgvc::app::ModelName);
-        cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required();
-        cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required();
+        cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::InputSize);
         cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")
             ->capture_default_str()->check(CLI::IsMember({1, 12}));
-        cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size");
+        cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size")->check(fgvc::app::NonEmptyPath);
         cli.add_option("--head-threshold", threshold, "head classes: at least this many training images")
             ->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV");
+        cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV")->check(fgvc::app::OutputFile);
         cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::BatchSize);
         cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-ema", no_ema, "of a checkpoint with a moving average, use the trained weights instead");
@@ -56,10 +57,18 @@ int main(int argc, char** argv) {
           else if (these != recorded) throw Error(w + ": trained on other classes than " + recorded_by);
         }
         if (!train_counts_path.empty()) {
-          const data::Dataset train_set = data::load_dataset(train_counts_path);
-          if (!recorded.empty() && !train_set.numbered && recorded != train_set.classes)
-            throw Error("--train-counts " + train_counts_path + ": not the classes " + recorded_by +
-                        " was trained on (its first: '" + recorded[0] + "')");
+          data::Dataset train_set = data::load_dataset(train_counts_path);
+          if (!recorded.empty() && !train_set.numbered) {
+            // The same classes by name, in any order (a COCO file's category ids, a list's
+            // classes file): counted in the order of the model's outputs.
+            std::vector<std::string> a = recorded, b = train_set.classes;
+            std::sort(a.begin(), a.end());
+            std::sort(b.begin(), b.end());
+            if (a != b)
+              throw Error("--train-counts " + train_counts_path + ": not the classes " + recorded_by +
+                          " was trained on (its first: '" + recorded[0] + "')");
+            train_set = data::align_classes(std::move(train_set), recorded, "--train-counts " + train_counts_path);
+          }
           dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path);
           train_counts = train_set.counts();
         } else if (!recorded.empty() && !dataset.numbered) {  // a numbered list's labels are the model's outputs
@@ -109,7 +118,7 @@ int main(int argc, char** argv) {
           members.push_back({net.get(), loaders.back().get()});
           if (!common.json && used_ema) std::printf("%s: the moving average of the weights\n", weights[i].c_str());
         }
-        fgvc::app::make_parent_folder(per_class);
+        fgvc::app::prepare_output_file("--per-class", per_class);
         const train::EvalResult r = train::evaluate(members, device);
         FGVC_CHECK(r.images > 0, "--data", data_path, ": no readable image (", r.skipped, " file(s) skipped)");
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);

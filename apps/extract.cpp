@@ -19,9 +19,9 @@ int main(int argc, char** argv) {
       "fgvc-extract", "Per-class mean features and image counts of a dataset, as a domain file", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--model", model_name, "model name")->required()->check(fgvc::app::ModelName);
-        cli.add_option("--weights", weights, "weights (.safetensors)")->required();
-        cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required();
-        cli.add_option("--out", out, "domain file to write (.safetensors)")->required();
+        cli.add_option("--weights", weights, "weights (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--out", out, "domain file to write (.safetensors)")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--input-size", size, "input size (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::BatchSize);
@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
         model->eval();
 
         data::Loader loader(data::load_dataset(data_path), o);
-        fgvc::app::make_parent_folder(out);
+        fgvc::app::prepare_output_file("--out", out);
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
         const std::vector<double>& counts = domain.counts;

@@ -17,9 +17,9 @@ int main(int argc, char** argv) {
       "fgvc-infer", "Evaluation-mode forward of tensor `input` through a model with given weights", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--model", model_name, "model name")->required()->check(fgvc::app::ModelName);
-        cli.add_option("--weights", weights, "weights (.safetensors, timm/torchvision names)")->required();
-        cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required();
-        cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required();
+        cli.add_option("--weights", weights, "weights (.safetensors, timm/torchvision names)")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
             ->check(fgvc::app::ClassCount);
       },
@@ -53,10 +53,10 @@ int main(int argc, char** argv) {
         FGVC_CHECK(std::min(x->second.size(2), x->second.size(3)) >= nn::min_input_size(model_name), "--input", input,
                    ": images of ", x->second.size(2), " x ", x->second.size(3), " are below the ",
                    nn::min_input_size(model_name), " x ", nn::min_input_size(model_name), " that ", model_name, " needs");
+        fgvc::app::prepare_output_file("--output", output);
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
         const Tensor logits = model->classify(features);  // the network runs once
-        fgvc::app::make_parent_folder(output);
         write_safetensors(output, {{"logits", logits.cpu()}, {"features", features.cpu()}},
                           {{"model", model_name}, {"weights", weights}});
         if (!common.json)

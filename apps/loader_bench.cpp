@@ -32,7 +32,7 @@ void save_grid(const fgvc::data::Batch& batch, const fgvc::data::LoaderOptions& 
           grid[(gy * cols * S + gx) * 3 + c] = static_cast<uint8_t>(std::clamp(v + 0.5f, 0.0f, 255.0f));
         }
   if (!stbi_write_png(path.c_str(), cols * S, rows * S, 3, grid.data(), cols * S * 3))
-    throw fgvc::Error("cannot write " + path);
+    throw fgvc::Error("--save-grid " + path + ": cannot write it");
 }
 
 }  // namespace
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-loader-bench", "Input pipeline throughput: decode + augment + batch", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--data", data, "ImageFolder, .txt list or .json (COCO)")->required();
+        cli.add_option("--data", data, "ImageFolder, .txt list or .json (COCO)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--input-size", o.size, "output size S (default 299)")->check(fgvc::app::InputSize);
         cli.add_option("--mode", mode, "train, eval or eval12 (default train)")
             ->check(CLI::IsMember({"train", "eval", "eval12"}));
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
                "train mode's random crop: tf-slim (default) or torchvision (RandomResizedCrop, areas from 0.08)")
             ->check(CLI::IsMember({"tf-slim", "torchvision"}));
         cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
-        cli.add_option("--save-grid", grid, "write the first batch as a PNG grid");
+        cli.add_option("--save-grid", grid, "write the first batch as a PNG grid")->check(fgvc::app::OutputFile);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc::data;
@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
         Loader loader(load_dataset(data), o);
         int64_t done = 0;
         Batch first;  // the first batch with an image, for --save-grid (drawn after the timing)
-        fgvc::app::make_parent_folder(grid);
+        fgvc::app::prepare_output_file("--save-grid", grid);
         const auto t0 = std::chrono::steady_clock::now();
         for (uint64_t epoch = 0; done < images; ++epoch) {
           loader.start_epoch(epoch);
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
             if (!grid.empty() && first.indices.empty() && !b.indices.empty()) first = b;
             done += static_cast<int64_t>(b.indices.size());
           }
-          if (done == before) throw fgvc::Error("no readable image in " + data);
+          if (done == before) throw fgvc::Error("--data " + data + ": no readable image");
         }
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double rate = done / seconds;

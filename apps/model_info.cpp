@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
                      "with --time on CUDA: cuDNN times every convolution algorithm in the warm-up and keeps the "
                      "fastest (PyTorch's cudnn.benchmark)");
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
-            ->check(fgvc::app::Count);
+            ->check(fgvc::app::Repeats);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;

@@ -19,13 +19,13 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-select", "Select the source classes most similar to the target domain(s)", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--source", source, "source domain (.safetensors)")->required();
-        cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required();
+        cli.add_option("--source", source, "source domain (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--top-k", top_k, "classes selected per target")->check(fgvc::app::NonNegative);
         cli.add_option("--per-target-k", per_target, "k for each target, in --target order (K1,K2,...); overrides --top-k")
             ->delimiter(',')
             ->check(fgvc::app::NonNegative);
-        cli.add_option("--out", out, "output file: class<TAB>similarity<TAB>target per line")->required();
+        cli.add_option("--out", out, "output file: class<TAB>similarity<TAB>target per line")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
                                         source + " has " + std::to_string(m) + " classes with images");
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
-        fgvc::app::make_parent_folder(out);
+        fgvc::app::prepare_output_file("--out", out);
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);
         std::ostringstream f;
         f.precision(12);

@@ -16,9 +16,10 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-similarity", "Domain similarity exp(-gamma * EMD) between the class means of two domain files", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--source", source, "source domain (.safetensors: features, counts)")->required();
+        cli.add_option("--source", source, "source domain (.safetensors: features, counts)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--target", targets, "target domain (.safetensors: features, counts); repeat for several")
-            ->required();
+            ->required()
+            ->check(fgvc::app::NonEmptyPath);
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
         cli.add_option("--pricing", pricing,
                        "how the solver finds entering cells: block (default) or rows (emd/transport_simplex.h; "

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-subset", "Write a class-balanced subset (at most N images per class) as a list file", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--data", data, "training set: ImageFolder, .txt list or .json (COCO)")->required();
+        cli.add_option("--data", data, "training set: ImageFolder, .txt list or .json (COCO)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--max-per-class", max_per_class, "images kept per class at most")
             ->required()
             ->check(fgvc::app::Positive);
@@ -36,9 +36,10 @@ int main(int argc, char** argv) {
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc::data;
+        (void)common.resolved_device();  // validates --device, as every binary does (nothing here runs on it)
         const Dataset full = load_dataset(data);
         const Dataset sub = balanced_subset(full, max_per_class, seed);
-        fgvc::app::make_parent_folder(out);
+        fgvc::app::prepare_output_file("--out", out);
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
         if (!common.json) {

@@ -58,9 +58,9 @@ int main(int argc, char** argv) {
       [&](CLI::App& cli) {
         cli.add_option("--model", c.model, "model name (fgvc-model-info lists them)")->required()->check(fgvc::app::ModelName);
         cli.add_option("--data", c.data, "training data: ImageFolder, .txt list (e.g. from fgvc-subset) or .json")
-            ->required();
-        cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)");
-        cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required();
+            ->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)")->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required()->check(fgvc::app::OutputFolder);
         cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
         cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::BatchSize);
@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
             ->check(CLI::Range(0.0, 1.0));
         cli.add_option("--clip-grad-norm", c.clip_grad_norm, "clip gradients to this global norm (default off)")
             ->check(fgvc::app::Positive);
-        cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)");
+        cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)")->check(fgvc::app::NonEmptyPath);
         cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
         cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
         cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str()->check(fgvc::app::NonNegative);

@@ -104,17 +104,38 @@ Dataset load_image_folder(const std::string& root) {
   Dataset d;
   d.source = root;
   std::vector<fs::path> class_dirs;
-  for (const auto& e : fs::directory_iterator(root, ec))
-    if (e.is_directory()) class_dirs.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    std::error_code status_ec;  // a link that loops is no class folder (nor an error)
+    if (e.is_directory(status_ec)) class_dirs.push_back(e.path());
+  }
   FGVC_CHECK(!ec, "dataset", root, ": ", ec.message());
   std::sort(class_dirs.begin(), class_dirs.end());
   FGVC_CHECK(!class_dirs.empty(), "dataset", root,
              ": no class folders (an ImageFolder has one sub-folder of images per class)");
   for (const fs::path& dir : class_dirs) {
     std::vector<std::string> files;
-    for (const auto& e : fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec))
-      // A link whose target is gone is kept too: unreadable, so warned about and counted.
-      if ((e.is_regular_file() || e.is_symlink()) && image_file(e)) files.push_back(e.path().string());
+    // Linked folders are followed, each real folder once: a link back up the tree (or two links
+    // to one folder) is not listed again, so neither loops nor counts its images twice.
+    std::set<fs::path> folders_listed{fs::canonical(dir, ec)};
+    FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
+    for (fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
+         !ec && it != end; it.increment(ec)) {
+      const fs::directory_entry& e = *it;
+      std::error_code status_ec;
+      if (e.is_directory(status_ec)) {
+        std::error_code canonical_ec;
+        const fs::path real = fs::canonical(e.path(), canonical_ec);
+        if (!canonical_ec && !folders_listed.insert(real).second) {
+          std::fprintf(stderr, "fgvc: warning: %s: the folder %s, listed already (through a link), not listed again\n",
+                       e.path().c_str(), real.c_str());
+          it.disable_recursion_pending();
+        }
+        continue;
+      }
+      // A link whose target is gone or loops is kept too: unreadable, so warned about and
+      // counted when it is decoded.
+      if ((e.is_regular_file(status_ec) || e.is_symlink(status_ec)) && image_file(e)) files.push_back(e.path().string());
+    }
     FGVC_CHECK(!ec, "dataset", dir.string(), ": ", ec.message());
     std::sort(files.begin(), files.end());
     const int64_t label = static_cast<int64_t>(d.classes.size());
@@ -267,7 +288,7 @@ Dataset load_coco_json(const std::string& path) {
     for (const auto& [image, label] : label_of_image)
       FGVC_CHECK(images.count(image), "dataset", path, ": annotation for unknown image id ", image);
     if (unannotated)
-      std::fprintf(stderr, "dataset: %s: %lld image(s) without an annotation left out\n", path.c_str(),
+      std::fprintf(stderr, "fgvc: warning: %s: %lld image(s) without an annotation left out\n", path.c_str(),
                    static_cast<long long>(unannotated));
   } catch (const nlohmann::json::exception& e) {
     throw Error("dataset: " + path + ": missing or mistyped field: " + e.what());

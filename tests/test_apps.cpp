@@ -168,7 +168,20 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-eval --model no_such_net --weights missing.safetensors --data missing/",
                                  "fgvc-infer --model no_such_net --weights missing.safetensors --input x --output y",
                                  "fgvc-extract --model no_such_net --weights missing.safetensors --data missing/ --out z",
-                                 "fgvc-train --model no_such_net --data missing/ --out run_x"}) {
+                                 "fgvc-train --model no_such_net --data missing/ --out run_x",
+                                 // empty paths, a folder where a file is written, a file where a folder;
+                                 // found as the flags are read, before any work
+                                 "fgvc-train --model resnet20 --data '' --out run_x --steps 1",
+                                 "fgvc-train --model resnet20 --data missing/ --out '' --steps 1",
+                                 "fgvc-train --model resnet20 --data missing/ --out " + source + " --steps 1",
+                                 "fgvc-eval --model resnet20 --weights missing.safetensors --data missing/ --per-class " + dir,
+                                 "fgvc-eval --model resnet20 --weights missing.safetensors --data missing/ --per-class ''",
+                                 "fgvc-infer --model resnet20 --weights missing.safetensors --input x --output " + dir,
+                                 "fgvc-loader-bench --data " + dir + " --save-grid " + dir,
+                                 "fgvc-select --source " + source + " --target '' --top-k 1 --out x.txt",
+                                 // integers written otherwise: a clear refusal, not "Could not convert"
+                                 "fgvc-train --model resnet20 --data missing/ --out run_x --steps 1e1",
+                                 "fgvc-model-info --device cpu --model resnet20 --time --repeats 3000000000"}) {
     const Outcome r = run(args);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
     EXPECT_EQ(r.err.rfind(args.substr(0, args.find(' ')) + ": error: ", 0), 0u) << r.err;
@@ -247,6 +260,27 @@ std::string make_images(const std::string& dir) {
   }
   testing::write_bytes(root + "/c0/broken.jpg", std::vector<uint8_t>(50, 1));
   return root;
+}
+
+// An output in a folder that takes no new files fails before the work, naming the flag; a
+// run folder that cannot be made names itself.
+TEST_F(Apps, UnwritableOutputsFailBeforeTheWork) {
+  if (std::filesystem::exists("/proc/self")) {
+    const Outcome r = run("fgvc-select --device cpu --source " + source + " --target " + target +
+                          " --top-k 2 --out /proc/fgvc_select.txt");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.err.rfind("fgvc-select: error: --out /proc/fgvc_select.txt: cannot write in /proc", 0), 0u) << r.err;
+    const Outcome t =
+        run("fgvc-train --device cpu --model resnet20 --data " + make_images(dir) + " --out /proc/fgvc_run --steps 1");
+    EXPECT_EQ(t.code, 1);
+    EXPECT_EQ(t.err.rfind("fgvc-train: error: train: run folder /proc/fgvc_run: cannot make it", 0), 0u) << t.err;
+  }
+  // fgvc-subset validates --device like every binary.
+  if (!cuda_available()) {
+    const Outcome r = run("fgvc-subset --device cuda --data " + dir + " --max-per-class 2 --out " + dir + "/s.txt");
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find("--device cuda: no CUDA device"), std::string::npos) << r.err;
+  }
 }
 
 TEST_F(Apps, SubsetWritesABalancedList) {

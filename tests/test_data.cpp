@@ -605,6 +605,22 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     const Dataset o = load_dataset(odd);
     EXPECT_EQ(o.samples.size(), 6u);  // 2 images, the .webp, the dangling link, .jfif, IMG_0001
   }
+  // Links that loop: a file link to itself is a sample (unreadable, counted when decoded); a
+  // folder link back up the tree, a second link to one folder and a looping link among the
+  // class folders are listed once or not at all, never followed forever.
+  {
+    const std::string loops = make_folder("link_loops", {2, 1}, 0);
+    fs::create_symlink("loop.jpg", loops + "/class_1/loop.jpg");
+    fs::create_directory(loops + "/class_0/sub");
+    testing::write_bytes(loops + "/class_0/sub/deep.jpg", encode_jpeg(test_picture(8, 8), JpegKind::Baseline));
+    fs::create_symlink(".", loops + "/class_0/self");
+    fs::create_symlink("..", loops + "/class_0/sub/up");
+    fs::create_symlink(fs::absolute(loops + "/class_0/sub"), loops + "/class_0/again");
+    fs::create_symlink("spin", loops + "/spin");
+    const Dataset looped = load_dataset(loops);
+    EXPECT_EQ(looped.classes, (std::vector<std::string>{"class_0", "class_1"}));
+    EXPECT_EQ(looped.samples.size(), 5u);  // class_0: 2 images and sub/deep.jpg once; class_1: 1 and the loop
+  }
   // List lines: blanks before the path are not part of it; '#' starts a comment, unless the
   // line ends in a label (a file whose name starts with '#').
   {

@@ -529,7 +529,7 @@ TEST(Evaluate, HeadTailSplitMatchesAHandCount) {
   r.per_class = {{4, 3, 4}, {5, 5, 5}, {2, 0, 1}, {3, 1, 2}, {0, 0, 0}};  // images, top-1 right, top-5 right
   for (const auto& c : r.per_class) r.images += c.images, r.top1 += c.top1, r.top5 += c.top5;
   const train::HeadTailResult h = train::head_tail(r, {50, 10, 9, 1, 30}, 10);
-  EXPECT_EQ(h.head_classes, 2);  // class 4 is head-sized but has no validation images
+  EXPECT_EQ(h.head_classes, 3);  // class 4 is head-sized without validation images: the groups add up to 5
   EXPECT_EQ(h.tail_classes, 2);
   EXPECT_EQ(h.head_images, 9);
   EXPECT_EQ(h.tail_images, 5);
@@ -868,6 +868,21 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
                        f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_DOUBLE_EQ(testing::last_json_line(r.out).at("top1").get<double>(), top1);
+  // --train-counts in another class order (a list with its classes reversed): counted by name,
+  // the same split as with the folder.
+  {
+    const data::Dataset train_set = data::load_dataset(f.train);
+    const int64_t K = static_cast<int64_t>(train_set.classes.size());
+    std::ofstream list(f.dir + "/train_reversed.txt"), names(f.dir + "/train_reversed.classes.txt");
+    for (int64_t k = K - 1; k >= 0; --k) names << train_set.classes[k] << "\n";
+    for (const data::Sample& smp : train_set.samples) list << smp.path << "\t" << (K - 1 - smp.label) << "\n";
+  }
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                           " --train-counts " + f.dir + "/train_reversed.txt --head-threshold 10 --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head"));
+  EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail"));
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");

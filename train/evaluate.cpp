@@ -82,7 +82,8 @@ HeadTailResult head_tail(const EvalResult& r, const std::vector<int64_t>& train_
   int64_t head1 = 0, head5 = 0, tail1 = 0, tail5 = 0;
   for (size_t c = 0; c < r.per_class.size(); ++c) {
     const ClassResult& cr = r.per_class[c];
-    if (cr.images == 0) continue;
+    // Every class counts in its group, as in the "all" row, so that the groups' classes add up;
+    // one without validation images adds no image and so changes no accuracy.
     if (train_counts[c] >= threshold) {
       h.head_classes++, h.head_images += cr.images, head1 += cr.top1, head5 += cr.top5;
     } else {

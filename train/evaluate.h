@@ -42,7 +42,8 @@ EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
                     const std::function<void(int64_t, int64_t)>& progress = {});
 
 // Accuracy over the images of the head classes (at least `threshold` training images) and of
-// the tail classes (the rest). Classes without validation images count in neither.
+// the tail classes (the rest). Every class counts in its group; one without validation images
+// adds no image to it.
 struct HeadTailResult {
   int64_t threshold = 100;
   int64_t head_classes = 0, tail_classes = 0, head_images = 0, tail_images = 0;

@@ -396,7 +396,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, aux_classifier);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
   if (!c.init.empty() && !c.resume) init_weights(*model, c, train_set);
-  fs::create_directories(c.out);  // once the inputs are known to be good: a bad call leaves no empty folder
+  {  // once the inputs are known to be good: a bad call leaves no empty folder
+    std::error_code ec;
+    fs::create_directories(c.out, ec);
+    FGVC_CHECK(!ec, "train", "run folder ", c.out, ": cannot make it: ", ec.message());
+  }
   model->to(device);
   model->train();
   const optim::NamedTensors params = model->named_parameters();
