@@ -36,7 +36,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   int64_t total = 0;
   for (int64_t s : sizes) {
     FGVC_CHECK(s >= 0, "split", "negative size in ", shape_str(sizes));
-    total += s;
+    FGVC_CHECK(!__builtin_add_overflow(total, s, &total), "split", "sizes ", shape_str(sizes), " overflow");
   }
   FGVC_CHECK(total == x.size(a), "split", "sizes ", shape_str(sizes), " add up to ", total, ", but axis ", a,
              " of ", describe(x), " has ", x.size(a));

@@ -209,13 +209,18 @@ Tensor backward_input_typed(const Tensor& grad, const Tensor& w, const Dims& d, 
 
 // dW = sum over images of g_n cols_n^T. Small planes: one GEMM per chunk of images, the
 // chunk's columns side by side [C kh kw, nb Ho Wo] and its gradients [O, nb Ho Wo]. Chunks (at
-// most 16 M elements of columns) depend on the shapes only, so the summation order does too.
+// most 16 M elements of columns) depend on the shapes only, so our summation order does too.
+// OpenBLAS may take another kernel for another thread count (OpenBLAS 0.3.21: 32x880 @ 880x144
+// differs in the last bits between 1 and 2 threads), so the bits are the same run to run at
+// one thread count, not across thread counts; Winograd's weight gradient is (its GEMMs run
+// one per thread).
 template <class T>
 Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d, const Conv2dGeometry& g) {
   if (use_winograd(d, g, x.dtype())) return detail::winograd_backward_weight(grad, x, {d.o, d.c, d.kh, d.kw}, g);
   Tensor dw = Tensor::zeros({d.o, d.c, d.kh, d.kw}, grad.dtype(), grad.device());
   const Tensor dw2 = dw.view({d.o, d.c * d.kh * d.kw});
   const int64_t rows = d.c * d.kh * d.kw, plane = d.ho * d.wo;
+  if (rows == 0 || plane == 0) return dw;  // no weight or no output: nothing to sum
   if (is_pointwise(d, g) && plane >= 512) {  // the input is its own column matrix: no copies
     for (int64_t n = 0; n < d.n; ++n)
       gemm(image_matrix(grad, n, d.o, plane), false, image_matrix(x, n, d.c, plane), true, 1.0, 1.0, dw2);
@@ -224,7 +229,7 @@ Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d,
   const int64_t tile = tile_rows(d);
   if (tile < d.ho) {
     // Large planes: image by image, tile by tile, dW += g[:, tile] cols_tile^T with the
-    // columns in the cache (the GEMM uses every thread; the order depends on the shapes only).
+    // columns in the cache (the GEMM uses every thread; our order depends on the shapes only).
     const Tensor cols = Tensor::empty({rows, tile * d.wo}, grad.dtype(), grad.device());
     for (int64_t n = 0; n < d.n; ++n) {
       const T* x_n = static_cast<const T*>(x.select(0, n).data_ptr());

@@ -38,7 +38,9 @@ int64_t forward_typed(const Tensor& logits, const Tensor& labels, double e, cons
     }
     const double lse = mx + std::log(total);
     lse_out[i] = lse;
-    loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[y[i]]) - e / static_cast<double>(c) * sum);
+    // Without smoothing the sum is not read: 0 x (-inf), from a -inf logit, would be NaN.
+    const double smoothing_term = e == 0 ? 0.0 : e / static_cast<double>(c) * sum;
+    loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[y[i]]) - smoothing_term);
   }
   *bad_row = first_bad;
   return bad;

@@ -43,7 +43,8 @@ __global__ void ce_forward_kernel(const T* x, const int64_t* y, int64_t c, doubl
   if (threadIdx.x == 0) {
     const double lse = mx + log(total);
     lse_out[i] = lse;
-    loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[label]) - e / static_cast<double>(c) * sum);
+    const double smoothing_term = e == 0 ? 0.0 : e / static_cast<double>(c) * sum;  // as on the CPU: no 0 x (-inf)
+    loss[i] = static_cast<T>(lse - (1.0 - e) * static_cast<double>(row[label]) - smoothing_term);
   }
 }
 

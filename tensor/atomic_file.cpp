@@ -70,8 +70,11 @@ void AtomicFile::commit() {
   FGVC_CHECK(fd_ >= 0, "AtomicFile", path_, ": already committed");
   const int fd = fd_;
   fd_ = -1;
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const std::string why = std::strerror(errno);
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_errno = errno;
+  const bool closed = ::close(fd) == 0;  // always closed, whether fsync worked or not
+  if (!synced || !closed) {
+    const std::string why = std::strerror(synced ? errno : sync_errno);
     ::unlink(tmp_.c_str());
     fail(path_, "fsync/close failed: " + why);
   }

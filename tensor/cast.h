@@ -34,6 +34,8 @@ template <class D, class S> FGVC_HD inline D cast_value(S s) {
     return s;
   } else if constexpr (std::is_integral<D>::value && std::is_integral<S>::value) {
     return static_cast<D>(s);  // exact for int64 <-> uint8 within range, wraps like C++ otherwise
+  } else if constexpr (std::is_integral<S>::value && std::is_floating_point<D>::value) {
+    return static_cast<D>(s);  // rounded once (through double, int64 -> float would round twice above 2^53)
   } else if constexpr (std::is_same<S, float>::value && std::is_same<D, BF16>::value) {
     return BF16{float_to_bf16(s)};
   } else if constexpr (std::is_same<S, float>::value && std::is_same<D, FP16>::value) {

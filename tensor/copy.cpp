@@ -1,6 +1,7 @@
 #include "tensor/copy.h"
 
 #include <cstring>
+#include <utility>
 
 #include "fgvc/config.h"
 #include "tensor/cast.h"
@@ -65,11 +66,33 @@ void fill_cpu(const Tensor& dst, double value) {
 
 }  // namespace detail
 
-void copy_tensor(const Tensor& dst, const Tensor& src, bool non_blocking) {
-  FGVC_CHECK(dst.defined() && src.defined(), "copy", "undefined tensor");
-  FGVC_CHECK(dst.shape() == src.shape(), "copy", "shape mismatch: destination ", describe(dst),
-             ", source ", describe(src));
+namespace {
+
+// The bytes [first, last) of its storage that a non-empty view can reach.
+std::pair<int64_t, int64_t> byte_span(const Tensor& t) {
+  int64_t low = t.offset(), high = t.offset();
+  for (int64_t d = 0; d < t.dim(); ++d) (t.stride(d) < 0 ? low : high) += (t.size(d) - 1) * t.stride(d);
+  const int64_t size = static_cast<int64_t>(dtype_size(t.dtype()));
+  return {low * size, (high + 1) * size};
+}
+
+}  // namespace
+
+void copy_tensor(const Tensor& dst, const Tensor& src_in, bool non_blocking) {
+  FGVC_CHECK(dst.defined() && src_in.defined(), "copy", "undefined tensor");
+  FGVC_CHECK(dst.shape() == src_in.shape(), "copy", "shape mismatch: destination ", describe(dst),
+             ", source ", describe(src_in));
   if (dst.numel() == 0) return;
+  Tensor src = src_in;
+  if (dst.storage() == src.storage()) {
+    // One memory: the same view copies onto itself (nothing to do); views that overlap
+    // otherwise (x[1:] from x[:-1]) copy through a snapshot of the source, or the copy would
+    // read elements it has already overwritten.
+    if (dst.offset() == src.offset() && dst.strides() == src.strides() && dst.dtype() == src.dtype()) return;
+    const auto [d0, d1] = byte_span(dst);
+    const auto [s0, s1] = byte_span(src);
+    if (d0 < s1 && s0 < d1) src = src.clone();
+  }
   if (dst.device() == src.device()) {
     if (dst.device().is_cpu()) return detail::copy_same_device_cpu(dst, src);
 #if FGVC_WITH_CUDA

@@ -101,6 +101,7 @@ std::string Tensor::str() const { return "Tensor" + describe(*this); }
 
 bool Tensor::is_contiguous() const {
   const TensorImpl& t = checked();
+  if (fgvc::numel(t.shape) == 0) return true;  // no element to be out of place (as PyTorch)
   int64_t expected = 1;
   for (int d = static_cast<int>(t.shape.size()) - 1; d >= 0; --d) {
     if (t.shape[d] == 1) continue;
@@ -133,14 +134,22 @@ Tensor Tensor::as_strided(const Shape& shape, const Strides& strides, int64_t of
   const TensorImpl& t = checked();
   FGVC_CHECK(shape.size() == strides.size(), "Tensor::as_strided", "shape ", shape_str(shape),
              " and strides ", shape_str(strides), " differ in rank");
-  // Every element the view can reach must lie in the storage: the lowest and the highest.
+  // Every element the view can reach must lie in the storage: the lowest and the highest
+  // (sums and products checked, so that a huge stride cannot wrap around into range).
   bool empty = false;
-  int64_t low = offset, high = offset;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    FGVC_CHECK(shape[d] >= 0, "Tensor::as_strided", "a negative size in ", shape_str(shape));
-    empty = empty || shape[d] == 0;
-    if (shape[d] > 0) (strides[d] < 0 ? low : high) += (shape[d] - 1) * strides[d];
+  for (int64_t n : shape) {
+    FGVC_CHECK(n >= 0, "Tensor::as_strided", "a negative size in ", shape_str(shape));
+    empty = empty || n == 0;
   }
+  int64_t low = offset, high = offset;
+  bool wraps = false;
+  for (size_t d = 0; d < shape.size() && !empty && !wraps; ++d) {
+    int64_t reach = 0;
+    int64_t& end = strides[d] < 0 ? low : high;
+    wraps = __builtin_mul_overflow(shape[d] - 1, strides[d], &reach) || __builtin_add_overflow(end, reach, &end);
+  }
+  FGVC_CHECK(!wraps, "Tensor::as_strided", "a view of ", shape_str(shape), " with strides ", shape_str(strides),
+             " at offset ", offset, " reaches beyond any storage");
   const int64_t capacity =
       t.storage ? static_cast<int64_t>(t.storage->bytes() / dtype_size(t.dtype)) : 0;
   FGVC_CHECK(offset >= 0 && (empty || (low >= 0 && high < capacity)), "Tensor::as_strided", "a view of ",
@@ -193,7 +202,7 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
   end = std::clamp<int64_t>(end, start, n);
   Shape s = shape();
   Strides st = strides();
-  s[a] = (end - start + step - 1) / step;
+  s[a] = end == start ? 0 : (end - start - 1) / step + 1;  // (end - start + step - 1) / step could wrap
   st[a] *= step;
   return as_strided(s, st, offset() + start * strides()[a]);
 }

@@ -197,6 +197,21 @@ TEST(Conv2d, WindowWiderThanTheInputIsAnError) {
             (Shape{1, 3, 1, 1}));  // padding makes room
 }
 
+// No input channels: the output is the bias (zeros without one) and every gradient is empty
+// or zero, on both the im2col and the Winograd paths (no division by the zero column count).
+TEST(Conv2d, NoInputChannels) {
+  for (const int k : {3, 5}) {
+    const Tensor x = Tensor::zeros({2, 0, 6, 6}, DType::Float64), w = Tensor::zeros({4, 0, k, k}, DType::Float64);
+    const Conv2dGeometry g = Conv2dGeometry::symmetric(1, k / 2);
+    const Tensor y = kernels::conv2d(x, w, Tensor(), g);
+    ASSERT_EQ(y.shape(), (Shape{2, 4, 6, 6}));
+    EXPECT_EQ(kernels::max(kernels::unary(kernels::UnaryOp::Abs, y), {}).item<double>(), 0.0);
+    const Tensor gy = r64({2, 4, 6, 6}, 3);
+    EXPECT_EQ(kernels::conv2d_backward_input(gy, w, x.shape(), g).shape(), x.shape());
+    EXPECT_EQ(kernels::conv2d_backward_weight(gy, x, w.shape(), g).shape(), w.shape());
+  }
+}
+
 TEST(Conv2d, GradientCheck) {
   for (const Conv2dGeometry& g : kGeometries) {
     const GradcheckResult res = gradcheck(

@@ -116,5 +116,14 @@ TEST(CrossEntropy, FiniteForExtremeLogits) {
   EXPECT_THROW(kernels::cross_entropy(x, y, 1.5), Error);
 }
 
+// A logit of -inf (a masked class) is a probability of 0: without smoothing the loss is finite,
+// log(1 + e) for logits (0, -inf, 1) and label 0, as PyTorch's; with smoothing it is +inf.
+TEST(CrossEntropy, MinusInfinityLogitWithoutSmoothing) {
+  const Tensor x = Tensor::from_vector(std::vector<float>{0.0f, -INFINITY, 1.0f}, {1, 3});
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0}, {1});
+  EXPECT_NEAR(kernels::cross_entropy(x, y, 0.0).loss.to_vector<float>()[0], std::log1p(std::exp(1.0)), 1e-6);
+  EXPECT_EQ(kernels::cross_entropy(x, y, 0.1).loss.to_vector<float>()[0], INFINITY);
+}
+
 }  // namespace
 }  // namespace fgvc

@@ -139,6 +139,51 @@ TEST(Tensor, StridedCopyIntoAView) {
   EXPECT_THROW(dst.copy_(src), Error);  // shapes differ
 }
 
+// Copies between views of one memory that overlap: through a snapshot of the source (the
+// result a separate source would give), and a view onto itself is left as it is.
+TEST(Tensor, CopyBetweenOverlappingViews) {
+  Tensor x = Tensor::arange(16).reshape({2, 8});
+  x.slice(1, 1, 8).copy_(x.slice(1, 0, 7));  // shift right by one
+  EXPECT_EQ(x.to_vector<float>(), (std::vector<float>{0, 0, 1, 2, 3, 4, 5, 6, 8, 8, 9, 10, 11, 12, 13, 14}));
+  Tensor y = Tensor::arange(6);
+  y.slice(0, 0, 5).copy_(y.slice(0, 1, 6));  // shift left, a contiguous (memcpy) copy
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{1, 2, 3, 4, 5, 5}));
+  Tensor z = Tensor::arange(4).reshape({2, 2});
+  z.copy_(z.transpose(0, 1));  // the same bytes, another order
+  EXPECT_EQ(z.to_vector<float>(), (std::vector<float>{0, 2, 1, 3}));
+  z.copy_(z);
+  EXPECT_EQ(z.to_vector<float>(), (std::vector<float>{0, 2, 1, 3}));
+}
+
+// Tensors without elements are contiguous, so they view and reshape like any other.
+TEST(Tensor, EmptyTensorsAreContiguous) {
+  const Tensor e = Tensor::zeros({2, 0, 3});
+  EXPECT_TRUE(e.is_contiguous());
+  EXPECT_EQ(e.reshape({0, 3}).shape(), (Shape{0, 3}));
+  EXPECT_EQ(Tensor::empty({4, 0}).view({0}).shape(), (Shape{0}));
+  EXPECT_TRUE(Tensor::zeros({3, 0}).transpose(0, 1).is_contiguous());
+}
+
+// Strides and steps so large that their products or sums wrap around are refused or counted
+// right, never a view that reaches outside its memory.
+TEST(Tensor, HugeStridesAndStepsDoNotWrapAround) {
+  const Tensor x = Tensor::zeros({4});
+  EXPECT_THROW(x.as_strided({5}, {int64_t(1) << 61}, 0), Error);
+  EXPECT_THROW(x.as_strided({3, 2}, {INT64_MAX / 2, INT64_MAX / 2}, 0), Error);
+  EXPECT_EQ(x.as_strided({0, 2}, {int64_t(1) << 62, 1}, 0).numel(), 0);  // no element: no reach
+  EXPECT_EQ(x.slice(0, 0, 4, INT64_MAX).shape(), (Shape{1}));
+  EXPECT_EQ(x.slice(0, 1, 4, 2).shape(), (Shape{2}));
+  EXPECT_THROW(kernels::split(Tensor::zeros({0}), {INT64_MAX, INT64_MAX, 2}, 0), Error);
+}
+
+// int64 to float32 rounds once, to nearest: 2^60 + 2^36 + 1 is above the halfway point
+// between 2^60 and 2^60 + 2^37 (through double it rounds to the halfway point, then down).
+TEST(Tensor, Int64ToFloatRoundsOnce) {
+  const int64_t v = (int64_t(1) << 60) + (int64_t(1) << 36) + 1;
+  const float f = Tensor::from_vector(std::vector<int64_t>{v}, {1}).to(DType::Float32).to_vector<float>()[0];
+  EXPECT_EQ(f, std::ldexp(1.0f, 60) + std::ldexp(1.0f, 37));
+}
+
 TEST(Tensor, FillOnAStridedView) {
   Tensor a = Tensor::zeros({3, 3}, DType::Int64);
   a.slice(0, 0, 3, 2).fill_(5);
