@@ -4,7 +4,11 @@
 #include "kernels/pool2d_window.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "tensor/cast.h"
 #include "tensor/dispatch.h"
@@ -36,40 +40,130 @@ PoolDims check(const Shape& x_shape, const Pool2dGeometry& g, const char* op) {
   return d;
 }
 
+// Columns of outputs whose windows lie inside the input across: [lo, hi). In a row they
+// differ only by a shift, so they are pooled together, one window position at a time across
+// the row: independent outputs (no chain of compares through one accumulator, and loops the
+// compiler vectorises), each visiting its window in the same order as the one-output loop,
+// so the results are the same bits. The other columns (padding, a ceil-mode overhang) take
+// the one-output loop.
+struct InteriorColumns {
+  int64_t lo, hi;
+};
+InteriorColumns interior_columns(const PoolDims& d, const Pool2dGeometry& g) {
+  const int64_t lo = std::min<int64_t>(d.wo, (g.pad_w + g.stride_w - 1) / g.stride_w);  // x0 >= 0
+  const int64_t room = d.w + g.pad_w - g.kernel_w;                                       // x0 + kernel <= w
+  const int64_t hi = room < 0 ? 0 : std::min<int64_t>(d.wo, room / g.stride_w + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// take ? a : b in bit operations: which value wins a max is random on real data, and a branch
+// (what the compiler makes of ?: here) would be mispredicted half the time.
+template <class V>
+inline V pick(bool take, V a, V b) {
+  using Bits = std::conditional_t<sizeof(V) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(V) == sizeof(Bits), "pick: 4- or 8-byte values");
+  Bits x, y;
+  std::memcpy(&x, &a, sizeof x);
+  std::memcpy(&y, &b, sizeof y);
+  const Bits all = Bits(0) - Bits(take);
+  const Bits r = (x & all) | (y & ~all);
+  V out;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
+
+// Runs `one(ox)` for every column outside [lo, hi).
+template <class F>
+void edge_columns(const InteriorColumns& in, int64_t wo, F one) {
+  for (int64_t ox = 0; ox < in.lo; ++ox) one(ox);
+  for (int64_t ox = in.hi; ox < wo; ++ox) one(ox);
+}
+
 template <class T>
 void max_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y, int64_t* arg) {
-#pragma omp parallel for if (d.planes * d.ho * d.wo > (1 << 14)) schedule(static)
-  for (int64_t p = 0; p < d.planes; ++p)
-    for (int64_t oy = 0; oy < d.ho; ++oy)
-      for (int64_t ox = 0; ox < d.wo; ++ox) {
-        const PoolWindow win = pool_window(oy, ox, d, g);
-        using C = compute_t<T>;
-        C best = -std::numeric_limits<C>::infinity();
-        int64_t at = win.y0 * d.w + win.x0;
+  using C = compute_t<T>;
+  const InteriorColumns in = interior_columns(d, g);
+  const int64_t sw = g.stride_w;
+#pragma omp parallel if (d.planes * d.ho * d.wo > (1 << 14))
+  {
+    std::vector<C> best(static_cast<size_t>(d.wo));
+    std::vector<int64_t> at(static_cast<size_t>(d.wo));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < d.planes; ++p) {
+      const T* xp = x + p * d.h * d.w;
+      for (int64_t oy = 0; oy < d.ho; ++oy) {
+        T* y_row = y + (p * d.ho + oy) * d.wo;
+        int64_t* arg_row = arg + (p * d.ho + oy) * d.wo;
+        edge_columns(in, d.wo, [&](int64_t ox) {
+          const PoolWindow win = pool_window(oy, ox, d, g);
+          C b = -std::numeric_limits<C>::infinity();
+          int64_t a = win.y0 * d.w + win.x0;
+          for (int64_t iy = win.y0; iy < win.y1; ++iy)
+            for (int64_t ix = win.x0; ix < win.x1; ++ix) {
+              const C v = widen(xp[iy * d.w + ix]);
+              const bool take = (v > b) | (v != v);  // NaN wins, as in PyTorch
+              b = pick(take, v, b);
+              a = pick<int64_t>(take, iy * d.w + ix, a);
+            }
+          y_row[ox] = narrow<T>(b);
+          arg_row[ox] = a;
+        });
+        if (in.hi == in.lo) continue;
+        const PoolWindow win = pool_window(oy, in.lo, d, g);  // the rows every interior window spans
+        for (int64_t ox = in.lo; ox < in.hi; ++ox) {
+          best[ox] = -std::numeric_limits<C>::infinity();
+          at[ox] = win.y0 * d.w + ox * sw - g.pad_w;
+        }
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-            const C v = widen(x[p * d.h * d.w + iy * d.w + ix]);
-            const bool take = v > best || v != v;  // NaN wins, as in PyTorch
-            best = take ? v : best;                  // selects, not branches
-            at = take ? iy * d.w + ix : at;
+          for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
+            const int64_t base = iy * d.w + kx - g.pad_w;  // output ox reads base + ox * sw
+            for (int64_t ox = in.lo; ox < in.hi; ++ox) {
+              const C v = widen(xp[base + ox * sw]);
+              const bool take = (v > best[ox]) | (v != v);
+              best[ox] = pick(take, v, best[ox]);
+              at[ox] = pick<int64_t>(take, base + ox * sw, at[ox]);
+            }
           }
-        y[(p * d.ho + oy) * d.wo + ox] = narrow<T>(best);
-        arg[(p * d.ho + oy) * d.wo + ox] = at;
+        for (int64_t ox = in.lo; ox < in.hi; ++ox) {
+          y_row[ox] = narrow<T>(best[ox]);
+          arg_row[ox] = at[ox];
+        }
       }
+    }
+  }
 }
 
 template <class T>
 void avg_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y) {
-#pragma omp parallel for if (d.planes * d.ho * d.wo > (1 << 14)) schedule(static)
-  for (int64_t p = 0; p < d.planes; ++p)
-    for (int64_t oy = 0; oy < d.ho; ++oy)
-      for (int64_t ox = 0; ox < d.wo; ++ox) {
-        const PoolWindow win = pool_window(oy, ox, d, g);
-        double s = 0;
+  const InteriorColumns in = interior_columns(d, g);
+  const int64_t sw = g.stride_w;
+#pragma omp parallel if (d.planes * d.ho * d.wo > (1 << 14))
+  {
+    std::vector<double> sum(static_cast<size_t>(d.wo));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < d.planes; ++p) {
+      const T* xp = x + p * d.h * d.w;
+      for (int64_t oy = 0; oy < d.ho; ++oy) {
+        T* y_row = y + (p * d.ho + oy) * d.wo;
+        edge_columns(in, d.wo, [&](int64_t ox) {
+          const PoolWindow win = pool_window(oy, ox, d, g);
+          double s = 0;
+          for (int64_t iy = win.y0; iy < win.y1; ++iy)
+            for (int64_t ix = win.x0; ix < win.x1; ++ix) s += to_double(xp[iy * d.w + ix]);
+          y_row[ox] = from_double<T>(s / static_cast<double>(win.divisor));
+        });
+        if (in.hi == in.lo) continue;
+        const PoolWindow win = pool_window(oy, in.lo, d, g);  // every interior window: these rows, this divisor
+        std::fill(sum.begin() + in.lo, sum.begin() + in.hi, 0.0);
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) s += to_double(x[p * d.h * d.w + iy * d.w + ix]);
-        y[(p * d.ho + oy) * d.wo + ox] = from_double<T>(s / static_cast<double>(win.divisor));
+          for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
+            const int64_t base = iy * d.w + kx - g.pad_w;
+            for (int64_t ox = in.lo; ox < in.hi; ++ox) sum[ox] += to_double(xp[base + ox * sw]);
+          }
+        for (int64_t ox = in.lo; ox < in.hi; ++ox) y_row[ox] = from_double<T>(sum[ox] / static_cast<double>(win.divisor));
       }
+    }
+  }
 }
 
 template <class T>

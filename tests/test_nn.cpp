@@ -321,6 +321,54 @@ TEST(Pooling, ValuesMatchPyTorchRules) {
   EXPECT_EQ(Pool2dGeometry::square(3, 2, 0, true).out_size(1, true), 0);  // 1 - 3 + 1 < 0: none
 }
 
+// Every output of max and average pooling against the plain definition (each window scanned
+// row by row: the first of tied maxima, the last NaN; the sum in that order), on inputs full
+// of ties and with NaNs, over kernels, strides, paddings and both rounding modes: the columns
+// pooled together across a row and those pooled one at a time (padding, overhang) alike.
+TEST(Pooling, EveryGeometryMatchesTheDefinition) {
+  for (const int k : {1, 2, 3, 5})
+    for (const int s : {1, 2, 3})
+      for (int pad = 0; 2 * pad <= k; ++pad)
+        for (const bool ceil : {false, true})
+          for (const bool include_pad : {true, false}) {
+            const Pool2dGeometry g = Pool2dGeometry::square(k, s, pad, ceil, include_pad);
+            const int64_t h = 7, w = 11;
+            if (g.out_size(h, true) <= 0 || g.out_size(w, false) <= 0) continue;
+            std::vector<float> v(2 * h * w);
+            for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 5);  // ties everywhere
+            v[13] = NAN, v[17] = NAN, v[90] = NAN;
+            const Tensor x = Tensor::from_vector(v, {1, 2, h, w});
+            const kernels::MaxPoolOutput mx = kernels::max_pool2d(x, g);
+            const std::vector<float> y = mx.y.to_vector<float>(), avg = kernels::avg_pool2d(x, g).to_vector<float>();
+            const std::vector<int64_t> arg = mx.argmax.to_vector<int64_t>();
+            const int64_t ho = mx.y.size(2), wo = mx.y.size(3);
+            for (int64_t p = 0; p < 2; ++p)
+              for (int64_t oy = 0; oy < ho; ++oy)
+                for (int64_t ox = 0; ox < wo; ++ox) {
+                  const int64_t y0 = oy * s - pad, x0 = ox * s - pad;
+                  const int64_t y1p = std::min<int64_t>(y0 + k, h + pad), x1p = std::min<int64_t>(x0 + k, w + pad);
+                  float best = -INFINITY;
+                  int64_t at = std::max<int64_t>(y0, 0) * w + std::max<int64_t>(x0, 0);
+                  double sum = 0;
+                  int64_t inside = 0;
+                  for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
+                    for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix) {
+                      const float e = v[p * h * w + iy * w + ix];
+                      if (e > best || std::isnan(e)) best = e, at = iy * w + ix;
+                      sum += e, ++inside;
+                    }
+                  const int64_t o = (p * ho + oy) * wo + ox;
+                  const std::string where = "k" + std::to_string(k) + " s" + std::to_string(s) + " p" +
+                                            std::to_string(pad) + (ceil ? " ceil" : "") + " at " + std::to_string(o);
+                  EXPECT_TRUE(std::isnan(best) ? std::isnan(y[o]) : y[o] == best) << where;
+                  EXPECT_EQ(arg[o], at) << where;
+                  const double divisor = include_pad ? double((y1p - y0) * (x1p - x0)) : double(inside);
+                  const float want = static_cast<float>(sum / divisor);
+                  EXPECT_TRUE(std::isnan(want) ? std::isnan(avg[o]) : avg[o] == want) << where;
+                }
+          }
+}
+
 TEST(Pooling, GradientChecks) {
   // Distinct values so no two share a window maximum (no kinks).
   const Tensor x = kernels::add(kernels::binary(kernels::BinaryOp::Mul, Tensor::arange(72, DType::Float64), 0.1),
