@@ -79,91 +79,81 @@ void edge_columns(const InteriorColumns& in, int64_t wo, F one) {
   for (int64_t ox = in.hi; ox < wo; ++ox) one(ox);
 }
 
+// What the pooling of a row of outputs keeps while each window's pixels arrive in order
+// (index = the pixel's place in its plane): per output, the maximum and where it was, or the
+// sum. One array per field, so that the loop across a row vectorises.
 template <class T>
-void max_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y, int64_t* arg) {
+struct MaxRow {
   using C = compute_t<T>;
+  std::vector<C> best;
+  std::vector<int64_t> at;
+  explicit MaxRow(int64_t outputs) : best(static_cast<size_t>(outputs)), at(static_cast<size_t>(outputs)) {}
+  void start(int64_t ox, int64_t first) { best[ox] = -std::numeric_limits<C>::infinity(), at[ox] = first; }
+  void add(int64_t ox, T pixel, int64_t index) {
+    const C v = widen(pixel);
+    const bool take = (v > best[ox]) | (v != v);  // NaN wins, as in PyTorch
+    best[ox] = pick(take, v, best[ox]);
+    at[ox] = pick<int64_t>(take, index, at[ox]);
+  }
+};
+template <class T>
+struct SumRow {
+  std::vector<double> sum;
+  explicit SumRow(int64_t outputs) : sum(static_cast<size_t>(outputs)) {}
+  void start(int64_t ox, int64_t) { sum[ox] = 0; }
+  void add(int64_t ox, T pixel, int64_t) { sum[ox] += to_double(pixel); }
+};
+
+// Pools every output: each window's pixels row by row into a Row's slot, then emit(output
+// index, row, ox, window). The interior columns of a row go together, a window position at a
+// time.
+template <class Row, class T, class Emit>
+void pool_rows(const T* x, const PoolDims& d, const Pool2dGeometry& g, Emit emit) {
   const InteriorColumns in = interior_columns(d, g);
   const int64_t sw = g.stride_w;
 #pragma omp parallel if (d.planes * d.ho * d.wo > (1 << 14))
   {
-    std::vector<C> best(static_cast<size_t>(d.wo));
-    std::vector<int64_t> at(static_cast<size_t>(d.wo));
+    Row row(d.wo);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < d.planes; ++p) {
       const T* xp = x + p * d.h * d.w;
       for (int64_t oy = 0; oy < d.ho; ++oy) {
-        T* y_row = y + (p * d.ho + oy) * d.wo;
-        int64_t* arg_row = arg + (p * d.ho + oy) * d.wo;
+        const int64_t first_out = (p * d.ho + oy) * d.wo;
         edge_columns(in, d.wo, [&](int64_t ox) {
           const PoolWindow win = pool_window(oy, ox, d, g);
-          C b = -std::numeric_limits<C>::infinity();
-          int64_t a = win.y0 * d.w + win.x0;
+          row.start(ox, win.y0 * d.w + win.x0);
           for (int64_t iy = win.y0; iy < win.y1; ++iy)
-            for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-              const C v = widen(xp[iy * d.w + ix]);
-              const bool take = (v > b) | (v != v);  // NaN wins, as in PyTorch
-              b = pick(take, v, b);
-              a = pick<int64_t>(take, iy * d.w + ix, a);
-            }
-          y_row[ox] = narrow<T>(b);
-          arg_row[ox] = a;
+            for (int64_t ix = win.x0; ix < win.x1; ++ix) row.add(ox, xp[iy * d.w + ix], iy * d.w + ix);
+          emit(first_out + ox, row, ox, win);
         });
         if (in.hi == in.lo) continue;
-        const PoolWindow win = pool_window(oy, in.lo, d, g);  // the rows every interior window spans
-        for (int64_t ox = in.lo; ox < in.hi; ++ox) {
-          best[ox] = -std::numeric_limits<C>::infinity();
-          at[ox] = win.y0 * d.w + ox * sw - g.pad_w;
-        }
+        // Every interior window spans these rows, has kernel_w columns and this divisor.
+        const PoolWindow win = pool_window(oy, in.lo, d, g);
+        for (int64_t ox = in.lo; ox < in.hi; ++ox) row.start(ox, win.y0 * d.w + ox * sw - g.pad_w);
         for (int64_t iy = win.y0; iy < win.y1; ++iy)
           for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
             const int64_t base = iy * d.w + kx - g.pad_w;  // output ox reads base + ox * sw
-            for (int64_t ox = in.lo; ox < in.hi; ++ox) {
-              const C v = widen(xp[base + ox * sw]);
-              const bool take = (v > best[ox]) | (v != v);
-              best[ox] = pick(take, v, best[ox]);
-              at[ox] = pick<int64_t>(take, base + ox * sw, at[ox]);
-            }
+            for (int64_t ox = in.lo; ox < in.hi; ++ox) row.add(ox, xp[base + ox * sw], base + ox * sw);
           }
-        for (int64_t ox = in.lo; ox < in.hi; ++ox) {
-          y_row[ox] = narrow<T>(best[ox]);
-          arg_row[ox] = at[ox];
-        }
+        for (int64_t ox = in.lo; ox < in.hi; ++ox) emit(first_out + ox, row, ox, win);
       }
     }
   }
 }
 
 template <class T>
+void max_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y, int64_t* arg) {
+  pool_rows<MaxRow<T>>(x, d, g, [&](int64_t o, const MaxRow<T>& row, int64_t ox, const PoolWindow&) {
+    y[o] = narrow<T>(row.best[ox]);
+    arg[o] = row.at[ox];
+  });
+}
+
+template <class T>
 void avg_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y) {
-  const InteriorColumns in = interior_columns(d, g);
-  const int64_t sw = g.stride_w;
-#pragma omp parallel if (d.planes * d.ho * d.wo > (1 << 14))
-  {
-    std::vector<double> sum(static_cast<size_t>(d.wo));
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < d.planes; ++p) {
-      const T* xp = x + p * d.h * d.w;
-      for (int64_t oy = 0; oy < d.ho; ++oy) {
-        T* y_row = y + (p * d.ho + oy) * d.wo;
-        edge_columns(in, d.wo, [&](int64_t ox) {
-          const PoolWindow win = pool_window(oy, ox, d, g);
-          double s = 0;
-          for (int64_t iy = win.y0; iy < win.y1; ++iy)
-            for (int64_t ix = win.x0; ix < win.x1; ++ix) s += to_double(xp[iy * d.w + ix]);
-          y_row[ox] = from_double<T>(s / static_cast<double>(win.divisor));
-        });
-        if (in.hi == in.lo) continue;
-        const PoolWindow win = pool_window(oy, in.lo, d, g);  // every interior window: these rows, this divisor
-        std::fill(sum.begin() + in.lo, sum.begin() + in.hi, 0.0);
-        for (int64_t iy = win.y0; iy < win.y1; ++iy)
-          for (int64_t kx = 0; kx < g.kernel_w; ++kx) {
-            const int64_t base = iy * d.w + kx - g.pad_w;
-            for (int64_t ox = in.lo; ox < in.hi; ++ox) sum[ox] += to_double(xp[base + ox * sw]);
-          }
-        for (int64_t ox = in.lo; ox < in.hi; ++ox) y_row[ox] = from_double<T>(sum[ox] / static_cast<double>(win.divisor));
-      }
-    }
-  }
+  pool_rows<SumRow<T>>(x, d, g, [&](int64_t o, const SumRow<T>& row, int64_t ox, const PoolWindow& win) {
+    y[o] = from_double<T>(row.sum[ox] / static_cast<double>(win.divisor));
+  });
 }
 
 template <class T>
