@@ -11,6 +11,7 @@
 
 #include "nn/models/registry.h"
 #include "tensor/cuda_runtime.h"
+#include "tensor/atomic_file.h"
 #include "tensor/error.h"
 
 namespace fgvc {
@@ -31,8 +32,10 @@ Device Common::resolved_device() const {
 
 void prepare_output_file(const std::string& flag, const std::string& path) {
   if (path.empty()) return;
-  std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  const std::string file = atomic_target(path);
+  if (file.empty()) return;  // a pipe or a device (/dev/stdout): written in place, nothing beside it
   std::error_code ec;
+  std::filesystem::path folder = std::filesystem::path(file).parent_path();
   if (!folder.empty()) std::filesystem::create_directories(folder, ec);
   if (ec) throw Error(flag + " " + path + ": cannot make its folder " + folder.string() + ": " + ec.message());
   // A file made and removed at once: the folder takes new files (the atomic writers put a

@@ -47,7 +47,8 @@ inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY, b
         return std::string();
       },
       std::isinf(at_most) ? (allow_zero ? "NUMBER >= 0" : "NUMBER > 0")
-                          : "INTEGER in 1.." + std::to_string(static_cast<long long>(at_most)));
+                          : std::string("INTEGER in ") + (allow_zero ? "0.." : "1..") +
+                                std::to_string(static_cast<long long>(at_most)));
 }
 inline const CLI::Validator Positive = number_check(false);
 inline const CLI::Validator NonNegative = number_check(true);
@@ -59,6 +60,7 @@ inline const CLI::Validator Threads = number_check(false, 1024, true);        //
 inline const CLI::Validator BatchSize = number_check(false, 1 << 20, true);   // --batch-size (images)
 inline const CLI::Validator Count = number_check(false, 1e12, true);          // --epochs, --steps, --images
 inline const CLI::Validator Repeats = number_check(false, 1000000, true);     // --repeats (an int)
+inline const CLI::Validator CountOrZero = number_check(true, 1e12, true);     // --top-k
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {

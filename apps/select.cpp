@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   std::string source, out;
   std::vector<std::string> targets;
   std::vector<int64_t> per_target;
+  std::string per_target_text;
+  CLI::Option* per_target_option = nullptr;
   int64_t top_k = -1;
   double gamma = 0.01;
   return fgvc::app::run(
@@ -21,14 +23,25 @@ int main(int argc, char** argv) {
       [&](CLI::App& cli) {
         cli.add_option("--source", source, "source domain (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required()->check(fgvc::app::NonEmptyPath);
-        cli.add_option("--top-k", top_k, "classes selected per target")->check(fgvc::app::NonNegative);
-        cli.add_option("--per-target-k", per_target, "k for each target, in --target order (K1,K2,...); overrides --top-k")
-            ->delimiter(',')
-            ->check(fgvc::app::NonNegative);
+        cli.add_option("--top-k", top_k, "classes selected per target")->check(fgvc::app::CountOrZero);
+        per_target_option = cli.add_option("--per-target-k", per_target_text,
+                       "k for each target, in --target order (K1,K2,...); overrides --top-k");
         cli.add_option("--out", out, "output file: class<TAB>similarity<TAB>target per line")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
       },
       [&](const fgvc::app::Common& common) {
+        // Each comma-separated field a count: an empty one (2,,3) is a typo, not a value less.
+        if (per_target_option->count() > 0) {
+          std::string rest = per_target_text + ",";
+          for (size_t at; (at = rest.find(',')) != std::string::npos; rest.erase(0, at + 1)) {
+            std::string field = rest.substr(0, at);
+            const std::string problem = fgvc::app::CountOrZero(field);
+            if (!problem.empty())
+              throw fgvc::app::UsageError("--per-target-k " + per_target_text + ": " +
+                                          (field.empty() ? std::string("an empty value") : problem));
+            per_target.push_back(std::stoll(field));
+          }
+        }
         const bool per_target_given = !per_target.empty();
         if (per_target.empty()) {
           if (top_k < 0) throw fgvc::app::UsageError("give --top-k or --per-target-k");

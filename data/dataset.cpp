@@ -85,6 +85,10 @@ bool valid_utf8(const std::string& s) {
 }
 
 void check_class_name(const std::string& name, const std::string& where) {
+  // Names are written one per line (NAME.classes.txt) and as fields of tab-separated lines
+  // (fgvc-select): refused here, when the data is read, not after an hour of extraction.
+  FGVC_CHECK(name.find_first_of("\t\r\n") == std::string::npos, "dataset", where, ": class name '", name,
+             "' holds a tab or a line break (rename it)");
   if (valid_utf8(name)) return;
   std::string shown;
   for (char ch : name) {
@@ -256,8 +260,12 @@ Dataset load_coco_json(const std::string& path) {
     for (const auto& c : j["categories"]) cats.emplace_back(id_of(c, "id"), c.at("name").get<std::string>());
     std::sort(cats.begin(), cats.end());
     std::map<int64_t, int64_t> label_of;
+    std::set<std::string> names;
     for (const auto& [id, name] : cats) {
       FGVC_CHECK(!label_of.count(id), "dataset", path, ": category id ", id, " appears twice");
+      FGVC_CHECK(!name.empty(), "dataset", path, ": category id ", id, " has an empty name");
+      FGVC_CHECK(names.insert(name).second, "dataset", path, ": two categories are named '", name, "'");
+      check_class_name(name, path);
       label_of[id] = static_cast<int64_t>(d.classes.size());
       d.classes.push_back(name);
     }

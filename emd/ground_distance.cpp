@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "fgvc/config.h"
+#include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "kernels/reduce.h"
 
 namespace fgvc {
 namespace emd {
@@ -108,8 +110,25 @@ Tensor pairwise_distances(const Tensor& a_in, const Tensor& b_in) {
              describe(b_in));
   FGVC_CHECK(a_in.dtype() == DType::Float32 || a_in.dtype() == DType::Float64, "pairwise_distances",
              "features must be float32 or float64, got ", describe(a_in));
+  if (a_in.numel() == 0 || b_in.size(0) == 0) return Tensor::zeros({a_in.size(0), b_in.size(0)}, DType::Float64, a_in.device());
+  // float64 features so small that squares of their differences underflow (below about
+  // 2^-511, and differences are ~2^-52 of the values): scaled by a power of two that brings
+  // the largest to [1, 2), which every product and sum carries exactly, and the distances
+  // scaled back by its inverse, also exactly. float32 features never come near.
+  if (a_in.dtype() == DType::Float64) {
+    const auto largest_magnitude = [](const Tensor& t) {
+      return kernels::max(kernels::unary(kernels::UnaryOp::Abs, t), {}).item<double>();
+    };
+    const double largest = std::max(largest_magnitude(a_in), largest_magnitude(b_in.to(DType::Float64)));
+    if (largest > 0 && largest < 0x1p-400) {
+      const int exponent = std::ilogb(largest);  // largest in [2^exponent, 2^(exponent + 1))
+      const double up = std::ldexp(1.0, -exponent);
+      const Tensor d = pairwise_distances(kernels::binary(kernels::BinaryOp::Mul, a_in, up),
+                                          kernels::binary(kernels::BinaryOp::Mul, b_in.to(DType::Float64), up));
+      return kernels::binary(kernels::BinaryOp::Mul, d, std::ldexp(1.0, exponent));
+    }
+  }
   if (a_in.device().is_cpu()) {
-    if (a_in.numel() == 0 || b_in.size(0) == 0) return Tensor::zeros({a_in.size(0), b_in.size(0)}, DType::Float64);
     return detail::pairwise_distances_cpu(a_in.contiguous(), b_in);
   }
   const Tensor a = a_in.to(DType::Float64).contiguous(), b = b_in.to(DType::Float64).contiguous();

@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -35,14 +37,51 @@ void remove_stale_temporaries(const std::string& path) {
 }
 }  // namespace
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  remove_stale_temporaries(path_);
-  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+std::string atomic_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::string file = path;
+  struct stat st;
+  // A link: the file it names is replaced and the link stays. One into /proc (/dev/stdout is
+  // /proc/self/fd/1) names whatever a descriptor holds: written in place.
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    const fs::path link = fs::read_symlink(path, ec);
+    if (ec || link.string().rfind("/proc/", 0) == 0) return "";
+    file = fs::weakly_canonical(path, ec).string();
+    if (ec) return "";
+  }
+  // A pipe, a device or a terminal: never replaced by a regular file (a rename would unlink
+  // the node, and a reader would get nothing).
+  if (::stat(file.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return "";
+  return file;
+}
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), file_(atomic_target(path_)) {
+  if (file_.empty()) {
+    direct_ = true;
+    // One of this process's own descriptors (/dev/stdout is /proc/self/fd/1): written through
+    // a duplicate, which shares its offset with what the process prints there (opened anew it
+    // would start at 0 and overwrite a redirected file's text).
+    std::error_code ec;
+    const std::string link = std::filesystem::read_symlink(path_, ec).string();
+    const std::string own = "/proc/self/fd/";
+    if (!ec && link.rfind(own, 0) == 0 && link.size() > own.size() &&
+        link.find_first_not_of("0123456789", own.size()) == std::string::npos) {
+      std::fflush(nullptr);  // what stdio holds for that descriptor goes first
+      fd_ = ::fcntl(std::stoi(link.substr(own.size())), F_DUPFD_CLOEXEC, 0);
+    } else {
+      fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+    }
+    if (fd_ < 0) fail(path_, std::string("cannot open it for writing: ") + std::strerror(errno));
+    return;
+  }
+  remove_stale_temporaries(file_);
+  tmp_ = file_ + ".tmp." + std::to_string(::getpid());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) {  // named by its folder: the temporary file's name says nothing to a user
     const std::string why = std::strerror(errno);
-    const size_t slash = path_.find_last_of('/');
-    fail(path_, "cannot create a file in " + (slash == std::string::npos ? std::string(".") : path_.substr(0, slash + 1)) +
+    const size_t slash = file_.find_last_of('/');
+    fail(path_, "cannot create a file in " + (slash == std::string::npos ? std::string(".") : file_.substr(0, slash + 1)) +
                     ": " + why);
   }
 }
@@ -50,7 +89,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) {
     ::close(fd_);
-    ::unlink(tmp_.c_str());
+    if (!direct_) ::unlink(tmp_.c_str());
   }
 }
 
@@ -70,6 +109,10 @@ void AtomicFile::commit() {
   FGVC_CHECK(fd_ >= 0, "AtomicFile", path_, ": already committed");
   const int fd = fd_;
   fd_ = -1;
+  if (direct_) {  // nothing to sync or rename; a failed close still loses data
+    if (::close(fd) != 0) fail(path_, std::string("close failed: ") + std::strerror(errno));
+    return;
+  }
   const bool synced = ::fsync(fd) == 0;
   const int sync_errno = errno;
   const bool closed = ::close(fd) == 0;  // always closed, whether fsync worked or not
@@ -78,7 +121,7 @@ void AtomicFile::commit() {
     ::unlink(tmp_.c_str());
     fail(path_, "fsync/close failed: " + why);
   }
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), file_.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp_.c_str());
     fail(path_, "rename failed: " + why);

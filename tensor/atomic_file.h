@@ -1,7 +1,9 @@
 // Files that are replaced atomically: written to a temporary file in the same folder, flushed
 // to disk (fsync) and renamed over the target, so a reader (or a run killed at any moment)
 // sees either the old file or the new one, never a part. Checkpoints, weights, lists, CSV
-// and JSON outputs are all written this way.
+// and JSON outputs are all written this way. A target that exists and is neither a regular
+// file nor a folder (a pipe, /dev/stdout, a device) is written directly instead; a symbolic
+// link keeps pointing at the file it names, which is the one replaced.
 #pragma once
 #include <cstddef>
 #include <string>
@@ -20,9 +22,14 @@ class AtomicFile {
   void commit();  // fsync, close, rename over the target
 
  private:
-  std::string path_, tmp_;
+  std::string path_, file_, tmp_;  // as given (for messages); atomic_target(path_); the temporary
   int fd_ = -1;
+  bool direct_ = false;  // writing the target itself (a pipe or a device)
 };
+
+// The regular file that AtomicFile(path) replaces (path, or the file a link names), or "" when
+// it writes `path` in place (a pipe, a device, /dev/stdout).
+std::string atomic_target(const std::string& path);
 
 // The whole file at once.
 void write_file_atomic(const std::string& path, const std::string& contents);

@@ -148,6 +148,13 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-select --source " + zero_class + " --target " + target + " --top-k 3 --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --per-target-k -1 --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --target " + target2 +
+                                     " --per-target-k 2,,3 --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --target " + target2 +
+                                     " --per-target-k 2,3, --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --per-target-k '' --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target +
+                                     " --top-k 99999999999999999999 --out x.txt",
                                  "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt",
                                  "fgvc-model-info --device cpu --model inception_v3 --input-size 32",
                                  // sizes far beyond any real use: refused by the flag, not a crash

@@ -706,6 +706,17 @@ TEST(Datasets, BadLayoutsAreClearErrors) {
     std::ofstream(utf8 + "/" + name + "/x.jpg") << "x";
   }
   EXPECT_EQ(load_dataset(utf8).classes.size(), 4u);
+  // Names holding a tab or a line break (they are written one per line and as tab-separated
+  // fields), and COCO categories named twice, are refused when the data set is read.
+  const std::string tabbed = fresh_dir("tabbed");
+  fs::create_directories(tabbed + "/a\tb");
+  std::ofstream(tabbed + "/a\tb/x.jpg") << "x";
+  expect_error(tabbed, "holds a tab or a line break");
+  {
+    std::ofstream(d + "/dup.json") << R"({"images":[{"id":1,"file_name":"a.jpg"}],"categories":[{"id":1,"name":"bird"},)"
+                                    << R"({"id":2,"name":"bird"}],"annotations":[{"image_id":1,"category_id":1}]})";
+  }
+  expect_error(d + "/dup.json", "two categories are named 'bird'");
   // Overlong and surrogate forms are not UTF-8 either.
   for (const char* name : {"\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80"}) {
     const std::string odd = fresh_dir("odd_utf8");

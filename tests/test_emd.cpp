@@ -799,6 +799,19 @@ TEST(GroundDistance, MatchesExactDifferencesIncludingNearDuplicates) {
   EXPECT_THROW(emd::pairwise_distances(a, testing::randn_t({3, 5}, 3)), Error);
 }
 
+// float64 features near 1e-180: their squares would underflow to nothing. Scaled by a power
+// of two inside, they give exactly the distances of the same features at ordinary size,
+// scaled by that power.
+TEST(GroundDistance, TinyFloat64FeaturesKeepTheirDistances) {
+  const Tensor a = testing::randn_t({40, 32}, 7, DType::Float64), b = testing::randn_t({9, 32}, 8, DType::Float64);
+  const double tiny = std::ldexp(1.0, -600);
+  const Tensor d = emd::pairwise_distances(kernels::binary(kernels::BinaryOp::Mul, a, tiny),
+                                           kernels::binary(kernels::BinaryOp::Mul, b, tiny));
+  const std::vector<double> want = emd::pairwise_distances(a, b).to_vector<double>(), got = d.to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i] * tiny) << i;
+  EXPECT_GT(got[0], 0.0);
+}
+
 // Enough rows for several blocks over the threads; float32 features are widened block by
 // block, so both dtypes must give the exact distances of the same (float32) values.
 TEST(GroundDistance, BlocksOfFloat32AndFloat64RowsAgree) {

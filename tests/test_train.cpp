@@ -2,6 +2,8 @@
 // bit, a NaN stops the run with the last good checkpoint kept, mismatching checkpoints are
 // refused by name; evaluation's head/tail split against a hand count, ensembles against a
 // direct computation; fgvc-train and fgvc-eval as a user runs them.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "app_runner.h"
 #include "autograd/grad_mode.h"
@@ -624,6 +627,38 @@ TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
   EXPECT_EQ(testing::slurp(path), "old");
   for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// A pipe (or a device, /dev/stdout) as the target is written through: the reader gets the
+// bytes and the pipe stays a pipe (a rename over it would leave a regular file, read by nobody).
+TEST(AtomicFile, APipeIsWrittenThroughNotReplaced) {
+  const std::string path = test_dir("fgvc_train_") + "/pipe";
+  fs::remove(path);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  std::string got;
+  std::thread reader([&] { got = testing::slurp(path); });
+  write_file_atomic(path, "through the pipe");
+  reader.join();
+  EXPECT_EQ(got, "through the pipe");
+  EXPECT_TRUE(fs::is_fifo(path));
+  // A link to a regular file: the file is replaced, the link stays. A link into /proc (as
+  // /dev/stdout is) writes to what the descriptor holds.
+  const std::string dir = fs::path(path).parent_path().string(), real = dir + "/real.txt", link = dir + "/link.txt";
+  fs::remove(real), fs::remove(link);
+  write_file_atomic(real, "old");
+  fs::create_symlink(real, link);
+  write_file_atomic(link, "new");
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(testing::slurp(real), "new");
+  const std::string held = dir + "/held.txt", fd_link = dir + "/fd_link";
+  fs::remove(fd_link);
+  const int fd = ::open(held.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  fs::create_symlink("/proc/self/fd/" + std::to_string(fd), fd_link);
+  write_file_atomic(fd_link, "via the descriptor");
+  ::close(fd);
+  EXPECT_TRUE(fs::is_symlink(fd_link));
+  EXPECT_EQ(testing::slurp(held), "via the descriptor");
 }
 
 // A process killed mid-write (SIGKILL runs no destructor) leaves PATH.tmp.PID: the next write
