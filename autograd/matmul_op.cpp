@@ -20,26 +20,26 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
                        const Grads& g, const Needs& n) -> Grads {
                      const Tensor& gc = g[0];
                      // Each gradient reads the other operand only.
-                     const Tensor b = n[0] ? sb.get() : Tensor();
-                     const Tensor a = n[1] ? sa.get() : Tensor();
+                     const Tensor b_kept = n[0] ? sb.get() : Tensor();
+                     const Tensor a_kept = n[1] ? sa.get() : Tensor();
                      Grads out(2);
                      // C = A B: dA = dC B^T, dB = A^T dC; with transposed inputs the same rules
                      // applied to A^T or B^T, transposed back.
                      if (n[0]) {
-                       if (!trans_a) out[0] = k::matmul(gc, b, false, !trans_b);
+                       if (!trans_a) out[0] = k::matmul(gc, b_kept, false, !trans_b);
                        else if (shared_b)  // (dC op(B)^T)^T, batched
-                         out[0] = k::matmul(gc, b, false, !trans_b).transpose(1, 2).contiguous();
-                       else out[0] = k::matmul(b, gc, trans_b, true);
+                         out[0] = k::matmul(gc, b_kept, false, !trans_b).transpose(1, 2).contiguous();
+                       else out[0] = k::matmul(b_kept, gc, trans_b, true);
                      }
                      if (n[1]) {
                        if (shared_b) {
                          // Shared B: fold the batch into rows, one product.
-                         const Tensor a2 = trans_a ? a.transpose(1, 2).contiguous().reshape({-1, a.size(1)})
-                                                   : a.reshape({-1, a.size(2)});
+                         const Tensor a2 = trans_a ? a_kept.transpose(1, 2).contiguous().reshape({-1, a_kept.size(1)})
+                                                   : a_kept.reshape({-1, a_kept.size(2)});
                          const Tensor g2 = gc.reshape({-1, gc.size(2)});
                          out[1] = trans_b ? k::matmul(g2, a2, true, false) : k::matmul(a2, g2, true, false);
                        } else {
-                         out[1] = trans_b ? k::matmul(gc, a, true, trans_a) : k::matmul(a, gc, !trans_a, false);
+                         out[1] = trans_b ? k::matmul(gc, a_kept, true, trans_a) : k::matmul(a_kept, gc, !trans_a, false);
                        }
                      }
                      return out;

@@ -64,11 +64,11 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
   const std::vector<int64_t> ax = k::normalize_axes(axes, x.dim(), "max");
   autograd::record("max", {x}, {y},
                    [sx = autograd::SavedTensor(x), sy = autograd::SavedTensor(y), ax](const Grads& g, const Needs&) -> Grads {
-    const Tensor &x = sx.get(), &y = sy.get();
-    const Tensor m = keepdim_view(y, x.shape(), ax);
-    const Tensor is_max = k::binary(k::BinaryOp::Eq, x, m);               // 1 where x is a maximum
+    const Tensor &in = sx.get(), &out = sy.get();
+    const Tensor m = keepdim_view(out, in.shape(), ax);
+    const Tensor is_max = k::binary(k::BinaryOp::Eq, in, m);              // 1 where the input is a maximum
     const Tensor ties = k::sum(is_max, ax, true);                          // how many share it
-    return {k::mul(is_max, k::div(keepdim_view(g[0], x.shape(), ax), ties))};
+    return {k::mul(is_max, k::div(keepdim_view(g[0], in.shape(), ax), ties))};
   });
   return y;
 }

@@ -25,7 +25,6 @@ class SavedTensor {
   explicit SavedTensor(const Tensor& t) : tensor_(t.defined() ? t.detach() : Tensor()),
                                           version_(t.defined() ? t.version() : 0) {}
 
-  bool defined() const { return tensor_.defined(); }
   // The saved tensor, after checking that its memory was not written since it was saved.
   const Tensor& get() const {
     if (tensor_.defined() && tensor_.version() != version_) throw_modified();

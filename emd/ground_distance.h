@@ -18,6 +18,8 @@ namespace detail {
 constexpr double kCancellation = 1e-3;
 // a [m, d] float32 or float64 contiguous, b [n, d] -> [m, n] float64.
 Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b);
+// max |x| over float64 features (0 for none).
+double largest_magnitude(const Tensor& t);
 // a [m, d], b [n, d] float64 contiguous; `dist` holds the Gram matrix a b^T on entry and
 // the distances on return (in place: no second m x n buffer).
 void gram_to_distances_cuda(const Tensor& a, const Tensor& b, const Tensor& dist);
