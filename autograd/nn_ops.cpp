@@ -143,8 +143,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 
 Tensor max_pool2d(const Tensor& x, const k::Pool2dGeometry& g) {
   k::MaxPoolOutput out = k::max_pool2d(x, g);
-  autograd::record("max_pool2d", {x}, {out.y}, [arg = out.argmax, shape = x.shape()](const Grads& gy, const Needs&) -> Grads {
-    return {k::max_pool2d_backward(gy[0], arg, shape)};
+  autograd::record("max_pool2d", {x}, {out.y}, [arg = out.argmax, shape = x.shape(), g](const Grads& gy, const Needs&) -> Grads {
+    return {k::max_pool2d_backward(gy[0], arg, shape, g)};
   });
   return out.y;
 }

@@ -156,17 +156,93 @@ void avg_typed(const T* x, const PoolDims& d, const Pool2dGeometry& g, T* y) {
   });
 }
 
+// The gradient of an average pooling. Each output's share of its gradient is computed once per
+// plane; every input pixel then gets the shares of the outputs holding it, added in output
+// order, the order of the CUDA gather (pool2d_window.h). With stride 1 across (the models'
+// pools), the CPU gathers too, a row at a time for the columns whose outputs all exist (away
+// from the padding); with larger strides a pixel has few outputs in irregular ranges, and a
+// scatter over the outputs, in order, adds the same values in the same order faster.
 template <class T>
 void avg_backward_typed(const T* g_out, const PoolDims& d, const Pool2dGeometry& g, T* dx) {
-#pragma omp parallel for if (d.planes * d.ho * d.wo > (1 << 14)) schedule(static)
-  for (int64_t p = 0; p < d.planes; ++p)  // planes are disjoint: no races
-    for (int64_t oy = 0; oy < d.ho; ++oy)
-      for (int64_t ox = 0; ox < d.wo; ++ox) {
-        const PoolWindow win = pool_window(oy, ox, d, g);
-        const T share = g_out[(p * d.ho + oy) * d.wo + ox] / static_cast<T>(win.divisor);
-        for (int64_t iy = win.y0; iy < win.y1; ++iy)
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) dx[p * d.h * d.w + iy * d.w + ix] += share;
+  const bool gather = g.stride_w == 1;
+  int64_t lo = 0, hi = 0;  // those columns: outputs ix + pad_w - kernel_w + 1 ... ix + pad_w
+  if (gather) {
+    lo = std::min<int64_t>(d.w, std::max<int64_t>(0, g.kernel_w - 1 - g.pad_w));
+    hi = std::max(lo, std::min<int64_t>(d.w, d.wo - g.pad_w));
+  }
+#pragma omp parallel if (d.planes * d.h * d.w > (1 << 14))
+  {
+    std::vector<T> share(static_cast<size_t>(d.ho * d.wo));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < d.planes; ++p) {
+      const T* gp = g_out + p * d.ho * d.wo;
+      T* dp = dx + p * d.h * d.w;
+      if (!gather) {
+        std::fill(dp, dp + d.h * d.w, T(0));
+        for (int64_t oy = 0; oy < d.ho; ++oy)
+          for (int64_t ox = 0; ox < d.wo; ++ox) {
+            const PoolWindow win = pool_window(oy, ox, d, g);
+            const T s = gp[oy * d.wo + ox] / static_cast<T>(win.divisor);  // avg_pool_share's
+            for (int64_t iy = win.y0; iy < win.y1; ++iy)
+              for (int64_t ix = win.x0; ix < win.x1; ++ix) dp[iy * d.w + ix] += s;
+          }
+        continue;
       }
+      for (int64_t oy = 0; oy < d.ho; ++oy)
+        for (int64_t ox = 0; ox < d.wo; ++ox) share[oy * d.wo + ox] = avg_pool_share(gp, oy, ox, d, g);
+      for (int64_t iy = 0; iy < d.h; ++iy) {
+        const CoveringRange rows = covering_outputs(iy, g.kernel_h, g.stride_h, g.pad_h, d.ho);
+        T* out = dp + iy * d.w;
+        const auto one = [&](int64_t ix) {
+          const CoveringRange cols = covering_outputs(ix, g.kernel_w, 1, g.pad_w, d.wo);
+          T sum = 0;
+          for (int64_t oy = rows.first; oy < rows.end; ++oy)
+            for (int64_t ox = cols.first; ox < cols.end; ++ox) sum += share[oy * d.wo + ox];
+          out[ix] = sum;
+        };
+        for (int64_t ix = 0; ix < lo; ++ix) one(ix);
+        for (int64_t ix = hi; ix < d.w; ++ix) one(ix);
+        if (hi == lo) continue;
+        for (int64_t ix = lo; ix < hi; ++ix) out[ix] = 0;
+        for (int64_t oy = rows.first; oy < rows.end; ++oy)
+          for (int64_t j = 0; j < g.kernel_w; ++j) {
+            // Column lo's output j; column ix's is ix - lo further on.
+            const T* srow = share.data() + oy * d.wo + (lo + g.pad_w - g.kernel_w + 1) + j;
+            for (int64_t ix = lo; ix < hi; ++ix) out[ix] += srow[ix - lo];
+          }
+      }
+    }
+  }
+}
+
+// The gradient of a max pooling, scattered to where each maximum was, outputs in order (the
+// order the CUDA gather adds them in). An index that is not in its output's window (pooling
+// indices of another geometry) is an error; the planes are disjoint, so they go in parallel.
+template <class T>
+void max_backward_typed(const T* g_out, const int64_t* arg, const PoolDims& d, const Pool2dGeometry& g, T* dx,
+                        const Shape& x_shape) {
+  std::vector<int64_t> bad(static_cast<size_t>(d.planes), -1);  // per plane, the first output whose index is not
+#pragma omp parallel for if (d.planes * d.ho * d.wo > (1 << 14)) schedule(static)
+  for (int64_t p = 0; p < d.planes; ++p) {
+    const int64_t* ap = arg + p * d.ho * d.wo;
+    const T* gp = g_out + p * d.ho * d.wo;
+    T* dp = dx + p * d.h * d.w;
+    for (int64_t oy = 0; oy < d.ho && bad[p] < 0; ++oy)
+      for (int64_t ox = 0; ox < d.wo; ++ox) {
+        const int64_t at = ap[oy * d.wo + ox];
+        const PoolWindow win = pool_window(oy, ox, d, g);
+        const int64_t iy = at >= 0 ? at / d.w : -1, ix = at >= 0 ? at % d.w : -1;
+        if (!(iy >= win.y0 && iy < win.y1 && ix >= win.x0 && ix < win.x1)) {
+          bad[p] = oy * d.wo + ox;
+          break;
+        }
+        dp[at] += gp[oy * d.wo + ox];
+      }
+  }
+  for (int64_t p = 0; p < d.planes; ++p)
+    FGVC_CHECK(bad[p] < 0, "max_pool2d_backward", "pooling index ", arg[p * d.ho * d.wo + bad[p]],
+               " (output ", bad[p] % d.wo, ", ", bad[p] / d.wo, " of plane ", p, ") is outside its window of the ",
+               shape_str(x_shape), " input");
 }
 
 }  // namespace
@@ -186,39 +262,25 @@ MaxPoolOutput max_pool2d(const Tensor& x_in, const Pool2dGeometry& g) {
   return out;
 }
 
-Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Shape& x_shape) {
-  FGVC_CHECK(grad_in.shape() == argmax.shape() && grad_in.dim() == 4 && x_shape.size() == 4 &&
-                 argmax.dtype() == DType::Int64 && argmax.device() == grad_in.device(),
+Tensor max_pool2d_backward(const Tensor& grad_in, const Tensor& argmax, const Shape& x_shape, const Pool2dGeometry& g) {
+  FGVC_CHECK(grad_in.shape() == argmax.shape() && argmax.dtype() == DType::Int64 && argmax.device() == grad_in.device(),
              "max_pool2d_backward", "gradient ", describe(grad_in), " does not match the pooling indices ",
              describe(argmax));
-  FGVC_CHECK(x_shape[0] == grad_in.size(0) && x_shape[1] == grad_in.size(1) && x_shape[2] >= 0 && x_shape[3] >= 0,
-             "max_pool2d_backward", "gradient ", describe(grad_in), " does not match the input ", shape_str(x_shape));
-  // 16-bit gradients are added up in float32 and rounded once (no 16-bit atomics).
+  const PoolDims d = check(x_shape, g, "max_pool2d_backward");
+  FGVC_CHECK(grad_in.shape() == (Shape{x_shape[0], x_shape[1], d.ho, d.wo}), "max_pool2d_backward", "gradient ",
+             describe(grad_in), " does not match the input ", shape_str(x_shape), " pooled");
+  // 16-bit gradients are added up in float32 and rounded once.
   if (compute_dtype(grad_in.dtype()) != grad_in.dtype())
-    return max_pool2d_backward(grad_in.to(compute_dtype(grad_in.dtype())), argmax, x_shape).to(grad_in.dtype());
-  const Tensor grad = grad_in.contiguous();
-  Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
+    return max_pool2d_backward(grad_in.to(compute_dtype(grad_in.dtype())), argmax, x_shape, g).to(grad_in.dtype());
+  const Tensor grad = grad_in.contiguous(), arg = argmax.contiguous();
   if (grad.device().is_cuda()) {
-    const PoolDims d{x_shape[0] * x_shape[1], x_shape[2], x_shape[3], grad.size(2), grad.size(3)};
-    detail::max_pool2d_backward_cuda(grad, argmax.contiguous(), d, dx);
+    Tensor dx = Tensor::empty(x_shape, grad.dtype(), grad.device());  // the gather writes every pixel
+    detail::max_pool2d_backward_cuda(grad, arg, d, g, dx);
     return dx;
   }
-  const int64_t planes = x_shape[0] * x_shape[1], in_plane = x_shape[2] * x_shape[3];
-  const int64_t out_plane = grad.size(2) * grad.size(3);
-  const Tensor arg = argmax.contiguous();
-  FGVC_DISPATCH_FLOAT(grad.dtype(), "max_pool2d_backward", T, {
-    const T* g = grad.data<T>();
-    const int64_t* a = arg.data<int64_t>();
-    T* o = dx.data<T>();
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < out_plane; ++i) {
-        const int64_t at = a[p * out_plane + i];
-        // Indices from a pooling of another input shape would write outside dx.
-        FGVC_CHECK(at >= 0 && at < in_plane, "max_pool2d_backward", "pooling index ", at, " is outside the ",
-                   shape_str(x_shape), " input's ", x_shape[2], " x ", x_shape[3], " plane");
-        o[p * in_plane + at] += g[p * out_plane + i];
-      }
-  });
+  Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
+  FGVC_DISPATCH_FLOAT(grad.dtype(), "max_pool2d_backward", T,
+                      max_backward_typed(grad.data<T>(), arg.data<int64_t>(), d, g, dx.data<T>(), x_shape));
   return dx;
 }
 
@@ -242,7 +304,7 @@ Tensor avg_pool2d_backward(const Tensor& grad_in, const Shape& x_shape, const Po
   if (compute_dtype(grad_in.dtype()) != grad_in.dtype())  // as in max_pool2d_backward
     return avg_pool2d_backward(grad_in.to(compute_dtype(grad_in.dtype())), x_shape, g).to(grad_in.dtype());
   const Tensor grad = grad_in.contiguous();
-  Tensor dx = Tensor::zeros(x_shape, grad.dtype(), grad.device());
+  Tensor dx = Tensor::empty(x_shape, grad.dtype(), grad.device());  // the gather writes every pixel
   if (grad.device().is_cuda()) {
     detail::avg_pool2d_backward_cuda(grad, d, g, dx);
     return dx;
@@ -256,7 +318,7 @@ namespace detail {
 void max_pool2d_cuda(const Tensor&, const PoolDims&, const Pool2dGeometry&, const Tensor&, const Tensor&) {
   throw Error("max_pool2d: built without CUDA");
 }
-void max_pool2d_backward_cuda(const Tensor&, const Tensor&, const PoolDims&, const Tensor&) {
+void max_pool2d_backward_cuda(const Tensor&, const Tensor&, const PoolDims&, const Pool2dGeometry&, const Tensor&) {
   throw Error("max_pool2d_backward: built without CUDA");
 }
 void avg_pool2d_cuda(const Tensor&, const PoolDims&, const Pool2dGeometry&, const Tensor&) {

@@ -29,7 +29,7 @@ struct MaxPoolOutput {
 };
 
 MaxPoolOutput max_pool2d(const Tensor& x, const Pool2dGeometry& g);
-Tensor max_pool2d_backward(const Tensor& grad, const Tensor& argmax, const Shape& x_shape);
+Tensor max_pool2d_backward(const Tensor& grad, const Tensor& argmax, const Shape& x_shape, const Pool2dGeometry& g);
 Tensor avg_pool2d(const Tensor& x, const Pool2dGeometry& g);
 Tensor avg_pool2d_backward(const Tensor& grad, const Shape& x_shape, const Pool2dGeometry& g);
 

@@ -240,12 +240,14 @@ void blas_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, i
 // y [images, out, ho, wo] = the convolution of x [images, in, h, w] with the transformed
 // filters u (16 matrices [out, in]). Blocks of tiles run in parallel, each through its 16
 // GEMMs on one thread; each output comes from one block's GEMM, so the result does not
-// depend on the number of threads.
+// depend on the number of threads. The parallel region is entered even for one block: outside
+// one, OpenBLAS would split a GEMM over its own threads, and how it splits changes the bits on
+// some CPUs (200 x 200 x 72 on an AVX-512 EPYC).
 template <class T>
 void convolve(const T* x, int64_t images, int64_t in, const Tiling& tl, const T* u, int64_t out, T* y) {
   const int64_t block = winograd_tile_block(in, out), tiles = images * tl.rows * tl.cols;
   const int64_t blocks = (tiles + block - 1) / block;
-#pragma omp parallel if (blocks > 1)
+#pragma omp parallel
   {
     BlockBuffers<T> buf(in, out, block, tl);
     const Matrices<T>& v = buf.v;
@@ -284,7 +286,8 @@ void backward_input_typed(const Tensor& grad, const Tensor& w, const Conv2dGeome
 // dU[e] = sum over tiles of dM[e] V[e]^T. The blocks are split into a fixed number of runs
 // (from the shapes: at most 16, and at most 32 MB of partial sums), each run's sum computed
 // on one thread, block after block (small GEMMs, as the forward pass's), and the runs' sums
-// added in order: the same bits whatever the number of threads.
+// added in order: the same bits whatever the number of threads (a parallel region even for one
+// run, as in convolve).
 template <class T>
 void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeometry& g, Tensor& dw) {
   const int64_t n = x.size(0), in = x.size(1), out = grad.size(1);
@@ -303,7 +306,7 @@ void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeom
   std::vector<T> sums(static_cast<size_t>(runs * sums_size), T(0));
   const T* px = static_cast<const T*>(x.data_ptr());
   const T* pg = static_cast<const T*>(grad.data_ptr());
-#pragma omp parallel if (runs > 1)
+#pragma omp parallel
   {
     BlockBuffers<T> buf(in, out, block, tl);
     const Matrices<T>& v = buf.v;

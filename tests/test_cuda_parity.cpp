@@ -335,11 +335,17 @@ TEST(CudaParity, ConvolutionAndPooling) {
     const Tensor gy = randn_t({2, 3, o, o}, 35);
     expect_parity("max_pool2d", [&](const Ts& in) {
       const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], g);
-      return Ts{m.y, m.argmax, kernels::max_pool2d_backward(in[1], m.argmax, in[0].shape())};
+      return Ts{m.y, m.argmax, kernels::max_pool2d_backward(in[1], m.argmax, in[0].shape(), g)};
     }, {x, gy}, kElementwiseTol);
     expect_parity("avg_pool2d", [&](const Ts& in) {
       return Ts{kernels::avg_pool2d(in[0], g), kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
     }, {x, gy}, kElementwiseTol);
+    // The backward passes gather in the order of the CPU's scatter: the same bits.
+    expect_parity("pooling gradients", [&](const Ts& in) {
+      const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], g);
+      return Ts{kernels::max_pool2d_backward(in[1], m.argmax, in[0].shape(), g),
+                kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
+    }, {x, gy}, 1e-300);
   }
 }
 
@@ -454,7 +460,7 @@ TEST(CudaParity, SixteenBitKernels) {
     expect_parity(name + " pooling", [pg](const Ts& in) {
       const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], pg);
       const Tensor g = kernels::binary(BinaryOp::Mul, m.y, 0.5);
-      return Ts{m.y, kernels::max_pool2d_backward(g, m.argmax, in[0].shape()), kernels::avg_pool2d(in[0], pg),
+      return Ts{m.y, kernels::max_pool2d_backward(g, m.argmax, in[0].shape(), pg), kernels::avg_pool2d(in[0], pg),
                 kernels::avg_pool2d_backward(g, in[0].shape(), pg)};
     }, {x}, tol);
   }

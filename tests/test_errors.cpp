@@ -59,14 +59,23 @@ TEST(Errors, BackwardKernelsCheckTheirOperands) {
                {"conv2d_backward_weight", "float64", "float32"});
   expect_error([&] { kernels::conv2d_backward_input(gy.to(DType::Float64), w, x.shape(), g); },
                {"conv2d_backward_input", "float64", "float32"});
-  const kernels::MaxPoolOutput p = kernels::max_pool2d(x, Pool2dGeometry::square(2, 2));
-  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {4, 4, 4, 4}); }, {"max_pool2d_backward", "[4, 4, 4, 4]"});
-  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax.to(DType::Float32), x.shape()); },
+  const Pool2dGeometry pg = Pool2dGeometry::square(2, 2);
+  const kernels::MaxPoolOutput p = kernels::max_pool2d(x, pg);
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {4, 4, 4, 4}, pg); },
+               {"max_pool2d_backward", "[4, 4, 4, 4]"});
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax.to(DType::Float32), x.shape(), pg); },
                {"max_pool2d_backward", "float32"});
-  EXPECT_EQ(kernels::max_pool2d_backward(p.y, p.argmax, x.shape()).shape(), x.shape());
-  // Indices of a 4 x 4 plane given with a 2 x 2 input: they would land outside it.
-  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {1, 2, 2, 2}); },
-               {"max_pool2d_backward", "outside", "[1, 2, 2, 2]"});
+  EXPECT_EQ(kernels::max_pool2d_backward(p.y, p.argmax, x.shape(), pg).shape(), x.shape());
+  // A 2 x 2 input pools to one output, not the gradient's 2 x 2.
+  expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {1, 2, 2, 2}, pg); },
+               {"max_pool2d_backward", "does not match", "[1, 2, 2, 2]"});
+  // Indices in the plane but outside their outputs' windows (another geometry's), or beyond it.
+  for (const int64_t wrong : {int64_t{2}, int64_t{16}, int64_t{-1}}) {
+    std::vector<int64_t> arg = p.argmax.to_vector<int64_t>();
+    arg[4] = wrong;  // plane 1, output (0, 0): window rows 0-1, columns 0-1
+    expect_error([&] { kernels::max_pool2d_backward(p.y, Tensor::from_vector(arg, p.argmax.shape()), x.shape(), pg); },
+                 {"max_pool2d_backward", "pooling index " + std::to_string(wrong), "outside its window", "plane 1"});
+  }
 }
 
 // A view that reaches outside its storage, or a negative length, is an error, not a read of

@@ -124,8 +124,8 @@ TEST(MixedPrecision, PoolingForwardAndBackward) {
       EXPECT_TRUE(rounds_from(ml.y, mw.y));
       EXPECT_TRUE(same_values(ml.argmax, mw.argmax));
       const Tensor gy = representable(randn_t(mw.y.shape(), 10), low);
-      EXPECT_TRUE(rounds_from(k::max_pool2d_backward(gy.to(low), ml.argmax, x.shape()),
-                              k::max_pool2d_backward(gy, mw.argmax, x.shape())));
+      EXPECT_TRUE(rounds_from(k::max_pool2d_backward(gy.to(low), ml.argmax, x.shape(), pg),
+                              k::max_pool2d_backward(gy, mw.argmax, x.shape(), pg)));
       EXPECT_TRUE(rounds_from(k::avg_pool2d(xl, pg), k::avg_pool2d(x, pg)));
       EXPECT_TRUE(rounds_from(k::avg_pool2d_backward(gy.to(low), x.shape(), pg), k::avg_pool2d_backward(gy, x.shape(), pg)));
     }

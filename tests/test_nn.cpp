@@ -2,6 +2,7 @@
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
 #include <omp.h>
 
+#include <cstring>
 #include <set>
 
 #include "kernels/batch_norm.h"
@@ -22,6 +23,12 @@ using kernels::Pool2dGeometry;
 using Inputs = std::vector<Tensor>;
 
 Tensor r64(const Shape& s, uint64_t seed) { return testing::randn_t(s, seed, DType::Float64); }
+
+uint32_t bits_of(float f) {  // compares -0 and +0 apart
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
 
 // Direct convolution in float64.
 std::vector<double> ref_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dGeometry& g) {
@@ -138,9 +145,11 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
     // The same bits on one thread as on several.
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
-    EXPECT_EQ(kernels::conv2d(x32, w32, Tensor(), c.g).to_vector<float>(), wy.to_vector<float>());
-    EXPECT_EQ(kernels::conv2d_backward_input(gy, w32, c.x, c.g).to_vector<float>(), wdx.to_vector<float>());
-    EXPECT_EQ(kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>(), wdw.to_vector<float>());
+    EXPECT_EQ(kernels::conv2d(x32, w32, Tensor(), c.g).to_vector<float>(), wy.to_vector<float>()) << shape_str(c.w);
+    EXPECT_EQ(kernels::conv2d_backward_input(gy, w32, c.x, c.g).to_vector<float>(), wdx.to_vector<float>())
+        << shape_str(c.w);
+    EXPECT_EQ(kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>(), wdw.to_vector<float>())
+        << shape_str(c.w);
     omp_set_num_threads(threads);
   }
   // Every small plane (1 to 5 pixels a side) with every padding from 0 to 2 on each side
@@ -324,7 +333,8 @@ TEST(Pooling, ValuesMatchPyTorchRules) {
 // Every output of max and average pooling against the plain definition (each window scanned
 // row by row: the first of tied maxima, the last NaN; the sum in that order), on inputs full
 // of ties and with NaNs, over kernels, strides, paddings and both rounding modes: the columns
-// pooled together across a row and those pooled one at a time (padding, overhang) alike.
+// pooled together across a row and those pooled one at a time (padding, overhang) alike. The
+// gradients are the bits of a scatter over the outputs in order (what the gathers must match).
 TEST(Pooling, EveryGeometryMatchesTheDefinition) {
   for (const int k : {1, 2, 3, 5})
     for (const int s : {1, 2, 3})
@@ -342,6 +352,11 @@ TEST(Pooling, EveryGeometryMatchesTheDefinition) {
             const std::vector<float> y = mx.y.to_vector<float>(), avg = kernels::avg_pool2d(x, g).to_vector<float>();
             const std::vector<int64_t> arg = mx.argmax.to_vector<int64_t>();
             const int64_t ho = mx.y.size(2), wo = mx.y.size(3);
+            const Tensor gy = testing::randn_t(mx.y.shape(), 7);
+            const std::vector<float> gv = gy.to_vector<float>();
+            const std::vector<float> max_dx = kernels::max_pool2d_backward(gy, mx.argmax, x.shape(), g).to_vector<float>();
+            const std::vector<float> avg_dx = kernels::avg_pool2d_backward(gy, x.shape(), g).to_vector<float>();
+            std::vector<float> want_max_dx(v.size(), 0.0f), want_avg_dx(v.size(), 0.0f);
             for (int64_t p = 0; p < 2; ++p)
               for (int64_t oy = 0; oy < ho; ++oy)
                 for (int64_t ox = 0; ox < wo; ++ox) {
@@ -365,7 +380,19 @@ TEST(Pooling, EveryGeometryMatchesTheDefinition) {
                   const double divisor = include_pad ? double((y1p - y0) * (x1p - x0)) : double(inside);
                   const float want = static_cast<float>(sum / divisor);
                   EXPECT_TRUE(std::isnan(want) ? std::isnan(avg[o]) : avg[o] == want) << where;
+                  want_max_dx[p * h * w + at] += gv[o];
+                  const float share = gv[o] / static_cast<float>(divisor);
+                  for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
+                    for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix)
+                      want_avg_dx[p * h * w + iy * w + ix] += share;
                 }
+            for (size_t i = 0; i < v.size(); ++i) {
+              const std::string where = "k" + std::to_string(k) + " s" + std::to_string(s) + " p" + std::to_string(pad) +
+                                        (ceil ? " ceil" : "") + (include_pad ? "" : " excluding padding") +
+                                        " gradient at " + std::to_string(i);
+              EXPECT_EQ(bits_of(max_dx[i]), bits_of(want_max_dx[i])) << where;
+              EXPECT_EQ(bits_of(avg_dx[i]), bits_of(want_avg_dx[i])) << where;
+            }
           }
 }
 
