@@ -203,6 +203,7 @@ struct Launch {
 
 template <class F>
 void launch_runs(const Launch& at, F f, double* partial0, double* partial1) {
+  if (at.l.c == 0) return;  // no channel, no run (a grid of 0 blocks is an invalid launch)
   channel_runs<<<dim3(static_cast<unsigned>(at.l.c), static_cast<unsigned>(at.r.count)), kBlockReduceThreads, 0,
                  at.stream>>>(at.l, at.r.per_block, f, partial0, partial1);
   FGVC_CHECK_LAUNCH();

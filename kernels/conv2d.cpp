@@ -279,7 +279,10 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias, const 
                "conv2d", "needs float32, float64, bfloat16 or float16 on CUDA, got ", describe(x));
     FGVC_CHECK(!b.defined() || x.dtype() == DType::Float32 || x.dtype() == DType::Float64, "conv2d",
                "a bias with 16-bit data is not supported (add it in float32)");
-    const Tensor y = detail::conv2d_cuda(x, w, g, {d.n, d.o, d.ho, d.wo});
+    // cuDNN refuses dimensions of 0; with nothing to add up, the sums are 0 (the CPU's answer).
+    const Tensor y = x.numel() == 0 || w.numel() == 0
+                         ? Tensor::zeros({d.n, d.o, d.ho, d.wo}, x.dtype(), x.device())
+                         : detail::conv2d_cuda(x, w, g, {d.n, d.o, d.ho, d.wo});
     return b.defined() ? add(y, b.view({1, d.o, 1, 1})) : y;
   }
   if (compute_dtype(x.dtype()) != x.dtype()) {
@@ -298,7 +301,10 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
   FGVC_CHECK(grad.device() == w.device() && grad.dtype() == w.dtype(), "conv2d_backward_input", "gradient ",
              describe(grad), " and weight ", describe(w), " differ in device or dtype");
-  if (grad.device().is_cuda()) return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
+  if (grad.device().is_cuda()) {
+    if (grad.numel() == 0 || w.numel() == 0) return Tensor::zeros(x_shape, grad.dtype(), grad.device());  // as in conv2d
+    return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
+  }
   if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d
     return conv2d_backward_input(grad.to(DType::Float32), w.to(DType::Float32), x_shape, g).to(grad.dtype());
   Tensor out;
@@ -313,7 +319,10 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
              " does not match the output [", d.n, ", ", d.o, ", ", d.ho, ", ", d.wo, "]");
   FGVC_CHECK(grad.device() == x.device() && grad.dtype() == x.dtype(), "conv2d_backward_weight", "gradient ",
              describe(grad), " and input ", describe(x), " differ in device or dtype");
-  if (grad.device().is_cuda()) return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
+  if (grad.device().is_cuda()) {
+    if (grad.numel() == 0 || x.numel() == 0) return Tensor::zeros(w_shape, grad.dtype(), grad.device());  // as in conv2d
+    return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
+  }
   if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d
     return conv2d_backward_weight(grad.to(DType::Float32), x.to(DType::Float32), w_shape, g).to(grad.dtype());
   Tensor out;

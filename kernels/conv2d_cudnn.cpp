@@ -73,6 +73,20 @@ struct ConvDescriptors {
                               : dtype == DType::Float16  ? CUDNN_DATA_HALF
                                                          : CUDNN_DATA_FLOAT;
     const cudnnDataType_t compute = half ? CUDNN_DATA_FLOAT : t;
+    try {
+      set_up(xs, ws, ys, g, dtype, t, compute, half);
+    } catch (...) {  // a constructor that throws has no destructor run
+      release();
+      throw;
+    }
+  }
+  ~ConvDescriptors() { release(); }
+  ConvDescriptors(const ConvDescriptors&) = delete;
+  ConvDescriptors& operator=(const ConvDescriptors&) = delete;
+
+ private:
+  void set_up(const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype,
+                cudnnDataType_t t, cudnnDataType_t compute, bool half) {
     FGVC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     FGVC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     FGVC_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -88,20 +102,19 @@ struct ConvDescriptors {
         conv, half ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH)));
     shapes = fgvc::detail::concat(shape_str(xs), " w ", shape_str(ws), " ", dtype_name(dtype));
   }
-  ~ConvDescriptors() {
-    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(x));
-    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(y));
-    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyFilterDescriptor(w));
-    FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyConvolutionDescriptor(conv));
+  void release() {  // those created
+    if (x) FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(x));
+    if (y) FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyTensorDescriptor(y));
+    if (w) FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyFilterDescriptor(w));
+    if (conv) FGVC_CUDNN_CHECK_NOTHROW(cudnnDestroyConvolutionDescriptor(conv));
+    x = y = nullptr, w = nullptr, conv = nullptr;
   }
-  ConvDescriptors(const ConvDescriptors&) = delete;
-  ConvDescriptors& operator=(const ConvDescriptors&) = delete;
 };
 
 // How each convolution's algorithm is chosen: cuDNN's heuristics (the first that reports
 // success), or, with set_cudnn_benchmark(true), cuDNN's measurement of every algorithm on the
 // first call of a shape (as PyTorch's cudnn.benchmark), the fastest that keeps the math the
-// descriptor asks for (no TF32 where it was switched off).
+// descriptor asks for (no TF32 where it was switched off) and whose workspace fits.
 bool g_benchmark = false;
 
 template <class Perf>
@@ -109,16 +122,18 @@ bool keeps_math(const Perf& p, cudnnMathType_t wanted) {
   return p.status == CUDNN_STATUS_SUCCESS && (wanted != CUDNN_FMA_MATH || p.mathType == CUDNN_FMA_MATH);
 }
 
-// One direction's algorithm and workspace size.
+// One direction's algorithms that keep the plan's math, in cuDNN's order (heuristic or
+// measured), with their workspace sizes, and the one in use: the first whose workspace could
+// be allocated (an FFT algorithm can ask for a gigabyte that a full device no longer has).
 template <class Algo>
-struct Choice {
-  Algo algo{};
-  size_t bytes = 0;
+struct Choices {
+  std::vector<std::pair<Algo, size_t>> ranked;
+  size_t in_use = 0;
 };
 
 // Everything a convolution of one shape needs, made on its first call and kept: the
-// descriptors, and per direction (forward, backward data, backward filter) the algorithm and
-// its workspace size. Later calls of the shape do no cuDNN set-up at all.
+// descriptors, and per direction (forward, backward data, backward filter) the algorithms and
+// their workspace sizes. Later calls of the shape do no cuDNN set-up at all.
 struct ConvPlan {
   ConvPlan(const Shape& xs, const Shape& ws, const Shape& ys, const Conv2dGeometry& g, DType dtype)
       : d(xs, ws, ys, g, dtype) {
@@ -126,9 +141,9 @@ struct ConvPlan {
   }
   ConvDescriptors d;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
-  std::optional<Choice<cudnnConvolutionFwdAlgo_t>> forward;
-  std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> backward_data;
-  std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> backward_filter;
+  std::optional<Choices<cudnnConvolutionFwdAlgo_t>> forward;
+  std::optional<Choices<cudnnConvolutionBwdDataAlgo_t>> backward_data;
+  std::optional<Choices<cudnnConvolutionBwdFilterAlgo_t>> backward_filter;
 };
 
 // The plan for a shape on a device (made once; plans are never removed, so the reference
@@ -146,41 +161,71 @@ ConvPlan& plan_for(int device, const Shape& xs, const Shape& ws, const Shape& ys
   return *p;
 }
 
-// Picks from cuDNN's ranked list (heuristic or measured): the first that runs with the
-// plan's math; `size` gives its workspace.
+// cuDNN's ranked list (heuristic or measured), kept where the algorithm runs with the plan's
+// math; `size` gives each one's workspace.
 template <class Algo, class Perf, class Rank, class Size>
-Choice<Algo> choose(const ConvPlan& plan, const char* direction, Rank rank, Size size) {
+Choices<Algo> rank_algorithms(const ConvPlan& plan, const char* direction, Rank rank, Size size) {
   std::vector<Perf> perf(32);
   int returned = 0;
   rank(static_cast<int>(perf.size()), &returned, perf.data());
+  Choices<Algo> c;
   for (int k = 0; k < returned; ++k)
     if (keeps_math(perf[k], plan.math)) {
-      Choice<Algo> c{perf[k].algo, 0};
-      size(c.algo, &c.bytes);
-      return c;
+      size_t bytes = 0;
+      size(perf[k].algo, &bytes);
+      c.ranked.emplace_back(perf[k].algo, bytes);
     }
-  throw Error(fgvc::detail::concat("conv2d: cuDNN offers no ", direction, " algorithm for x ", plan.d.shapes));
+  if (c.ranked.empty())
+    throw Error(fgvc::detail::concat("conv2d: cuDNN offers no ", direction, " algorithm for x ", plan.d.shapes));
+  return c;
 }
 
-// The plan of a shape with its algorithm for one direction (`slot`), chosen on the shape's
+// The plan of a shape with its algorithms for one direction (`slot`), ranked on the shape's
 // first call by `rank` (heuristic or measured) and `size`, which get the plan's descriptors.
 template <class Algo, class Perf, class Rank, class Size>
-std::pair<const ConvPlan*, Choice<Algo>> planned(int device, const Shape& xs, const Shape& ws, const Shape& ys,
-                                                 const Conv2dGeometry& g, DType dtype,
-                                                 std::optional<Choice<Algo>> ConvPlan::*slot, const char* direction,
-                                                 Rank rank, Size size) {
+std::pair<const ConvPlan*, Choices<Algo>*> planned(int device, const Shape& xs, const Shape& ws, const Shape& ys,
+                                                   const Conv2dGeometry& g, DType dtype,
+                                                   std::optional<Choices<Algo>> ConvPlan::*slot, const char* direction,
+                                                   Rank rank, Size size) {
   std::lock_guard<std::mutex> lock(g_plans_mu);
   ConvPlan& p = plan_for(device, xs, ws, ys, g, dtype);
-  std::optional<Choice<Algo>>& c = p.*slot;
+  std::optional<Choices<Algo>>& c = p.*slot;
   if (!c)
-    c = choose<Algo, Perf>(
+    c = rank_algorithms<Algo, Perf>(
         p, direction, [&](int n, int* r, Perf* perf) { rank(p.d, n, r, perf); },
         [&](Algo a, size_t* bytes) { size(p.d, a, bytes); });
-  return {&p, *c};
+  return {&p, &*c};
 }
 
-Tensor workspace(size_t bytes, Device device) {
-  return Tensor::empty({static_cast<int64_t>(bytes ? bytes : 1)}, DType::UInt8, device);
+// An algorithm with its workspace allocated.
+template <class Algo>
+struct Ready {
+  Algo algo;
+  size_t bytes;
+  Tensor workspace;
+};
+
+// The algorithm in use and its workspace. Where the workspace cannot be allocated, the next
+// in the ranked list is tried (as PyTorch does), and the one that fits stays in use for the
+// shape: a failed allocation empties the allocator's cache, too slow to retry on every call.
+template <class Algo>
+Ready<Algo> with_workspace(Choices<Algo>& c, Device device) {
+  size_t k;
+  {
+    std::lock_guard<std::mutex> lock(g_plans_mu);
+    k = c.in_use;
+  }
+  for (;; ++k) {
+    const auto [algo, bytes] = c.ranked[k];  // never changes once ranked
+    try {
+      Tensor ws = Tensor::empty({static_cast<int64_t>(bytes ? bytes : 1)}, DType::UInt8, device);
+      std::lock_guard<std::mutex> lock(g_plans_mu);
+      c.in_use = std::max(c.in_use, k);
+      return {algo, bytes, ws};
+    } catch (const OutOfMemory&) {
+      if (k + 1 == c.ranked.size()) throw;
+    }
+  }
 }
 
 // alpha and beta: double for double data, float for the rest (float16/bfloat16 included).
@@ -219,7 +264,7 @@ Tensor conv2d_cuda(const Tensor& x_in, const Tensor& w, const Conv2dGeometry& g_
   cuda::DeviceGuard guard(dev);
   Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   cudnnHandle_t h = handle(dev);
-  const auto [plan, c] = planned<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
+  const auto [plan, choices] = planned<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
       dev, x.shape(), w.shape(), y_shape, g, x.dtype(), &ConvPlan::forward, "forward",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionFwdAlgoPerf_t* perf) {
         FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, r, perf)
@@ -229,10 +274,10 @@ Tensor conv2d_cuda(const Tensor& x_in, const Tensor& w, const Conv2dGeometry& g_
         FGVC_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a, bytes));
       });
   const ConvDescriptors& d = plan->d;
-  Tensor ws = workspace(c.bytes, x.device());
+  const Ready<cudnnConvolutionFwdAlgo_t> c = with_workspace(*choices, x.device());
   const Scalars s;
   FGVC_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(x.dtype()), d.x, x.data_ptr(), d.w, w.data_ptr(), d.conv, c.algo,
-                                           ws.data_ptr(), c.bytes, s.zero(x.dtype()), d.y, y.data_ptr()));
+                                           c.workspace.data_ptr(), c.bytes, s.zero(x.dtype()), d.y, y.data_ptr()));
   return y;
 }
 
@@ -246,7 +291,7 @@ Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Sha
   cuda::DeviceGuard guard(dev);
   Tensor dx = Tensor::empty(xp_shape, grad.dtype(), grad.device());
   cudnnHandle_t h = handle(dev);
-  const auto [plan, c] = planned<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
+  const auto [plan, choices] = planned<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
       dev, xp_shape, w.shape(), grad.shape(), g, grad.dtype(), &ConvPlan::backward_data, "backward-data",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
         FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, r, perf)
@@ -256,10 +301,10 @@ Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Sha
         FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a, bytes));
       });
   const ConvDescriptors& d = plan->d;
-  Tensor ws = workspace(c.bytes, grad.device());
+  const Ready<cudnnConvolutionBwdDataAlgo_t> c = with_workspace(*choices, grad.device());
   const Scalars s;
   FGVC_CUDNN_CHECK(cudnnConvolutionBackwardData(h, s.one(grad.dtype()), d.w, w.data_ptr(), d.y, grad.data_ptr(), d.conv,
-                                                c.algo, ws.data_ptr(), c.bytes, s.zero(grad.dtype()), d.x,
+                                                c.algo, c.workspace.data_ptr(), c.bytes, s.zero(grad.dtype()), d.x,
                                                 dx.data_ptr()));
   if (sym) return dx;
   return dx.slice(2, g_in.pad_top, g_in.pad_top + x_shape[2]).slice(3, g_in.pad_left, g_in.pad_left + x_shape[3]).contiguous();
@@ -272,7 +317,7 @@ Tensor conv2d_backward_weight_cuda(const Tensor& grad, const Tensor& x_in, const
   cuda::DeviceGuard guard(dev);
   Tensor dw = Tensor::empty(w_shape, grad.dtype(), grad.device());
   cudnnHandle_t h = handle(dev);
-  const auto [plan, c] = planned<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
+  const auto [plan, choices] = planned<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
       dev, x.shape(), w_shape, grad.shape(), g, grad.dtype(), &ConvPlan::backward_filter, "backward-filter",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
         FGVC_CUDNN_CHECK(g_benchmark
@@ -283,11 +328,11 @@ Tensor conv2d_backward_weight_cuda(const Tensor& grad, const Tensor& x_in, const
         FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, a, bytes));
       });
   const ConvDescriptors& d = plan->d;
-  Tensor ws = workspace(c.bytes, grad.device());
+  const Ready<cudnnConvolutionBwdFilterAlgo_t> c = with_workspace(*choices, grad.device());
   const Scalars s;
   FGVC_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(grad.dtype()), d.x, x.data_ptr(), d.y, grad.data_ptr(),
-                                                  d.conv, c.algo, ws.data_ptr(), c.bytes, s.zero(grad.dtype()), d.w,
-                                                  dw.data_ptr()));
+                                                  d.conv, c.algo, c.workspace.data_ptr(), c.bytes,
+                                                  s.zero(grad.dtype()), d.w, dw.data_ptr()));
   return dw;
 }
 

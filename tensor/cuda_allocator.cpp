@@ -70,7 +70,7 @@ void* allocate(size_t bytes, int device) {
       cudaMemGetInfo(&free_b, &total_b);
       cudaGetLastError();
     }
-    throw Error(detail::concat("CUDA out of memory: tried to allocate ", mib(BlockPool::round_size(bytes)),
+    throw OutOfMemory(detail::concat("CUDA out of memory: tried to allocate ", mib(BlockPool::round_size(bytes)),
                                " on cuda:", device, "; fgvc has ", mib(s.allocated), " in use (peak ",
                                mib(s.peak_allocated), "), ", mib(s.reserved), " reserved; the device has ",
                                mib(free_b), " free of ", mib(total_b)));

@@ -22,6 +22,13 @@ std::string concat(const Args&... args) {
 }
 }  // namespace detail
 
+// The device's memory ran out (tensor/cuda_allocator.cpp): a caller with a smaller way to do
+// its work (a cuDNN algorithm with less workspace) catches this one.
+class OutOfMemory : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace fgvc
 
 // FGVC_CHECK(cond, "op", "message ", value, ...) throws fgvc::Error("op: message value...").

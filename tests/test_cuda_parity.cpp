@@ -287,7 +287,7 @@ TEST(CudaAllocator, OutOfMemoryNamesTheRequest) {
   try {
     Tensor::empty({int64_t(1) << 48}, DType::Float32, Device::cuda());  // 1 PiB
     FAIL() << "expected an out-of-memory error";
-  } catch (const Error& e) {
+  } catch (const OutOfMemory& e) {  // its own type: cuDNN's workspace falls back on it
     const std::string msg = e.what();
     EXPECT_NE(msg.find("out of memory"), std::string::npos) << msg;
     EXPECT_NE(msg.find("MiB"), std::string::npos) << msg;
@@ -347,6 +347,29 @@ TEST(CudaParity, ConvolutionAndPooling) {
                 kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
     }, {x, gy}, 1e-300);
   }
+}
+
+// Shapes with a dimension of 0, which cuDNN refuses and grids of 0 blocks cannot launch: an
+// empty batch, no input channels (the output is the bias), no output channels; batch norm
+// with no channels. The CPU's answers, on the device.
+TEST(CudaParity, EmptyShapes) {
+  FGVC_REQUIRE_CUDA();
+  const kernels::Conv2dGeometry g = kernels::Conv2dGeometry::symmetric(1, 1);
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{0, 3, 5, 5}, {4, 3, 3, 3}}, {{2, 0, 5, 5}, {4, 0, 3, 3}}, {{2, 3, 5, 5}, {0, 3, 3, 3}}};
+  for (const auto& [xs, ws] : cases) {
+    const Tensor x = randn_t(xs, 90), w = randn_t(ws, 91), b = randn_t({ws[0]}, 92);
+    const Tensor gy = randn_t({xs[0], ws[0], xs[2], xs[3]}, 93);
+    expect_parity("conv2d " + shape_str(xs) + " w " + shape_str(ws), [&](const Ts& in) {
+      return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
+                kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
+    }, {x, w, b, gy}, kReductionTol);
+  }
+  expect_parity("batch norm without channels", [](const Ts& in) {
+    const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-5);
+    const kernels::BatchNormGrads d = kernels::batch_norm_backward(in[0], in[0], in[1], s.mean, s.invstd, true);
+    return Ts{s.y, s.mean, s.invstd, d.dx, d.dgamma, d.dbeta};
+  }, {randn_t({2, 0, 4, 4}, 94), randn_t({0}, 95), randn_t({0}, 96)}, kElementwiseTol);
 }
 
 // Batch norm on the GPU: the fused kernels and the generic composition against the CPU, on
