@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -13,11 +14,16 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, boo
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, const kernels::Conv2dGeometry& g, bool has_bias,
                Generator& gen)
     : geometry(g) {
-  // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+  // torchvision's and timm's ResNets: kaiming_normal_(mode="fan_out", nonlinearity="relu").
   Tensor w = Tensor::empty({out, in, kernel_h, kernel_w});
   normal_(w, 0.0, std::sqrt(2.0 / static_cast<double>(out * kernel_h * kernel_w)), gen);
   weight = register_parameter("weight", w);
-  if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}));
+  if (has_bias) {  // PyTorch's default, which timm keeps (SE's fc1/fc2, Inception-ResNet-v2's projections)
+    const double bound = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, in * kernel_h * kernel_w)));
+    Tensor b = Tensor::empty({out});
+    uniform_(b, -bound, bound, gen);
+    bias = register_parameter("bias", b);
+  }
 }
 
 BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_) : eps(eps_), momentum(momentum_) {

@@ -44,15 +44,38 @@ void Optimizer::zero_grad() {
 
 std::map<std::string, Tensor> Optimizer::state() const { return slots_; }
 
+namespace {
+std::string listed(const std::vector<std::string>& names) {
+  std::string s;
+  for (const std::string& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+}  // namespace
+
 void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
+  const std::vector<std::string> kept = slot_names();
+  std::map<std::string, size_t> per_param;  // slots found per parameter
   for (const auto& [key, t] : state) {
     const size_t dot = key.rfind('.');
     const std::string param = dot == std::string::npos ? key : key.substr(0, dot);
+    const std::string slot = dot == std::string::npos ? "" : key.substr(dot + 1);
     const auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& p) { return p.first == param; });
     FGVC_CHECK(it != params_.end(), "Optimizer::load_state", "slot '", key, "' belongs to no parameter");
+    FGVC_CHECK(std::find(kept.begin(), kept.end(), slot) != kept.end(), "Optimizer::load_state", "slot '", key,
+               "' is not one this optimiser keeps (", listed(kept), "): the state of another optimiser?");
     const Tensor& w = it->second;
     FGVC_CHECK(t.shape() == w.shape(), "Optimizer::load_state", "slot '", key, "' has shape ", shape_str(t.shape()),
                ", its parameter ", shape_str(w.shape()));
+    ++per_param[param];
+  }
+  for (const auto& [param, count] : per_param)
+    FGVC_CHECK(count == kept.size(), "Optimizer::load_state", "parameter '", param, "' has ", count, " of its ",
+               kept.size(), " slots (", listed(kept), ")");
+  for (const auto& [key, t] : state) {  // all checked: nothing is half loaded
+    const size_t dot = key.rfind('.');
+    const Tensor& w = std::find_if(params_.begin(), params_.end(), [&](const auto& p) {
+                        return p.first == key.substr(0, dot);
+                      })->second;
     slots_[key] = t.to(w.device()).to(w.dtype()).contiguous().clone();
   }
 }

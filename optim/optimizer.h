@@ -33,9 +33,13 @@ class Optimizer {
   // gradient are left alone). Runs without recording a graph.
   void step(double lr);
   void zero_grad();
-  // Slots by "<parameter name>.<slot name>", for checkpoints.
+  // Slots by "<parameter name>.<slot name>", for checkpoints. Loading refuses a slot this
+  // optimiser does not keep (another optimiser's state) and a parameter with only some of
+  // its slots: either would restart a slot from its initial value without a word.
   std::map<std::string, Tensor> state() const;
   void load_state(const std::map<std::string, Tensor>& state);
+  // The slots kept per parameter ("ms", "mom"; "momentum").
+  virtual std::vector<std::string> slot_names() const = 0;
 
  protected:
   // One parameter's update; weight_decay is 0 for parameters that do not decay.
@@ -53,6 +57,7 @@ class RMSProp : public Optimizer {
   RMSProp(NamedTensors params, double decay = 0.9, double momentum = 0.9, double epsilon = 1.0,
           double weight_decay = 0.0)
       : Optimizer(std::move(params), weight_decay), decay_(decay), momentum_(momentum), epsilon_(epsilon) {}
+  std::vector<std::string> slot_names() const override { return {"ms", "mom"}; }
 
  protected:
   void update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) override;
@@ -65,6 +70,7 @@ class SGD : public Optimizer {
  public:
   SGD(NamedTensors params, double momentum = 0.9, double weight_decay = 0.0)
       : Optimizer(std::move(params), weight_decay), momentum_(momentum) {}
+  std::vector<std::string> slot_names() const override { return {"momentum"}; }
 
  protected:
   void update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) override;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "autograd/grad_mode.h"
@@ -370,6 +371,19 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   int64_t params = 0;
   for (const auto& row : lj.at("layers")) params += row.at("params").get<int64_t>();
   EXPECT_EQ(params, lj.at("params").get<int64_t>());  // every parameter sits in some layer row
+  // The pools inside Inception blocks are rows of their own, named as in the references
+  // (timm's branch3.0, torchvision's branch_pool), not one unnamed row for all of them.
+  const Outcome v3_layers = run("fgvc-model-info --device cpu --model inception_v3 --input-size 75 --layers --json");
+  ASSERT_EQ(v3_layers.code, 0) << v3_layers.err;
+  std::set<std::string> pools;
+  const nlohmann::json v3j = last_json_line(v3_layers.out);
+  for (const auto& row : v3j.at("layers")) {
+    EXPECT_FALSE(row.at("name").get<std::string>().empty()) << row.dump();
+    if (row.at("type").get<std::string>().find("Pool") != std::string::npos) pools.insert(row.at("name"));
+  }
+  EXPECT_EQ(pools.size(), 2u + 9u + 2u);  // the stem's two, the nine blocks' average pools, Mixed_6a's and Mixed_7a's
+  EXPECT_EQ(pools.count("Mixed_5b.pool"), 1u);
+  EXPECT_EQ(pools.count("Mixed_6a.branch_pool"), 1u);
   EXPECT_EQ(run("fgvc-model-info --model resnet51").code, 2);
   // The models issue's check: Inception-v4 at 560 is about 45.8 G multiply-accumulates.
   const Outcome v4 = run("fgvc-model-info --device cpu --model inception_v4 --input-size 560 --json");

@@ -2,6 +2,7 @@
 // statistics, modules (names, state_dict, strict loading) and the ResNet parameter counts.
 #include <omp.h>
 
+#include <array>
 #include <cstring>
 #include <set>
 
@@ -755,6 +756,40 @@ TEST(Models, InceptionV4AndResNetV2AuxiliaryClassifiers) {
 
 // Module::to(DType): a float64 copy of a model (the reference the GPU parity tests use) keeps
 // its integer buffers and computes what the float32 model does, to float32 rounding.
+// Fresh models start as their references do (only from-scratch training sees this): timm's
+// ResNet-v2 with a normal(0, 0.01) 1x1 classifier and zeroed residual ends, timm's seresnet50
+// with zeroed last batch-norm scales (torchvision's resnet50 keeps 1), convolution biases
+// PyTorch's uniform(+-1/sqrt(fan-in)).
+TEST(Models, InitialisationFollowsTheReferences) {
+  const auto stats = [](const Tensor& t) {
+    const std::vector<double> v = t.to_vector<double>();
+    double sum = 0, sq = 0, largest = 0;
+    for (double x : v) sum += x, sq += x * x, largest = std::max(largest, std::abs(x));
+    const double mean = sum / v.size();
+    return std::array<double, 3>{mean, std::sqrt(sq / v.size() - mean * mean), largest};
+  };
+  manual_seed(3);
+  const auto v2 = nn::create_model("resnetv2_50", 200);
+  std::map<std::string, Tensor> p;
+  for (auto& [name, t] : v2->named_parameters()) p[name] = t;
+  EXPECT_NEAR(stats(p.at("head.fc.weight"))[1], 0.01, 0.0005);
+  EXPECT_EQ(stats(p.at("head.fc.bias"))[2], 0.0);
+  EXPECT_EQ(stats(p.at("stages.0.blocks.0.conv3.weight"))[2], 0.0);
+  EXPECT_NEAR(stats(p.at("stages.0.blocks.0.conv2.weight"))[1], std::sqrt(2.0 / (64 * 9)), 0.002);  // Kaiming, fan-out
+  for (const char* name : {"seresnet50", "resnet50"}) {
+    const auto m = nn::create_model(name, 10);
+    std::map<std::string, Tensor> q;
+    for (auto& [n, t] : m->named_parameters()) q[n] = t;
+    const bool se = std::string(name) == "seresnet50";
+    EXPECT_EQ(stats(q.at("layer1.0.bn3.weight"))[0], se ? 0.0 : 1.0) << name;
+    EXPECT_EQ(stats(q.at("layer1.0.bn2.weight"))[0], 1.0) << name;
+    if (!se) continue;
+    const std::array<double, 3> b = stats(q.at("layer1.0.se.fc1.bias"));  // fan-in 256
+    EXPECT_GT(b[1], 0.5 / std::sqrt(3.0) / 16);
+    EXPECT_LE(b[2], 1.0 / 16);
+  }
+}
+
 TEST(Models, ToFloat64ConvertsParametersAndFloatBuffersOnly) {
   manual_seed(3);
   auto m32 = nn::create_model("resnet20", 10);

@@ -37,10 +37,14 @@ TEST(Optim, RMSPropFollowsTensorFlow) {
     mom[name] = std::vector<double>(t.numel(), 0.0);
   }
   // A weight decay far above the default 4e-5, so that decaying the wrong tensors (or none)
-  // moves the weights well beyond the tolerance.
-  const double decay = 0.9, momentum = 0.9, eps = 1.0, lr = 0.045, wd = 0.05;
+  // moves the weights well beyond the tolerance. The learning rate changes every step (as the
+  // staircase decay does): TensorFlow scales the update into the momentum, PyTorch's RMSprop
+  // scales the momentum as it is applied, and only a changing rate tells the two apart.
+  const double decay = 0.9, momentum = 0.9, eps = 1.0, wd = 0.05;
+  const double rates[] = {0.045, 0.02, 0.005};
   optim::RMSProp opt(p.named, decay, momentum, eps, wd);
   for (int step = 0; step < 3; ++step) {
+    const double lr = rates[step];
     p.set_grads(10 + step * 7);
     for (auto& [name, t] : p.named) {
       const std::vector<double> g0 = t.grad().to_vector<double>();
@@ -86,6 +90,25 @@ TEST(Optim, SgdMomentumAndStateRoundTrip) {
   resumed.step(0.1);
   for (size_t i = 0; i < q.named.size(); ++i)
     EXPECT_EQ(q.named[i].second.to_vector<float>(), p.named[i].second.to_vector<float>());
+  // Another optimiser's state, or a parameter missing one of its slots, is refused whole
+  // (nothing loaded) rather than restarting the slots it lacks.
+  optim::RMSProp rmsprop(q.named);
+  try {
+    rmsprop.load_state(opt.state());
+    ADD_FAILURE() << "an SGD state loaded into RMSProp";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not one this optimiser keeps (ms, mom)"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(rmsprop.state().empty());
+  std::map<std::string, Tensor> half;
+  for (const auto& [name, t] : q.named) half[name + ".ms"] = Tensor::ones(t.shape());
+  try {
+    rmsprop.load_state(half);
+    ADD_FAILURE() << "a state without mom loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has 1 of its 2 slots"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(rmsprop.state().empty());
 }
 
 TEST(Optim, WeightDecayOnlyOnConvAndFcWeights) {

@@ -36,7 +36,7 @@ std::shared_ptr<InceptionBlock> inception_b(int64_t in) {
                           {"branch3x3dbl_3", basic_conv(96, 96, 3, 2)}},
                          nullptr,
                          {}},
-                        {{}, max_pool_3x3_s2(), {}}});
+                        {{}, max_pool_3x3_s2(), {}, "branch_pool"}});
 }
 
 std::shared_ptr<InceptionBlock> inception_c(int64_t in, int64_t c7) {
@@ -65,7 +65,7 @@ std::shared_ptr<InceptionBlock> inception_d(int64_t in) {
             {"branch7x7x3_3", basic_conv_hw(192, 192, 7, 1, 3, 0)}, {"branch7x7x3_4", basic_conv(192, 192, 3, 2)}},
            nullptr,
            {}},
-          {{}, max_pool_3x3_s2(), {}}});
+          {{}, max_pool_3x3_s2(), {}, "branch_pool"}});
 }
 
 std::shared_ptr<InceptionBlock> inception_e(int64_t in) {
@@ -124,9 +124,19 @@ BasicConv2d::BasicConv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, in
   bn_ = register_module("bn", std::make_shared<BatchNorm2d>(out, /*eps=*/0.001));
 }
 
+std::string InceptionBlock::pool_name(const Branch& b, size_t index) {
+  if (!b.pool_name.empty()) return b.pool_name;
+  if (b.chain.empty()) return "branch" + std::to_string(index);
+  const std::string& first = b.chain.front().first;
+  if (first.size() > 2 && first.compare(first.size() - 2, 2, ".1") == 0) return first.substr(0, first.size() - 1) + "0";
+  return "pool";
+}
+
 InceptionBlock::InceptionBlock(std::string type, std::vector<Branch> branches)
     : type_(std::move(type)), branches_(std::move(branches)) {
-  for (const Branch& b : branches_) {
+  for (size_t i = 0; i < branches_.size(); ++i) {
+    const Branch& b = branches_[i];
+    if (b.pool) register_module(pool_name(b, i), b.pool);
     for (const auto& [name, m] : b.chain) register_module(name, m);
     for (const auto& [name, m] : b.fork) register_module(name, m);
   }

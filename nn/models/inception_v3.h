@@ -37,8 +37,12 @@ class InceptionBlock : public Module {
  public:
   struct Branch {
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> chain;  // run in order
-    std::shared_ptr<Module> pool;                                        // run first, unnamed (no parameters)
+    std::shared_ptr<Module> pool;                                        // run first (no parameters)
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> fork;   // applied to the chain's output, concatenated
+    // The pool's name among the block's children (per-layer tables; no state_dict entries).
+    // By default the reference's: timm's Sequential slot 0 before a chain starting at "x.1",
+    // timm's "branchN" for a pool alone as branch N, else "pool".
+    std::string pool_name = {};
   };
   InceptionBlock(std::string type, std::vector<Branch> branches);
   Tensor forward_impl(const Tensor& x) override { return concat_branches(x); }
@@ -48,6 +52,7 @@ class InceptionBlock : public Module {
   Tensor concat_branches(const Tensor& x);
 
  private:
+  static std::string pool_name(const Branch& b, size_t index);
   std::string type_;
   std::vector<Branch> branches_;
 };

@@ -20,7 +20,7 @@ std::shared_ptr<Module> block(const char* type, std::vector<Branch> branches) {
 }
 
 std::shared_ptr<Module> mixed_3a() {
-  return block("Mixed3a", {{{}, max_pool_3x3_s2(), {}}, {{{"conv", basic_conv(64, 96, 3, 2)}}, nullptr, {}}});
+  return block("Mixed3a", {{{}, max_pool_3x3_s2(), {}, "maxpool"}, {{{"conv", basic_conv(64, 96, 3, 2)}}, nullptr, {}}});
 }
 
 std::shared_ptr<Module> mixed_4a() {
@@ -33,7 +33,7 @@ std::shared_ptr<Module> mixed_4a() {
 }
 
 std::shared_ptr<Module> mixed_5a() {
-  return block("Mixed5a", {{{{"conv", basic_conv(192, 192, 3, 2)}}, nullptr, {}}, {{}, max_pool_3x3_s2(), {}}});
+  return block("Mixed5a", {{{{"conv", basic_conv(192, 192, 3, 2)}}, nullptr, {}}, {{}, max_pool_3x3_s2(), {}, "maxpool"}});
 }
 
 std::shared_ptr<Module> inception_a() {

@@ -22,7 +22,10 @@ Bottleneck::Bottleneck(int64_t in, int64_t planes, int stride, bool se) {
   bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(planes));
   conv3_ = register_module("conv3", std::make_shared<Conv2d>(planes, out, 1));
   bn3_ = register_module("bn3", std::make_shared<BatchNorm2d>(out));
-  if (se) se_ = register_module("se", std::make_shared<SqueezeExcite>(out));
+  if (se) {
+    se_ = register_module("se", std::make_shared<SqueezeExcite>(out));
+    bn3_->weight.zero_();  // timm's zero_init_last (seresnet50); torchvision's resnet50 keeps 1
+  }
   if (stride != 1 || in != out)
     downsample_ = register_module("downsample", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
                                                     std::make_shared<Conv2d>(in, out, 1, stride, 0),

@@ -39,6 +39,7 @@ PreActBottleneck::PreActBottleneck(int64_t in, int64_t out, int stride, bool pro
   conv2_ = register_module("conv2", std::make_shared<Conv2d>(mid, mid, 3, stride, 1));
   norm3_ = register_module("norm3", std::make_shared<BatchNormReLU>(mid));
   conv3_ = register_module("conv3", std::make_shared<Conv2d>(mid, out, 1));
+  conv3_->weight.zero_();  // timm's zero_init_last: each block starts as the identity
 }
 
 Tensor PreActBottleneck::forward_impl(const Tensor& x) {
@@ -67,6 +68,8 @@ ResNetV2::ResNetV2(const std::vector<int>& blocks, int64_t num_classes) {
   stages_ = register_module("stages", std::make_shared<Holder>("Stages", stages));
   norm_ = register_module("norm", std::make_shared<BatchNormReLU>(in));
   fc_ = std::make_shared<Conv2d>(in, num_classes, 1, 1, 0, /*bias=*/true);
+  normal_(fc_->weight, 0.0, 0.01);  // timm's classifier: normal(0, 0.01), bias 0 (not the convolutions' Kaiming)
+  fc_->bias.zero_();
   head_ = register_module("head", std::make_shared<Holder>("ClassifierHead", Children{{"fc", fc_}}));
 }
 
