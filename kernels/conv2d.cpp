@@ -343,6 +343,7 @@ int64_t conv2d_tile_rows(const Shape& x_shape, const Shape& w_shape, const Conv2
 #if !FGVC_WITH_CUDA
 void set_cudnn_allow_tf32(bool) {}
 void set_cudnn_benchmark(bool) {}
+void set_cudnn_deterministic(bool) {}
 namespace detail {
 Tensor conv2d_cuda(const Tensor&, const Tensor&, const Conv2dGeometry&, const Shape&) {
   throw Error("conv2d: built without CUDA");

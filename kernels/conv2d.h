@@ -49,6 +49,11 @@ void set_cudnn_allow_tf32(bool on);
 // algorithm on the shape's first call and the fastest is kept (PyTorch's cudnn.benchmark);
 // the first step of a run is slower, the rest may be faster.
 void set_cudnn_benchmark(bool on);
+// On (the default): only algorithms cuDNN reports deterministic are taken (some backward
+// algorithms add with atomics, so their bits change run to run), as PyTorch's
+// cudnn.deterministic; with the pooling gathers and the fixed-order reductions this makes a
+// GPU run repeat its bits. Off: any algorithm, ranked as above.
+void set_cudnn_deterministic(bool on);
 
 namespace detail {
 // CPU: output rows per im2col tile of one image (the GEMM runs tile by tile, in the cache).

@@ -114,8 +114,10 @@ struct ConvDescriptors {
 // How each convolution's algorithm is chosen: cuDNN's heuristics (the first that reports
 // success), or, with set_cudnn_benchmark(true), cuDNN's measurement of every algorithm on the
 // first call of a shape (as PyTorch's cudnn.benchmark), the fastest that keeps the math the
-// descriptor asks for (no TF32 where it was switched off) and whose workspace fits.
+// descriptor asks for (no TF32 where it was switched off), is deterministic (unless
+// set_cudnn_deterministic(false)) and whose workspace fits.
 bool g_benchmark = false;
+bool g_deterministic = true;
 
 template <class Perf>
 bool keeps_math(const Perf& p, cudnnMathType_t wanted) {
@@ -155,7 +157,7 @@ ConvPlan& plan_for(int device, const Shape& xs, const Shape& ws, const Shape& ys
   const std::string key = fgvc::detail::concat(device, " ", shape_str(xs), " ", shape_str(ws), " stride ", g.stride_h, " ",
                                                g.stride_w, " pad ", g.pad_top, " ", g.pad_left, " dilation ", g.dilation_h,
                                                " ", g.dilation_w, " ", dtype_name(dtype), tf32 ? " tf32" : "",
-                                               g_benchmark ? " measured" : "");
+                                               g_benchmark ? " measured" : "", g_deterministic ? "" : " any");
   std::unique_ptr<ConvPlan>& p = plans[key];
   if (!p) p = std::make_unique<ConvPlan>(xs, ws, ys, g, dtype);
   return *p;
@@ -170,7 +172,7 @@ Choices<Algo> rank_algorithms(const ConvPlan& plan, const char* direction, Rank 
   rank(static_cast<int>(perf.size()), &returned, perf.data());
   Choices<Algo> c;
   for (int k = 0; k < returned; ++k)
-    if (keeps_math(perf[k], plan.math)) {
+    if (keeps_math(perf[k], plan.math) && (!g_deterministic || perf[k].determinism == CUDNN_DETERMINISTIC)) {
       size_t bytes = 0;
       size(perf[k].algo, &bytes);
       c.ranked.emplace_back(perf[k].algo, bytes);
@@ -254,6 +256,7 @@ Conv2dGeometry unpadded(Conv2dGeometry g) {
 
 void set_cudnn_allow_tf32(bool on) { g_allow_tf32 = on; }
 void set_cudnn_benchmark(bool on) { g_benchmark = on; }
+void set_cudnn_deterministic(bool on) { g_deterministic = on; }
 
 namespace detail {
 

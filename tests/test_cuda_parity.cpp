@@ -547,6 +547,27 @@ TEST(CudaParity, ResNetForwardAndBackwardOnTheGpu) {
   kernels::set_cudnn_allow_tf32(true);
 }
 
+// A training forward and backward on the GPU gives the same bits twice: the pooling
+// gradients gather, the reductions add in a fixed order, cuDNN's algorithms are deterministic
+// ones. Inception-v4 has the overlapping max pools (3x3, stride 2) and average pools whose
+// gradients a scatter would race on; 96 px keeps it small.
+TEST(CudaParity, TrainingStepRepeatsItsBits) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor x = randn_t({4, 3, 96, 96}, 43).cuda();
+  const Tensor labels = Tensor::from_vector(std::vector<int64_t>{1, 4, 7, 9}, {4}).cuda();
+  std::vector<std::vector<float>> runs[2];
+  for (auto& run : runs) {
+    manual_seed(44);
+    auto model = nn::create_model("inception_v4", 10);
+    model->to(Device::cuda());
+    model->train();
+    backward(cross_entropy(model->forward(x), labels, 0.1));
+    for (const auto& [name, w] : model->named_parameters()) run.push_back(w.grad().cpu().to_vector<float>());
+  }
+  const auto names = nn::create_model("inception_v4", 10)->named_parameters();
+  for (size_t i = 0; i < runs[0].size(); ++i) EXPECT_EQ(runs[0][i], runs[1][i]) << names[i].first;
+}
+
 }  // namespace
 }  // namespace fgvc
 
