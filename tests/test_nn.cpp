@@ -8,6 +8,7 @@
 
 #include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
+#include "kernels/pool2d_window.h"
 #include "kernels/winograd_conv.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
@@ -395,6 +396,32 @@ TEST(Pooling, EveryGeometryMatchesTheDefinition) {
               EXPECT_EQ(bits_of(avg_dx[i]), bits_of(want_avg_dx[i])) << where;
             }
           }
+}
+
+// The CUDA backward passes gather over covering_outputs (pool2d_window.h), which the CPU uses
+// only for stride 1: for every geometry, each pixel's range is exactly the outputs whose
+// windows hold it.
+TEST(Pooling, CoveringOutputsAreTheWindowsHoldingEachPixel) {
+  for (const int k : {1, 2, 3, 5})
+    for (const int s : {1, 2, 3})
+      for (int pad = 0; 2 * pad <= k; ++pad)
+        for (const bool ceil : {false, true}) {
+          const Pool2dGeometry g = Pool2dGeometry::square(k, s, pad, ceil);
+          for (const int64_t size : {1, 2, 5, 7, 11}) {
+            const int64_t out = g.out_size(size, true);
+            if (out <= 0) continue;
+            const kernels::PoolDims d{1, size, size, out, out};
+            for (int64_t i = 0; i < size; ++i) {
+              const kernels::CoveringRange r = kernels::covering_outputs(i, k, s, pad, out);
+              for (int64_t o = 0; o < out; ++o) {
+                const kernels::PoolWindow win = kernels::pool_window(o, 0, d, g);  // rows: y0..y1
+                const bool holds = i >= win.y0 && i < win.y1, in_range = o >= r.first && o < r.end;
+                EXPECT_EQ(holds, in_range) << "k" << k << " s" << s << " p" << pad << (ceil ? " ceil" : "") << " size "
+                                           << size << " pixel " << i << " output " << o;
+              }
+            }
+          }
+        }
 }
 
 TEST(Pooling, GradientChecks) {
