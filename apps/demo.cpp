@@ -365,7 +365,8 @@ int main(int argc, char** argv) {
            << table << "\n![per-class accuracy](per_class.png)\n\n![training loss](loss.png)\n\n"
            << "## Domain similarity (EMD between class-mean features)\n\n" << sim_table.str()
            << "\n## Source selection for the target 'footwear'\n\n" << sel_table.str() << "\n"
-           << "Total time: " << std::llround(seconds()) << " s on the CPU.\n";
+           << "Total time: " << std::llround(seconds()) << " s on "
+           << (device.is_cuda() ? "the GPU (" + device.str() + ")" : std::string("the CPU")) << ".\n";
         if (!plots.empty()) md << "\n(" << plots << ")\n";
         write_file_atomic(out + "/report.md", md.str());
         json results = {{"stage1", stage_json(s1)},

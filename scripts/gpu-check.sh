@@ -46,7 +46,7 @@ prepare() {
     echo "WARNING: configuring with the tests failed; bundling the benches alone" >&2
     cmake -S . -B "$build" "${config[@]}" -DFGVC_BUILD_TESTS=OFF
   fi
-  cmake --build "$build" --target fgvc bench_gemm bench_elementwise
+  cmake --build "$build" --target fgvc bench_gemm bench_elementwise bench_pool
   rm -f "$build"/bin/test_*  # a test that no longer builds must not ship as a stale binary
   cmake --build "$build" -- -k 0 || echo "WARNING: some tests failed to build; bundling those that did" >&2
 
@@ -200,7 +200,7 @@ run() {
   # min_time 0.005 means about 0.1 s of real time per repetition (0.1 cut bench_gemm at 5 of
   # its 30 cases within 75 s on 2026-11-26).
   local bench cap
-  local benches=(bench_gemm:75 bench_elementwise:60)
+  local benches=(bench_gemm:75 bench_elementwise:60 bench_pool:20)  # bench_pool: its JSON only, no table yet
   [[ $mode == kernels ]] && benches=(bench_elementwise:60)
   for bench in "${benches[@]}"; do
     cap=${bench#*:} bench=${bench%:*}
