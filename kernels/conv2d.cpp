@@ -302,7 +302,8 @@ Tensor conv2d_backward_input(const Tensor& grad, const Tensor& w, const Shape& x
   FGVC_CHECK(grad.device() == w.device() && grad.dtype() == w.dtype(), "conv2d_backward_input", "gradient ",
              describe(grad), " and weight ", describe(w), " differ in device or dtype");
   if (grad.device().is_cuda()) {
-    if (grad.numel() == 0 || w.numel() == 0) return Tensor::zeros(x_shape, grad.dtype(), grad.device());  // as in conv2d
+    if (grad.numel() == 0 || w.numel() == 0 || numel(x_shape) == 0)  // as in conv2d
+      return Tensor::zeros(x_shape, grad.dtype(), grad.device());
     return detail::conv2d_backward_input_cuda(grad.contiguous(), w.contiguous(), x_shape, g);
   }
   if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d
@@ -320,7 +321,8 @@ Tensor conv2d_backward_weight(const Tensor& grad, const Tensor& x, const Shape& 
   FGVC_CHECK(grad.device() == x.device() && grad.dtype() == x.dtype(), "conv2d_backward_weight", "gradient ",
              describe(grad), " and input ", describe(x), " differ in device or dtype");
   if (grad.device().is_cuda()) {
-    if (grad.numel() == 0 || x.numel() == 0) return Tensor::zeros(w_shape, grad.dtype(), grad.device());  // as in conv2d
+    if (grad.numel() == 0 || x.numel() == 0 || numel(w_shape) == 0)  // as in conv2d
+      return Tensor::zeros(w_shape, grad.dtype(), grad.device());
     return detail::conv2d_backward_weight_cuda(grad.contiguous(), x.contiguous(), w_shape, g);
   }
   if (compute_dtype(grad.dtype()) != grad.dtype())  // a 16-bit type: through float32, as in conv2d

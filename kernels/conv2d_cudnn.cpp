@@ -6,6 +6,7 @@
 // (set_cudnn_allow_tf32) for bit-for-bit-comparable FP32, as the parity tests do.
 #include <cudnn.h>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -42,7 +43,7 @@ namespace kernels {
 
 namespace {
 
-bool g_allow_tf32 = true;
+std::atomic<bool> g_allow_tf32{true};  // settings: set from any thread, read per call
 
 cudnnHandle_t handle(int device) {
   static std::mutex mu;
@@ -116,8 +117,8 @@ struct ConvDescriptors {
 // first call of a shape (as PyTorch's cudnn.benchmark), the fastest that keeps the math the
 // descriptor asks for (no TF32 where it was switched off), is deterministic (unless
 // set_cudnn_deterministic(false)) and whose workspace fits.
-bool g_benchmark = false;
-bool g_deterministic = true;
+std::atomic<bool> g_benchmark{false};
+std::atomic<bool> g_deterministic{true};
 
 template <class Perf>
 bool keeps_math(const Perf& p, cudnnMathType_t wanted) {

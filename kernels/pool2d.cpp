@@ -35,6 +35,8 @@ PoolDims check(const Shape& x_shape, const Pool2dGeometry& g, const char* op) {
   FGVC_CHECK(g.kernel_h > 0 && g.kernel_w > 0 && g.stride_h > 0 && g.stride_w > 0 && g.pad_h >= 0 && g.pad_w >= 0 &&
                  2 * g.pad_h <= g.kernel_h && 2 * g.pad_w <= g.kernel_w,
              op, "bad kernel, stride or padding (padding may be at most half the kernel)");
+  // A plane without pixels has empty windows (no maximum to point at), padding or not, as PyTorch refuses it.
+  FGVC_CHECK(x_shape[2] > 0 && x_shape[3] > 0, op, "input ", shape_str(x_shape), " has planes without pixels");
   PoolDims d{x_shape[0] * x_shape[1], x_shape[2], x_shape[3], g.out_size(x_shape[2], true), g.out_size(x_shape[3], false)};
   FGVC_CHECK(d.ho > 0 && d.wo > 0, op, "input ", shape_str(x_shape), " is smaller than the pooling window");
   return d;
@@ -231,7 +233,8 @@ void max_backward_typed(const T* g_out, const int64_t* arg, const PoolDims& d, c
       for (int64_t ox = 0; ox < d.wo; ++ox) {
         const int64_t at = ap[oy * d.wo + ox];
         const PoolWindow win = pool_window(oy, ox, d, g);
-        const int64_t iy = at >= 0 ? at / d.w : -1, ix = at >= 0 ? at % d.w : -1;
+        const bool in_plane = at >= 0 && at < d.h * d.w;
+        const int64_t iy = in_plane ? at / d.w : -1, ix = in_plane ? at % d.w : -1;
         if (!(iy >= win.y0 && iy < win.y1 && ix >= win.x0 && ix < win.x1)) {
           bad[p] = oy * d.wo + ox;
           break;

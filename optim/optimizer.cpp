@@ -71,13 +71,15 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
   for (const auto& [param, count] : per_param)
     FGVC_CHECK(count == kept.size(), "Optimizer::load_state", "parameter '", param, "' has ", count, " of its ",
                kept.size(), " slots (", listed(kept), ")");
-  for (const auto& [key, t] : state) {  // all checked: nothing is half loaded
+  std::map<std::string, Tensor> loaded;  // all checked, all copied (a copy may run out of memory), then kept
+  for (const auto& [key, t] : state) {
     const size_t dot = key.rfind('.');
     const Tensor& w = std::find_if(params_.begin(), params_.end(), [&](const auto& p) {
                         return p.first == key.substr(0, dot);
                       })->second;
-    slots_[key] = t.to(w.device()).to(w.dtype()).contiguous().clone();
+    loaded[key] = t.to(w.device()).to(w.dtype()).contiguous().clone();
   }
+  for (auto& [key, t] : loaded) slots_[key] = std::move(t);
 }
 
 void RMSProp::update(const std::string& name, Tensor& w, const Tensor& g, double lr, double weight_decay) {

@@ -356,10 +356,11 @@ TEST(CudaParity, EmptyShapes) {
   FGVC_REQUIRE_CUDA();
   const kernels::Conv2dGeometry g = kernels::Conv2dGeometry::symmetric(1, 1);
   const std::vector<std::pair<Shape, Shape>> cases = {
-      {{0, 3, 5, 5}, {4, 3, 3, 3}}, {{2, 0, 5, 5}, {4, 0, 3, 3}}, {{2, 3, 5, 5}, {0, 3, 3, 3}}};
+      {{0, 3, 5, 5}, {4, 3, 3, 3}}, {{2, 0, 5, 5}, {4, 0, 3, 3}}, {{2, 3, 5, 5}, {0, 3, 3, 3}},
+      {{1, 2, 0, 4}, {3, 2, 1, 1}}};  // no rows: the 1x1 kernel sees only the padding (2 x 6 outputs)
   for (const auto& [xs, ws] : cases) {
     const Tensor x = randn_t(xs, 90), w = randn_t(ws, 91), b = randn_t({ws[0]}, 92);
-    const Tensor gy = randn_t({xs[0], ws[0], xs[2], xs[3]}, 93);
+    const Tensor gy = randn_t({xs[0], ws[0], g.out_size(xs[2], ws[2], true), g.out_size(xs[3], ws[3], false)}, 93);
     expect_parity("conv2d " + shape_str(xs) + " w " + shape_str(ws), [&](const Ts& in) {
       return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
                 kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};

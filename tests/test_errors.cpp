@@ -69,6 +69,12 @@ TEST(Errors, BackwardKernelsCheckTheirOperands) {
   // A 2 x 2 input pools to one output, not the gradient's 2 x 2.
   expect_error([&] { kernels::max_pool2d_backward(p.y, p.argmax, {1, 2, 2, 2}, pg); },
                {"max_pool2d_backward", "does not match", "[1, 2, 2, 2]"});
+  // A plane without pixels has only empty windows, padding or not: refused, as PyTorch does.
+  const Tensor flat = Tensor::zeros({1, 1, 2, 0});
+  expect_error([&] { kernels::max_pool2d(flat, Pool2dGeometry::square(2, 1, 1)); },
+               {"max_pool2d", "[1, 1, 2, 0]", "without pixels"});
+  expect_error([&] { kernels::avg_pool2d_backward(Tensor::zeros({1, 1, 3, 1}), {1, 1, 2, 0}, Pool2dGeometry::square(2, 1, 1)); },
+               {"avg_pool2d_backward", "without pixels"});
   // Indices in the plane but outside their outputs' windows (another geometry's), or beyond it.
   for (const int64_t wrong : {int64_t{2}, int64_t{16}, int64_t{-1}}) {
     std::vector<int64_t> arg = p.argmax.to_vector<int64_t>();

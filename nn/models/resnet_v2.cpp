@@ -39,7 +39,6 @@ PreActBottleneck::PreActBottleneck(int64_t in, int64_t out, int stride, bool pro
   conv2_ = register_module("conv2", std::make_shared<Conv2d>(mid, mid, 3, stride, 1));
   norm3_ = register_module("norm3", std::make_shared<BatchNormReLU>(mid));
   conv3_ = register_module("conv3", std::make_shared<Conv2d>(mid, out, 1));
-  conv3_->weight.zero_();  // timm's zero_init_last: each block starts as the identity
 }
 
 Tensor PreActBottleneck::forward_impl(const Tensor& x) {
