@@ -7,6 +7,7 @@
 #include <string>
 
 #include "tensor/cuda_runtime.h"
+#include "tensor/device.h"
 
 namespace fgvc_bench {
 
@@ -33,6 +34,18 @@ void time_cuda(benchmark::State& state, Op&& op) {
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
     state.SetIterationTime(elapsed.count() / kLaunches);
   }
+}
+
+// Registers `name` twice, "cpu/NAME" (real time) and "cuda/NAME" (device time, as time_cuda
+// reports it), each calling run(state, device) in milliseconds.
+template <class Run>
+void register_cpu_and_cuda(const std::string& name, Run run) {
+  benchmark::RegisterBenchmark(("cpu/" + name).c_str(), [run](benchmark::State& s) { run(s, fgvc::Device::cpu()); })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(("cuda/" + name).c_str(), [run](benchmark::State& s) { run(s, fgvc::Device::cuda()); })
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 // Times `op` on the host for a benchmark registered with UseRealTime(), after one untimed call.

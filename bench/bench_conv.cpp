@@ -63,19 +63,13 @@ const int kRegistered = [] {
   for (const ConvCase& c : kCases)
     for (auto [pass, pname] : {std::pair{Pass::Forward, "forward"}, std::pair{Pass::BackwardInput, "backward_input"},
                                std::pair{Pass::BackwardWeight, "backward_weight"}}) {
-      benchmark::RegisterBenchmark((std::string("cpu/") + c.name + "/" + pname).c_str(),
-                                   [&c, pass](benchmark::State& s) { run(s, c, pass, Device::cpu()); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
+      fgvc_bench::register_cpu_and_cuda(std::string(c.name) + "/" + pname,
+                                        [&c, pass](benchmark::State& s, Device device) { run(s, c, pass, device); });
       if (c.kh == 3 && c.kw == 3 && c.g.stride_h == 1 && c.g.stride_w == 1)
         benchmark::RegisterBenchmark((std::string("cpu_im2col/") + c.name + "/" + pname).c_str(),
                                      [&c, pass](benchmark::State& s) { run(s, c, pass, Device::cpu(), true); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark((std::string("cuda/") + c.name + "/" + pname).c_str(),
-                                   [&c, pass](benchmark::State& s) { run(s, c, pass, Device::cuda()); })
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
     }
   return 0;
 }();

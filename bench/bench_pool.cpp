@@ -58,15 +58,8 @@ void run(benchmark::State& state, const PoolCase& c, Pass pass, Device device) {
 const int kRegistered = [] {
   for (const PoolCase& c : kCases)
     for (auto [pass, pname] : {std::pair{Pass::Forward, "forward"}, std::pair{Pass::Backward, "backward"}}) {
-      const std::string name = std::string(c.name) + (c.max ? "/max/" : "/avg/") + pname;
-      benchmark::RegisterBenchmark(("cpu/" + name).c_str(),
-                                   [&c, pass](benchmark::State& s) { run(s, c, pass, Device::cpu()); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("cuda/" + name).c_str(),
-                                   [&c, pass](benchmark::State& s) { run(s, c, pass, Device::cuda()); })
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
+      fgvc_bench::register_cpu_and_cuda(std::string(c.name) + (c.max ? "/max/" : "/avg/") + pname,
+                                        [&c, pass](benchmark::State& s, Device device) { run(s, c, pass, device); });
     }
   return 0;
 }();

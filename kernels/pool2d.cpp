@@ -174,7 +174,7 @@ void avg_backward_typed(const T* g_out, const PoolDims& d, const Pool2dGeometry&
   }
 #pragma omp parallel if (d.planes * d.h * d.w > (1 << 14))
   {
-    std::vector<T> share(static_cast<size_t>(d.ho * d.wo));
+    std::vector<T> share(gather ? static_cast<size_t>(d.ho * d.wo) : 0);  // the scatter divides as it goes
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < d.planes; ++p) {
       const T* gp = g_out + p * d.ho * d.wo;
