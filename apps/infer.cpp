@@ -1,7 +1,8 @@
 // fgvc-infer: an evaluation-mode forward of a batch stored in a safetensors file.
 //   fgvc-infer --model resnet50 --weights resnet50.safetensors --input x.safetensors --output y.safetensors
 // Reads tensor `input` [N, 3, H, W] float32; writes `logits` [N, K] and `features` [N, D]
-// (the pooled penultimate layer).
+// (the pooled penultimate layer). --features-only writes `features` alone, and takes weights
+// without a classifier (a backbone, as timm saves one made with num_classes=0).
 #include <algorithm>
 #include <cstdio>
 
@@ -13,6 +14,7 @@
 int main(int argc, char** argv) {
   std::string model_name, weights, input, output;
   int64_t num_classes = 0;
+  bool features_only = false;
   return fgvc::app::run(
       "fgvc-infer", "Evaluation-mode forward of tensor `input` through a model with given weights", argc, argv,
       [&](CLI::App& cli) {
@@ -22,24 +24,26 @@ int main(int argc, char** argv) {
         cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
             ->check(fgvc::app::ClassCount);
+        cli.add_flag("--features-only", features_only,
+                     "write `features` alone; the weights may lack the classifier (a backbone)");
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
-        if (num_classes == 0) {  // from the classifier's weight, [K, D]
-          const Tensor fc = nn::classifier_weight(w);
-          if (!fc.defined())
-            throw app::UsageError("--num-classes: not given and " + weights + " has no classifier weight [K, D]");
-          num_classes = fc.size(0);
-          FGVC_CHECK(num_classes > 0, "--weights", weights, ": its classifier weight ", shape_str(fc.shape()),
-                     " has no classes");
-        }
-        std::shared_ptr<nn::Classifier> model;
+        const Tensor fc = nn::classifier_weight(w);  // [K, D], undefined for a backbone
+        if (!fc.defined() && !features_only)
+          throw Error(weights + ": no classifier weight [K, D] (fc.weight, last_linear.weight, ...) for the logits; "
+                      "--features-only writes the features alone");
+        if (num_classes == 0) num_classes = fc.defined() ? fc.size(0) : 1;  // a backbone's classifier is not used
+        FGVC_CHECK(num_classes > 0, "--weights", weights, ": its classifier weight ", shape_str(fc.shape()),
+                   " has no classes");
         app::check_model_name(model_name);
-        model = nn::create_model(model_name, num_classes);
+        const std::shared_ptr<nn::Classifier> model = nn::create_model(model_name, num_classes);
         try {
-          nn::load_weights(*model, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
+          // Strict; a missing optional head (timm's Inception-v3) is allowed, and a backbone
+          // leaves the classifier the model was made with (never run with --features-only).
+          nn::load_weights(*model, w, /*reset_classifier=*/!fc.defined());
         } catch (const Error& e) {
           throw Error(weights + ": " + e.what());
         }
@@ -56,12 +60,16 @@ int main(int argc, char** argv) {
         fgvc::app::prepare_output_file("--output", output);
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
-        const Tensor logits = model->classify(features);  // the network runs once
-        write_safetensors(output, {{"logits", logits.cpu()}, {"features", features.cpu()}},
-                          {{"model", model_name}, {"weights", weights}});
-        if (!common.json)
-          std::printf("%s: logits %s, features %s -> %s\n", model_name.c_str(), shape_str(logits.shape()).c_str(),
-                      shape_str(features.shape()).c_str(), output.c_str());
-        return nlohmann::json{{"logits_shape", logits.shape()}, {"features_shape", features.shape()}, {"output", output}};
+        std::map<std::string, Tensor> out{{"features", features.cpu()}};
+        if (!features_only) out["logits"] = model->classify(features).cpu();  // the network runs once
+        write_safetensors(output, out, {{"model", model_name}, {"weights", weights}});
+        nlohmann::json j{{"features_shape", features.shape()}, {"output", output}};
+        if (!features_only) j["logits_shape"] = out.at("logits").shape();
+        if (!common.json) {
+          const std::string logits = features_only ? "" : "logits " + shape_str(out.at("logits").shape()) + ", ";
+          std::printf("%s: %sfeatures %s -> %s\n", model_name.c_str(), logits.c_str(), shape_str(features.shape()).c_str(),
+                      output.c_str());
+        }
+        return j;
       });
 }

@@ -432,6 +432,31 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
                               "/p.safetensors");
   EXPECT_EQ(partial.code, 1);
   EXPECT_NE(partial.err.find("AuxLogits.fc"), std::string::npos) << partial.err;
+  // A backbone (weights without the classifier, as timm saves num_classes=0): its features
+  // with --features-only, the same as the whole model's; without the flag, exit 1 naming it.
+  std::map<std::string, Tensor> backbone = model->state_dict();
+  backbone.erase("fc.weight");
+  backbone.erase("fc.bias");
+  write_safetensors(dir + "/backbone.safetensors", backbone);
+  const std::string backbone_args = "fgvc-infer --device cpu --model resnet50 --weights " + dir +
+                                    "/backbone.safetensors --input " + dir + "/x.safetensors --output " + dir + "/f.safetensors";
+  const Outcome features_only = run(backbone_args + " --features-only --json");
+  ASSERT_EQ(features_only.code, 0) << features_only.err;
+  const SafetensorsFile f = read_safetensors(dir + "/f.safetensors");
+  EXPECT_EQ(f.tensors.count("logits"), 0u);
+  EXPECT_LT(testing::rel_error(f.tensors.at("features"), model->features(x)), 1e-6);
+  EXPECT_EQ(last_json_line(features_only.out).count("logits_shape"), 0u);
+  const Outcome no_classifier = run(backbone_args);
+  EXPECT_EQ(no_classifier.code, 1);
+  EXPECT_NE(no_classifier.err.find("backbone.safetensors: no classifier weight"), std::string::npos) << no_classifier.err;
+  EXPECT_NE(no_classifier.err.find("--features-only"), std::string::npos) << no_classifier.err;
+  // The whole model's file with --features-only: the same features, no logits.
+  const Outcome whole = run("fgvc-infer --device cpu --features-only --model resnet50 --weights " + dir +
+                            "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/g.safetensors");
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  const SafetensorsFile g = read_safetensors(dir + "/g.safetensors");
+  EXPECT_EQ(g.tensors.count("logits"), 0u);
+  EXPECT_LT(testing::rel_error(g.tensors.at("features"), model->features(x)), 1e-6);
 }
 
 TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
