@@ -29,6 +29,7 @@ const ConvCase kCases[] = {
     {"resnet50/layer4_1x1", 2048, 7, 512, 1, 1, Conv2dGeometry::symmetric(1, 0)},
     {"inception_v3/Conv2d_2a_3x3", 32, 149, 32, 3, 3, Conv2dGeometry::symmetric(1, 0)},
     {"inception_v3/Conv2d_2b_3x3", 32, 147, 64, 3, 3, Conv2dGeometry::symmetric(1, 1)},
+    {"inception_v3/Conv2d_4a_3x3", 80, 73, 192, 3, 3, Conv2dGeometry::symmetric(1, 0)},
     {"inception_v3/Mixed_5b_3x3dbl_2", 64, 35, 96, 3, 3, Conv2dGeometry::symmetric(1, 1)},
     {"inception_v3/Mixed_5b_3x3dbl_3", 96, 35, 96, 3, 3, Conv2dGeometry::symmetric(1, 1)},
     {"inception_v3/Mixed_5b_5x5", 48, 35, 64, 5, 5, Conv2dGeometry::symmetric(1, 2)},

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <set>
@@ -38,6 +39,19 @@ namespace {
 namespace fs = std::filesystem;
 using testing::test_dir;
 
+// An ImageFolder of testing::write_class_folder's images, written once per test folder and
+// kept for the next run; a marker beside it, written last, says it is whole (a run killed
+// while writing leaves none, and the next run writes the folder again). `extra` adds files.
+void class_folder(const std::string& root, const std::vector<int>& counts, uint32_t seed,
+                  const std::function<void()>& extra = nullptr) {
+  const std::string done = root + ".complete";
+  if (fs::exists(done)) return;
+  fs::remove_all(root);
+  testing::write_class_folder(root, counts, 36, seed);
+  if (extra) extra();
+  testing::write_bytes(done, {'1'});
+}
+
 // A long-tailed training folder (imbalance 16) and a balanced validation folder, 5 classes.
 struct Folders {
   std::string dir, train, val;
@@ -45,8 +59,8 @@ struct Folders {
     dir = test_dir("fgvc_train_");
     train = dir + "/train";
     val = dir + "/val";
-    if (!fs::exists(train)) testing::write_class_folder(train, {48, 24, 12, 6, 3}, 36, 1);
-    if (!fs::exists(val)) testing::write_class_folder(val, {6, 6, 6, 6, 6}, 36, 2);
+    class_folder(train, {48, 24, 12, 6, 3}, 1);
+    class_folder(val, {6, 6, 6, 6, 6}, 2);
   }
 };
 
@@ -283,7 +297,7 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   train::train_model(c, Device::cpu());
   // Four classes: the same folder without its last class.
   const std::string four = f.dir + "/four";
-  if (!fs::exists(four)) testing::write_class_folder(four, {8, 8, 8, 8}, 36, 3);
+  class_folder(four, {8, 8, 8, 8}, 3);
   train::TrainConfig ft = small_config(f, "finetune");
   ft.data = four;
   ft.steps = 2;
@@ -404,11 +418,10 @@ TEST(Train, InitMatchesTheClassifierRowsByClassName) {
 TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
   Folders f;
   const std::string data = f.dir + "/half_unreadable";
-  if (!fs::exists(data)) {
-    testing::write_class_folder(data, {2, 2}, 36, 4);
+  class_folder(data, {2, 2}, 4, [&] {
     for (const char* cls : {"class0", "class1"})
       for (int i = 0; i < 3; ++i) testing::write_bytes(data + "/" + cls + "/bad" + std::to_string(i) + ".jpg", {'n', 'o'});
-  }
+  });
   train::TrainConfig c = small_config(f, "epochs_skipping");
   c.data = data;
   c.batch_size = 2;  // 5 batches of 10 files, 4 of them readable: at least one batch is all unreadable
@@ -543,41 +556,80 @@ TEST(Evaluate, HeadTailSplitMatchesAHandCount) {
   EXPECT_THROW(train::head_tail(r, {1, 2}, 10), Error);
 }
 
-// An ensemble of two models scores the argmax of their mean softmax, computed here directly.
-TEST(Evaluate, EnsembleAveragesProbabilities) {
+// An ensemble of two models scores their mean softmax, over one view or 12 (fgvc-eval
+// --crops 12), computed here image by image: top-1, top-5 (12 classes, so top-5 is not every
+// image), per class, and the loss. The classifiers' biases are set so that averaging logits
+// instead of probabilities ranks the images otherwise; the test checks it does.
+TEST(Evaluate, EnsembleAndTwelveViewsAverageProbabilities) {
   Folders f;
-  const data::Dataset val = data::load_dataset(f.val);
+  const std::string root = f.dir + "/val12";
+  class_folder(root, std::vector<int>(12, 3), 5);
+  const data::Dataset val = data::load_dataset(root);
+  ASSERT_EQ(val.classes.size(), 12u);
+  const int64_t n = static_cast<int64_t>(val.samples.size()), K = 12;
   manual_seed(11);
-  auto a = nn::create_model("resnet20", 5);
-  auto b = nn::create_model("resnet20", 5);
-  data::LoaderOptions o;
-  o.mode = data::Mode::Eval;
-  o.size = 32;
-  o.batch_size = 7;
-  o.shuffle = false;
-  data::Loader la(val, o), lb(val, o);
-  const train::EvalResult r = train::evaluate({{a.get(), &la}, {b.get(), &lb}}, Device::cpu());
-  EXPECT_EQ(r.images, 30);
-  // Directly: every image through both models, probabilities averaged.
-  NoGradGuard no_grad;
-  int64_t top1 = 0;
-  std::vector<int64_t> per_class(5, 0);
-  for (int64_t i = 0; i < 30; ++i) {
-    std::vector<float> x(3 * 32 * 32);
-    std::string error;
-    ASSERT_TRUE(la.load_sample(i, 0, x.data(), &error)) << error;
-    const Tensor in = Tensor::from_vector(x, {1, 3, 32, 32});
-    const std::vector<float> pa = kernels::softmax(a->forward(in)).to_vector<float>();
-    const std::vector<float> pb = kernels::softmax(b->forward(in)).to_vector<float>();
-    int best = 0;
-    for (int k = 1; k < 5; ++k)
-      if (double(pa[k]) + pb[k] > double(pa[best]) + pb[best]) best = k;
-    const int64_t label = val.samples[i].label;
-    if (best == label) top1++, per_class[label]++;
+  auto a = nn::create_model("resnet20", K);
+  auto b = nn::create_model("resnet20", K);
+  // Class 3: a favours it, b rules it out. The mean probability keeps it first; the mean
+  // logit puts it last.
+  auto shift_bias = [](nn::Classifier& m, double by) {
+    for (auto& [name, w] : m.named_parameters())
+      if (name == "linear.bias") {
+        std::vector<float> v = w.to_vector<float>();
+        v[3] += static_cast<float>(by);
+        Tensor(w).copy_(Tensor::from_vector(v, {static_cast<int64_t>(v.size())}));
+      }
+  };
+  shift_bias(*a, 4.0);
+  shift_bias(*b, -60.0);
+  for (data::Mode mode : {data::Mode::Eval, data::Mode::Eval12}) {
+    data::LoaderOptions o;
+    o.mode = mode;
+    o.size = 32;
+    o.batch_size = 7;
+    o.shuffle = false;
+    data::Loader la(val, o), lb(val, o);
+    const int64_t views = la.views();
+    const train::EvalResult r = train::evaluate({{a.get(), &la}, {b.get(), &lb}}, Device::cpu());
+    EXPECT_EQ(r.images, n);
+    NoGradGuard no_grad;
+    int64_t top1 = 0, top5 = 0, by_logits_differ = 0;
+    double loss = 0;
+    std::vector<int64_t> per_class1(K, 0), per_class5(K, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<float> x(static_cast<size_t>(views * 3 * 32 * 32));
+      std::string error;
+      ASSERT_TRUE(la.load_sample(i, 0, x.data(), &error)) << error;
+      const Tensor in = Tensor::from_vector(x, {views, 3, 32, 32});
+      const Tensor za = a->forward(in), zb = b->forward(in);
+      const std::vector<float> pa = kernels::softmax(za).to_vector<float>(), pb = kernels::softmax(zb).to_vector<float>();
+      const std::vector<float> la_ = za.to_vector<float>(), lb_ = zb.to_vector<float>();
+      std::vector<double> p(K, 0.0), z(K, 0.0);
+      for (int64_t v = 0; v < views; ++v)
+        for (int64_t k = 0; k < K; ++k) {
+          p[k] += (double(pa[v * K + k]) + pb[v * K + k]) / (2.0 * views);
+          z[k] += double(la_[v * K + k]) + lb_[v * K + k];
+        }
+      const int64_t label = val.samples[i].label;
+      int64_t rank = 0;
+      for (int64_t k = 0; k < K; ++k) rank += p[k] > p[label] || (p[k] == p[label] && k < label);
+      if (rank == 0) top1++, per_class1[label]++;
+      if (rank < 5) top5++, per_class5[label]++;
+      loss -= std::log(p[label]);
+      by_logits_differ += std::max_element(p.begin(), p.end()) - p.begin() != std::max_element(z.begin(), z.end()) - z.begin();
+    }
+    const std::string what = views == 1 ? "one view" : "12 views";
+    EXPECT_EQ(r.top1, top1) << what;
+    EXPECT_EQ(r.top5, top5) << what;
+    for (int64_t k = 0; k < K; ++k) {
+      EXPECT_EQ(r.per_class[k].top1, per_class1[k]) << what << ", class " << k;
+      EXPECT_EQ(r.per_class[k].top5, per_class5[k]) << what << ", class " << k;
+    }
+    EXPECT_NEAR(r.loss, loss / n, 1e-5 * loss / n) << what;
+    EXPECT_LT(top5, n) << what << ": top-5 must be able to miss";
+    EXPECT_GT(top5, top1) << what;
+    EXPECT_GT(by_logits_differ, 0) << what << ": averaging logits would rank these images the same";
   }
-  EXPECT_EQ(r.top1, top1);
-  for (int k = 0; k < 5; ++k) EXPECT_EQ(r.per_class[k].top1, per_class[k]) << k;
-  EXPECT_EQ(r.top5, 30);  // 5 classes
 }
 
 // A model with a NaN weight gives NaN scores: every image counts as wrong (a comparison with
