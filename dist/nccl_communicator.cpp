@@ -43,6 +43,15 @@ ncclDataType_t nccl_type(DType t, const char* op) {
 class NcclCommunicator : public Communicator {
  public:
   explicit NcclCommunicator(Device device) : env_(MpiEnvironment::get()), device_(device.index) {
+    // The GPU was chosen from the launcher's local-rank variable, before MPI started; MPI's own
+    // count of the ranks on this machine must agree, or two ranks would share a GPU (NCCL's
+    // error for that names neither).
+    int gpus = 0;
+    if (cudaGetDeviceCount(&gpus) != cudaSuccess) cudaGetLastError(), gpus = 0;
+    FGVC_CHECK(gpus <= 0 || device_ == env_.local_rank() % gpus, "NCCL set-up", "rank ", env_.rank(), " is rank ",
+               env_.local_rank(), " on its machine but was given GPU ", device_, " (the launcher's local rank: ",
+               local_rank_from_environment(),
+               "; read from OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, PMI_LOCAL_RANK or SLURM_LOCALID)");
     ncclUniqueId id;
     if (env_.rank() == 0) FGVC_NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Request request;

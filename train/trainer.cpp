@@ -287,6 +287,14 @@ double rank_sum(double v, dist::Communicator& comm, Device device) {
   return t.to_vector<double>()[0];
 }
 
+// Several sums in one collective.
+std::vector<double> rank_sums(const std::vector<double>& v, dist::Communicator& comm, Device device) {
+  if (comm.size() == 1) return v;
+  Tensor t = Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(device);
+  comm.all_reduce_sum(t);
+  return t.to_vector<double>();
+}
+
 double rank_mean(double v, dist::Communicator& comm, Device device) {
   return rank_sum(v, comm, device) / comm.size();
 }
@@ -361,7 +369,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   kernels::set_cudnn_benchmark(c.cudnn_benchmark);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
-  if (c.resume) FGVC_CHECK(fs::exists(last_path), "--resume", last_path, " does not exist");
+  if (c.resume)
+    FGVC_CHECK(fs::exists(last_path), "--resume", last_path, " does not exist",
+               comm.size() > 1 ? " on rank " + std::to_string(comm.rank()) +
+                                     "'s machine (every rank reads the run folder: put --out on a filesystem they share)"
+                               : std::string());
   else
     FGVC_CHECK(!fs::exists(last_path), "--out", c.out,
                " already holds a run (last.safetensors): add --resume to continue it, or choose another --out");
@@ -370,6 +382,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   const int64_t K = static_cast<int64_t>(train_set.classes.size());
   FGVC_CHECK(K >= 2, "--data", c.data, ": ", K, " class(es); training needs at least 2");
   FGVC_CHECK(!train_set.samples.empty(), "--data", c.data, ": no images");
+  FGVC_CHECK(static_cast<int64_t>(train_set.samples.size()) >= comm.size(), "--data", c.data, ": ",
+             train_set.samples.size(), " image(s) for ", comm.size(), " processes; each needs at least one");
   std::optional<data::Dataset> val_set;
   if (!c.val.empty()) {
     // By class name: a validation set may lack classes, or list them in another order.
@@ -452,10 +466,22 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                ": give --batch-size ", pos.batch_size * pos.world_size / comm.size(), " (exactly divisible) to continue it");
     pos.world_size = comm.size();
     pos.batch_size = c.batch_size;
+    if (!leader) pos.epoch_correct = 0, pos.epoch_images = 0;  // rank 0 holds the ranks' sums
     default_generator().set_state(pos.rng_seed, pos.rng_offset);
     if (scaler && pos.loss_scale > 0) scaler->load(pos.loss_scale, pos.scale_good_steps, pos.skipped_steps);
   }
 
+  if (comm.size() > 1 && c.resume) {
+    // Every rank read RUN_DIR/last.safetensors itself: a copy of another age (a run folder not
+    // on a filesystem the ranks share) would pair the ranks' collectives wrongly.
+    Tensor where = Tensor::from_vector(std::vector<double>{double(pos.step), double(pos.epoch), double(pos.batch)}, {3})
+                       .to(device);
+    comm.broadcast(where, 0);
+    const std::vector<double> w = where.to_vector<double>();
+    FGVC_CHECK(w[0] == double(pos.step) && w[1] == double(pos.epoch) && w[2] == double(pos.batch), "--resume",
+               "rank ", comm.rank(), " read ", last_path, " at step ", pos.step, ", rank 0 at step ",
+               static_cast<int64_t>(w[0]), ": every rank must see the same run folder (put --out on a filesystem they share)");
+  }
   if (comm.size() > 1) {
     // Every rank starts from rank 0's weights (and moving average), whatever it loaded.
     for (auto& [name, t] : model->state_dict()) {
@@ -592,11 +618,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // The checkpoint keeps rank 0's position, and every rank resumes from it: the loss sums of
     // the open log window and epoch become the ranks' means first (what is logged is their
     // mean: a linear function of the sums), so a resumed run logs what an uninterrupted one does.
+    // The epoch's hit and image counts, summed over the ranks at its end, go to rank 0 whole
+    // (the others hold 0), so that they stay whole counts on any number of ranks after a resume.
     if (comm.size() > 1) {
       pos.window_loss = rank_mean(pos.window_loss, comm, device);
       pos.epoch_loss = rank_mean(pos.epoch_loss, comm, device);
-      pos.epoch_correct = rank_mean(pos.epoch_correct, comm, device);  // summed over the ranks again at
-      pos.epoch_images = rank_mean(pos.epoch_images, comm, device);    // the epoch's end: the same ratio
+      const double hits = rank_sum(pos.epoch_correct, comm, device), seen = rank_sum(pos.epoch_images, comm, device);
+      pos.epoch_correct = leader ? hits : 0.0;
+      pos.epoch_images = leader ? seen : 0.0;
     }
     pos.epoch_skipped = pos.batch > 0 ? epoch_skipped() : 0;  // 0: a new epoch is next
     save(last_path, true);
@@ -649,7 +678,13 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.batch++;
         // A batch whose files were all unreadable is skipped, by every rank together (the
         // collectives of a step must pair up).
-        if (rank_sum(batch.indices.empty() ? 1.0 : 0.0, comm, device) > 0) continue;
+        const double images_here = static_cast<double>(batch.indices.size());
+        const std::vector<double> batch_sums = rank_sums({batch.indices.empty() ? 1.0 : 0.0, images_here}, comm, device);
+        if (batch_sums[0] > 0) continue;
+        // Each rank's loss is the mean over its images, and the reducer averages the ranks: where
+        // the ranks hold different numbers of images (unreadable files), each rank's loss weighs
+        // by its share, so that the gradient is the mean over all the step's images.
+        const double share = images_here * comm.size() / batch_sums[1];
         const auto t0 = Clock::now();
         pos.lr = optim::exponential_decay(c.lr, c.lr_decay, decay_steps, pos.step);
         const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
@@ -663,13 +698,22 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
             if (aux.defined()) loss = add(loss, mul(cross_entropy(aux, y, c.label_smoothing), c.aux_weight));
           }
         }
+        if (share != 1.0) loss = mul(loss, share);  // (1 on one process, and with even batches)
         const double value = loss.item<float>();
         pos.epoch_correct += static_cast<double>(top1_hits(logits, batch.labels));
         pos.epoch_images += static_cast<double>(batch.indices.size());
-        if (!std::isfinite(value)) {
+        // Every rank stops at a rank's non-finite loss, before its gradients reach the others,
+        // and rank 0 writes the error line before any rank ends the job.
+        const bool finite = comm.size() == 1 ? std::isfinite(value)
+                                             : rank_sum(std::isfinite(value) ? 0.0 : 1.0, comm, device) == 0;
+        if (!finite) {
           metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
+          comm.barrier();
+          const std::string what = std::isnan(value) ? "the loss is nan"
+                                   : std::isinf(value) ? "the loss is infinite"
+                                                       : "another rank's loss is not finite";
           throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
-                      "): the loss is " + (std::isnan(value) ? "nan" : "infinite") + "; training stopped. " +
+                      "): " + what + "; training stopped. " +
                       (saved_once ? last_path + " keeps the last good checkpoint"
                                   : std::string("no checkpoint had been written yet")) +
                       (amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
@@ -709,9 +753,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                             fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
                         log);
         if (log) {
-          const double mean = rank_mean(pos.window_loss / pos.window_steps, comm, device);
-          json line = {{"kind", "step"}, {"step", pos.step},   {"epoch", pos.epoch + 1},   {"loss", mean},
-                       {"lr", pos.lr},   {"images_per_sec", ips}, {"seconds", elapsed}};
+          // Over all ranks: the loss's mean, and the images every rank took in the window.
+          const std::vector<double> sums =
+              rank_sums({pos.window_loss / pos.window_steps, static_cast<double>(window_images)}, comm, device);
+          const double mean = sums[0] / comm.size(), all_ips = window_s > 0 ? sums[1] / window_s : 0.0;
+          json line = {{"kind", "step"}, {"step", pos.step},       {"epoch", pos.epoch + 1},   {"loss", mean},
+                       {"lr", pos.lr},   {"images_per_sec", all_ips}, {"seconds", elapsed}};
           if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
           metrics.write(line);
           if (logged_windows++ == 0) summary.first_loss = mean;
