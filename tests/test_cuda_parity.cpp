@@ -316,14 +316,31 @@ TEST(CudaParity, ConvolutionAndPooling) {
   // The algorithms by cuDNN's heuristics, then measured (set_cudnn_benchmark): FP32 math either way.
   for (bool measured : {false, true}) {
     kernels::set_cudnn_benchmark(measured);
-    for (const Conv2dGeometry& g : geometries) {
-      const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, 3, 3}, 31), b = randn_t({7}, 32);
-      const Shape y_shape{2, 7, g.out_size(13, 3, true), g.out_size(11, 3, false)};
+    // 3x3 in every geometry above, then the models' other kernels: Inception's 1x7 and 7x1
+    // (padding 0, 3 and 3, 0), the ResNet stem's 7x7 stride 2 and the 1x1 stride-2 shortcut.
+    struct Case {
+      int64_t kh, kw;
+      Conv2dGeometry g;
+    };
+    std::vector<Case> cases;
+    for (const Conv2dGeometry& g : geometries) cases.push_back({3, 3, g});
+    cases.push_back({1, 7, {1, 1, 0, 0, 3, 3, 1, 1}});
+    cases.push_back({7, 1, {1, 1, 3, 3, 0, 0, 1, 1}});
+    cases.push_back({7, 7, Conv2dGeometry::symmetric(2, 3)});
+    cases.push_back({1, 1, Conv2dGeometry::symmetric(2, 0)});
+    for (const Case& c : cases) {
+      const Conv2dGeometry& g = c.g;
+      const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, c.kh, c.kw}, 31), b = randn_t({7}, 32);
+      const Shape y_shape{2, 7, g.out_size(13, c.kh, true), g.out_size(11, c.kw, false)};
       const Tensor gy = randn_t(y_shape, 33);
-      expect_parity(measured ? "conv2d (measured algorithms)" : "conv2d", [&](const Ts& in) {
-        return Ts{kernels::conv2d(in[0], in[1], in[2], g), kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
-                  kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
-      }, {x, w, b, gy}, kReductionTol);
+      expect_parity(std::string(measured ? "conv2d (measured algorithms) " : "conv2d ") + std::to_string(c.kh) + "x" +
+                        std::to_string(c.kw),
+                    [&](const Ts& in) {
+                      return Ts{kernels::conv2d(in[0], in[1], in[2], g),
+                                kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
+                                kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
+                    },
+                    {x, w, b, gy}, kReductionTol);
     }
   }
   kernels::set_cudnn_benchmark(false);

@@ -452,6 +452,16 @@ TEST(Layers, LinearAndDropout) {
   }
   EXPECT_NEAR(zeros / 100000.0, 0.3, 0.01);
   EXPECT_TRUE(dropout(x, 0.3, false, gen).same(x));
+  // The gradient passes the kept values, scaled, and stops at the dropped ones: a generator
+  // made afresh in each evaluation draws the same mask every time.
+  const GradcheckResult d = gradcheck(
+      [](const Inputs& v) {
+        Generator g(7);
+        return dropout(v[0], 0.4, true, g);
+      },
+      {r64({6, 7}, 5)});
+  EXPECT_TRUE(d.ok) << d.message;
+  EXPECT_GT(d.checked, 0);
 }
 
 TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
