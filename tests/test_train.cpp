@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "app_runner.h"
 #include "autograd/grad_mode.h"
@@ -89,6 +91,120 @@ std::string training_error(const train::TrainConfig& c) {
 }
 
 bool same_bytes(const std::string& a, const std::string& b) { return testing::slurp(a) == testing::slurp(b); }
+
+// The same shape, dtype and bits (float32 or int64 tensors).
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  if (a.dtype() == DType::Int64) return a.to_vector<int64_t>() == b.to_vector<int64_t>();
+  const std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
+  return std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
+// What fgvc-train's settings do, rebuilt here from the library's parts: three steps of
+// resnet20 (batch-norm decay 0.9) with RMSProp (decay 0.9, momentum 0.9, epsilon 1), weight
+// decay, label smoothing 0.1, a staircase schedule that halves the rate each step, and a
+// moving average with TF-slim's warm-up decay min(0.99, (1 + s) / (10 + s)). The run's
+// checkpoint holds these weights and averages bit for bit, and its validation scores the
+// average, not the trained weights.
+TEST(Train, StepsAreTheHandBuiltSteps) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "hand_built");
+  c.val = f.val;
+  c.steps = 3;
+  c.lr = 0.02;
+  c.lr_decay = 0.5;
+  c.decay_epochs = 1e-3;  // one step
+  c.ema_decay = 0.99;
+  c.weight_decay = 1e-3;
+  c.seed = 17;
+  c.workers = 2;
+  train::train_model(c, Device::cpu());
+
+  manual_seed(c.seed);
+  const data::Dataset train_set = data::load_dataset(f.train);
+  auto model = nn::create_model("resnet20", 5);
+  std::function<void(nn::Module&)> bn_decay = [&](nn::Module& m) {
+    if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) bn->momentum = 1.0 - 0.9;
+    for (auto& [name, child] : m.named_children()) bn_decay(*child);
+  };
+  bn_decay(*model);
+  model->train();
+  optim::RMSProp optimizer(model->named_parameters(), 0.9, 0.9, 1.0, c.weight_decay);
+  optim::NamedTensors averaged = model->named_parameters();
+  for (auto& [name, b] : model->named_buffers())
+    if (b.dtype() == DType::Float32) averaged.emplace_back(name, b);
+  optim::EMA ema(averaged, c.ema_decay);
+  data::LoaderOptions o;
+  o.batch_size = 8;
+  o.size = 32;
+  o.mode = data::Mode::Train;
+  o.normalization = data::Normalization::ImageNet;
+  o.seed = c.seed;
+  o.drop_last = true;
+  data::Loader loader(train_set, o);
+  loader.start_epoch(0);
+  for (int64_t step = 0; step < 3; ++step) {
+    data::Batch batch;
+    ASSERT_TRUE(loader.next(&batch));
+    const double lr = 0.02 * std::pow(0.5, static_cast<double>(step));
+    backward(cross_entropy(model->forward(batch.images), batch.labels, 0.1));
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    ema.update(averaged, std::min(0.99, (2.0 + step) / (11.0 + step)));
+  }
+  const train::Checkpoint ck = train::load_checkpoint(c.out + "/last.safetensors");
+  int compared = 0;
+  for (const auto& [name, t] : model->state_dict()) {
+    ASSERT_TRUE(ck.model.count(name)) << name;
+    EXPECT_TRUE(same_bits(ck.model.at(name), t)) << name << ": not the hand-built step's bits";
+    ++compared;
+  }
+  EXPECT_GT(compared, 60);
+  for (const auto& [name, t] : ema.shadow()) {
+    ASSERT_TRUE(ck.ema.count(name)) << name;
+    EXPECT_TRUE(same_bits(ck.ema.at(name), t)) << name << ": not the hand-built average's bits";
+  }
+  // The validation at the run's end scored the average: its loss, not the trained weights'.
+  auto val_loss = [&](const std::map<std::string, Tensor>& weights) {
+    auto m = nn::create_model("resnet20", 5);
+    m->load_state_dict(weights, /*strict=*/false);
+    data::LoaderOptions vo = o;
+    vo.mode = data::Mode::Eval;
+    vo.shuffle = false;
+    vo.drop_last = false;
+    const data::Dataset val = data::load_dataset(f.val);
+    data::Loader vl(val, vo);
+    return train::evaluate({{m.get(), &vl}}, Device::cpu()).loss;
+  };
+  double logged = -1;
+  std::ifstream in(c.out + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("val_loss")) logged = j.at("val_loss").get<double>();
+  }
+  std::map<std::string, Tensor> averaged_weights = ck.model;
+  for (const auto& [name, t] : ck.ema) averaged_weights[name] = t;
+  EXPECT_NEAR(logged, val_loss(averaged_weights), 1e-12);
+  EXPECT_GT(std::fabs(logged - val_loss(ck.model)), 1e-6);
+}
+
+// The defaults that depend on the model (SPEC section 4): TF-slim's batch-norm decay 0.9997 and
+// 299 px for the Inception family, 0.9 for the ResNets (torchvision's and timm's), decay every
+// 2 epochs; the step above shows a decay reaching batch norm's running statistics.
+TEST(Train, ModelDependentDefaults) {
+  train::TrainConfig c;
+  for (const auto& [model, decay, size] : std::vector<std::tuple<std::string, double, int>>{
+           {"inception_v3", 0.9997, 299}, {"inception_resnet_v2", 0.9997, 299}, {"resnet50", 0.9, 299}, {"resnet20", 0.9, 32}}) {
+    c.model = model;
+    const nlohmann::json j = nlohmann::json::parse(train::config_json(c));
+    EXPECT_EQ(j.at("bn_decay").get<double>(), decay) << model;
+    EXPECT_EQ(j.at("input_size").get<int>(), size) << model;
+    EXPECT_EQ(j.at("decay_epochs").get<double>(), 2.0) << model;
+    EXPECT_EQ(j.at("lr").get<double>(), 0.045) << model;
+    EXPECT_EQ(j.at("label_smoothing").get<double>(), 0.1) << model;
+    EXPECT_EQ(j.at("weight_decay").get<double>(), 4e-5) << model;
+  }
+}
 
 TEST(Train, LossFallsOnALongTailedFolder) {
   Folders f;

@@ -97,7 +97,9 @@ json config_object(const TrainConfig& c) {
 
 // Paths that are not UTF-8 are written with U+FFFD for their odd bytes: config.json records them,
 // and --resume compares no path.
-std::string config_json(const TrainConfig& c) { return config_object(c).dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string config_json(const TrainConfig& c) {
+  return config_object(resolve_defaults(c)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 namespace {
 
