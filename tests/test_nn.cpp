@@ -4,12 +4,15 @@
 
 #include <array>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <set>
 
 #include "kernels/batch_norm.h"
 #include "kernels/conv2d.h"
 #include "kernels/pool2d_window.h"
 #include "kernels/winograd_conv.h"
+#include "nn/models/inception_resnet_v2.h"
 #include "nn/models/inception_v3.h"
 #include "nn/models/registry.h"
 #include "nn/models/resnet_cifar.h"
@@ -680,6 +683,108 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
       }
       ASSERT_TRUE(p.grad().defined()) << name << " " << pname;
       EXPECT_TRUE(std::isfinite(kernels::sum(kernels::mul(p.grad(), p.grad())).item<double>())) << name << " " << pname;
+    }
+    // The loss reaches the stem, through every stage (zero-initialised residual branches, as
+    // seresnet50's, still pass it by their shortcuts).
+    const Tensor& stem = model->named_parameters().front().second;
+    EXPECT_GT(kernels::sum(kernels::mul(stem.grad(), stem.grad())).item<double>(), 0.0)
+        << name << ": no gradient at " << model->named_parameters().front().first;
+  }
+}
+
+// Where the squeeze-and-excitation blocks sit (the SE variants are our own, so no reference
+// model checks them): in inception_v3_se after each Mixed block, on its output; in
+// inception_resnet_v2_se on each residual block's scaled branch before the add, and after the
+// modules without a residual. Every module's input and output recorded in one forward pass;
+// one SE block's gate computed here by hand.
+TEST(Models, SqueezeExciteSitsWhereTheModelFileSays) {
+  struct Io {
+    Tensor x, y;
+  };
+  struct Recorder : nn::ForwardObserver {
+    std::map<const nn::Module*, Io> io;
+    void before(const nn::Module&, const Tensor&) override {}
+    void after(const nn::Module& m, const Tensor& x, const Tensor& y) override { io[&m] = {x, y}; }
+  };
+  auto bits = [](const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && a.to_vector<float>() == b.to_vector<float>(); };
+  NoGradGuard no_grad;
+  for (const std::string name : {"inception_v3_se", "inception_resnet_v2_se"}) {
+    manual_seed(21);
+    auto model = nn::create_model(name, 4);
+    model->eval();
+    std::map<std::string, const nn::Module*> by_name;
+    std::function<void(const nn::Module&, const std::string&)> walk = [&](const nn::Module& m, const std::string& prefix) {
+      for (const auto& [n, child] : m.named_children()) {
+        by_name[prefix + n] = child.get();
+        walk(*child, prefix + n + ".");
+      }
+    };
+    walk(*model, "");
+    Recorder rec;
+    nn::Module::set_observer(&rec);
+    model->forward(testing::randn_t({1, 3, 75, 75}, 22));
+    nn::Module::set_observer(nullptr);
+    int after_module = 0, on_branch = 0;
+    bool gate_checked = false;
+    for (const auto& [n, m] : by_name) {
+      if (m->type_name() != "SqueezeExcite") continue;
+      ASSERT_TRUE(rec.io.count(m)) << n << " did not run";
+      const Io& se = rec.io.at(m);
+      const std::string owner = n.substr(0, n.size() - 3);  // "Mixed_5b_se" -> "Mixed_5b"; "repeat.0.se" -> "repeat.0"
+      if (n.size() > 3 && n.compare(n.size() - 3, 3, "_se") == 0) {
+        ASSERT_TRUE(by_name.count(owner)) << n;
+        EXPECT_TRUE(bits(se.x, rec.io.at(by_name.at(owner)).y)) << n << ": not on " << owner << "'s output";
+        ++after_module;
+      } else {
+        ASSERT_EQ(n.compare(n.size() - 3, 3, ".se"), 0) << n;
+        const auto* block = dynamic_cast<const nn::ResidualInceptionBlock*>(by_name.at(owner));
+        ASSERT_NE(block, nullptr) << n;
+        const Io& conv = rec.io.at(by_name.at(owner + ".conv2d"));
+        const Io& out = rec.io.at(block);
+        EXPECT_TRUE(bits(se.x, kernels::binary(kernels::BinaryOp::Mul, conv.y, block->scale()))) << n << ": not on the scaled branch";
+        Tensor sum = kernels::add(se.y, out.x);
+        if (block->has_relu()) sum = kernels::relu(sum);
+        EXPECT_TRUE(bits(out.y, sum)) << n << ": the block's output is not its input plus the gated branch";
+        ++on_branch;
+      }
+      if (!gate_checked) {  // x * sigmoid(W2 relu(W1 mean(x) + b1) + b2), in float64
+        gate_checked = true;
+        const auto params = m->named_parameters();
+        std::map<std::string, std::vector<float>> w;
+        for (const auto& [pn, t] : params) w[pn] = t.to_vector<float>();
+        const int64_t C = se.x.size(1), hw = se.x.size(2) * se.x.size(3), R = static_cast<int64_t>(w.at("fc1.bias").size());
+        EXPECT_EQ(R, C / 16) << n;
+        const std::vector<float> x = se.x.to_vector<float>(), y = se.y.to_vector<float>();
+        std::vector<double> mean(C, 0.0), hidden(R, 0.0);
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t i = 0; i < hw; ++i) mean[c] += x[c * hw + i];
+          mean[c] /= hw;
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          double a = w.at("fc1.bias")[r];
+          for (int64_t c = 0; c < C; ++c) a += double(w.at("fc1.weight")[r * C + c]) * mean[c];
+          hidden[r] = std::max(a, 0.0);
+        }
+        double err = 0, norm = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          double a = w.at("fc2.bias")[c];
+          for (int64_t r = 0; r < R; ++r) a += double(w.at("fc2.weight")[c * R + r]) * hidden[r];
+          const double gate = 1.0 / (1.0 + std::exp(-a));
+          for (int64_t i = 0; i < hw; ++i) {
+            const double want = x[c * hw + i] * gate;
+            err += (y[c * hw + i] - want) * (y[c * hw + i] - want), norm += want * want;
+          }
+        }
+        EXPECT_LT(std::sqrt(err / norm), 1e-6) << n << ": the gate";
+      }
+    }
+    EXPECT_TRUE(gate_checked) << name;
+    if (name == "inception_v3_se") {
+      EXPECT_EQ(after_module, 11);  // Mixed_5b ... Mixed_7c
+      EXPECT_EQ(on_branch, 0);
+    } else {
+      EXPECT_EQ(after_module, 3);  // mixed_5b, mixed_6a, mixed_7a
+      EXPECT_EQ(on_branch, 10 + 20 + 9 + 1);
     }
   }
 }

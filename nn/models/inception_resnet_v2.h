@@ -24,6 +24,8 @@ class ResidualInceptionBlock : public InceptionBlock {
   ResidualInceptionBlock(std::string type, std::vector<Branch> branches, int64_t concat_channels, int64_t channels,
                          double scale, bool relu, bool se);
   Tensor forward_impl(const Tensor& x) override;
+  double scale() const { return scale_; }  // of the branch, before the add
+  bool has_relu() const { return relu_; }  // after the add
 
  private:
   std::shared_ptr<Conv2d> conv2d_;
