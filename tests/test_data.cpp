@@ -1,6 +1,8 @@
 // The data pipeline: every decoder path (baseline, progressive, grayscale, CMYK JPEG, PNG,
 // BMP, GIF, region + DCT-scaled decoding, broken files), the dataset formats, transform
 // geometry, loader determinism across worker counts, skipped files, and subsets.
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -451,16 +453,25 @@ TEST(Transforms, EvalBoxesAndFlip) {
   EXPECT_DOUBLE_EQ(odd.w, 308);
   EXPECT_DOUBLE_EQ(odd.y, 23);
   EXPECT_DOUBLE_EQ(odd.h, 329);
+  // The 6 views (each also flipped: 12): the whole image, the centre crop, and crops of the
+  // centre's size in the four corners (top-left, top-right, bottom-left, bottom-right).
   const std::vector<Box> twelve = twelve_crop_boxes(800, 600);
-  ASSERT_EQ(twelve.size(), 6u);
-  for (size_t i = 2; i < 6; ++i) EXPECT_TRUE(twelve[i].w == 700 && twelve[i].h == 526) << i;
-  EXPECT_DOUBLE_EQ(twelve[0].w, 800);
-  EXPECT_DOUBLE_EQ(twelve[5].x + twelve[5].w, 800);
-  EXPECT_DOUBLE_EQ(twelve[5].y + twelve[5].h, 600);
+  const std::vector<std::array<double, 4>> want = {
+      {0, 0, 800, 600}, {50, 37, 700, 526}, {0, 0, 700, 526}, {100, 0, 700, 526}, {0, 74, 700, 526}, {100, 74, 700, 526}};
+  ASSERT_EQ(twelve.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_DOUBLE_EQ(twelve[i].x, want[i][0]) << "view " << i;
+    EXPECT_DOUBLE_EQ(twelve[i].y, want[i][1]) << "view " << i;
+    EXPECT_DOUBLE_EQ(twelve[i].w, want[i][2]) << "view " << i;
+    EXPECT_DOUBLE_EQ(twelve[i].h, want[i][3]) << "view " << i;
+  }
+  // A flip mirrors every pixel of every row, the middle one staying (odd width).
   Image img = test_picture(5, 2);
   const Image orig = img;
   flip_horizontal(img);
-  for (int c2 = 0; c2 < 3; ++c2) EXPECT_EQ(img.row(1)[0 * 3 + c2], orig.row(1)[4 * 3 + c2]);
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 5; ++x)
+      for (int c2 = 0; c2 < 3; ++c2) EXPECT_EQ(img.row(y)[x * 3 + c2], orig.row(y)[(4 - x) * 3 + c2]) << x << "," << y;
   flip_horizontal(img);
   EXPECT_EQ(img.rgb, orig.rgb);
 }
@@ -957,11 +968,23 @@ TEST(Loader, EvalModesShapesAndDropLast) {
   EXPECT_EQ(b.images.shape(), (Shape{24, 3, 16, 16}));
   EXPECT_EQ(b.images.dtype(), DType::UInt8);
   EXPECT_EQ(b.labels.size(0), 24);
-  // View 1 is view 0 flipped.
+  // Each image's 12 views: its 6 boxes (transforms' twelve_crop_boxes), each followed by its
+  // mirror image, every channel; the 6 boxes give 6 different views.
   const std::vector<uint8_t> px = b.images.to_vector<uint8_t>();
   const size_t view = 3 * 16 * 16;
-  for (int y = 0; y < 16; ++y)
-    for (int x = 0; x < 16; ++x) ASSERT_EQ(px[y * 16 + x], px[view + y * 16 + (15 - x)]);
+  for (size_t image = 0; image < 2; ++image) {
+    const uint8_t* v = px.data() + image * 12 * view;
+    for (size_t k = 0; k < 6; ++k)
+      for (int c = 0; c < 3; ++c)
+        for (int y = 0; y < 16; ++y)
+          for (int x = 0; x < 16; ++x)
+            ASSERT_EQ(v[2 * k * view + (c * 16 + y) * 16 + x], v[(2 * k + 1) * view + (c * 16 + y) * 16 + (15 - x)])
+                << "image " << image << ", box " << k << ", channel " << c;
+    for (size_t a = 0; a < 6; ++a)
+      for (size_t k = a + 1; k < 6; ++k)
+        EXPECT_FALSE(std::equal(v + 2 * a * view, v + (2 * a + 1) * view, v + 2 * k * view))
+            << "image " << image << ": boxes " << a << " and " << k << " give the same view";
+  }
   ASSERT_TRUE(l.next(&b));
   EXPECT_FALSE(l.next(&b));
 }
