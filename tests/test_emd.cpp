@@ -855,6 +855,18 @@ TEST_F(DomainFiles, RoundTripAndSimilarity) {
   EXPECT_EQ(s2.classes, s.classes);
   EXPECT_EQ(s2.counts, s.counts);
   EXPECT_TRUE(testing::all_close(s2.features, s.features, 0, 0));
+  EXPECT_EQ(t2.classes, t.classes);
+  EXPECT_EQ(t2.counts, t.counts);
+  EXPECT_TRUE(testing::all_close(t2.features, t.features, 0, 0));
+  // The file as SPEC section 5 has it: features F32 [m, d], counts I64 [m], and the metadata.
+  const SafetensorsFile raw = read_safetensors(dir + "/s.safetensors");
+  EXPECT_EQ(raw.tensors.at("features").dtype(), DType::Float32);
+  EXPECT_EQ(raw.tensors.at("features").shape(), (Shape{30, 16}));
+  EXPECT_EQ(raw.tensors.at("counts").dtype(), DType::Int64);
+  EXPECT_EQ(raw.tensors.at("counts").shape(), (Shape{30}));
+  EXPECT_EQ(raw.metadata.at("model"), "resnet50");
+  EXPECT_EQ(raw.metadata.at("layer"), "pool");
+  EXPECT_EQ(nlohmann::json::parse(raw.metadata.at("classes")).get<std::vector<std::string>>(), s.classes);
   const emd::Similarity sim = emd::domain_similarity(s2, t2, 0.01);
   EXPECT_GT(sim.emd, 0);
   EXPECT_NEAR(sim.similarity, std::exp(-0.01 * sim.emd), 1e-15);
