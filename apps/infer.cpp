@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
         cli.add_option("--model", model_name, "model name")->required()->check(fgvc::app::ModelName);
         cli.add_option("--weights", weights, "weights (.safetensors, timm/torchvision names)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--input", input, "tensor `input` [N, 3, H, W] float32 (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
-        cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors)")->required()->check(fgvc::app::OutputFile);
+        cli.add_option("--output", output, "where to write `logits` and `features` (.safetensors; `features` alone with --features-only)")->required()->check(fgvc::app::OutputFile);
         cli.add_option("--num-classes", num_classes, "classes (default: from the weights' classifier)")
             ->check(fgvc::app::ClassCount);
         cli.add_flag("--features-only", features_only,

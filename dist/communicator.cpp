@@ -1,6 +1,7 @@
 #include "dist/communicator.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "fgvc/config.h"
@@ -47,10 +48,31 @@ int local_rank_from_environment() {
   return 0;
 }
 
+// Slurm's tasks per node, "4" or "2(x3),1" (two on each of three nodes, then one), for the
+// node numbered SLURM_NODEID; 0 when it does not say.
+static int slurm_tasks_on_this_node() {
+  const char* list = env("SLURM_STEP_TASKS_PER_NODE");
+  if (!list) list = env("SLURM_TASKS_PER_NODE");
+  if (!list) return 0;
+  const char* id = env("SLURM_NODEID");
+  long node = id ? std::atol(id) : 0;
+  for (const char* p = list; *p;) {
+    char* end = nullptr;
+    const long tasks = std::strtol(p, &end, 10);
+    if (end == p) return 0;
+    long repeat = 1;
+    if (std::strncmp(end, "(x", 2) == 0) repeat = std::strtol(end + 2, &end, 10), end += *end == ')';
+    if (node < repeat) return static_cast<int>(tasks);
+    node -= repeat;
+    p = *end == ',' ? end + 1 : end;
+  }
+  return 0;
+}
+
 int local_size_from_environment() {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE"})
     if (const char* v = env(name)) return std::atoi(v);
-  return 0;
+  return slurm_tasks_on_this_node();
 }
 
 double collective_timeout_seconds() {

@@ -2,6 +2,7 @@
 // one big batch, and the gradient reducer's buckets and overlap in a world of one. The
 // multi-process cases run under mpirun (test_dist_mpi.cpp).
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #include "autograd/gradcheck.h"
@@ -9,6 +10,7 @@
 #include "autograd/ops.h"
 #include "data/loader.h"
 #include "data/subset.h"
+#include "dist/communicator.h"
 #include "dist/gradient_reducer.h"
 #include "nn/layers.h"
 #include "image_files.h"
@@ -16,6 +18,29 @@
 
 namespace fgvc {
 namespace {
+
+// The local rank and size from the launcher's variables (Open MPI's, MPICH's, PMI's, Slurm's),
+// which decide a process's GPU before MPI starts. Slurm lists tasks per node as "2(x3),1".
+TEST(Dist, LocalRankAndSizeFromTheLauncher) {
+  ASSERT_EQ(std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), nullptr) << "run outside mpirun";
+  EXPECT_EQ(dist::local_size_from_environment(), 0);
+  setenv("SLURM_LOCALID", "3", 1);
+  EXPECT_EQ(dist::local_rank_from_environment(), 3);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "2(x3),1,4", 1);
+  for (const auto& [node, tasks] : std::vector<std::pair<const char*, int>>{{"0", 2}, {"2", 2}, {"3", 1}, {"4", 4}, {"5", 0}}) {
+    setenv("SLURM_NODEID", node, 1);
+    EXPECT_EQ(dist::local_size_from_environment(), tasks) << "node " << node;
+  }
+  setenv("SLURM_STEP_TASKS_PER_NODE", "8", 1);
+  setenv("SLURM_NODEID", "0", 1);
+  EXPECT_EQ(dist::local_size_from_environment(), 8);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "garbage", 1);
+  EXPECT_EQ(dist::local_size_from_environment(), 0);
+  setenv("PMI_LOCAL_SIZE", "5", 1);  // an MPI launcher's own variable comes first
+  EXPECT_EQ(dist::local_size_from_environment(), 5);
+  for (const char* name : {"SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID", "PMI_LOCAL_SIZE"}) unsetenv(name);
+  EXPECT_EQ(dist::local_rank_from_environment(), 0);
+}
 
 TEST(Dist, RankSharesCoverTheOrderExactlyOnce) {
   const std::vector<int64_t> order = data::shuffled_order(103, 5, 2);

@@ -686,9 +686,10 @@ TEST(Models, EveryOtherArchitectureTrainsOnASmallInput) {
     }
     // The loss reaches the stem, through every stage (zero-initialised residual branches, as
     // seresnet50's, still pass it by their shortcuts).
-    const Tensor& stem = model->named_parameters().front().second;
+    const auto named = model->named_parameters();
+    const Tensor& stem = named.front().second;
     EXPECT_GT(kernels::sum(kernels::mul(stem.grad(), stem.grad())).item<double>(), 0.0)
-        << name << ": no gradient at " << model->named_parameters().front().first;
+        << name << ": no gradient at " << named.front().first;
   }
 }
 
@@ -721,9 +722,13 @@ TEST(Models, SqueezeExciteSitsWhereTheModelFileSays) {
     };
     walk(*model, "");
     Recorder rec;
-    nn::Module::set_observer(&rec);
-    model->forward(testing::randn_t({1, 3, 75, 75}, 22));
-    nn::Module::set_observer(nullptr);
+    {
+      struct Observing {  // reset even when the forward pass throws
+        explicit Observing(nn::ForwardObserver* o) { nn::Module::set_observer(o); }
+        ~Observing() { nn::Module::set_observer(nullptr); }
+      } observing(&rec);
+      model->forward(testing::randn_t({1, 3, 75, 75}, 22));
+    }
     int after_module = 0, on_branch = 0;
     bool gate_checked = false;
     for (const auto& [n, m] : by_name) {

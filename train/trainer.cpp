@@ -679,7 +679,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       while (!finished() && loader.next(&batch)) {
         pos.batch++;
         // A batch whose files were all unreadable is skipped, by every rank together (the
-        // collectives of a step must pair up).
+        // collectives of a step must pair up); so is one where any rank's share was (a rank
+        // without an image has no forward pass to join the others' with).
         const double images_here = static_cast<double>(batch.indices.size());
         const std::vector<double> batch_sums = rank_sums({batch.indices.empty() ? 1.0 : 0.0, images_here}, comm, device);
         if (batch_sums[0] > 0) continue;
@@ -704,12 +705,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         const double value = loss.item<float>();
         pos.epoch_correct += static_cast<double>(top1_hits(logits, batch.labels));
         pos.epoch_images += static_cast<double>(batch.indices.size());
-        // Every rank stops at a rank's non-finite loss, before its gradients reach the others,
-        // and rank 0 writes the error line before any rank ends the job.
-        const bool finite = comm.size() == 1 ? std::isfinite(value)
-                                             : rank_sum(std::isfinite(value) ? 0.0 : 1.0, comm, device) == 0;
-        if (!finite) {
-          metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", value}});
+        // Every rank stops at a rank's non-finite loss, before its gradients reach the others
+        // (a NaN or infinity on any rank carries into the ranks' mean), and rank 0 writes the
+        // error line, with that mean, before any rank ends the job.
+        const double mean_loss = rank_mean(value, comm, device);
+        if (!std::isfinite(mean_loss)) {
+          metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", mean_loss}});
           comm.barrier();
           const std::string what = std::isnan(value) ? "the loss is nan"
                                    : std::isinf(value) ? "the loss is infinite"
