@@ -907,6 +907,26 @@ TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {
   EXPECT_EQ(sel[0].index, 7);
   EXPECT_EQ(sel[0].target, "target");
   EXPECT_GE(sel[0].similarity, sel[1].similarity);
+  // Each EMD is the closed form for one source class, sum_j w_j ||s_i - t_j||, and no class
+  // left out is closer than the last one taken.
+  auto closed_form = [&](int64_t i) {
+    const std::vector<float> sf = s.features.contiguous().to_vector<float>(), tf = t.features.contiguous().to_vector<float>();
+    double e = 0;
+    for (int64_t j = 0; j < 3; ++j) {
+      double sq = 0;
+      for (int64_t c = 0; c < 4; ++c) sq += (double(sf[i * 4 + c]) - tf[j * 4 + c]) * (double(sf[i * 4 + c]) - tf[j * 4 + c]);
+      e += t.counts[j] / 12.0 * std::sqrt(sq);
+    }
+    return e;
+  };
+  for (const auto& x : sel) {
+    EXPECT_NEAR(x.emd, closed_form(x.index), 1e-12 * closed_form(x.index)) << x.index;
+    EXPECT_NEAR(x.similarity, std::exp(-0.01 * x.emd), 1e-15) << x.index;
+  }
+  for (int64_t i = 0; i < 10; ++i) {
+    if (i == sel[0].index || i == sel[1].index) continue;
+    EXPECT_GE(closed_form(i), sel[1].emd) << i;
+  }
   // The ranking is by the EMD, so a gamma at which every similarity rounds to 0 picks the
   // same classes in the same order.
   const auto huge_gamma = emd::select_source_classes(s, {t}, {2}, 1e6);
