@@ -43,9 +43,9 @@ ncclDataType_t nccl_type(DType t, const char* op) {
 class NcclCommunicator : public Communicator {
  public:
   explicit NcclCommunicator(Device device) : env_(MpiEnvironment::get()), device_(device.index) {
-    // The GPU was chosen from the launcher's local-rank variable, before MPI started; MPI's own
-    // count of the ranks on this machine must agree, or two ranks would share a GPU (NCCL's
-    // error for that names neither).
+    // The GPU was chosen from the launcher's local-rank variable, before MPI started; the local
+    // rank MPI itself finds must agree, or two ranks would share a GPU (NCCL's error for that
+    // names neither).
     int gpus = 0;
     if (cudaGetDeviceCount(&gpus) != cudaSuccess) cudaGetLastError(), gpus = 0;
     FGVC_CHECK(gpus <= 0 || device_ == env_.local_rank() % gpus, "NCCL set-up", "rank ", env_.rank(), " is rank ",

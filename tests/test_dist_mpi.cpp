@@ -65,6 +65,17 @@ std::string slurp(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
+// A quiet resnet20 run on DIR/data (the modes below set the rest).
+train::TrainConfig quiet_config(const std::string& dir, int64_t batch_size) {
+  train::TrainConfig c;
+  c.model = "resnet20";
+  c.data = dir + "/data";
+  c.batch_size = batch_size;
+  c.plots = false;
+  c.progress = false;
+  return c;
+}
+
 int train_mode(dist::Communicator& comm, const std::string& dir) {
   namespace fs = std::filesystem;
   if (comm.rank() == 0) {
@@ -72,12 +83,7 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
     testing::write_class_folder(dir + "/data", {20, 12, 8}, 24, 5);
   }
   comm.barrier();
-  train::TrainConfig c;
-  c.model = "resnet20";
-  c.data = dir + "/data";
-  c.batch_size = 4;
-  c.plots = false;
-  c.progress = false;
+  train::TrainConfig c = quiet_config(dir, 4);
   c.log_every = 3;  // a log window open across the resume at step 4
   c.ema_decay = 0.9;
   c.out = dir + "/whole";
@@ -128,11 +134,7 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
 // float32 rounding: the statistics are summed in another order); and so they do with
 // unreadable files among the images, where the ranks' halves of a batch are uneven.
 train::TrainConfig equivalence_config(const std::string& dir) {
-  train::TrainConfig c;
-  c.model = "resnet20";
-  c.data = dir + "/data";
-  c.plots = false;
-  c.progress = false;
+  train::TrainConfig c = quiet_config(dir, 8);
   // Few steps at a small rate: this tiny network is chaotic. At lr 0.05 a difference in float32
   // rounding (the statistics summed in another order) grows about 300x a step: 2.5e-8 after
   // one, 8e-6 after two, 2e-4 after three (measured 2026-11-27); at lr 0.01 three steps stay
@@ -221,12 +223,7 @@ int sync_bn_mode(dist::Communicator& comm, const std::string& dir) {
 // --resume-alone DIR (one process, after --train DIR): the 2-rank run continues on one
 // process from the same place in its epoch.
 int resume_alone_mode(const std::string& dir) {
-  train::TrainConfig c;
-  c.model = "resnet20";
-  c.data = dir + "/data";
-  c.batch_size = 8;  // the same global batch as 2 x 4
-  c.plots = false;
-  c.progress = false;
+  train::TrainConfig c = quiet_config(dir, 8);  // the same global batch as 2 x 4
   c.ema_decay = 0.9;
   c.out = dir + "/parts";
   c.steps = 12;
@@ -257,12 +254,7 @@ int resume_alone_mode(const std::string& dir) {
 // at the same step with the loss's message, and the job ends (the ctest reads the message);
 // --nan-logged DIR (one process, after it) finds rank 0's error line in metrics.jsonl.
 train::TrainConfig nan_config(const std::string& dir) {
-  train::TrainConfig c;
-  c.model = "resnet20";
-  c.data = dir + "/data";
-  c.batch_size = 4;
-  c.plots = false;
-  c.progress = false;
+  train::TrainConfig c = quiet_config(dir, 4);
   c.lr = 1e30;
   c.steps = 20;
   c.out = dir + "/diverged";

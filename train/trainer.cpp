@@ -281,21 +281,16 @@ void reduce_eval(EvalResult& r, dist::Communicator& comm, Device device) {
   r.loss = r.images ? loss.to_vector<double>()[0] / static_cast<double>(r.images) : 0.0;
 }
 
-// The sum and the mean over the ranks of a per-rank number.
-double rank_sum(double v, dist::Communicator& comm, Device device) {
-  if (comm.size() == 1) return v;
-  Tensor t = Tensor::from_vector(std::vector<double>{v}, {1}).to(device);
-  comm.all_reduce_sum(t);
-  return t.to_vector<double>()[0];
-}
-
-// Several sums in one collective.
+// Sums over the ranks of per-rank numbers, in one collective.
 std::vector<double> rank_sums(const std::vector<double>& v, dist::Communicator& comm, Device device) {
   if (comm.size() == 1) return v;
   Tensor t = Tensor::from_vector(v, {static_cast<int64_t>(v.size())}).to(device);
   comm.all_reduce_sum(t);
   return t.to_vector<double>();
 }
+
+// The sum and the mean over the ranks of a per-rank number.
+double rank_sum(double v, dist::Communicator& comm, Device device) { return rank_sums({v}, comm, device)[0]; }
 
 double rank_mean(double v, dist::Communicator& comm, Device device) {
   return rank_sum(v, comm, device) / comm.size();
@@ -623,11 +618,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // The epoch's hit and image counts, summed over the ranks at its end, go to rank 0 whole
     // (the others hold 0), so that they stay whole counts on any number of ranks after a resume.
     if (comm.size() > 1) {
-      pos.window_loss = rank_mean(pos.window_loss, comm, device);
-      pos.epoch_loss = rank_mean(pos.epoch_loss, comm, device);
-      const double hits = rank_sum(pos.epoch_correct, comm, device), seen = rank_sum(pos.epoch_images, comm, device);
-      pos.epoch_correct = leader ? hits : 0.0;
-      pos.epoch_images = leader ? seen : 0.0;
+      const std::vector<double> sums =
+          rank_sums({pos.window_loss, pos.epoch_loss, pos.epoch_correct, pos.epoch_images}, comm, device);
+      pos.window_loss = sums[0] / comm.size();
+      pos.epoch_loss = sums[1] / comm.size();
+      pos.epoch_correct = leader ? sums[2] : 0.0;
+      pos.epoch_images = leader ? sums[3] : 0.0;
     }
     pos.epoch_skipped = pos.batch > 0 ? epoch_skipped() : 0;  // 0: a new epoch is next
     save(last_path, true);
@@ -787,8 +783,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       if (epoch_done || finished()) {
         // Over all ranks, as the step lines' loss (every rank took the same number of steps).
         const double train_loss = rank_mean(epoch_steps ? epoch_loss / epoch_steps : 0.0, comm, device);
-        const double hits = rank_sum(pos.epoch_correct, comm, device), seen = rank_sum(pos.epoch_images, comm, device);
-        const double train_top1 = seen > 0 ? hits / seen : 0.0;
+        const std::vector<double> counts = rank_sums({pos.epoch_correct, pos.epoch_images}, comm, device);
+        const double train_top1 = counts[1] > 0 ? counts[0] / counts[1] : 0.0;
         json line = {{"kind", "epoch"},
                      {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
                      {"complete", epoch_done},
