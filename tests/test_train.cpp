@@ -990,6 +990,72 @@ TEST(Plots, RunFolderGetsLossAccuracyAndPerClassPlots) {
   EXPECT_NE(train::make_plots(run + "/missing_folder").find("no metrics.jsonl"), std::string::npos);
 }
 
+// per_class.png orders the classes by training images, most first (the paper's Figs. 2, 4),
+// and each class keeps its own accuracy: read back from the pixels. The bars' heights must
+// fall from left to right in proportion to the sorted counts, and the top-1 curve's points
+// at the bars' centres must rank as the accuracies of the classes sorted that way.
+TEST(Plots, PerClassPlotSortsClassesByTrainingImages) {
+  const std::string run = test_dir("plots_per_class_order");
+  fs::remove_all(run);
+  fs::create_directories(run);
+  { std::ofstream(run + "/metrics.jsonl") << nlohmann::json{{"kind", "step"}, {"step", 1}, {"loss", 1.0}}.dump() << "\n"; }
+  // File order: counts 5, 50, 20, 80, 20 (a tie keeps the file's order), accuracies chosen
+  // so that the sorted order (d, b, c, e, a) reads 10, 90, 30, 70, 50 percent.
+  {
+    std::ofstream(run + "/per_class.csv") << "class,train_images,val_images,top1,top5\n"
+                                             "a,5,4,0.5,1\nb,50,4,0.9,1\nc,20,4,0.3,1\nd,80,4,0.1,1\ne,20,4,0.7,1\n";
+  }
+  ASSERT_EQ(train::make_plots(run), "");
+  std::vector<uint8_t> bytes;
+  std::string error;
+  ASSERT_TRUE(data::read_file(run + "/per_class.png", &bytes, &error)) << error;
+  const data::Decoded d = data::decode_image(bytes, "per_class.png");
+  ASSERT_TRUE(d.ok()) << d.error;
+  const int w = d.image.width, h = d.image.height;
+  auto pixel_is = [&](int x, int y, int r, int g, int b) {
+    const uint8_t* p = &d.image.rgb[(static_cast<size_t>(y) * w + x) * 3];
+    return p[0] == r && p[1] == g && p[2] == b;
+  };
+  // Bars: runs of columns holding a tall stack of the bar grey (the legend's swatch and the
+  // axis are short). Each bar's height is its tallest column's count of grey pixels.
+  std::vector<int> column_grey(w, 0);
+  for (int x = 0; x < w; ++x)
+    for (int y = 0; y < h; ++y) column_grey[x] += pixel_is(x, y, 217, 217, 217);
+  std::vector<int> heights, centres;
+  for (int x = 0; x < w;) {
+    if (column_grey[x] < 12) {
+      ++x;
+      continue;
+    }
+    int end = x, tallest = 0;
+    while (end < w && column_grey[end] >= 12) tallest = std::max(tallest, column_grey[end]), ++end;
+    heights.push_back(tallest), centres.push_back((x + end - 1) / 2);
+    x = end;
+  }
+  ASSERT_EQ(heights.size(), 5u) << "bars found: " << heights.size();
+  const double counts[] = {80, 50, 20, 20, 5};
+  for (int k = 0; k < 5; ++k)  // the tallest bar is 80 images: the rest in proportion, to a few pixels
+    EXPECT_NEAR(heights[k], heights[0] * counts[k] / 80, 4) << "bar " << k;
+  // The top-1 curve (the first run's colour) at each bar's centre: higher on the image for a
+  // higher accuracy, so its rows must rank as 10, 90, 30, 70, 50 percent do.
+  std::vector<double> line_y;
+  for (int cx : centres) {
+    double sum = 0;
+    int found = 0;
+    for (int x = cx - 1; x <= cx + 1; ++x)
+      for (int y = 0; y < h; ++y)
+        if (pixel_is(x, y, 31, 119, 180)) sum += y, ++found;
+    ASSERT_GT(found, 0) << "no top-1 point above the bar at x = " << cx;
+    line_y.push_back(sum / found);
+  }
+  const double top1[] = {10, 90, 30, 70, 50};
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 5; ++j)
+      if (top1[i] > top1[j]) {
+        EXPECT_LT(line_y[i], line_y[j]) << "classes at " << i << " and " << j;
+      }
+}
+
 // per_class.csv keeps any class name: commas, quotes and line breaks are quoted on the way
 // out and read back as they were (the per-class plot reads the file).
 TEST(Plots, PerClassCsvRoundTripsAwkwardClassNames) {
