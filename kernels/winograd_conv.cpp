@@ -40,26 +40,31 @@ struct Matrices {
   int64_t ld, stride;
 };
 
+int64_t matrix_buffer_size(int64_t rows, int64_t ld) { return 16 * (rows * ld + kMatrixGap); }
+
+// A thread's scratch, kept from call to call (OpenMP's threads persist) and grown as needed:
+// buffers of a few hundred KB allocated and zeroed afresh on each call took about 15% of a
+// 64-channel convolution's time (page faults, memset). Not zeroed: every element read is
+// written first.
+enum Scratch { kInputSide, kOutputSide, kRows, kFilters };
 template <class T>
-std::vector<T> matrix_buffer(int64_t rows, int64_t ld) {
-  return std::vector<T>(static_cast<size_t>(16 * (rows * ld + kMatrixGap)));
+T* thread_scratch(Scratch which, int64_t size) {
+  thread_local std::vector<T> buffers[4];
+  std::vector<T>& b = buffers[which];
+  if (static_cast<int64_t>(b.size()) < size) b.resize(static_cast<size_t>(size));
+  return b.data();
 }
 
 // One thread's buffers for a block of tiles: the 16 matrices on the input side (in rows), the
-// 16 on the output side (out rows), and the rows the transforms pad or assemble. Not copyable:
-// the matrices point into the vectors.
+// 16 on the output side (out rows), and the rows the transforms pad or assemble.
 template <class T>
 struct BlockBuffers {
-  std::vector<T> in_side, out_side, rows;
   Matrices<T> v, m;
+  T* rows;
   BlockBuffers(int64_t in, int64_t out, int64_t block, const Tiling& tl)
-      : in_side(matrix_buffer<T>(in, block)),
-        out_side(matrix_buffer<T>(out, block)),
-        rows(static_cast<size_t>(4 * tl.padded())),
-        v{in_side.data(), block, in * block + kMatrixGap},
-        m{out_side.data(), block, out * block + kMatrixGap} {}
-  BlockBuffers(const BlockBuffers&) = delete;
-  BlockBuffers& operator=(const BlockBuffers&) = delete;
+      : v{thread_scratch<T>(kInputSide, matrix_buffer_size(in, block)), block, in * block + kMatrixGap},
+        m{thread_scratch<T>(kOutputSide, matrix_buffer_size(out, block)), block, out * block + kMatrixGap},
+        rows(thread_scratch<T>(kRows, 4 * tl.padded())) {}
 };
 
 // Calls f(image, tile row, first tile column, end tile column, position of the first in the
@@ -255,11 +260,11 @@ void convolve(const T* x, int64_t images, int64_t in, const Tiling& tl, const T*
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-      transform_input(x, in, tl, t0, t1, v, buf.rows.data());
+      transform_input(x, in, tl, t0, t1, v, buf.rows);
       for (int e = 0; e < 16; ++e)
         blas_gemm(false, out, t1 - t0, in, u + e * out * in, in, v.data + e * v.stride, v.ld, T(0), m.data + e * m.stride,
                   m.ld);
-      transform_output(m, out, tl, t0, t1, y, buf.rows.data());
+      transform_output(m, out, tl, t0, t1, y, buf.rows);
     }
   }
 }
@@ -267,20 +272,20 @@ void convolve(const T* x, int64_t images, int64_t in, const Tiling& tl, const T*
 template <class T>
 void forward_typed(const Tensor& x, const Tensor& w, const Conv2dGeometry& g, Tensor& y) {
   const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
-  std::vector<T> u(static_cast<size_t>(16 * out * in));
-  transform_filters(static_cast<const T*>(w.data_ptr()), out, in, false, u.data());
+  T* u = thread_scratch<T>(kFilters, 16 * out * in);  // read by the parallel region's threads
+  transform_filters(static_cast<const T*>(w.data_ptr()), out, in, false, u);
   const Tiling tl = tiling(x.size(2), x.size(3), y.size(2), y.size(3), g.pad_top, g.pad_left);
-  convolve(static_cast<const T*>(x.data_ptr()), n, in, tl, u.data(), out, static_cast<T*>(y.data_ptr()));
+  convolve(static_cast<const T*>(x.data_ptr()), n, in, tl, u, out, static_cast<T*>(y.data_ptr()));
 }
 
 template <class T>
 void backward_input_typed(const Tensor& grad, const Tensor& w, const Conv2dGeometry& g, Tensor& dx) {
   const int64_t n = grad.size(0), out = w.size(0), in = w.size(1);
-  std::vector<T> u(static_cast<size_t>(16 * out * in));
-  transform_filters(static_cast<const T*>(w.data_ptr()), out, in, true, u.data());
+  T* u = thread_scratch<T>(kFilters, 16 * out * in);
+  transform_filters(static_cast<const T*>(w.data_ptr()), out, in, true, u);
   // The gradient [n, out, ho, wo] padded by 2 - p, convolved into dx [n, in, h, w].
   const Tiling tl = tiling(grad.size(2), grad.size(3), dx.size(2), dx.size(3), 2 - g.pad_top, 2 - g.pad_left);
-  convolve(static_cast<const T*>(grad.data_ptr()), n, out, tl, u.data(), in, static_cast<T*>(dx.data_ptr()));
+  convolve(static_cast<const T*>(grad.data_ptr()), n, out, tl, u, in, static_cast<T*>(dx.data_ptr()));
 }
 
 // dU[e] = sum over tiles of dM[e] V[e]^T. The blocks are split into a fixed number of runs
@@ -316,8 +321,8 @@ void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeom
       T* du = sums.data() + r * sums_size;
       for (int64_t b = r * blocks / runs; b < (r + 1) * blocks / runs; ++b) {
         const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-        transform_input(px, in, tl, t0, t1, v, buf.rows.data());
-        transform_output_gradient(pg, out, tl, t0, t1, dm, buf.rows.data());
+        transform_input(px, in, tl, t0, t1, v, buf.rows);
+        transform_output_gradient(pg, out, tl, t0, t1, dm, buf.rows);
         for (int e = 0; e < 16; ++e)
           blas_gemm(true, out, in, t1 - t0, dm.data + e * dm.stride, dm.ld, v.data + e * v.stride, v.ld, T(1),
                     du + e * out * in, in);
