@@ -73,10 +73,11 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& state) {
                kept.size(), " slots (", listed(kept), ")");
   std::map<std::string, Tensor> loaded;  // all checked, all copied (a copy may run out of memory), then kept
   for (const auto& [key, t] : state) {
-    const size_t dot = key.rfind('.');
-    const Tensor& w = std::find_if(params_.begin(), params_.end(), [&](const auto& p) {
-                        return p.first == key.substr(0, dot);
-                      })->second;
+    // The parameter's name, a plain variable: a lambda may not capture a structured binding
+    // before C++20 (clang refuses it, as scripts/fuzz.sh builds with clang).
+    const std::string param = key.substr(0, key.rfind('.'));
+    const Tensor& w =
+        std::find_if(params_.begin(), params_.end(), [&](const auto& p) { return p.first == param; })->second;
     loaded[key] = t.to(w.device()).to(w.dtype()).contiguous().clone();
   }
   for (auto& [key, t] : loaded) slots_[key] = std::move(t);
