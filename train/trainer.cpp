@@ -782,9 +782,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       }
       if (epoch_done || finished()) {
         // Over all ranks, as the step lines' loss (every rank took the same number of steps).
-        const double train_loss = rank_mean(epoch_steps ? epoch_loss / epoch_steps : 0.0, comm, device);
-        const std::vector<double> counts = rank_sums({pos.epoch_correct, pos.epoch_images}, comm, device);
-        const double train_top1 = counts[1] > 0 ? counts[0] / counts[1] : 0.0;
+        // One collective: the loss's mean, and the epoch's hits and images.
+        const std::vector<double> sums =
+            rank_sums({epoch_steps ? epoch_loss / epoch_steps : 0.0, pos.epoch_correct, pos.epoch_images}, comm, device);
+        const double train_loss = sums[0] / comm.size();
+        const double train_top1 = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
         json line = {{"kind", "epoch"},
                      {"epoch", epoch_done ? pos.epoch : pos.epoch + 1},
                      {"complete", epoch_done},
