@@ -25,6 +25,7 @@ struct LayerRow {
   fgvc::Shape output;
   int64_t params = 0, macs = 0;
   uint64_t first_node = 0, end_node = 0;  // autograd nodes its forward created
+  bool ran = true;  // false: a layer with parameters this pass did not call (an aux head in eval)
   std::vector<double> forward_s, backward_s;
 };
 
@@ -57,6 +58,20 @@ class Recorder : public fgvc::nn::ForwardObserver {
     row.forward_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   void next_pass() { pass_counter_.clear(); }
+  // Rows for the layers with parameters that the recorded passes never called (Inception-v3's
+  // auxiliary classifier in eval mode, or below the input size it needs), in the model's order,
+  // so that the table's parameters add up to the model's.
+  void add_layers_not_run(const Module& m) {
+    for (auto& [n, child] : m.named_children()) {
+      add_layers_not_run(*child);
+      if (!child->named_children().empty() || child->num_parameters() == 0) continue;
+      const std::string& name = names_[child.get()];
+      if (std::any_of(rows.begin(), rows.end(), [&](const LayerRow& r) { return r.name == name; })) continue;
+      LayerRow row;
+      row.name = name, row.type = child->type_name(), row.params = child->num_parameters(), row.ran = false;
+      rows.push_back(row);
+    }
+  }
   // The row whose forward created the node with this sequence number.
   LayerRow* owner(uint64_t sequence) {
     for (LayerRow& r : rows) if (sequence >= r.first_node && sequence < r.end_node) return &r;
@@ -198,6 +213,7 @@ int main(int argc, char** argv) {
           autograd::set_backward_timer(nullptr);
         }
         nn::Module::set_observer(nullptr);
+        rec.add_layers_not_run(*model);
         int64_t macs = 0;
         for (const LayerRow& r : rec.rows) macs += r.macs;
         if (time) macs /= batch;  // per image
@@ -239,16 +255,18 @@ int main(int argc, char** argv) {
             b = r.backward_s.empty() ? 0 : b * 1e3 / repeats;
             total_f += f, total_b += b;
             Shape o = r.output;
-            if (!time) o[0] = 1;
+            if (!time && r.ran) o[0] = 1;
             if (!common.json) {
-              std::printf("%-42s %-14s %-20s %12lld %10.1f", r.name.c_str(), r.type.c_str(), shape_text(o).c_str(),
-                          (long long)r.params, (time ? r.macs / batch : r.macs) / 1e6);
-              if (layer_times) std::printf(" %10.2f %10.2f", f, b);
+              std::printf("%-42s %-14s %-20s %12lld %10.1f", r.name.c_str(), r.type.c_str(),
+                          r.ran ? shape_text(o).c_str() : "(not run)", (long long)r.params,
+                          (time ? r.macs / batch : r.macs) / 1e6);
+              if (layer_times && r.ran) std::printf(" %10.2f %10.2f", f, b);
               std::printf("\n");
             }
-            nlohmann::json row{{"name", r.name}, {"type", r.type}, {"output_shape", o}, {"params", r.params},
-                               {"macs", time ? r.macs / batch : r.macs}};
-            if (layer_times) row["forward_ms"] = f, row["backward_ms"] = b;
+            nlohmann::json row{{"name", r.name}, {"type", r.type}, {"output_shape", nullptr}, {"params", r.params},
+                               {"macs", time ? r.macs / batch : r.macs}, {"ran", r.ran}};
+            if (r.ran) row["output_shape"] = o;
+            if (layer_times && r.ran) row["forward_ms"] = f, row["backward_ms"] = b;
             rows.push_back(row);
           }
           if (layer_times && !common.json)

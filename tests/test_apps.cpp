@@ -431,6 +431,19 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
     EXPECT_FALSE(row.at("name").get<std::string>().empty()) << row.dump();
     if (row.at("type").get<std::string>().find("Pool") != std::string::npos) pools.insert(row.at("name"));
   }
+  // The auxiliary classifier does not run in eval mode: its layers are rows that say so, and the
+  // rows' parameters still add up to the model's.
+  int64_t v3_params = 0, aux_rows = 0;
+  for (const auto& row : v3j.at("layers")) {
+    v3_params += row.at("params").get<int64_t>();
+    const bool aux = row.at("name").get<std::string>().rfind("AuxLogits.", 0) == 0;
+    EXPECT_EQ(row.at("ran").get<bool>(), !aux) << row.dump();
+    if (!aux) continue;
+    aux_rows++;
+    EXPECT_TRUE(row.at("output_shape").is_null()) << row.dump();
+  }
+  EXPECT_EQ(v3_params, v3j.at("params").get<int64_t>());
+  EXPECT_EQ(aux_rows, 5);  // conv0 and conv1, each with its batch norm, and fc
   EXPECT_EQ(pools.size(), 2u + 9u + 2u);  // the stem's two, the nine blocks' average pools, Mixed_6a's and Mixed_7a's
   EXPECT_EQ(pools.count("Mixed_5b.pool"), 1u);
   EXPECT_EQ(pools.count("Mixed_6a.branch_pool"), 1u);
