@@ -84,7 +84,7 @@ class SGD : public Optimizer {
 // so this is floor(floor(samples / batch) * epochs per decay), where TF-slim takes
 // int(samples * epochs per decay / batch): the same, or up to about epochs-per-decay steps fewer
 // (36,198 against 36,199 for iNat2017's 579,184 images at batch 32 every 2 epochs). The 1e-9
-// keeps a fractional --decay-epochs exact: 100 * 1.1 in floating point is just below 110.
+// keeps a fractional --decay-epochs exact: 90 * 0.7 in floating point is 62.99999999999999.
 int64_t decay_steps(int64_t steps_per_epoch, double decay_epochs);
 // lr0 * rate^(step / decay_steps), an integer division: TF's staircase exponential decay
 // (0.94 every 2 epochs in the paper's training, every 4 when fine-tuning).
