@@ -68,7 +68,10 @@ void Loader::worker_loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] {
-        return stopping_ || next_to_make_ >= end_ || next_to_make_ < next_to_hand_ + options_.prefetch;
+        // Batches ahead of the consumer count those in the making too: one per worker on
+        // top of `prefetch`, or some workers would sit idle while the queue is short.
+        return stopping_ || next_to_make_ >= end_ ||
+               next_to_make_ < next_to_hand_ + options_.prefetch + options_.workers;
       });
       if (stopping_ || next_to_make_ >= end_) return;
       b = next_to_make_++;
@@ -87,6 +90,11 @@ void Loader::worker_loop() {
     }
     cv_.notify_all();
   }
+}
+
+int64_t Loader::ready_batches() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(ready_.size());
 }
 
 bool Loader::next(Batch* out) {

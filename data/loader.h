@@ -1,5 +1,7 @@
 // The input pipeline: worker threads decode and transform samples into batches ahead of the
-// consumer, through a bounded queue of ready batches.
+// consumer, through a bounded queue of ready batches. The workers never wait on the queue
+// while it holds fewer than `prefetch` batches beyond one per worker, so every worker
+// decodes at once, and at most prefetch + workers batches are in memory ahead of the consumer.
 //
 // Determinism: batch b of epoch e holds the samples at positions [b B, (b + 1) B) of the
 // epoch's order (a function of seed and epoch), and every random choice of a sample comes
@@ -37,7 +39,7 @@ struct LoaderOptions {
   Normalization normalization = Normalization::Inception;
   TrainAugment augment;
   int workers = 1;
-  int prefetch = 4;                      // ready batches kept ahead of the consumer
+  int prefetch = 4;                      // batches kept ahead of the consumer, beyond one per worker
   bool shuffle = true;                   // train; eval keeps the dataset order
   bool drop_last = false;
   bool uint8_output = false;             // raw RGB [B, 3, S, S] uint8 instead of normalised float32
@@ -85,6 +87,8 @@ class Loader {
   // bytes written to `out`; false (with the reason) for an unreadable file.
   bool load_sample(int64_t index, uint64_t epoch, void* out, std::string* error) const;
   int views() const { return options_.mode == Mode::Eval12 ? 12 : 1; }
+  // Batches made and not yet handed out (at most prefetch + workers).
+  int64_t ready_batches() const;
 
  private:
   void stop_workers();
@@ -101,7 +105,7 @@ class Loader {
   std::set<int64_t> warned_;     // every file skipped so far (dataset indices)
   bool reported_ = false;        // the epoch's skipped count has been printed
   std::map<int64_t, Batch> ready_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
   std::exception_ptr failure_;  // the first error a worker hit

@@ -881,6 +881,36 @@ TEST(Loader, SameBatchesWithOneOrFourWorkers) {
   EXPECT_NE(one, epoch_batches(2, 4));  // another epoch: another order and other augmentations
 }
 
+// Every worker decodes at once: the batches in the making do not use up the prefetch, so a
+// consumer that waits finds prefetch + workers batches ready (not prefetch: then at most
+// `prefetch` workers would ever be busy), and no more.
+TEST(Loader, AllWorkersRunAheadByPrefetchPlusWorkers) {
+  const std::string root = make_folder("run_ahead", {9, 8});
+  LoaderOptions o;
+  o.batch_size = 2;
+  o.size = 16;
+  o.workers = 3;
+  o.prefetch = 1;
+  o.warn = false;
+  Loader l(load_dataset(root), o);  // 17 images: 9 batches
+  l.start_epoch(0);
+  const int64_t ahead = o.prefetch + o.workers;
+  for (int waited = 0; waited < 3000 && l.ready_batches() < ahead; ++waited)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(l.ready_batches(), ahead);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(l.ready_batches(), ahead);  // the workers wait now
+  Batch b;
+  ASSERT_TRUE(l.next(&b));  // one handed out: one more made
+  for (int waited = 0; waited < 3000 && l.ready_batches() < ahead; ++waited)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(l.ready_batches(), ahead);
+  int64_t batches = 1;
+  while (l.next(&b)) ++batches;
+  EXPECT_EQ(batches, 9);
+  EXPECT_EQ(l.ready_batches(), 0);
+}
+
 TEST(Loader, SkipsAndCountsBrokenFiles) {
   const std::string root = make_folder("broken", {4, 3}, 2);
   LoaderOptions o;
