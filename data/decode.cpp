@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
 
 #include "tensor/error.h"
 
@@ -462,21 +463,61 @@ bool read_file(const std::string& path, std::vector<uint8_t>* out, std::string* 
   return true;
 }
 
-std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality) {
-  FGVC_CHECK(channels == 1 || channels == 3, "encode_jpeg", "1 or 3 channels, got ", channels);
-  FGVC_CHECK(width > 0 && height > 0, "encode_jpeg", "empty image ", width, "x", height);
+namespace {
+
+// libjpeg's compressed output, into a vector that the caller of jpeg_encode owns: the
+// vector lives outside the frame that setjmp returns to, so an error leaves no buffer to
+// free (libjpeg's own memory destination would leave one, freed or not as it had grown).
+struct VectorDestination {
+  jpeg_destination_mgr mgr;
+  std::vector<uint8_t>* out;
+};
+
+void vector_start(j_compress_ptr c) {
+  auto* d = reinterpret_cast<VectorDestination*>(c->dest);
+  d->mgr.next_output_byte = d->out->data();
+  d->mgr.free_in_buffer = d->out->size();
+}
+
+// Called with the buffer full: twice the room, the bytes so far kept.
+boolean vector_grow(j_compress_ptr c) {
+  auto* d = reinterpret_cast<VectorDestination*>(c->dest);
+  const size_t used = d->out->size();
+  bool grown = true;
+  try {
+    d->out->resize(used * 2);
+  } catch (const std::bad_alloc&) {
+    grown = false;
+  }
+  if (!grown) ERREXIT1(c, JERR_OUT_OF_MEMORY, 0);  // outside the handler: this longjmps
+  d->mgr.next_output_byte = d->out->data() + used;
+  d->mgr.free_in_buffer = d->out->size() - used;
+  return TRUE;
+}
+
+void vector_finish(j_compress_ptr c) {
+  auto* d = reinterpret_cast<VectorDestination*>(c->dest);
+  d->out->resize(d->out->size() - d->mgr.free_in_buffer);
+}
+
+// Every local here is trivially destructible: longjmp may leave this function's frame.
+bool jpeg_encode(const uint8_t* pixels, int width, int height, int channels, int quality, std::vector<uint8_t>* out,
+                 char* message) {
   jpeg_compress_struct cinfo;
   JpegErrors errors;
+  VectorDestination dest;
+  dest.mgr.init_destination = vector_start;
+  dest.mgr.empty_output_buffer = vector_grow;
+  dest.mgr.term_destination = vector_finish;
+  dest.out = out;
   install_errors(&cinfo, &errors);
-  unsigned char* buffer = nullptr;
-  unsigned long size = 0;
   if (setjmp(errors.jump)) {
+    std::strcpy(message, errors.message);
     jpeg_destroy_compress(&cinfo);
-    std::free(buffer);
-    throw Error(std::string("encode_jpeg: ") + errors.message);
+    return false;
   }
   jpeg_create_compress(&cinfo);
-  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.dest = &dest.mgr;
   cinfo.image_width = static_cast<JDIMENSION>(width);
   cinfo.image_height = static_cast<JDIMENSION>(height);
   cinfo.input_components = channels;
@@ -490,8 +531,20 @@ std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, i
   }
   jpeg_finish_compress(&cinfo);
   jpeg_destroy_compress(&cinfo);
-  std::vector<uint8_t> out(buffer, buffer + size);
-  std::free(buffer);
+  return true;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality) {
+  FGVC_CHECK(channels == 1 || channels == 3, "encode_jpeg", "1 or 3 channels, got ", channels);
+  FGVC_CHECK(width > 0 && height > 0, "encode_jpeg", "empty image ", width, "x", height);
+  // A start of a byte per 8 pixels and values (a photo at quality 95 takes about twice
+  // that); the buffer doubles as the encoder needs.
+  std::vector<uint8_t> out(static_cast<size_t>(width) * height * channels / 8 + 4096);
+  char message[JMSG_LENGTH_MAX];
+  if (!jpeg_encode(pixels, width, height, channels, quality, &out, message))
+    throw Error(std::string("encode_jpeg: ") + message);
   return out;
 }
 

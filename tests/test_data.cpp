@@ -68,6 +68,43 @@ TEST(Decode, PngBmpGifThroughStb) {
   EXPECT_EQ(g.image.rgb, (std::vector<uint8_t>{0, 0, 0}));
 }
 
+// The library's own encoder (the demo's image folders): its output buffer grows as it must
+// (noise needs many times the first guess), and an error is an exception with libjpeg's words.
+TEST(Decode, EncodeJpegRoundTripsAndGrowsItsBuffer) {
+  const Image smooth = test_picture(301, 203);
+  const std::vector<uint8_t> a = data::encode_jpeg(smooth.rgb.data(), smooth.width, smooth.height, 3, 95);
+  const Decoded da = decode_image(a, "smooth.jpg");
+  ASSERT_TRUE(da.ok()) << da.error;
+  EXPECT_LT(mean_abs_diff(da.image, smooth), 4.0);
+  Image noise(257, 129);
+  uint32_t state = 12345;
+  for (uint8_t& v : noise.rgb) v = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+  const std::vector<uint8_t> b = data::encode_jpeg(noise.rgb.data(), noise.width, noise.height, 3, 100);
+  EXPECT_GT(b.size(), noise.rgb.size() / 8 + 4096 * 2);  // the buffer doubled at least twice
+  const Decoded db = decode_image(b, "noise.jpg");
+  ASSERT_TRUE(db.ok()) << db.error;
+  // Chroma is subsampled (and noise has nothing else), so compare the luma.
+  auto luma = [](const uint8_t* p) { return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]; };
+  double luma_err = 0;
+  for (size_t i = 0; i < noise.rgb.size(); i += 3) luma_err += std::abs(luma(&db.image.rgb[i]) - luma(&noise.rgb[i]));
+  EXPECT_LT(luma_err / (noise.rgb.size() / 3), 3.0);
+  std::vector<uint8_t> gray(static_cast<size_t>(64) * 48);
+  for (size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<uint8_t>(i * 7 % 256);
+  const Decoded dg = decode_image(data::encode_jpeg(gray.data(), 64, 48, 1, 100), "gray.jpg");
+  ASSERT_TRUE(dg.ok()) << dg.error;
+  double err = 0;
+  for (size_t i = 0; i < gray.size(); ++i) err += std::abs(dg.image.rgb[3 * i + 1] - gray[i]);
+  EXPECT_LT(err / gray.size(), 3.0);
+  std::vector<uint8_t> wide(70000, 128);  // above JPEG's 65,500 pixels a side
+  try {
+    data::encode_jpeg(wide.data(), 70000, 1, 1, 90);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("encode_jpeg: Maximum supported image dimension"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Decode, RegionAtReducedScaleMatchesFullDecode) {
   const Image src = test_picture(800, 600);
   const std::vector<uint8_t> bytes = encode_jpeg(src, JpegKind::Baseline);
