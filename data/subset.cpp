@@ -10,7 +10,8 @@ namespace fgvc {
 namespace data {
 
 namespace {
-// Keys of the random streams here, apart from the per-sample augmentation streams (key = seed).
+// Keys (xor the seed) of the random streams here; the per-sample augmentation streams have
+// RandomStream::kAugmentKey, the default generator (weight initialisation) the seed itself.
 constexpr uint64_t kShuffleKey = 0x5bd1e9955bd1e995ull, kSubsetKey = 0x9e3779b97f4a7c15ull,
                    kBalancedKey = 0xc2b2ae3d27d4eb4full;
 }  // namespace

@@ -4,7 +4,7 @@
 // (so [0.1, 1] in effect) with aspect ratio in [0.75, 1.33] (100 attempts, else the whole
 // image; its height uniform, as TensorFlow's sample_distorted_bounding_box draws it), resized
 // to S x S (bilinear), flipped left-right with probability 1/2, colours
-// distorted (brightness +-32/255 and saturation x[0.5, 1.5] in random order, clipped).
+// distorted (brightness +-32/255, then saturation x[0.5, 1.5], as TF-slim's fast_mode; clipped).
 // Eval: the central 87.5% of the image resized to S x S; 12-crop: the full image, the centre
 // and the four corners (87.5% crops), each also flipped.
 // Resizing is bilinear; when shrinking by more than 2x the filter widens with the scale
@@ -28,9 +28,12 @@ enum class Normalization { Inception, ImageNet };
 class RandomStream {
  public:
   RandomStream(uint64_t key, uint64_t first_block) : seed_(key), base_(first_block) {}
-  // The stream of one sample in one epoch: 4096 blocks of its own.
+  // The stream of one sample in one epoch: 4096 blocks of its own, under a key of its own
+  // (with key = seed, epoch 0's first ~1,500 samples would draw the very blocks the weight
+  // initialisation drew from the default generator of the same seed).
+  static constexpr uint64_t kAugmentKey = 0x94d049bb133111ebull;
   static RandomStream for_sample(uint64_t seed, uint64_t epoch, uint64_t index) {
-    return RandomStream(seed, (epoch << 44) ^ (index << 12));
+    return RandomStream(seed ^ kAugmentKey, (epoch << 44) ^ (index << 12));
   }
   double uniform();  // [0, 1), 53 random bits
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }

@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "data/subset.h"
 #include "data/transforms.h"
+#include "tensor/random.h"
 #include "image_files.h"
 #include "test_util.h"
 
@@ -363,6 +364,21 @@ TEST(Decode, DamageBelowTheRegionIsAnErrorWhateverTheCrop) {
   }
 }
 
+// A sample's augmentation stream is not the default generator's stream of the same seed
+// (which initialised the weights): with one key, sample i of epoch 0 would start at block
+// i * 4096 of it. Float64 element 2k of the generator's fill is block k's first 53 bits.
+TEST(Transforms, AugmentationStreamsAreNotTheWeightInitStream) {
+  const uint64_t seed = 7;
+  Generator gen(seed);
+  const std::vector<double> init = rand({2 * 4 * 4096 + 2}, gen, DType::Float64).to_vector<double>();
+  for (uint64_t i = 0; i <= 4; ++i) {
+    const uint64_t block = i << 12;
+    RandomStream same_key(seed, block);
+    EXPECT_EQ(same_key.uniform(), init[2 * block]) << i;  // how the two would coincide
+    EXPECT_NE(RandomStream::for_sample(seed, 0, i).uniform(), init[2 * block]) << i;
+  }
+}
+
 TEST(Transforms, TrainCropsStayInsideAndFollowTheLimits) {
   TrainAugment aug;
   for (int i = 0; i < 2000; ++i) {
@@ -652,6 +668,26 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     std::ofstream(odd + "/class_0/README") << "notes";
     const Dataset o = load_dataset(odd);
     EXPECT_EQ(o.samples.size(), 6u);  // 2 images, the .webp, the dangling link, .jfif, IMG_0001
+  }
+  // Hidden folders: a notebook's .ipynb_checkpoints beside the classes is no class (as
+  // class 0 it would shift every label), nor inside a class (its copies would count twice);
+  // both are said on stderr.
+  {
+    const std::string h = make_folder("hidden_folders", {2, 1}, 0);
+    fs::create_directories(h + "/.ipynb_checkpoints");
+    fs::create_directories(h + "/class_1/.ipynb_checkpoints");
+    const std::vector<uint8_t> jpeg = encode_jpeg(test_picture(8, 8), JpegKind::Baseline);
+    testing::write_bytes(h + "/.ipynb_checkpoints/a.jpg", jpeg);
+    testing::write_bytes(h + "/class_1/.ipynb_checkpoints/0-checkpoint.jpg", jpeg);
+    ::testing::internal::CaptureStderr();
+    const Dataset hd = load_dataset(h);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(hd.classes, (std::vector<std::string>{"class_0", "class_1"}));
+    ASSERT_EQ(hd.samples.size(), 3u);
+    EXPECT_EQ(hd.samples[0].label, 0);
+    EXPECT_EQ(hd.samples[2].label, 1);
+    EXPECT_NE(err.find("hidden folder '.ipynb_checkpoints' is not a class, skipped"), std::string::npos) << err;
+    EXPECT_NE(err.find("class_1/.ipynb_checkpoints: hidden folder skipped"), std::string::npos) << err;
   }
   // Links that loop: a file link to itself is a sample (unreadable, counted when decoded); a
   // folder link back up the tree, a second link to one folder and a looping link among the
