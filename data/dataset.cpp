@@ -44,10 +44,14 @@ bool image_extension(const fs::path& p) {
   return false;
 }
 
+bool hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
 bool image_file(const fs::directory_entry& e) {
   if (image_extension(e.path())) return true;
-  const std::string name = e.path().filename().string();
-  if (name.empty() || name[0] == '.') return false;  // hidden files (.DS_Store) are never images here
+  if (hidden(e.path())) return false;  // hidden files (.DS_Store) are never images here
   std::error_code ec;
   if (!e.is_regular_file(ec)) return false;
   std::ifstream f(e.path(), std::ios::binary);
@@ -110,7 +114,15 @@ Dataset load_image_folder(const std::string& root) {
   std::vector<fs::path> class_dirs;
   for (const auto& e : fs::directory_iterator(root, ec)) {
     std::error_code status_ec;  // a link that loops is no class folder (nor an error)
-    if (e.is_directory(status_ec)) class_dirs.push_back(e.path());
+    if (!e.is_directory(status_ec)) continue;
+    // A hidden folder (.ipynb_checkpoints, .git) is no class: taken as one it would be class 0
+    // and shift every label. Said, since torchvision's ImageFolder does take it.
+    if (hidden(e.path())) {
+      std::fprintf(stderr, "fgvc: warning: %s: hidden folder '%s' is not a class, skipped\n", root.c_str(),
+                   e.path().filename().c_str());
+      continue;
+    }
+    class_dirs.push_back(e.path());
   }
   FGVC_CHECK(!ec, "dataset", root, ": ", ec.message());
   std::sort(class_dirs.begin(), class_dirs.end());
@@ -127,6 +139,11 @@ Dataset load_image_folder(const std::string& root) {
       const fs::directory_entry& e = *it;
       std::error_code status_ec;
       if (e.is_directory(status_ec)) {
+        if (hidden(e.path())) {  // a notebook's checkpoints would be every image again
+          std::fprintf(stderr, "fgvc: warning: %s: hidden folder skipped\n", e.path().c_str());
+          it.disable_recursion_pending();
+          continue;
+        }
         std::error_code canonical_ec;
         const fs::path real = fs::canonical(e.path(), canonical_ec);
         if (!canonical_ec && !folders_listed.insert(real).second) {
