@@ -1,5 +1,6 @@
 // Test images written by the tests themselves: JPEGs through libjpeg (baseline, progressive,
-// grayscale, CMYK), PNG/BMP through stb_image_write, and a small gradient-plus-detail picture.
+// grayscale, CMYK with and without Adobe's marker, YCCK), PNG/BMP through stb_image_write (and
+// 16-bit or alpha PNGs by hand), and a small gradient-plus-detail picture.
 #pragma once
 #include <jpeglib.h>
 #include <stb/stb_image_write.h>
@@ -29,7 +30,9 @@ inline data::Image test_picture(int w, int h) {
   return img;
 }
 
-enum class JpegKind { Baseline, Progressive, Gray, Cmyk };
+// Cmyk and Ycck: Adobe's inverted CMYK (its marker says so); CmykPlain: CMYK as printers
+// mean it (0 = no ink) and no Adobe marker.
+enum class JpegKind { Baseline, Progressive, Gray, Cmyk, CmykPlain, Ycck };
 
 inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, int quality = 95) {
   jpeg_compress_struct c;
@@ -41,11 +44,14 @@ inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, i
   jpeg_mem_dest(&c, &buf, &size);
   c.image_width = static_cast<JDIMENSION>(img.width);
   c.image_height = static_cast<JDIMENSION>(img.height);
-  c.input_components = kind == JpegKind::Gray ? 1 : (kind == JpegKind::Cmyk ? 4 : 3);
-  c.in_color_space = kind == JpegKind::Gray ? JCS_GRAYSCALE : (kind == JpegKind::Cmyk ? JCS_CMYK : JCS_RGB);
+  const bool four = kind == JpegKind::Cmyk || kind == JpegKind::CmykPlain || kind == JpegKind::Ycck;
+  c.input_components = kind == JpegKind::Gray ? 1 : (four ? 4 : 3);
+  c.in_color_space = kind == JpegKind::Gray ? JCS_GRAYSCALE : (four ? JCS_CMYK : JCS_RGB);
   jpeg_set_defaults(&c);
   jpeg_set_quality(&c, quality, TRUE);
   if (kind == JpegKind::Progressive) jpeg_simple_progression(&c);
+  if (kind == JpegKind::Ycck) jpeg_set_colorspace(&c, JCS_YCCK);  // stored as YCCK, marker transform 2
+  if (kind == JpegKind::CmykPlain) c.write_Adobe_marker = FALSE;
   jpeg_start_compress(&c, TRUE);
   std::vector<uint8_t> row(static_cast<size_t>(img.width) * 4);
   for (int y = 0; y < img.height; ++y) {
@@ -53,7 +59,10 @@ inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, i
     for (int x = 0; x < img.width; ++x) {
       if (kind == JpegKind::Gray) {
         row[x] = p[x * 3 + 1];
-      } else if (kind == JpegKind::Cmyk) {  // Adobe's inverted CMYK of the colour, no black ink
+      } else if (kind == JpegKind::CmykPlain) {  // ink = 255 - colour, no black ink
+        for (int k = 0; k < 3; ++k) row[x * 4 + k] = static_cast<uint8_t>(255 - p[x * 3 + k]);
+        row[x * 4 + 3] = 0;
+      } else if (four) {  // Adobe's inverted CMYK of the colour, no black ink
         row[x * 4] = p[x * 3], row[x * 4 + 1] = p[x * 3 + 1], row[x * 4 + 2] = p[x * 3 + 2], row[x * 4 + 3] = 255;
       } else {
         row[x * 3] = p[x * 3], row[x * 3 + 1] = p[x * 3 + 1], row[x * 3 + 2] = p[x * 3 + 2];
@@ -84,6 +93,57 @@ inline std::vector<uint8_t> encode_png(const data::Image& img) {
 inline std::vector<uint8_t> encode_bmp(const data::Image& img) {
   std::vector<uint8_t> out;
   stbi_write_bmp_to_func(append_bytes, &out, img.width, img.height, 3, img.rgb.data());
+  return out;
+}
+
+// A PNG of any bit depth and colour type (0 gray, 2 RGB, 4 gray + alpha, 6 RGBA), from its
+// unfiltered rows (big-endian samples), its data in stored (uncompressed) deflate blocks:
+// stb_image_write writes 8-bit files only.
+inline std::vector<uint8_t> encode_png_raw(int w, int h, int bit_depth, int color_type,
+                                           const std::vector<uint8_t>& rows) {
+  const auto crc32 = [](const uint8_t* p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; ++i) {
+      c ^= p[i];
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+  };
+  const auto be32 = [](std::vector<uint8_t>& v, uint32_t x) {
+    for (int s = 24; s >= 0; s -= 8) v.push_back(static_cast<uint8_t>(x >> s));
+  };
+  std::vector<uint8_t> out = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  const auto chunk = [&](const char* type, const std::vector<uint8_t>& data) {
+    be32(out, static_cast<uint32_t>(data.size()));
+    std::vector<uint8_t> body(type, type + 4);
+    body.insert(body.end(), data.begin(), data.end());
+    out.insert(out.end(), body.begin(), body.end());
+    be32(out, crc32(body.data(), body.size()));
+  };
+  std::vector<uint8_t> ihdr;
+  be32(ihdr, static_cast<uint32_t>(w));
+  be32(ihdr, static_cast<uint32_t>(h));
+  ihdr.insert(ihdr.end(), {static_cast<uint8_t>(bit_depth), static_cast<uint8_t>(color_type), 0, 0, 0});
+  chunk("IHDR", ihdr);
+  const size_t row_bytes = rows.size() / static_cast<size_t>(h);
+  std::vector<uint8_t> raw;  // each row after its filter byte 0 (none)
+  for (int y = 0; y < h; ++y) {
+    raw.push_back(0);
+    raw.insert(raw.end(), rows.begin() + y * row_bytes, rows.begin() + (y + 1) * row_bytes);
+  }
+  std::vector<uint8_t> z = {0x78, 0x01};
+  for (size_t at = 0; at < raw.size() || at == 0; at += 65535) {
+    const size_t n = std::min<size_t>(65535, raw.size() - at);
+    z.push_back(at + n == raw.size() ? 1 : 0);
+    z.insert(z.end(), {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(~n),
+                       static_cast<uint8_t>(~n >> 8)});
+    z.insert(z.end(), raw.begin() + at, raw.begin() + at + n);
+  }
+  uint32_t a = 1, b = 0;  // Adler-32 of the uncompressed data
+  for (uint8_t v : raw) a = (a + v) % 65521, b = (b + a) % 65521;
+  be32(z, b << 16 | a);
+  chunk("IDAT", z);
+  chunk("IEND", {});
   return out;
 }
 

@@ -36,7 +36,8 @@ std::string fresh_dir(const std::string& name) {
 
 TEST(Decode, EveryJpegKindComesOutAsRGB) {
   const Image src = test_picture(97, 61);
-  for (JpegKind kind : {JpegKind::Baseline, JpegKind::Progressive, JpegKind::Gray, JpegKind::Cmyk}) {
+  for (JpegKind kind : {JpegKind::Baseline, JpegKind::Progressive, JpegKind::Gray, JpegKind::Cmyk, JpegKind::CmykPlain,
+                        JpegKind::Ycck}) {
     const std::vector<uint8_t> bytes = encode_jpeg(src, kind);
     EXPECT_EQ(detect_format(bytes.data(), bytes.size()), ImageFormat::Jpeg);
     const ImageHeader h = read_header(bytes, "x.jpg");
@@ -62,6 +63,31 @@ TEST(Decode, PngBmpGifThroughStb) {
     const Decoded d = decode_image(bytes, "img.jpg");  // the name does not matter, the bytes do
     ASSERT_TRUE(d.ok()) << d.error;
     EXPECT_EQ(mean_abs_diff(d.image, src), 0.0);  // lossless
+  }
+  // 16-bit samples keep their high byte (as PIL's RGB;16B); alpha is dropped, not blended
+  // (as PIL's convert("RGB")); gray becomes R = G = B.
+  {
+    std::vector<uint8_t> rgb16, rgba8, graya16;
+    for (size_t i = 0; i < src.rgb.size(); i += 3) {
+      for (int c = 0; c < 3; ++c) rgb16.insert(rgb16.end(), {src.rgb[i + c], static_cast<uint8_t>(i * 7 + c)});
+      rgba8.insert(rgba8.end(), {src.rgb[i], src.rgb[i + 1], src.rgb[i + 2], static_cast<uint8_t>(i % 256)});
+      graya16.insert(graya16.end(), {src.rgb[i + 1], 0xFF, static_cast<uint8_t>(i), 0x00});
+    }
+    Image gray = src;
+    for (size_t i = 0; i < gray.rgb.size(); i += 3) gray.rgb[i] = gray.rgb[i + 2] = gray.rgb[i + 1];
+    for (const auto& [bytes, want] : std::vector<std::pair<std::vector<uint8_t>, Image>>{
+             {testing::encode_png_raw(40, 30, 16, 2, rgb16), src},
+             {testing::encode_png_raw(40, 30, 8, 6, rgba8), src},
+             {testing::encode_png_raw(40, 30, 16, 4, graya16), gray}}) {
+      EXPECT_EQ(detect_format(bytes.data(), bytes.size()), ImageFormat::Png);
+      const ImageHeader h = read_header(bytes, "deep.png");
+      ASSERT_TRUE(h.error.empty()) << h.error;
+      EXPECT_EQ(h.width, 40);
+      const Decoded d = decode_image(bytes, "deep.png");
+      ASSERT_TRUE(d.ok()) << d.error;
+      ASSERT_EQ(d.image.rgb.size(), want.rgb.size());
+      EXPECT_EQ(mean_abs_diff(d.image, want), 0.0);
+    }
   }
   const Decoded g = decode_image(testing::tiny_gif(), "tiny.gif");
   ASSERT_TRUE(g.ok()) << g.error;
@@ -104,6 +130,30 @@ TEST(Decode, EncodeJpegRoundTripsAndGrowsItsBuffer) {
     EXPECT_NE(std::string(e.what()).find("encode_jpeg: Maximum supported image dimension"), std::string::npos)
         << e.what();
   }
+}
+
+// The DCT scale is the smallest of 1/8, 1/4, 1/2 and 1 at which the region still has the
+// pixels asked for: exactly enough is enough, one pixel short takes the next scale.
+TEST(Decode, ReducedScaleBoundaries) {
+  const std::vector<uint8_t> bytes = encode_jpeg(test_picture(800, 600), JpegKind::Baseline);
+  const struct {
+    int min_w, min_h, eighths;
+  } cases[] = {{100, 75, 1}, {101, 75, 2}, {100, 76, 2}, {200, 150, 2}, {201, 150, 4},
+               {400, 300, 4}, {400, 301, 8}, {800, 600, 8}, {1000, 10, 8}};
+  for (const auto& c : cases) {
+    const Decoded d = decode_image(bytes, "s.jpg", Box{}, c.min_w, c.min_h);
+    ASSERT_TRUE(d.ok()) << d.error;
+    EXPECT_EQ(d.scale_eighths, c.eighths) << c.min_w << " x " << c.min_h;
+    EXPECT_EQ(d.image.width, 800 * c.eighths / 8) << c.min_w << " x " << c.min_h;
+    EXPECT_EQ(d.image.height, 600 * c.eighths / 8) << c.min_w << " x " << c.min_h;
+  }
+  // For a region, its own size counts (a 320 x 240 box needs 1/2 for 160 x 120).
+  const Decoded r = decode_image(bytes, "s.jpg", Box{100, 100, 320, 240}, 160, 120);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.scale_eighths, 4);
+  const Decoded r2 = decode_image(bytes, "s.jpg", Box{100, 100, 320, 240}, 161, 120);
+  ASSERT_TRUE(r2.ok()) << r2.error;
+  EXPECT_EQ(r2.scale_eighths, 8);
 }
 
 TEST(Decode, RegionAtReducedScaleMatchesFullDecode) {
