@@ -1,10 +1,13 @@
 // Optimisers against float64 references of their equations (TF's RMSProp, momentum SGD),
 // TF-slim's weight decay on conv/fc weights only, the staircase schedule, clipping and EMA.
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <set>
 
 #include "autograd/autocast.h"
 #include "nn/layers.h"
+#include "nn/models/registry.h"
 #include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
@@ -116,6 +119,35 @@ TEST(Optim, WeightDecayOnlyOnConvAndFcWeights) {
   EXPECT_TRUE(optim::decays("fc.weight", Tensor::zeros({10, 4})));
   EXPECT_FALSE(optim::decays("bn1.weight", Tensor::zeros({4})));
   EXPECT_FALSE(optim::decays("fc.bias", Tensor::zeros({10})));
+}
+
+// On every model of the registry (the Inception models with their aux head): exactly the
+// weights of Conv2d and Linear layers decay, found by the layers' types, not by the names
+// the rule reads; batch-norm scales and shifts, and biases (the SE blocks' convolutions, the
+// classifiers), do not.
+TEST(Optim, WeightDecaySelectsConvAndFcWeightsOfEveryModel) {
+  for (const std::string& name : nn::model_names()) {
+    const std::shared_ptr<nn::Classifier> model = nn::create_model(name, 10, nn::is_inception(name));
+    std::set<std::string> conv_and_fc;
+    std::function<void(const nn::Module&, const std::string&)> walk = [&](const nn::Module& m, const std::string& at) {
+      if (m.type_name() == "Conv2d" || m.type_name() == "Linear") conv_and_fc.insert(at + "weight");
+      for (const auto& [child, sub] : m.named_children()) walk(*sub, at + child + ".");
+    };
+    walk(*model, "");
+    int64_t decayed = 0, others = 0;
+    for (const auto& [param, t] : model->named_parameters()) {
+      const bool d = optim::decays(param, t);
+      EXPECT_EQ(d, conv_and_fc.count(param) > 0) << name << ": " << param;
+      (d ? decayed : others)++;
+    }
+    EXPECT_EQ(decayed, static_cast<int64_t>(conv_and_fc.size())) << name;
+    EXPECT_GT(others, 0) << name;  // batch norm's scales and shifts at least
+    // The classifier (a Linear layer, or timm's ResNet-v2 1x1 convolution head) decays.
+    int classifiers = 0;
+    for (const char* fc : {"fc.weight", "last_linear.weight", "classif.weight", "head.fc.weight", "linear.weight"})
+      classifiers += static_cast<int>(conv_and_fc.count(fc));
+    EXPECT_EQ(classifiers, 1) << name;
+  }
 }
 
 TEST(Optim, ScheduleClippingAndEma) {

@@ -328,6 +328,43 @@ TEST(Train, ResumeIsBitIdentical) {
   EXPECT_EQ(outline(whole.out), outline(part.out));
 }
 
+// The paper's model through the same loop: Inception-v3 with its auxiliary head (weighted
+// 0.4), dropout before the classifier (random numbers from the default generator, whose
+// position the checkpoint keeps), batch-norm decay 0.9997 and a moving average, interrupted
+// after a step and resumed: the checkpoint is that of the uninterrupted run, bit for bit.
+// At 299 px (the aux head's smallest input in training), two images a batch, no validation.
+TEST(Train, InceptionV3ResumeIsBitIdentical) {
+  Folders f;
+  train::TrainConfig whole = small_config(f, "inception_whole");
+  whole.model = "inception_v3";
+  whole.input_size = 299;
+  whole.batch_size = 2;
+  whole.steps = 3;
+  whole.ema_decay = 0.99;
+  whole.log_every = 1;
+  const train::TrainSummary w = train::train_model(whole, Device::cpu());
+  EXPECT_EQ(w.steps, 3);
+  EXPECT_TRUE(std::isfinite(w.last_loss));
+  train::TrainConfig part = whole;
+  part.out = f.dir + "/inception_parts";
+  part.steps = 1;
+  fs::remove_all(part.out);
+  train::train_model(part, Device::cpu());
+  part.steps = 3;
+  part.resume = true;
+  EXPECT_TRUE(train::train_model(part, Device::cpu()).resumed);
+  EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
+  const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
+  EXPECT_EQ(ck.position.step, 3);
+  EXPECT_TRUE(ck.model.count("AuxLogits.fc.weight")) << "the aux head is trained and saved";
+  EXPECT_FALSE(ck.ema.empty());
+  // The aux head learns: its classifier has gradients (RMSProp's momentum moved from 0).
+  ASSERT_TRUE(ck.optimizer.count("AuxLogits.fc.weight.mom"));
+  double moved = 0;
+  for (float v : ck.optimizer.at("AuxLogits.fc.weight.mom").to_vector<float>()) moved += std::abs(v);
+  EXPECT_GT(moved, 0.0);
+}
+
 // --log-every may change on --resume: the earlier run's closing step line stays where it
 // closed its window (the next line starts after it) and goes where the window was left open
 // (the next line covers its steps again).
