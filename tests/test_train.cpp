@@ -365,6 +365,46 @@ TEST(Train, InceptionV3ResumeIsBitIdentical) {
   EXPECT_GT(moved, 0.0);
 }
 
+// --amp fp16 through the trainer: the loss is scaled, each line logs the dynamic loss scale,
+// and the scaler's state (scale, clean steps since it changed, skipped steps) is checkpointed
+// and restored: a run interrupted at step 4 and resumed ends with the uninterrupted run's
+// state (restarted, its scaler would have counted only the last 6 steps).
+TEST(Train, AmpFp16KeepsItsLossScaleAcrossAResumeOnTheGpu) {
+  FGVC_REQUIRE_CUDA();
+  Folders f;
+  train::TrainConfig whole = small_config(f, "fp16_whole");
+  whole.amp = "fp16";
+  whole.steps = 10;
+  whole.log_every = 1;
+  const train::TrainSummary w = train::train_model(whole, Device::cuda());
+  EXPECT_TRUE(std::isfinite(w.last_loss));
+  train::TrainConfig part = whole;
+  part.out = f.dir + "/fp16_parts";
+  part.steps = 4;
+  fs::remove_all(part.out);
+  train::train_model(part, Device::cuda());
+  part.steps = 10;
+  part.resume = true;
+  EXPECT_TRUE(train::train_model(part, Device::cuda()).resumed);
+  const train::TrainPosition a = train::load_checkpoint(whole.out + "/last.safetensors").position;
+  const train::TrainPosition b = train::load_checkpoint(part.out + "/last.safetensors").position;
+  EXPECT_EQ(b.step, 10);
+  EXPECT_GT(a.loss_scale, 0.0);
+  EXPECT_EQ(a.loss_scale, b.loss_scale);
+  EXPECT_EQ(b.scale_good_steps, a.scale_good_steps);
+  EXPECT_EQ(b.skipped_steps, a.skipped_steps);
+  std::ifstream in(part.out + "/metrics.jsonl");
+  int64_t step_lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") != "step") continue;
+    ++step_lines;
+    EXPECT_GT(j.at("loss_scale").get<double>(), 0.0) << line;
+    EXPECT_TRUE(std::isfinite(j.at("loss").get<double>())) << line;
+  }
+  EXPECT_EQ(step_lines, 10);
+}
+
 // --log-every may change on --resume: the earlier run's closing step line stays where it
 // closed its window (the next line starts after it) and goes where the window was left open
 // (the next line covers its steps again).
