@@ -26,7 +26,7 @@
 #       On the GPU machine, from the repository root, with gpu-bundle carried:
 #         device run: command "scripts/gpu-check.sh --run", carry ["gpu-bundle"], timeout_s 540
 #       Checks that the carried binaries find their libraries, prints the card and cuDNN
-#       version, runs every test (GoogleTest JSON), bench_emd and POT, the CUDA benchmarks and
+#       version, runs every binary's GPU tests (the `gpu` label's; GoogleTest JSON), bench_emd and POT, the CUDA benchmarks and
 #       PyTorch's on the same cases, the fp32 and bf16 training steps, resnet50's per-layer
 #       times, then the sanitizers (memcheck on test_cuda_parity and test_emd, racecheck and
 #       synccheck of the EMD solver). Writes
@@ -146,6 +146,8 @@ run() {
 
   step "tests"
   local t name rc left filter deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
+  local gpu_filter
+  gpu_filter=$(sed -n 's/^set(FGVC_GPU_TESTS "\(.*\)")$/\1/p' tests/CMakeLists.txt)
   [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_mixed_precision"
                                "$bundle/bin/test_apps" "$bundle/bin/test_golden")
   [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
@@ -158,7 +160,11 @@ run() {
       continue
     fi
     echo "---- $name"
-    filter=()  # --emd: test_golden's GPU cases (its CPU ones run in CI)
+    # --run: each binary's GPU cases, as tests/CMakeLists.txt lists them for the `gpu` label
+    # (the CPU ones run in CI; all of test_train's would not fit its 90 s); --emd: all of
+    # its binaries' cases but test_golden's CPU ones.
+    filter=()
+    [[ $mode == full && -n $gpu_filter ]] && filter=(--gtest_filter="$gpu_filter")
     [[ $mode == emd && $name == test_golden ]] && filter=(--gtest_filter='*OnTheGpu*')
     LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit $((left < 90 ? left : 90)))" "$t" --gtest_brief=1 \
       --gtest_output="json:$scratch/tests/$name.json" "${filter[@]}"
