@@ -33,21 +33,23 @@ int main(int argc, char** argv) {
         o.size = size > 0 ? size : nn::default_input_size(model_name);
         app::check_input_size(model_name, o.size);
         o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
-        const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
+        const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
+        // The features come before the classifier, so a backbone (timm's num_classes=0) will
+        // do: its model gets a classifier of one class that never runs.
         const Tensor fc = nn::classifier_weight(w);
-        FGVC_CHECK(fc.defined(), "--weights", weights, ": no classifier weight [K, D]");
-        std::shared_ptr<nn::Classifier> model;
         app::check_model_name(model_name);
-        model = nn::create_model(model_name, fc.size(0));
+        const std::shared_ptr<nn::Classifier> model =
+            nn::create_model(model_name, fc.defined() && fc.size(0) > 0 ? fc.size(0) : 1);
         try {
-          nn::load_weights(*model, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
+          // Strict; a missing optional head (timm's Inception-v3) is allowed.
+          nn::load_weights(*model, w, /*reset_classifier=*/!fc.defined());
         } catch (const Error& e) {
           throw Error(weights + ": " + e.what());
         }
         model->to(device);
         model->eval();
 
-        data::Loader loader(data::load_dataset(data_path), o);
+        data::Loader loader(prefix_errors("--data", [&] { return data::load_dataset(data_path); }), o);
         fgvc::app::prepare_output_file("--out", out);
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();

@@ -561,6 +561,18 @@ TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
                         "/domain.safetensors --json");
   ASSERT_EQ(s.code, 0) << s.err;
   EXPECT_NEAR(last_json_line(s.out).at("emd").get<double>(), 0.0, 1e-9);
+  // A backbone's weights (no classifier, as timm saves num_classes=0) give the same means:
+  // the features come before the classifier.
+  std::map<std::string, Tensor> backbone = model->state_dict();
+  backbone.erase("fc.weight");
+  backbone.erase("fc.bias");
+  write_safetensors(dir + "/backbone.safetensors", backbone);
+  const Outcome b = run("fgvc-extract --device cpu --model resnet50 --weights " + dir + "/backbone.safetensors --data " +
+                        images + " --input-size 64 --batch-size 4 --out " + dir + "/backbone_domain.safetensors");
+  ASSERT_EQ(b.code, 0) << b.err;
+  const emd::Domain bd = emd::load_domain(dir + "/backbone_domain.safetensors");
+  EXPECT_EQ(bd.counts, d.counts);
+  EXPECT_EQ(testing::rel_error(bd.features, d.features), 0.0);
 }
 
 TEST_F(Apps, HelpExitsZero) {
