@@ -6,9 +6,11 @@
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "tensor/device.h"
+#include "tensor/error.h"  // fgvc::Error (exit 1), prefix_errors for the files flags name
 
 namespace fgvc {
 namespace app {
@@ -27,28 +29,47 @@ int run(const std::string& name, const std::string& description, int argc, char*
         const std::function<nlohmann::json(const Common&)>& body);
 
 // Number checks for options, with a message a user reads ("must be > 0, got 0") rather than
-// CLI11's range of 0 to the largest double. `integer`: whole numbers written as such (CLI11
-// cannot read "1e3" or "2.0" into an integer, and would only say "Could not convert").
+// CLI11's range of 0 to the largest double. Every check refuses what is not a finite number
+// (CLI11's Range lets "nan" through: it fails both of its comparisons). `integer`: whole
+// numbers written as such (CLI11 cannot read "1e3" or "2.0" into an integer, and would only
+// say "Could not convert").
+inline std::string finite_number(const std::string& text, bool integer, double* v) {
+  size_t used = 0;
+  try {
+    *v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || used == 0 || !std::isfinite(*v)) return "not a finite number: " + text;
+  // Signs first: "-5" is a number below the range, not a number that is not whole.
+  if (integer && text.find_first_not_of("+-0123456789") != std::string::npos) return "not a whole number: " + text;
+  return std::string();
+}
 inline CLI::Validator number_check(bool allow_zero, double at_most = INFINITY, bool integer = false) {
   return CLI::Validator(
       [allow_zero, at_most, integer](std::string& text) -> std::string {
         double v = 0;
-        size_t used = 0;
-        try {
-          v = std::stod(text, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != text.size() || used == 0 || !std::isfinite(v)) return "not a finite number: " + text;
-        if (integer && text.find_first_not_of("+0123456789") != std::string::npos)
-          return "not a whole number: " + text;
+        if (std::string e = finite_number(text, integer, &v); !e.empty()) return e;
         if (allow_zero ? v < 0 : v <= 0) return std::string(allow_zero ? "must be >= 0" : "must be > 0") + ", got " + text;
         if (v > at_most) return "must be at most " + std::to_string(static_cast<long long>(at_most)) + ", got " + text;
         return std::string();
       },
-      std::isinf(at_most) ? (allow_zero ? "NUMBER >= 0" : "NUMBER > 0")
+      std::isinf(at_most) ? std::string(integer ? "INTEGER" : "NUMBER") + (allow_zero ? " >= 0" : " > 0")
                           : std::string("INTEGER in ") + (allow_zero ? "0.." : "1..") +
                                 std::to_string(static_cast<long long>(at_most)));
+}
+// A closed range [lo, hi] of finite numbers (whole ones with `integer`).
+inline CLI::Validator range_check(double lo, double hi, bool integer = false) {
+  std::ostringstream range;
+  range << "[" << lo << ", " << hi << "]";
+  return CLI::Validator(
+      [lo, hi, integer, r = range.str()](std::string& text) -> std::string {
+        double v = 0;
+        if (std::string e = finite_number(text, integer, &v); !e.empty()) return e;
+        if (v < lo || v > hi) return "must be in " + r + ", got " + text;
+        return std::string();
+      },
+      std::string(integer ? "INTEGER in " : "NUMBER in ") + range.str());
 }
 inline const CLI::Validator Positive = number_check(false);
 inline const CLI::Validator NonNegative = number_check(true);
@@ -60,7 +81,9 @@ inline const CLI::Validator Threads = number_check(false, 1024, true);        //
 inline const CLI::Validator BatchSize = number_check(false, 1 << 20, true);   // --batch-size (images)
 inline const CLI::Validator Count = number_check(false, 1e12, true);          // --epochs, --steps, --images
 inline const CLI::Validator Repeats = number_check(false, 1000000, true);     // --repeats (an int)
-inline const CLI::Validator CountOrZero = number_check(true, 1e12, true);     // --top-k
+inline const CLI::Validator CountOrZero = number_check(true, 1e12, true);     // --top-k, --save-every
+inline const CLI::Validator Seed = number_check(true, INFINITY, true);         // --seed (CLI11 refuses > 2^64 - 1)
+inline const CLI::Validator Fraction = range_check(0.0, 1.0);                  // decays, momentum, smoothing
 
 // A usage error found after parsing (exit 2).
 struct UsageError : std::runtime_error {

@@ -177,25 +177,26 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-demo", "The paper's recipe end to end on Fashion-MNIST images, on the CPU in minutes", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--out", o.out, "run folder (report.md, results.json, plots, both stages)")->capture_default_str();
+        cli.add_option("--out", o.out, "run folder (report.md, results.json, plots, both stages)")->capture_default_str()
+            ->check(fgvc::app::OutputFolder);
         cli.add_option("--data-dir", o.data_dir, "Fashion-MNIST IDX files (gzipped or not)")->capture_default_str();
         cli.add_option("--largest", o.largest, "training images of the largest class")->capture_default_str()
-            ->check(CLI::Range(10, 6000));
-        cli.add_option("--imbalance", o.imbalance, "largest / smallest class")->capture_default_str()->check(CLI::Range(1.0, 1000.0));
+            ->check(fgvc::app::range_check(10, 6000, true));
+        cli.add_option("--imbalance", o.imbalance, "largest / smallest class")->capture_default_str()->check(fgvc::app::range_check(1.0, 1000.0));
         cli.add_option("--test-per-class", o.test_per_class, "test images per class")->capture_default_str()
-            ->check(CLI::Range(1, 1000));
+            ->check(fgvc::app::range_check(1, 1000, true));
         cli.add_option("--epochs1", o.epochs1, "stage 1 epochs")->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--epochs2", o.epochs2, "stage 2 epochs")->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--max-per-class", o.max_per_class, "stage 2: the balanced subset's cap per class")
-            ->capture_default_str()->check(fgvc::app::Positive);
+            ->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--lr1", o.lr1, "stage 1 learning rate")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--lr2", o.lr2, "stage 2 learning rate")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->check(fgvc::app::BatchSize);
         cli.add_option("--head-threshold", o.head_threshold, "head classes: at least this many training images")
-            ->capture_default_str()->check(fgvc::app::Positive);
+            ->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--gamma", o.gamma, "domain similarity exp(-gamma EMD)")->capture_default_str()->check(fgvc::app::Positive);
         cli.add_option("--workers", o.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
-        cli.add_option("--seed", o.seed, "seed")->capture_default_str()->check(fgvc::app::NonNegative);
+        cli.add_option("--seed", o.seed, "seed")->capture_default_str()->check(fgvc::app::Seed);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
@@ -223,7 +224,11 @@ int main(int argc, char** argv) {
             throw Error(o.out + " is not empty and no earlier fgvc-demo wrote it (no .fgvc-demo in it): give --out a "
                         "new or empty folder");
         }
-        fs::create_directories(o.out);
+        {
+          std::error_code ec;
+          fs::create_directories(o.out, ec);
+          if (ec) throw Error("--out " + o.out + ": cannot make the folder: " + ec.message());
+        }
         const std::string out = fs::canonical(o.out).string();
         const std::string train_dir = out + "/data/train", test_dir = out + "/data/test";
         write_file_atomic((fs::path(out) / ".fgvc-demo").string(),

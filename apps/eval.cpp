@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
             ->capture_default_str()->check(CLI::IsMember({1, 12}));
         cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size")->check(fgvc::app::NonEmptyPath);
         cli.add_option("--head-threshold", threshold, "head classes: at least this many training images")
-            ->capture_default_str()->check(fgvc::app::Positive);
+            ->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--per-class", per_class, "write per-class accuracy to this CSV")->check(fgvc::app::OutputFile);
         cli.add_option("--batch-size", batch_size, "images per batch")->capture_default_str()->check(fgvc::app::BatchSize);
         cli.add_option("--workers", workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
           throw app::UsageError("give one --model for all --weights, or one per --weights (" +
                                 std::to_string(models.size()) + " models, " + std::to_string(weights.size()) + " weights)");
         const Device device = common.resolved_device();
-        data::Dataset dataset = data::load_dataset(data_path);
+        data::Dataset dataset = prefix_errors("--data", [&] { return data::load_dataset(data_path); });
         std::vector<int64_t> train_counts;
         // The classes the model was trained on, by name (fgvc-train records them in its
         // checkpoints): --data may lack some, or order them otherwise. Every model of an
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
           else if (these != recorded) throw Error(w + ": trained on other classes than " + recorded_by);
         }
         if (!train_counts_path.empty()) {
-          data::Dataset train_set = data::load_dataset(train_counts_path);
+          data::Dataset train_set = prefix_errors("--train-counts", [&] { return data::load_dataset(train_counts_path); });
           if (!recorded.empty() && !train_set.numbered) {
             // The same classes by name, in any order (a COCO file's category ids, a list's
             // classes file): counted in the order of the model's outputs.
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < weights.size(); ++i) {
           const std::string& name = models.size() == 1 ? models[0] : models[i];
           bool used_ema = false;
-          const auto w = nn::read_model_weights(weights[i], !no_ema, &used_ema);
+          const auto w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights[i], !no_ema, &used_ema); });
           const Tensor fc = nn::classifier_weight(w);
           if (!fc.defined()) throw Error(weights[i] + ": no classifier weight [K, D]");
           if (i == 0 && dataset.numbered && fc.size(0) > K) {

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
-        const std::map<std::string, Tensor> w = nn::read_model_weights(weights);  // a checkpoint: its moving average
+        const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
         const Tensor fc = nn::classifier_weight(w);  // [K, D], undefined for a backbone
         if (!fc.defined() && !features_only)
           throw Error(weights + ": no classifier weight [K, D] (fc.weight, last_linear.weight, ...) for the logits; "
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
         }
         model->to(device);
         model->eval();
-        const SafetensorsFile in = read_safetensors(input);
+        const SafetensorsFile in = prefix_errors("--input", [&] { return read_safetensors(input); });
         const auto x = in.tensors.find("input");
         FGVC_CHECK(x != in.tensors.end(), "--input", input, ": no tensor named 'input'");
         FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "--input",

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
         cli.add_option("--mode", mode, "train, eval or eval12 (default train)")
             ->check(CLI::IsMember({"train", "eval", "eval12"}));
         cli.add_option("--workers", o.workers, "worker threads (default 1)")->check(fgvc::app::Threads);
-        cli.add_option("--images", images, "images to load, in whole batches: the last may go past it (default 1000; epochs repeat)")->check(fgvc::app::Positive);
+        cli.add_option("--images", images, "images to load, in whole batches: the last may go past it (default 1000; epochs repeat)")->check(fgvc::app::Count);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::BatchSize);
         cli.add_option("--normalization", normalization, "inception ([-1, 1]) or imagenet (mean/std)")
             ->check(CLI::IsMember({"inception", "imagenet"}));
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
                },
                "train mode's random crop: tf-slim (default) or torchvision (RandomResizedCrop, areas from 0.08)")
             ->check(CLI::IsMember({"tf-slim", "torchvision"}));
-        cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
+        cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::Seed);
         cli.add_option("--save-grid", grid, "write the first batch as a PNG grid")->check(fgvc::app::OutputFile);
       },
       [&](const fgvc::app::Common& common) {
@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
         (void)common.resolved_device();  // validates --device; batches are pinned when CUDA is usable
         o.mode = mode == "train" ? Mode::Train : (mode == "eval" ? Mode::Eval : Mode::Eval12);
         o.normalization = normalization == "inception" ? Normalization::Inception : Normalization::ImageNet;
-        Loader loader(load_dataset(data), o);
+        Loader loader(fgvc::prefix_errors("--data", [&] { return load_dataset(data); }), o);
         int64_t done = 0;
         Batch first;  // the first batch with an image, for --save-grid (drawn after the timing)
         fgvc::app::prepare_output_file("--save-grid", grid);

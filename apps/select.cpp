@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
         for (const std::string& t : targets)  // it is the third field of every line written
           if (t.find_first_of("\t\r\n") != std::string::npos)
             throw fgvc::app::UsageError("--target: '" + t + "' holds a tab or a line break");
-        const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
+        const fgvc::emd::Domain s = fgvc::prefix_errors("--source", [&] { return fgvc::emd::load_domain(source); });
         // Classes without images are never selected (sim({(s_i, 1)}, T) needs the class).
         const int64_t m = std::count_if(s.counts.begin(), s.counts.end(), [](double c) { return c > 0; });
         for (size_t t = 0; t < per_target.size(); ++t)
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
                                         std::to_string(per_target[t]) + " for " + targets[t] + ", but the source " +
                                         source + " has " + std::to_string(m) + " classes with images");
         std::vector<fgvc::emd::Domain> ts;
-        for (const std::string& t : targets) ts.push_back(fgvc::emd::load_domain(t));
+        for (const std::string& t : targets) ts.push_back(fgvc::prefix_errors("--target", [&] { return fgvc::emd::load_domain(t); }));
         fgvc::app::prepare_output_file("--out", out);
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);
         std::ostringstream f;

@@ -30,9 +30,9 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         const fgvc::Device device = common.resolved_device();
         const auto t0 = std::chrono::steady_clock::now();  // end to end: load, distances, solve
-        const fgvc::emd::Domain s = fgvc::emd::load_domain(source);
+        const fgvc::emd::Domain s = fgvc::prefix_errors("--source", [&] { return fgvc::emd::load_domain(source); });
         std::vector<fgvc::emd::Domain> t;
-        for (const std::string& path : targets) t.push_back(fgvc::emd::load_domain(path));
+        for (const std::string& path : targets) t.push_back(fgvc::prefix_errors("--target", [&] { return fgvc::emd::load_domain(path); }));
         fgvc::emd::Options options;
         options.pricing = pricing == "rows" ? fgvc::emd::Pricing::Rows : fgvc::emd::Pricing::Block;
         const std::vector<fgvc::emd::Similarity> r = fgvc::emd::domain_similarities(s, t, gamma, device, options);

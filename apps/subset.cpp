@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
         cli.add_option("--data", data, "training set: ImageFolder, .txt list or .json (COCO)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--max-per-class", max_per_class, "images kept per class at most")
             ->required()
-            ->check(fgvc::app::Positive);
+            ->check(fgvc::app::Count);
         // A .txt list, the one kind of list every binary reads back (its class names go beside it,
         // in NAME.classes.txt).
         cli.add_option("--out", out, "list file to write, NAME.txt (paths relative to it; names in NAME.classes.txt)")
@@ -31,13 +31,13 @@ int main(int argc, char** argv) {
                   return std::string();
                 },
                 "FILE.txt"));
-        cli.add_option("--seed", seed, "random seed (default 0)")->check(fgvc::app::NonNegative);
-        cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)")->check(fgvc::app::NonNegative);
+        cli.add_option("--seed", seed, "random seed (default 0)")->check(fgvc::app::Seed);
+        cli.add_option("--head-threshold", threshold, "head classes have at least this many images (default 100)")->check(fgvc::app::Count);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc::data;
         (void)common.resolved_device();  // validates --device, as every binary does (nothing here runs on it)
-        const Dataset full = load_dataset(data);
+        const Dataset full = fgvc::prefix_errors("--data", [&] { return load_dataset(data); });
         const Dataset sub = balanced_subset(full, max_per_class, seed);
         fgvc::app::prepare_output_file("--out", out);
         write_list_file(out, sub);

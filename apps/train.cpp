@@ -72,27 +72,27 @@ int main(int argc, char** argv) {
         cli.add_option("--optimizer", c.optimizer, "rmsprop (TF semantics) or sgd (momentum)")
             ->capture_default_str()->check(CLI::IsMember({"rmsprop", "sgd"}));
         cli.add_option("--lr", c.lr, "initial learning rate")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--lr-decay", c.lr_decay, "staircase decay factor")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--lr-decay", c.lr_decay, "staircase decay factor")->capture_default_str()->check(fgvc::app::Fraction);
         cli.add_option("--decay-epochs", c.decay_epochs, "epochs per decay (default 2; the paper fine-tunes with --lr 0.0045 --decay-epochs 4)")
             ->check(fgvc::app::Positive);
-        cli.add_option("--momentum", c.momentum, "momentum (RMSProp and SGD)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--momentum", c.momentum, "momentum (RMSProp and SGD)")->capture_default_str()->check(fgvc::app::Fraction);
         cli.add_option("--rmsprop-decay", c.rmsprop_decay, "RMSProp decay of the squared-gradient average")
-            ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+            ->capture_default_str()->check(fgvc::app::Fraction);
         cli.add_option("--epsilon", c.epsilon, "RMSProp epsilon (inside the square root, as TensorFlow)")
             ->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+        cli.add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(fgvc::app::Fraction);
         cli.add_option("--weight-decay", c.weight_decay, "L2 on conv/fc weights (TF-slim)")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--aux-weight", c.aux_weight, "weight of the Inception models' auxiliary loss (0: none)")->capture_default_str()->check(fgvc::app::NonNegative);
         cli.add_option("--ema-decay", c.ema_decay, "keep a moving average of the weights (e.g. 0.9999), used for evaluation and export")
-            ->check(CLI::Range(0.0, 1.0));
+            ->check(fgvc::app::Fraction);
         cli.add_option("--bn-decay", c.bn_decay, "batch-norm moving-average decay (default 0.9997 Inception, 0.9 others)")
-            ->check(CLI::Range(0.0, 1.0));
+            ->check(fgvc::app::Fraction);
         cli.add_option("--clip-grad-norm", c.clip_grad_norm, "clip gradients to this global norm (default off)")
             ->check(fgvc::app::Positive);
         cli.add_option("--init", c.init, "start from these weights (a checkpoint or timm/torchvision-named weights)")->check(fgvc::app::NonEmptyPath);
         cli.add_flag("--reset-classifier", c.reset_classifier, "with --init: a new classifier for this data's classes");
         cli.add_flag("--resume", c.resume, "continue the run in --out from last.safetensors, exactly");
-        cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str()->check(fgvc::app::NonNegative);
+        cli.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")->capture_default_str()->check(fgvc::app::Seed);
         cli.add_option("--workers", c.workers, "loader threads")->capture_default_str()->check(fgvc::app::Threads);
         cli.add_flag("--no-color-distort", no_color, "no colour distortion in training");
         cli.add_option("--crop", c.crop,
@@ -102,21 +102,21 @@ int main(int argc, char** argv) {
         cli.add_option("--min-crop-area", c.min_crop_area,
                        "smallest area fraction of the random crop (default 0.05, TF-slim's area_range; 0.08 with "
                        "--crop torchvision, its scale; with tf-slim, below --min-crop-covered it acts as that)")
-            ->check(CLI::Range(0.01, 1.0));
+            ->check(fgvc::app::range_check(0.01, 1.0));
         cli.add_option("--min-crop-covered", c.min_crop_covered,
                        "with --crop tf-slim, a crop covering less of the image is drawn again (TF-slim's "
                        "min_object_covered)")
-            ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+            ->capture_default_str()->check(fgvc::app::Fraction);
         cli.add_option("--amp", c.amp, "mixed precision on CUDA: bf16, fp16 (dynamic loss scaling) or off")
             ->capture_default_str()->check(CLI::IsMember({"bf16", "fp16", "off"}));
         cli.add_flag("--cudnn-benchmark", c.cudnn_benchmark,
                      "CUDA: cuDNN times every convolution algorithm on a shape's first call and keeps the fastest "
                      "(PyTorch's cudnn.benchmark; default: its heuristic pick)");
         cli.add_flag("--sync-bn", c.sync_bn, "several processes: batch-norm statistics over all of them (default: per process)");
-        cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(fgvc::app::Positive);
-        cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(fgvc::app::Positive);
+        cli.add_option("--gpus", c.gpus, "GPUs on this machine: starts one process per GPU under mpirun")->capture_default_str()->check(fgvc::app::Threads);
+        cli.add_option("--log-every", c.log_every, "steps per metrics line")->capture_default_str()->check(fgvc::app::Count);
         cli.add_option("--save-every", c.save_every, "also checkpoint every N steps (default: each epoch's end)")
-            ->check(fgvc::app::NonNegative);
+            ->check(fgvc::app::CountOrZero);
         cli.add_flag("--no-plots", no_plots, "do not draw the PNG plots at the end");
         cli.add_flag("--quiet", quiet, "no progress output");
         cli.footer(

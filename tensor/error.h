@@ -29,6 +29,20 @@ class OutOfMemory : public Error {
   using Error::Error;
 };
 
+// Runs `f` with `context` put before the message of any Error it throws: for a call that
+// reads the file a flag names, "--weights: safetensors: w.safetensors: cannot open", so that
+// the message says which flag to fix where two flags take the same kind of file.
+template <class F>
+auto prefix_errors(const std::string& context, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const OutOfMemory&) {
+    throw;  // kept as it is: callers catch it by type
+  } catch (const Error& e) {
+    throw Error(context + ": " + e.what());
+  }
+}
+
 }  // namespace fgvc
 
 // FGVC_CHECK(cond, "op", "message ", value, ...) throws fgvc::Error("op: message value...").

@@ -264,6 +264,7 @@ TEST(Train, ResumeIsBitIdentical) {
   const train::TrainSummary s = train::train_model(part, Device::cpu());
   EXPECT_TRUE(s.resumed);
   EXPECT_EQ(s.steps, 26);
+  EXPECT_EQ(s.epochs_done, 2);
   EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
   EXPECT_TRUE(same_bytes(whole.out + "/best.safetensors", part.out + "/best.safetensors"));
   // Resuming a run that already reached its total trains nothing (fgvc-train says so).
@@ -271,6 +272,7 @@ TEST(Train, ResumeIsBitIdentical) {
   EXPECT_TRUE(again.resumed);
   EXPECT_EQ(again.images, 0);
   EXPECT_EQ(again.steps, 26);
+  EXPECT_EQ(again.epochs_done, 2);  // the run's, as its steps (this call finished none)
   const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
   EXPECT_EQ(ck.position.step, 26);
   EXPECT_EQ(ck.position.epoch, 2);
@@ -339,23 +341,23 @@ TEST(Train, InceptionV3ResumeIsBitIdentical) {
   whole.model = "inception_v3";
   whole.input_size = 299;
   whole.batch_size = 2;
-  whole.steps = 3;
+  whole.steps = 2;
   whole.ema_decay = 0.99;
   whole.log_every = 1;
   const train::TrainSummary w = train::train_model(whole, Device::cpu());
-  EXPECT_EQ(w.steps, 3);
+  EXPECT_EQ(w.steps, 2);
   EXPECT_TRUE(std::isfinite(w.last_loss));
   train::TrainConfig part = whole;
   part.out = f.dir + "/inception_parts";
   part.steps = 1;
   fs::remove_all(part.out);
   train::train_model(part, Device::cpu());
-  part.steps = 3;
+  part.steps = 2;
   part.resume = true;
   EXPECT_TRUE(train::train_model(part, Device::cpu()).resumed);
   EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
   const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
-  EXPECT_EQ(ck.position.step, 3);
+  EXPECT_EQ(ck.position.step, 2);
   EXPECT_TRUE(ck.model.count("AuxLogits.fc.weight")) << "the aux head is trained and saved";
   EXPECT_FALSE(ck.ema.empty());
   // The aux head learns: its classifier has gradients (RMSProp's momentum moved from 0).
@@ -1278,6 +1280,25 @@ TEST(TrainApps, UsageErrorsExitTwo) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("--aux-weight 0"), std::string::npos) << r.err;
+  // NaN is no number in a range (CLI11's Range let it through: it fails both comparisons,
+  // and runs went on with null in config.json); negative and fractional counts are named so.
+  const std::string base = "fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + f.dir + "/n --steps 1 ";
+  for (const char* flag : {"--lr-decay", "--momentum", "--rmsprop-decay", "--label-smoothing", "--ema-decay",
+                           "--bn-decay", "--min-crop-area", "--min-crop-covered", "--lr", "--weight-decay"}) {
+    r = testing::run_app(base + flag + " nan", f.dir);
+    EXPECT_EQ(r.code, 2) << flag;
+    EXPECT_NE(r.err.find("not a finite number: nan"), std::string::npos) << flag << ": " << r.err;
+  }
+  r = testing::run_app(base + "--momentum 1.5", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("must be in [0, 1], got 1.5"), std::string::npos) << r.err;
+  r = testing::run_app(base + "--gpus 1.5", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("not a whole number: 1.5"), std::string::npos) << r.err;
+  r = testing::run_app(base + "--input-size -5", f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("must be > 0, got -5"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(f.dir + "/n"));
   r = testing::run_app("fgvc-train --help", f.dir);
   EXPECT_EQ(r.code, 0);
   for (const char* flag : {"--resume", "--ema-decay", "--label-smoothing", "--amp", "--init", "--reset-classifier"})
@@ -1396,6 +1417,14 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
             std::string::npos);
   EXPECT_EQ(testing::slurp(mine + "/report.md"), "my own report\n");
   EXPECT_TRUE(fs::exists(run + "/.fgvc-demo"));
+  // Usage errors, before anything is written: --out naming a file, a NaN imbalance.
+  const testing::Outcome file_out = testing::run_app("fgvc-demo --out " + mine + "/report.md --data-dir " + idx, dir);
+  EXPECT_EQ(file_out.code, 2) << file_out.err;
+  EXPECT_NE(file_out.err.find("fgvc-demo: error: --out"), std::string::npos) << file_out.err;
+  const testing::Outcome nan = testing::run_app("fgvc-demo --out " + dir + "/nan --imbalance nan --data-dir " + idx, dir);
+  EXPECT_EQ(nan.code, 2) << nan.err;
+  EXPECT_NE(nan.err.find("not a finite number: nan"), std::string::npos) << nan.err;
+  EXPECT_FALSE(fs::exists(dir + "/nan"));
 }
 
 }  // namespace

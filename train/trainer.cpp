@@ -158,7 +158,7 @@ void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Datas
                "); add --reset-classifier to fine-tune with a new classifier");
     rows.push_back(it->second);
   }
-  std::map<std::string, Tensor> weights = nn::read_model_weights(c.init);
+  std::map<std::string, Tensor> weights = prefix_errors("--init", [&] { return nn::read_model_weights(c.init); });
   for (auto& [name, t] : weights)
     for (const std::string& prefix : model.classifier_prefixes()) {
       if (name.rfind(prefix, 0) != 0 || t.dim() < 1 || t.size(0) != static_cast<int64_t>(rows.size())) continue;
@@ -375,7 +375,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     FGVC_CHECK(!fs::exists(last_path), "--out", c.out,
                " already holds a run (last.safetensors): add --resume to continue it, or choose another --out");
 
-  const data::Dataset train_set = data::load_dataset(c.data);
+  const data::Dataset train_set = prefix_errors("--data", [&] { return data::load_dataset(c.data); });
   const int64_t K = static_cast<int64_t>(train_set.classes.size());
   FGVC_CHECK(K >= 2, "--data", c.data, ": ", K, " class(es); training needs at least 2");
   FGVC_CHECK(!train_set.samples.empty(), "--data", c.data, ": no images");
@@ -384,7 +384,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   std::optional<data::Dataset> val_set;
   if (!c.val.empty()) {
     // By class name: a validation set may lack classes, or list them in another order.
-    val_set = data::align_classes(data::load_dataset(c.val), train_set.classes, "--val " + c.val);
+    val_set = data::align_classes(prefix_errors("--val", [&] { return data::load_dataset(c.val); }), train_set.classes,
+                                  "--val " + c.val);
   }
   const std::string config_path = (fs::path(c.out) / "config.json").string();
   if (c.resume) {  // before anything of the checkpoint is read: its settings are the run's
@@ -778,7 +779,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       if (epoch_done) {
         pos.epoch++;
         pos.batch = 0;
-        summary.epochs_done++;
       }
       if (epoch_done || finished()) {
         // Over all ranks, as the step lines' loss (every rank took the same number of steps).
@@ -842,6 +842,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     for (float f : flags.to_vector<float>()) summary.skipped += f > 0;
   }
   summary.steps = pos.step;
+  summary.epochs_done = pos.epoch;  // the run's, as steps: a resumed run counts the epochs before it
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;
   if (c.plots && leader) {
