@@ -3,8 +3,10 @@
 //   fgvc-loader-bench --data photos/ --input-size 299 --mode train --workers 2 --images 2000
 #include <stb/stb_image_write.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/app.h"
 #include "data/dataset.h"
@@ -64,7 +66,15 @@ int main(int argc, char** argv) {
                "train mode's random crop: tf-slim (default) or torchvision (RandomResizedCrop, areas from 0.08)")
             ->check(CLI::IsMember({"tf-slim", "torchvision"}));
         cli.add_option("--seed", o.seed, "random seed (default 0)")->check(fgvc::app::Seed);
-        cli.add_option("--save-grid", grid, "write the first batch as a PNG grid")->check(fgvc::app::OutputFile);
+        cli.add_option("--save-grid", grid, "write the first batch as a PNG grid (NAME.png)")
+            ->check(fgvc::app::OutputFile)
+            ->check(CLI::Validator(
+                [](std::string& path) -> std::string {  // PNG bytes under another name mislead viewers
+                  std::string ext = std::filesystem::path(path).extension().string();
+                  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+                  return ext == ".png" ? "" : "the grid is a PNG: name it NAME.png, got '" + path + "'";
+                },
+                "FILE.png"));
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc::data;

@@ -236,6 +236,7 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-eval --model resnet20 --weights missing.safetensors --data missing/ --per-class ''",
                                  "fgvc-infer --model resnet20 --weights missing.safetensors --input x --output " + dir,
                                  "fgvc-loader-bench --data " + dir + " --save-grid " + dir,
+                                 "fgvc-loader-bench --data " + dir + " --save-grid grid.jpg",  // a PNG grid
                                  "fgvc-select --source " + source + " --target '' --top-k 1 --out x.txt",
                                  // integers written otherwise: a clear refusal, not "Could not convert"
                                  "fgvc-train --model resnet20 --data missing/ --out run_x --steps 1e1",
