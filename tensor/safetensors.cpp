@@ -49,6 +49,12 @@ bool st_dtype(const std::string& s, DType* out) {
   throw Error("safetensors: " + path + ": " + why);
 }
 
+// `text` with each byte that is not part of valid UTF-8 replaced by U+FFFD.
+std::string as_utf8(const std::string& text) {
+  const std::string quoted = json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+  return json::parse(quoted).get<std::string>();
+}
+
 // The file mapped copy on write and read ahead in one go (MAP_POPULATE), as a storage
 // that unmaps it when the last tensor viewing it goes; null where it cannot be mapped.
 std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_size) {
@@ -92,23 +98,49 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
   if (header_len > file_size - 8 || header_len > (100u << 20))
     fail(path, "not a safetensors file (header length " + std::to_string(header_len) + " does not fit the file)");
   std::string header(header_len, '\0');
-  in.read(header.data(), static_cast<std::streamsize>(header_len));
+  if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) fail(path, "cannot read the header");
   const uint64_t data_size = file_size - 8 - header_len;
 
+  // nlohmann's parser would stop at a NUL and take what follows for nothing; the format pads
+  // with spaces only.
+  if (header.find('\0') != std::string::npos) fail(path, "header holds a NUL byte");
   json j;
-  try {
-    j = json::parse(header);
-  } catch (const json::exception& e) {
-    fail(path, std::string("header is not valid JSON: ") + e.what());
+  std::string repeated;  // the first key an object repeats (JSON keeps only its last value)
+  {
+    std::vector<std::vector<std::string>> open_objects;  // the keys of each object being parsed
+    const json::parser_callback_t note_keys = [&](int, json::parse_event_t event, json& parsed) {
+      if (event == json::parse_event_t::object_start) {
+        open_objects.emplace_back();
+      } else if (event == json::parse_event_t::object_end) {
+        if (!open_objects.empty()) open_objects.pop_back();
+      } else if (event == json::parse_event_t::key && !open_objects.empty()) {
+        std::vector<std::string>& keys = open_objects.back();
+        const std::string key = parsed.get<std::string>();
+        if (std::find(keys.begin(), keys.end(), key) != keys.end() && repeated.empty()) repeated = key;
+        keys.push_back(key);
+      }
+      return true;
+    };
+    try {
+      j = json::parse(header, note_keys);
+    } catch (const json::exception& e) {
+      fail(path, std::string("header is not valid JSON: ") + e.what());
+    }
   }
+  if (!repeated.empty()) fail(path, "header repeats the key '" + repeated + "'");
   if (!j.is_object()) fail(path, "header is not a JSON object");
 
-  std::shared_ptr<Storage> mapping;  // the whole file, when mapped
-  if (map) mapping = map_file(path, file_size);
-  const uint64_t data_start = 8 + header_len;
-
+  // First every entry is checked, and the ranges together (they must tile the data section,
+  // as the format requires), before any tensor is allocated: a small file whose entries all
+  // claim one large range must not make the reader allocate that range a thousand times.
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    uint64_t begin, stop;
+  };
   SafetensorsFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::vector<Entry> entries;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& name = it.key();
     const json& v = it.value();
@@ -147,50 +179,86 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     if (stop - begin != count * dtype_size(dtype))
       fail(path, "tensor '" + name + "': " + std::to_string(stop - begin) + " bytes for shape " + shape_str(shape) +
                      " of " + dtype_name(dtype) + " (needs " + std::to_string(count * dtype_size(dtype)) + ")");
-    ranges.emplace_back(begin, stop);
-    const uint64_t at = data_start + begin;
-    if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping
+    entries.push_back({name, dtype, std::move(shape), begin, stop});
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const Entry& e : entries) ranges.emplace_back(e.begin, e.stop);
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t covered = 0;  // the ranges, in order, each starting where the last ended
+  for (const auto& [begin, stop] : ranges) {
+    if (begin < covered) fail(path, "tensors overlap in the data section");
+    if (begin > covered)
+      fail(path, "a gap in the data section at bytes [" + std::to_string(covered) + ", " + std::to_string(begin) + ")");
+    covered = stop;
+  }
+  if (covered != data_size)
+    fail(path, std::to_string(data_size - covered) + " byte(s) after the last tensor (the data section is " +
+                   std::to_string(data_size) + " bytes)");
+
+  std::shared_ptr<Storage> mapping;  // the whole file, when mapped
+  if (map) mapping = map_file(path, file_size);
+  const uint64_t data_start = 8 + header_len;
+  for (const Entry& e : entries) {
+    const uint64_t at = data_start + e.begin;
+    if (mapping && at % dtype_size(e.dtype) == 0) {  // a view of the mapping
       auto impl = std::make_shared<TensorImpl>();
       impl->storage = mapping;
-      impl->offset = static_cast<int64_t>(at / dtype_size(dtype));
-      impl->shape = shape;
-      impl->strides = contiguous_strides(shape);
-      impl->dtype = dtype;
+      impl->offset = static_cast<int64_t>(at / dtype_size(e.dtype));
+      impl->shape = e.shape;
+      impl->strides = contiguous_strides(e.shape);
+      impl->dtype = e.dtype;
       impl->device = Device::cpu();
-      out.tensors.emplace(name, Tensor(std::move(impl)));
+      out.tensors.emplace(e.name, Tensor(std::move(impl)));
       continue;
     }
-    Tensor t = Tensor::empty(shape, dtype);
+    Tensor t = Tensor::empty(e.shape, e.dtype);
     if (mapping) {
-      if (stop > begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, stop - begin);
+      if (e.stop > e.begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, e.stop - e.begin);
     } else {
       in.seekg(static_cast<std::streamoff>(at));
-      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(stop - begin));
-      if (!in) fail(path, "tensor '" + name + "': read failed");
+      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.stop - e.begin));
+      if (!in) fail(path, "tensor '" + e.name + "': read failed");
     }
-    out.tensors.emplace(name, t);
+    out.tensors.emplace(e.name, t);
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second) fail(path, "tensors overlap in the data section");
   return out;
 }
 
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  std::vector<Tensor> host;
+  // Metadata is informative text (a model name, a path): bytes that are not UTF-8 (a Latin-1
+  // folder name) are written as U+FFFD rather than failing a finished run's output.
+  if (!metadata.empty()) {
+    json meta = json::object();
+    for (const auto& [key, value] : metadata) meta[as_utf8(key)] = as_utf8(value);
+    header["__metadata__"] = meta;
+  }
+  // Tensors of the larger element types first (then by name), so that each one's data starts
+  // at a multiple of its element size and a mapped file's tensors are views, not copies.
+  std::vector<std::pair<std::string, Tensor>> order;
   for (const auto& [name, t] : tensors) {
     FGVC_CHECK(t.defined(), "safetensors", path, ": tensor '", name, "' is undefined");
     FGVC_CHECK(name != "__metadata__", "safetensors", path, ": '__metadata__' is not a tensor name");
+    order.emplace_back(name, t);
+  }
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return dtype_size(a.second.dtype()) > dtype_size(b.second.dtype());
+  });
+  uint64_t offset = 0;
+  std::vector<Tensor> host;
+  for (const auto& [name, t] : order) {
     host.push_back(t.cpu().contiguous());
     Shape shape = t.shape();
     header[name] = {{"dtype", st_name(t.dtype())}, {"shape", shape}, {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
-  std::string h = header.dump();
+  std::string h;
+  try {
+    h = header.dump();
+  } catch (const json::exception& e) {  // a tensor name that is not UTF-8 text
+    fail(path, std::string("a tensor name is not UTF-8 text: ") + e.what());
+  }
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
 
   unsigned char len[8];

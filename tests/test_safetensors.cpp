@@ -1,8 +1,10 @@
 // safetensors: round trips of every dtype, atomic writes, and malformed files rejected with
 // a message naming the file (never a crash).
 #include <fstream>
+#include <iterator>
 
 #include "tensor/safetensors.h"
+#include "tensor/storage.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -74,6 +76,37 @@ TEST(Safetensors, MalformedFilesAreRejected) {
                                        R"("y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
                             "abcdefgh"),
                   "overlap");
+  // The ranges must tile the data section, as the format requires: no gap, nothing after the
+  // last tensor; a key given twice (JSON would keep its last value) and a NUL byte ending the
+  // JSON early (nlohmann's parser would ignore what follows it) are refused.
+  expect_rejected(write_raw("gap", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                   R"("y":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                            "abcdefghijkl"),
+                  "a gap in the data section at bytes [4, 8)");
+  expect_rejected(write_raw("trailing", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "abcdefgh"),
+                  "4 byte(s) after the last tensor");
+  expect_rejected(write_raw("twice", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                     R"("x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                            "abcdefgh"),
+                  "repeats the key 'x'");
+  expect_rejected(write_raw("meta_twice", R"({"__metadata__":{"a":"1","a":"2"}})", ""), "repeats the key 'a'");
+  expect_rejected(write_raw("nul", std::string(R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})") +
+                                       std::string(1, '\0') + R"({"ignored":"garbage"})",
+                            "a"),
+                  "NUL byte");
+  // Many entries claiming one range: refused before any of them is allocated (this file of
+  // 1 MiB of data would otherwise ask for 40 x 1 MiB from the host pool first).
+  {
+    std::string many = "{";
+    for (int i = 0; i < 40; ++i)
+      many += (i ? "," : "") + std::string("\"t") + std::to_string(i) +
+              R"(":{"dtype":"U8","shape":[1048576],"data_offsets":[0,1048576]})";
+    many += "}";
+    const std::string file = write_raw("many", many, std::string(1 << 20, 'x'));
+    const size_t allocations = host_pool_stats().num_allocations;
+    expect_rejected(file, "overlap");
+    EXPECT_EQ(host_pool_stats().num_allocations, allocations) << "tensors allocated before the ranges were checked";
+  }
   expect_rejected(write_raw("fields", R"({"x":{"dtype":"F32"}})", ""), "lacks");
   expect_rejected(write_raw("meta", R"({"__metadata__":{"a":1}})", ""), "not a string");
   // A header length far beyond the file.
@@ -118,6 +151,34 @@ TEST(Safetensors, MappedReadingViewsAlignedTensorsAndCopiesTheRest) {
   EXPECT_EQ(m.tensors.at("f").to_vector<float>(), std::vector<float>({1.5f, -2.25f}));
   EXPECT_EQ(reinterpret_cast<uintptr_t>(m.tensors.at("f").data_ptr()) % alignof(float), 0u);
   EXPECT_EQ(m.tensors.at("u").to(DType::Float64).to_vector<double>(), std::vector<double>({97, 98, 99}));
+}
+
+// The writer puts tensors of larger elements first, so that every tensor is aligned for its
+// dtype (mapped, a view); metadata that is not UTF-8 (a Latin-1 path) is written with U+FFFD,
+// and a tensor name that is not UTF-8 is an error naming the file.
+TEST(Safetensors, WriterAlignsTensorsAndKeepsTheHeaderUtf8) {
+  const std::string path = ::testing::TempDir() + "/aligned.safetensors";
+  write_safetensors(path,
+                    {{"a_mask", Tensor::full({3}, 1, DType::UInt8)},
+                     {"b_weight", Tensor::full({2}, 0.5)},
+                     {"c_count", Tensor::from_vector(std::vector<int64_t>{7}, {1})}},
+                    {{"weights", "w\xff.safetensors"}});
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(bytes.find(R"("c_count":{"data_offsets":[0,8])"), std::string::npos) << bytes.substr(0, 300);
+  EXPECT_NE(bytes.find(R"("b_weight":{"data_offsets":[8,16])"), std::string::npos) << bytes.substr(0, 300);
+  EXPECT_NE(bytes.find(R"("a_mask":{"data_offsets":[16,19])"), std::string::npos) << bytes.substr(0, 300);
+  const SafetensorsFile f = read_safetensors(path, true);
+  EXPECT_EQ(f.metadata.at("weights"), "w\xEF\xBF\xBD.safetensors");
+  EXPECT_EQ(f.tensors.at("b_weight").to_vector<float>(), std::vector<float>({0.5f, 0.5f}));
+  EXPECT_EQ(f.tensors.at("c_count").to_vector<int64_t>(), std::vector<int64_t>({7}));
+  try {
+    write_safetensors(::testing::TempDir() + "/badname.safetensors", {{"w\xff", Tensor::full({1}, 1.0)}});
+    ADD_FAILURE() << "a name that is not UTF-8 was written";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("badname.safetensors: a tensor name is not UTF-8 text"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Safetensors, WriteReplacesAtomically) {
