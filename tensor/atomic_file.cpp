@@ -77,13 +77,19 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), file_(atomic_
   }
   remove_stale_temporaries(file_);
   tmp_ = file_ + ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // A new file of our own (O_EXCL, O_NOFOLLOW): a link planted under the temporary's name is
+  // removed, never followed.
+  ::unlink(tmp_.c_str());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd_ < 0) {  // named by its folder: the temporary file's name says nothing to a user
     const std::string why = std::strerror(errno);
     const size_t slash = file_.find_last_of('/');
     fail(path_, "cannot create a file in " + (slash == std::string::npos ? std::string(".") : file_.substr(0, slash + 1)) +
                     ": " + why);
   }
+  // The file it replaces keeps its permissions (a private checkpoint stays private).
+  struct stat st;
+  if (::stat(file_.c_str(), &st) == 0) ::fchmod(fd_, st.st_mode & 07777);
 }
 
 AtomicFile::~AtomicFile() {
@@ -125,6 +131,18 @@ void AtomicFile::commit() {
     const std::string why = std::strerror(errno);
     ::unlink(tmp_.c_str());
     fail(path_, "rename failed: " + why);
+  }
+  // The rename is durable once its folder is synced: without it a power cut could bring back
+  // the old file after a run logged the new one. (EINVAL: a file system that cannot sync a
+  // folder; nothing more to do there.)
+  const size_t slash = file_.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : file_.substr(0, slash);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    const bool ok = ::fsync(dir) == 0 || errno == EINVAL;
+    const std::string why = std::strerror(errno);
+    ::close(dir);
+    if (!ok) fail(path_, "fsync of its folder failed: " + why);
   }
 }
 

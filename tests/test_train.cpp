@@ -877,6 +877,24 @@ TEST(AtomicFile, AnUncommittedWriteLeavesTheOldFile) {
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
 }
 
+// The replacement keeps the replaced file's permissions (a private checkpoint stays
+// private), and a link planted under the temporary's name is not followed.
+TEST(AtomicFile, KeepsPermissionsAndFollowsNoPlantedLink) {
+  const std::string dir = test_dir("fgvc_train_");
+  const std::string path = dir + "/private.txt", elsewhere = dir + "/elsewhere.txt";
+  fs::remove(path);
+  write_file_atomic(path, "v1");
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  write_file_atomic(elsewhere, "untouched");
+  fs::remove(path + ".tmp." + std::to_string(::getpid()));
+  fs::create_symlink(elsewhere, path + ".tmp." + std::to_string(::getpid()));
+  write_file_atomic(path, "v2");
+  EXPECT_EQ(testing::slurp(path), "v2");
+  EXPECT_EQ(testing::slurp(elsewhere), "untouched");
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_FALSE(fs::is_symlink(path));
+}
+
 // A pipe (or a device, /dev/stdout) as the target is written through: the reader gets the
 // bytes and the pipe stays a pipe (a rename over it would leave a regular file, read by nobody).
 TEST(AtomicFile, APipeIsWrittenThroughNotReplaced) {
