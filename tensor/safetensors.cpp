@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <tuple>
 #include <vector>
 
 namespace fgvc {
@@ -107,17 +109,15 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
   json j;
   std::string repeated;  // the first key an object repeats (JSON keeps only its last value)
   {
-    std::vector<std::vector<std::string>> open_objects;  // the keys of each object being parsed
+    std::vector<std::set<std::string>> open_objects;  // the keys of each object being parsed
     const json::parser_callback_t note_keys = [&](int, json::parse_event_t event, json& parsed) {
       if (event == json::parse_event_t::object_start) {
         open_objects.emplace_back();
       } else if (event == json::parse_event_t::object_end) {
         if (!open_objects.empty()) open_objects.pop_back();
       } else if (event == json::parse_event_t::key && !open_objects.empty()) {
-        std::vector<std::string>& keys = open_objects.back();
         const std::string key = parsed.get<std::string>();
-        if (std::find(keys.begin(), keys.end(), key) != keys.end() && repeated.empty()) repeated = key;
-        keys.push_back(key);
+        if (!open_objects.back().insert(key).second && repeated.empty()) repeated = key;
       }
       return true;
     };
@@ -181,15 +181,15 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
                      " of " + dtype_name(dtype) + " (needs " + std::to_string(count * dtype_size(dtype)) + ")");
     entries.push_back({name, dtype, std::move(shape), begin, stop});
   }
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const Entry& e : entries) ranges.emplace_back(e.begin, e.stop);
-  std::sort(ranges.begin(), ranges.end());
+  // In file order (which also makes the reads below sequential).
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.stop) < std::tie(b.begin, b.stop); });
   uint64_t covered = 0;  // the ranges, in order, each starting where the last ended
-  for (const auto& [begin, stop] : ranges) {
-    if (begin < covered) fail(path, "tensors overlap in the data section");
-    if (begin > covered)
-      fail(path, "a gap in the data section at bytes [" + std::to_string(covered) + ", " + std::to_string(begin) + ")");
-    covered = stop;
+  for (const Entry& e : entries) {
+    if (e.begin < covered) fail(path, "tensors overlap in the data section");
+    if (e.begin > covered)
+      fail(path, "a gap in the data section at bytes [" + std::to_string(covered) + ", " + std::to_string(e.begin) + ")");
+    covered = e.stop;
   }
   if (covered != data_size)
     fail(path, std::to_string(data_size - covered) + " byte(s) after the last tensor (the data section is " +
