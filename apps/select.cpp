@@ -50,6 +50,11 @@ int main(int argc, char** argv) {
           throw fgvc::app::UsageError("--per-target-k has " + std::to_string(per_target.size()) + " values for " +
                                       std::to_string(targets.size()) + " targets");
         }
+        // k = 0 for one target of several is a union that leaves it out; k = 0 everywhere writes
+        // an empty list, which a later fgvc-subset would take as "no classes": refused here.
+        if (std::all_of(per_target.begin(), per_target.end(), [](int64_t k) { return k == 0; }))
+          throw fgvc::app::UsageError(std::string(per_target_given ? "--per-target-k" : "--top-k") +
+                                      ": every k is 0, so nothing would be selected");
         const fgvc::Device device = common.resolved_device();
         for (const std::string& t : targets)  // it is the third field of every line written
           if (t.find_first_of("\t\r\n") != std::string::npos)

@@ -186,6 +186,20 @@ TEST_F(Apps, SelectWritesTheClassList) {
   EXPECT_EQ(j.at("selected").get<size_t>(), n);
 }
 
+// k = 0 for one target of several leaves that target out of the union (k = 0 everywhere is a
+// usage error, in UsageErrorsExitTwo).
+TEST_F(Apps, SelectWithKZeroForOneTargetTakesOnlyTheOthers) {
+  const std::string out = dir + "/classes_k0.txt";
+  const Outcome r = run("fgvc-select --device cpu --source " + source + " --target " + target + " --target " + target2 +
+                        " --per-target-k 0,2 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ifstream f(out);
+  std::string line;
+  int n = 0;
+  for (; std::getline(f, line); ++n) EXPECT_EQ(line.substr(line.rfind('\t') + 1), target2) << line;
+  EXPECT_EQ(n, 2);
+}
+
 TEST_F(Apps, UsageErrorsExitTwo) {
   for (const std::string& args : std::vector<std::string>{"fgvc-similarity --source " + source, "fgvc-similarity --bogus",
                                  "fgvc-similarity --source a --target b --gamma -1",
@@ -204,6 +218,9 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-select --source " + source + " --target " + target + " --target " + target2 +
                                      " --per-target-k 2,3, --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target + " --per-target-k '' --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --top-k 0 --out x.txt",
+                                 "fgvc-select --source " + source + " --target " + target + " --target " + target2 +
+                                     " --per-target-k 0,0 --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target +
                                      " --top-k 99999999999999999999 --out x.txt",
                                  "fgvc-subset --device gpu --data " + dir + " --max-per-class 2 --out x.txt",
