@@ -67,6 +67,11 @@ Domain load_domain(const std::string& path) {
   Domain d;
   d.name = path;
   const auto f = file.tensors.find("features"), c = file.tensors.find("counts");
+  for (const char* name : {"features", "counts"}) {  // of a type fgvc does not hold (I32 counts)
+    const auto u = file.unsupported.find(name);
+    FGVC_CHECK(u == file.unsupported.end(), "domain", path, ": ", name, " must be ",
+               std::string(name) == "counts" ? "I64 [m]" : "F32 or F64 [m, d]", ", got ", u->second);
+  }
   FGVC_CHECK(f != file.tensors.end(), "domain", path, ": no 'features' tensor");
   FGVC_CHECK(c != file.tensors.end(), "domain", path, ": no 'counts' tensor");
   FGVC_CHECK(c->second.dim() == 1 && c->second.dtype() == DType::Int64, "domain", path, ": counts must be I64 [m], got ",

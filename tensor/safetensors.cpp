@@ -35,16 +35,25 @@ const char* st_name(DType t) {
   return "?";
 }
 
-bool st_dtype(const std::string& s, DType* out) {
-  static const std::pair<const char*, DType> table[] = {{"F32", DType::Float32}, {"F64", DType::Float64},
-                                                        {"BF16", DType::BFloat16}, {"F16", DType::Float16},
-                                                        {"I64", DType::Int64}, {"U8", DType::UInt8}};
-  for (const auto& [name, t] : table)
-    if (s == name) {
-      *out = t;
-      return true;
-    }
-  return false;
+// Every type of the safetensors format, with its element size; `held` says whether fgvc has
+// the type (the others are validated but not read).
+struct StType {
+  const char* name;
+  uint64_t size;
+  bool held;
+  DType dtype;
+};
+constexpr StType kStTypes[] = {
+    {"F32", 4, true, DType::Float32},   {"F64", 8, true, DType::Float64},  {"BF16", 2, true, DType::BFloat16},
+    {"F16", 2, true, DType::Float16},   {"I64", 8, true, DType::Int64},    {"U8", 1, true, DType::UInt8},
+    {"BOOL", 1, false, DType::UInt8},   {"I8", 1, false, DType::UInt8},    {"I16", 2, false, DType::UInt8},
+    {"U16", 2, false, DType::UInt8},    {"I32", 4, false, DType::UInt8},   {"U32", 4, false, DType::UInt8},
+    {"U64", 8, false, DType::UInt8},    {"F8_E4M3", 1, false, DType::UInt8}, {"F8_E5M2", 1, false, DType::UInt8}};
+
+const StType* st_type(const std::string& s) {
+  for (const StType& t : kStTypes)
+    if (s == t.name) return &t;
+  return nullptr;
 }
 
 [[noreturn]] void fail(const std::string& path, const std::string& why) {
@@ -82,7 +91,11 @@ std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_siz
 
 }  // namespace
 
-SafetensorsFile read_safetensors(const std::string& path, bool map) {
+bool SafetensorsHeader::has(const std::string& name) const {
+  return std::any_of(entries.begin(), entries.end(), [&](const SafetensorsEntry& e) { return e.name == name; });
+}
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory, not a safetensors file");
   std::ifstream in(path, std::ios::binary);
@@ -133,14 +146,8 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
   // First every entry is checked, and the ranges together (they must tile the data section,
   // as the format requires), before any tensor is allocated: a small file whose entries all
   // claim one large range must not make the reader allocate that range a thousand times.
-  struct Entry {
-    std::string name;
-    DType dtype;
-    Shape shape;
-    uint64_t begin, stop;
-  };
-  SafetensorsFile out;
-  std::vector<Entry> entries;
+  SafetensorsHeader out;
+  std::vector<SafetensorsEntry>& entries = out.entries;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& name = it.key();
     const json& v = it.value();
@@ -155,9 +162,9 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
       fail(path, "tensor '" + name + "' lacks dtype, shape or data_offsets");
     if (!v["dtype"].is_string()) fail(path, "tensor '" + name + "': dtype is not a string");
-    DType dtype;
-    if (!st_dtype(v["dtype"].get<std::string>(), &dtype))
-      fail(path, "tensor '" + name + "': unsupported dtype " + v["dtype"].get<std::string>());
+    const std::string dtype = v["dtype"].get<std::string>();
+    const StType* type = st_type(dtype);
+    if (!type) fail(path, "tensor '" + name + "': unknown dtype " + dtype);
     const json& js = v["shape"];
     const json& jo = v["data_offsets"];
     if (!js.is_array()) fail(path, "tensor '" + name + "': shape is not a list");
@@ -176,16 +183,16 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     if (begin > stop || stop > data_size)
       fail(path, "tensor '" + name + "': data_offsets [" + std::to_string(begin) + ", " + std::to_string(stop) +
                      "] outside the " + std::to_string(data_size) + "-byte data section");
-    if (stop - begin != count * dtype_size(dtype))
+    if (stop - begin != count * type->size)
       fail(path, "tensor '" + name + "': " + std::to_string(stop - begin) + " bytes for shape " + shape_str(shape) +
-                     " of " + dtype_name(dtype) + " (needs " + std::to_string(count * dtype_size(dtype)) + ")");
+                     " of " + dtype + " (needs " + std::to_string(count * type->size) + ")");
     entries.push_back({name, dtype, std::move(shape), begin, stop});
   }
   // In file order (which also makes the reads below sequential).
   std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.stop) < std::tie(b.begin, b.stop); });
+            [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return std::tie(a.begin, a.stop) < std::tie(b.begin, b.stop); });
   uint64_t covered = 0;  // the ranges, in order, each starting where the last ended
-  for (const Entry& e : entries) {
+  for (const SafetensorsEntry& e : entries) {
     if (e.begin < covered) fail(path, "tensors overlap in the data section");
     if (e.begin > covered)
       fail(path, "a gap in the data section at bytes [" + std::to_string(covered) + ", " + std::to_string(e.begin) + ")");
@@ -195,23 +202,45 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     fail(path, std::to_string(data_size - covered) + " byte(s) after the last tensor (the data section is " +
                    std::to_string(data_size) + " bytes)");
 
+  out.data_start = 8 + header_len;
+  out.file_size = file_size;
+  return out;
+}
+
+SafetensorsFile read_safetensors(const std::string& path, bool map) {
+  const SafetensorsHeader header = read_safetensors_header(path);
+  SafetensorsFile out;
+  out.metadata = header.metadata;
   std::shared_ptr<Storage> mapping;  // the whole file, when mapped
-  if (map) mapping = map_file(path, file_size);
-  const uint64_t data_start = 8 + header_len;
-  for (const Entry& e : entries) {
+  if (map) mapping = map_file(path, header.file_size);
+  std::ifstream in;
+  if (!mapping) {
+    in.open(path, std::ios::binary);
+    if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
+    in.seekg(0, std::ios::end);
+    if (in.tellg() != static_cast<std::streamoff>(header.file_size)) fail(path, "the file changed while it was read");
+  }
+  const uint64_t data_start = header.data_start;
+  for (const SafetensorsEntry& e : header.entries) {
+    const StType& type = *st_type(e.dtype);
+    if (!type.held) {
+      out.unsupported.emplace(e.name, e.dtype);
+      continue;
+    }
+    const DType dtype = type.dtype;
     const uint64_t at = data_start + e.begin;
-    if (mapping && at % dtype_size(e.dtype) == 0) {  // a view of the mapping
+    if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping
       auto impl = std::make_shared<TensorImpl>();
       impl->storage = mapping;
-      impl->offset = static_cast<int64_t>(at / dtype_size(e.dtype));
+      impl->offset = static_cast<int64_t>(at / dtype_size(dtype));
       impl->shape = e.shape;
       impl->strides = contiguous_strides(e.shape);
-      impl->dtype = e.dtype;
+      impl->dtype = dtype;
       impl->device = Device::cpu();
       out.tensors.emplace(e.name, Tensor(std::move(impl)));
       continue;
     }
-    Tensor t = Tensor::empty(e.shape, e.dtype);
+    Tensor t = Tensor::empty(e.shape, dtype);
     if (mapping) {
       if (e.stop > e.begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, e.stop - e.begin);
     } else {

@@ -7,6 +7,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -15,7 +16,30 @@ namespace fgvc {
 struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;            // CPU, contiguous
   std::map<std::string, std::string> metadata;      // the "__metadata__" entry
+  // Tensors of a standard safetensors type that fgvc does not hold (BOOL, I8, I16, U16, I32,
+  // U32, U64, F8_*): name -> type. They are checked like the others but not read, so that
+  // a file carrying one such extra tensor still loads; whoever needs one names it as missing.
+  std::map<std::string, std::string> unsupported;
 };
+
+// One tensor as the header describes it.
+struct SafetensorsEntry {
+  std::string name;
+  std::string dtype;          // the file's name for it: "F32", "I64", "I32", ...
+  Shape shape;
+  uint64_t begin = 0, stop = 0;  // its bytes within the data section
+};
+
+// The header alone, validated exactly as read_safetensors validates it, without reading
+// any tensor's bytes: for a checkpoint's recorded classes or the names it holds.
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> entries;            // in file order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;                          // the data section's first byte in the file
+  uint64_t file_size = 0;
+  bool has(const std::string& name) const;
+};
+SafetensorsHeader read_safetensors_header(const std::string& path);
 
 // map = true: the file is mapped (copy on write) and its tensors view the mapping where
 // their bytes are aligned for their dtype (others are copied out): no copy and no fresh

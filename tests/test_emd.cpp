@@ -991,6 +991,18 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
   expect_error(dir + "/zero.safetensors", "all class counts are zero");
   write_safetensors(dir + "/nofeatures.safetensors", {{"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}});
   expect_error(dir + "/nofeatures.safetensors", "no 'features' tensor");
+  {  // counts as I32 (torch's .int()): a type fgvc does not read, named as such
+    const std::string header = R"({"features":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                               R"("counts":{"dtype":"I32","shape":[2],"data_offsets":[16,24]}})";
+    std::ofstream f(dir + "/i32.safetensors", std::ios::binary);
+    for (int i = 0; i < 8; ++i) f.put(static_cast<char>((header.size() >> (8 * i)) & 0xFF));
+    const float features[4] = {0.5f, -1.0f, 2.0f, 0.25f};
+    const int32_t counts[2] = {3, 4};
+    f << header;
+    f.write(reinterpret_cast<const char*>(features), sizeof features);
+    f.write(reinterpret_cast<const char*>(counts), sizeof counts);
+  }
+  expect_error(dir + "/i32.safetensors", "counts must be I64 [m], got I32");
   write_safetensors(dir + "/empty.safetensors",
                     {{"features", Tensor::zeros({0, 4})}, {"counts", Tensor::zeros({0}, DType::Int64)}});
   expect_error(dir + "/empty.safetensors", "empty domain");

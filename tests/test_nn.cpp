@@ -4,7 +4,9 @@
 
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -598,6 +600,41 @@ TEST(Models, StateDictNamesAndStrictLoading) {
   EXPECT_NO_THROW(nn::load_weights(*other, no_counters));
   no_counters.erase("layer1.0.bn1.running_var");
   EXPECT_THROW(nn::load_weights(*other, no_counters), Error);
+}
+
+// A file whose parameter is stored as a type fgvc does not read (I8) loads nothing and says
+// that the "missing" parameter is in the file, as what type.
+TEST(Models, LoadingNamesAParameterOfATypeFgvcDoesNotRead) {
+  auto model = nn::create_model("resnet20", 10);
+  const std::string path = ::testing::TempDir() + "/resnet20_i8.safetensors";
+  {
+    std::map<std::string, Tensor> state = model->state_dict();
+    state["linear.bias"] = Tensor::zeros({10}, DType::UInt8);
+    write_safetensors(path, state);
+  }
+  // U8 becomes I8 in the header (same length, same bytes per element).
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::string from = R"("dtype":"U8")", to = R"("dtype":"I8")";  // linear.bias is the only U8 tensor
+  const size_t at = bytes.find(from);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(bytes.find(from, at + 1), std::string::npos);
+  bytes.replace(at, from.size(), to);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  try {
+    nn::load_weights(*model, path);
+    FAIL() << "loaded a model without its linear.bias";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("missing (1): linear.bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("types fgvc does not read (linear.bias: I8)"), std::string::npos) << m;
+  }
 }
 
 TEST(Models, ResetClassifierLoadsEverythingButTheHead) {

@@ -65,7 +65,10 @@ TEST(Safetensors, MalformedFilesAreRejected) {
   expect_rejected(write_raw("not_json", "{nope", ""), "not valid JSON");
   expect_rejected(write_raw("array", "[1,2]", ""), "not a JSON object");
   expect_rejected(write_raw("dtype", R"({"x":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", "abcd"),
-                  "unsupported dtype");
+                  "unknown dtype Q7");
+  // A type fgvc does not hold is still checked: its bytes must match its shape.
+  expect_rejected(write_raw("i32size", R"({"x":{"dtype":"I32","shape":[2],"data_offsets":[0,4]}})", "abcd"),
+                  "needs 8");
   expect_rejected(write_raw("range", R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", "abcd"),
                   "outside");
   expect_rejected(write_raw("size", R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "abcd"),
@@ -123,6 +126,38 @@ TEST(Safetensors, MalformedFilesAreRejected) {
 // Mapped reading: tensors aligned for their dtype view the mapping, the others are copied
 // out; both read the same values as ordinary reading, outlive the file struct, and writes
 // to them stay in this process.
+// Tensors of the format's other types (I32, BOOL, ...) are listed, not read, and do not stop
+// the file's other tensors loading; the header alone gives every entry in file order.
+TEST(Safetensors, OtherTypesAreListedAndTheHeaderReadsAlone) {
+  const std::string data = std::string("\x01\x00\x00\x00\x02\x00\x00\x00", 8) + std::string("\x00\x00\xc0\x3f", 4) +
+                           std::string("\x01\x00", 2);
+  const std::string path = write_raw("mixed",
+                                     R"({"__metadata__":{"k":"v"},"ids":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
+                                     R"("w":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
+                                     R"("mask":{"dtype":"BOOL","shape":[2],"data_offsets":[12,14]}})",
+                                     data);
+  for (const bool map : {false, true}) {
+    const SafetensorsFile f = read_safetensors(path, map);
+    ASSERT_EQ(f.tensors.size(), 1u);
+    EXPECT_EQ(f.tensors.at("w").to_vector<float>(), std::vector<float>{1.5f});
+    EXPECT_EQ(f.unsupported, (std::map<std::string, std::string>{{"ids", "I32"}, {"mask", "BOOL"}}));
+    EXPECT_EQ(f.metadata.at("k"), "v");
+  }
+  const SafetensorsHeader h = read_safetensors_header(path);
+  ASSERT_EQ(h.entries.size(), 3u);
+  EXPECT_EQ(h.entries[0].name, "ids");
+  EXPECT_EQ(h.entries[1].name, "w");
+  EXPECT_EQ(h.entries[2].name, "mask");
+  EXPECT_EQ(h.entries[1].dtype, "F32");
+  EXPECT_EQ(h.entries[2].shape, (Shape{2}));
+  EXPECT_EQ(h.entries[2].begin, 12u);
+  EXPECT_EQ(h.entries[2].stop, 14u);
+  EXPECT_TRUE(h.has("mask"));
+  EXPECT_FALSE(h.has("k"));  // metadata is not a tensor
+  EXPECT_EQ(h.metadata.at("k"), "v");
+  EXPECT_EQ(h.file_size, h.data_start + data.size());
+}
+
 TEST(Safetensors, MappedReadingViewsAlignedTensorsAndCopiesTheRest) {
   const std::string path = ::testing::TempDir() + "/mapped.safetensors";
   const Tensor f = testing::randn_t({5, 7}, 3);

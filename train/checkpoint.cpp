@@ -34,9 +34,9 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
 }
 
 namespace {
-std::vector<std::string> classes_of(const SafetensorsFile& file, const std::string& path) {
-  const auto it = file.metadata.find("classes");
-  if (it == file.metadata.end()) return {};
+std::vector<std::string> classes_of(const std::map<std::string, std::string>& metadata, const std::string& path) {
+  const auto it = metadata.find("classes");
+  if (it == metadata.end()) return {};
   try {
     return json::parse(it->second).get<std::vector<std::string>>();
   } catch (const json::exception& e) {
@@ -46,7 +46,7 @@ std::vector<std::string> classes_of(const SafetensorsFile& file, const std::stri
 }  // namespace
 
 std::vector<std::string> recorded_classes(const std::string& path) {
-  return classes_of(read_safetensors(path, /*map=*/true), path);  // the header; the data stays unread
+  return classes_of(read_safetensors_header(path).metadata, path);  // the data stays unread
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
@@ -85,7 +85,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   } catch (const json::exception& e) {
     throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
   }
-  c.position.classes = classes_of(file, path);
+  c.position.classes = classes_of(file.metadata, path);
   const std::string ema = nn::kEmaPrefix, opt = nn::kOptimizerPrefix;
   for (auto& [name, t] : file.tensors) {
     if (name.rfind(ema, 0) == 0) c.ema[name.substr(ema.size())] = t;

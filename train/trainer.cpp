@@ -401,8 +401,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   // them the head have none: they go on without it).
   bool aux_classifier = c.aux_weight > 0;
   if (aux_classifier && c.resume && fs::exists(last_path)) {
-    bool has = false;
-    for (const auto& [name, t] : read_safetensors(last_path, /*map=*/true).tensors) has = has || name.rfind("AuxLogits.", 0) == 0;
+    bool has = false;  // from the checkpoint's header: its tensors stay unread here
+    for (const SafetensorsEntry& e : read_safetensors_header(last_path).entries) has = has || e.name.rfind("AuxLogits.", 0) == 0;
     aux_classifier = has;
   }
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, aux_classifier);

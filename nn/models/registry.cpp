@@ -90,11 +90,14 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 }
 
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
-  std::map<std::string, Tensor> weights = read_model_weights(path);  // its errors name the file
+  const SafetensorsFile file = read_safetensors(path);  // its errors name the file
   try {
-    return load_weights(model, std::move(weights), reset_classifier, strict);
+    return load_weights(model, model_weights(file), reset_classifier, strict);
   } catch (const Error& e) {
-    throw Error(path + ": " + e.what());
+    // A parameter found missing may be in the file as a type fgvc does not read (I32, BOOL).
+    std::string unread;
+    for (const auto& [name, dtype] : file.unsupported) unread += (unread.empty() ? " (" : ", ") + name + ": " + dtype;
+    throw Error(path + ": " + e.what() + (unread.empty() ? "" : "; tensors of types fgvc does not read" + unread + ")"));
   }
 }
 
