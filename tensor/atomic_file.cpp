@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,13 +18,25 @@ namespace fgvc {
 namespace {
 [[noreturn]] void fail(const std::string& path, const std::string& why) { throw Error(path + ": " + why); }
 
+// This machine's name as a file name's part (letters, digits, '-' and '_'; '.' would blur
+// where the PID starts).
+std::string host_tag() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "localhost";
+  std::string tag(name);
+  for (char& c : tag)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
+  return tag.substr(0, 64);
+}
+
 // A process killed while writing (SIGKILL, the OOM killer, a preempted job) leaves its
-// PATH.tmp.PID behind, as large as a checkpoint: the next write of PATH removes those of
-// processes that no longer run. Errors are ignored: this only tidies up.
+// PATH.tmp.HOST.PID behind, as large as a checkpoint: the next write of PATH removes those of
+// this machine's processes that no longer run. Another machine's (a shared run folder) are
+// never judged here: its PIDs mean nothing on this one. Errors are ignored: this only tidies up.
 void remove_stale_temporaries(const std::string& path) {
   namespace fs = std::filesystem;
   const fs::path target(path);
-  const std::string prefix = target.filename().string() + ".tmp.";
+  const std::string prefix = target.filename().string() + ".tmp." + host_tag() + ".";
   std::error_code ec;
   const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
   for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
@@ -36,6 +49,8 @@ void remove_stale_temporaries(const std::string& path) {
   }
 }
 }  // namespace
+
+std::string atomic_temporary_suffix(long pid) { return ".tmp." + host_tag() + "." + std::to_string(pid); }
 
 std::string atomic_target(const std::string& path) {
   namespace fs = std::filesystem;
@@ -76,7 +91,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), file_(atomic_
     return;
   }
   remove_stale_temporaries(file_);
-  tmp_ = file_ + ".tmp." + std::to_string(::getpid());
+  tmp_ = file_ + atomic_temporary_suffix(::getpid());
   // A new file of our own (O_EXCL, O_NOFOLLOW): a link planted under the temporary's name is
   // removed, never followed.
   ::unlink(tmp_.c_str());

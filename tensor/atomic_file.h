@@ -31,6 +31,11 @@ class AtomicFile {
 // it writes `path` in place (a pipe, a device, /dev/stdout).
 std::string atomic_target(const std::string& path);
 
+// The temporary's suffix for process `pid` on this machine: ".tmp.HOST.PID". The host makes
+// it unique on a file system that several machines share (a run folder on NFS), and lets the
+// tidying below judge only this machine's processes.
+std::string atomic_temporary_suffix(long pid);
+
 // The whole file at once.
 void write_file_atomic(const std::string& path, const std::string& contents);
 

@@ -886,8 +886,8 @@ TEST(AtomicFile, KeepsPermissionsAndFollowsNoPlantedLink) {
   write_file_atomic(path, "v1");
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
   write_file_atomic(elsewhere, "untouched");
-  fs::remove(path + ".tmp." + std::to_string(::getpid()));
-  fs::create_symlink(elsewhere, path + ".tmp." + std::to_string(::getpid()));
+  fs::remove(path + atomic_temporary_suffix(::getpid()));
+  fs::create_symlink(elsewhere, path + atomic_temporary_suffix(::getpid()));
   write_file_atomic(path, "v2");
   EXPECT_EQ(testing::slurp(path), "v2");
   EXPECT_EQ(testing::slurp(elsewhere), "untouched");
@@ -927,22 +927,29 @@ TEST(AtomicFile, APipeIsWrittenThroughNotReplaced) {
   EXPECT_EQ(testing::slurp(held), "via the descriptor");
 }
 
-// A process killed mid-write (SIGKILL runs no destructor) leaves PATH.tmp.PID: the next write
-// of PATH removes those of processes that are gone, and leaves a running one's and other names.
+// A process killed mid-write (SIGKILL runs no destructor) leaves PATH.tmp.HOST.PID: the next
+// write of PATH removes those of this machine's processes that are gone, and leaves a running
+// one's, another machine's (a shared folder: its PIDs mean nothing here) and other names.
 TEST(AtomicFile, TemporariesOfDeadProcessesAreRemoved) {
   const std::string dir = test_dir("fgvc_train_"), path = dir + "/ck.safetensors";
   const pid_t child = ::fork();
   if (child == 0) ::_exit(0);
   ASSERT_GT(child, 0);
   ::waitpid(child, nullptr, 0);  // gone now
-  const std::string dead = path + ".tmp." + std::to_string(child), alive = path + ".tmp." + std::to_string(::getppid()),
-                    other = path + ".tmp.notapid", neighbour = dir + "/other.safetensors.tmp." + std::to_string(child);
-  for (const std::string& p : {dead, alive, other, neighbour}) std::ofstream(p) << "partial";
+  const std::string suffix = atomic_temporary_suffix(child);
+  ASSERT_EQ(suffix.rfind(".tmp.", 0), 0u) << suffix;
+  const std::string dead = path + suffix, alive = path + atomic_temporary_suffix(::getppid()),
+                    other = path + ".tmp.notapid", neighbour = dir + "/other.safetensors" + suffix,
+                    elsewhere = path + ".tmp.another-machine." + std::to_string(child),
+                    older_form = path + ".tmp." + std::to_string(child);
+  for (const std::string& p : {dead, alive, other, neighbour, elsewhere, older_form}) std::ofstream(p) << "partial";
   write_file_atomic(path, "whole");
   EXPECT_EQ(testing::slurp(path), "whole");
   EXPECT_FALSE(fs::exists(dead));
   EXPECT_TRUE(fs::exists(alive));
   EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(elsewhere));
+  EXPECT_TRUE(fs::exists(older_form));  // no machine named: not judged
   EXPECT_TRUE(fs::exists(neighbour));  // another target's: its own next write tidies it
 }
 
