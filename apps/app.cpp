@@ -154,7 +154,7 @@ int run(const std::string& name, const std::string& description, int argc, char*
       error_line(std::string("cannot write the output") + (why ? std::string(": ") + std::strerror(why) : ""));
       return 1;
     }
-    return 0;
+    return common.exit_code;
   } catch (const UsageError& e) {
     error_line(e.what());
     return 2;

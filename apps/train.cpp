@@ -18,6 +18,7 @@
 #include "dist/communicator.h"
 #include "nn/models/registry.h"
 #include "tensor/cuda_runtime.h"
+#include "train/stop_request.h"
 #include "train/trainer.h"
 
 namespace {
@@ -121,7 +122,9 @@ int main(int argc, char** argv) {
         cli.add_flag("--quiet", quiet, "no progress output");
         cli.footer(
             "Defaults follow the paper and TF-slim. --steps/--epochs are totals: --resume continues the run in\n"
-            "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags.\n"
+            "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags. Ctrl-C, SIGTERM\n"
+            "or SIGUSR1 stop the run before its next step with a checkpoint there (exit 128 + the signal's number);\n"
+            "--resume goes on from it.\n"
             "\n"
             "Several GPUs or machines (data parallel, one process per GPU, gradients averaged by NCCL; on the CPU\n"
             "by MPI): --gpus N on one machine starts N processes through mpirun itself; across machines run\n"
@@ -159,10 +162,15 @@ int main(int argc, char** argv) {
         c.color_distort = !no_color;
         c.plots = !no_plots;
         c.progress = !quiet && !common.json;
+        train::install_stop_handlers();  // Ctrl-C, SIGTERM, SIGUSR1: a checkpoint, then the end
         const train::TrainSummary s = train::train_model(c, device);
-        if (s.rank != 0) std::exit(0);  // data-parallel: rank 0 reports for the run
-        const bool nothing_to_do = s.resumed && s.images == 0;  // --resume of a run already at its total
-        if (!common.json && nothing_to_do)
+        if (s.stopped_by) common.exit_code = 128 + s.stopped_by;
+        if (s.rank != 0) std::exit(common.exit_code);  // data-parallel: rank 0 reports for the run
+        const bool nothing_to_do = s.resumed && s.images == 0 && !s.stopped_by;  // --resume of a run already at its total
+        if (!common.json && s.stopped_by)
+          std::printf("stopped by %s at step %lld; run in %s: the same command with --resume continues it\n",
+                      train::signal_name(s.stopped_by), (long long)s.steps, c.out.c_str());
+        else if (!common.json && nothing_to_do)
           std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
                       (long long)s.steps);
         else if (!common.json)
@@ -180,7 +188,8 @@ int main(int argc, char** argv) {
                               {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},
                               {"out", c.out}};
         if (s.best_top1 >= 0) out["best_top1"] = s.best_top1;
-        if (nothing_to_do) out["first_loss"] = nullptr, out["last_loss"] = nullptr;  // no step, no loss
+        if (s.stopped_by) out["stopped_by"] = train::signal_name(s.stopped_by);
+        if (s.images == 0) out["first_loss"] = nullptr, out["last_loss"] = nullptr;  // no step, no loss
         return out;
       });
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 #include "train/checkpoint.h"
+#include "train/stop_request.h"
 #include "train/trainer.h"
 #include "image_files.h"
 #include <filesystem>
@@ -96,10 +98,28 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
   c.steps = 8;
   c.resume = true;
   train::train_model(c, Device::cpu());
+  // A stop request on rank 1 alone (SIGTERM reached one process) stops both ranks before the
+  // same step, with a checkpoint that --resume continues as if nothing had stopped.
+  c.out = dir + "/stopped";
+  c.resume = false;
+  if (comm.rank() == 1)
+    c.on_step = [](int64_t step) {
+      if (step == 3) train::request_stop(SIGTERM);
+    };
+  const train::TrainSummary stopped = train::train_model(c, Device::cpu());
+  expect(stopped.stopped_by == SIGTERM && stopped.steps == 3,
+         "rank " + std::to_string(comm.rank()) + ": stopped by " + std::to_string(stopped.stopped_by) + " after " +
+             std::to_string(stopped.steps) + " steps, not by SIGTERM after 3");
+  train::request_stop(0);
+  c.on_step = nullptr;
+  c.resume = true;
+  train::train_model(c, Device::cpu());
   comm.barrier();
   if (comm.rank() == 0) {
     expect(slurp(dir + "/whole/last.safetensors") == slurp(dir + "/parts/last.safetensors"),
            "2 ranks: 4 steps + resume to 8 == 8 steps");
+    expect(slurp(dir + "/whole/last.safetensors") == slurp(dir + "/stopped/last.safetensors"),
+           "2 ranks: stopped on one rank after 3 steps + resume to 8 == 8 steps");
     const nlohmann::json cfg = nlohmann::json::parse(slurp(dir + "/whole/config.json"));
     expect(cfg.at("world_size") == 2 && cfg.at("backend") == "mpi" && cfg.at("global_batch_size") == 8,
            "config.json records the world");

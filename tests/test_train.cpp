@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -31,6 +32,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/plots.h"
+#include "train/stop_request.h"
 #include "train/trainer.h"
 #include "image_files.h"
 #include "test_util.h"
@@ -317,6 +319,56 @@ TEST(Train, ResumeIsBitIdentical) {
   }
   // Line for line the same log (times and speeds aside): the first run's closing step line at 7 and its
   // partial epoch line are gone.
+  auto outline = [](const std::string& run) {
+    std::vector<std::string> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      j.erase("seconds"), j.erase("images_per_sec");
+      out.push_back(j.dump());
+    }
+    return out;
+  };
+  EXPECT_EQ(outline(whole.out), outline(part.out));
+}
+
+// A stop request (SIGTERM, Ctrl-C: train/stop_request.h) ends the run before its next step
+// with a checkpoint there; --resume continues as if it had not stopped: stopped mid-epoch
+// (after step 4) and at an epoch's end (after step 11, its validation and epoch line done),
+// resumed twice, the run's checkpoint, best weights and log are the uninterrupted run's.
+TEST(Train, AStopRequestCheckpointsAndResumesBitIdentically) {
+  Folders f;
+  train::TrainConfig whole = small_config(f, "stop_whole");
+  whole.steps = 15;  // 11 steps per epoch
+  whole.val = f.val;
+  whole.ema_decay = 0.99;
+  train::train_model(whole, Device::cpu());
+
+  train::TrainConfig part = whole;
+  part.out = f.dir + "/stop_parts";
+  fs::remove_all(part.out);
+  int64_t stop_at = 4;
+  part.on_step = [&stop_at](int64_t step) {
+    if (step == stop_at) train::request_stop(SIGTERM);
+  };
+  for (const int64_t at : {4, 11}) {
+    stop_at = at;
+    const train::TrainSummary s = train::train_model(part, Device::cpu());
+    train::request_stop(0);
+    EXPECT_EQ(s.stopped_by, SIGTERM);
+    EXPECT_EQ(s.steps, at);
+    const train::Checkpoint ck = train::load_checkpoint(part.out + "/last.safetensors");
+    EXPECT_EQ(ck.position.step, at);
+    EXPECT_EQ(ck.position.epoch, at / 11);
+    EXPECT_EQ(ck.position.batch, at % 11);
+    part.resume = true;
+  }
+  stop_at = -1;
+  const train::TrainSummary s = train::train_model(part, Device::cpu());
+  EXPECT_EQ(s.stopped_by, 0);
+  EXPECT_EQ(s.steps, 15);
+  EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
+  EXPECT_TRUE(same_bytes(whole.out + "/best.safetensors", part.out + "/best.safetensors"));
   auto outline = [](const std::string& run) {
     std::vector<std::string> out;
     std::ifstream in(run + "/metrics.jsonl");
@@ -1185,6 +1237,36 @@ TEST(Plots, PerClassCsvRoundTripsAwkwardClassNames) {
   }
   std::istringstream crlf("a,b\r\n\"x\r\ny\",2\r\nlast,3");  // CRLF records, no final line end
   EXPECT_EQ(train::read_csv(crlf), (std::vector<std::vector<std::string>>{{"a", "b"}, {"x\r\ny", "2"}, {"last", "3"}}));
+}
+
+// fgvc-train sent SIGTERM mid-run (as Slurm does before it kills a job) writes its checkpoint,
+// says how to go on and exits 143 (128 + 15, as a shell reports a process SIGTERM ended);
+// the same command with --resume goes on from there.
+TEST(TrainApps, SigtermCheckpointsAndExits143) {
+  Folders f;
+  const std::string run = f.dir + "/sigterm";
+  fs::remove_all(run);
+  const std::string train = std::string(FGVC_BIN_DIR) + "/fgvc-train --device cpu --model resnet20 --data " + f.train +
+                            " --out " + run + " --steps 100000 --batch-size 8 --log-every 1 --no-plots --json";
+  // The signal once a step is logged (the handlers are in place by then); at most 120 s.
+  const std::string script = "( " + train + " >" + f.dir + "/sig_out.txt 2>" + f.dir + "/sig_err.txt & pid=$!; " +
+                             "for i in $(seq 2400); do grep -q '\"step\"' " + run + "/metrics.jsonl 2>/dev/null && break; " +
+                             "sleep 0.05; done; kill -TERM $pid; wait $pid; echo $? >" + f.dir + "/sig_rc.txt )";
+  ASSERT_EQ(std::system(script.c_str()), 0);
+  EXPECT_EQ(testing::slurp(f.dir + "/sig_rc.txt"), "143\n") << testing::slurp(f.dir + "/sig_err.txt");
+  const nlohmann::json j = testing::last_json_line(testing::slurp(f.dir + "/sig_out.txt"));
+  EXPECT_EQ(j.at("stopped_by"), "SIGTERM");
+  const int64_t steps = j.at("steps");
+  EXPECT_GE(steps, 1);
+  EXPECT_LT(steps, 100000);
+  EXPECT_EQ(train::load_checkpoint(run + "/last.safetensors").position.step, steps);
+  const testing::Outcome r = testing::run_app(
+      "fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + run + " --steps " +
+          std::to_string(steps + 2) + " --batch-size 8 --log-every 1 --no-plots --resume --json",
+      f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(testing::last_json_line(r.out).at("steps"), steps + 2);
+  EXPECT_FALSE(testing::last_json_line(r.out).contains("stopped_by"));
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
@@ -37,6 +38,7 @@
 #include "train/evaluate.h"
 #include "train/plots.h"
 #include "train/progress.h"
+#include "train/stop_request.h"
 
 namespace fgvc {
 namespace train {
@@ -662,8 +664,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   const bool inception_aux = c.aux_weight > 0 && model->has_aux_classifier();
   model->set_aux_enabled(inception_aux);
 
+  int stopped_by = 0;  // the signal that asked this run to stop before its total
   try {
-    while (!finished()) {
+    while (!finished() && !stopped_by) {
       loader.start_epoch(static_cast<uint64_t>(pos.epoch), pos.batch);
       const bool whole_epoch = pos.batch == 0;  // not the rest of one, after --resume
       if (whole_epoch)  // else: the steps before the resume count
@@ -677,9 +680,18 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.batch++;
         // A batch whose files were all unreadable is skipped, by every rank together (the
         // collectives of a step must pair up); so is one where any rank's share was (a rank
-        // without an image has no forward pass to join the others' with).
+        // without an image has no forward pass to join the others' with). A stop request on
+        // any rank stops them all here, before the step: the batch goes back (the checkpoint's
+        // position is the batch before it), and a resumed run takes it again.
         const double images_here = static_cast<double>(batch.indices.size());
-        const std::vector<double> batch_sums = rank_sums({batch.indices.empty() ? 1.0 : 0.0, images_here}, comm, device);
+        const int signal_here = stop_signal();
+        const std::vector<double> batch_sums = rank_sums(
+            {batch.indices.empty() ? 1.0 : 0.0, images_here, static_cast<double>(signal_here)}, comm, device);
+        if (batch_sums[2] > 0) {
+          stopped_by = signal_here ? signal_here : SIGTERM;  // another rank's: the usual one
+          pos.batch--;
+          break;
+        }
         if (batch_sums[0] > 0) continue;
         // Each rank's loss is the mean over its images, and the reducer averages the ranks: where
         // the ranks hold different numbers of images (unreadable files), each rank's loss weighs
@@ -770,6 +782,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           window_start = Clock::now();
         }
         if (c.save_every > 0 && pos.step % c.save_every == 0 && !last_step()) save_last();
+        if (c.on_step) c.on_step(pos.step);
       }
       const bool epoch_done = pos.batch >= steps_per_epoch;
       // A whole epoch without one readable batch would repeat forever (the same files fail
@@ -826,7 +839,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     throw Error(std::string(e.what()) + "; try a smaller --batch-size (now " + std::to_string(c.batch_size) + ")" +
                 (c.amp == "off" ? " or --amp bf16" : ""));
   }
-  if (!saved_once) save_last();
+  if (stopped_by) {
+    save_last();  // this step's position: --resume goes on from here
+    progress.line("stopped by " + std::string(signal_name(stopped_by)) + " before step " + std::to_string(pos.step + 1) +
+                  " (epoch " + std::to_string(pos.epoch + 1) + "); " + last_path + " holds the run: --resume continues it");
+  } else if (!saved_once) {
+    save_last();
+  }
+  summary.stopped_by = stopped_by;
   // Over all ranks (each trained on its share of every batch): images, and the distinct files
   // skipped (one rank may meet a file in one epoch and another in the next: a flag per
   // sample, summed over the ranks, counts it once).

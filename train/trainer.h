@@ -12,6 +12,7 @@
 //   RUN_DIR/*.png            plots (train/plots.h)
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "tensor/device.h"
@@ -50,6 +51,9 @@ struct TrainConfig {
   int64_t save_every = 0;           // steps between checkpoints besides each epoch's end (0: none)
   bool plots = true;
   bool progress = true;             // the progress line / plain lines on stderr
+  // Called after each optimizer step with the run's step count (an observer: a test, a host
+  // program's progress display); not part of the run's configuration.
+  std::function<void(int64_t step)> on_step;
 };
 
 // The effective configuration (defaults resolved), as a JSON object's text; config.json
@@ -67,12 +71,15 @@ struct TrainSummary {
   double best_top1 = -1;
   double seconds = 0, images_per_sec = 0;
   bool resumed = false;
+  int stopped_by = 0;  // the signal that stopped the run early (train/stop_request.h); 0: it reached its total
   int rank = 0, world_size = 1;  // data-parallel runs: every rank returns; rank 0 reports
 };
 
 // Runs (or with c.resume continues) the run in c.out on `device`. Errors (bad flags found
 // late, a NaN loss, a mismatching checkpoint) are fgvc::Error naming the problem; the last
-// good checkpoint stays in place.
+// good checkpoint stays in place. A stop request (train/stop_request.h) ends the run before
+// its next step, every rank at the same one, with last.safetensors at that step: --resume
+// continues it as if it had not stopped (summary.stopped_by names the signal).
 TrainSummary train_model(const TrainConfig& c, Device device);
 
 }  // namespace train
