@@ -92,6 +92,18 @@ std::string training_error(const train::TrainConfig& c) {
   return "";
 }
 
+// A run's metrics.jsonl, line by line, without its times and speeds (which vary run to run).
+std::vector<std::string> log_lines(const std::string& run) {
+  std::vector<std::string> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    j.erase("seconds"), j.erase("images_per_sec");
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
 bool same_bytes(const std::string& a, const std::string& b) { return testing::slurp(a) == testing::slurp(b); }
 
 // The same shape, dtype and bits (float32 or int64 tensors).
@@ -319,17 +331,7 @@ TEST(Train, ResumeIsBitIdentical) {
   }
   // Line for line the same log (times and speeds aside): the first run's closing step line at 7 and its
   // partial epoch line are gone.
-  auto outline = [](const std::string& run) {
-    std::vector<std::string> out;
-    std::ifstream in(run + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      nlohmann::json j = nlohmann::json::parse(line);
-      j.erase("seconds"), j.erase("images_per_sec");
-      out.push_back(j.dump());
-    }
-    return out;
-  };
-  EXPECT_EQ(outline(whole.out), outline(part.out));
+  EXPECT_EQ(log_lines(whole.out), log_lines(part.out));
 }
 
 // A stop request (SIGTERM, Ctrl-C: train/stop_request.h) ends the run before its next step
@@ -369,17 +371,7 @@ TEST(Train, AStopRequestCheckpointsAndResumesBitIdentically) {
   EXPECT_EQ(s.steps, 15);
   EXPECT_TRUE(same_bytes(whole.out + "/last.safetensors", part.out + "/last.safetensors"));
   EXPECT_TRUE(same_bytes(whole.out + "/best.safetensors", part.out + "/best.safetensors"));
-  auto outline = [](const std::string& run) {
-    std::vector<std::string> out;
-    std::ifstream in(run + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      nlohmann::json j = nlohmann::json::parse(line);
-      j.erase("seconds"), j.erase("images_per_sec");
-      out.push_back(j.dump());
-    }
-    return out;
-  };
-  EXPECT_EQ(outline(whole.out), outline(part.out));
+  EXPECT_EQ(log_lines(whole.out), log_lines(part.out));
 }
 
 // The paper's model through the same loop: Inception-v3 with its auxiliary head (weighted
