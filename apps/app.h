@@ -19,7 +19,7 @@ struct Common {
   std::string device = "";  // "" = cuda when available, else cpu
   bool json = false;
   // The exit status when `body` returns (its output written): fgvc-train stopped by a signal
-  // exits 128 + the signal's number, as a shell reports a process the signal ended.
+  // before its total prints its summary and exits 1.
   mutable int exit_code = 0;
   Device resolved_device() const;
 };

@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
         cli.footer(
             "Defaults follow the paper and TF-slim. --steps/--epochs are totals: --resume continues the run in\n"
             "--out up to them, bit-identical on the CPU to an uninterrupted run with the same flags. Ctrl-C, SIGTERM\n"
-            "or SIGUSR1 stop the run before its next step with a checkpoint there (exit 128 + the signal's number);\n"
+            "or SIGUSR1 stop the run before its next step with a checkpoint there (exit 1, saying so);\n"
             "--resume goes on from it.\n"
             "\n"
             "Several GPUs or machines (data parallel, one process per GPU, gradients averaged by NCCL; on the CPU\n"
@@ -164,12 +164,16 @@ int main(int argc, char** argv) {
         c.progress = !quiet && !common.json;
         train::install_stop_handlers();  // Ctrl-C, SIGTERM, SIGUSR1: a checkpoint, then the end
         const train::TrainSummary s = train::train_model(c, device);
-        if (s.stopped_by) common.exit_code = 128 + s.stopped_by;
+        // A stopped run did not reach its total: exit 1 (SPEC's "any other error") with the
+        // error line saying where it stands; --json still prints the summary.
+        if (s.stopped_by) common.exit_code = 1;
         if (s.rank != 0) std::exit(common.exit_code);  // data-parallel: rank 0 reports for the run
         const bool nothing_to_do = s.resumed && s.images == 0 && !s.stopped_by;  // --resume of a run already at its total
-        if (!common.json && s.stopped_by)
-          std::printf("stopped by %s at step %lld; run in %s: the same command with --resume continues it\n",
-                      train::signal_name(s.stopped_by), (long long)s.steps, c.out.c_str());
+        if (s.stopped_by)
+          std::fprintf(stderr,
+                       "fgvc-train: error: stopped by %s after step %lld of the run; %s/last.safetensors holds it: the "
+                       "same command with --resume continues it\n",
+                       train::signal_name(s.stopped_by), (long long)s.steps, c.out.c_str());
         else if (!common.json && nothing_to_do)
           std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
                       (long long)s.steps);

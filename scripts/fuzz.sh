@@ -17,7 +17,15 @@ if [[ $# -gt 1 || ! $seconds =~ ^[0-9]+$ ]]; then
   echo "fuzz.sh: error: usage: scripts/fuzz.sh [SECONDS]" >&2
   exit 2
 fi
-command -v clang++ >/dev/null || { echo "fuzz.sh: error: clang++ not found (apt-get install clang libclang-rt-14-dev libomp-dev)" >&2; exit 1; }
+missing=()
+command -v clang++ >/dev/null || missing+=(clang)
+for p in libclang-rt-14-dev libomp-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "fuzz.sh: error: missing ${missing[*]} (apt-get install ${missing[*]})" >&2
+  exit 1
+fi
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFGVC_FUZZ=ON -DFGVC_CUDA=OFF \
   -DFGVC_BUILD_BENCH=OFF >/dev/null
 targets=(fuzz_image fuzz_safetensors fuzz_dataset)

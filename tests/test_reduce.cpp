@@ -9,7 +9,7 @@ namespace {
 
 using testing::all_close;
 
-// Reference: reduce a [2, 3, 4, 5] tensor over `axes` by brute force.
+// Reference: reduce a tensor of any shape over `axes` by brute force, in float64.
 std::vector<double> ref_reduce(const std::vector<double>& x, const Shape& shape, const std::vector<int64_t>& axes,
                                bool is_max, bool average) {
   const Shape out_shape = kernels::reduced_shape(shape, axes, true);
@@ -67,9 +67,36 @@ TEST(Reduce, LongRowsSplitAcrossThreadsAccumulateInDouble) {
   for (double v : kernels::sum(two, {1}).to_vector<double>()) EXPECT_NEAR(v, want / 2, want * 1e-7);
 }
 
+// The chunked paths on random data against the float64 loop: rows of 65,536 and more split
+// across threads (300,001: the last chunk partial), and short columns over many rows split by
+// rows ([5000, 37] over axis 0); sum, mean and max, each row its own values.
+TEST_P(ReduceTest, LongRowsAndTallColumnsMatchReference) {
+  const DType dt = GetParam();
+  const double tol = dt == DType::Float32 ? 1e-6 : 1e-12;
+  const std::vector<std::pair<Shape, std::vector<int64_t>>> cases = {
+      {{3, 300001}, {1}}, {{3, 300001}, {}}, {{5000, 37}, {0}}, {{2, 70001, 3}, {1}}};
+  for (const auto& [shape, axes] : cases) {
+    const Tensor x = testing::randn_t(shape, 31, dt);
+    const std::vector<double> xv = x.to_vector<double>();
+    const auto norm = kernels::normalize_axes(axes, static_cast<int64_t>(shape.size()), "test");
+    const std::string what = shape_str(shape) + " over " + shape_str(axes);
+    EXPECT_TRUE(all_close(kernels::sum(x, axes, true), ref_reduce(xv, shape, norm, false, false), tol, tol)) << what;
+    EXPECT_TRUE(all_close(kernels::mean(x, axes, true), ref_reduce(xv, shape, norm, false, true), tol, tol)) << what;
+    EXPECT_TRUE(all_close(kernels::max(x, axes, true), ref_reduce(xv, shape, norm, true, false), 0, 0)) << what;
+  }
+}
+
 TEST(Reduce, StridedInputAndEmptyAxes) {
+  // A transposed (strided) input, over adjacent and over split axes, against the float64 loop
+  // on its values in logical order.
   const Tensor x = testing::randn_t({6, 4}, 12).transpose(0, 1);  // [4, 6], strided
-  EXPECT_TRUE(all_close(kernels::sum(x, {1}), kernels::sum(x.contiguous(), {1}), 1e-6, 1e-6));
+  const std::vector<double> xv = x.to_vector<double>();
+  EXPECT_TRUE(all_close(kernels::sum(x, {1}, true), ref_reduce(xv, {4, 6}, {1}, false, false), 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(kernels::mean(x, {0}, true), ref_reduce(xv, {4, 6}, {0}, false, true), 1e-6, 1e-6));
+  const Tensor y = testing::randn_t({5, 4, 3}, 13).permute({2, 0, 1});  // [3, 5, 4], strided
+  const std::vector<double> yv = y.to_vector<double>();
+  EXPECT_TRUE(all_close(kernels::sum(y, {0, 2}, true), ref_reduce(yv, {3, 5, 4}, {0, 2}, false, false), 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(kernels::max(y, {0, 2}, true), ref_reduce(yv, {3, 5, 4}, {0, 2}, true, false), 0, 0));
   const Tensor e = Tensor::zeros({3, 0});
   EXPECT_TRUE(all_close(kernels::sum(e, {1}), std::vector<double>{0, 0, 0}));
   EXPECT_THROW(kernels::max(e, {1}), Error);

@@ -839,13 +839,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     throw Error(std::string(e.what()) + "; try a smaller --batch-size (now " + std::to_string(c.batch_size) + ")" +
                 (c.amp == "off" ? " or --amp bf16" : ""));
   }
-  if (stopped_by) {
-    save_last();  // this step's position: --resume goes on from here
-    progress.line("stopped by " + std::string(signal_name(stopped_by)) + " before step " + std::to_string(pos.step + 1) +
-                  " (epoch " + std::to_string(pos.epoch + 1) + "); " + last_path + " holds the run: --resume continues it");
-  } else if (!saved_once) {
-    save_last();
-  }
+  // Stopped: this step's position, where --resume goes on (the caller says so).
+  if (stopped_by || !saved_once) save_last();
   summary.stopped_by = stopped_by;
   // Over all ranks (each trained on its share of every batch): images, and the distinct files
   // skipped (one rank may meet a file in one epoch and another in the next: a flag per
