@@ -30,6 +30,10 @@ std::pair<std::shared_ptr<nn::Classifier>, std::shared_ptr<nn::Classifier>> twin
 
 constexpr double kElementwiseTol = 1e-6;
 constexpr double kReductionTol = 1e-5;
+// float64 is held to float64's accuracy: a CUDA path that computed or summed in float32
+// (about 6e-8 relative) must fail.
+constexpr double kFloat64Tol = 1e-12;
+double tol_for(DType dt, double float32_tol) { return dt == DType::Float64 ? kFloat64Tol : float32_tol; }
 
 TEST(CudaParity, UnaryOps) {
   FGVC_REQUIRE_CUDA();
@@ -40,11 +44,10 @@ TEST(CudaParity, UnaryOps) {
       // Signed inputs, so that relu, abs and sign take both branches; the log and roots positive ones.
       const bool positive = op == UnaryOp::Log || op == UnaryOp::Sqrt || op == UnaryOp::Rsqrt;
       const Tensor x = positive ? testing::rand_t({37, 129}, 1, 0.1, 3.0, dt) : randn_t({37, 129}, 1, dt);
-      expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::unary(op, in[0])}; }, {x},
-                    kElementwiseTol);
+      const double tol = tol_for(dt, kElementwiseTol);
+      expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::unary(op, in[0])}; }, {x}, tol);
       expect_parity(std::string(kernels::op_name(op)) + " strided",
-                    [op](const Ts& in) { return Ts{kernels::unary(op, in[0].transpose(0, 1))}; }, {x},
-                    kElementwiseTol);
+                    [op](const Ts& in) { return Ts{kernels::unary(op, in[0].transpose(0, 1))}; }, {x}, tol);
     }
 }
 
@@ -57,15 +60,20 @@ TEST(CudaParity, BinaryOpsWithBroadcasting) {
       // A positive base for pow; signed values otherwise (the relu gate and the comparisons see both signs).
       const Tensor a = op == BinaryOp::Pow ? testing::rand_t({8, 33, 17}, 2, 0.2, 2.0, dt) : randn_t({8, 33, 17}, 2, dt),
                    b = randn_t({33, 1}, 3, dt);
+      // A second operand of a's shape, with some elements equal to a's (Eq and Gt see ties).
+      Tensor same = randn_t({8, 33, 17}, 20, dt);
+      same.view({-1}).slice(0, 0, 4488, 7).copy_(a.view({-1}).slice(0, 0, 4488, 7));
+      const double tol = tol_for(dt, kElementwiseTol);
       expect_parity(kernels::op_name(op), [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; },
-                    {a, b}, kElementwiseTol);
+                    {a, b}, tol);
       expect_parity(std::string(kernels::op_name(op)) + " same shape",
-                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[0])}; }, {a}, kElementwiseTol);
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; }, {a, same}, tol);
+      expect_parity(std::string(kernels::op_name(op)) + " one tensor twice",
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[0])}; }, {a}, tol);
       expect_parity(std::string(kernels::op_name(op)) + " scalar",
-                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], 1.25)}; }, {a}, kElementwiseTol);
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0], 1.25)}; }, {a}, tol);
       expect_parity(std::string(kernels::op_name(op)) + " scalar strided",
-                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0].transpose(0, 2), 1.25)}; }, {a},
-                    kElementwiseTol);
+                    [op](const Ts& in) { return Ts{kernels::binary(op, in[0].transpose(0, 2), 1.25)}; }, {a}, tol);
     }
 }
 
@@ -87,15 +95,16 @@ TEST(CudaParity, Reductions) {
   // A long reduced axis and few outputs (bias gradients): split across blocks, then combined.
   for (DType dt : {DType::Float32, DType::Float64}) {
     const Tensor tall = randn_t({5000, 37}, 16, dt), stack = randn_t({3, 4000, 45}, 17, dt);
-    expect_parity("sum tall axis 0", [](const Ts& in) { return Ts{kernels::sum(in[0], {0})}; }, {tall}, kReductionTol);
-    expect_parity("mean tall axis 0", [](const Ts& in) { return Ts{kernels::mean(in[0], {0}, true)}; }, {tall},
-                  kReductionTol);
+    const double tol = tol_for(dt, kReductionTol);
+    expect_parity("sum tall axis 0", [](const Ts& in) { return Ts{kernels::sum(in[0], {0})}; }, {tall}, tol);
+    expect_parity("mean tall axis 0", [](const Ts& in) { return Ts{kernels::mean(in[0], {0}, true)}; }, {tall}, tol);
     expect_parity("max tall axis 0", [](const Ts& in) { return Ts{kernels::max(in[0], {0})}; }, {tall}, 1e-12);
-    expect_parity("sum stack axis 1", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {stack},
-                  kReductionTol);
+    expect_parity("sum stack axis 1", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {stack}, tol);
     expect_parity("max stack axis 1", [](const Ts& in) { return Ts{kernels::max(in[0], {1})}; }, {stack}, 1e-12);
     expect_parity("sum all, odd size", [](const Ts& in) { return Ts{kernels::sum(in[0])}; },
-                  {randn_t({(1 << 20) + 3}, 18, dt)}, kReductionTol);
+                  {randn_t({(1 << 20) + 3}, 18, dt)}, tol);
+    expect_parity("sum long rows", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; },
+                  {randn_t({3, 300001}, 21, dt)}, tol);
   }
   // The same input twice gives the same bits (a fixed order of summation, no atomics).
   const Tensor tall = randn_t({5000, 37}, 19).cuda();
@@ -114,21 +123,21 @@ TEST(CudaParity, ElementwiseFastPathsAndFallbacks) {
       const Tensor x = randn_t({n}, 7, dt), y = randn_t({n}, 8, dt);
       const std::string size = " n=" + std::to_string(n) + type;
       expect_parity("tanh" + size, [](const Ts& in) { return Ts{kernels::unary(UnaryOp::Tanh, in[0])}; }, {x},
-                    kElementwiseTol);
+                    tol_for(dt, kElementwiseTol));
       expect_parity("sub" + size, [](const Ts& in) { return Ts{kernels::binary(BinaryOp::Sub, in[0], in[1])}; },
-                    {x, y}, kElementwiseTol);
+                    {x, y}, tol_for(dt, kElementwiseTol));
       expect_parity("div scalar" + size, [](const Ts& in) { return Ts{kernels::binary(BinaryOp::Div, in[0], 3.0)}; },
-                    {x}, kElementwiseTol);
+                    {x}, tol_for(dt, kElementwiseTol));
       // Views starting one element in: contiguous, not 16-byte aligned.
       if (n > 1) {
         expect_parity("exp offset view" + size,
                       [n](const Ts& in) { return Ts{kernels::unary(UnaryOp::Exp, in[0].slice(0, 1, n))}; }, {x},
-                      kElementwiseTol);
+                      tol_for(dt, kElementwiseTol));
         expect_parity("mul offset views" + size,
                       [n](const Ts& in) {
                         return Ts{kernels::binary(BinaryOp::Mul, in[0].slice(0, 1, n), in[1].slice(0, 0, n - 1))};
                       },
-                      {x, y}, kElementwiseTol);
+                      {x, y}, tol_for(dt, kElementwiseTol));
       }
     }
     const Tensor act = randn_t({5, 6, 7, 9}, 9, dt), channel = randn_t({6, 1, 1}, 10, dt),
@@ -139,14 +148,14 @@ TEST(CudaParity, ElementwiseFastPathsAndFallbacks) {
       for (const Tensor& other : {channel, rows, last, middle}) {
         const std::string what = name + " " + shape_str(other.shape());
         expect_parity(what + " repeated right", [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1])}; },
-                      {act, other}, kElementwiseTol);
+                      {act, other}, tol_for(dt, kElementwiseTol));
         expect_parity(what + " repeated left", [op](const Ts& in) { return Ts{kernels::binary(op, in[1], in[0])}; },
-                      {act, other}, kElementwiseTol);
+                      {act, other}, tol_for(dt, kElementwiseTol));
       }
       // A transposed [7, 9] operand: two dimensions, but not one contiguous block.
       expect_parity(name + " transposed operand",
                     [op](const Ts& in) { return Ts{kernels::binary(op, in[0], in[1].transpose(0, 1))}; },
-                    {act, crossed}, kElementwiseTol);
+                    {act, crossed}, tol_for(dt, kElementwiseTol));
     }
   }
   // fill_: contiguous (packs and tail), misaligned, strided; 16- and 64-bit types too.
@@ -170,17 +179,17 @@ TEST(CudaParity, Matmul) {
         const Tensor a = randn_t(ta ? Shape{300, 65} : Shape{65, 300}, 7, dt);
         const Tensor b = randn_t(tb ? Shape{33, 300} : Shape{300, 33}, 8, dt);
         expect_parity("matmul", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; }, {a, b},
-                      kReductionTol);
+                      tol_for(dt, kReductionTol));
         const Tensor ba = randn_t(ta ? Shape{3, 300, 65} : Shape{3, 65, 300}, 9, dt);
         expect_parity("matmul batched shared", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; },
-                      {ba, b}, kReductionTol);
+                      {ba, b}, tol_for(dt, kReductionTol));
         // Both batched (matmul's backward takes this path), and operands that are transposed views.
         const Tensor bb = randn_t(tb ? Shape{3, 33, 300} : Shape{3, 300, 33}, 10, dt);
         expect_parity("matmul batched both", [&](const Ts& in) { return Ts{kernels::matmul(in[0], in[1], ta, tb)}; },
-                      {ba, bb}, kReductionTol);
+                      {ba, bb}, tol_for(dt, kReductionTol));
         expect_parity("matmul of views",
                       [&](const Ts& in) { return Ts{kernels::matmul(in[0].transpose(0, 1), in[1].transpose(0, 1), ta, tb)}; },
-                      {a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()}, kReductionTol);
+                      {a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous()}, tol_for(dt, kReductionTol));
       }
   // gemm accumulating: c = alpha op(a) op(b) + beta c.
   for (DType dt : {DType::Float32, DType::Float64}) {
@@ -191,35 +200,48 @@ TEST(CudaParity, Matmul) {
                     kernels::gemm(in[0], false, in[1], true, 0.5, -1.5, out);
                     return Ts{out};
                   },
-                  {a, b, c}, kReductionTol);
+                  {a, b, c}, tol_for(dt, kReductionTol));
   }
 }
 
 TEST(CudaParity, SoftmaxAndCrossEntropy) {
   FGVC_REQUIRE_CUDA();
-  const Tensor x = randn_t({64, 1000}, 10);
-  const Tensor g = randn_t({64, 1000}, 11);
   const Tensor labels = kernels::topk(randn_t({64, 1000}, 12), 1).indices.reshape({64});
-  for (int64_t axis : {0, 1}) {
-    expect_parity("softmax", [&](const Ts& in) { return Ts{kernels::softmax(in[0], axis)}; }, {x}, kElementwiseTol);
-    expect_parity("log_softmax", [&](const Ts& in) { return Ts{kernels::log_softmax(in[0], axis)}; }, {x},
-                  kElementwiseTol);
-    expect_parity("softmax_backward",
-                  [&](const Ts& in) { return Ts{kernels::softmax_backward(in[1], kernels::softmax(in[0], axis), axis)}; },
-                  {x, g}, kReductionTol);
-    expect_parity("log_softmax_backward",
-                  [&](const Ts& in) {
-                    return Ts{kernels::log_softmax_backward(in[1], kernels::log_softmax(in[0], axis), axis)};
-                  },
-                  {x, g}, kReductionTol);
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    const std::string type = dt == DType::Float32 ? " float32" : " float64";
+    const Tensor x = randn_t({64, 1000}, 10, dt);
+    const Tensor g = randn_t({64, 1000}, 11, dt);
+    const double tol = tol_for(dt, kElementwiseTol), long_tol = tol_for(dt, kReductionTol);
+    for (int64_t axis : {0, 1}) {
+      expect_parity("softmax" + type, [&](const Ts& in) { return Ts{kernels::softmax(in[0], axis)}; }, {x}, tol);
+      expect_parity("log_softmax" + type, [&](const Ts& in) { return Ts{kernels::log_softmax(in[0], axis)}; }, {x},
+                    tol);
+      expect_parity("softmax_backward" + type,
+                    [&](const Ts& in) { return Ts{kernels::softmax_backward(in[1], kernels::softmax(in[0], axis), axis)}; },
+                    {x, g}, long_tol);
+      expect_parity("log_softmax_backward" + type,
+                    [&](const Ts& in) {
+                      return Ts{kernels::log_softmax_backward(in[1], kernels::log_softmax(in[0], axis), axis)};
+                    },
+                    {x, g}, long_tol);
+    }
+    const Tensor gl = randn_t({64}, 13, dt);
+    // Without smoothing a -inf logit (a class masked out) off the label leaves the loss and its
+    // gradient finite (the CPU's CrossEntropy.MinusInfinityLogitWithoutSmoothing).
+    Tensor masked = x.clone();
+    const int64_t off_label = (labels.to_vector<int64_t>()[0] + 1) % 1000;
+    masked.select(0, 0).select(0, off_label).fill_(-INFINITY);
+    for (double smoothing : {0.0, 0.1}) {
+      const std::string what = "cross_entropy" + type + " smoothing " + std::to_string(smoothing);
+      const auto ce = [smoothing](const Ts& in) {
+        const kernels::CrossEntropyOutput o = kernels::cross_entropy(in[0], in[1], smoothing);
+        return Ts{o.loss, o.lse, kernels::cross_entropy_backward(in[2], in[0], in[1], o.lse, smoothing)};
+      };
+      expect_parity(what, ce, {x, labels, gl}, long_tol);
+      if (smoothing == 0) expect_parity(what + " -inf logit", ce, {masked, labels, gl}, long_tol);
+    }
   }
-  const Tensor gl = randn_t({64}, 13);
-  expect_parity("cross_entropy",
-                [](const Ts& in) {
-                  const kernels::CrossEntropyOutput o = kernels::cross_entropy(in[0], in[1], 0.1);
-                  return Ts{o.loss, o.lse, kernels::cross_entropy_backward(in[2], in[0], in[1], o.lse, 0.1)};
-                },
-                {x, labels, gl}, kReductionTol);
+  const Tensor x = randn_t({64, 1000}, 10);
   const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 1000}, {2}, Device::cuda());
   EXPECT_THROW(kernels::cross_entropy(x.slice(0, 0, 2).cuda(), bad), Error);
 }
@@ -305,6 +327,50 @@ TEST(CudaParity, AutogradOnTheGpuMatchesTheCpu) {
     return w.grad().cpu();
   };
   EXPECT_LT(testing::rel_error(run(Device::cuda()), run(Device::cpu())), kReductionTol);
+}
+
+// The backward rules, each run on the GPU against the CPU (float32): the gradient of
+// sum(op(x) * g) for random g, by relative norm. The shape rules build their gradients from
+// fresh zeros (slice), the engine's zeros (split's unused outputs) or broadcasts (expand).
+TEST(CudaParity, AutogradRulesMatchTheCpu) {
+  FGVC_REQUIRE_CUDA();
+  using Op = std::function<Tensor(const Ts&)>;
+  const std::vector<std::tuple<std::string, Op, Ts>> cases = {
+      {"slice", [](const Ts& x) { return slice(x[0], 2, 1, 4, 2); }, {randn_t({2, 3, 5}, 1)}},
+      {"split, one part unused", [](const Ts& x) { return split(x[0], {1, 2, 2}, 2)[1]; }, {randn_t({2, 3, 5}, 2)}},
+      {"max over an axis", [](const Ts& x) { return max(x[0], {1}); }, {randn_t({4, 7, 3}, 3)}},
+      {"max of all", [](const Ts& x) { return max(x[0]); }, {randn_t({4, 7, 3}, 4)}},
+      {"softmax", [](const Ts& x) { return softmax(x[0], 1); }, {randn_t({5, 9}, 5)}},
+      {"log_softmax", [](const Ts& x) { return log_softmax(x[0], 0); }, {randn_t({5, 9}, 6)}},
+      {"sigmoid", [](const Ts& x) { return sigmoid(x[0]); }, {randn_t({6, 8}, 7)}},
+      {"div broadcast", [](const Ts& x) { return div(x[0], x[1]); },
+       {randn_t({4, 6}, 8), testing::rand_t({6}, 9, 0.5, 2.0)}},
+      {"div broadcast left", [](const Ts& x) { return div(x[0], x[1]); },
+       {randn_t({4, 1}, 10), testing::rand_t({4, 6}, 11, 0.5, 2.0)}},
+      {"pow", [](const Ts& x) { return pow(x[0], 2.5); }, {testing::rand_t({7, 5}, 12, 0.5, 2.0)}},
+      {"expand", [](const Ts& x) { return expand(x[0], {3, 4, 5}); }, {randn_t({4, 1}, 13)}},
+      {"sum_to", [](const Ts& x) { return sum_to(x[0], {1, 5}); }, {randn_t({3, 4, 5}, 14)}},
+      {"mean", [](const Ts& x) { return mean(x[0], {0, 2}, true); }, {randn_t({3, 4, 5}, 15)}},
+      {"concat", [](const Ts& x) { return concat({x[0], x[1]}, 1); }, {randn_t({2, 3, 4}, 16), randn_t({2, 2, 4}, 17)}},
+      {"transpose and reshape", [](const Ts& x) { return reshape(transpose(x[0], 0, 2), {-1, 6}); },
+       {randn_t({2, 3, 4}, 18)}},
+  };
+  for (const auto& [name, op, inputs] : cases) {
+    const auto gradients = [&, &op = op, &inputs = inputs](Device d) {
+      Ts xs;
+      for (const Tensor& t : inputs) xs.push_back((d.is_cpu() ? t.clone() : t.to(d)).set_requires_grad(true));
+      const Tensor y = op(xs);
+      const Tensor g = randn_t(y.shape(), 99).to(d);
+      backward(sum(mul(y, g)));
+      Ts out;
+      for (const Tensor& x : xs) out.push_back(x.grad().cpu());
+      return out;
+    };
+    const Ts want = gradients(Device::cpu()), got = gradients(Device::cuda());
+    ASSERT_EQ(want.size(), got.size()) << name;
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_LT(testing::rel_error(got[i], want[i]), kReductionTol) << name << ": input " << i;
+  }
 }
 
 TEST(CudaParity, ConvolutionAndPooling) {

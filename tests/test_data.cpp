@@ -1083,7 +1083,12 @@ TEST(Loader, SkipsAndCountsBrokenFiles) {
       counted += b.skipped;
       for (const Batch::SkippedFile& f : b.skipped_files) named.push_back(f.error);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the workers run ahead
+    // Let the workers run ahead (every batch of the epoch made, or as many as they may hold),
+    // so that batches with bad files exist that nobody took.
+    const int64_t most = std::min<int64_t>(w.batches_per_epoch() - used, o.prefetch + o.workers);
+    for (int waited = 0; waited < 3000 && w.ready_batches() < most; ++waited)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(w.ready_batches(), most) << "after " << used << " batch(es)";
     w.start_epoch(2);  // stops the workers; the unused batches are dropped
     const std::string err = ::testing::internal::GetCapturedStderr();
     int64_t warnings = 0;

@@ -23,6 +23,22 @@ namespace {
 // which decide a process's GPU before MPI starts. Slurm lists tasks per node as "2(x3),1".
 TEST(Dist, LocalRankAndSizeFromTheLauncher) {
   ASSERT_EQ(std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), nullptr) << "run outside mpirun";
+  // The launcher variables this test sets or the library reads, set aside (ctest may run inside
+  // a Slurm job or an MPICH environment) and put back at the end.
+  const char* const kLauncherVariables[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK",
+                                            "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
+                                            "PMI_LOCAL_SIZE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+                                            "SLURM_NODEID"};
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (const char* name : kLauncherVariables)
+    if (const char* v = std::getenv(name)) saved.emplace_back(name, v);
+  for (const char* name : kLauncherVariables) unsetenv(name);
+  struct Restore {
+    const std::vector<std::pair<std::string, std::string>>& saved;
+    ~Restore() {
+      for (const auto& [name, value] : saved) setenv(name.c_str(), value.c_str(), 1);
+    }
+  } restore{saved};
   EXPECT_EQ(dist::local_size_from_environment(), 0);
   setenv("SLURM_LOCALID", "3", 1);
   EXPECT_EQ(dist::local_rank_from_environment(), 3);

@@ -79,15 +79,20 @@ TEST_P(ElementwiseTest, UnaryMatchesReference) {
 TEST_P(ElementwiseTest, BinaryMatchesReference) {
   const DType dt = GetParam();
   const double tol = dt == DType::Float32 ? 2e-6 : 1e-14;
-  const Tensor a = testing::rand_t({5, 9}, 2, 0.2, 3.0, dt), b = testing::randn_t({5, 9}, 3, dt);
+  const Tensor a = testing::rand_t({5, 9}, 2, 0.2, 3.0, dt);
+  Tensor b = testing::randn_t({5, 9}, 3, dt);
+  // Some equal pairs, so that Eq (and Gt's ties) see both answers.
+  for (int64_t i = 0; i < 45; i += 4) b.view({45}).select(0, i).copy_(a.view({45}).select(0, i));
   const std::vector<double> av = a.to_vector<double>(), bv = b.to_vector<double>();
   for (BinaryOp op : kBinary) {
     std::vector<double> want;
     for (size_t i = 0; i < av.size(); ++i) want.push_back(ref_binary(op, av[i], bv[i]));
     EXPECT_TRUE(all_close(kernels::binary(op, a, b), want, tol, tol)) << kernels::op_name(op);
-    std::vector<double> want_s;
-    for (double v : av) want_s.push_back(ref_binary(op, v, 1.5));
-    EXPECT_TRUE(all_close(kernels::binary(op, a, 1.5), want_s, tol, tol)) << kernels::op_name(op) << " scalar";
+    for (const double scalar : {1.5, av[5]}) {  // the second one equal to an element
+      std::vector<double> want_s;
+      for (double v : av) want_s.push_back(ref_binary(op, v, scalar));
+      EXPECT_TRUE(all_close(kernels::binary(op, a, scalar), want_s, tol, tol)) << kernels::op_name(op) << " scalar " << scalar;
+    }
   }
 }
 
@@ -144,11 +149,14 @@ TEST(Elementwise, ReluPropagatesNaN) {
   EXPECT_EQ(y[3], 2.0f);
   EXPECT_EQ(y[4], 0.0f);
   EXPECT_EQ(y[5], INFINITY);
-  if (cuda_available()) {
-    const std::vector<float> g = kernels::relu(x.cuda()).cpu().to_vector<float>();
-    EXPECT_TRUE(std::isnan(g[0]));
-    for (int k = 1; k < 6; ++k) EXPECT_EQ(g[k], y[k]) << k;
-  }
+}
+
+TEST(Elementwise, ReluPropagatesNaNOnTheGpu) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor x = Tensor::from_vector(std::vector<float>{NAN, -1.0f, 0.0f, 2.0f, -INFINITY, INFINITY}, {6});
+  const std::vector<float> y = kernels::relu(x).to_vector<float>(), g = kernels::relu(x.cuda()).cpu().to_vector<float>();
+  EXPECT_TRUE(std::isnan(g[0]));
+  for (int k = 1; k < 6; ++k) EXPECT_EQ(g[k], y[k]) << k;
 }
 
 TEST(Elementwise, LargeInputsUseAllThreadsAndAgree) {

@@ -799,6 +799,37 @@ TEST(GroundDistance, MatchesExactDifferencesIncludingNearDuplicates) {
   EXPECT_THROW(emd::pairwise_distances(a, testing::randn_t({3, 5}, 3)), Error);
 }
 
+// The CUDA distances (cuBLAS dgemm and the combining kernel) are the CPU's: ordinary features
+// (float32 and float64), near-duplicates (the exact-difference fallback) and features whose
+// squares overflow (differences taken where the norms are infinite).
+TEST(GroundDistance, TheGpuGivesTheCpusDistancesOnTheGpu) {
+  FGVC_REQUIRE_CUDA();
+  Tensor a = kernels::binary(kernels::BinaryOp::Mul, testing::randn_t({70, 96}, 11, DType::Float64), 100.0);
+  Tensor b = kernels::binary(kernels::BinaryOp::Mul, testing::randn_t({45, 96}, 12, DType::Float64), 100.0);
+  b.slice(0, 0, 5).copy_(kernels::add(a.slice(0, 10, 15), Tensor::scalar(1e-6, DType::Float64)));
+  // Every feature near 2e153: squared norms overflow (inf - inf in the GEMM form), while the
+  // differences (about 1e150) and the distances stay finite.
+  const auto huge = [](uint64_t seed, int64_t rows) {
+    return kernels::add(kernels::binary(kernels::BinaryOp::Mul, testing::randn_t({rows, 96}, seed, DType::Float64), 1e150),
+                        Tensor::scalar(2e153, DType::Float64));
+  };
+  const Tensor huge_a = huge(13, 70), huge_b = huge(14, 45);
+  const std::vector<std::pair<Tensor, Tensor>> cases = {
+      {a, b}, {a.to(DType::Float32), b.to(DType::Float32)}, {huge_a, huge_b}};
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const auto& [x, y] = cases[c];
+    const std::vector<double> want = emd::pairwise_distances(x, y).to_vector<double>();
+    const Tensor got_t = emd::pairwise_distances(x.cuda(), y.cuda());
+    ASSERT_TRUE(got_t.device().is_cuda()) << c;
+    const std::vector<double> got = got_t.to_vector<double>();
+    ASSERT_EQ(got.size(), want.size()) << c;
+    for (size_t k = 0; k < want.size(); ++k) {
+      ASSERT_TRUE(std::isfinite(want[k]) && std::isfinite(got[k])) << "case " << c << " element " << k;
+      EXPECT_NEAR(got[k], want[k], 1e-12 * std::max(want[k], 1e-300)) << "case " << c << " element " << k;
+    }
+  }
+}
+
 // float64 features near 1e-180: their squares would underflow to nothing. Scaled by a power
 // of two inside, they give exactly the distances of the same features at ordinary size,
 // scaled by that power.

@@ -29,6 +29,13 @@ TEST(Gradcheck, ElementwiseBinaryWithBroadcasting) {
   check("div", [](const Inputs& x) { return div(x[0], x[1]); }, in);
   check("add 0-d", [](const Inputs& x) { return add(x[0], x[1]); }, {r({2, 3}, 3), r({}, 4)});
   check("mul [3,1]x[1,4]", [](const Inputs& x) { return mul(x[0], x[1]); }, {r({3, 1}, 5), r({1, 4}, 6)});
+  // The left operand broadcast (its gradient summed over the new and the stretched axes).
+  const Inputs left{r({4}, 7), pos({3, 4}, 8)}, left_kept{r({3, 1}, 9), pos({3, 4}, 10)};
+  check("add left", [](const Inputs& x) { return add(x[0], x[1]); }, left);
+  check("sub left", [](const Inputs& x) { return sub(x[0], x[1]); }, left);
+  check("div left", [](const Inputs& x) { return div(x[0], x[1]); }, left);
+  check("sub [3,1]-[3,4]", [](const Inputs& x) { return sub(x[0], x[1]); }, left_kept);
+  check("div [3,1]/[3,4]", [](const Inputs& x) { return div(x[0], x[1]); }, left_kept);
 }
 
 TEST(Gradcheck, ElementwiseUnaryAndScalar) {

@@ -149,15 +149,17 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
     EXPECT_LT(testing::rel_error(wy, iy), 2e-6) << shape_str(c.w);
     EXPECT_LT(testing::rel_error(wdx, idx), 2e-6) << shape_str(c.w);
     EXPECT_LT(testing::rel_error(wdw, idw), 2e-6) << shape_str(c.w);
-    // The same bits on one thread as on several.
+    // The same bits on one thread as on three (set explicitly: the default may be one).
     const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    EXPECT_EQ(kernels::conv2d(x32, w32, Tensor(), c.g).to_vector<float>(), wy.to_vector<float>()) << shape_str(c.w);
-    EXPECT_EQ(kernels::conv2d_backward_input(gy, w32, c.x, c.g).to_vector<float>(), wdx.to_vector<float>())
-        << shape_str(c.w);
-    EXPECT_EQ(kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>(), wdw.to_vector<float>())
-        << shape_str(c.w);
+    std::vector<std::vector<float>> by_threads[2];
+    for (const int t : {1, 3}) {
+      omp_set_num_threads(t);
+      by_threads[t == 3] = {kernels::conv2d(x32, w32, Tensor(), c.g).to_vector<float>(),
+                            kernels::conv2d_backward_input(gy, w32, c.x, c.g).to_vector<float>(),
+                            kernels::conv2d_backward_weight(gy, x32, c.w, c.g).to_vector<float>()};
+    }
     omp_set_num_threads(threads);
+    EXPECT_EQ(by_threads[0], by_threads[1]) << shape_str(c.w);
   }
   // Every small plane (1 to 5 pixels a side) with every padding from 0 to 2 on each side
   // that leaves an output: single tiles, half tiles, tiles all padding but one pixel.
@@ -222,6 +224,11 @@ TEST(Conv2d, NoInputChannels) {
     const Tensor y = kernels::conv2d(x, w, Tensor(), g);
     ASSERT_EQ(y.shape(), (Shape{2, 4, 6, 6}));
     EXPECT_EQ(kernels::max(kernels::unary(kernels::UnaryOp::Abs, y), {}).item<double>(), 0.0);
+    // With a bias, every output pixel is its channel's bias (no input adds anything).
+    const Tensor bias = r64({4}, 5);
+    const std::vector<double> yb = kernels::conv2d(x, w, bias, g).to_vector<double>(), bv = bias.to_vector<double>();
+    ASSERT_EQ(yb.size(), 2u * 4 * 36);
+    for (size_t at = 0; at < yb.size(); ++at) EXPECT_EQ(yb[at], bv[(at / 36) % 4]) << at;
     const Tensor gy = r64({2, 4, 6, 6}, 3);
     EXPECT_EQ(kernels::conv2d_backward_input(gy, w, x.shape(), g).shape(), x.shape());
     EXPECT_EQ(kernels::conv2d_backward_weight(gy, x, w.shape(), g).shape(), w.shape());
@@ -245,22 +252,35 @@ TEST(BatchNorm, TrainingNormalisesAndUpdatesRunningStatistics) {
   Tensor beta = Tensor::from_vector(std::vector<double>{0.0, -1.0, 3.0}, {3});
   Tensor rm = Tensor::zeros({3}, DType::Float64), rv = Tensor::ones({3}, DType::Float64);
   const Tensor y = batch_norm(x, gamma, beta, rm, rv, true, 0.1, 1e-5);
-  // Per channel: mean beta, std |gamma| (up to eps).
-  const Tensor m = kernels::mean(y, {0, 2, 3});
-  EXPECT_TRUE(testing::all_close(m, {0.0, -1.0, 3.0}, 1e-9, 1e-9));
-  const std::vector<double> xv = x.to_vector<double>();
-  double mean0 = 0, var0 = 0;
-  for (int n = 0; n < 4; ++n)
-    for (int i = 0; i < 25; ++i) mean0 += xv[n * 75 + i];
-  mean0 /= 100;
-  for (int n = 0; n < 4; ++n)
-    for (int i = 0; i < 25; ++i) var0 += (xv[n * 75 + i] - mean0) * (xv[n * 75 + i] - mean0);
-  EXPECT_NEAR(rm.to_vector<double>()[0], 0.1 * mean0, 1e-12);
-  EXPECT_NEAR(rv.to_vector<double>()[0], 0.9 + 0.1 * var0 / 99, 1e-12);  // unbiased
-  // Evaluation uses the running statistics.
-  const Tensor ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1, 1e-5);
-  EXPECT_NEAR(ye.to_vector<double>()[0], (xv[0] - rm.to_vector<double>()[0]) / std::sqrt(rv.to_vector<double>()[0] + 1e-5),
-              1e-12);
+  // Per channel: y = gamma (x - mean) / sqrt(var + eps) + beta over the batch's statistics
+  // (biased variance), every element; the running statistics move 0.1 of the way to the
+  // batch's (unbiased variance).
+  const std::vector<double> xv = x.to_vector<double>(), yv = y.to_vector<double>(), g = gamma.to_vector<double>(),
+                            bt = beta.to_vector<double>();
+  const std::vector<double> rmv = rm.to_vector<double>(), rvv = rv.to_vector<double>();
+  std::vector<double> mean(3, 0.0), var(3, 0.0);
+  for (int c = 0; c < 3; ++c) {
+    for (int n = 0; n < 4; ++n)
+      for (int i = 0; i < 25; ++i) mean[c] += xv[n * 75 + c * 25 + i];
+    mean[c] /= 100;
+    for (int n = 0; n < 4; ++n)
+      for (int i = 0; i < 25; ++i) var[c] += (xv[n * 75 + c * 25 + i] - mean[c]) * (xv[n * 75 + c * 25 + i] - mean[c]);
+    for (int n = 0; n < 4; ++n)
+      for (int i = 0; i < 25; ++i) {
+        const size_t at = n * 75 + c * 25 + i;
+        EXPECT_NEAR(yv[at], g[c] * (xv[at] - mean[c]) / std::sqrt(var[c] / 100 + 1e-5) + bt[c], 1e-12) << c;
+      }
+    EXPECT_NEAR(rmv[c], 0.1 * mean[c], 1e-12) << c;
+    EXPECT_NEAR(rvv[c], 0.9 + 0.1 * var[c] / 99, 1e-12) << c;  // unbiased
+  }
+  // Evaluation uses the running statistics, with gamma and beta, in every channel.
+  const std::vector<double> ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1, 1e-5).to_vector<double>();
+  for (int c = 0; c < 3; ++c)
+    for (int n = 0; n < 4; ++n)
+      for (int i = 0; i < 25; ++i) {
+        const size_t at = n * 75 + c * 25 + i;
+        EXPECT_NEAR(ye[at], g[c] * (xv[at] - rmv[c]) / std::sqrt(rvv[c] + 1e-5) + bt[c], 1e-12) << c;
+      }
 }
 
 TEST(BatchNorm, CountsTrainingBatchesOnly) {
@@ -305,6 +325,14 @@ TEST(BatchNorm, GradientCheckTrainingAndEval) {
         },
         {r64({3, 3, 2, 2}, 11), r64({3}, 12), r64({3}, 13)});
     EXPECT_TRUE(res.ok) << (training ? "train: " : "eval: ") << res.message;
+    // [N, C] input (batch norm after a linear layer): statistics over the batch alone.
+    const GradcheckResult flat = gradcheck(
+        [&](const Inputs& in) {
+          Tensor m = rm.clone(), v = rv.clone();
+          return batch_norm(in[0], in[1], in[2], m, v, training, 0.1, 1e-3);
+        },
+        {r64({6, 3}, 14), r64({3}, 15), r64({3}, 16)});
+    EXPECT_TRUE(flat.ok) << (training ? "train [N, C]: " : "eval [N, C]: ") << flat.message;
   }
 }
 
@@ -843,7 +871,27 @@ TEST(Models, ForwardIsTheClassifierOfTheFeatures) {
     const Tensor x = testing::randn_t({2, 3, size, size}, 13);
     const Tensor f = model->features(x);
     ASSERT_EQ(f.shape(), (Shape{2, model->feature_dim()})) << name;
-    EXPECT_EQ(model->classify(f).to_vector<float>(), model->forward(x).to_vector<float>()) << name;
+    const Tensor logits = model->forward(x);
+    EXPECT_EQ(model->classify(f).to_vector<float>(), logits.to_vector<float>()) << name;
+    // And the head is the affine map of the file's classifier on those features (W f + b, in
+    // float64 here): features() is the penultimate layer, not some other one of its width.
+    const auto state = model->state_dict();
+    std::string head;
+    for (const char* prefix : {"fc", "linear", "head.fc"})
+      if (state.count(std::string(prefix) + ".weight")) head = prefix;
+    ASSERT_FALSE(head.empty()) << name;
+    const std::vector<double> w = state.at(head + ".weight").to_vector<double>(), b = state.at(head + ".bias").to_vector<double>(),
+                              fv = f.to_vector<double>();
+    const int64_t d = model->feature_dim();
+    ASSERT_EQ(static_cast<int64_t>(w.size()), 6 * d) << name;
+    std::vector<double> want(12);
+    for (int n = 0; n < 2; ++n)
+      for (int k = 0; k < 6; ++k) {
+        double acc = b[k];
+        for (int64_t j = 0; j < d; ++j) acc += w[k * d + j] * fv[n * d + j];
+        want[n * 6 + k] = acc;
+      }
+    EXPECT_LT(testing::rel_error(logits.reshape({12}), Tensor::from_vector(want, {12})), 1e-5) << name;
   }
 }
 

@@ -976,10 +976,10 @@ TEST(AtomicFile, APipeIsWrittenThroughNotReplaced) {
 // one's, another machine's (a shared folder: its PIDs mean nothing here) and other names.
 TEST(AtomicFile, TemporariesOfDeadProcessesAreRemoved) {
   const std::string dir = test_dir("fgvc_train_"), path = dir + "/ck.safetensors";
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  ASSERT_GT(child, 0);
-  ::waitpid(child, nullptr, 0);  // gone now
+  // A PID above any kernel's pid_max (at most 2^22): no process has it, now or later (a child
+  // that has exited might have its PID reused before the write looks).
+  const long child = 999999999;
+  ASSERT_NE(::kill(static_cast<pid_t>(child), 0), 0);
   const std::string suffix = atomic_temporary_suffix(child);
   ASSERT_EQ(suffix.rfind(".tmp.", 0), 0u) << suffix;
   const std::string dead = path + suffix, alive = path + atomic_temporary_suffix(::getppid()),
