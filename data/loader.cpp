@@ -131,6 +131,11 @@ bool Loader::next(Batch* out) {
   return true;
 }
 
+void Loader::give_back(const Batch& batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  skipped_ -= batch.skipped;
+}
+
 bool Loader::load_sample(int64_t index, uint64_t epoch, void* out, std::string* error) const {
   const Sample& s = dataset_.samples[index];
   std::vector<uint8_t> bytes;

@@ -76,6 +76,10 @@ class Loader {
   void start_epoch(uint64_t epoch, int64_t first_batch = 0);
   // The next batch of the epoch in order; false when the epoch is over.
   bool next(Batch* batch);
+  // The batch next() handed out last goes unused (a run stopped before its step): its
+  // unreadable files leave skipped(), since a resumed run takes the batch again and counts
+  // them then. (They were warned about, and stay in skipped_indices().)
+  void give_back(const Batch& batch);
   int64_t batches_per_epoch() const;
   int64_t skipped() const { return skipped_; }
   int64_t skipped_files() const { return static_cast<int64_t>(warned_.size()); }

@@ -709,6 +709,22 @@ TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
     train::train_model(part, Device::cpu());
     EXPECT_EQ(skipped_per_epoch(part.out), (std::vector<int64_t>{6, 6})) << first_steps;
     EXPECT_TRUE(same_bytes(c.out + "/last.safetensors", part.out + "/last.safetensors")) << first_steps;
+    // Stopped (as by SIGTERM) after that step instead: the batch taken and given back, with
+    // its unreadable files, is counted once, when the resumed run takes it.
+    train::TrainConfig stopped = c;
+    stopped.out = c.out + "_stopped" + std::to_string(first_steps);
+    fs::remove_all(stopped.out);
+    stopped.on_step = [first_steps](int64_t step) {
+      if (step == first_steps) train::request_stop(SIGTERM);
+    };
+    const train::TrainSummary first = train::train_model(stopped, Device::cpu());
+    train::request_stop(0);
+    EXPECT_EQ(first.stopped_by, SIGTERM) << first_steps;
+    stopped.on_step = nullptr;
+    stopped.resume = true;
+    train::train_model(stopped, Device::cpu());
+    EXPECT_EQ(skipped_per_epoch(stopped.out), (std::vector<int64_t>{6, 6})) << first_steps << " stopped";
+    EXPECT_TRUE(same_bytes(c.out + "/last.safetensors", stopped.out + "/last.safetensors")) << first_steps << " stopped";
   }
   // Resumed with the same total, the run is complete: nothing to do.
   train::TrainConfig again = c;

@@ -690,6 +690,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         if (batch_sums[2] > 0) {
           stopped_by = signal_here ? signal_here : SIGTERM;  // another rank's: the usual one
           pos.batch--;
+          loader.give_back(batch);  // its unreadable files are counted when it is taken again
           break;
         }
         if (batch_sums[0] > 0) continue;
