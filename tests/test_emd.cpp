@@ -299,6 +299,17 @@ std::vector<Case> gpu_cases() {
     for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 13);
     cases.push_back({"random " + std::to_string(m) + " x " + std::to_string(n), emd::pairwise_distances(s, t), a, b});
   }
+  // Shapes at the kernels' edges: a last block of rows partly empty with rows of at least a
+  // warp's width (9 x 40), and rows narrower than a warp (37 x 2).
+  for (const auto& [m, n] : std::vector<std::pair<int64_t, int64_t>>{{9, 40}, {37, 2}}) {
+    std::vector<double> a, b;
+    for (int64_t i = 0; i < m; ++i) a.push_back(1 + (i * 31) % 7);
+    for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 17) % 5);
+    cases.push_back({"random " + std::to_string(m) + " x " + std::to_string(n),
+                     emd::pairwise_distances(testing::randn_t({m, 8}, 500 + m, DType::Float64),
+                                             testing::randn_t({n, 8}, 600 + n, DType::Float64)),
+                     a, b});
+  }
   // The GPU kernel's three places for a tree (227 KB of shared memory a block on sm_90): the
   // smaller problems keep tree and flows in shared memory (36 B a node); 7008 nodes, the
   // tree alone (28 B a node); 8308 nodes, all in global memory.
