@@ -4,9 +4,12 @@
 //   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
 //       ... --init runs/stage1/last.safetensors --lr 0.0045 --decay-epochs 4 --epochs 4
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstdio>
@@ -23,12 +26,30 @@
 
 namespace {
 
+// The mpirun started below, for the signal handler (0: none yet).
+std::atomic<pid_t> mpirun_pid{0};
+std::atomic<int> stop_requests{0};
+
+// Open MPI's mpirun aborts the job on SIGINT and SIGTERM (the ranks are killed a second
+// later, before a checkpoint of any size is written) and forwards SIGUSR1 to every rank: a
+// stop asked of this process reaches the ranks as SIGUSR1, and they stop at their next step
+// with a checkpoint. A second Ctrl-C aborts the job at once.
+void forward_stop(int signal) {
+  const pid_t pid = mpirun_pid.load();
+  if (pid <= 0) return;
+  const bool again = stop_requests.fetch_add(1) > 0;
+  ::kill(pid, again && signal == SIGINT ? SIGTERM : SIGUSR1);
+}
+
 // fgvc-train --gpus N on one machine: the same command line, N processes, started by mpirun
 // (one per GPU; each takes the GPU of its local rank). Not bound to a core each (Open MPI's
 // default for 2 processes), which would leave a rank's loader workers and threads one core;
 // each gets its share of the cores for OpenMP unless OMP_NUM_THREADS says otherwise.
-void relaunch_under_mpirun(int gpus, int argc, char** argv) {
-  std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus), "--bind-to", "none"};
+// mpirun runs as a child in a process group of its own (a terminal's Ctrl-C reaches this
+// process alone, which turns it into a stop: forward_stop), and this process exits with its
+// status.
+[[noreturn]] void relaunch_under_mpirun(int gpus, int argc, char** argv) {
+  std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus), "--bind-to", "none", "--stdin", "none"};
   if (!std::getenv("OMP_NUM_THREADS")) {
     cpu_set_t usable;  // the cores this process may run on (a cpuset or taskset counts)
     const long cores = ::sched_getaffinity(0, sizeof usable, &usable) == 0 ? CPU_COUNT(&usable)
@@ -38,15 +59,42 @@ void relaunch_under_mpirun(int gpus, int argc, char** argv) {
   }
   if (::geteuid() == 0) args.push_back("--allow-run-as-root");
   for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
+  std::string line;
+  for (size_t i = 0; i < args.size(); ++i) line += (i ? " " : "") + args[i];
+  // Found first, so that a missing mpirun is this process's error (the child's exec cannot say).
+  bool found = false;
+  if (const char* path = std::getenv("PATH")) {
+    std::string dirs = std::string(path) + ":";
+    for (size_t at; !found && (at = dirs.find(':')) != std::string::npos; dirs.erase(0, at + 1))
+      found = ::access(((at ? dirs.substr(0, at) : std::string(".")) + "/mpirun").c_str(), X_OK) == 0;
+  }
+  if (!found)
+    throw fgvc::Error("--gpus " + std::to_string(gpus) + ": cannot start mpirun (not found on PATH); install openmpi-bin, or run: " + line);
   std::vector<char*> raw;
   for (std::string& a : args) raw.push_back(a.data());
   raw.push_back(nullptr);
-  std::fflush(stdout);
-  ::execvp("mpirun", raw.data());
-  std::string line;
-  for (size_t i = 0; i < args.size(); ++i) line += (i ? " " : "") + args[i];
-  throw fgvc::Error("--gpus " + std::to_string(gpus) + ": cannot start mpirun (" + std::strerror(errno) +
-                    "); install openmpi-bin, or run: " + line);
+  std::fflush(nullptr);
+  struct sigaction action {};
+  action.sa_handler = forward_stop;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int signal : {SIGINT, SIGTERM, SIGUSR1}) ::sigaction(signal, &action, nullptr);
+  const pid_t child = ::fork();
+  if (child < 0) throw fgvc::Error(std::string("--gpus: cannot start mpirun: ") + std::strerror(errno));
+  if (child == 0) {
+    ::setpgid(0, 0);
+    for (int signal : {SIGINT, SIGTERM, SIGUSR1}) ::signal(signal, SIG_DFL);
+    ::execvp("mpirun", raw.data());
+    std::fprintf(stderr, "fgvc-train: error: --gpus %d: cannot start mpirun (%s); run: %s\n", gpus,
+                 std::strerror(errno), line.c_str());
+    ::_exit(1);
+  }
+  ::setpgid(child, child);  // (the child does it too: whichever runs first)
+  mpirun_pid.store(child);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 }  // namespace
@@ -153,7 +201,7 @@ int main(int argc, char** argv) {
             throw app::UsageError("--gpus " + std::to_string(c.gpus) + " uses GPUs 0.." + std::to_string(c.gpus - 1) +
                                   ", one per process; --device " + common.device +
                                   " names one (give --device cuda, or CUDA_VISIBLE_DEVICES to choose the GPUs)");
-          relaunch_under_mpirun(c.gpus, argc, argv);  // returns only when mpirun cannot start
+          relaunch_under_mpirun(c.gpus, argc, argv);  // exits with mpirun's status, or throws when it cannot start
         }
         if (c.reset_classifier && c.init.empty()) throw app::UsageError("--reset-classifier needs --init");
         app::check_model_name(c.model);

@@ -98,18 +98,19 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
   c.steps = 8;
   c.resume = true;
   train::train_model(c, Device::cpu());
-  // A stop request on rank 1 alone (SIGTERM reached one process) stops both ranks before the
-  // same step, with a checkpoint that --resume continues as if nothing had stopped.
+  // A stop request on rank 1 alone (SIGUSR1 reached one process) stops both ranks before the
+  // same step, each naming that signal, with a checkpoint that --resume continues as if
+  // nothing had stopped.
   c.out = dir + "/stopped";
   c.resume = false;
   if (comm.rank() == 1)
     c.on_step = [](int64_t step) {
-      if (step == 3) train::request_stop(SIGTERM);
+      if (step == 3) train::request_stop(SIGUSR1);
     };
   const train::TrainSummary stopped = train::train_model(c, Device::cpu());
-  expect(stopped.stopped_by == SIGTERM && stopped.steps == 3,
+  expect(stopped.stopped_by == SIGUSR1 && stopped.steps == 3,
          "rank " + std::to_string(comm.rank()) + ": stopped by " + std::to_string(stopped.stopped_by) + " after " +
-             std::to_string(stopped.steps) + " steps, not by SIGTERM after 3");
+             std::to_string(stopped.steps) + " steps, not by SIGUSR1 after 3");
   train::request_stop(0);
   c.on_step = nullptr;
   c.resume = true;

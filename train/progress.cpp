@@ -10,6 +10,13 @@ namespace train {
 Progress::Progress(bool enabled, std::FILE* out)
     : enabled_(enabled), tty_(enabled && ::isatty(::fileno(out)) == 1), out_(out) {}
 
+Progress::~Progress() {
+  if (enabled_ && tty_ && shown_ > 0) {
+    std::fputc('\n', out_);
+    std::fflush(out_);
+  }
+}
+
 void Progress::status(const std::string& text, bool log) {
   if (!enabled_) return;
   if (tty_) {

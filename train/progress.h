@@ -10,6 +10,11 @@ namespace train {
 class Progress {
  public:
   explicit Progress(bool enabled, std::FILE* out = stderr);
+  // A status line left on a terminal is ended, so that what is printed next (the summary,
+  // an error line after Ctrl-C or a failure) starts on a line of its own.
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
   // The status; on a terminal it replaces the previous one, else it is printed only when
   // `log` (so a log gets one line per logging interval).
   void status(const std::string& text, bool log);

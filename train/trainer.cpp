@@ -685,10 +685,17 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         // position is the batch before it), and a resumed run takes it again.
         const double images_here = static_cast<double>(batch.indices.size());
         const int signal_here = stop_signal();
-        const std::vector<double> batch_sums = rank_sums(
-            {batch.indices.empty() ? 1.0 : 0.0, images_here, static_cast<double>(signal_here)}, comm, device);
-        if (batch_sums[2] > 0) {
-          stopped_by = signal_here ? signal_here : SIGTERM;  // another rank's: the usual one
+        // One slot per stop signal: a rank that got none names the one another rank got.
+        const std::vector<double> batch_sums =
+            rank_sums({batch.indices.empty() ? 1.0 : 0.0, images_here, signal_here == SIGINT ? 1.0 : 0.0,
+                       signal_here == SIGTERM ? 1.0 : 0.0, signal_here == SIGUSR1 ? 1.0 : 0.0,
+                       signal_here != 0 ? 1.0 : 0.0},
+                      comm, device);
+        if (batch_sums[5] > 0) {
+          stopped_by = signal_here;
+          for (const auto& [slot, signal] : {std::pair<int, int>{2, SIGINT}, {3, SIGTERM}, {4, SIGUSR1}})
+            if (!stopped_by && batch_sums[slot] > 0) stopped_by = signal;
+          if (!stopped_by) stopped_by = SIGTERM;  // (request_stop with another number, on another rank)
           pos.batch--;
           loader.give_back(batch);  // its unreadable files are counted when it is taken again
           break;
