@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
         model->eval();
         const SafetensorsFile in = prefix_errors("--input", [&] { return read_safetensors(input); });
         const auto x = in.tensors.find("input");
+        const auto unread = in.unsupported.find("input");
+        FGVC_CHECK(unread == in.unsupported.end(), "--input", input, ": 'input' must be float32 [N, 3, H, W], got ",
+                   unread->second);
         FGVC_CHECK(x != in.tensors.end(), "--input", input, ": no tensor named 'input'");
         FGVC_CHECK(x->second.dim() == 4 && x->second.size(1) == 3 && x->second.dtype() == DType::Float32, "--input",
                    input, ": 'input' must be float32 [N, 3, H, W], got ", describe(x->second));

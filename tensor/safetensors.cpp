@@ -35,20 +35,54 @@ const char* st_name(DType t) {
   return "?";
 }
 
-// Every type of the safetensors format, with its element size; `held` says whether fgvc has
-// the type (the others are validated but not read).
+// Every type of the safetensors format, with its element size and how fgvc reads it: as
+// its own type, widened exactly (the other integers to I64, BOOL to U8), or not at all
+// (the 8-bit floats: validated, listed in SafetensorsFile::unsupported).
+enum class Reading { Held, Widened, Unread };
 struct StType {
   const char* name;
   uint64_t size;
-  bool held;
-  DType dtype;
+  Reading reading;
+  DType dtype;  // what it is read as
 };
 constexpr StType kStTypes[] = {
-    {"F32", 4, true, DType::Float32},   {"F64", 8, true, DType::Float64},  {"BF16", 2, true, DType::BFloat16},
-    {"F16", 2, true, DType::Float16},   {"I64", 8, true, DType::Int64},    {"U8", 1, true, DType::UInt8},
-    {"BOOL", 1, false, DType::UInt8},   {"I8", 1, false, DType::UInt8},    {"I16", 2, false, DType::UInt8},
-    {"U16", 2, false, DType::UInt8},    {"I32", 4, false, DType::UInt8},   {"U32", 4, false, DType::UInt8},
-    {"U64", 8, false, DType::UInt8},    {"F8_E4M3", 1, false, DType::UInt8}, {"F8_E5M2", 1, false, DType::UInt8}};
+    {"F32", 4, Reading::Held, DType::Float32},      {"F64", 8, Reading::Held, DType::Float64},
+    {"BF16", 2, Reading::Held, DType::BFloat16},    {"F16", 2, Reading::Held, DType::Float16},
+    {"I64", 8, Reading::Held, DType::Int64},        {"U8", 1, Reading::Held, DType::UInt8},
+    {"BOOL", 1, Reading::Widened, DType::UInt8},    {"I8", 1, Reading::Widened, DType::Int64},
+    {"I16", 2, Reading::Widened, DType::Int64},     {"U16", 2, Reading::Widened, DType::Int64},
+    {"I32", 4, Reading::Widened, DType::Int64},     {"U32", 4, Reading::Widened, DType::Int64},
+    {"U64", 8, Reading::Widened, DType::Int64},     {"F8_E4M3", 1, Reading::Unread, DType::UInt8},
+    {"F8_E5M2", 1, Reading::Unread, DType::UInt8}};
+
+// `count` little-endian values of integer type `name` at `raw`, into `out` (I64, or U8 for
+// BOOL: 0 or 1); false for a U64 value beyond I64's range.
+bool widen(const std::string& name, const unsigned char* raw, int64_t count, Tensor& out) {
+  const auto load = [raw](int64_t k, int bytes) {
+    uint64_t v = 0;
+    for (int b = bytes - 1; b >= 0; --b) v = (v << 8) | raw[k * bytes + b];
+    return v;
+  };
+  if (name == "BOOL") {
+    uint8_t* o = out.data<uint8_t>();
+    for (int64_t k = 0; k < count; ++k) o[k] = raw[k] != 0;
+    return true;
+  }
+  int64_t* o = out.data<int64_t>();
+  for (int64_t k = 0; k < count; ++k) {
+    if (name == "I8") o[k] = static_cast<int8_t>(raw[k]);
+    else if (name == "I16") o[k] = static_cast<int16_t>(load(k, 2));
+    else if (name == "U16") o[k] = static_cast<int64_t>(load(k, 2));
+    else if (name == "I32") o[k] = static_cast<int32_t>(load(k, 4));
+    else if (name == "U32") o[k] = static_cast<int64_t>(load(k, 4));
+    else {  // U64
+      const uint64_t v = load(k, 8);
+      if (v > static_cast<uint64_t>(INT64_MAX)) return false;
+      o[k] = static_cast<int64_t>(v);
+    }
+  }
+  return true;
+}
 
 const StType* st_type(const std::string& s) {
   for (const StType& t : kStTypes)
@@ -66,28 +100,53 @@ std::string as_utf8(const std::string& text) {
   return json::parse(quoted).get<std::string>();
 }
 
-// The file mapped copy on write and read ahead in one go (MAP_POPULATE), as a storage
-// that unmaps it when the last tensor viewing it goes; null where it cannot be mapped.
-std::shared_ptr<Storage> map_file(const std::string& path, uint64_t expected_size) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != expected_size) {
-    ::close(fd);
-    fail(path, "the file changed while it was read");
+// An open file, closed when this goes.
+struct OpenFile {
+  int fd = -1;
+  ~OpenFile() {
+    if (fd >= 0) ::close(fd);
   }
+};
+
+// `bytes` bytes at `offset` of the file; false at a short read or an error.
+bool read_at(int fd, void* out, uint64_t bytes, uint64_t offset) {
+  char* p = static_cast<char*>(out);
+  while (bytes > 0) {
+    const ssize_t got = ::pread(fd, p, std::min<uint64_t>(bytes, 1u << 30), static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got, offset += static_cast<uint64_t>(got), bytes -= static_cast<uint64_t>(got);
+  }
+  return true;
+}
+
+// The open file mapped copy on write and read ahead in one go (MAP_POPULATE), as a storage
+// that unmaps it when the last tensor viewing it goes; null where it cannot be mapped.
+std::shared_ptr<Storage> map_file(int fd, uint64_t size) {
   // Populated read-only first: populating a writable private mapping would copy every
   // page. Made writable after, a page is copied only when written (copy on write).
-  void* p = ::mmap(nullptr, expected_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-  ::close(fd);  // the mapping keeps the file
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   if (p == MAP_FAILED) return nullptr;  // a file system without mmap: read it instead
-  if (::mprotect(p, expected_size, PROT_READ | PROT_WRITE) != 0) {
-    ::munmap(p, expected_size);
+  if (::mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+    ::munmap(p, size);
     return nullptr;
   }
-  const size_t bytes = expected_size;
+  const size_t bytes = size;
   return std::make_shared<Storage>(p, bytes, [p, bytes] { ::munmap(p, bytes); });
 }
+
+// Opens `path` for reading: a regular file, or an error naming the problem.
+void open_for_reading(const std::string& path, OpenFile* file, uint64_t* size) {
+  file->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (file->fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(file->fd, &st) != 0) fail(path, std::string("cannot read: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, not a safetensors file");
+  if (!S_ISREG(st.st_mode)) fail(path, "cannot read (not a regular file)");
+  *size = static_cast<uint64_t>(st.st_size);
+}
+
+SafetensorsHeader parse_header(int fd, uint64_t file_size, const std::string& path);
 
 }  // namespace
 
@@ -96,24 +155,24 @@ bool SafetensorsHeader::has(const std::string& name) const {
 }
 
 SafetensorsHeader read_safetensors_header(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory, not a safetensors file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff end = in.tellg();
-  if (end < 0) fail(path, "cannot read (not a regular file?)");
-  const uint64_t file_size = static_cast<uint64_t>(end);
-  in.seekg(0);
+  OpenFile file;
+  uint64_t size = 0;
+  open_for_reading(path, &file, &size);
+  return parse_header(file.fd, size, path);
+}
+
+namespace {
+// The header of the open file, validated (read_safetensors_header's promise).
+SafetensorsHeader parse_header(int fd, uint64_t file_size, const std::string& path) {
   if (file_size < 8) fail(path, "not a safetensors file (shorter than the 8-byte header length)");
   unsigned char len_bytes[8] = {};
-  if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) fail(path, "cannot read the header length");
+  if (!read_at(fd, len_bytes, 8, 0)) fail(path, "cannot read the header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len > file_size - 8 || header_len > (100u << 20))
     fail(path, "not a safetensors file (header length " + std::to_string(header_len) + " does not fit the file)");
   std::string header(header_len, '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) fail(path, "cannot read the header");
+  if (!read_at(fd, header.data(), header_len, 8)) fail(path, "cannot read the header");
   const uint64_t data_size = file_size - 8 - header_len;
 
   // nlohmann's parser would stop at a NUL and take what follows for nothing; the format pads
@@ -206,29 +265,38 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   out.file_size = file_size;
   return out;
 }
+}  // namespace
 
 SafetensorsFile read_safetensors(const std::string& path, bool map) {
-  const SafetensorsHeader header = read_safetensors_header(path);
+  // One descriptor for the header and the data: a file replaced (renamed over) while it is
+  // read is read whole, old or new, never the old header with the new data.
+  OpenFile file;
+  uint64_t size = 0;
+  open_for_reading(path, &file, &size);
+  const SafetensorsHeader header = parse_header(file.fd, size, path);
   SafetensorsFile out;
   out.metadata = header.metadata;
   std::shared_ptr<Storage> mapping;  // the whole file, when mapped
-  if (map) mapping = map_file(path, header.file_size);
-  std::ifstream in;
-  if (!mapping) {
-    in.open(path, std::ios::binary);
-    if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
-    in.seekg(0, std::ios::end);
-    if (in.tellg() != static_cast<std::streamoff>(header.file_size)) fail(path, "the file changed while it was read");
-  }
+  if (map) mapping = map_file(file.fd, header.file_size);
   const uint64_t data_start = header.data_start;
   for (const SafetensorsEntry& e : header.entries) {
     const StType& type = *st_type(e.dtype);
-    if (!type.held) {
+    const DType dtype = type.dtype;
+    const uint64_t at = data_start + e.begin;
+    if (type.reading == Reading::Unread) {
       out.unsupported.emplace(e.name, e.dtype);
       continue;
     }
-    const DType dtype = type.dtype;
-    const uint64_t at = data_start + e.begin;
+    if (type.reading == Reading::Widened) {
+      std::vector<unsigned char> raw(e.stop - e.begin);
+      if (mapping) std::memcpy(raw.data(), static_cast<const char*>(mapping->data()) + at, raw.size());
+      else if (!read_at(file.fd, raw.data(), raw.size(), at))
+        fail(path, "tensor '" + e.name + "': read failed (the file shrank while it was read?)");
+      Tensor t = Tensor::empty(e.shape, dtype);
+      if (widen(e.dtype, raw.data(), t.numel(), t)) out.tensors.emplace(e.name, t);
+      else out.unsupported.emplace(e.name, e.dtype + " (a value beyond I64)");
+      continue;
+    }
     if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping
       auto impl = std::make_shared<TensorImpl>();
       impl->storage = mapping;
@@ -243,10 +311,8 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     Tensor t = Tensor::empty(e.shape, dtype);
     if (mapping) {
       if (e.stop > e.begin) std::memcpy(t.data_ptr(), static_cast<const char*>(mapping->data()) + at, e.stop - e.begin);
-    } else {
-      in.seekg(static_cast<std::streamoff>(at));
-      in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.stop - e.begin));
-      if (!in) fail(path, "tensor '" + e.name + "': read failed");
+    } else if (!read_at(file.fd, t.data_ptr(), e.stop - e.begin, at)) {
+      fail(path, "tensor '" + e.name + "': read failed (the file shrank while it was read?)");
     }
     out.tensors.emplace(e.name, t);
   }

@@ -493,6 +493,17 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
                           "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("missing"), std::string::npos) << bad.err;
+  // An input in 8-bit floats is named with its type (not "no tensor named 'input'").
+  {
+    const std::string header = R"({"input":{"dtype":"F8_E4M3","shape":[1,3,64,64],"data_offsets":[0,12288]}})";
+    std::ofstream f(dir + "/x8.safetensors", std::ios::binary);
+    for (int i = 0; i < 8; ++i) f.put(static_cast<char>((header.size() >> (8 * i)) & 0xFF));
+    f << header << std::string(12288, '\x38');
+  }
+  const Outcome f8 = run("fgvc-infer --device cpu --model resnet50 --weights " + dir + "/w.safetensors --input " + dir +
+                         "/x8.safetensors --output " + dir + "/z8.safetensors");
+  EXPECT_EQ(f8.code, 1);
+  EXPECT_NE(f8.err.find("'input' must be float32 [N, 3, H, W], got F8_E4M3"), std::string::npos) << f8.err;
   // Inception-v3 weights without the auxiliary head (as timm's are) load: inference never
   // uses it. A partial head is still refused.
   auto inception = nn::create_model("inception_v3", 5);

@@ -1033,18 +1033,24 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
   expect_error(dir + "/zero.safetensors", "all class counts are zero");
   write_safetensors(dir + "/nofeatures.safetensors", {{"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}});
   expect_error(dir + "/nofeatures.safetensors", "no 'features' tensor");
-  {  // counts as I32 (torch's .int()): a type fgvc does not read, named as such
-    const std::string header = R"({"features":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
-                               R"("counts":{"dtype":"I32","shape":[2],"data_offsets":[16,24]}})";
-    std::ofstream f(dir + "/i32.safetensors", std::ios::binary);
-    for (int i = 0; i < 8; ++i) f.put(static_cast<char>((header.size() >> (8 * i)) & 0xFF));
+  {  // counts as I32 (numpy's or torch's int32) load as counts; features in 8-bit floats are named
+    const auto raw = [&](const std::string& name, const std::string& features_type, const std::string& features_bytes) {
+      const std::string header = R"({"features":{"dtype":")" + features_type + R"(","shape":[2,2],"data_offsets":[0,)" +
+                                 std::to_string(features_bytes.size()) + R"(]},"counts":{"dtype":"I32","shape":[2],)" +
+                                 R"("data_offsets":[)" + std::to_string(features_bytes.size()) + "," +
+                                 std::to_string(features_bytes.size() + 8) + "]}}";
+      std::ofstream f(dir + "/" + name, std::ios::binary);
+      for (int i = 0; i < 8; ++i) f.put(static_cast<char>((header.size() >> (8 * i)) & 0xFF));
+      const int32_t counts[2] = {3, 4};
+      f << header << features_bytes;
+      f.write(reinterpret_cast<const char*>(counts), sizeof counts);
+      return dir + "/" + name;
+    };
     const float features[4] = {0.5f, -1.0f, 2.0f, 0.25f};
-    const int32_t counts[2] = {3, 4};
-    f << header;
-    f.write(reinterpret_cast<const char*>(features), sizeof features);
-    f.write(reinterpret_cast<const char*>(counts), sizeof counts);
+    const emd::Domain d32 = emd::load_domain(raw("i32.safetensors", "F32", std::string(reinterpret_cast<const char*>(features), 16)));
+    EXPECT_EQ(d32.counts, (std::vector<double>{3, 4}));
+    expect_error(raw("f8.safetensors", "F8_E4M3", std::string(4, '\x38')), "features must be F32 or F64 [m, d], got F8_E4M3");
   }
-  expect_error(dir + "/i32.safetensors", "counts must be I64 [m], got I32");
   write_safetensors(dir + "/empty.safetensors",
                     {{"features", Tensor::zeros({0, 4})}, {"counts", Tensor::zeros({0}, DType::Int64)}});
   expect_error(dir + "/empty.safetensors", "empty domain");

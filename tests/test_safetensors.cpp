@@ -126,25 +126,46 @@ TEST(Safetensors, MalformedFilesAreRejected) {
 // Mapped reading: tensors aligned for their dtype view the mapping, the others are copied
 // out; both read the same values as ordinary reading, outlive the file struct, and writes
 // to them stay in this process.
-// Tensors of the format's other types (I32, BOOL, ...) are listed, not read, and do not stop
-// the file's other tensors loading; the header alone gives every entry in file order.
-TEST(Safetensors, OtherTypesAreListedAndTheHeaderReadsAlone) {
-  const std::string data = std::string("\x01\x00\x00\x00\x02\x00\x00\x00", 8) + std::string("\x00\x00\xc0\x3f", 4) +
-                           std::string("\x01\x00", 2);
+// The format's other integer types are read widened exactly (I32 -> I64 with its sign, BOOL ->
+// U8 0/1, U64 -> I64), its 8-bit floats (and a U64 beyond I64) are listed, not read, and do
+// not stop the file's other tensors loading; the header alone gives every entry in file order.
+TEST(Safetensors, OtherTypesAreWidenedOrListedAndTheHeaderReadsAlone) {
+  std::string data;
+  for (const int32_t v : {1, -2}) data.append(reinterpret_cast<const char*>(&v), 4);   // ids, I32 [2]
+  const float w = 1.5f;
+  data.append(reinterpret_cast<const char*>(&w), 4);                                   // w, F32 [1]
+  data.append(std::string("\x07\x00", 2));                                             // mask, BOOL [2]
+  data.append(std::string("\x38", 1));                                                 // f8, F8_E4M3 [1]
+  const uint64_t big = 1ull << 63, small = 12345;
+  data.append(reinterpret_cast<const char*>(&small), 8);                                // u64, U64 [1]
+  data.append(reinterpret_cast<const char*>(&big), 8);                                  // huge, U64 [1]
+  const int16_t minus_300 = -300;
+  data.append(reinterpret_cast<const char*>(&minus_300), 2);                                  // i16, I16 [1]
   const std::string path = write_raw("mixed",
                                      R"({"__metadata__":{"k":"v"},"ids":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
                                      R"("w":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
-                                     R"("mask":{"dtype":"BOOL","shape":[2],"data_offsets":[12,14]}})",
+                                     R"("mask":{"dtype":"BOOL","shape":[2],"data_offsets":[12,14]},)"
+                                     R"("f8":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[14,15]},)"
+                                     R"("u64":{"dtype":"U64","shape":[1],"data_offsets":[15,23]},)"
+                                     R"("huge":{"dtype":"U64","shape":[1],"data_offsets":[23,31]},)"
+                                     R"("i16":{"dtype":"I16","shape":[1],"data_offsets":[31,33]}})",
                                      data);
   for (const bool map : {false, true}) {
     const SafetensorsFile f = read_safetensors(path, map);
-    ASSERT_EQ(f.tensors.size(), 1u);
+    ASSERT_EQ(f.tensors.size(), 5u) << map;
     EXPECT_EQ(f.tensors.at("w").to_vector<float>(), std::vector<float>{1.5f});
-    EXPECT_EQ(f.unsupported, (std::map<std::string, std::string>{{"ids", "I32"}, {"mask", "BOOL"}}));
+    EXPECT_EQ(f.tensors.at("ids").dtype(), DType::Int64);
+    EXPECT_EQ(f.tensors.at("ids").to_vector<int64_t>(), (std::vector<int64_t>{1, -2}));
+    EXPECT_EQ(f.tensors.at("mask").dtype(), DType::UInt8);
+    EXPECT_EQ(f.tensors.at("mask").to_vector<uint8_t>(), (std::vector<uint8_t>{1, 0}));
+    EXPECT_EQ(f.tensors.at("u64").to_vector<int64_t>(), (std::vector<int64_t>{12345}));
+    EXPECT_EQ(f.tensors.at("i16").to_vector<int64_t>(), (std::vector<int64_t>{-300}));
+    EXPECT_EQ(f.unsupported,
+              (std::map<std::string, std::string>{{"f8", "F8_E4M3"}, {"huge", "U64 (a value beyond I64)"}}));
     EXPECT_EQ(f.metadata.at("k"), "v");
   }
   const SafetensorsHeader h = read_safetensors_header(path);
-  ASSERT_EQ(h.entries.size(), 3u);
+  ASSERT_EQ(h.entries.size(), 7u);
   EXPECT_EQ(h.entries[0].name, "ids");
   EXPECT_EQ(h.entries[1].name, "w");
   EXPECT_EQ(h.entries[2].name, "mask");

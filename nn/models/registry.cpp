@@ -86,18 +86,23 @@ std::map<std::string, Tensor> model_weights(const SafetensorsFile& file, bool pr
 }
 
 std::map<std::string, Tensor> read_model_weights(const std::string& path, bool prefer_ema, bool* used_ema) {
-  return model_weights(read_safetensors(path), prefer_ema, used_ema);
+  const SafetensorsFile file = read_safetensors(path);  // its errors name the file
+  // Weights in 8-bit floats (a quantised export) are not weights fgvc can load: said here,
+  // by name, rather than as the parameters a model then finds missing.
+  if (!file.unsupported.empty()) {
+    std::string unread;
+    for (const auto& [name, dtype] : file.unsupported) unread += (unread.empty() ? "" : ", ") + name + " (" + dtype + ")";
+    throw Error(path + ": tensors of types fgvc does not read: " + unread);
+  }
+  return model_weights(file, prefer_ema, used_ema);
 }
 
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier, bool strict) {
-  const SafetensorsFile file = read_safetensors(path);  // its errors name the file
+  std::map<std::string, Tensor> weights = read_model_weights(path);  // its errors name the file
   try {
-    return load_weights(model, model_weights(file), reset_classifier, strict);
+    return load_weights(model, std::move(weights), reset_classifier, strict);
   } catch (const Error& e) {
-    // A parameter found missing may be in the file as a type fgvc does not read (I32, BOOL).
-    std::string unread;
-    for (const auto& [name, dtype] : file.unsupported) unread += (unread.empty() ? " (" : ", ") + name + ": " + dtype;
-    throw Error(path + ": " + e.what() + (unread.empty() ? "" : "; tensors of types fgvc does not read" + unread + ")"));
+    throw Error(path + ": " + e.what());
   }
 }
 
