@@ -3,7 +3,9 @@
 //   fgvc-subset --data inat/train --max-per-class 100 --out balanced.txt
 //   fgvc-train --model inception_v3 --data balanced.txt --val inat/val --out runs/stage2 ...
 //       ... --init runs/stage1/last.safetensors --lr 0.0045 --decay-epochs 4 --epochs 4
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,28 +28,40 @@
 
 namespace {
 
-// The mpirun started below, for the signal handler (0: none yet).
+// The mpirun started below, for the signal handler.
 std::atomic<pid_t> mpirun_pid{0};
 std::atomic<int> stop_requests{0};
 
 // Open MPI's mpirun aborts the job on SIGINT and SIGTERM (the ranks are killed a second
-// later, before a checkpoint of any size is written) and forwards SIGUSR1 to every rank: a
-// stop asked of this process reaches the ranks as SIGUSR1, and they stop at their next step
-// with a checkpoint. A second Ctrl-C aborts the job at once.
-void forward_stop(int signal) {
+// later, before a checkpoint of any size is written) and forwards SIGUSR1 to every rank. So
+// what would stop this process reaches the ranks as SIGUSR1, and they stop at their next
+// step with a checkpoint: Ctrl-C, SIGTERM, SIGUSR1 and a hangup (the terminal closed). A
+// second Ctrl-C and Ctrl-\ abort the job at once; Ctrl-Z and fg pause and resume it.
+void forward_signal(int signal) {
   const pid_t pid = mpirun_pid.load();
   if (pid <= 0) return;
-  const bool again = stop_requests.fetch_add(1) > 0;
-  ::kill(pid, again && signal == SIGINT ? SIGTERM : SIGUSR1);
+  if (signal == SIGTSTP) {
+    ::kill(pid, SIGTSTP);
+    ::kill(::getpid(), SIGSTOP);  // the shell sees its job stopped
+  } else if (signal == SIGCONT) {
+    ::kill(pid, SIGCONT);
+  } else if (signal == SIGQUIT) {
+    ::kill(pid, SIGTERM);
+  } else {
+    const bool again = stop_requests.fetch_add(1) > 0;
+    ::kill(pid, again && signal == SIGINT ? SIGTERM : SIGUSR1);
+  }
 }
+
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT};
 
 // fgvc-train --gpus N on one machine: the same command line, N processes, started by mpirun
 // (one per GPU; each takes the GPU of its local rank). Not bound to a core each (Open MPI's
 // default for 2 processes), which would leave a rank's loader workers and threads one core;
 // each gets its share of the cores for OpenMP unless OMP_NUM_THREADS says otherwise.
-// mpirun runs as a child in a process group of its own (a terminal's Ctrl-C reaches this
-// process alone, which turns it into a stop: forward_stop), and this process exits with its
-// status.
+// mpirun runs as a child in a process group of its own, so that a terminal's signals reach
+// this process alone, which passes them on (forward_signal); if this process dies, mpirun
+// gets SIGUSR1 (a stop with a checkpoint). This process exits with mpirun's status.
 [[noreturn]] void relaunch_under_mpirun(int gpus, int argc, char** argv) {
   std::vector<std::string> args = {"mpirun", "-np", std::to_string(gpus), "--bind-to", "none", "--stdin", "none"};
   if (!std::getenv("OMP_NUM_THREADS")) {
@@ -61,39 +75,59 @@ void forward_stop(int signal) {
   for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
   std::string line;
   for (size_t i = 0; i < args.size(); ++i) line += (i ? " " : "") + args[i];
-  // Found first, so that a missing mpirun is this process's error (the child's exec cannot say).
-  bool found = false;
-  if (const char* path = std::getenv("PATH")) {
-    std::string dirs = std::string(path) + ":";
-    for (size_t at; !found && (at = dirs.find(':')) != std::string::npos; dirs.erase(0, at + 1))
-      found = ::access(((at ? dirs.substr(0, at) : std::string(".")) + "/mpirun").c_str(), X_OK) == 0;
-  }
-  if (!found)
-    throw fgvc::Error("--gpus " + std::to_string(gpus) + ": cannot start mpirun (not found on PATH); install openmpi-bin, or run: " + line);
+  const auto cannot_start = [&](int error) {
+    return fgvc::Error("--gpus " + std::to_string(gpus) + ": cannot start mpirun (" + std::strerror(error) +
+                       "); install openmpi-bin, or run: " + line);
+  };
   std::vector<char*> raw;
   for (std::string& a : args) raw.push_back(a.data());
   raw.push_back(nullptr);
+  // A failed exec reports its errno through this pipe; a successful one closes it (CLOEXEC).
+  int exec_error[2];
+  if (::pipe2(exec_error, O_CLOEXEC) != 0) throw cannot_start(errno);
   std::fflush(nullptr);
+  // The signals wait (blocked) until mpirun's PID is known; the child may not be left
+  // unwaited-for (SIGCHLD ignored makes waitpid fail).
+  ::signal(SIGCHLD, SIG_DFL);
+  sigset_t forwarded, before;
+  sigemptyset(&forwarded);
+  for (int signal : kForwarded) sigaddset(&forwarded, signal);
+  ::sigprocmask(SIG_BLOCK, &forwarded, &before);
   struct sigaction action {};
-  action.sa_handler = forward_stop;
+  action.sa_handler = forward_signal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
-  for (int signal : {SIGINT, SIGTERM, SIGUSR1}) ::sigaction(signal, &action, nullptr);
+  for (int signal : kForwarded) ::sigaction(signal, &action, nullptr);
+  const pid_t parent = ::getpid();
   const pid_t child = ::fork();
-  if (child < 0) throw fgvc::Error(std::string("--gpus: cannot start mpirun: ") + std::strerror(errno));
+  if (child < 0) throw cannot_start(errno);
   if (child == 0) {
     ::setpgid(0, 0);
-    for (int signal : {SIGINT, SIGTERM, SIGUSR1}) ::signal(signal, SIG_DFL);
+    for (int signal : kForwarded) ::signal(signal, SIG_DFL);
+    ::signal(SIGTTOU, SIG_IGN);  // a background group may write to the terminal even with stty tostop
+    ::prctl(PR_SET_PDEATHSIG, SIGUSR1);  // this process killed: the ranks stop with a checkpoint
+    if (::getppid() != parent) ::_exit(1);  // it died before the line above
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
     ::execvp("mpirun", raw.data());
-    std::fprintf(stderr, "fgvc-train: error: --gpus %d: cannot start mpirun (%s); run: %s\n", gpus,
-                 std::strerror(errno), line.c_str());
-    ::_exit(1);
+    const int error = errno;
+    (void)!::write(exec_error[1], &error, sizeof error);
+    ::_exit(127);
   }
+  ::close(exec_error[1]);
   ::setpgid(child, child);  // (the child does it too: whichever runs first)
   mpirun_pid.store(child);
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  ::sigprocmask(SIG_SETMASK, &before, nullptr);  // what came meanwhile is passed on now
+  int error = 0;
+  ssize_t got;
+  while ((got = ::read(exec_error[0], &error, sizeof error)) < 0 && errno == EINTR) {
   }
+  ::close(exec_error[0]);
+  int status = 0;
+  pid_t waited;
+  while ((waited = ::waitpid(child, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (got == static_cast<ssize_t>(sizeof error)) throw cannot_start(error);
+  if (waited < 0) throw fgvc::Error(std::string("--gpus: lost mpirun: ") + std::strerror(errno));
   std::exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
