@@ -68,7 +68,7 @@ std::string Module::LoadReport::str() const {
   };
   list("missing", missing);
   list("unexpected", unexpected);
-  list("mis-shaped", mismatched);
+  list("mis-shaped or mistyped", mismatched);
   return s.empty() ? "all keys matched" : s;
 }
 
@@ -80,6 +80,11 @@ Module::LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& 
     if (it == state.end()) r.missing.push_back(name);
     else if (it->second.shape() != t.shape())
       r.mismatched.push_back(name + ": " + shape_str(it->second.shape()) + " vs " + shape_str(t.shape()));
+    // Integers are not weights: a copy would convert them silently (a file's int8 bias
+    // loaded as the numbers -3..6).
+    else if (is_floating(t.dtype()) && !is_floating(it->second.dtype()))
+      r.mismatched.push_back(name + ": " + dtype_name(it->second.dtype()) + " values for a " + dtype_name(t.dtype()) +
+                             " tensor");
   }
   for (auto& [name, t] : state)
     if (!mine.count(name)) r.unexpected.push_back(name);
@@ -87,7 +92,9 @@ Module::LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& 
   NoGradGuard no_grad;
   for (auto& [name, t] : mine) {
     auto it = state.find(name);
-    if (it != state.end() && it->second.shape() == t.shape()) Tensor(t).copy_(it->second);
+    if (it != state.end() && it->second.shape() == t.shape() &&
+        (!is_floating(t.dtype()) || is_floating(it->second.dtype())))
+      Tensor(t).copy_(it->second);
   }
   return r;
 }

@@ -51,7 +51,7 @@ class Module {
     std::string str() const;
   };
   // Copies tensors by name (converting dtype, onto the module's device). With strict, any
-  // missing, unexpected or mis-shaped key is an error listing them all; otherwise the
+  // missing, unexpected, mis-shaped or mistyped key is an error listing them all; otherwise the
   // matching ones load and the report says what did not.
   LoadReport load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 

@@ -35,54 +35,20 @@ const char* st_name(DType t) {
   return "?";
 }
 
-// Every type of the safetensors format, with its element size and how fgvc reads it: as
-// its own type, widened exactly (the other integers to I64, BOOL to U8), or not at all
-// (the 8-bit floats: validated, listed in SafetensorsFile::unsupported).
-enum class Reading { Held, Widened, Unread };
+// Every type of the safetensors format, with its element size; `held` says whether fgvc has
+// the type (the others are validated but not read: SafetensorsFile::unsupported).
 struct StType {
   const char* name;
   uint64_t size;
-  Reading reading;
-  DType dtype;  // what it is read as
+  bool held;
+  DType dtype;
 };
 constexpr StType kStTypes[] = {
-    {"F32", 4, Reading::Held, DType::Float32},      {"F64", 8, Reading::Held, DType::Float64},
-    {"BF16", 2, Reading::Held, DType::BFloat16},    {"F16", 2, Reading::Held, DType::Float16},
-    {"I64", 8, Reading::Held, DType::Int64},        {"U8", 1, Reading::Held, DType::UInt8},
-    {"BOOL", 1, Reading::Widened, DType::UInt8},    {"I8", 1, Reading::Widened, DType::Int64},
-    {"I16", 2, Reading::Widened, DType::Int64},     {"U16", 2, Reading::Widened, DType::Int64},
-    {"I32", 4, Reading::Widened, DType::Int64},     {"U32", 4, Reading::Widened, DType::Int64},
-    {"U64", 8, Reading::Widened, DType::Int64},     {"F8_E4M3", 1, Reading::Unread, DType::UInt8},
-    {"F8_E5M2", 1, Reading::Unread, DType::UInt8}};
-
-// `count` little-endian values of integer type `name` at `raw`, into `out` (I64, or U8 for
-// BOOL: 0 or 1); false for a U64 value beyond I64's range.
-bool widen(const std::string& name, const unsigned char* raw, int64_t count, Tensor& out) {
-  const auto load = [raw](int64_t k, int bytes) {
-    uint64_t v = 0;
-    for (int b = bytes - 1; b >= 0; --b) v = (v << 8) | raw[k * bytes + b];
-    return v;
-  };
-  if (name == "BOOL") {
-    uint8_t* o = out.data<uint8_t>();
-    for (int64_t k = 0; k < count; ++k) o[k] = raw[k] != 0;
-    return true;
-  }
-  int64_t* o = out.data<int64_t>();
-  for (int64_t k = 0; k < count; ++k) {
-    if (name == "I8") o[k] = static_cast<int8_t>(raw[k]);
-    else if (name == "I16") o[k] = static_cast<int16_t>(load(k, 2));
-    else if (name == "U16") o[k] = static_cast<int64_t>(load(k, 2));
-    else if (name == "I32") o[k] = static_cast<int32_t>(load(k, 4));
-    else if (name == "U32") o[k] = static_cast<int64_t>(load(k, 4));
-    else {  // U64
-      const uint64_t v = load(k, 8);
-      if (v > static_cast<uint64_t>(INT64_MAX)) return false;
-      o[k] = static_cast<int64_t>(v);
-    }
-  }
-  return true;
-}
+    {"F32", 4, true, DType::Float32},   {"F64", 8, true, DType::Float64},  {"BF16", 2, true, DType::BFloat16},
+    {"F16", 2, true, DType::Float16},   {"I64", 8, true, DType::Int64},    {"U8", 1, true, DType::UInt8},
+    {"BOOL", 1, false, DType::UInt8},   {"I8", 1, false, DType::UInt8},    {"I16", 2, false, DType::UInt8},
+    {"U16", 2, false, DType::UInt8},    {"I32", 4, false, DType::UInt8},   {"U32", 4, false, DType::UInt8},
+    {"U64", 8, false, DType::UInt8},    {"F8_E4M3", 1, false, DType::UInt8}, {"F8_E5M2", 1, false, DType::UInt8}};
 
 const StType* st_type(const std::string& s) {
   for (const StType& t : kStTypes)
@@ -283,18 +249,8 @@ SafetensorsFile read_safetensors(const std::string& path, bool map) {
     const StType& type = *st_type(e.dtype);
     const DType dtype = type.dtype;
     const uint64_t at = data_start + e.begin;
-    if (type.reading == Reading::Unread) {
+    if (!type.held) {
       out.unsupported.emplace(e.name, e.dtype);
-      continue;
-    }
-    if (type.reading == Reading::Widened) {
-      std::vector<unsigned char> raw(e.stop - e.begin);
-      if (mapping) std::memcpy(raw.data(), static_cast<const char*>(mapping->data()) + at, raw.size());
-      else if (!read_at(file.fd, raw.data(), raw.size(), at))
-        fail(path, "tensor '" + e.name + "': read failed (the file shrank while it was read?)");
-      Tensor t = Tensor::empty(e.shape, dtype);
-      if (widen(e.dtype, raw.data(), t.numel(), t)) out.tensors.emplace(e.name, t);
-      else out.unsupported.emplace(e.name, e.dtype + " (a value beyond I64)");
       continue;
     }
     if (mapping && at % dtype_size(dtype) == 0) {  // a view of the mapping

@@ -16,11 +16,10 @@ namespace fgvc {
 struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;            // CPU, contiguous
   std::map<std::string, std::string> metadata;      // the "__metadata__" entry
-  // The format's other integer types are read widened exactly: I8, I16, I32, U16, U32 and
-  // U64 as I64 (int32 counts from numpy load as counts), BOOL as U8 (0 or 1). Tensors of the
-  // 8-bit float types (F8_E4M3, F8_E5M2), and a U64 tensor with a value beyond I64, are
-  // checked like the others but not read: name -> type here, so that a file carrying one
-  // such extra tensor still loads; whoever needs one names it with its type.
+  // Tensors of a standard safetensors type that fgvc does not hold (BOOL, I8, I16, U16, I32,
+  // U32, U64, F8_E4M3, F8_E5M2): name -> type. They are checked like the others but not
+  // read, so that a file carrying one such extra tensor still loads; whoever needs one names
+  // it with its type (a weights file holding one is refused: nn::read_model_weights).
   std::map<std::string, std::string> unsupported;
 };
 

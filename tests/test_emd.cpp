@@ -1033,7 +1033,7 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
   expect_error(dir + "/zero.safetensors", "all class counts are zero");
   write_safetensors(dir + "/nofeatures.safetensors", {{"counts", Tensor::from_vector(std::vector<int64_t>{1, 2}, {2})}});
   expect_error(dir + "/nofeatures.safetensors", "no 'features' tensor");
-  {  // counts as I32 (numpy's or torch's int32) load as counts; features in 8-bit floats are named
+  {  // counts as I32 (numpy's or torch's int32) and features in 8-bit floats: named with their types
     const auto raw = [&](const std::string& name, const std::string& features_type, const std::string& features_bytes) {
       const std::string header = R"({"features":{"dtype":")" + features_type + R"(","shape":[2,2],"data_offsets":[0,)" +
                                  std::to_string(features_bytes.size()) + R"(]},"counts":{"dtype":"I32","shape":[2],)" +
@@ -1047,8 +1047,8 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
       return dir + "/" + name;
     };
     const float features[4] = {0.5f, -1.0f, 2.0f, 0.25f};
-    const emd::Domain d32 = emd::load_domain(raw("i32.safetensors", "F32", std::string(reinterpret_cast<const char*>(features), 16)));
-    EXPECT_EQ(d32.counts, (std::vector<double>{3, 4}));
+    expect_error(raw("i32.safetensors", "F32", std::string(reinterpret_cast<const char*>(features), 16)),
+                 "counts must be I64 [m], got I32");
     expect_error(raw("f8.safetensors", "F8_E4M3", std::string(4, '\x38')), "features must be F32 or F64 [m, d], got F8_E4M3");
   }
   write_safetensors(dir + "/empty.safetensors",

@@ -620,6 +620,21 @@ TEST(Models, StateDictNamesAndStrictLoading) {
   }
   const auto report = other->load_state_dict(bad, /*strict=*/false);
   EXPECT_EQ(report.missing.size(), 1u);
+  // Integers for a floating-point tensor are refused, not converted (and not loaded when not
+  // strict).
+  auto integers = state;
+  integers["fc.bias"] = Tensor::from_vector(std::vector<int64_t>(10, 3), {10});
+  try {
+    other->load_state_dict(integers);
+    FAIL() << "loaded int64 values as fc.bias";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mis-shaped or mistyped (1): fc.bias: int64 values for a float32 tensor"),
+              std::string::npos)
+        << e.what();
+  }
+  const std::vector<float> bias_before = other->state_dict().at("fc.bias").to_vector<float>();
+  EXPECT_EQ(other->load_state_dict(integers, /*strict=*/false).mismatched.size(), 1u);
+  EXPECT_EQ(other->state_dict().at("fc.bias").to_vector<float>(), bias_before);
   // A file without batch norm's step counters (as timm exports them) loads through
   // load_weights; anything else missing is still an error.
   auto no_counters = state;

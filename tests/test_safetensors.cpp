@@ -126,10 +126,10 @@ TEST(Safetensors, MalformedFilesAreRejected) {
 // Mapped reading: tensors aligned for their dtype view the mapping, the others are copied
 // out; both read the same values as ordinary reading, outlive the file struct, and writes
 // to them stay in this process.
-// The format's other integer types are read widened exactly (I32 -> I64 with its sign, BOOL ->
-// U8 0/1, U64 -> I64), its 8-bit floats (and a U64 beyond I64) are listed, not read, and do
-// not stop the file's other tensors loading; the header alone gives every entry in file order.
-TEST(Safetensors, OtherTypesAreWidenedOrListedAndTheHeaderReadsAlone) {
+// Tensors of the format's other types (I32, BOOL, U64, I16, the 8-bit floats) are listed, not
+// read, and do not stop the file's other tensors loading; the header alone gives every entry
+// in file order.
+TEST(Safetensors, OtherTypesAreListedAndTheHeaderReadsAlone) {
   std::string data;
   for (const int32_t v : {1, -2}) data.append(reinterpret_cast<const char*>(&v), 4);   // ids, I32 [2]
   const float w = 1.5f;
@@ -152,16 +152,14 @@ TEST(Safetensors, OtherTypesAreWidenedOrListedAndTheHeaderReadsAlone) {
                                      data);
   for (const bool map : {false, true}) {
     const SafetensorsFile f = read_safetensors(path, map);
-    ASSERT_EQ(f.tensors.size(), 5u) << map;
+    ASSERT_EQ(f.tensors.size(), 1u) << map;
     EXPECT_EQ(f.tensors.at("w").to_vector<float>(), std::vector<float>{1.5f});
-    EXPECT_EQ(f.tensors.at("ids").dtype(), DType::Int64);
-    EXPECT_EQ(f.tensors.at("ids").to_vector<int64_t>(), (std::vector<int64_t>{1, -2}));
-    EXPECT_EQ(f.tensors.at("mask").dtype(), DType::UInt8);
-    EXPECT_EQ(f.tensors.at("mask").to_vector<uint8_t>(), (std::vector<uint8_t>{1, 0}));
-    EXPECT_EQ(f.tensors.at("u64").to_vector<int64_t>(), (std::vector<int64_t>{12345}));
-    EXPECT_EQ(f.tensors.at("i16").to_vector<int64_t>(), (std::vector<int64_t>{-300}));
-    EXPECT_EQ(f.unsupported,
-              (std::map<std::string, std::string>{{"f8", "F8_E4M3"}, {"huge", "U64 (a value beyond I64)"}}));
+    EXPECT_EQ(f.unsupported, (std::map<std::string, std::string>{{"ids", "I32"},
+                                                                  {"mask", "BOOL"},
+                                                                  {"f8", "F8_E4M3"},
+                                                                  {"u64", "U64"},
+                                                                  {"huge", "U64"},
+                                                                  {"i16", "I16"}}));
     EXPECT_EQ(f.metadata.at("k"), "v");
   }
   const SafetensorsHeader h = read_safetensors_header(path);

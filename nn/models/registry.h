@@ -65,7 +65,8 @@ std::map<std::string, Tensor> read_model_weights(const std::string& path, bool p
 // Inception-v3's AuxLogits.fc.) are left out and the model keeps its freshly initialised ones:
 // fine-tuning to new classes. A file without Inception-v3's auxiliary head at all (timm's)
 // leaves the model's own, and so does one without batch norm's num_batches_tracked counters.
-// Strict: any other missing, unexpected or mis-shaped key is an error that lists them.
+// Strict: any other missing, unexpected, mis-shaped or mistyped (integers for a floating-point
+// tensor) key is an error that lists them.
 Module::LoadReport load_weights(Classifier& model, const std::string& path, bool reset_classifier = false,
                                 bool strict = true);
 // The same with weights already read (read_model_weights); errors do not name a file.
