@@ -10,8 +10,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
@@ -112,22 +110,6 @@ void open_for_reading(const std::string& path, OpenFile* file, uint64_t* size) {
   *size = static_cast<uint64_t>(st.st_size);
 }
 
-SafetensorsHeader parse_header(int fd, uint64_t file_size, const std::string& path);
-
-}  // namespace
-
-bool SafetensorsHeader::has(const std::string& name) const {
-  return std::any_of(entries.begin(), entries.end(), [&](const SafetensorsEntry& e) { return e.name == name; });
-}
-
-SafetensorsHeader read_safetensors_header(const std::string& path) {
-  OpenFile file;
-  uint64_t size = 0;
-  open_for_reading(path, &file, &size);
-  return parse_header(file.fd, size, path);
-}
-
-namespace {
 // The header of the open file, validated (read_safetensors_header's promise).
 SafetensorsHeader parse_header(int fd, uint64_t file_size, const std::string& path) {
   if (file_size < 8) fail(path, "not a safetensors file (shorter than the 8-byte header length)");
@@ -231,7 +213,19 @@ SafetensorsHeader parse_header(int fd, uint64_t file_size, const std::string& pa
   out.file_size = file_size;
   return out;
 }
+
 }  // namespace
+
+bool SafetensorsHeader::has(const std::string& name) const {
+  return std::any_of(entries.begin(), entries.end(), [&](const SafetensorsEntry& e) { return e.name == name; });
+}
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
+  OpenFile file;
+  uint64_t size = 0;
+  open_for_reading(path, &file, &size);
+  return parse_header(file.fd, size, path);
+}
 
 SafetensorsFile read_safetensors(const std::string& path, bool map) {
   // One descriptor for the header and the data: a file replaced (renamed over) while it is
