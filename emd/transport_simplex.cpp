@@ -82,7 +82,10 @@ double min_reduced_cost(const double* row, const double* v, double ui, int len, 
 // run of the list, so a pivot moves it with a few splices per node of its stem (the path
 // it turns on), the cycle is found by sizes (an ancestor's subtree is larger), and the
 // only work that grows with the tree is the potentials' shift, done on whichever side of
-// the cut is smaller. The tree is kept strongly feasible (the start's allocations and the
+// the cut is smaller. Where rows outnumber columns (a large source against a small target)
+// the shift does less: a row's potential follows from its parent column's (u_i = c - v),
+// so only columns hold theirs, and the moved subtree's columns are found through a
+// skeleton of the tree without its leaf rows (most rows; see lean_). The tree is kept strongly feasible (the start's allocations and the
 // leaving cell's ties, emd/array_tree.h), which is what keeps balanced classes and a domain
 // against itself, where most pivots are degenerate, from stalling.
 class Solver {
@@ -110,6 +113,15 @@ class Solver {
     pot_.assign(nodes, 0.0);
     path_a_.assign(nodes, 0);
     path_b_.assign(nodes, 0);
+    lean_ = m >= kLeanRows * n;
+    if (lean_) {
+      up_.assign(m, 0);
+      up_cost_.assign(m, 0.0);
+      kids_.assign(nodes, -1);
+      sibling_next_.assign(nodes, -1);
+      sibling_prev_.assign(nodes, -1);
+      listed_at_.assign(nodes, -1);
+    }
   }
 
   void run() {
@@ -199,7 +211,8 @@ class Solver {
     }
   }
 
-  const std::vector<double>& potentials() const { return pot_; }  // u_0..u_{m-1}, v_0..v_{n-1}
+  // u_0..u_{m-1}, v_0..v_{n-1}, as pricing last used them (pivot_to_optimum ends on a refresh).
+  const std::vector<double>& potentials() const { return pot_; }
   // The potentials' low parts after a polish (the exact potential is pot + pot_low), else empty.
   const std::vector<double>& potentials_low() const { return pot_lo_; }
   int64_t iterations() const { return iterations_; }
@@ -359,6 +372,58 @@ class Solver {
     }
     for (int k = nodes - 1; k > 0; --k) size_[parent_[order[k]]] += size_[order[k]];
     for (int x = 0; x < nodes; ++x) last_[x] = order[position[x] + size_[x] - 1];
+    if (lean_) {
+      std::fill(kids_.begin(), kids_.end(), -1);
+      std::fill(listed_at_.begin(), listed_at_.end(), -1);
+      for (int i = 1; i < m_; ++i) up_[i] = parent_[i], up_cost_[i] = edge_cost(i, parent_[i]);
+      for (int x = 1; x < nodes; ++x) relist(x);
+    }
+  }
+
+  // Lean rows (m >= kLeanRows n). Every row but the root hangs from a column, so its
+  // potential is that edge's cost less the column's: u_i = up_cost_[i] - v[up_[i]], exactly
+  // what pricing needs, with no shift to keep it. (The root's: up_ 0 and up_cost_ 0 give
+  // -pot_[0], and pot_[0] stays 0: the root is never in the moved subtree.) Only columns
+  // are shifted: those of the moved subtree, reached through the skeleton, each node's list
+  // of its children that are columns or rows with children of their own. Leaf rows, most
+  // rows of such a problem, are in no list.
+  double row_potential(int i) const { return lean_ ? up_cost_[i] - pot_[up_[i]] : pot_[i]; }
+
+  // Writes the rows' potentials into pot_ (for a pricing pass over all of them).
+  void write_row_potentials() {
+    if (!lean_) return;
+    for (int i = 1; i < m_; ++i) pot_[i] = up_cost_[i] - pot_[up_[i]];
+  }
+
+  // Puts x in the skeleton list where it belongs now (its parent's, or none) after its
+  // parent or its having children changed.
+  void relist(int x) {
+    const int at = x != 0 && (x >= m_ || size_[x] > 1) ? parent_[x] : -1;
+    if (listed_at_[x] == at) return;
+    if (listed_at_[x] >= 0) {  // unlink from the old list
+      const int before = sibling_prev_[x], after = sibling_next_[x];
+      if (before >= 0) sibling_next_[before] = after;
+      else kids_[listed_at_[x]] = after;
+      if (after >= 0) sibling_prev_[after] = before;
+    }
+    listed_at_[x] = at;
+    if (at >= 0) {
+      sibling_prev_[x] = -1;
+      sibling_next_[x] = kids_[at];
+      if (kids_[at] >= 0) sibling_prev_[kids_[at]] = x;
+      kids_[at] = x;
+    }
+  }
+
+  // Adds `shift` to the potentials of the columns in the subtree of s.
+  void shift_columns_below(int s, double shift) {
+    walk_.assign(1, s);
+    while (!walk_.empty()) {
+      const int x = walk_.back();
+      walk_.pop_back();
+      if (x >= m_) pot_[x] += shift;
+      for (int y = kids_[x]; y >= 0; y = sibling_next_[y]) walk_.push_back(y);
+    }
   }
 
   // Recomputes every potential from the root along the tree (u_root = 0, u_i + v_j = c_ij);
@@ -474,7 +539,7 @@ class Solver {
     if (bland_) {
       for (int i = 0; i < m_; ++i) {
         const double* row = c_ + static_cast<int64_t>(i) * n_;
-        const double ui = pot_[i];
+        const double ui = row_potential(i);
         for (int j = 0; j < n_; ++j) {
           const double r = row[j] - ui - pot_[m_ + j];
           if (r < -tol_) {
@@ -495,7 +560,7 @@ class Solver {
         const int j0 = static_cast<int>(k - static_cast<int64_t>(i) * n_);
         const int j1 = static_cast<int>(std::min<int64_t>(n_, j0 + (end - k)));
         const double* row = c_ + static_cast<int64_t>(i) * n_;
-        const double ui = pot_[i];
+        const double ui = row_potential(i);
         const double* v = pot_.data() + m_;
         // The chunk's minimum first, its position only when it improves on the best so far.
         const double chunk_min = min_reduced_cost(row + j0, v + j0, ui, j1 - j0, best);
@@ -528,37 +593,52 @@ class Solver {
   // reads no row of the matrix (the pricer hands it on).
   bool next_candidate(int* ei, int* ej, double* d) {
     for (;;) {
-      // Branch-free: every entry is written at `kept`, which only an improving one advances
-      // (the outcome of either test is random, and mispredicting it cost more than the work).
-      size_t kept = 0;
       double best = -tol_;
       size_t best_at = 0;
-      const double* u = pot_.data();
-      const double* v = pot_.data() + m_;
-      ListEntry* list = list_.data();
-      const double limit = -tol_;
-      for (size_t k = 0, size = list_.size(); k < size; ++k) {
-        const ListEntry e = list[k];
-        const double r = e.cost - u[e.i] - v[e.j];
-        const bool improving = r < limit;
-        const bool better = r < best;
-        best = better ? r : best;
-        best_at = better ? kept : best_at;
-        list[kept] = e;
-        kept += improving;
-      }
+      const size_t kept = lean_ ? reprice_list<true>(&best, &best_at) : reprice_list<false>(&best, &best_at);
       list_.resize(kept);
       if (kept > 0) {
         *ei = list_[best_at].i, *ej = list_[best_at].j, *d = best;
         return true;
       }
       const auto t0 = std::chrono::steady_clock::now();
+      write_row_potentials();
       pricer_->price(pot_.data(), tol_, row_candidates_, &candidates_);
       ++passes_;
       pass_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (candidates_.empty()) return false;
       for (const detail::RowMinimum& c : candidates_) list_.push_back({c.cost, c.i, c.j});
     }
+  }
+
+  // Keeps the list's improving entries at its front, in order, and returns how many; *best
+  // and *best_at: the most negative and where it now is. Branch-free: every entry is written
+  // at `kept`, which only an improving one advances (the outcome of either test is random,
+  // and mispredicting it cost more than the work).
+  template <bool kLean>
+  size_t reprice_list(double* best_out, size_t* best_at_out) {
+    size_t kept = 0, best_at = 0;
+    double best = *best_out;
+    const double* u = pot_.data();
+    const double* v = pot_.data() + m_;
+    const int* up = kLean ? up_.data() : nullptr;
+    const double* up_cost = kLean ? up_cost_.data() : nullptr;
+    ListEntry* list = list_.data();
+    const double limit = -tol_;
+    for (size_t k = 0, size = list_.size(); k < size; ++k) {
+      const ListEntry e = list[k];
+      const double ui = kLean ? up_cost[e.i] - u[up[e.i]] : u[e.i];
+      const double r = e.cost - ui - v[e.j];
+      const bool improving = r < limit;
+      const bool better = r < best;
+      best = better ? r : best;
+      best_at = better ? kept : best_at;
+      list[kept] = e;
+      kept += improving;
+    }
+    *best_out = best;
+    *best_at_out = best_at;
+    return kept;
   }
 
   void pivot(int ei, int ej, double d) {
@@ -611,14 +691,36 @@ class Solver {
     // thread too irregularly for a branch predictor.
     const bool s_is_row = s < m_;
     const double row_shift = s_is_row ? d : -d;
-    if (2 * moved <= m_ + n_) {
+    if (lean_) {
+      // The stem's rows hang from new columns; the stem, p and t are all whose place in the
+      // skeleton can change (only they changed parents or gained or lost all children).
+      for (int i = 0; i <= k; ++i)
+        if (stem[i] < m_) up_[stem[i]] = parent_[stem[i]], up_cost_[stem[i]] = edge_cost(stem[i], parent_[stem[i]]);
+      for (int i = 0; i <= k; ++i) relist(stem[i]);
+      relist(p);
+      relist(t);
+      shift_columns_below(s, -row_shift);
+    } else if (2 * moved <= m_ + n_) {
       const double shift[2] = {-row_shift, row_shift};  // [x is a row]
-      int x = s;
-      for (int done = 0; done < moved; ++done, x = next_[x]) pot_[x] += shift[x < m_];
+      shift_run(s, new_last, moved, shift);
     } else {
       const double shift[2] = {row_shift, -row_shift};
-      for (int x = t_next; x != s; x = next_[x]) pot_[x] += shift[x < m_];
+      shift_run(t_next, t, m_ + n_ - moved, shift);
     }
+  }
+
+  // Adds shift[x is a row] to the potentials of the `count` nodes of the thread from `first`
+  // to `last`. Each step waits for its node's load, so the run is walked from both ends at
+  // once: two independent chains of loads in flight instead of one.
+  void shift_run(int first, int last, int count, const double shift[2]) {
+    int x = first, y = last;
+    for (int k = count / 2; k > 0; --k) {
+      pot_[x] += shift[x < m_];
+      pot_[y] += shift[y < m_];
+      x = next_[x];
+      y = prev_[y];
+    }
+    if (count % 2) pot_[x] += shift[x < m_];  // the middle node (x == y)
   }
 
   void link(int x, int y) {
@@ -649,13 +751,30 @@ class Solver {
       FGVC_CHECK(position[p] < position[y] && position[y] + size_[y] <= position[p] + size_[p], "emd",
                  "verify: node ", y, " is not inside its parent's run");
       // Rounding of the potentials counts at their own scale (a far class puts them at 1e9).
-      const double r = edge_cost(y, p) - pot_[y] - pot_[p];
-      const double scale = std::fabs(pot_[y]) + std::fabs(pot_[p]);
+      const double py = y < m_ ? row_potential(y) : pot_[y], pp = p < m_ ? row_potential(p) : pot_[p];
+      const double r = edge_cost(y, p) - py - pp;
+      const double scale = std::fabs(py) + std::fabs(pp);
       FGVC_CHECK(std::fabs(r) <= 1e-9 * (1 + std::fabs(edge_cost(y, p))) + 1e-11 * scale, "emd", "verify: basic cell of node ",
                  y, " has reduced cost ", r);
       FGVC_CHECK(flow_[y] >= -1e-12, "emd", "verify: negative flow ", flow_[y], " at node ", y);
       FGVC_CHECK(!exact_ || flow_[y] > 0 || y < m_, "emd", "verify: not strongly feasible: column ", y - m_,
                  " hangs from row ", p, " with zero flow");
+    }
+    if (!lean_) return;
+    std::vector<int> listed(static_cast<size_t>(nodes), 0);
+    for (int y = 0; y < nodes; ++y)
+      for (int z = kids_[y]; z >= 0; z = sibling_next_[z]) {
+        FGVC_CHECK(parent_[z] == y && listed_at_[z] == y && ++listed[z] == 1, "emd", "verify: node ", z,
+                   " is in the skeleton list of node ", y);
+        FGVC_CHECK(sibling_next_[z] < 0 || sibling_prev_[sibling_next_[z]] == z, "emd", "verify: skeleton list broken");
+      }
+    for (int y = 0; y < nodes; ++y) {
+      const bool belongs = y != 0 && (y >= m_ || size_[y] > 1);
+      FGVC_CHECK(listed[y] == (belongs ? 1 : 0), "emd", "verify: node ", y, " is in ", listed[y],
+                 " skeleton lists, should be in ", belongs ? 1 : 0);
+      if (y > 0 && y < m_)
+        FGVC_CHECK(up_[y] == parent_[y] && up_cost_[y] == edge_cost(y, parent_[y]), "emd", "verify: row ", y,
+                   "'s parent column");
     }
   }
 #endif
@@ -686,6 +805,15 @@ class Solver {
   std::vector<double> flow_, pot_;
   std::vector<int> path_a_, path_b_;  // the cycle's two tree paths (turn_cycle's scratch)
   std::vector<std::pair<int, int>> runs_;  // [first, last] runs of the thread, in their new order
+  // Lean rows (row_potential): where m >= kLeanRows n; measured on 2000 x 2000 to
+  // 20000 x 2000, see bench/results/emd-lean-rows-2026-11-29.md.
+  static constexpr int kLeanRows = 2;
+  bool lean_ = false;
+  std::vector<int> up_;          // each row's parent column (the root: 0)
+  std::vector<double> up_cost_;  // the cost of that edge (the root: 0)
+  std::vector<int> kids_, sibling_next_, sibling_prev_;  // the skeleton's lists: first child, links
+  std::vector<int> listed_at_;   // whose list a node is in (-1: none)
+  std::vector<int> walk_;        // shift_columns_below's stack
 };
 
 std::vector<double> normalized(const std::vector<double>& w, const char* which) {
