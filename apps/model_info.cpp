@@ -106,7 +106,7 @@ std::string shape_text(const fgvc::Shape& s) { return fgvc::shape_str(s); }
 
 int main(int argc, char** argv) {
   std::string model_name;
-  int64_t num_classes = 1000, batch = 1;
+  int64_t num_classes = 1000, batch = 2;  // --time: a training step; batch norm there needs two images
   int size = 0, repeats = 3;  // size 0: the model's default (299; 32 for the CIFAR ResNets), as fgvc-train's
   bool layers = false, time = false, whole_model = false, cudnn_benchmark = false;
   std::string optimizer = "none", amp = "off";
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
         cli.add_flag("--layers", layers, "print the per-layer table");
         cli.add_flag("--time", time, "measure each layer's forward and backward time (a training step; Inception-v4/-ResNet-v2 without the "
                      "auxiliary classifier fgvc-train adds)");
-        cli.add_option("--batch-size", batch, "batch for --time (default 1)")->check(fgvc::app::BatchSize);
+        cli.add_option("--batch-size", batch, "batch for --time (default 2: batch norm in a training step needs two values per channel)")->check(fgvc::app::BatchSize);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
                        "this optimizer's update) instead of forward + backward of sum(logits)")

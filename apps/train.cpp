@@ -219,6 +219,9 @@ int main(int argc, char** argv) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         if (c.steps == 0 && c.epochs == 0) throw app::UsageError("give --epochs or --steps");
+        if (c.batch_size < 2)
+          throw app::UsageError("--batch-size 1: training takes at least 2 images per process (batch norm in "
+                                "training needs two values per channel)");
         if (c.amp != "off" && !device.is_cuda())
           throw app::UsageError("--amp " + c.amp + ": mixed precision needs a CUDA device (this run is on " +
                                 device.str() + "); use --amp off");

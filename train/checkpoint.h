@@ -26,7 +26,7 @@ struct TrainPosition {
   int world_size = 1;           // ranks of the run that wrote it, and their batch size:
   int64_t batch_size = 0;       // images of the epoch consumed = batch x batch_size x world_size
   double lr = 0;                // the last step's learning rate
-  uint64_t rng_seed = 0, rng_offset = 0;  // default_generator() (dropout)
+  uint64_t rng_seed = 0, rng_offset = 0;  // where dropout's stream starts (trainer.cpp, dropout_stream)
   double best_top1 = -1;        // best validation top-1 so far (-1: none yet)
   int64_t best_epoch = -1;
   // The best so far came from an evaluation at the end of a run in mid-epoch (the only one

@@ -50,7 +50,7 @@ using Clock = std::chrono::steady_clock;
 TrainConfig resolve_defaults(TrainConfig c) {
   if (c.input_size <= 0) c.input_size = nn::default_input_size(c.model);
   if (c.decay_epochs <= 0) c.decay_epochs = 2.0;
-  if (c.bn_decay <= 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
+  if (c.bn_decay < 0) c.bn_decay = nn::is_inception(c.model) ? 0.9997 : 0.9;
   if (c.min_crop_area <= 0) c.min_crop_area = data::default_area_min(data::crop_style(c.crop));
   return c;
 }
@@ -109,8 +109,9 @@ namespace {
 // data's classes and counts, the model, the optimizer and its schedule, augmentation, the
 // moving average, the seed) must be config.json's. --steps and --epochs
 // may grow; the workers, logging, devices and paths may change.
-void check_same_run(const std::string& config_path, const json& now) {
-  if (!fs::exists(config_path)) return;  // a run folder from elsewhere: the checkpoint's own checks apply
+// Returns the run's config.json (empty where there is none).
+json check_same_run(const std::string& config_path, const json& now) {
+  if (!fs::exists(config_path)) return {};  // a run folder from elsewhere: the checkpoint's own checks apply
   json was;
   try {
     std::ifstream in(config_path);
@@ -135,6 +136,7 @@ void check_same_run(const std::string& config_path, const json& now) {
   }
   FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", config_path, ": ", differences,
              "; give the run's own settings to continue it, or another --out for a new run");
+  return was;
 }
 
 // --init: the weights of another run (stage 2 of the paper's recipe starts from stage 1's).
@@ -174,6 +176,16 @@ void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Datas
   } catch (const Error& e) {
     throw Error(c.init + ": " + e.what());
   }
+}
+
+// Puts the dropout generator at step `pos.step`'s own place for this rank: rank r's step s
+// draws from offset + r 2^48 + s 2^24 (2^24 blocks a step, far more than dropout takes), so a
+// step's masks follow from the run's start, the step and the rank alone. A resumed run, on
+// any rank, draws what the uninterrupted one did, however many values each earlier step took
+// (ranks' shares of a batch differ where files are unreadable).
+void dropout_stream(const TrainPosition& pos, int rank) {
+  default_generator().set_state(pos.rng_seed, pos.rng_offset + (static_cast<uint64_t>(rank) << 48) +
+                                                  (static_cast<uint64_t>(pos.step) << 24));
 }
 
 void set_batch_norm_momentum(nn::Module& m, double momentum) {
@@ -364,7 +376,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
              device.str(), "); use --amp off");
   FGVC_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp", "bf16, fp16 or off, got '",
              c.amp, "'");
-  FGVC_CHECK(c.batch_size > 0, "--batch-size", "must be positive");
+  FGVC_CHECK(c.batch_size >= 2, "--batch-size", " is ", c.batch_size,
+             ": training takes at least 2 images per process (batch norm in training needs two values per channel)");
   kernels::set_cudnn_benchmark(c.cudnn_benchmark);
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
@@ -390,11 +403,15 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                                   "--val " + c.val);
   }
   const std::string config_path = (fs::path(c.out) / "config.json").string();
+  json started_as;  // a resumed run's config.json
   if (c.resume) {  // before anything of the checkpoint is read: its settings are the run's
     json now = config_object(c);
     now["classes"] = train_set.classes;
     now["train_counts"] = train_set.counts();
-    check_same_run(config_path, now);
+    started_as = check_same_run(config_path, now);
+    if (!c.init.empty() && comm.rank() == 0)
+      std::fprintf(stderr, "fgvc: warning: --init %s is not read: a resumed run goes on from %s\n", c.init.c_str(),
+                   last_path.c_str());
   }
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
@@ -438,6 +455,10 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   TrainPosition pos;
   pos.model = c.model;
   pos.num_classes = K;
+  // Dropout's stream starts where the model's initialisation left the generator (a resumed
+  // run keeps its checkpoint's start); each step draws from a place of its own (dropout_stream).
+  pos.rng_seed = default_generator().seed();
+  pos.rng_offset = default_generator().offset();
   if (c.resume) {
     Checkpoint ck = load_checkpoint(last_path);
     FGVC_CHECK(ck.position.model == c.model && ck.position.num_classes == K, "--resume", last_path,
@@ -460,14 +481,27 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     // Any number of ranks, as long as the global batch (steps, schedule and epoch position
     // all count in it) stays: 2 x 16 resumes as 1 x 32 or 4 x 8.
     const int64_t global_batch = c.batch_size * comm.size();
-    FGVC_CHECK(pos.batch_size <= 0 || pos.batch_size * pos.world_size == global_batch, "--resume", last_path,
-               " was trained with a global batch of ", pos.batch_size * pos.world_size, " (", pos.world_size,
-               " process(es) x --batch-size ", pos.batch_size, "); this run has ", comm.size(), " x ", c.batch_size,
-               ": give --batch-size ", pos.batch_size * pos.world_size / comm.size(), " (exactly divisible) to continue it");
+    if (pos.batch_size > 0 && pos.batch_size * pos.world_size != global_batch) {
+      // What would fit: this many processes with a whole --batch-size of at least 2, or else
+      // the process counts that can continue the run.
+      const int64_t saved = pos.batch_size * pos.world_size;
+      std::string fix;
+      if (saved % comm.size() == 0 && saved / comm.size() >= 2) {
+        fix = "give --batch-size " + std::to_string(saved / comm.size()) + " to continue it";
+      } else {
+        std::string counts;
+        for (int64_t p = 1; p <= saved / 2; ++p)
+          if (saved % p == 0) counts += (counts.empty() ? "" : ", ") + std::to_string(p);
+        fix = "no --batch-size continues it on " + std::to_string(comm.size()) + " process(es); " + counts +
+              " process(es) can (a global batch of " + std::to_string(saved) + " in whole shares of 2 or more)";
+      }
+      FGVC_CHECK(false, "--resume", last_path, " was trained with a global batch of ", saved, " (", pos.world_size,
+                 " process(es) x --batch-size ", pos.batch_size, "); this run has ", comm.size(), " x ", c.batch_size,
+                 ": ", fix);
+    }
     pos.world_size = comm.size();
     pos.batch_size = c.batch_size;
     if (!leader) pos.epoch_correct = 0, pos.epoch_images = 0;  // rank 0 holds the ranks' sums
-    default_generator().set_state(pos.rng_seed, pos.rng_offset);
     if (scaler && pos.loss_scale > 0) scaler->load(pos.loss_scale, pos.scale_good_steps, pos.skipped_steps);
   }
 
@@ -493,9 +527,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         Tensor tt = t;
         comm.broadcast(tt, 0);
       }
-    // Dropout streams of their own per rank.
-    default_generator().set_state(default_generator().seed(),
-                                  default_generator().offset() + (static_cast<uint64_t>(comm.rank()) << 40));
   }
 
   data::LoaderOptions lo;
@@ -554,6 +585,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   cfg["global_batch_size"] = c.batch_size * comm.size();
   cfg["classes"] = class_names;
   cfg["train_counts"] = train_counts;
+  // What the run started from stays recorded when it is resumed (without --init again).
+  for (const char* key : {"init", "reset_classifier"})
+    if (started_as.contains(key)) cfg[key] = started_as[key];
   if (leader) write_file_atomic(config_path, cfg.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
   MetricsLog metrics((fs::path(c.out) / "metrics.jsonl").string(), c.resume, pos.step, pos.epoch, !finished(),
                      pos.window_steps > 0, leader);
@@ -574,8 +608,6 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   summary.world_size = comm.size();
   summary.best_top1 = pos.best_top1;
   auto save = [&](const std::string& path, bool with_optimizer) {
-    pos.rng_seed = default_generator().seed();
-    pos.rng_offset = default_generator().offset();
     if (scaler) {
       pos.loss_scale = scaler->scale_value();
       pos.scale_good_steps = scaler->good_steps();
@@ -680,7 +712,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         pos.batch++;
         // A batch whose files were all unreadable is skipped, by every rank together (the
         // collectives of a step must pair up); so is one where any rank's share was (a rank
-        // without an image has no forward pass to join the others' with). A stop request on
+        // without an image has no forward pass to join the others' with), or was one image
+        // (unreadable files can leave one): batch norm in training needs two values per
+        // channel, and a 1 x 1 map (Inception's auxiliary head at 299) has one per image. A stop request on
         // any rank stops them all here, before the step: the batch goes back (the checkpoint's
         // position is the batch before it), and a resumed run takes it again.
         const double images_here = static_cast<double>(batch.indices.size());
@@ -689,7 +723,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         const std::vector<double> batch_sums =
             rank_sums({batch.indices.empty() ? 1.0 : 0.0, images_here, signal_here == SIGINT ? 1.0 : 0.0,
                        signal_here == SIGTERM ? 1.0 : 0.0, signal_here == SIGUSR1 ? 1.0 : 0.0,
-                       signal_here != 0 ? 1.0 : 0.0},
+                       signal_here != 0 ? 1.0 : 0.0, batch.indices.size() == 1 ? 1.0 : 0.0},
                       comm, device);
         if (batch_sums[5] > 0) {
           stopped_by = signal_here;
@@ -701,6 +735,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           break;
         }
         if (batch_sums[0] > 0) continue;
+        if (batch_sums[6] > 0) {
+          if (comm.rank() == 0)
+            std::fprintf(stderr,
+                         "fgvc: warning: a batch of epoch %lld skipped: a process's share of it was one image "
+                         "(unreadable files), and batch norm in training needs two\n",
+                         static_cast<long long>(pos.epoch + 1));
+          continue;
+        }
         // Each rank's loss is the mean over its images, and the reducer averages the ranks: where
         // the ranks hold different numbers of images (unreadable files), each rank's loss weighs
         // by its share, so that the gradient is the mean over all the step's images.
@@ -708,6 +750,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         const auto t0 = Clock::now();
         pos.lr = optim::exponential_decay(c.lr, c.lr_decay, decay_steps, pos.step);
         const Tensor x = batch.images.to(device, /*non_blocking=*/true), y = batch.labels.to(device, true);
+        dropout_stream(pos, comm.rank());
         Tensor loss, logits;
         {
           AutocastGuard autocast(amp_dtype);  // float32: no change

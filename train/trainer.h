@@ -32,7 +32,7 @@ struct TrainConfig {
   double label_smoothing = 0.1, weight_decay = 4e-5;
   double aux_weight = 0.4;          // the Inception models' auxiliary classifier (0: built and trained without)
   double ema_decay = 0;             // 0: no moving average
-  double bn_decay = 0;              // 0: 0.9997 for Inception models (TF-slim), 0.9 otherwise
+  double bn_decay = -1;             // negative: 0.9997 for Inception models (TF-slim), 0.9 otherwise
   double clip_grad_norm = 0;        // 0: off
   std::string init;                 // weights or checkpoint to start from
   bool reset_classifier = false;
