@@ -54,10 +54,14 @@ void jpeg_fail(j_common_ptr c) {
   std::longjmp(e->jump, 1);
 }
 
+// Warnings that mean pixels are missing or wrong (libjpeg fills what it cannot decode with
+// gray, or mixes up a progressive image's coefficient bits). Not among them: a baseline
+// scan's header with odd spectral parameters (JWRN_NOT_SEQUENTIAL), which a sequential decode
+// never reads (libjpeg's own comment: some baseline files have zeroes there), and the header
+// details PIL ignores too.
 bool corrupt_data_warning(int code) {
   return code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE ||
-         code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC || code == JWRN_BOGUS_PROGRESSION ||
-         code == JWRN_NOT_SEQUENTIAL;
+         code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC || code == JWRN_BOGUS_PROGRESSION;
 }
 
 void jpeg_message(j_common_ptr c, int level) {
@@ -238,6 +242,15 @@ void install_errors(JpegStruct* cinfo, JpegErrors* errors) {
   errors->message[0] = '\0';
 }
 
+// A JPEG's size against the pixel limit, at its header: what is refused there is refused
+// before a crop is drawn from it, or any pixel is allocated.
+bool too_many_pixels(double W, double H, char* message) {
+  if (W * H <= static_cast<double>(kMaxPixels)) return false;
+  std::snprintf(message, JMSG_LENGTH_MAX, "image of %.0f x %.0f pixels is too large (at most %lld pixels, as in PIL)", W,
+                H, static_cast<long long>(kMaxPixels));
+  return true;
+}
+
 // Every local here is trivially destructible: longjmp may leave this function's frame.
 bool jpeg_header(const uint8_t* bytes, size_t size, ImageHeader* h, char* message) {
   jpeg_decompress_struct cinfo;
@@ -254,7 +267,7 @@ bool jpeg_header(const uint8_t* bytes, size_t size, ImageHeader* h, char* messag
   h->width = static_cast<int>(cinfo.image_width);
   h->height = static_cast<int>(cinfo.image_height);
   jpeg_destroy_decompress(&cinfo);
-  return true;
+  return !too_many_pixels(h->width, h->height, message);
 }
 
 // CMYK as stored by libjpeg to RGB; Adobe writes the channels inverted.
@@ -282,9 +295,7 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
   jpeg_mem_src(&cinfo, bytes, static_cast<unsigned long>(size));
   jpeg_read_header(&cinfo, TRUE);
   const double W = cinfo.image_width, H = cinfo.image_height;
-  if (W * H > static_cast<double>(kMaxPixels)) {
-    std::snprintf(message, JMSG_LENGTH_MAX, "image of %.0f x %.0f pixels is too large (at most %lld pixels, as in PIL)",
-                  W, H, static_cast<long long>(kMaxPixels));
+  if (too_many_pixels(W, H, message)) {
     jpeg_destroy_decompress(&cinfo);
     return false;
   }

@@ -46,16 +46,16 @@ bool tf_crop_at_aspect(int W, int H, double area_min, double area_max, float asp
   height = std::min(height, max_height);
   if (height < max_height) height += static_cast<int>(rng.below(max_height - height + 1));
   int width = static_cast<int>(std::lrint(height * aspect));
-  float area = static_cast<float>(width * height);
+  float area = static_cast<float>(width) * static_cast<float>(height);
   if (area < min_area) {
     height += 1;
     width = static_cast<int>(std::lrint(height * aspect));
-    area = static_cast<float>(width * height);
+    area = static_cast<float>(width) * static_cast<float>(height);
   }
   if (area > max_area) {
     height -= 1;
     width = static_cast<int>(std::lrint(height * aspect));
-    area = static_cast<float>(width * height);
+    area = static_cast<float>(width) * static_cast<float>(height);
   }
   if (area < min_area || area > max_area || width > W || height > H || width <= 0 || height <= 0) return false;
   const int y = height < H ? static_cast<int>(rng.below(H - height)) : 0;

@@ -309,6 +309,16 @@ TEST(Decode, StbFormatsAreCheckedBeforeDecoding) {
   const Decoded big = decode_image(bomb, "bomb.png");
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error.find("15000 x 15000 pixels is too large"), std::string::npos) << big.error;
+  // A JPEG whose frame header claims 65500 x 65500 is refused at its header too, before the
+  // loader draws a crop from that size (its area overflowed an int there).
+  std::vector<uint8_t> huge = encode_jpeg(test_picture(16, 16), JpegKind::Baseline);
+  size_t sof = 2;
+  while (sof + 8 < huge.size() && !(huge[sof] == 0xFF && huge[sof + 1] == 0xC0)) ++sof;
+  ASSERT_LT(sof + 8, huge.size());
+  for (const size_t at : {sof + 5, sof + 7}) huge[at] = 0xFF, huge[at + 1] = 0xDC;  // height, width: 65500
+  const ImageHeader huge_header = read_header(huge, "huge.jpg");
+  EXPECT_NE(huge_header.error.find("65500 x 65500 pixels is too large"), std::string::npos) << huge_header.error;
+  EXPECT_FALSE(decode_image(huge, "huge.jpg").ok());
   // Binary PPM (P6) and PGM (P5).
   std::vector<uint8_t> ppm;
   const std::string head = "P6\n40 30\n255\n";
@@ -384,6 +394,18 @@ TEST(Decode, HarmlessWarningsPassAndCorruptDataDoesNot) {
   EXPECT_NE(bad.error.find("corrupt.jpg"), std::string::npos) << bad.error;
   const std::vector<uint8_t> cut(good.begin(), good.begin() + (scan + good.size()) / 2);
   EXPECT_FALSE(decode_image(cut, "cut.jpg").ok());
+  // A baseline scan whose header's spectral end (Se, the byte before Ah/Al) is 0 instead of 63,
+  // as some encoders write it: libjpeg warns ("Invalid SOS parameters for sequential JPEG")
+  // but a sequential decode never reads it; the pixels are the same, as in PIL.
+  const size_t se = scan - 2;
+  ASSERT_EQ(good[se], 63);
+  std::vector<uint8_t> zero_se = good;
+  zero_se[se] = 0;
+  ::testing::internal::CaptureStderr();
+  const Decoded se0 = decode_image(zero_se, "se0.jpg");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ASSERT_TRUE(se0.ok()) << se0.error;
+  EXPECT_EQ(se0.image.rgb, want.image.rgb);
 }
 
 // A file damaged below the region that a crop asks for is an error all the same: the rows
