@@ -206,6 +206,9 @@ int main(int argc, char** argv) {
         // SPEC.md section 6 sizes the demo for 2 CPU cores; with a GPU (the default where there
         // is one) every stage runs there.
         const Device device = common.resolved_device();
+        if (o.batch_size < 2)
+          throw app::UsageError("--batch-size 1: training takes at least 2 images per process (batch norm in "
+                                "training needs two values per channel)");
         // The inputs first: nothing is touched when they are missing.
         const auto file = [&](const char* name) {
           for (const char* ext : {".gz", ""})

@@ -85,10 +85,15 @@ void GradientReducer::finish() {
   // Buckets with a parameter that got no gradient go now, still in order.
   for (; next_to_launch_ < buckets_.size(); ++next_to_launch_) launch(buckets_[next_to_launch_]);
   NoGradGuard no_grad;
-  const double scale = 1.0 / comm_.size();
+  // Every all-reduce is waited for (each wait has the collective deadline) before any flag is
+  // read: on a GPU that read is a copy that waits for the whole stream, all later buckets'
+  // all-reduces included, with no deadline, so a peer that stalled after bucket 0 would hang it.
   for (Bucket& b : buckets_) {
     b.pending->wait();
     b.pending.reset();
+  }
+  const double scale = 1.0 / comm_.size();
+  for (Bucket& b : buckets_) {
     const Tensor mean = kernels::binary(kernels::BinaryOp::Mul, b.buffer, scale);
     const int64_t P = static_cast<int64_t>(b.params.size());
     const std::vector<double> ranks_with_grad = b.buffer.slice(0, b.numel, b.numel + P).to(DType::Float64).to_vector<double>();

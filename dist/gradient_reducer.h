@@ -2,7 +2,8 @@
 // Parameters are grouped into buckets of about 25 MB in reverse registration order — the order
 // backward completes their gradients. During backward, the autograd engine reports each
 // finished gradient (autograd::set_grad_ready_hook); when all of a bucket's gradients are in,
-// the bucket is flattened into one buffer and its all-reduce starts while backward goes on.
+// the bucket is flattened into one buffer and its all-reduce starts while backward goes on (on a
+// GPU: queued on the one stream, between backward's kernels; nccl_communicator.cpp).
 // finish() waits for every bucket, divides by the world size and writes the averages back.
 // Buckets start strictly in order, so every rank issues the same collectives in the same order.
 #pragma once
@@ -29,6 +30,9 @@ class GradientReducer {
   // After backward: every bucket reduced, gradients averaged. A parameter without a gradient
   // on this rank counts as zero; one without a gradient on any rank keeps none (the optimizer
   // leaves it alone, as in one process): each bucket carries a has-gradient flag per parameter.
+  // Such a bucket goes out here on that rank, during backward on the others: a collective that
+  // backward itself makes (synchronised batch norm) must then not come between, so with
+  // --sync-bn every rank must use the same parameters (fgvc-train's models always do).
   void finish();
   size_t buckets() const { return buckets_.size(); }
   // Buckets whose all-reduce started during backward in the last step (overlap), for tests.

@@ -394,8 +394,11 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   const int64_t K = static_cast<int64_t>(train_set.classes.size());
   FGVC_CHECK(K >= 2, "--data", c.data, ": ", K, " class(es); training needs at least 2");
   FGVC_CHECK(!train_set.samples.empty(), "--data", c.data, ": no images");
-  FGVC_CHECK(static_cast<int64_t>(train_set.samples.size()) >= comm.size(), "--data", c.data, ": ",
-             train_set.samples.size(), " image(s) for ", comm.size(), " processes; each needs at least one");
+  // Two images a process at least: a process's share of one image is a batch that cannot train
+  // (batch norm), and a data set smaller than one global batch is one such batch an epoch.
+  FGVC_CHECK(static_cast<int64_t>(train_set.samples.size()) >= 2 * comm.size(), "--data", c.data, ": ",
+             train_set.samples.size(), " image(s) for ", comm.size(),
+             " process(es); training needs at least 2 for each (batch norm)");
   std::optional<data::Dataset> val_set;
   if (!c.val.empty()) {
     // By class name: a validation set may lack classes, or list them in another order.
