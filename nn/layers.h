@@ -1,8 +1,9 @@
 // The layers the paper's networks are built from. Parameter and buffer names follow
 // PyTorch (weight, bias, running_mean, running_var, num_batches_tracked). Initialisation:
 // convolution weights Kaiming-normal by fan-out for every model (torchvision's and timm's
-// ResNets; TF-slim's Inception-v3/v4 scopes also scale by He's rule, while the paper's
-// Inception-ResNet-v2 scope keeps slim's Xavier default), batch norm 1 and 0, and PyTorch's
+// ResNets; TF-slim's Inception-v3/v4 scopes also use a variance-scaling rule, by fan-in
+// there, while the paper's Inception-ResNet-v2 scope keeps slim's Xavier default; fgvc uses
+// fan-out throughout), batch norm 1 and 0, and PyTorch's
 // default uniform(+-1/sqrt(fan-in)) for convolution biases and Linear layers. The models adjust
 // their last layers as their references do (zeroed residual ends, small classifiers).
 #pragma once
