@@ -82,6 +82,18 @@ inline const CLI::Validator InputSize = number_check(false, 8192, true);      //
 inline const CLI::Validator ClassCount = number_check(false, 1000000, true);  // --num-classes
 inline const CLI::Validator Threads = number_check(false, 1024, true);        // --workers
 inline const CLI::Validator BatchSize = number_check(false, 1 << 20, true);   // --batch-size (images)
+// --batch-size of a training run (fgvc-train, fgvc-demo): batch norm in training needs two
+// values per channel, so a process's batch holds 2 images at least.
+inline const CLI::Validator TrainingBatchSize(
+    [](std::string& text) -> std::string {
+      double v = 0;
+      if (std::string e = finite_number(text, true, &v); !e.empty()) return e;
+      if (v < 2 || v > (1 << 20))
+        return "must be 2.." + std::to_string(1 << 20) +
+               " (training takes at least 2 images per process: batch norm needs two values per channel), got " + text;
+      return std::string();
+    },
+    "INTEGER in 2..1048576");
 inline const CLI::Validator Count = number_check(false, 1e12, true);          // --epochs, --steps, --images
 inline const CLI::Validator Repeats = number_check(false, 1000000, true);     // --repeats (an int)
 inline const CLI::Validator CountOrZero = number_check(true, 1e12, true);     // --top-k, --save-every

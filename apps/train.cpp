@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required()->check(fgvc::app::OutputFolder);
         cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
-        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::BatchSize);
+        cli.add_option("--batch-size", c.batch_size, "images per step")->capture_default_str()->check(fgvc::app::TrainingBatchSize);
         auto* epochs = cli.add_option("--epochs", c.epochs, "epochs in all (with --resume: up to this total)")
                            ->check(fgvc::app::Count);
         auto* steps = cli.add_option("--steps", c.steps, "optimizer steps in all (with --resume: up to this total)")
@@ -219,9 +219,6 @@ int main(int argc, char** argv) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         if (c.steps == 0 && c.epochs == 0) throw app::UsageError("give --epochs or --steps");
-        if (c.batch_size < 2)
-          throw app::UsageError("--batch-size 1: training takes at least 2 images per process (batch norm in "
-                                "training needs two values per channel)");
         if (c.amp != "off" && !device.is_cuda())
           throw app::UsageError("--amp " + c.amp + ": mixed precision needs a CUDA device (this run is on " +
                                 device.str() + "); use --amp off");

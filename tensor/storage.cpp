@@ -48,7 +48,7 @@ void* map_block(size_t bytes) {
 // Marks the whole 2 MiB stretches of a tensor's pooled block for transparent huge pages (Linux
 // gives them only where asked, in its default "madvise" mode): a first touch then takes one
 // page fault per 2 MiB instead of 512, which under virtualisation is costly (fgvc-similarity
-// of 6089 x 200 classes: 8,700 faults and 0.21 s before, 1,400 and 0.16 s after). Only the
+// of 6089 x 200 classes: 8,700 faults and 0.21 s before, 2,000 and 0.17-0.20 s after). Only the
 // stretches the tensor fills: the pool's rounding up stays in small, untouched pages.
 void use_huge_pages(void* block, size_t bytes) {
   if (bytes >= kHugePage) ::madvise(block, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);  // advice only

@@ -236,6 +236,9 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                  "fgvc-train --model resnet20 --data missing/ --out run_x --epochs 4611686018427387904",
                                  "fgvc-train --model resnet20 --data missing/ --out run_x --steps 99999999999999999999",
                                  "fgvc-train --model resnet20 --data missing/ --out run_x --epochs 1 --batch-size 9223372036854775807",
+                                 // batch norm in training needs two images a process
+                                 "fgvc-train --model resnet20 --data missing/ --out run_x --epochs 1 --batch-size 1",
+                                 "fgvc-demo --device cpu --batch-size 1",
                                  // fgvc-subset writes a .txt list, the one kind every binary reads back
                                  "fgvc-subset --data " + dir + " --max-per-class 2 --out " + dir,
                                  "fgvc-subset --data " + dir + " --max-per-class 2 --out subset.csv",
