@@ -92,6 +92,9 @@ TEST(CudaParity, Reductions) {
                 kReductionTol);
   expect_parity("sum many rows", [](const Ts& in) { return Ts{kernels::sum(in[0], {1})}; }, {randn_t({70000, 3}, 6)},
                 kReductionTol);
+  // Global average pooling of a batch: more rows than a grid's y dimension, each longer than a warp.
+  expect_parity("mean over H and W, [40, 2048, 9, 9]", [](const Ts& in) { return Ts{kernels::mean(in[0], {2, 3})}; },
+                {randn_t({40, 2048, 9, 9}, 7)}, kReductionTol);
   // A long reduced axis and few outputs (bias gradients): split across blocks, then combined.
   for (DType dt : {DType::Float32, DType::Float64}) {
     const Tensor tall = randn_t({5000, 37}, 16, dt), stack = randn_t({3, 4000, 45}, 17, dt);
@@ -240,6 +243,15 @@ TEST(CudaParity, SoftmaxAndCrossEntropy) {
       expect_parity(what, ce, {x, labels, gl}, long_tol);
       if (smoothing == 0) expect_parity(what + " -inf logit", ce, {masked, labels, gl}, long_tol);
     }
+  }
+  // Fewer classes than a warp, and CUB-200's count (not a power of two).
+  for (int64_t classes : {10, 200}) {
+    const Tensor logits = randn_t({37, classes}, 14), grad = randn_t({37}, 15);
+    const Tensor some_labels = kernels::topk(randn_t({37, classes}, 16), 1).indices.reshape({37});
+    expect_parity("cross_entropy " + std::to_string(classes) + " classes, smoothing 0.1", [](const Ts& in) {
+      const kernels::CrossEntropyOutput o = kernels::cross_entropy(in[0], in[1], 0.1);
+      return Ts{o.loss, o.lse, kernels::cross_entropy_backward(in[2], in[0], in[1], o.lse, 0.1)};
+    }, {logits, some_labels, grad}, kReductionTol);
   }
   const Tensor x = randn_t({64, 1000}, 10);
   const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 1000}, {2}, Device::cuda());
@@ -432,6 +444,90 @@ TEST(CudaParity, ConvolutionAndPooling) {
   }
 }
 
+// The pooling geometries the models use, on a plane that is neither square nor even, and one
+// whose every pair (kernel, stride, padding) differs between height and width, so that a
+// swapped height and width fails; in float32 and float64, the gradients to the bit.
+TEST(CudaParity, PoolingGeometriesOfTheModels) {
+  FGVC_REQUIRE_CUDA();
+  Pool2dGeometry uneven;
+  uneven.kernel_h = 3, uneven.kernel_w = 2, uneven.stride_h = 2, uneven.stride_w = 1, uneven.pad_h = 1, uneven.pad_w = 0;
+  uneven.ceil_mode = true;
+  const std::vector<std::pair<std::string, Pool2dGeometry>> geometries = {
+      {"3x3 stride 1 padding 1 (Inception branch pool)", Pool2dGeometry::square(3, 1, 1)},
+      {"5x5 stride 3 (Inception auxiliary head)", Pool2dGeometry::square(5, 3)},
+      {"1x1 stride 2 (resnet_cifar shortcut)", Pool2dGeometry::square(1, 2)},
+      {"3x3 stride 2 padding 1 ceil, padding not counted", Pool2dGeometry::square(3, 2, 1, true, false)},
+      {"3x2 stride 2x1 padding 1x0 ceil", uneven}};
+  for (DType dt : {DType::Float32, DType::Float64})
+    for (const auto& [name, g] : geometries) {
+      const Tensor x = randn_t({2, 3, 13, 10}, 80, dt);
+      const Tensor gy = randn_t({2, 3, g.out_size(13, true), g.out_size(10, false)}, 81, dt);
+      const std::string what = name + " " + dtype_name(dt);
+      expect_parity("max_pool2d " + what, [&g = g](const Ts& in) {
+        const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], g);
+        return Ts{m.y, m.argmax, kernels::max_pool2d_backward(in[1], m.argmax, in[0].shape(), g)};
+      }, {x, gy}, 1e-300);
+      expect_parity("avg_pool2d " + what, [&g = g](const Ts& in) {
+        return Ts{kernels::avg_pool2d(in[0], g), kernels::avg_pool2d_backward(in[1], in[0].shape(), g)};
+      }, {x, gy}, tol_for(dt, kElementwiseTol));
+    }
+}
+
+// The same NaNs in the same places on both devices, and the other values within `tol`.
+void expect_same_nans(const std::string& what, const std::function<Ts(const Ts&)>& op, const Ts& cpu_inputs,
+                      double tol) {
+  const Ts want = op(cpu_inputs);
+  Ts gpu_inputs;
+  for (const Tensor& t : cpu_inputs) gpu_inputs.push_back(t.cuda());
+  const Ts got = op(gpu_inputs);
+  ASSERT_EQ(want.size(), got.size()) << what;
+  for (size_t k = 0; k < want.size(); ++k) {
+    ASSERT_EQ(got[k].shape(), want[k].shape()) << what << ": output " << k;
+    const std::vector<double> a = got[k].cpu().to_vector<double>(), b = want[k].to_vector<double>();
+    size_t nans = 0;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(std::isnan(a[i]), std::isnan(b[i])) << what << ": output " << k << " element " << i << ": " << a[i]
+                                                    << " on the GPU, " << b[i] << " on the CPU";
+      if (std::isnan(b[i])) {
+        ++nans;
+        continue;
+      }
+      if (a[i] == b[i]) continue;  // (infinities too)
+      num += (a[i] - b[i]) * (a[i] - b[i]);
+      den += b[i] * b[i];
+    }
+    EXPECT_LE(std::sqrt(num), tol * std::max(std::sqrt(den), 1e-30)) << what << ": output " << k;
+    if (k == 0) {
+      EXPECT_GT(nans, 0u) << what << ": the case has no NaN to place";
+    }
+  }
+}
+
+// A NaN wins a maximum on both devices (as in PyTorch), and -inf loses to everything else.
+TEST(CudaParity, NanLandsWhereTheCpuPutsIt) {
+  FGVC_REQUIRE_CUDA();
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    Tensor x = randn_t({2, 3, 13, 10}, 82, dt);
+    std::vector<double> v = x.to_vector<double>();
+    for (size_t i = 5; i < v.size(); i += 37) v[i] = std::numeric_limits<double>::quiet_NaN();
+    for (size_t i = 11; i < v.size(); i += 23) v[i] = -INFINITY;
+    x = Tensor::from_vector(v, x.shape()).to(dt);
+    for (const Pool2dGeometry& g : {Pool2dGeometry::square(3, 2), Pool2dGeometry::square(3, 1, 1, true)})
+      expect_same_nans(std::string("max_pool2d ") + dtype_name(dt), [g](const Ts& in) {
+        const kernels::MaxPoolOutput m = kernels::max_pool2d(in[0], g);
+        return Ts{m.y, m.argmax};
+      }, {x}, 1e-300);
+    for (const std::vector<int64_t>& axes : std::vector<std::vector<int64_t>>{{1}, {3}, {2, 3}, {0}})
+      expect_same_nans("max " + shape_str(axes) + " " + dtype_name(dt),
+                       [&axes](const Ts& in) { return Ts{kernels::max(in[0], axes), kernels::sum(in[0], axes)}; }, {x},
+                       tol_for(dt, kReductionTol));
+    expect_same_nans(std::string("softmax ") + dtype_name(dt),
+                     [](const Ts& in) { return Ts{kernels::softmax(in[0], 3), kernels::log_softmax(in[0], 3)}; }, {x},
+                     tol_for(dt, kElementwiseTol));
+  }
+}
+
 // Shapes with a dimension of 0, which cuDNN refuses and grids of 0 blocks cannot launch: an
 // empty batch, no input channels (the output is the bias), no output channels; batch norm
 // with no channels. The CPU's answers, on the device.
@@ -530,6 +626,17 @@ TEST(CudaParity, SixteenBitKernels) {
             out.push_back(kernels::max(in[0], axes));
       return out;
     }, {x}, tol);
+    // The split kernels: long rows, and a long axis 0 with few outputs.
+    expect_parity(name + " long reductions", [](const Ts& in) {
+      return Ts{kernels::sum(in[0], {1}), kernels::mean(in[0], {1}), kernels::sum(in[1], {0}), kernels::max(in[1], {0})};
+    }, {testing::rand_t({3, 300001}, 83, 0.5, 2.0).to(low), testing::rand_t({5000, 37}, 84, 0.5, 2.0).to(low)}, tol);
+    // Batch norm with several runs of a block per channel.
+    const Tensor big = randn_t({64, 4, 33, 31}, 85).to(low), big_gy = randn_t({64, 4, 33, 31}, 86).to(low);
+    expect_parity(name + " batch_norm [64, 4, 33, 31]", [](const Ts& in) {
+      const kernels::BatchNormStats s = kernels::batch_norm_train(in[0], in[1], in[2], 1e-3);
+      const kernels::BatchNormGrads t = kernels::batch_norm_backward(in[3], in[0], in[1], s.mean, s.invstd, true);
+      return Ts{s.y, s.mean, s.invstd, s.var_unbiased, t.dx, t.dgamma, t.dbeta};
+    }, {big, randn_t({4}, 87), randn_t({4}, 88), big_gy}, tol);
     const Tensor gamma = randn_t({5}, 73), beta = randn_t({5}, 74), gy = randn_t({3, 5, 7, 9}, 75).to(low);
     for (bool fused : {true, false}) {
       kernels::set_cuda_batch_norm_fused(fused);
