@@ -139,6 +139,14 @@ int main(int argc, char** argv) {
     return static_cast<int64_t>(scale * std::max(256.0, 2 * std::sqrt(double(m) * n)));  // x the default
   };
   nlohmann::json rows = nlohmann::json::array();
+  // GPU answers more than 1e-9 from the CPU's (the bound): counted, and the exit status is 1.
+  int disagreements = 0;
+  auto check_agreement = [&](const std::string& what, double gpu_cost, double cpu_cost) {
+    if (std::fabs(gpu_cost / cpu_cost - 1) <= 1e-9) return;
+    std::fprintf(stderr, "bench_emd: error: %s: the GPU's cost %.17g is %.2e from the CPU's %.17g\n", what.c_str(),
+                 gpu_cost, gpu_cost / cpu_cost - 1, cpu_cost);
+    ++disagreements;
+  };
   // The JSON is rewritten after every solve (a temporary file renamed over the last), so a run
   // that a time limit cuts short keeps what it finished (scripts/gpu-check.sh relies on this).
   auto save = [&](const nlohmann::json* unfinished_row) {
@@ -198,6 +206,7 @@ int main(int argc, char** argv) {
                   "rows", (long long)g.iterations, g.seconds, cpu ? g.cost / c.cost - 1 : NAN,
                   (long long)o.row_candidates, g.start_seconds, (long long)g.pricing_passes, g.pass_seconds,
                   g.gpu_kernel_seconds, g.seconds - g.pass_seconds - g.start_seconds);
+      if (cpu) check_agreement(size + " by rows", g.cost, c.cost);
       row["gpu"].push_back({{"pricing", "rows"}, {"candidates", o.row_candidates}, {"pivots", g.iterations},
                             {"passes", g.pricing_passes}, {"seconds", g.seconds}, {"start_seconds", g.start_seconds},
                             {"pass_seconds", g.pass_seconds}, {"cost", g.cost},
@@ -212,6 +221,7 @@ int main(int argc, char** argv) {
       o.gpu_one_thread_plan = plan == "thread";
       const emd::Result g = emd::solve_cuda(cost.data<double>(), m, n, a, b, o);
       const double agree = cpu ? g.cost / c.cost - 1 : NAN;
+      if (cpu) check_agreement(size + " block " + std::to_string(o.block_size), g.cost, c.cost);
       if (run > 0 || by_rows) std::printf("%-11s %9s | %9s %9s |", "", "", "", "");
       std::printf(" %-8lld %9lld %9.3f | %.2e", (long long)o.block_size, (long long)g.iterations, g.seconds, agree);
       if (g.gpu_phases.size() == 4)
@@ -273,7 +283,10 @@ int main(int argc, char** argv) {
       double worst = 0;
       for (int q = 0; q < batch; ++q) {
         pivots += g[q].iterations;
-        if (q < static_cast<int>(cpu_cost.size())) worst = std::max(worst, std::fabs(g[q].cost / cpu_cost[q] - 1));
+        if (q < static_cast<int>(cpu_cost.size())) {
+          worst = std::max(worst, std::fabs(g[q].cost / cpu_cost[q] - 1));
+          check_agreement("batched problem " + std::to_string(q), g[q].cost, cpu_cost[q]);
+        }
       }
       std::printf("  GPU, one launch:    %.3f s for %d (kernel %.3f s; %.4f s per problem, %lld pivots each on average)",
                   g[0].seconds, batch, g[0].gpu_kernel_seconds, g[0].seconds / batch, (long long)(pivots / batch));
@@ -286,5 +299,9 @@ int main(int argc, char** argv) {
     save(nullptr);
   }
   save(nullptr);
+  if (disagreements > 0) {
+    std::fprintf(stderr, "bench_emd: error: %d GPU answers differ from the CPU's by more than 1e-9\n", disagreements);
+    return 1;
+  }
   return 0;
 }

@@ -95,21 +95,26 @@ class CudaRowPricer : public RowPricer {
   // switched by hand, errors are ignored, and what cannot be freed is left to the driver.
   void release() noexcept {
     int previous = -1;
-    const bool switched = cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(device_) == cudaSuccess;
+    bool failed = cudaGetDevice(&previous) != cudaSuccess;
+    const bool switched = !failed && cudaSetDevice(device_) == cudaSuccess;
+    failed |= !switched;
     try {
-      if (stream_) cudaStreamSynchronize(stream_);  // nothing of ours may still be in flight
+      if (stream_) failed |= cudaStreamSynchronize(stream_) != cudaSuccess;  // nothing of ours may still be in flight
       for (cudaEvent_t e : events_)
-        if (e) cudaEventDestroy(e);
+        if (e) failed |= cudaEventDestroy(e) != cudaSuccess;
       for (void* p : {static_cast<void*>(host_pot_), static_cast<void*>(host_reduced_), static_cast<void*>(host_column_),
                       static_cast<void*>(host_cell_cost_)})
-        if (p) cudaFreeHost(p);
+        if (p) failed |= cudaFreeHost(p) != cudaSuccess;
       for (void* p : {own_cost_ ? static_cast<void*>(cost_) : nullptr, static_cast<void*>(pot_),
                       static_cast<void*>(reduced_), static_cast<void*>(column_), static_cast<void*>(cell_cost_)})
         if (p) cuda::release(p, device_);
     } catch (...) {
+      failed = true;
     }
-    if (switched && previous >= 0) cudaSetDevice(previous);
-    cudaGetLastError();  // an error ignored here must not surface at the next, unrelated launch
+    if (switched && previous >= 0) failed |= cudaSetDevice(previous) != cudaSuccess;
+    // An error ignored here must not surface at the next, unrelated launch; but one left by
+    // someone else's launch, not ours, is theirs to find.
+    if (failed) cudaGetLastError();
   }
 
   int m_, n_, device_;

@@ -95,7 +95,8 @@ class Solver {
   Solver(const double* c, int m, int n, std::vector<double> a, std::vector<double> b, const Options& o, double max_cost,
          bool exact)
       : c_(c), m_(m), n_(n), a_(std::move(a)), b_(std::move(b)), tol_(o.tolerance * max_cost),
-        tolerance_(o.tolerance), max_cost_(max_cost), max_iterations_(o.max_iterations), exact_(exact) {
+        tolerance_(o.tolerance), max_cost_(max_cost), max_iterations_(o.max_iterations),
+        degenerate_limit_(o.degenerate_limit > 0 ? o.degenerate_limit : m + n), exact_(exact) {
     row_candidates_ = std::max<int64_t>(o.row_candidates, 0);  // 0 here: every row (the callers resolve the default)
     const int64_t cells = static_cast<int64_t>(m) * n;
     // Pricing ~2 sqrt(cells) cells per pivot balances pivots saved against scanning cost
@@ -649,7 +650,7 @@ class Solver {
     if (c.theta > 0) {
       degenerate_run_ = 0;
       bland_ = false;
-    } else if (++degenerate_run_ > m_ + n_) {
+    } else if (++degenerate_run_ > degenerate_limit_) {
       bland_ = true;
     }
     if (c.on_a) reattach(a, b, path_a_.data(), c, d);
@@ -783,7 +784,7 @@ class Solver {
   int m_, n_;
   std::vector<double> a_, b_;
   double tol_, tolerance_, max_cost_;
-  int64_t max_iterations_;
+  int64_t max_iterations_, degenerate_limit_;
   bool exact_;
   int polish_row_ = 0;    // where the polish's pricing goes on
   double margin_ = 0, floor_ = 0;  // refresh_exact_potentials'

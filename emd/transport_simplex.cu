@@ -49,6 +49,7 @@ struct DeviceProblem {
   long long block;           // cells priced per block
   double tol;                // improvable: reduced cost < -tol
   long long max_iterations;  // a guard: the kernel stops there and reports it
+  long long degenerate_limit;  // degenerate pivots in a row before Bland's rule (Options::degenerate_limit)
   int* anc[2];               // pointer jumping, double-buffered (global memory)
   double* acc[2];
   long long iterations;  // out
@@ -251,7 +252,7 @@ __global__ void __launch_bounds__(kThreads) simplex_kernel(DeviceProblem* proble
         // rule until a pivot moves flow again (no cycling).
         if (plan.broken) broken = 1;
         else if (plan.leave.flow > 0) degenerate_run = 0, bland = 0;
-        else if (++degenerate_run > m + n) bland = 1;
+        else if (++degenerate_run > P.degenerate_limit) bland = 1;
       }
     }
     __syncthreads();
@@ -331,6 +332,15 @@ void layout(Arena& arena, DeviceProblem& P, int nodes, long long cells) {
   }
 }
 
+// Costs the caller says are on `device` must be device memory there: a host pointer or
+// another device's memory would fault in the kernel, and a fault ruins the CUDA context.
+void check_device_cost(const double* device_cost, int device, const std::string& which) {
+  cudaPointerAttributes where{};
+  FGVC_CUDA_CHECK(cudaPointerGetAttributes(&where, device_cost));
+  FGVC_CHECK(where.type == cudaMemoryTypeDevice && where.device == device, "emd", which,
+             "device_cost is not memory of CUDA device ", device);
+}
+
 }  // namespace
 
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options, int device) {
@@ -354,13 +364,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
   // A problem whose costs are already on the device (and keep all their classes) is priced
   // there in place: no copy, no room for one.
   auto in_place = [&](size_t q) { return problems[q].device_cost != nullptr && reduced[q].sub.empty(); };
-  for (size_t q = 0; q < problems.size(); ++q) {
-    if (!problems[q].device_cost) continue;
-    cudaPointerAttributes where{};
-    FGVC_CUDA_CHECK(cudaPointerGetAttributes(&where, problems[q].device_cost));
-    FGVC_CHECK(where.type == cudaMemoryTypeDevice && where.device == device, "emd", "problem ", q,
-               ": device_cost is not memory of CUDA device ", device);
-  }
+  for (size_t q = 0; q < problems.size(); ++q)
+    if (problems[q].device_cost) check_device_cost(problems[q].device_cost, device, "problem " + std::to_string(q) + ": ");
   for (size_t q = 0; q < problems.size(); ++q) {
     const detail::Reduced& r = reduced[q];
     Arena measure;  // null base: only the sizes are used
@@ -389,8 +394,11 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
                                      : std::max<long long>(1024, static_cast<long long>(8 * std::sqrt(double(cells))));
     P.block = std::min<long long>(std::max<long long>(P.block, 1), std::max<long long>(cells, 1));
     P.tol = options.tolerance * r.max_cost;
-    // Without a limit of the caller's, a generous guard: a kernel must not run forever.
-    P.max_iterations = options.max_iterations > 0 ? options.max_iterations : 1000LL * nodes + 1000000;
+    // Without a limit of the caller's, a guard: a kernel must not run forever, and one that
+    // cannot be interrupted must not hold the GPU for long. 100 pivots a node is 10-20 times
+    // what the solvers take (bench_emd: 3-9 a node), and about a minute at 20000 x 2000.
+    P.max_iterations = options.max_iterations > 0 ? options.max_iterations : 100LL * nodes + 100000;
+    P.degenerate_limit = options.degenerate_limit > 0 ? options.degenerate_limit : nodes;
     P.iterations = 0;
     P.status = 0;
     const detail::InitialTree& start = trees[q];
@@ -483,6 +491,7 @@ Result solve_cuda(const double* cost, int64_t m, int64_t n, const std::vector<do
     FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
     FGVC_CHECK(device >= 0 && device < cuda_device_count(), "emd", "no CUDA device ", device, " (there are ",
                cuda_device_count(), ")");
+    if (device_cost) check_device_cost(device_cost, device, "");
     Options o = options;
     if (o.row_candidates == 0) o.row_candidates = kGpuRowCandidates;
     // The reduced problem's costs are the caller's matrix itself when no class was dropped.

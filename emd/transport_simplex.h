@@ -50,6 +50,11 @@ struct Options {
   double tolerance = 1e-12;     // a reduced cost below -tolerance * max cost is improvable (in a polish: * its own cost)
   int64_t block_size = 0;       // cells priced per block; 0: max(256, 2 sqrt(m n)) (GPU: max(1024, 8 sqrt(m n)))
   int64_t max_iterations = 0;   // pivots allowed; an error if not optimal after them (0: no limit)
+  // Degenerate pivots (no flow moved) in a row after which Bland's rule takes over until one
+  // moves flow (0: the number of classes, m + n). Small values are for tests: they make both
+  // solvers run their Bland's-rule paths, which weights that keep the tree strongly feasible
+  // otherwise never reach.
+  int64_t degenerate_limit = 0;
   // GPU only: plan each pivot in one thread (plan_pivot, emd/array_tree.h) instead of warp 0
   // (emd/warp_plan.h). The same pivots either way; for timing one against the other.
   bool gpu_one_thread_plan = false;

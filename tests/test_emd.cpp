@@ -528,6 +528,81 @@ TEST(EmdCuda, MatchesTheCpuSolverAndPot) {
   }
 }
 
+// The kernel's Bland's-rule branch (after every second degenerate pivot in a row), and sizes
+// the other cases do not reach: rows longer than the block's 1,024 threads (3000 x 1100), and
+// a batch of 64 targets as source selection runs it.
+TEST(EmdCuda, BlandsRuleWideRowsAndAFullBatch) {
+  FGVC_REQUIRE_CUDA();
+  emd::Options bland_early;
+  bland_early.degenerate_limit = 1;
+  for (const Case& c : gpu_cases()) {
+    const int64_t m = c.cost.size(0), n = c.cost.size(1);
+    if (m + n > 600) continue;
+    const emd::Result want = emd::solve(c.cost.data<double>(), m, n, c.a, c.b);
+    const emd::Result got = emd::solve_cuda(c.cost.data<double>(), m, n, c.a, c.b, bland_early);
+    expect_certified(c.cost, c.a, c.b, got, c.name + " (GPU, Bland early)");
+    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << c.name;
+  }
+  const int64_t m = 3000, n = 1100;
+  const Tensor wide = emd::pairwise_distances(testing::randn_t({m, 48}, 700, DType::Float64),
+                                              testing::randn_t({n, 48}, 701, DType::Float64));
+  std::vector<double> a, b;
+  for (int64_t i = 0; i < m; ++i) a.push_back(1 + (i * 7919) % 89);
+  for (int64_t j = 0; j < n; ++j) b.push_back(1 + (j * 104729) % 11);
+  const emd::Result want = emd::solve(wide.data<double>(), m, n, a, b);
+  emd::Options rows;
+  rows.pricing = emd::Pricing::Rows;
+  for (const emd::Options& o : {emd::Options{}, rows}) {
+    const emd::Result got = emd::solve_cuda(wide.data<double>(), m, n, a, b, o);
+    const std::string what = o.pricing == emd::Pricing::Rows ? "3000 x 1100 (GPU rows)" : "3000 x 1100 (GPU)";
+    expect_certified(wide, a, b, got, what);
+    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * want.cost) << what;
+  }
+  const int64_t sm = 400, sn = 30;
+  const Tensor source = testing::randn_t({sm, 32}, 702, DType::Float64);
+  std::vector<double> sa;
+  for (int64_t i = 0; i < sm; ++i) sa.push_back(1.0 + 300.0 / (1 + i));
+  std::vector<Tensor> costs;
+  std::vector<std::vector<double>> bs;
+  std::vector<emd::Problem> batch;
+  for (int t = 0; t < 64; ++t) {
+    costs.push_back(emd::pairwise_distances(source, testing::randn_t({sn, 32}, 800 + t, DType::Float64)));
+    std::vector<double> tb;
+    for (int64_t j = 0; j < sn; ++j) tb.push_back(1 + (j * (t + 3)) % 9);
+    bs.push_back(tb);
+  }
+  for (int t = 0; t < 64; ++t) batch.push_back({costs[t].data<double>(), sm, sn, sa, bs[t]});
+  const std::vector<emd::Result> got = emd::solve_batch_cuda(batch);
+  ASSERT_EQ(got.size(), 64u);
+  for (int t = 0; t < 64; ++t) {
+    const emd::Result one = emd::solve(costs[t].data<double>(), sm, sn, sa, bs[t]);
+    expect_certified(costs[t], sa, bs[t], got[t], "batch of 64, target " + std::to_string(t));
+    EXPECT_LE(std::fabs(got[t].cost - one.cost), 1e-9 * one.cost) << "batch of 64, target " << t;
+  }
+}
+
+// Costs said to be on the device that are not (a host pointer): a clear error before any
+// kernel could fault on them, with either pricing.
+TEST(EmdCuda, DeviceCostOnTheHostIsAClearError) {
+  FGVC_REQUIRE_CUDA();
+  const Tensor c = emd::pairwise_distances(testing::randn_t({6, 4}, 900, DType::Float64),
+                                           testing::randn_t({5, 4}, 901, DType::Float64));
+  const std::vector<double> a(6, 1.0), b(5, 1.0);
+  emd::Options rows;
+  rows.pricing = emd::Pricing::Rows;
+  for (const emd::Options& o : {emd::Options{}, rows}) {
+    try {
+      emd::solve_cuda(c.data<double>(), 6, 5, a, b, o, 0, c.data<double>());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("device_cost is not memory of CUDA device 0"), std::string::npos) << e.what();
+    }
+  }
+  // The device is still usable.
+  const emd::Result r = emd::solve_cuda(c.data<double>(), 6, 5, a, b);
+  expect_certified(c, a, b, r, "after the refused device_cost");
+}
+
 // Two warps a block instead of 32: the same optimum. (compute-sanitizer's racecheck runs this
 // test, scripts/gpu-check.sh: its cost grows with the threads sharing memory.)
 TEST(EmdCuda, FewerThreadsPerBlockReachTheSameOptimum) {
@@ -639,8 +714,11 @@ std::string array_tree_fault(const emd::detail::ArrayTree& t, const std::vector<
 // plan_pivot, then move_to_scratch and place over the changing positions one at a time (the
 // kernel's threads do them in parallel between barriers); every invariant checked after
 // every pivot.
+// degenerate_limit: Options::degenerate_limit's (0: the nodes); *bland_pivots: pivots entered
+// by Bland's rule.
 emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double>& a, const std::vector<double>& b,
-                                  const std::string& what) {
+                                  const std::string& what, long long degenerate_limit = 0,
+                                  long long* bland_pivots = nullptr) {
   const double* cost = cost_t.data<double>();
   const emd::detail::Reduced r = emd::detail::reduce(cost, cost_t.size(0), cost_t.size(1), a, b);
   const emd::detail::InitialTree start = emd::detail::initial_tree(cost, r, {});
@@ -751,8 +829,9 @@ emd::Result solve_with_array_tree(const Tensor& cost_t, const std::vector<double
       ADD_FAILURE() << what << ": after pivot " << pivots << ": " << fault;
       return {};
     }
+    if (bland && bland_pivots) ++*bland_pivots;
     if (theta > 0) degenerate = 0, bland = false;
-    else if (++degenerate > nodes) bland = true;
+    else if (++degenerate > (degenerate_limit > 0 ? degenerate_limit : nodes)) bland = true;
     if (++pivots % 1024 == 0) refresh();  // as the kernel
     if (pivots > 1000000) {
       ADD_FAILURE() << what << ": no optimum after " << pivots << " pivots";
@@ -806,14 +885,41 @@ TEST(EmdCellPricing, WalksCellsAndFindsTheBestLikeAPlainScan) {
 }
 
 TEST(EmdArrayTree, TheGpuSolversPivotStepsSolveEveryCaseOnTheHost) {
+  long long bland_pivots = 0;
   for (const Case& c : gpu_cases()) {
     const emd::Result want = emd::solve(c.cost.data<double>(), c.cost.size(0), c.cost.size(1), c.a, c.b);
-    const emd::Result got = solve_with_array_tree(c.cost, c.a, c.b, c.name);
-    if (::testing::Test::HasFailure()) return;
-    expect_certified(c.cost, c.a, c.b, got, c.name + " (array tree)");
-    EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << c.name;
-    if (c.cost.size(0) > 1 && c.cost.size(1) > 1 && want.iterations > 0) {
-      EXPECT_GT(got.iterations, 0) << c.name;
+    // As the kernel runs, then with Bland's rule after every second degenerate pivot in a row
+    // (the kernel's Bland's-rule branch; its strongly feasible trees keep real runs short).
+    for (const long long limit : {0LL, 1LL}) {
+      if (limit > 0 && c.cost.size(0) + c.cost.size(1) > 600) continue;
+      const std::string what = c.name + (limit > 0 ? " (array tree, Bland's rule early)" : " (array tree)");
+      const emd::Result got = solve_with_array_tree(c.cost, c.a, c.b, what, limit, &bland_pivots);
+      if (::testing::Test::HasFailure()) return;
+      expect_certified(c.cost, c.a, c.b, got, what);
+      EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << what;
+      if (c.cost.size(0) > 1 && c.cost.size(1) > 1 && want.iterations > 0) {
+        EXPECT_GT(got.iterations, 0) << what;
+      }
+    }
+  }
+  EXPECT_GT(bland_pivots, 0);  // the early limit reached Bland's rule
+}
+
+// Both CPU pricings with Bland's rule after every second degenerate pivot in a row: the
+// same optimum, certified.
+TEST(Emd, BlandsRuleAfterShortDegenerateRunsReachesTheSameOptimum) {
+  for (const Case& c : gpu_cases()) {
+    const int64_t m = c.cost.size(0), n = c.cost.size(1);
+    if (m + n > 600) continue;
+    const emd::Result want = emd::solve(c.cost.data<double>(), m, n, c.a, c.b);
+    for (const emd::Pricing pricing : {emd::Pricing::Block, emd::Pricing::Rows}) {
+      emd::Options o;
+      o.degenerate_limit = 1;
+      o.pricing = pricing;
+      const emd::Result got = emd::solve(c.cost.data<double>(), m, n, c.a, c.b, o);
+      const std::string what = c.name + (pricing == emd::Pricing::Rows ? " (rows, Bland early)" : " (Bland early)");
+      expect_certified(c.cost, c.a, c.b, got, what);
+      EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << what;
     }
   }
 }
