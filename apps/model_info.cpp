@@ -156,6 +156,13 @@ int main(int argc, char** argv) {
         int64_t buffers = 0;
         for (auto& [n, b] : model->named_buffers()) buffers += b.numel();
         Recorder rec(*model);
+        // The hooks below point at `rec`: unhooked on every way out, an exception included.
+        struct Unhook {
+          ~Unhook() {
+            nn::Module::set_observer(nullptr);
+            autograd::set_backward_timer(nullptr);
+          }
+        } unhook;
         nn::Module::set_observer(&rec);
         Generator gen(0);
         const Tensor x = randn({time ? batch : 1, 3, size, size}, gen, DType::Float32, device);

@@ -1,6 +1,5 @@
 // Elementwise ops with their backward rules. Saved tensors are autograd::SavedTensor: detached
 // (the graph must not own the tensors that own it) and checked for in-place writes on use.
-// own the tensors that own it.
 #include "autograd/ops.h"
 #include "autograd/saved_tensor.h"
 #include "kernels/elementwise.h"
@@ -48,9 +47,11 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = k::mul(a, b);
+  // Each operand is kept only for the other's gradient: dropout's mul(x, mask) keeps the mask
+  // alone, and x is freed once the next layer is done with it.
   autograd::record("mul", {a, b}, {y},
-                   [a = SavedTensor(a), b = SavedTensor(b), sa = a.shape(), sb = b.shape()](const Grads& g,
-                                                                                           const Needs& n) -> Grads {
+                   [a = SavedTensor(b.requires_grad() ? a : Tensor()), b = SavedTensor(a.requires_grad() ? b : Tensor()),
+                    sa = a.shape(), sb = b.shape()](const Grads& g, const Needs& n) -> Grads {
                      return {n[0] ? sum_to(k::mul(g[0], b.get()), sa) : Tensor(),
                              n[1] ? sum_to(k::mul(g[0], a.get()), sb) : Tensor()};
                    });

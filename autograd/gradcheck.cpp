@@ -34,6 +34,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     return sum(mul(f(xs), w)).item<double>();
   };
 
+  const double l0 = loss();  // every perturbation below is undone exactly
   for (size_t i = 0; i < xs.size(); ++i) {
     if (xs[i].dtype() != DType::Float64) continue;
     double* p = xs[i].data<double>();
@@ -42,7 +43,6 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
         g.defined() ? g.to_vector<double>() : std::vector<double>(static_cast<size_t>(xs[i].numel()), 0.0);
     for (int64_t j = 0; j < xs[i].numel(); ++j) {
       const double saved = p[j];
-      const double l0 = loss();
       p[j] = saved + o.eps;
       const double lp = loss();
       p[j] = saved - o.eps;

@@ -169,7 +169,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   if (!training || p == 0) return x;
   Tensor keep = Tensor::empty(x.shape(), compute_dtype(x.dtype()), x.device());
   uniform_(keep, 0.0, 1.0, gen);
-  // mask = (u >= p) / (1 - p): 1 where u > p, via Gt, then scaled.
+  // mask = (u > p) / (1 - p) (Gt), then scaled; u = p has probability 0.
   const Tensor mask = k::binary(k::BinaryOp::Mul, k::binary(k::BinaryOp::Gt, keep, p), 1.0 / (1.0 - p));
   // 16-bit x is scaled in float32 and rounded once (a 16-bit mask would round 1 / (1 - p)).
   if (x.dtype() != mask.dtype()) return to_dtype(mul(to_dtype(x, mask.dtype()), mask), x.dtype());

@@ -66,9 +66,13 @@ Tensor max(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
                    [sx = autograd::SavedTensor(x), sy = autograd::SavedTensor(y), ax](const Grads& g, const Needs&) -> Grads {
     const Tensor &in = sx.get(), &out = sy.get();
     const Tensor m = keepdim_view(out, in.shape(), ax);
-    const Tensor is_max = k::binary(k::BinaryOp::Eq, in, m);              // 1 where the input is a maximum
-    const Tensor ties = k::sum(is_max, ax, true);                          // how many share it
-    return {k::mul(is_max, k::div(keepdim_view(g[0], in.shape(), ax), ties))};
+    // Counted and shared in float32 for 16-bit inputs (float16 cannot count past 65,504,
+    // bfloat16 past 256 exactly); each share is rounded once.
+    const DType count_type = compute_dtype(in.dtype());
+    const Tensor is_max = k::binary(k::BinaryOp::Eq, in, m).to(count_type);  // 1 where the input is a maximum
+    const Tensor ties = k::sum(is_max, ax, true);                             // how many share it
+    const Tensor share = k::div(keepdim_view(g[0], in.shape(), ax).to(count_type), ties);
+    return {k::mul(is_max, share).to(in.dtype())};
   });
   return y;
 }

@@ -72,6 +72,8 @@ Tensor contiguous(const Tensor& x) {
 Tensor to_dtype(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   Tensor y = x.to(dtype).detach();
+  // An integer result (or source) has no gradient: nothing to record, as in PyTorch.
+  if (!is_floating(dtype) || !is_floating(x.dtype())) return y;
   autograd::record("to_dtype", {x}, {y}, [from = x.dtype()](const Grads& g, const Needs&) -> Grads { return {g[0].to(from)}; });
   return y;
 }

@@ -12,7 +12,16 @@ namespace k = kernels;
 using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
 
-Tensor softmax(const Tensor& x, int64_t axis) {
+namespace {
+// 16-bit inputs are taken up to float32 first (differentiably), and the result stays float32:
+// what PyTorch's autocast does with softmax and log-softmax (the kernels have no 16-bit path).
+Tensor float32_if_16_bit(const Tensor& x) {
+  return compute_dtype(x.dtype()) != x.dtype() ? to_dtype(x, compute_dtype(x.dtype())) : x;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x_in, int64_t axis) {
+  const Tensor x = float32_if_16_bit(x_in);
   Tensor y = k::softmax(x, axis);
   autograd::record("softmax", {x}, {y}, [y = autograd::SavedTensor(y), axis](const Grads& g, const Needs&) -> Grads {
     return {k::softmax_backward(g[0], y.get(), axis)};
@@ -20,7 +29,8 @@ Tensor softmax(const Tensor& x, int64_t axis) {
   return y;
 }
 
-Tensor log_softmax(const Tensor& x, int64_t axis) {
+Tensor log_softmax(const Tensor& x_in, int64_t axis) {
+  const Tensor x = float32_if_16_bit(x_in);
   Tensor y = k::log_softmax(x, axis);
   autograd::record("log_softmax", {x}, {y}, [y = autograd::SavedTensor(y), axis](const Grads& g, const Needs&) -> Grads {
     return {k::log_softmax_backward(g[0], y.get(), axis)};

@@ -189,6 +189,94 @@ TEST(Autograd, OnlyFloatingLeavesCanRequireGrad) {
   EXPECT_THROW(y.set_requires_grad(false), Error);  // not a leaf
 }
 
+// A cast to an integer type ends the graph (as in PyTorch): nothing is recorded, and the
+// float cast in between carries the gradient back in the source's type.
+TEST(Autograd, CastsToIntegersRecordNothing) {
+  Tensor x = leaf({1.5, -2.0}, {2});
+  const Tensor i = to_dtype(x, DType::Int64);
+  EXPECT_FALSE(i.requires_grad());
+  EXPECT_EQ(i.grad_fn(), nullptr);
+  const Tensor f = to_dtype(x, DType::Float32);
+  ASSERT_TRUE(f.requires_grad());
+  backward(sum(mul(f, Tensor::from_vector(std::vector<float>{3.0f, -0.5f}, {2}))));
+  EXPECT_EQ(x.grad().dtype(), DType::Float64);
+  EXPECT_TRUE(all_close(x.grad(), {3.0, -0.5}, 0, 0));
+}
+
+// The gradient of a maximum shared by many float16 elements: counted in float32 (in float16
+// 90,000 ties are infinity, and every share would be 0).
+TEST(Autograd, MaxTiesAreCountedInFloat32For16BitInputs) {
+  Tensor x = Tensor::zeros({300, 300}, DType::Float16).set_requires_grad(true);
+  backward(max(x));
+  ASSERT_EQ(x.grad().dtype(), DType::Float16);
+  const std::vector<double> g = x.grad().to_vector<double>();
+  double total = 0;
+  for (double v : g) {
+    ASSERT_GT(v, 0.0);
+    total += v;
+  }
+  EXPECT_NEAR(total, 1.0, 0.01);  // each share is 1 / 90,000 rounded to a float16 subnormal
+}
+
+// Softmax and log-softmax of 16-bit inputs are taken in float32 (as on PyTorch's autocast
+// list), differentiably, the gradient going back in the input's type.
+TEST(Autograd, SoftmaxOf16BitInputsIsFloat32) {
+  const Tensor x32 = testing::randn_t({4, 7}, 5);
+  Tensor x = x32.to(DType::BFloat16).set_requires_grad(true);
+  Tensor y, ly;
+  {
+    AutocastGuard autocast(DType::BFloat16);
+    y = softmax(x, 1);
+    ly = log_softmax(x, 1);
+  }
+  ASSERT_EQ(y.dtype(), DType::Float32);
+  ASSERT_EQ(ly.dtype(), DType::Float32);
+  const Tensor want = kernels::log_softmax(x.detach().to(DType::Float32), 1);
+  EXPECT_EQ(ly.to_vector<float>(), want.to_vector<float>());
+  backward(sum(mul(ly, testing::randn_t({4, 7}, 6))));
+  EXPECT_EQ(x.grad().dtype(), DType::BFloat16);
+  EXPECT_EQ(softmax(x, 1).dtype(), DType::Float32);  // outside autocast too
+}
+
+// mul keeps each operand only for the other's gradient: dropout's mul(x, mask) keeps the
+// mask, not x.
+TEST(Autograd, MulKeepsOnlyTheOperandsItsBackwardReads) {
+  Tensor x = leaf({1.0, -2.0, 3.0}, {3});
+  Tensor t = x * 3.0;  // an intermediate that only the product below could keep
+  const std::weak_ptr<Storage> t_storage = t.storage();
+  const Tensor mask = Tensor::from_vector(std::vector<double>{2.0, 0.0, 2.0}, {3});
+  Tensor y = sum(mul(t, mask));
+  t = Tensor();
+  EXPECT_TRUE(t_storage.expired()) << "mul kept the operand whose gradient nothing needs";
+  backward(y);
+  EXPECT_TRUE(all_close(x.grad(), {6.0, 0.0, 6.0}, 1e-12, 1e-12));
+  // A product whose operands both need gradients keeps both.
+  Tensor a = leaf({2.0}, {1}), b = leaf({5.0}, {1});
+  Tensor p = mul(exp(a), b);
+  backward(sum(p));
+  EXPECT_TRUE(all_close(a.grad(), {5.0 * std::exp(2.0)}, 1e-12));
+  EXPECT_TRUE(all_close(b.grad(), {std::exp(2.0)}, 1e-12));
+}
+
+// An error thrown inside backward leaves grad mode on, and a graph dropped without a
+// backward is freed with its outputs.
+TEST(Autograd, AFailedBackwardRestoresGradModeAndDroppedGraphsAreFreed) {
+  Tensor x = leaf({1.0, 2.0}, {2});
+  Tensor y = x.detach().clone();
+  autograd::record("throws", {x}, {y}, [](const std::vector<Tensor>&, const std::vector<bool>&) -> std::vector<Tensor> {
+    throw Error("test: a backward that fails");
+  });
+  EXPECT_THROW(backward(sum(y)), Error);
+  EXPECT_TRUE(GradMode::enabled());
+  std::weak_ptr<autograd::Node> node;
+  {
+    Tensor z = sum(exp(mul(x, x)));
+    node = z.grad_fn();
+    EXPECT_FALSE(node.expired());
+  }
+  EXPECT_TRUE(node.expired());
+}
+
 TEST(Autograd, UnusedSplitOutputsContributeZero) {
   Tensor x = leaf({1.0, 2.0, 3.0, 4.0}, {4});
   std::vector<Tensor> parts = split(x, {1, 3}, 0);

@@ -114,6 +114,63 @@ TEST(Gradcheck, ShapeOps) {
   }, in);
 }
 
+// Cases a review found missing: both operands broadcast, a middle axis expanded, pow of a
+// negative base, negative axes, 0-d inputs, concat with a constant part, a three-way split
+// with its middle unused, matmul of views, linear on 3-D input without a bias.
+TEST(Gradcheck, BroadcastsViewsAndAxesAtTheirEdges) {
+  const Inputs both{r({3, 1}, 20), pos({1, 4}, 21)};
+  check("sub [3,1]-[1,4]", [](const Inputs& x) { return sub(x[0], x[1]); }, both);
+  check("div [3,1]/[1,4]", [](const Inputs& x) { return div(x[0], x[1]); }, both);
+  check("expand a middle axis", [](const Inputs& x) { return expand(x[0], {2, 4, 3}); }, {r({2, 1, 3}, 22)});
+  check("pow of a negative base, integer exponent", [](const Inputs& x) { return pow(x[0], 3.0); },
+        {kernels::unary(kernels::UnaryOp::Neg, pos({5}, 23))});
+  check("pow, negative exponent", [](const Inputs& x) { return pow(x[0], -1.5); }, {pos({5}, 24)});
+  for (bool keep : {false, true}) {
+    check("sum axis -1", [keep](const Inputs& x) { return sum(x[0], {-1}, keep); }, {r({2, 3, 4}, 25)});
+    check("mean axes -1, -3", [keep](const Inputs& x) { return mean(x[0], {-1, -3}, keep); }, {r({2, 3, 4}, 26)});
+    check("max axis -2", [keep](const Inputs& x) { return max(x[0], {-2}, keep); }, {r({2, 3, 4}, 27)});
+  }
+  check("0-d mul and exp", [](const Inputs& x) { return exp(mul(x[0], x[1])); }, {r({}, 28), r({}, 29)});
+  const Tensor constant = r({2, 2, 4}, 30);  // a part that needs no gradient
+  check("concat axis -2 with a constant", [&](const Inputs& x) { return concat({x[0], constant, x[1]}, -2); },
+        {r({2, 3, 4}, 31), r({2, 1, 4}, 32)});
+  check("split in three, the middle unused", [](const Inputs& x) {
+    const std::vector<Tensor> p = split(x[0], {1, 2, 1}, 1);
+    return add(mul(p[0], p[0]), p[2]);
+  }, {r({2, 4, 3}, 33)});
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      check("matmul of transposed views", [ta, tb](const Inputs& x) {
+        return matmul(transpose(x[0], 0, 1), transpose(x[1], 0, 1), ta, tb);
+      }, {r(ta ? Shape{3, 4} : Shape{4, 3}, 34), r(tb ? Shape{4, 5} : Shape{5, 4}, 35)});
+  check("linear, 3-D input, no bias", [](const Inputs& x) { return linear(x[0], x[1], Tensor()); },
+        {r({2, 3, 5}, 36), r({4, 5}, 37)});
+}
+
+// Backward rules handed a non-contiguous gradient (a transpose after the op sends one back).
+TEST(Gradcheck, OpsTakeANonContiguousIncomingGradient) {
+  const auto t = [](const Tensor& y) { return transpose(y, 0, y.dim() - 1); };
+  check("matmul", [&](const Inputs& x) { return t(matmul(x[0], x[1])); }, {r({3, 4}, 40), r({4, 5}, 41)});
+  check("softmax", [&](const Inputs& x) { return t(softmax(x[0], 1)); }, {r({3, 5}, 42)});
+  check("log_softmax", [&](const Inputs& x) { return t(log_softmax(x[0], 0)); }, {r({3, 5}, 43)});
+  check("conv2d", [&](const Inputs& x) { return t(conv2d(x[0], x[1], x[2], kernels::Conv2dGeometry::symmetric(1, 1))); },
+        {r({2, 2, 5, 4}, 44), r({3, 2, 3, 3}, 45), r({3}, 46)});
+  check("batch_norm", [&](const Inputs& x) {
+    Tensor m = Tensor::zeros({3}, DType::Float64), v = Tensor::ones({3}, DType::Float64);
+    return t(batch_norm(x[0], x[1], x[2], m, v, true, 0.1, 1e-3));
+  }, {r({3, 3, 2, 2}, 47), r({3}, 48), r({3}, 49)});
+  // Distinct values, so that no two share a window's maximum.
+  const Tensor plane = kernels::add(kernels::mul(Tensor::arange(72, DType::Float64), Tensor::scalar(0.1, DType::Float64)),
+                                    kernels::mul(r({72}, 50), Tensor::scalar(0.01, DType::Float64)))
+                           .reshape({2, 1, 6, 6});
+  const Pool2dGeometry g = Pool2dGeometry::square(3, 2, 1, true);
+  check("max_pool2d", [&](const Inputs& x) { return t(max_pool2d(x[0], g)); }, {plane});
+  check("avg_pool2d", [&](const Inputs& x) { return t(avg_pool2d(x[0], g)); }, {plane});
+  check("to_dtype float64 -> float64 (a no-op) after mul", [&](const Inputs& x) {
+    return t(to_dtype(mul(x[0], x[0]), DType::Float64));
+  }, {r({3, 4}, 51)});
+}
+
 TEST(Gradcheck, CatchesAWrongBackward) {
   // y = 2x with a backward that claims dy/dx = 3.
   auto wrong = [](const Inputs& x) {
