@@ -135,6 +135,26 @@ int run(const std::string& name, const std::string& description, int argc, char*
     }
     error_line(e.what());
     return 2;
+  } catch (const CLI::ExtrasError& e) {
+    // Worded as above: the first unknown option, else the first stray argument.
+    bool after_dashes = false;
+    for (const std::string& arg : cli.remaining()) {
+      if (arg == "--" && !after_dashes) {
+        after_dashes = true;
+        continue;
+      }
+      if (!after_dashes && arg.size() >= 2 && arg[0] == '-') {
+        error_line("unknown option " + arg.substr(0, arg.find('=')));
+        return 2;
+      }
+    }
+    for (const std::string& arg : cli.remaining())
+      if (arg != "--") {
+        error_line("unexpected argument '" + arg + "' (" + name + " takes options only; see --help)");
+        return 2;
+      }
+    error_line(e.what());
+    return 2;
   } catch (const CLI::ParseError& e) {
     error_line(e.what());
     return 2;

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
         std::vector<std::string> recorded;  // the first that records them
         std::string recorded_by;
         for (const std::string& w : weights) {
-          const std::vector<std::string> these = train::recorded_classes(w);
+          const std::vector<std::string> these = prefix_errors("--weights", [&] { return train::recorded_classes(w); });
           if (these.empty()) continue;
           if (recorded.empty()) recorded = these, recorded_by = w;
           else if (these != recorded) throw Error(w + ": trained on other classes than " + recorded_by);

@@ -285,6 +285,13 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   const Outcome missing = run("fgvc-train --data missing/ --out run_x --steps 1");  // nothing misspelt
   EXPECT_EQ(missing.code, 2);
   EXPECT_EQ(missing.err, "fgvc-train: error: --model is required\n");
+  // With nothing required missing: worded the same, and a stray argument named as one.
+  const Outcome demo = run("fgvc-demo --bogus-flag=1");
+  EXPECT_EQ(demo.code, 2);
+  EXPECT_EQ(demo.err, "fgvc-demo: error: unknown option --bogus-flag\n");
+  const Outcome stray = run("fgvc-model-info --model resnet20 extra");
+  EXPECT_EQ(stray.code, 2);
+  EXPECT_EQ(stray.err, "fgvc-model-info: error: unexpected argument 'extra' (fgvc-model-info takes options only; see --help)\n");
 }
 
 // fgvc-train --gpus N starts N processes, one per GPU: more than the machine has, or one GPU

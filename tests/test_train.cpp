@@ -23,6 +23,7 @@
 #include "autograd/grad_mode.h"
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "emd/domain.h"
 #include "kernels/softmax.h"
 #include "tensor/atomic_file.h"
 #include "tensor/random.h"
@@ -1424,6 +1425,31 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
                        f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(stage2 + "/best.safetensors"));
+}
+
+// A file of the wrong kind, or none, given as weights: exit 1, the flag and the file named.
+// (A domain file records class names too; it was taken for weights, and the error blamed --data.)
+TEST(TrainApps, WeightsFilesOfTheWrongKindAreNamedWithTheirFlag) {
+  Folders f;
+  const std::string domain = f.dir + "/domain.safetensors";
+  emd::Domain d;
+  d.features = testing::randn_t({2, 4}, 1);
+  d.counts = {3, 4};
+  d.classes = {"a", "b"};
+  emd::save_domain(domain, d);
+  testing::Outcome r = testing::run_app(
+      "fgvc-eval --device cpu --model resnet20 --weights " + domain + " --data " + f.val, f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("fgvc-eval: error: --weights: " + domain + ": holds no model weights (its tensors: ", 0), 0u)
+      << r.err;
+  for (const std::string& init : {domain, f.dir + "/missing.safetensors"}) {
+    r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + f.dir +
+                             "/w --steps 1 --init " + init,
+                         f.dir);
+    EXPECT_EQ(r.code, 1) << init;
+    EXPECT_EQ(r.err.rfind("fgvc-train: error: --init: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(init), std::string::npos) << r.err;
+  }
 }
 
 TEST(TrainApps, UsageErrorsExitTwo) {

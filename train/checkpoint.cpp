@@ -46,7 +46,18 @@ std::vector<std::string> classes_of(const std::map<std::string, std::string>& me
 }  // namespace
 
 std::vector<std::string> recorded_classes(const std::string& path) {
-  return classes_of(read_safetensors_header(path).metadata, path);  // the data stays unread
+  const SafetensorsHeader header = read_safetensors_header(path);  // the data stays unread
+  // Every model has weights named "<layer>.weight"; a file without one (a domain file of
+  // fgvc-extract, with its own "classes") is not weights, whatever classes it names.
+  bool has_weight = false;
+  std::string names;
+  for (const SafetensorsEntry& e : header.entries) {
+    has_weight = has_weight || (e.name.size() > 7 && e.name.compare(e.name.size() - 7, 7, ".weight") == 0);
+    if (names.size() < 80) names += (names.empty() ? "" : ", ") + e.name;
+  }
+  FGVC_CHECK(has_weight, path, "holds no model weights (its tensors: ", names.empty() ? "none" : names,
+             "); give a weights file or an fgvc-train checkpoint");
+  return classes_of(header.metadata, path);
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

@@ -67,7 +67,8 @@ struct Checkpoint {
 Checkpoint load_checkpoint(const std::string& path);
 // The class names a weights file records (an fgvc-train checkpoint's "classes"); empty for
 // a file without them (timm's or torchvision's weights). Throws naming the file when it is
-// not a safetensors file or the names are not a JSON list of strings.
+// not a safetensors file, holds no "*.weight" tensor (a domain file, say), or the names are not
+// a JSON list of strings.
 std::vector<std::string> recorded_classes(const std::string& path);
 
 }  // namespace train

@@ -144,9 +144,9 @@ json check_same_run(const std::string& config_path, const json& now) {
 // follow the names when the same classes come in another order (an ImageFolder sorts them by
 // name, a COCO/iNat JSON by category id), and other classes need --reset-classifier.
 void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Dataset& train_set) {
-  const std::vector<std::string> recorded = recorded_classes(c.init);
+  const std::vector<std::string> recorded = prefix_errors("--init", [&] { return recorded_classes(c.init); });
   if (c.reset_classifier || recorded.empty() || train_set.numbered || recorded == train_set.classes) {
-    nn::load_weights(model, c.init, c.reset_classifier);
+    prefix_errors("--init", [&] { return nn::load_weights(model, c.init, c.reset_classifier); });
     return;
   }
   std::map<std::string, int64_t> row_of;
@@ -174,7 +174,7 @@ void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Datas
   try {
     nn::load_weights(model, std::move(weights), false);
   } catch (const Error& e) {
-    throw Error(c.init + ": " + e.what());
+    throw Error("--init: " + c.init + ": " + e.what());
   }
 }
 
