@@ -13,6 +13,22 @@
 namespace fgvc {
 namespace autograd {
 
+// Nodes this one alone keeps alive are freed here, one after another, instead of each
+// destructor calling the next: a graph dropped without a backward (backward unlinks the
+// graph as it goes) may be a chain of 100,000 nodes, deeper than the stack.
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> orphans;
+  for (Edge& e : next)
+    if (e.node) orphans.push_back(std::move(e.node));
+  while (!orphans.empty()) {
+    std::shared_ptr<Node> n = std::move(orphans.back());
+    orphans.pop_back();
+    if (n.use_count() == 1)  // the last owner: take its inputs before it goes
+      for (Edge& e : n->next)
+        if (e.node) orphans.push_back(std::move(e.node));
+  }
+}
+
 std::vector<Tensor> Node::apply(const std::vector<Tensor>& grad_outputs) {
   FGVC_CHECK(!released_, "backward", "the graph through '", name_,
              "' was already freed by an earlier backward; pass retain_graph = true to the first backward "

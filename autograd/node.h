@@ -37,7 +37,7 @@ using BackwardFn =
 class Node {
  public:
   Node(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
-  virtual ~Node() = default;
+  virtual ~Node();
 
   const std::string& name() const { return name_; }
   virtual std::vector<Tensor> apply(const std::vector<Tensor>& grad_outputs);

@@ -277,6 +277,19 @@ TEST(Autograd, AFailedBackwardRestoresGradModeAndDroppedGraphsAreFreed) {
   EXPECT_TRUE(node.expired());
 }
 
+// A long chain dropped without a backward is freed without one destructor calling the next
+// (200,000 nested destructors overflow an 8 MB stack).
+TEST(Autograd, ALongGraphDroppedWithoutBackwardIsFreed) {
+  Tensor x = leaf({1.0}, {1});
+  std::weak_ptr<autograd::Node> first;
+  {
+    Tensor y = x * 1.0;
+    first = y.grad_fn();
+    for (int k = 0; k < 200000; ++k) y = y * 1.0;
+  }
+  EXPECT_TRUE(first.expired());
+}
+
 TEST(Autograd, UnusedSplitOutputsContributeZero) {
   Tensor x = leaf({1.0, 2.0, 3.0, 4.0}, {4});
   std::vector<Tensor> parts = split(x, {1, 3}, 0);
