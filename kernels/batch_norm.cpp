@@ -177,6 +177,12 @@ BatchNormGrads backward_generic(const Tensor& g, const Tensor& x, const Tensor& 
   return out;
 }
 
+// The fused CUDA kernels index in 32 bits: a tensor of 2^31 elements or more (a batch of 448
+// at 560 px, say) takes the generic ops instead.
+bool fused_cuda(const Tensor& x) {
+  return x.device().is_cuda() && cuda_batch_norm_fused() && x.numel() < (int64_t(1) << 31);
+}
+
 }  // namespace
 
 BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const Tensor& beta, double eps) {
@@ -184,7 +190,7 @@ BatchNormStats batch_norm_train(const Tensor& x_in, const Tensor& gamma, const T
   check_per_channel(beta, "beta", x_in, "batch_norm");
   FGVC_CHECK(l.n * l.hw > 1, "batch_norm", "training needs more than one value per channel, got ", describe(x_in));
   const Tensor x = x_in.contiguous();
-  if (x.device().is_cuda() && cuda_batch_norm_fused())
+  if (fused_cuda(x))
     return detail::batch_norm_train_cuda(x, gamma.contiguous(), beta.contiguous(), eps);
   if (x.device().is_cuda()) {  // the generic ops want one dtype: 16-bit x goes through float32
     BatchNormStats s = train_generic(x.to(compute_dtype(x.dtype())), gamma, beta, eps, l);
@@ -204,7 +210,7 @@ Tensor batch_norm_apply(const Tensor& x_in, const Tensor& gamma, const Tensor& b
   check_per_channel(invstd, "invstd", x_in, "batch_norm");
   const Tensor x = x_in.contiguous();
   if (x.device().is_cuda())
-    return cuda_batch_norm_fused() ? detail::batch_norm_apply_cuda(x, gamma.contiguous(), beta.contiguous(),
+    return fused_cuda(x) ? detail::batch_norm_apply_cuda(x, gamma.contiguous(), beta.contiguous(),
                                                                    mean.contiguous(), invstd.contiguous())
                                    : apply_generic(x.to(compute_dtype(x.dtype())), gamma, beta, mean, invstd).to(x.dtype());
   Tensor y = Tensor::empty(x.shape(), x.dtype());
@@ -223,7 +229,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
              "batch_norm_backward", "gradient ", describe(grad), " does not match ", describe(x));
   check_per_channel(mean, "mean", x, "batch_norm_backward");
   check_per_channel(invstd, "invstd", x, "batch_norm_backward");
-  if (x.device().is_cuda() && cuda_batch_norm_fused())
+  if (fused_cuda(x))
     return detail::batch_norm_backward_cuda(grad.contiguous(), x.contiguous(), gamma.contiguous(), mean.contiguous(),
                                             invstd.contiguous(), training);
   if (x.device().is_cuda()) {
