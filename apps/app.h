@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <functional>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -40,6 +41,8 @@ inline std::string finite_number(const std::string& text, bool integer, double* 
   size_t used = 0;
   try {
     *v = std::stod(text, &used);
+  } catch (const std::out_of_range&) {  // 1e400, or 1e-320 (below a double's normal range)
+    return "out of a double's range: " + text;
   } catch (const std::exception&) {
     used = 0;
   }

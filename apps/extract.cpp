@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
         int64_t images = 0;
         for (double c : counts) images += static_cast<int64_t>(c);
         FGVC_CHECK(images > 0, "--data", data_path, ": no readable image (", loader.skipped(), " file(s) skipped)");
+        // A class whose every file was unreadable keeps count 0 and a zero mean: selection
+        // leaves it out, so it is named here rather than dropped without a word.
+        for (int64_t c = 0; c < m; ++c)
+          if (counts[c] == 0)
+            std::fprintf(stderr, "fgvc-extract: warning: class '%s' has no readable image: count 0, never selected\n",
+                         domain.classes[c].c_str());
         domain.name = out;
         emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         if (!common.json)

@@ -42,17 +42,31 @@ int main(int argc, char** argv) {
         fgvc::app::prepare_output_file("--out", out);
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
+        // Head and tail are the full set's (a class is head by its own training images); the
+        // subset keeps what it keeps of each.
+        const std::vector<bool> head = head_classes(before.counts, threshold);
+        int64_t head_kept = 0, tail_kept = 0;
+        for (size_t k = 0; k < head.size(); ++k) (head[k] ? head_kept : tail_kept) += after.counts[k];
         if (!common.json) {
-          std::printf("%-8s %8s %8s %8s %10s\n", "", "images", "largest", "smallest", "imbalance");
-          std::printf("%-8s %8zu %8lld %8lld %10.1f\n", "full", full.samples.size(), (long long)before.largest,
-                      (long long)before.smallest, before.imbalance);
-          std::printf("%-8s %8zu %8lld %8lld %10.1f\n", "subset", sub.samples.size(), (long long)after.largest,
-                      (long long)after.smallest, after.imbalance);
-          std::printf("wrote %s (%zu classes)\n", out.c_str(), full.classes.size());
+          std::printf("%-8s %8s %8s %8s %10s %12s %12s\n", "", "images", "largest", "smallest", "imbalance",
+                      "head images", "tail images");
+          std::printf("%-8s %8zu %8lld %8lld %10.1f %12lld %12lld\n", "full", full.samples.size(),
+                      (long long)before.largest, (long long)before.smallest, before.imbalance,
+                      (long long)before.head_images, (long long)before.tail_images);
+          std::printf("%-8s %8zu %8lld %8lld %10.1f %12lld %12lld\n", "subset", sub.samples.size(),
+                      (long long)after.largest, (long long)after.smallest, after.imbalance, (long long)head_kept,
+                      (long long)tail_kept);
+          std::printf("wrote %s (%zu classes: %lld head, with at least %lld images, and %lld tail)\n", out.c_str(),
+                      full.classes.size(), (long long)before.head_classes, (long long)threshold,
+                      (long long)before.tail_classes);
         }
         return nlohmann::json{{"images", sub.samples.size()}, {"images_full", full.samples.size()},
                               {"classes", full.classes.size()}, {"max_per_class", max_per_class},
                               {"imbalance_full", before.imbalance}, {"imbalance", after.imbalance},
-                              {"counts", after.counts}, {"out", out}};
+                              {"counts", after.counts}, {"out", out},
+                              {"head_threshold", threshold}, {"head_classes", before.head_classes},
+                              {"tail_classes", before.tail_classes}, {"head_images_full", before.head_images},
+                              {"tail_images_full", before.tail_images}, {"head_images", head_kept},
+                              {"tail_images", tail_kept}};
       });
 }

@@ -173,8 +173,10 @@ std::vector<Selected> select_source_classes(const Domain& source, const std::vec
   for (size_t t = 0; t < targets.size(); ++t) {
     check_pair(source, targets[t]);
     const int64_t k = k_per_target[t];
-    FGVC_CHECK(k >= 0 && k <= m, "select_source_classes", "k = ", k, " for target ", targets[t].name, ", but the source ",
-               source.name, " has ", m, " classes");
+    int64_t with_images = 0;
+    for (double c : source.counts) with_images += c > 0;
+    FGVC_CHECK(k >= 0 && k <= with_images, "select_source_classes", "k = ", k, " for target ", targets[t].name,
+               ", but the source ", source.name, " has ", with_images, " classes with images");
     // EMD of a single source class to T: the target-weighted mean distance.
     const Tensor dist = pairwise_distances(source.features.to(device), targets[t].features.to(device)).cpu();
     const double* d = dist.data<double>();

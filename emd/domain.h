@@ -60,8 +60,8 @@ struct Selected {
 
 // For each target t, the k_t source classes with the highest sim({(s_i, 1)}, T_t) (a
 // single source class: the EMD is the weighted mean distance to the target's classes),
-// ranked by that EMD; classes with count 0 are never selected. The union over targets,
-// most similar first.
+// ranked by that EMD; classes with count 0 are never selected (a k_t above the classes with
+// images is an error). The union over targets, most similar first.
 std::vector<Selected> select_source_classes(const Domain& source, const std::vector<Domain>& targets,
                                             const std::vector<int64_t>& k_per_target, double gamma = 0.01,
                                             Device device = Device::cpu());

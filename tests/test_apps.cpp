@@ -208,6 +208,7 @@ TEST_F(Apps, UsageErrorsExitTwo) {
                                      " --per-target-k 1,2 --out x.txt",
                                  "fgvc-similarity --device tpu --source " + source + " --target " + target,
                                  "fgvc-similarity --source " + source + " --target " + target + " --gamma nan",
+                                 "fgvc-similarity --source " + source + " --target " + target + " --gamma 1e-320",
                                  "fgvc-select --source " + source + " --target " + target + " --top-k 1000 --out x.txt",
                                  "fgvc-select --source " + source + " --target " + target + " --top-k 1 --out x.txt --target 'a\tb'",
                                  "fgvc-select --source " + zero_class + " --target " + target + " --top-k 3 --out x.txt",
@@ -379,6 +380,24 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   const data::Dataset back = data::load_dataset(out);
   EXPECT_EQ(back.samples.size(), 5u);
   for (const auto& s : back.samples) EXPECT_TRUE(std::filesystem::exists(s.path)) << s.path;
+  // Head and tail by the full set's counts (7 with the broken file, 3, 1), and what the subset
+  // keeps of each; the same seed writes the same file.
+  const std::string again = dir + "/subset_again.txt";
+  const Outcome h = run("fgvc-subset --data " + images + " --max-per-class 2 --out " + again +
+                        " --seed 3 --head-threshold 3 --json");
+  ASSERT_EQ(h.code, 0) << h.err;
+  const nlohmann::json hj = last_json_line(h.out);
+  EXPECT_EQ(hj.at("head_classes"), 2);
+  EXPECT_EQ(hj.at("tail_classes"), 1);
+  EXPECT_EQ(hj.at("head_images_full"), 10);
+  EXPECT_EQ(hj.at("tail_images_full"), 1);
+  EXPECT_EQ(hj.at("head_images"), 4);
+  EXPECT_EQ(hj.at("tail_images"), 1);
+  const auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(slurp(again), slurp(out));
   const Outcome bad = run("fgvc-subset --data " + dir + "/nowhere --max-per-class 2 --out " + out);
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(bad.err.rfind("fgvc-subset: error: ", 0), 0u) << bad.err;
@@ -612,6 +631,27 @@ TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
   const emd::Domain bd = emd::load_domain(dir + "/backbone_domain.safetensors");
   EXPECT_EQ(bd.counts, d.counts);
   EXPECT_EQ(testing::rel_error(bd.features, d.features), 0.0);
+  // A class whose only file is unreadable: named in a warning, count 0 and a zero mean in the
+  // file, and never selected (asking for it is a usage error).
+  std::filesystem::create_directories(images + "/c3");
+  testing::write_bytes(images + "/c3/broken.jpg", std::vector<uint8_t>(40, 7));
+  const Outcome z = run("fgvc-extract --device cpu --model resnet50 --weights " + dir + "/r.safetensors --data " +
+                        images + " --input-size 64 --batch-size 4 --out " + dir + "/with_empty.safetensors");
+  ASSERT_EQ(z.code, 0) << z.err;
+  EXPECT_NE(z.err.find("fgvc-extract: warning: class 'c3' has no readable image: count 0, never selected"),
+            std::string::npos) << z.err;
+  const emd::Domain zd = emd::load_domain(dir + "/with_empty.safetensors");
+  EXPECT_EQ(zd.counts, (std::vector<double>{6, 3, 1, 0}));
+  EXPECT_EQ(zd.features.slice(0, 3, 4).to_vector<float>(), std::vector<float>(2048, 0.0f));
+  const std::string select =
+      "fgvc-select --device cpu --source " + dir + "/with_empty.safetensors --target " + dir + "/domain.safetensors";
+  EXPECT_EQ(run(select + " --top-k 4 --out " + dir + "/sel4.txt").code, 2);
+  const Outcome three = run(select + " --top-k 3 --out " + dir + "/sel3.txt --json");
+  ASSERT_EQ(three.code, 0) << three.err;
+  std::set<std::string> picked;
+  const nlohmann::json chosen = last_json_line(three.out);
+  for (const nlohmann::json& c : chosen.at("classes")) picked.insert(c.at("class").get<std::string>());
+  EXPECT_EQ(picked, (std::set<std::string>{"c0", "c1", "c2"}));
 }
 
 TEST_F(Apps, HelpExitsZero) {

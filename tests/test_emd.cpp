@@ -1124,6 +1124,10 @@ TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {
   emd::Domain empty_class = s;
   empty_class.counts[7] = 0;
   for (const auto& x : emd::select_source_classes(empty_class, {t}, {3})) EXPECT_NE(x.index, 7);
+  // Asking for every class, that one included, is an error (it would quietly give fewer).
+  const int64_t all = empty_class.features.size(0);
+  EXPECT_EQ(emd::select_source_classes(empty_class, {t}, {all - 1}).size(), static_cast<size_t>(all - 1));
+  EXPECT_THROW(emd::select_source_classes(empty_class, {t}, {all}), Error);
   // Union over two targets: each class once.
   emd::Domain same = t;
   same.name = "same";

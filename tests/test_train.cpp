@@ -937,6 +937,52 @@ TEST(Evaluate, EnsembleAndTwelveViewsAverageProbabilities) {
   }
 }
 
+// Logits far apart (the classifier's bias alone): float32 probabilities round to 0 for all but
+// the first class, and they used to tie and rank by class index (classes 0-3, at -50, came
+// in the top 5 ahead of 5-7). Ranked by their log-probabilities, and the loss exact; logits
+// all equal rank the true class behind the others (a tie counts against it).
+TEST(Evaluate, FarApartLogitsRankByTheirValuesAndTiesCountAgainst) {
+  Folders f;
+  const std::string root = f.dir + "/val10";
+  class_folder(root, std::vector<int>(10, 2), 6);
+  const data::Dataset val = data::load_dataset(root);
+  ASSERT_EQ(val.classes.size(), 10u);
+  manual_seed(12);
+  auto model = nn::create_model("resnet20", 10);
+  const std::vector<float> bias = {-50, -49, -48, -47, 10, 9, 8, 7, 6, 200};
+  for (auto& [name, w] : model->named_parameters()) {
+    if (name == "linear.weight") Tensor(w).fill_(0.0);
+    if (name == "linear.bias") Tensor(w).copy_(Tensor::from_vector(bias, {10}));
+  }
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval;
+  o.size = 32;
+  o.batch_size = 7;
+  o.shuffle = false;
+  data::Loader loader(val, o);
+  train::EvalResult r = train::evaluate({{model.get(), &loader}}, Device::cpu());
+  ASSERT_EQ(r.images, 20);
+  EXPECT_EQ(r.top1, 2);   // class 9's images
+  EXPECT_EQ(r.top5, 10);  // classes 9, 4, 5, 6, 7
+  for (int64_t c = 0; c < 10; ++c) {
+    const bool in_top5 = c == 9 || (c >= 4 && c <= 7);
+    EXPECT_EQ(r.per_class[c].top5, in_top5 ? 2 : 0) << "class " << c;
+  }
+  double lse = 0;
+  for (float b : bias) lse += std::exp(double(b) - 200.0);
+  lse = 200.0 + std::log(lse);
+  double loss = 0;
+  for (int64_t c = 0; c < 10; ++c) loss += 2 * (lse - bias[c]);
+  EXPECT_NEAR(r.loss, loss / 20, 1e-9 * loss / 20);  // about 165; the old floor of 1e-30 capped each image at 69
+  for (auto& [name, w] : model->named_parameters())
+    if (name == "linear.bias") Tensor(w).fill_(0.0);
+  loader.start_epoch(0);
+  r = train::evaluate({{model.get(), &loader}}, Device::cpu());
+  EXPECT_EQ(r.top1, 0);
+  EXPECT_EQ(r.top5, 0);
+  EXPECT_NEAR(r.loss, std::log(10.0), 1e-12);
+}
+
 // A model with a NaN weight gives NaN scores: every image counts as wrong (a comparison with
 // NaN is false, so a naive rank would call each one right), and the count says why.
 TEST(Evaluate, NonFiniteScoresCountAsWrong) {

@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
-#include "kernels/softmax.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 
@@ -37,36 +36,61 @@ EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
     r.skipped += first.skipped;
     const int64_t n = static_cast<int64_t>(first.indices.size());
     if (n == 0) continue;
-    // Probabilities averaged over models and views, in double.
-    std::vector<double> prob(static_cast<size_t>(n * K), 0.0);
+    // The probabilities averaged over models and views, kept as their logarithms: per image
+    // and class a running log-sum-exp (the largest log-probability and the sum of exp(lp -
+    // largest)), in double from the logits. Probabilities themselves round to 0 once logits
+    // are ~100 apart in float32 (~745 in double), and classes at 0 would tie.
+    std::vector<double> top(static_cast<size_t>(n * K), -INFINITY), sum(static_cast<size_t>(n * K), 0.0);
+    std::vector<char> finite(static_cast<size_t>(n), 1);
     for (size_t i = 0; i < members.size(); ++i) {
       FGVC_CHECK(batches[i].indices == first.indices, "evaluate", "ensemble loaders disagree on the images of a batch");
       const Tensor logits = members[i].model->forward(batches[i].images.to(device));
       FGVC_CHECK(logits.dim() == 2 && logits.size(1) == K, "evaluate", "model ", i, " gives logits ",
                  shape_str(logits.shape()), " for ", K, " classes");
-      const std::vector<float> p = kernels::softmax(logits).to_vector<float>();
+      const std::vector<double> x = logits.to_vector<double>();
       const int64_t views = logits.size(0) / n;
-      const double w = 1.0 / (static_cast<double>(members.size()) * views);
-      for (int64_t row = 0; row < logits.size(0); ++row)
-        for (int64_t c = 0; c < K; ++c) prob[(row / views) * K + c] += w * p[row * K + c];
+      // Each model's views weigh 1 / views, each model 1 / models.
+      const double log_weight = -std::log(static_cast<double>(members.size()) * static_cast<double>(views));
+      for (int64_t row = 0; row < logits.size(0); ++row) {
+        const double* xr = &x[row * K];
+        const int64_t j = row / views;
+        double largest = -INFINITY;
+        for (int64_t c = 0; c < K; ++c) largest = std::max(largest, xr[c]);
+        // NaN or +inf (a model with non-finite weights): no probabilities for this image.
+        bool ok = largest > -INFINITY && std::isfinite(largest);
+        for (int64_t c = 0; c < K; ++c) ok = ok && !std::isnan(xr[c]);
+        if (!ok) {
+          finite[j] = 0;
+          continue;
+        }
+        double e = 0;
+        for (int64_t c = 0; c < K; ++c) e += std::exp(xr[c] - largest);
+        const double lse = largest + std::log(e) - log_weight;
+        for (int64_t c = 0; c < K; ++c) {
+          const double lp = xr[c] - lse;  // log(weight x probability); -inf (a masked class) adds nothing
+          double &t = top[j * K + c], &s = sum[j * K + c];
+          if (lp > t) s = s * std::exp(t - lp) + 1.0, t = lp;
+          else if (lp > -INFINITY) s += std::exp(lp - t);
+        }
+      }
     }
+    std::vector<double> score(static_cast<size_t>(K));
     for (int64_t j = 0; j < n; ++j) {
       const int64_t label = dataset.samples[first.indices[j]].label;
-      const double* pj = &prob[j * K];
-      // Rank of the true class: classes more probable, ties broken by the lower index. Scores
-      // that are not all finite (a model with NaN weights) rank it last: every comparison with
-      // a NaN is false, which would otherwise make it first. (Last means outside the top 5
-      // too, however few the classes.)
+      // log of the averaged probability
+      for (int64_t c = 0; c < K; ++c) score[c] = top[j * K + c] + std::log(sum[j * K + c]);
+      // Rank of the true class: the other classes at least as probable (a tie counts against
+      // it: a model that cannot tell classes apart is not right by their order). Scores that
+      // are not finite (a model with NaN weights) rank it last, outside the top 5 too.
       int64_t rank = 0;
-      bool finite = true;
-      for (int64_t c = 0; c < K; ++c) finite = finite && std::isfinite(pj[c]);
-      if (!finite) rank = std::numeric_limits<int64_t>::max(), r.nonfinite++;
-      for (int64_t c = 0; c < K && finite; ++c) rank += pj[c] > pj[label] || (pj[c] == pj[label] && c < label);
+      if (!finite[j]) rank = std::numeric_limits<int64_t>::max(), r.nonfinite++;
+      for (int64_t c = 0; c < K && finite[j]; ++c) rank += c != label && score[c] >= score[label];
       ClassResult& cr = r.per_class[label];
       cr.images++, r.images++;
       if (rank == 0) cr.top1++, r.top1++;
       if (rank < 5) cr.top5++, r.top5++;
-      r.loss -= std::log(std::max(pj[label], 1e-30));  // NaN scores: a NaN loss, as the model's
+      // -log of the mean probability; NaN scores: a NaN loss, as the model's.
+      r.loss += finite[j] ? -score[label] : NAN;
     }
     if (progress) progress(done + 1, total);
   }
