@@ -865,12 +865,17 @@ TEST(Evaluate, HeadTailSplitMatchesAHandCount) {
 // --crops 12), computed here image by image: top-1, top-5 (12 classes, so top-5 is not every
 // image), per class, and the loss. The classifiers' biases are set so that averaging logits
 // instead of probabilities ranks the images otherwise; the test checks it does.
+// `classes` class folders of `per_class` pictures each under `root`, read back as a dataset.
+data::Dataset small_val_set(const std::string& root, int classes, int per_class, uint32_t seed) {
+  class_folder(root, std::vector<int>(static_cast<size_t>(classes), per_class), seed);
+  data::Dataset val = data::load_dataset(root);
+  EXPECT_EQ(val.classes.size(), static_cast<size_t>(classes));
+  return val;
+}
+
 TEST(Evaluate, EnsembleAndTwelveViewsAverageProbabilities) {
   Folders f;
-  const std::string root = f.dir + "/val12";
-  class_folder(root, std::vector<int>(12, 3), 5);
-  const data::Dataset val = data::load_dataset(root);
-  ASSERT_EQ(val.classes.size(), 12u);
+  const data::Dataset val = small_val_set(f.dir + "/val12", 12, 3, 5);
   const int64_t n = static_cast<int64_t>(val.samples.size()), K = 12;
   manual_seed(11);
   auto a = nn::create_model("resnet20", K);
@@ -943,10 +948,7 @@ TEST(Evaluate, EnsembleAndTwelveViewsAverageProbabilities) {
 // all equal rank the true class behind the others (a tie counts against it).
 TEST(Evaluate, FarApartLogitsRankByTheirValuesAndTiesCountAgainst) {
   Folders f;
-  const std::string root = f.dir + "/val10";
-  class_folder(root, std::vector<int>(10, 2), 6);
-  const data::Dataset val = data::load_dataset(root);
-  ASSERT_EQ(val.classes.size(), 10u);
+  const data::Dataset val = small_val_set(f.dir + "/val10", 10, 2, 6);
   manual_seed(12);
   auto model = nn::create_model("resnet20", 10);
   const std::vector<float> bias = {-50, -49, -48, -47, 10, 9, 8, 7, 6, 200};
