@@ -113,12 +113,23 @@ std::string label(const std::string& run) {
 
 std::string make_plots(const std::string& run_dir) { return make_plots(std::vector<std::string>{run_dir}, run_dir); }
 
-std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir) {
+std::string make_plots(const std::vector<std::string>& run_dirs, const std::string& out_dir,
+                       const PlotOptions& options) {
   std::string error;
   const bool several = run_dirs.size() > 1;
   std::vector<Metrics> metrics(run_dirs.size());
   for (size_t r = 0; r < run_dirs.size(); ++r)
     if (!read_metrics(run_dirs[r], &metrics[r])) return "plots: no metrics.jsonl in " + run_dirs[r];
+  if (options.one_after_another) {
+    double offset = 0;  // the steps of the runs before
+    for (Metrics& m : metrics) {
+      double last = 0;
+      for (std::vector<double>* steps : {&m.step, &m.val_step, &m.train_step})
+        for (double& s : *steps) last = std::max(last, s), s += offset;
+      offset += last;
+    }
+  }
+  const std::string& eval = options.evaluated_on;
 
   Chart loss(720, 440);
   loss.set_labels("step", "training loss");
@@ -136,8 +147,8 @@ std::string make_plots(const std::vector<std::string>& run_dirs, const std::stri
     for (size_t r = 0; r < run_dirs.size(); ++r) {
       const std::string name = several ? label(run_dirs[r]) + " " : "";
       if (!metrics[r].top1.empty()) {
-        acc.line(metrics[r].val_step, metrics[r].top1, kColors[r % 4], name + "validation top-1", true);
-        acc.line(metrics[r].val_step, metrics[r].top5, kColors[r % 4], name + "validation top-5", true, true);
+        acc.line(metrics[r].val_step, metrics[r].top1, kColors[r % 4], name + eval + " top-1", true);
+        acc.line(metrics[r].val_step, metrics[r].top5, kColors[r % 4], name + eval + " top-5", true, true);
       }
       if (!metrics[r].train_top1.empty()) {
         const Rgb c = kColors[r % 4], light{static_cast<uint8_t>((c.r + 255) / 2), static_cast<uint8_t>((c.g + 255) / 2),
@@ -162,7 +173,7 @@ std::string make_plots(const std::vector<std::string>& run_dirs, const std::stri
     std::vector<std::string> names;
     for (size_t k = 0; k < order.size(); ++k) counts.push_back(order[k].train_images), names.push_back(order[k].name), x.push_back(double(k));
     Chart per_class(840, 460);
-    per_class.set_labels("classes, by training images (most first)", "validation top-1 (%)", "training images per class");
+    per_class.set_labels("classes, by training images (most first)", eval + " top-1 (%)", "training images per class");
     per_class.set_y_range(0, 100);
     per_class.bars(counts, {217, 217, 217}, "training images");
     if (names.size() <= 40) per_class.set_categories(names);
