@@ -1636,6 +1636,25 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   EXPECT_GT(j.at("seconds").get<double>(), 0);
   EXPECT_EQ(j.at("device").get<std::string>(), cuda_available() ? "cuda:0" : "cpu");  // the default: the GPU where there is one
   EXPECT_NE(testing::slurp(run + "/report.md").find("## Stage 1 and stage 2"), std::string::npos);
+  // Stage 2's list keeps min(count, 10) of each class.
+  std::vector<int64_t> kept(10, 0);
+  for (const data::Sample& s : data::load_dataset(run + "/stage2/balanced.txt").samples) kept[s.label]++;
+  for (int k = 0; k < 10; ++k) EXPECT_EQ(kept[k], std::min<int64_t>(j.at("counts")[k].get<int64_t>(), 10)) << k;
+  // Each stage's head and tail accuracies are its per-class table's, split by the full
+  // training counts (at least 20: head).
+  for (const char* stage : {"stage1", "stage2"}) {
+    std::ifstream csv(run + "/" + stage + "/per_class.csv");
+    const std::vector<std::vector<std::string>> rows = train::read_csv(csv);
+    ASSERT_EQ(rows.size(), 11u) << stage;
+    double right[2] = {0, 0}, images[2] = {0, 0};
+    for (int k = 0; k < 10; ++k) {
+      const int head = j.at("counts")[k].get<int64_t>() >= 20 ? 1 : 0;
+      right[head] += std::stod(rows[k + 1][2]) * std::stod(rows[k + 1][3]);
+      images[head] += std::stod(rows[k + 1][2]);
+    }
+    EXPECT_NEAR(j.at(stage).at("head").get<double>(), right[1] / images[1], 1e-5) << stage;  // the CSV has 6 digits
+    EXPECT_NEAR(j.at(stage).at("tail").get<double>(), right[0] / images[0], 1e-5) << stage;
+  }
   // A data folder without the files: a clear error naming the package.
   const testing::Outcome bad = testing::run_app("fgvc-demo --out " + run + "2 --data-dir " + dir + "/nothing", dir);
   EXPECT_EQ(bad.code, 1);
