@@ -1421,6 +1421,20 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   const nlohmann::json no_head = testing::last_json_line(r.out);
   EXPECT_TRUE(no_head.at("head").at("top1").is_null());
   EXPECT_DOUBLE_EQ(no_head.at("tail").at("top1").get<double>(), top1);
+  // An ensemble of the same weights twice is that model (the mean of equal probabilities);
+  // 12 views still count each image once; --model and --weights counts must pair up.
+  const std::string best = " --weights " + run + "/best.safetensors";
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20" + best + best + " --data " + f.val + " --json", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_DOUBLE_EQ(testing::last_json_line(r.out).at("top1").get<double>(), top1);
+  EXPECT_NEAR(testing::last_json_line(r.out).at("loss").get<double>(), e.at("loss").get<double>(), 1e-12);
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20" + best + " --data " + f.val + " --crops 12 --json", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(testing::last_json_line(r.out).at("images"), 30);
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --model resnet20" + best + best + best + " --data " + f.val,
+                       f.dir);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("one per --weights"), std::string::npos) << r.err;
   // --resume of a run at its total: nothing trained, no losses to report.
   r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --val " + f.val + " --out " + run +
                            " --steps 12 --batch-size 8 --no-plots --resume --json",
