@@ -143,6 +143,9 @@ int main(int argc, char** argv) {
         cli.add_option("--data", c.data, "training data: ImageFolder, .txt list (e.g. from fgvc-subset) or .json")
             ->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--val", c.val, "validation data, evaluated after each epoch (best.safetensors)")->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--train-counts", c.train_counts,
+                       "data whose per-class image counts per_class.csv shows (stage 2 on a subset: the full set's)")
+            ->check(fgvc::app::NonEmptyPath);
         cli.add_option("--out", c.out, "run folder (config.json, metrics.jsonl, checkpoints, plots)")->required()->check(fgvc::app::OutputFolder);
         cli.add_option("--input-size", c.input_size, "input size S (default 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);

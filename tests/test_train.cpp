@@ -1483,10 +1483,17 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   fs::remove_all(stage2);
   r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.dir + "/balanced.txt --val " + f.val +
                            " --init " + run + "/last.safetensors --lr 0.0045 --decay-epochs 4 --out " + stage2 +
-                           " --steps 3 --batch-size 8 --no-plots --json",
+                           " --steps 3 --batch-size 8 --no-plots --json --train-counts " + f.train,
                        f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(stage2 + "/best.safetensors"));
+  // per_class.csv shows the full set's counts (--train-counts), not the subset's 5 a class.
+  std::ifstream pc(stage2 + "/per_class.csv");
+  const std::vector<std::vector<std::string>> rows = train::read_csv(pc);
+  ASSERT_EQ(rows.size(), 6u);
+  std::vector<std::string> shown;
+  for (size_t k = 1; k < rows.size(); ++k) shown.push_back(rows[k][1]);
+  EXPECT_EQ(shown, (std::vector<std::string>{"48", "24", "12", "6", "3"}));
 }
 
 // A file of the wrong kind, or none, given as weights: exit 1, the flag and the file named.

@@ -60,6 +60,7 @@ json config_object(const TrainConfig& c) {
   return json{{"model", c.model},
               {"data", c.data},
               {"val", c.val},
+              {"train_counts_from", c.train_counts},
               {"out", c.out},
               {"input_size", c.input_size},
               {"batch_size", c.batch_size},
@@ -550,6 +551,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   lo.drop_last = static_cast<int64_t>(train_set.samples.size()) >= c.batch_size * comm.size();
   const std::vector<int64_t> train_counts = train_set.counts();
   const std::vector<std::string> class_names = train_set.classes;
+  // The counts per_class.csv shows beside each class's accuracy: --train-counts', matched to
+  // --data's classes by name.
+  const std::vector<int64_t> shown_counts =
+      c.train_counts.empty()
+          ? train_counts
+          : data::align_classes(prefix_errors("--train-counts", [&] { return data::load_dataset(c.train_counts); }),
+                                train_set.classes, "--train-counts " + c.train_counts)
+                .counts();
   data::Loader loader(train_set, lo);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
   FGVC_CHECK(steps_per_epoch > 0, "--data", c.data, ": no batch in an epoch");
@@ -673,7 +682,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     with_average(*model, ema.get(), [&] { r = evaluate({{model.get(), val_loader.get()}}, device); });
     model->train();
     reduce_eval(r, comm, device);
-    if (leader) write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, train_counts);
+    if (leader) write_per_class_csv((fs::path(c.out) / "per_class.csv").string(), r, class_names, shown_counts);
     // best.safetensors: the best end-of-epoch evaluation; a mid-epoch one (the end of a run
     // by --steps) only while there is nothing better to keep.
     summary.val_skipped = r.skipped;

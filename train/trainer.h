@@ -22,6 +22,9 @@ namespace train {
 
 struct TrainConfig {
   std::string model, data, val, out;
+  // The data whose per-class image counts per_class.csv and per_class.png show (the full,
+  // long-tailed set when --data is stage 2's balanced subset); "": --data's own.
+  std::string train_counts;
   int input_size = 0;               // 0: the model's default (299; 32 for the CIFAR ResNets)
   int64_t batch_size = 32;
   int64_t epochs = 0, steps = 0;    // totals for the run; exactly one is set
