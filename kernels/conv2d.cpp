@@ -113,8 +113,10 @@ Tensor image_matrix(const Tensor& t, int64_t n, int64_t rows, int64_t cols) {
 
 // Images run in parallel, one thread each with its own column buffer and a single-threaded
 // GEMM (OpenBLAS's OpenMP build runs serially inside a parallel region), when there are
-// enough of them; otherwise one at a time with the GEMM using every thread. Each image's
-// result is computed the same way either way.
+// enough of them; otherwise one at a time with the GEMM using every thread. OpenBLAS's
+// threaded GEMM may round otherwise than its serial one, so an image's last bits can depend
+// on the batch it comes in (fewer images than threads or not); a given batch size and thread
+// count always give the same bits.
 template <class F>
 void for_each_image(int64_t n, F f) {
   if (n >= omp_get_max_threads() && n > 1) {

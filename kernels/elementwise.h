@@ -13,7 +13,7 @@ enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Relu, Sigmoid, Tanh, Squar
 enum class BinaryOp {
   Add, Sub, Mul, Div, Max, Min, Pow,
   Eq, Gt,                 // 1 or 0
-  ReluBackward,           // (grad, x)  -> grad * (x > 0)
+  ReluBackward,           // (grad, y)  -> grad where y > 0 or y is NaN, else 0
   SigmoidBackward,        // (grad, y)  -> grad * y * (1 - y)
   TanhBackward,           // (grad, y)  -> grad * (1 - y^2)
 };

@@ -39,7 +39,8 @@ FGVC_HD inline T binary_fn(T a, T b) {
   else if constexpr (op == BinaryOp::Pow) return pow(a, b);
   else if constexpr (op == BinaryOp::Eq) return a == b ? T(1) : T(0);
   else if constexpr (op == BinaryOp::Gt) return a > b ? T(1) : T(0);
-  else if constexpr (op == BinaryOp::ReluBackward) return b > T(0) ? a : T(0);
+  // b is relu's output: the gradient passes where it is above 0, or NaN (PyTorch's threshold_backward).
+  else if constexpr (op == BinaryOp::ReluBackward) return !(b <= T(0)) ? a : T(0);
   else if constexpr (op == BinaryOp::SigmoidBackward) return a * b * (T(1) - b);
   else return a * (T(1) - b * b);  // TanhBackward
 }

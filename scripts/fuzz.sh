@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-120}
-if [[ $# -gt 1 || ! $seconds =~ ^[0-9]+$ ]]; then
+if [[ $# -gt 1 || ! $seconds =~ ^[1-9][0-9]*$ ]]; then  # 0 would be -max_total_time=0: no limit
   echo "fuzz.sh: error: usage: scripts/fuzz.sh [SECONDS]" >&2
   exit 2
 fi

@@ -175,8 +175,16 @@ run() {
 
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
+  # bench_emd exits 1 when a GPU answer is more than 1e-9 from the CPU's: a failure to report
+  # (a time limit's 124 is not: the report reads what was written).
+  emd_agreement() {
+    local rc=$1 what=$2
+    ((rc == 1)) && echo "bench_emd-$what 1 GPU answers differ from the CPU's" >>"$scratch/tests/exit_codes.txt"
+    return 0
+  }
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
     --block-scales 0.5,1,4 --pricing block,rows --row-candidates 0,2048 --batch 64 --cpu-sample 8 --json "$OUT/bench_emd.json"
+  emd_agreement $? three-sizes-and-batch
   # Warp 0's plan of each pivot against thread 0's (the same pivots), at the default block.
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 45)" "$bundle/bin/bench_emd" --device cuda --sizes 6089x200,5089x555 --batch 0 \
     --block-scales 4 --gpu-plans warp,thread --json "$OUT/bench_emd_plans.json"
@@ -186,6 +194,7 @@ run() {
   # an H200 on 2026-11-27); the limit cuts a slow run short (the report reads what was written).
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 60)" "$bundle/bin/bench_emd" --device both --sizes 20000x2000 --batch 0 \
     --block-scales 4 --pricing rows,block --row-candidates 0,2048 --json "$OUT/bench_emd_big.json"
+  emd_agreement $? 20000x2000
   # The issue's single-problem targets against POT on this machine's CPU, end to end
   # (fgvc-similarity --device cuda, the kernel and pricing by rows), where POT is installed.
   step "EMD: fgvc-similarity on the GPU against POT (bench/emd_vs_pot.py)"
@@ -304,6 +313,8 @@ run() {
       echo; echo "### fgvc-similarity on the GPU against POT ($(basename "$f" .txt))"; echo; echo '```'; cat "$f"; echo '```'
     done
   } >"$OUT/results.md"
+  # What failed or did not run, for the exit status (every line that is not "NAME 0").
+  awk '$2 != "0"' "$scratch/tests/exit_codes.txt" >"$OUT/failed.txt" 2>/dev/null
   rm -rf "$scratch"
   echo
   cat "$OUT/results.md"
@@ -321,6 +332,13 @@ case "${1:-}" in
     fi
     mkdir -p "$OUT"
     run 2>&1 | tee "$OUT/gpu-check.log"
+    # Non-zero when a test binary failed, timed out or did not run, or bench_emd's answers
+    # differed (the tables above are complete either way).
+    if [[ -s $OUT/failed.txt ]]; then
+      echo "gpu-check: not all passed:" >&2
+      cat "$OUT/failed.txt" >&2
+      exit 1
+    fi
     ;;
   *) echo "usage: $0 --prepare | --run | --emd | --kernels" >&2; exit 2 ;;
 esac

@@ -18,7 +18,7 @@ if [[ $mode == sanitize ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFGVC_CUDA=OFF -DFGVC_SANITIZE=ON \
     -DFGVC_BUILD_BENCH=OFF
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-  export LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp
+  export LSAN_OPTIONS="suppressions='$PWD/scripts/lsan.supp'"  # quoted: a path with spaces
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
   build=build
@@ -27,4 +27,5 @@ fi
 cmake --build "$build" -j "$jobs"
 # OpenMP and OpenBLAS both default to one thread per core; the tests pass on any count.
 # --timeout: the default for cases without their own (a hang fails that case, not the run).
-ctest --test-dir "$build" --output-on-failure --timeout 900 -j "$jobs" "$@"
+# --no-tests=error: a mistyped -L or -R fails instead of passing with nothing run.
+ctest --test-dir "$build" --output-on-failure --timeout 480 --no-tests=error -j "$jobs" "$@"

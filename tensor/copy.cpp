@@ -83,6 +83,11 @@ void copy_tensor(const Tensor& dst, const Tensor& src_in, bool non_blocking) {
   FGVC_CHECK(dst.shape() == src_in.shape(), "copy", "shape mismatch: destination ", describe(dst),
              ", source ", describe(src_in));
   if (dst.numel() == 0) return;
+  // An expanded destination (a stride-0 axis longer than 1) names one element several times:
+  // which write lands would be up to the threads (PyTorch refuses it too).
+  for (int64_t a = 0; a < dst.dim(); ++a)
+    FGVC_CHECK(dst.strides()[a] != 0 || dst.size(a) <= 1, "copy", "the destination ", describe(dst),
+               " is expanded along axis ", a, " (several elements share memory); copy into a contiguous tensor");
   Tensor src = src_in;
   if (dst.storage() == src.storage()) {
     // One memory: the same view copies onto itself (nothing to do); views that overlap

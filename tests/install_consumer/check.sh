@@ -11,3 +11,5 @@ cmake --install "$build_dir" --prefix "$tmp/prefix" >/dev/null
 cmake -S "$src_dir" -B "$tmp/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" "$@" >/dev/null
 cmake --build "$tmp/build" >/dev/null
 LD_LIBRARY_PATH="$tmp/prefix/lib:${LD_LIBRARY_PATH:-}" "$tmp/build/consumer"
+# The installed apps run as they are, finding the installed library without LD_LIBRARY_PATH.
+env -u LD_LIBRARY_PATH "$tmp/prefix/bin/fgvc-model-info" --device cpu --model resnet20 --json >/dev/null
