@@ -151,6 +151,15 @@ TEST(Elementwise, ReluPropagatesNaN) {
   EXPECT_EQ(y[5], INFINITY);
 }
 
+// ReLU's backward (on its output y): the gradient passes where y > 0 or y is NaN, as PyTorch's
+// threshold_backward does, so a NaN input still sends its gradient back.
+TEST(Elementwise, ReluBackwardPassesTheGradientWhereTheOutputIsNaN) {
+  const Tensor y = Tensor::from_vector(std::vector<float>{NAN, 0.0f, 2.0f, INFINITY}, {4});
+  const Tensor g = Tensor::from_vector(std::vector<float>{5.0f, 6.0f, 7.0f, 8.0f}, {4});
+  EXPECT_EQ(kernels::binary(kernels::BinaryOp::ReluBackward, g, y).to_vector<float>(),
+            (std::vector<float>{5.0f, 0.0f, 7.0f, 8.0f}));
+}
+
 TEST(Elementwise, ReluPropagatesNaNOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   const Tensor x = Tensor::from_vector(std::vector<float>{NAN, -1.0f, 0.0f, 2.0f, -INFINITY, INFINITY}, {6});

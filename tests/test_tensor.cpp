@@ -141,6 +141,16 @@ TEST(Tensor, StridedCopyIntoAView) {
 
 // Copies between views of one memory that overlap: through a snapshot of the source (the
 // result a separate source would give), and a view onto itself is left as it is.
+// An expanded destination names one element many times: which write would land is up to the
+// threads, so the copy is refused (a size-1 axis with stride 0 is fine).
+TEST(Tensor, CopyIntoAnExpandedDestinationIsAnError) {
+  Tensor base = Tensor::zeros({1, 3}, DType::Float32);
+  Tensor wide = base.expand({4, 3});
+  EXPECT_THROW(wide.copy_(testing::randn_t({4, 3}, 1)), Error);
+  EXPECT_EQ(base.to_vector<float>(), std::vector<float>(3, 0.0f));
+  base.copy_(testing::randn_t({1, 3}, 2));  // one row: no element shared
+}
+
 TEST(Tensor, CopyBetweenOverlappingViews) {
   Tensor x = Tensor::arange(16).reshape({2, 8});
   x.slice(1, 1, 8).copy_(x.slice(1, 0, 7));  // shift right by one
