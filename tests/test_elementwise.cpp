@@ -88,10 +88,16 @@ TEST_P(ElementwiseTest, BinaryMatchesReference) {
     std::vector<double> want;
     for (size_t i = 0; i < av.size(); ++i) want.push_back(ref_binary(op, av[i], bv[i]));
     EXPECT_TRUE(all_close(kernels::binary(op, a, b), want, tol, tol)) << kernels::op_name(op);
+    // Both operands strided (the general path), and a scalar with a strided operand.
+    EXPECT_TRUE(all_close(kernels::binary(op, a.transpose(0, 1), b.transpose(0, 1)).transpose(0, 1).contiguous(), want,
+                          tol, tol))
+        << kernels::op_name(op) << " transposed";
     for (const double scalar : {1.5, av[5]}) {  // the second one equal to an element
       std::vector<double> want_s;
       for (double v : av) want_s.push_back(ref_binary(op, v, scalar));
       EXPECT_TRUE(all_close(kernels::binary(op, a, scalar), want_s, tol, tol)) << kernels::op_name(op) << " scalar " << scalar;
+      EXPECT_TRUE(all_close(kernels::binary(op, a.transpose(0, 1), scalar).transpose(0, 1).contiguous(), want_s, tol, tol))
+          << kernels::op_name(op) << " scalar " << scalar << " transposed";
     }
   }
 }

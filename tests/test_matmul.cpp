@@ -69,6 +69,28 @@ TEST_P(MatmulTest, TransposedViewsNeedNoCopy) {
   }
 }
 
+// Batches of transposed and sliced views, and a shared right operand given transposed.
+TEST_P(MatmulTest, BatchedViewsAndTransposes) {
+  const DType dt = GetParam();
+  const double tol = dt == DType::Float32 ? 1e-5 : 1e-13;
+  const Tensor a = testing::randn_t({3, 6, 4}, 10, dt), b = testing::randn_t({3, 5, 6}, 11, dt);
+  const Tensor at = a.transpose(1, 2), bt = b.transpose(1, 2);  // [3, 4, 6] and [3, 6, 5] views
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const Tensor x = ta ? a : at, y = tb ? b : bt;  // the product is always at bt
+      const Tensor c = kernels::matmul(x, y, ta, tb);
+      ASSERT_EQ(c.shape(), (Shape{3, 4, 5}));
+      for (int64_t i = 0; i < 3; ++i)
+        EXPECT_TRUE(all_close(c.select(0, i), ref_matmul(a.select(0, i), b.select(0, i), true, true), tol, tol))
+            << ta << tb << " batch " << i;
+    }
+  const Tensor wide = testing::randn_t({3, 4, 9}, 12, dt).slice(2, 1, 7);  // rows with a gap
+  const Tensor w = testing::randn_t({2, 6}, 13, dt);
+  const Tensor d = kernels::matmul(wide, w, false, true);
+  for (int64_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(all_close(d.select(0, i), ref_matmul(wide.select(0, i).contiguous(), w, false, true), tol, tol)) << i;
+}
+
 TEST_P(MatmulTest, BatchedWithSharedRightOperand) {
   const DType dt = GetParam();
   const double tol = dt == DType::Float32 ? 1e-5 : 1e-13;

@@ -100,6 +100,7 @@ void check_adjoints(const Tensor& x, const Tensor& w, const Tensor& y, const Con
 
 // Images large enough that im2col runs in several tiles of output rows (the last one partial).
 TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
+  kernels::set_cpu_winograd(false);  // the 3x3 stride-1 case would take Winograd's path instead
   for (const Conv2dGeometry& g : {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry{2, 2, 0, 1, 0, 1, 1, 1}}) {
     const Tensor x = r64({2, 64, 80, 81}, 21), w = r64({3, 64, 3, 3}, 22);
     const int64_t rows = kernels::detail::conv2d_tile_rows(x.shape(), w.shape(), g);
@@ -108,6 +109,7 @@ TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
     ASSERT_NE(y.size(2) % rows, 0) << "and a partial last one";
     check_adjoints(x, w, y, g);
   }
+  kernels::set_cpu_winograd(true);
   // A 1x1 convolution on a large plane: its weight gradient is one GEMM per image on the input.
   const Tensor x = r64({3, 8, 30, 31}, 24), w = r64({5, 8, 1, 1}, 25);
   const Tensor y = kernels::conv2d(x, w, Tensor(), Conv2dGeometry());
@@ -130,6 +132,8 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
       {{2, 5, 6, 5}, {7, 5, 3, 3}, Conv2dGeometry::symmetric(1, 0)},
       {{1, 3, 4, 4}, {2, 3, 3, 3}, Conv2dGeometry::symmetric(1, 2)},
       {{2, 200, 11, 13}, {200, 200, 3, 3}, {1, 1, 1, 2, 0, 1, 1, 1}},
+      // 2,048 tiles: the weight gradient sums several runs of blocks (their order fixed).
+      {{8, 16, 32, 32}, {16, 16, 3, 3}, Conv2dGeometry::symmetric(1, 1)},
   };
   uint64_t seed = 40;
   for (const Case& c : cases) {
@@ -371,65 +375,84 @@ TEST(Pooling, ValuesMatchPyTorchRules) {
 // of ties and with NaNs, over kernels, strides, paddings and both rounding modes: the columns
 // pooled together across a row and those pooled one at a time (padding, overhang) alike. The
 // gradients are the bits of a scatter over the outputs in order (what the gathers must match).
+// Max and average pooling and both backward passes against the definition, value by value
+// (ties everywhere, NaNs in some windows): every square geometry on a small plane, and
+// geometries whose height and width differ (a swapped pair fails) on a small plane and on
+// planes large enough for the threaded loops.
+void expect_pooling_matches_definition(const Pool2dGeometry& g, int64_t planes, int64_t h, int64_t w) {
+  const int64_t kh = g.kernel_h, kw = g.kernel_w, sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, pw = g.pad_w;
+  if (g.out_size(h, true) <= 0 || g.out_size(w, false) <= 0) return;
+  std::vector<float> v(static_cast<size_t>(planes * h * w));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 5);  // ties everywhere
+  for (size_t i = 13; i < v.size(); i += 77) v[i] = NAN;
+  const Tensor x = Tensor::from_vector(v, {1, planes, h, w});
+  const kernels::MaxPoolOutput mx = kernels::max_pool2d(x, g);
+  const std::vector<float> y = mx.y.to_vector<float>(), avg = kernels::avg_pool2d(x, g).to_vector<float>();
+  const std::vector<int64_t> arg = mx.argmax.to_vector<int64_t>();
+  const int64_t ho = mx.y.size(2), wo = mx.y.size(3);
+  const Tensor gy = testing::randn_t(mx.y.shape(), 7);
+  const std::vector<float> gv = gy.to_vector<float>();
+  const std::vector<float> max_dx = kernels::max_pool2d_backward(gy, mx.argmax, x.shape(), g).to_vector<float>();
+  const std::vector<float> avg_dx = kernels::avg_pool2d_backward(gy, x.shape(), g).to_vector<float>();
+  std::vector<float> want_max_dx(v.size(), 0.0f), want_avg_dx(v.size(), 0.0f);
+  const std::string geometry = "k" + std::to_string(kh) + "x" + std::to_string(kw) + " s" + std::to_string(sh) + "x" +
+                               std::to_string(sw) + " p" + std::to_string(ph) + "x" + std::to_string(pw) +
+                               (g.ceil_mode ? " ceil" : "") + (g.count_include_pad ? "" : " excluding padding") + " on " +
+                               std::to_string(h) + "x" + std::to_string(w);
+  int64_t failures = 0;  // one message per geometry is enough
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t oy = 0; oy < ho; ++oy)
+      for (int64_t ox = 0; ox < wo; ++ox) {
+        const int64_t y0 = oy * sh - ph, x0 = ox * sw - pw;
+        const int64_t y1p = std::min<int64_t>(y0 + kh, h + ph), x1p = std::min<int64_t>(x0 + kw, w + pw);
+        float best = -INFINITY;
+        int64_t at = std::max<int64_t>(y0, 0) * w + std::max<int64_t>(x0, 0);
+        double sum = 0;
+        int64_t inside = 0;
+        for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
+          for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix) {
+            const float e = v[p * h * w + iy * w + ix];
+            if (e > best || std::isnan(e)) best = e, at = iy * w + ix;
+            sum += e, ++inside;
+          }
+        const int64_t o = (p * ho + oy) * wo + ox;
+        const double divisor = g.count_include_pad ? double((y1p - y0) * (x1p - x0)) : double(inside);
+        const float want = static_cast<float>(sum / divisor);
+        const bool max_ok = std::isnan(best) ? std::isnan(y[o]) : y[o] == best;
+        const bool avg_ok = std::isnan(want) ? std::isnan(avg[o]) : avg[o] == want;
+        if ((!max_ok || arg[o] != at || !avg_ok) && failures++ == 0)
+          ADD_FAILURE() << geometry << " output " << o << ": max " << y[o] << " (want " << best << "), argmax " << arg[o]
+                        << " (want " << at << "), average " << avg[o] << " (want " << want << ")";
+        want_max_dx[p * h * w + at] += gv[o];
+        const float share = gv[o] / static_cast<float>(divisor);
+        for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
+          for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix) want_avg_dx[p * h * w + iy * w + ix] += share;
+      }
+  for (size_t i = 0; i < v.size(); ++i)
+    if ((bits_of(max_dx[i]) != bits_of(want_max_dx[i]) || bits_of(avg_dx[i]) != bits_of(want_avg_dx[i])) &&
+        failures++ == 0)
+      ADD_FAILURE() << geometry << " gradient at " << i << ": max " << max_dx[i] << " (want " << want_max_dx[i]
+                    << "), average " << avg_dx[i] << " (want " << want_avg_dx[i] << ")";
+}
+
 TEST(Pooling, EveryGeometryMatchesTheDefinition) {
   for (const int k : {1, 2, 3, 5})
     for (const int s : {1, 2, 3})
       for (int pad = 0; 2 * pad <= k; ++pad)
         for (const bool ceil : {false, true})
-          for (const bool include_pad : {true, false}) {
-            const Pool2dGeometry g = Pool2dGeometry::square(k, s, pad, ceil, include_pad);
-            const int64_t h = 7, w = 11;
-            if (g.out_size(h, true) <= 0 || g.out_size(w, false) <= 0) continue;
-            std::vector<float> v(2 * h * w);
-            for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 5);  // ties everywhere
-            v[13] = NAN, v[17] = NAN, v[90] = NAN;
-            const Tensor x = Tensor::from_vector(v, {1, 2, h, w});
-            const kernels::MaxPoolOutput mx = kernels::max_pool2d(x, g);
-            const std::vector<float> y = mx.y.to_vector<float>(), avg = kernels::avg_pool2d(x, g).to_vector<float>();
-            const std::vector<int64_t> arg = mx.argmax.to_vector<int64_t>();
-            const int64_t ho = mx.y.size(2), wo = mx.y.size(3);
-            const Tensor gy = testing::randn_t(mx.y.shape(), 7);
-            const std::vector<float> gv = gy.to_vector<float>();
-            const std::vector<float> max_dx = kernels::max_pool2d_backward(gy, mx.argmax, x.shape(), g).to_vector<float>();
-            const std::vector<float> avg_dx = kernels::avg_pool2d_backward(gy, x.shape(), g).to_vector<float>();
-            std::vector<float> want_max_dx(v.size(), 0.0f), want_avg_dx(v.size(), 0.0f);
-            for (int64_t p = 0; p < 2; ++p)
-              for (int64_t oy = 0; oy < ho; ++oy)
-                for (int64_t ox = 0; ox < wo; ++ox) {
-                  const int64_t y0 = oy * s - pad, x0 = ox * s - pad;
-                  const int64_t y1p = std::min<int64_t>(y0 + k, h + pad), x1p = std::min<int64_t>(x0 + k, w + pad);
-                  float best = -INFINITY;
-                  int64_t at = std::max<int64_t>(y0, 0) * w + std::max<int64_t>(x0, 0);
-                  double sum = 0;
-                  int64_t inside = 0;
-                  for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
-                    for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix) {
-                      const float e = v[p * h * w + iy * w + ix];
-                      if (e > best || std::isnan(e)) best = e, at = iy * w + ix;
-                      sum += e, ++inside;
-                    }
-                  const int64_t o = (p * ho + oy) * wo + ox;
-                  const std::string where = "k" + std::to_string(k) + " s" + std::to_string(s) + " p" +
-                                            std::to_string(pad) + (ceil ? " ceil" : "") + " at " + std::to_string(o);
-                  EXPECT_TRUE(std::isnan(best) ? std::isnan(y[o]) : y[o] == best) << where;
-                  EXPECT_EQ(arg[o], at) << where;
-                  const double divisor = include_pad ? double((y1p - y0) * (x1p - x0)) : double(inside);
-                  const float want = static_cast<float>(sum / divisor);
-                  EXPECT_TRUE(std::isnan(want) ? std::isnan(avg[o]) : avg[o] == want) << where;
-                  want_max_dx[p * h * w + at] += gv[o];
-                  const float share = gv[o] / static_cast<float>(divisor);
-                  for (int64_t iy = std::max<int64_t>(y0, 0); iy < std::min(y1p, h); ++iy)
-                    for (int64_t ix = std::max<int64_t>(x0, 0); ix < std::min(x1p, w); ++ix)
-                      want_avg_dx[p * h * w + iy * w + ix] += share;
-                }
-            for (size_t i = 0; i < v.size(); ++i) {
-              const std::string where = "k" + std::to_string(k) + " s" + std::to_string(s) + " p" + std::to_string(pad) +
-                                        (ceil ? " ceil" : "") + (include_pad ? "" : " excluding padding") +
-                                        " gradient at " + std::to_string(i);
-              EXPECT_EQ(bits_of(max_dx[i]), bits_of(want_max_dx[i])) << where;
-              EXPECT_EQ(bits_of(avg_dx[i]), bits_of(want_avg_dx[i])) << where;
-            }
-          }
+          for (const bool include_pad : {true, false})
+            expect_pooling_matches_definition(Pool2dGeometry::square(k, s, pad, ceil, include_pad), 2, 7, 11);
+  // Height and width apart: kernel, stride and padding (kernel_h, kernel_w, stride_h,
+  // stride_w, pad_h, pad_w), each with both roundings and both divisors; 16 planes of 60 x 67
+  // take the threaded loops.
+  for (const auto& [kh, kw, sh, sw, ph, pw] : std::vector<std::array<int, 6>>{
+           {3, 2, 2, 1, 1, 0}, {2, 3, 1, 2, 0, 1}, {5, 1, 3, 1, 2, 0}, {1, 3, 1, 1, 0, 1}})
+    for (const bool ceil : {false, true})
+      for (const bool include_pad : {true, false}) {
+        const Pool2dGeometry g{kh, kw, sh, sw, ph, pw, ceil, include_pad};
+        expect_pooling_matches_definition(g, 2, 7, 11);
+        expect_pooling_matches_definition(g, 16, 60, 67);  // over 2^14 outputs
+      }
 }
 
 // The CUDA backward passes gather over covering_outputs (pool2d_window.h), which the CPU uses
