@@ -111,8 +111,8 @@ Tensor sqrt(const Tensor& x) {
     return k::div(k::binary(k::BinaryOp::Mul, g, 0.5), y);
   });
 }
-// y > 0 exactly where x > 0 (relu keeps a NaN, and NaN > 0 is false: no gradient through it), so the
-// gate can read y.
+// y > 0 exactly where x > 0, and y is NaN where x is (relu keeps a NaN), so the gate reads y:
+// the gradient passes where y > 0 or y is NaN, as PyTorch's threshold_backward.
 Tensor relu(const Tensor& x) {
   return unary_op("relu", k::UnaryOp::Relu, x, Keep::Output, [](const Tensor& g, const Tensor& y) {
     return k::binary(k::BinaryOp::ReluBackward, g, y);

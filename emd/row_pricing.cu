@@ -94,6 +94,9 @@ class CudaRowPricer : public RowPricer {
   // Never throws (it runs in the destructor and on a failed construction): the device is
   // switched by hand, errors are ignored, and what cannot be freed is left to the driver.
   void release() noexcept {
+    // An error pending before (someone else's launch) is theirs to find; one that appears here
+    // (a failed free inside cuda::release too) is ours to clear.
+    const bool pending_before = cudaPeekAtLastError() != cudaSuccess;
     int previous = -1;
     bool failed = cudaGetDevice(&previous) != cudaSuccess;
     const bool switched = !failed && cudaSetDevice(device_) == cudaSuccess;
@@ -112,9 +115,8 @@ class CudaRowPricer : public RowPricer {
       failed = true;
     }
     if (switched && previous >= 0) failed |= cudaSetDevice(previous) != cudaSuccess;
-    // An error ignored here must not surface at the next, unrelated launch; but one left by
-    // someone else's launch, not ours, is theirs to find.
-    if (failed) cudaGetLastError();
+    // An error ignored here must not surface at the next, unrelated launch.
+    if (failed || (!pending_before && cudaPeekAtLastError() != cudaSuccess)) cudaGetLastError();
   }
 
   int m_, n_, device_;

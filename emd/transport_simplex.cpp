@@ -148,6 +148,7 @@ class Solver {
     iterations_ = iterations;
   }
   const std::vector<int>& parents() const { return parent_; }
+  int64_t bland_pivots() const { return bland_pivots_; }
   const std::vector<double>& flows() const { return flow_; }
   const std::vector<int>& sizes() const { return size_; }
   std::vector<int> preorder() const {
@@ -643,6 +644,7 @@ class Solver {
   }
 
   void pivot(int ei, int ej, double d) {
+    bland_pivots_ += bland_;  // its entering cell was Bland's rule's
     const int a = ei, b = m_ + ej;
     const detail::Cycle c =
         detail::turn_cycle(m_, n_, parent_.data(), size_.data(), flow_.data(), a, b, path_a_.data(), path_b_.data());
@@ -792,6 +794,7 @@ class Solver {
   static constexpr int kStartCellsPerRow = 8;  // the greedy start's candidates per row
   int64_t block_ = 0, next_cell_ = 0, iterations_ = 0, degenerate_run_ = 0;
   bool bland_ = false;
+  int64_t bland_pivots_ = 0;
   detail::RowPricer* pricer_ = nullptr;
   std::vector<detail::RowMinimum> candidates_;  // the last pass's
   struct ListEntry {
@@ -1073,6 +1076,7 @@ Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector
   Result out = assemble(cost, m, n, r, solver.parents(), solver.flows(), solver.potentials(), solver.iterations(),
                         solver.potentials_low());
   out.pricing_passes = solver.pricing_passes();
+  out.bland_pivots = solver.bland_pivots();
   out.pass_seconds = solver.pass_seconds();
   out.start_seconds = start_seconds;
   if (pricer) out.gpu_kernel_seconds = pricer->device_seconds();

@@ -84,6 +84,7 @@ struct Result {
   std::vector<FlowCell> flow;     // the basic cells (zero flows included)
   std::vector<double> u, v;       // dual potentials, m and n of them
   int64_t iterations = 0;         // pivots
+  int64_t bland_pivots = 0;       // CPU solver: pivots whose entering cell Bland's rule chose (Options::degenerate_limit)
   int64_t pricing_passes = 0;     // Pricing::Rows: passes (each over every row, or on the CPU part of them; 0 with block pricing)
   double pass_seconds = 0;        // Pricing::Rows: the passes' time (on the GPU: with the round trips)
   double start_seconds = 0;       // Pricing::Rows: setting up (on the GPU: the cost matrix's upload) and the greedy start

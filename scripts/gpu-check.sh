@@ -152,7 +152,10 @@ run() {
                                "$bundle/bin/test_apps" "$bundle/bin/test_golden")
   [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
   for t in "${tests[@]}"; do
-    [[ -x $t ]] || continue
+    if [[ ! -x $t ]]; then  # a test binary that failed to build in --prepare: not run
+      echo "$(basename "$t") - not run: not in the bundle" >>"$scratch/tests/exit_codes.txt"
+      continue
+    fi
     name=$(basename "$t")
     left=$((deadline - SECONDS))
     if ((left < 10)); then
@@ -175,11 +178,13 @@ run() {
 
   if [[ $mode != kernels ]]; then
   step "EMD: CPU and GPU solvers (bench_emd)"
-  # bench_emd exits 1 when a GPU answer is more than 1e-9 from the CPU's: a failure to report
-  # (a time limit's 124 is not: the report reads what was written).
+  # bench_emd exits 1 when a GPU answer is more than 1e-9 from the CPU's (or without a
+  # device), and dies with a signal's code on an error: failures to report (a time limit's
+  # 124 is not: the report reads what was written).
   emd_agreement() {
     local rc=$1 what=$2
-    ((rc == 1)) && echo "bench_emd-$what 1 GPU answers differ from the CPU's" >>"$scratch/tests/exit_codes.txt"
+    ((rc != 0 && rc != 124)) && echo "bench_emd-$what $rc (1: GPU answers differ from the CPU's; see the log)" \
+      >>"$scratch/tests/exit_codes.txt"
     return 0
   }
   LD_LIBRARY_PATH=$libpath timeout -k 5 "$(limit 90)" "$bundle/bin/bench_emd" --device both --sizes 1000x200,6089x200,5089x555 \
@@ -331,12 +336,14 @@ case "${1:-}" in
       mkdir -p "$OUT" && echo '*' >"$OUT/.gitignore"
     fi
     mkdir -p "$OUT"
+    rm -f "$OUT/failed.txt"  # an earlier run's must not decide this one's status
     run 2>&1 | tee "$OUT/gpu-check.log"
-    # Non-zero when a test binary failed, timed out or did not run, or bench_emd's answers
-    # differed (the tables above are complete either way).
-    if [[ -s $OUT/failed.txt ]]; then
-      echo "gpu-check: not all passed:" >&2
-      cat "$OUT/failed.txt" >&2
+    rc=${PIPESTATUS[0]}
+    # Non-zero when the run stopped early (no bundle), or a test binary failed, timed out or
+    # did not run, or bench_emd failed (the tables above are complete either way).
+    if ((rc != 0)) || [[ -s $OUT/failed.txt ]]; then
+      echo "gpu-check: not all passed (run: exit $rc)" >&2
+      [[ -s $OUT/failed.txt ]] && cat "$OUT/failed.txt" >&2
       exit 1
     fi
     ;;

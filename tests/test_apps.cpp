@@ -268,6 +268,15 @@ TEST_F(Apps, UsageErrorsExitTwo) {
   }
 }
 
+// A number a double cannot hold is named so, not as "not a finite number".
+TEST_F(Apps, NumbersOutOfADoublesRangeAreNamedSo) {
+  for (const char* gamma : {"1e-320", "1e400"}) {
+    const Outcome r = run("fgvc-similarity --source " + source + " --target " + target + " --gamma " + gamma);
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.err, std::string("fgvc-similarity: error: --gamma: out of a double's range: ") + gamma + "\n");
+  }
+}
+
 // A misspelt option is named, not the required one it leaves missing (CLI11 checks those first).
 TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   const Outcome r = run("fgvc-train --modle resnet20 --data missing/ --out run_x --steps 1");

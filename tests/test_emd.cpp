@@ -908,6 +908,7 @@ TEST(EmdArrayTree, TheGpuSolversPivotStepsSolveEveryCaseOnTheHost) {
 // Both CPU pricings with Bland's rule after every second degenerate pivot in a row: the
 // same optimum, certified.
 TEST(Emd, BlandsRuleAfterShortDegenerateRunsReachesTheSameOptimum) {
+  int64_t bland_pivots[2] = {0, 0};
   for (const Case& c : gpu_cases()) {
     const int64_t m = c.cost.size(0), n = c.cost.size(1);
     if (m + n > 600) continue;
@@ -920,8 +921,12 @@ TEST(Emd, BlandsRuleAfterShortDegenerateRunsReachesTheSameOptimum) {
       const std::string what = c.name + (pricing == emd::Pricing::Rows ? " (rows, Bland early)" : " (Bland early)");
       expect_certified(c.cost, c.a, c.b, got, what);
       EXPECT_LE(std::fabs(got.cost - want.cost), 1e-9 * std::max(want.cost, 1e-12)) << what;
+      bland_pivots[pricing == emd::Pricing::Rows] += got.bland_pivots;
+      EXPECT_EQ(want.bland_pivots, 0) << c.name;  // the default limit: never on these
     }
   }
+  EXPECT_GT(bland_pivots[0], 0);  // block pricing reached Bland's rule
+  EXPECT_GT(bland_pivots[1], 0);  // pricing by rows too
 }
 
 TEST(EmdCuda, WithoutADeviceItIsAClearError) {

@@ -20,9 +20,13 @@ struct ClassResult {
 
 struct EvalResult {
   int64_t images = 0, top1 = 0, top5 = 0;
-  double loss = 0;  // mean cross-entropy of the averaged probabilities (no smoothing)
+  // Mean cross-entropy of the averaged probabilities (no smoothing); +inf where a true class
+  // has probability 0 in every model and view (a logit of -inf), NaN where a score is NaN.
+  double loss = 0;
   int64_t skipped = 0;
-  int64_t nonfinite = 0;  // images whose scores were not all finite (NaN or inf): counted as wrong
+  // Images with a NaN or +inf logit (no probabilities): counted as wrong. A logit of -inf is a
+  // class ruled out, probability 0, and scores normally.
+  int64_t nonfinite = 0;
   std::vector<ClassResult> per_class;
   double top1_accuracy() const { return images ? double(top1) / images : 0.0; }
   double top5_accuracy() const { return images ? double(top5) / images : 0.0; }
