@@ -865,6 +865,16 @@ TEST(Evaluate, HeadTailSplitMatchesAHandCount) {
 // --crops 12), computed here image by image: top-1, top-5 (12 classes, so top-5 is not every
 // image), per class, and the loss. The classifiers' biases are set so that averaging logits
 // instead of probabilities ranks the images otherwise; the test checks it does.
+// The evaluation tests' loader: one 32 px view, batches of 7 in file order.
+data::LoaderOptions eval_options() {
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval;
+  o.size = 32;
+  o.batch_size = 7;
+  o.shuffle = false;
+  return o;
+}
+
 // `classes` class folders of `per_class` pictures each under `root`, read back as a dataset.
 data::Dataset small_val_set(const std::string& root, int classes, int per_class, uint32_t seed) {
   class_folder(root, std::vector<int>(static_cast<size_t>(classes), per_class), seed);
@@ -893,11 +903,8 @@ TEST(Evaluate, EnsembleAndTwelveViewsAverageProbabilities) {
   shift_bias(*a, 4.0);
   shift_bias(*b, -60.0);
   for (data::Mode mode : {data::Mode::Eval, data::Mode::Eval12}) {
-    data::LoaderOptions o;
+    data::LoaderOptions o = eval_options();
     o.mode = mode;
-    o.size = 32;
-    o.batch_size = 7;
-    o.shuffle = false;
     data::Loader la(val, o), lb(val, o);
     const int64_t views = la.views();
     const train::EvalResult r = train::evaluate({{a.get(), &la}, {b.get(), &lb}}, Device::cpu());
@@ -956,11 +963,7 @@ TEST(Evaluate, FarApartLogitsRankByTheirValuesAndTiesCountAgainst) {
     if (name == "linear.weight") Tensor(w).fill_(0.0);
     if (name == "linear.bias") Tensor(w).copy_(Tensor::from_vector(bias, {10}));
   }
-  data::LoaderOptions o;
-  o.mode = data::Mode::Eval;
-  o.size = 32;
-  o.batch_size = 7;
-  o.shuffle = false;
+  const data::LoaderOptions o = eval_options();
   data::Loader loader(val, o);
   train::EvalResult r = train::evaluate({{model.get(), &loader}}, Device::cpu());
   ASSERT_EQ(r.images, 20);
@@ -994,11 +997,7 @@ TEST(Evaluate, NonFiniteScoresCountAsWrong) {
   auto m = nn::create_model("resnet20", 5);
   for (auto& [name, w] : m->named_parameters())
     if (name == "linear.bias") Tensor(w).fill_(std::nan(""));
-  data::LoaderOptions o;
-  o.mode = data::Mode::Eval;
-  o.size = 32;
-  o.batch_size = 7;
-  o.shuffle = false;
+  const data::LoaderOptions o = eval_options();
   data::Loader loader(val, o);
   const train::EvalResult r = train::evaluate({{m.get(), &loader}}, Device::cpu());
   EXPECT_EQ(r.images, 30);
