@@ -19,10 +19,15 @@ namespace detail {
 
 namespace {
 
+// Eight running sums: a single one is a chain of dependent additions, 4 cycles each, which
+// made the rows' norms a tenth of the distances' time (1000 x 200, d = 2048: 1.4 ms of ~16).
 double squared_norm(const double* x, int64_t d) {
-  double s = 0;
-  for (int64_t k = 0; k < d; ++k) s += x[k] * x[k];
-  return s;
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8)
+    for (int lane = 0; lane < 8; ++lane) s[lane] += x[k + lane] * x[k + lane];
+  for (; k < d; ++k) s[0] += x[k] * x[k];
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
 double exact_squared_distance(const double* x, const double* y, int64_t d) {
