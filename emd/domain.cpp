@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "emd/ground_distance.h"
 #include "emd/parallel_each.h"
@@ -46,20 +48,27 @@ void validate_domain(const Domain& d) {
   const int64_t dim = d.features.size(1);
   const int64_t n = f.numel();
   // Finite, and small enough that a squared distance stays a float64 number (features are
-  // network activations, nowhere near).
+  // network activations, nowhere near). Every finite float32 is below the limit.
   constexpr double kLargest = 1e150;
-  auto check_finite = [&](const auto* p) {
-    // A branch-free count first (it vectorizes: 46 MB of features for 6089 x 2048 go by in a
-    // few milliseconds), then the first bad value is found for the message.
+  auto check_finite = [&](const auto* p, auto limit) {
+    // A branch-free count first, in the features' own type and in blocks with a count of the
+    // same width, so that it vectorizes (1000 x 2048 float32: 0.4 ms, against 3 ms comparing as
+    // float64 into a 64-bit count), then the first bad value is found for the message.
+    constexpr int64_t kBlock = 1 << 14;
     int64_t bad = 0;
-#pragma omp parallel for reduction(+ : bad) schedule(static) if (n > (1 << 20))
-    for (int64_t k = 0; k < n; ++k) bad += !(std::fabs(p[k]) <= kLargest);
+#pragma omp parallel for reduction(+ : bad) schedule(static) if (n > (1 << 22))
+    for (int64_t b = 0; b < n; b += kBlock) {
+      const int64_t end = std::min(n, b + kBlock);  // a local: the compiler must know the trip count
+      std::conditional_t<sizeof(limit) == 8, int64_t, int32_t> in_block = 0;  // the values' width
+      for (int64_t k = b; k < end; ++k) in_block += !(std::fabs(p[k]) <= limit);
+      bad += in_block;
+    }
     for (int64_t k = 0; bad > 0 && k < n; ++k)
       FGVC_CHECK(std::fabs(p[k]) <= kLargest, "domain", who, ": feature ", k % dim, " of class ", k / dim, " ('",
                  d.classes[k / dim], "') is ", p[k], std::isfinite(p[k]) ? " (beyond 1e150: its squared distances overflow)" : "");
   };
-  if (f.dtype() == DType::Float32) check_finite(f.data<float>());
-  else check_finite(f.data<double>());
+  if (f.dtype() == DType::Float32) check_finite(f.data<float>(), std::numeric_limits<float>::max());
+  else check_finite(f.data<double>(), kLargest);
 }
 
 Domain load_domain(const std::string& path) {

@@ -1234,5 +1234,30 @@ TEST_F(DomainFiles, BadFilesAreClearErrors) {
   EXPECT_NEAR(emd::pairwise_distances(big_a, big_b).to_vector<double>()[0], 5e153, 1e140);
 }
 
+// The finiteness check counts in blocks, on several threads above 4M values: a bad value is
+// found wherever it lies (the last value, the first of a block, the middle of one), in either
+// type, and named by its class and feature.
+TEST_F(DomainFiles, ABadValueIsFoundAnywhereInALargeDomain) {
+  const int64_t m = 2100, d = 2048;  // 4.3M values: the threaded count
+  for (const DType type : {DType::Float32, DType::Float64}) {
+    emd::Domain dom = make(m, d, 7);
+    dom.features = dom.features.to(type);
+    EXPECT_NO_THROW(emd::validate_domain(dom));
+    for (const int64_t at : {m * d - 1, int64_t(1) << 14, 3 * (int64_t(1) << 20) + 12345}) {
+      emd::Domain bad = dom;
+      bad.features = dom.features.clone();
+      const double value = type == DType::Float32 ? static_cast<double>(NAN) : 1e151;
+      bad.features.view({m * d}).slice(0, at, at + 1).fill_(value);
+      try {
+        emd::validate_domain(bad);
+        ADD_FAILURE() << "no error for a bad value at " << at;
+      } catch (const Error& e) {
+        const std::string expected = "feature " + std::to_string(at % d) + " of class " + std::to_string(at / d) + " (";
+        EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fgvc
