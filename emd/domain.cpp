@@ -178,16 +178,17 @@ std::vector<Selected> select_source_classes(const Domain& source, const std::vec
   FGVC_CHECK(k_per_target.size() == targets.size(), "select_source_classes", k_per_target.size(), " values of k for ",
              targets.size(), " targets");
   const int64_t m = source.features.size(0);
+  int64_t with_images = 0;
+  for (double c : source.counts) with_images += c > 0;
+  const Tensor source_features = source.features.to(device);  // once, for every target
   std::map<int64_t, Selected> chosen;
   for (size_t t = 0; t < targets.size(); ++t) {
     check_pair(source, targets[t]);
     const int64_t k = k_per_target[t];
-    int64_t with_images = 0;
-    for (double c : source.counts) with_images += c > 0;
     FGVC_CHECK(k >= 0 && k <= with_images, "select_source_classes", "k = ", k, " for target ", targets[t].name,
                ", but the source ", source.name, " has ", with_images, " classes with images");
     // EMD of a single source class to T: the target-weighted mean distance.
-    const Tensor dist = pairwise_distances(source.features.to(device), targets[t].features.to(device)).cpu();
+    const Tensor dist = pairwise_distances(source_features, targets[t].features.to(device)).cpu();
     const double* d = dist.data<double>();
     const int64_t n = dist.size(1);
     double total = 0;

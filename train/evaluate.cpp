@@ -56,8 +56,9 @@ EvalResult evaluate(const std::vector<EnsembleMember>& members, Device device,
         const int64_t j = row / views;
         double largest = -INFINITY;
         for (int64_t c = 0; c < K; ++c) largest = std::max(largest, xr[c]);
-        // NaN or +inf (a model with non-finite weights): no probabilities for this image.
-        bool ok = largest > -INFINITY && std::isfinite(largest);
+        // NaN or +inf (a model with non-finite weights), or every logit -inf: no probabilities
+        // for this image.
+        bool ok = std::isfinite(largest);
         for (int64_t c = 0; c < K; ++c) ok = ok && !std::isnan(xr[c]);
         if (!ok) {
           finite[j] = 0;
