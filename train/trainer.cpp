@@ -655,10 +655,27 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   };
   auto save_last = [&]() {
     broadcast_buffers();
-    std::vector<Tensor> weights;
-    for (const auto& [name, w] : params) weights.push_back(w);
-    FGVC_CHECK(optim::all_finite(weights), "training", "step ", pos.step, ": the weights are not finite; ",
-               saved_once ? last_path + " keeps the last good checkpoint" : std::string("no checkpoint was written"));
+    // Everything the checkpoint keeps that a diverging run can spoil: the weights, the batch-norm
+    // statistics (their variances overflow while the weights and the loss are still finite),
+    // the moving average and the optimizer's slots. One host sync; the culprit is looked for
+    // only when something is not finite. Each rank sees the same tensors (all-reduced
+    // gradients, buffers broadcast above), so all of them stop here together.
+    optim::NamedTensors kept = params;
+    for (auto& [name, b] : model->named_buffers())
+      if (is_floating(b.dtype())) kept.emplace_back(name, b);
+    if (ema)
+      for (const auto& [name, t] : ema->shadow()) kept.emplace_back(nn::kEmaPrefix + name, t);
+    for (const auto& [name, t] : optimizer->state()) kept.emplace_back(nn::kOptimizerPrefix + name, t);
+    std::vector<Tensor> all;
+    for (const auto& [name, t] : kept) all.push_back(t);
+    if (!optim::all_finite(all)) {
+      std::string culprit;
+      for (const auto& [name, t] : kept)
+        if (culprit.empty() && !optim::all_finite({t})) culprit = name;
+      throw Error(detail::concat("training: step ", pos.step, ": ", culprit, " is not finite; ",
+                                 saved_once ? last_path + " keeps the last good checkpoint"
+                                            : std::string("no checkpoint was written")));
+    }
     // The checkpoint keeps rank 0's position, and every rank resumes from it: the loss sums of
     // the open log window and epoch become the ranks' means first (what is logged is their
     // mean: a linear function of the sums), so a resumed run logs what an uninterrupted one does.
