@@ -376,9 +376,14 @@ void write_list_file(const std::string& path, const Dataset& d) {
   const fs::path base = fs::absolute(fs::path(path)).lexically_normal().parent_path();
   std::ostringstream out;
   for (const Sample& s : d.samples) {
-    const std::string relative = fs::absolute(s.path).lexically_normal().lexically_relative(base).string();
+    std::string relative = fs::absolute(s.path).lexically_normal().lexically_relative(base).string();
     FGVC_CHECK(relative.find_first_of("\r\n") == std::string::npos, "dataset", path, ": the file name '", relative,
                "' holds a line break and cannot be a line of a list file");
+    // The reader trims blanks around a path: one that starts with a blank is written as
+    // "./ name", and one that ends with a blank cannot be written at all.
+    FGVC_CHECK(relative.empty() || (relative.back() != ' ' && relative.back() != '\t'), "dataset", path,
+               ": the file name '", relative, "' ends with a blank and cannot be a field of a list file");
+    if (!relative.empty() && (relative.front() == ' ' || relative.front() == '\t')) relative = "./" + relative;
     out << relative << '\t' << s.label << '\n';
   }
   write_file_atomic(path, out.str());

@@ -281,6 +281,33 @@ void cmyk_to_rgb(const uint8_t* in, uint8_t* out, int n, bool inverted) {
   }
 }
 
+// Whether jpeg_crop_scanline gives the right pixels for this file at its chosen scale.
+// libjpeg-turbo before 3.0 computed a cropped component's width wrongly when that component is
+// decoded at a larger DCT scale than the smallest and is still upsampled after it (4 x 2 and
+// 2 x 4 sampling at a reduced scale, libjpeg-turbo issue 669): its chroma came out partly
+// unset, different from run to run. Such a file is decoded at its full width instead.
+bool crop_is_exact(const jpeg_decompress_struct& c) {
+#if LIBJPEG_TURBO_VERSION_NUMBER < 3000000
+  for (int i = 0; i < c.num_components; ++i) {
+    const jpeg_component_info& comp = c.comp_info[i];
+#if JPEG_LIB_VERSION >= 70
+    const int h_size = comp.DCT_h_scaled_size, v_size = comp.DCT_v_scaled_size;
+    const int h_min = c.min_DCT_h_scaled_size, v_min = c.min_DCT_v_scaled_size;
+#else
+    const int h_size = comp.DCT_scaled_size, v_size = comp.DCT_scaled_size;
+    const int h_min = c.min_DCT_scaled_size, v_min = c.min_DCT_scaled_size;
+#endif
+    if (h_size == h_min && v_size == v_min) continue;
+    if (c.max_h_samp_factor * h_min != comp.h_samp_factor * h_size ||
+        c.max_v_samp_factor * v_min != comp.v_samp_factor * v_size)
+      return false;
+  }
+#else
+  (void)c;
+#endif
+  return true;
+}
+
 bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, int min_h, Decoded* out,
                  char* message) {
   jpeg_decompress_struct cinfo;
@@ -331,6 +358,7 @@ bool jpeg_decode(const uint8_t* bytes, size_t size, const Box& want, int min_w, 
   const int y0 = std::max(0, static_cast<int>(std::floor(sy)) - 1);
   const int y1 = std::min(oh, static_cast<int>(std::ceil(sy + sh)) + 1);
   JDIMENSION cw = static_cast<JDIMENSION>(x1) - x0;
+  if (!crop_is_exact(cinfo)) x0 = 0, cw = static_cast<JDIMENSION>(ow);
   if (cw < static_cast<JDIMENSION>(ow)) jpeg_crop_scanline(&cinfo, &x0, &cw);  // widens to iMCU columns
   if (y0 > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y0));
 

@@ -34,7 +34,10 @@ inline data::Image test_picture(int w, int h) {
 // mean it (0 = no ink) and no Adobe marker.
 enum class JpegKind { Baseline, Progressive, Gray, Cmyk, CmykPlain, Ycck };
 
-inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, int quality = 95) {
+// luma_h x luma_v: the luma's sampling factors against the chroma's 1 x 1 (2 x 2 is libjpeg's
+// default 4:2:0; 1 x 1 is 4:4:4, 2 x 1 4:2:2, 4 x 1 4:1:1, 4 x 2 4:1:0).
+inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, int quality = 95, int luma_h = 2,
+                                        int luma_v = 2) {
   jpeg_compress_struct c;
   jpeg_error_mgr err;
   c.err = jpeg_std_error(&err);
@@ -49,6 +52,8 @@ inline std::vector<uint8_t> encode_jpeg(const data::Image& img, JpegKind kind, i
   c.in_color_space = kind == JpegKind::Gray ? JCS_GRAYSCALE : (four ? JCS_CMYK : JCS_RGB);
   jpeg_set_defaults(&c);
   jpeg_set_quality(&c, quality, TRUE);
+  if (kind == JpegKind::Baseline || kind == JpegKind::Progressive)
+    c.comp_info[0].h_samp_factor = luma_h, c.comp_info[0].v_samp_factor = luma_v;
   if (kind == JpegKind::Progressive) jpeg_simple_progression(&c);
   if (kind == JpegKind::Ycck) jpeg_set_colorspace(&c, JCS_YCCK);  // stored as YCCK, marker transform 2
   if (kind == JpegKind::CmykPlain) c.write_Adobe_marker = FALSE;

@@ -196,6 +196,42 @@ TEST(Decode, RegionAtReducedScaleMatchesFullDecode) {
   }
 }
 
+// A region decoded at a reduced scale (libjpeg-turbo's jpeg_crop_scanline: whole iMCU columns)
+// has the pixels of the whole image decoded at that scale, for every chroma subsampling, and
+// the same pixels every time. (libjpeg-turbo before 3.0 computed the chroma's width wrongly
+// for a crop at a reduced scale with 4 x 2 or 2 x 4 sampling, libjpeg-turbo issue 669.)
+TEST(Decode, RegionsOfEverySubsamplingAreTheWholeImagesPixels) {
+  const Image src = test_picture(803, 611);
+  const Box region{130.5, 77.25, 500, 400};
+  for (const auto& [h, v] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}, {4, 1}, {1, 4}, {4, 2}, {2, 4}}) {
+    for (const JpegKind kind : {JpegKind::Baseline, JpegKind::Progressive}) {
+      const std::vector<uint8_t> bytes = encode_jpeg(src, kind, 90, h, v);
+      for (const int min_side : {60, 100, 200}) {  // scales 1/8, 1/4, 1/2
+        const Decoded part = decode_image(bytes, "p.jpg", region, min_side, min_side);
+        ASSERT_TRUE(part.ok()) << part.error;
+        const int k = part.scale_eighths;
+        ASSERT_LT(k, 8);
+        const Decoded again = decode_image(bytes, "p.jpg", region, min_side, min_side);
+        ASSERT_EQ(again.image.rgb, part.image.rgb) << h << "x" << v << " at " << k << "/8";
+        // The whole image at the same scale: its smallest side asks for exactly that scale.
+        const Decoded full = decode_image(bytes, "p.jpg", Box{}, 803 * k / 8, 611 * k / 8);
+        ASSERT_TRUE(full.ok()) << full.error;
+        ASSERT_EQ(full.scale_eighths, k);
+        // The part's first column and row in the whole image (the region is at x k / 8 in both).
+        const int x0 = static_cast<int>(std::lround(region.x * k / 8.0 - part.region.x));
+        const int y0 = static_cast<int>(std::lround(region.y * k / 8.0 - part.region.y));
+        // Every pixel but the part's first and last columns (upsampling there sees an edge).
+        int worst = 0;
+        for (int y = 0; y < part.image.height; ++y)
+          for (int x = 1; x + 1 < part.image.width; ++x)
+            for (int c = 0; c < 3; ++c)
+              worst = std::max(worst, std::abs(int(part.image.row(y)[x * 3 + c]) - int(full.image.row(y0 + y)[(x0 + x) * 3 + c])));
+        EXPECT_EQ(worst, 0) << h << "x" << v << (kind == JpegKind::Progressive ? " progressive" : "") << " at " << k << "/8";
+      }
+    }
+  }
+}
+
 TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
   const std::vector<uint8_t> good = encode_jpeg(test_picture(64, 64), JpegKind::Baseline);
   const std::vector<std::pair<std::string, std::vector<uint8_t>>> cases = {
@@ -949,6 +985,26 @@ TEST(Datasets, AlignClassesByName) {
     const Dataset up = load_dataset(train + "/lists/up.txt");
     ASSERT_EQ(up.samples.size(), sub.samples.size());
     for (size_t k = 0; k < up.samples.size(); ++k) EXPECT_TRUE(fs::equivalent(up.samples[k].path, sub.samples[k].path));
+    // Paths with blanks at their ends: a leading blank round-trips (written "./ name"), a
+    // trailing one is refused by name (the reader trims it: the list would name another file).
+    {
+      fs::create_directories(train + "/ spaced");
+      { std::ofstream(train + "/ spaced/a b.jpg") << "x"; }
+      { std::ofstream(train + "/class_0/trailing.jpg ") << "x"; }
+      Dataset blanks = sub;
+      blanks.samples = {{train + "/ spaced/a b.jpg", 0}};
+      write_list_file(train + "/blanks.txt", blanks);
+      const Dataset back = load_dataset(train + "/blanks.txt");
+      ASSERT_EQ(back.samples.size(), 1u);
+      EXPECT_TRUE(fs::equivalent(back.samples[0].path, train + "/ spaced/a b.jpg")) << back.samples[0].path;
+      blanks.samples = {{train + "/class_0/trailing.jpg ", 0}};
+      try {
+        write_list_file(train + "/blanks.txt", blanks);
+        ADD_FAILURE() << "no error for a name ending with a blank";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("'class_0/trailing.jpg ' ends with a blank"), std::string::npos) << e.what();
+      }
+    }
     Dataset twice = sub;
     twice.classes[1] = twice.classes[0];
     EXPECT_THROW(write_list_file(train + "/twice.txt", twice), Error);
