@@ -28,13 +28,27 @@ Tensor Module::forward(const Tensor& x) {
   return y;
 }
 
+// A name is one entry of the state dict: a second parameter, buffer or child of the same name
+// would merge into it silently (one of the two never saved or loaded).
+void Module::check_new_name(const std::string& name) const {
+  const auto taken = [&](const auto& list) {
+    for (const auto& entry : list)
+      if (entry.first == name) return true;
+    return false;
+  };
+  FGVC_CHECK(!name.empty(), "Module", "an empty name for a parameter, buffer or submodule");
+  FGVC_CHECK(!taken(params_) && !taken(buffers_) && !taken(children_), "Module", "'", name, "' is registered twice");
+}
+
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
+  check_new_name(name);
   if (t.defined() && !t.requires_grad()) t.set_requires_grad(true);
   params_.emplace_back(name, t);
   return params_.back().second;
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  check_new_name(name);
   buffers_.emplace_back(name, t);
   return buffers_.back().second;
 }

@@ -521,6 +521,32 @@ TEST(Layers, LinearAndDropout) {
   EXPECT_GT(d.checked, 0);
 }
 
+// A name is one state-dict entry: registering it twice (as a parameter, buffer or child) is
+// an error, not a silent merge in which one of the two is never saved or loaded.
+TEST(Layers, ANameIsRegisteredOnce) {
+  struct Twice : nn::Module {
+    explicit Twice(int what) {
+      register_parameter("w", Tensor::ones({2}));
+      if (what == 0) register_parameter("w", Tensor::ones({3}));
+      if (what == 1) register_buffer("w", Tensor::zeros({2}));
+      if (what == 2) register_module("w", std::make_shared<nn::Linear>(2, 2));
+      if (what == 3) register_buffer("", Tensor::zeros({2}));
+    }
+    std::string type_name() const override { return "Twice"; }
+    Tensor forward_impl(const Tensor& x) override { return x; }
+  };
+  for (int what = 0; what < 3; ++what) {
+    try {
+      Twice m(what);
+      ADD_FAILURE() << "no error for case " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'w' is registered twice"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(Twice(3), Error);
+  EXPECT_EQ(Twice(4).state_dict().size(), 1u);
+}
+
 TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("resnet50")->num_parameters(), 25557032);
   EXPECT_EQ(nn::create_model("resnet101")->num_parameters(), 44549160);
