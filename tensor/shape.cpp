@@ -22,7 +22,9 @@ Strides contiguous_strides(const Shape& shape) {
   int64_t acc = 1;
   for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
     s[d] = acc;
-    acc *= shape[d] > 0 ? shape[d] : 1;
+    // Only a shape with no elements gets here past 2^63 (numel checks the others): any stride
+    // serves it, so the product stops growing instead of overflowing.
+    if (__builtin_mul_overflow(acc, shape[d] > 0 ? shape[d] : 1, &acc)) acc = INT64_MAX;
   }
   return s;
 }

@@ -170,7 +170,8 @@ static Shape infer_shape(const Shape& requested, int64_t n, const char* op, cons
       infer = static_cast<int>(i);
     } else {
       FGVC_CHECK(s[i] >= 0, op, "bad shape ", shape_str(requested));
-      known *= s[i];
+      FGVC_CHECK(!__builtin_mul_overflow(known, s[i], &known), op, "cannot reshape ", describe(t), " to ",
+                 shape_str(requested), ": more than 2^63 elements");
     }
   }
   if (infer >= 0) {
@@ -203,7 +204,10 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
   Shape s = shape();
   Strides st = strides();
   s[a] = end == start ? 0 : (end - start - 1) / step + 1;  // (end - start + step - 1) / step could wrap
-  st[a] *= step;
+  // A step past the end leaves one element (or none), whose stride is never used: kept as it
+  // was, since stride x step could overflow. With two or more, step x stride is at most the
+  // axis's own reach, which fits.
+  if (s[a] > 1) st[a] *= step;
   return as_strided(s, st, offset() + start * strides()[a]);
 }
 

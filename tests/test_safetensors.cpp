@@ -121,6 +121,18 @@ TEST(Safetensors, MalformedFilesAreRejected) {
     f << "{}";
   }
   expect_rejected(p, "header length");
+  // A tensor with no elements whose other sides multiply past 2^63 reads as an empty tensor of
+  // that shape, mapped or not, at the very end of the file (no overflow on the way).
+  const std::string empty = write_raw(
+      "empty_huge", R"({"e":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[4,4]},)"
+                    R"("x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+      std::string("\0\0\x80\x3f", 4));
+  for (const bool map : {false, true}) {
+    const SafetensorsFile f = read_safetensors(empty, map);
+    EXPECT_EQ(f.tensors.at("e").shape(), (Shape{0, int64_t(1) << 40, int64_t(1) << 40}));
+    EXPECT_EQ(f.tensors.at("e").numel(), 0);
+    EXPECT_EQ(f.tensors.at("x").to_vector<float>(), (std::vector<float>{1.0f}));
+  }
 }
 
 // Mapped reading: tensors aligned for their dtype view the mapping, the others are copied

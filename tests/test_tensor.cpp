@@ -1,5 +1,7 @@
 // Tensor metadata, views, copies, dtype conversion and factories.
+#include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "tensor/half.h"
 #include "test_util.h"
@@ -188,6 +190,17 @@ TEST(Tensor, HugeStridesAndStepsDoNotWrapAround) {
   EXPECT_EQ(x.slice(0, 0, 4, INT64_MAX).shape(), (Shape{1}));
   EXPECT_EQ(x.slice(0, 1, 4, 2).shape(), (Shape{2}));
   EXPECT_THROW(kernels::split(Tensor::zeros({0}), {INT64_MAX, INT64_MAX, 2}, 0), Error);
+  // No signed overflow on the way (the sanitizer build aborts on one): a step past the end of
+  // an axis with a stride above 1, an empty shape whose other sides multiply past 2^63, a
+  // reshape to such sides.
+  const Tensor m = Tensor::zeros({4, 2});
+  EXPECT_EQ(m.slice(0, 0, 4, INT64_MAX).shape(), (Shape{1, 2}));
+  EXPECT_EQ(m.slice(0, 1, 4, INT64_MAX).to_vector<float>(), (std::vector<float>{0, 0}));
+  const Tensor empty = Tensor::zeros({0, int64_t(1) << 40, int64_t(1) << 40});
+  EXPECT_EQ(empty.numel(), 0);
+  EXPECT_EQ(empty.contiguous().numel(), 0);
+  EXPECT_THROW(m.reshape({int64_t(1) << 32, int64_t(1) << 32, -1}), Error);
+  EXPECT_THROW(m.reshape({int64_t(1) << 32, int64_t(1) << 32, 8}), Error);
 }
 
 // int64 to float32 rounds once, to nearest: 2^60 + 2^36 + 1 is above the halfway point
@@ -196,6 +209,68 @@ TEST(Tensor, Int64ToFloatRoundsOnce) {
   const int64_t v = (int64_t(1) << 60) + (int64_t(1) << 36) + 1;
   const float f = Tensor::from_vector(std::vector<int64_t>{v}, {1}).to(DType::Float32).to_vector<float>()[0];
   EXPECT_EQ(f, std::ldexp(1.0f, 60) + std::ldexp(1.0f, 37));
+}
+
+// float64 and int64 reach 16 bits through one rounding, to nearest even: through a float
+// rounded to nearest first, values just off a 16-bit tie landed on it and went to the even
+// side. Checked against the nearest of all 16-bit values found by search, at and around every
+// tie of a range of binades, and on the three cases that were wrong.
+TEST(Tensor, DoubleAndInt64ToSixteenBitsRoundOnce) {
+  std::map<DType, std::vector<std::pair<double, uint16_t>>> tables;  // every finite value, sorted
+  for (const DType type : {DType::Float16, DType::BFloat16}) {
+    auto& all = tables[type];
+    for (uint32_t b = 0; b < 0x10000; ++b) {
+      const double x = type == DType::Float16 ? fp16_to_float(static_cast<uint16_t>(b)) : bf16_to_float(static_cast<uint16_t>(b));
+      if (std::isfinite(x) && !(x == 0 && (b & 0x8000))) all.emplace_back(x, static_cast<uint16_t>(b));
+    }
+    std::sort(all.begin(), all.end());
+  }
+  const auto nearest = [&](double v, DType type) {  // the reference: by the definition
+    const auto& all = tables.at(type);
+    const auto hi = std::lower_bound(all.begin(), all.end(), std::make_pair(v, uint16_t(0)));
+    if (hi == all.begin()) return hi->second;
+    const auto lo = hi - 1;
+    if (hi == all.end()) return lo->second;
+    const double dl = v - lo->first, dh = hi->first - v;
+    if (dl != dh) return dl < dh ? lo->second : hi->second;
+    return (lo->second & 1) ? hi->second : lo->second;
+  };
+  const auto bits = [](const Tensor& t) {
+    return t.dtype() == DType::Float16 ? t.data<FP16>()[0].bits : t.data<BF16>()[0].bits;
+  };
+  for (const DType type : {DType::Float16, DType::BFloat16}) {
+    const int mantissa = type == DType::Float16 ? 10 : 7;
+    std::vector<double> values;
+    for (int e = -6; e <= 14; e += 4)
+      for (int k = 0; k < (1 << mantissa); k += 37) {
+        const double ulp = std::ldexp(1.0, e - mantissa);
+        const double tie = std::ldexp(1.0, e) + (k + 0.5) * ulp;
+        for (const double off : {0.0, 1e-9, -1e-9, std::ldexp(1.0, -30), -std::ldexp(1.0, -30)})
+          values.push_back(tie + off * ulp), values.push_back(-(tie + off * ulp));
+      }
+    for (const double v : values) {
+      const Tensor t = Tensor::from_vector(std::vector<double>{v}, {1}).to(type);
+      ASSERT_EQ(bits(t), nearest(v, type)) << std::hexfloat << v << " to " << dtype_name(type);
+      Tensor filled = Tensor::empty({1}, type);
+      filled.fill_(v);
+      ASSERT_EQ(bits(filled), nearest(v, type)) << "fill_ " << std::hexfloat << v;
+    }
+  }
+  // The cases that were wrong.
+  const auto from_double = [](double v, DType type) { return Tensor::from_vector(std::vector<double>{v}, {1}).to(type); };
+  EXPECT_EQ(bits(from_double(1 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40), DType::Float16)), 0x3C01);
+  EXPECT_EQ(bf16_to_float(bits(from_double(1 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40), DType::BFloat16))),
+            1 + std::ldexp(1.0f, -7));
+  const int64_t big = (int64_t(1) << 40) + (int64_t(1) << 32) + 1;
+  EXPECT_EQ(bf16_to_float(bits(Tensor::from_vector(std::vector<int64_t>{big}, {1}).to(DType::BFloat16))),
+            std::ldexp(1.0f, 40) + std::ldexp(1.0f, 33));
+  // Above 2^53 as well: 2^60 + 2^52 + 1 is just above a bfloat16 tie (2^60 + 2^52), whose
+  // nearest double is the tie itself.
+  const int64_t huge = (int64_t(1) << 60) + (int64_t(1) << 52) + 1;
+  EXPECT_EQ(bf16_to_float(bits(Tensor::from_vector(std::vector<int64_t>{huge, -huge}, {2}).to(DType::BFloat16))),
+            std::ldexp(1.0f, 60) + std::ldexp(1.0f, 53));
+  EXPECT_EQ(bits(Tensor::from_vector(std::vector<int64_t>{INT64_MIN}, {1}).to(DType::BFloat16)), 0xDF00);  // -2^63
+  EXPECT_EQ(bits(Tensor::from_vector(std::vector<int64_t>{INT64_MAX}, {1}).to(DType::BFloat16)), 0x5F00);  // 2^63
 }
 
 TEST(Tensor, FillOnAStridedView) {
