@@ -1,8 +1,12 @@
 // Tensor metadata, views, copies, dtype conversion and factories.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
+#include <set>
+#include <thread>
 
+#include "tensor/block_pool.h"
 #include "tensor/half.h"
 #include "test_util.h"
 
@@ -271,6 +275,106 @@ TEST(Tensor, DoubleAndInt64ToSixteenBitsRoundOnce) {
             std::ldexp(1.0f, 60) + std::ldexp(1.0f, 53));
   EXPECT_EQ(bits(Tensor::from_vector(std::vector<int64_t>{INT64_MIN}, {1}).to(DType::BFloat16)), 0xDF00);  // -2^63
   EXPECT_EQ(bits(Tensor::from_vector(std::vector<int64_t>{INT64_MAX}, {1}).to(DType::BFloat16)), 0x5F00);  // 2^63
+}
+
+// The block pool behind large host tensors and CUDA memory: sizes rounded, a cached block
+// reused for requests from half its size up, at most max_cached bytes kept, and a failed
+// request retried once after the cache (flushed first) is handed back.
+TEST(BlockPool, RoundsReusesCapsAndRetries) {
+  std::set<void*> live;
+  size_t obtained = 0, given_back = 0, flushes = 0, limit = SIZE_MAX, live_bytes = 0;
+  std::map<void*, size_t> sizes;
+  BlockPool pool(
+      [&](size_t n) -> void* {
+        if (live_bytes + n > limit) return nullptr;
+        void* p = std::malloc(n);
+        live.insert(p), sizes[p] = n, live_bytes += n, ++obtained;
+        return p;
+      },
+      [&](void* p, size_t n) {
+        EXPECT_EQ(sizes.at(p), n) << "given back with another size than obtained";
+        live.erase(p), sizes.erase(p), live_bytes -= n, ++given_back;
+        std::free(p);
+      },
+      [&] { ++flushes; }, size_t(8) << 20);
+  EXPECT_EQ(BlockPool::round_size(0), 512u);
+  EXPECT_EQ(BlockPool::round_size(513), 1024u);
+  EXPECT_EQ(BlockPool::round_size(size_t(1) << 20), size_t(2) << 20);
+  EXPECT_EQ(BlockPool::round_size((size_t(2) << 20) + 1), size_t(4) << 20);
+  void* a = pool.allocate(size_t(3) << 20);  // 4 MiB
+  pool.release(a);
+  EXPECT_EQ(pool.allocate(size_t(2) << 20), a);  // 2 MiB: half of the cached 4, reused
+  pool.release(a);
+  void* small = pool.allocate(size_t(1) << 19);  // 512 KiB: less than half of 4 MiB, a new block
+  EXPECT_NE(small, a);
+  EXPECT_EQ(obtained, 2u);
+  EXPECT_EQ(pool.stats().allocated, size_t(1) << 19);
+  EXPECT_EQ(pool.stats().reserved, (size_t(4) << 20) + (size_t(1) << 19));
+  // The cap: three 4 MiB blocks released, the third goes back (12 MiB cached is over 8).
+  void* b = pool.allocate(size_t(4) << 20);
+  void* c = pool.allocate(size_t(4) << 20);
+  EXPECT_EQ(b, a);
+  pool.release(b), pool.release(c);
+  void* d = pool.allocate(size_t(4) << 20);
+  void* e = pool.allocate(size_t(4) << 20);
+  void* f = pool.allocate(size_t(4) << 20);
+  pool.release(d), pool.release(e);
+  const size_t back_before = given_back;
+  pool.release(f);
+  EXPECT_EQ(given_back, back_before + 1);
+  EXPECT_LE(pool.stats().reserved - pool.stats().allocated, size_t(8) << 20);
+  // A request the backend refuses is retried once after the cache is handed back.
+  limit = live_bytes + (size_t(2) << 20);  // only 2 MiB more: the 8 MiB request fails at first
+  const size_t flushes_before = flushes;
+  void* g = pool.allocate(size_t(8) << 20);
+  ASSERT_NE(g, nullptr);
+  EXPECT_GT(flushes, flushes_before);
+  limit = live_bytes;  // nothing at all: the request fails, the pool stays consistent
+  EXPECT_EQ(pool.allocate(size_t(16) << 20), nullptr);
+  limit = SIZE_MAX;
+  pool.release(g), pool.release(small);
+  pool.release(reinterpret_cast<void*>(0x1234));  // not the pool's: ignored
+  EXPECT_EQ(pool.stats().allocated, 0u);
+  pool.empty_cache();
+  EXPECT_EQ(pool.stats().reserved, 0u);
+  EXPECT_TRUE(live.empty());
+}
+
+// Several threads at once (the loader's workers and the training thread share the host pool):
+// every block a thread holds keeps what it wrote, and the books balance at the end.
+TEST(BlockPool, ThreadsShareItSafely) {
+  std::atomic<size_t> live_bytes{0};
+  BlockPool pool([&](size_t n) -> void* { live_bytes += n; return std::malloc(n); },
+                 [&](void* p, size_t n) { live_bytes -= n; std::free(p); }, nullptr, size_t(32) << 20);
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(t + 1);
+      std::vector<std::pair<uint8_t*, size_t>> held;
+      for (int i = 0; i < 400; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        if (held.size() < 6 && (x & 3) != 0) {
+          const size_t n = 1 + (x >> 8) % (size_t(5) << 20);
+          auto* p = static_cast<uint8_t*>(pool.allocate(n));
+          std::memset(p, t + 1, n);
+          held.emplace_back(p, n);
+        } else if (!held.empty()) {
+          const auto [p, n] = held[(x >> 20) % held.size()];
+          for (size_t k = 0; k < n; k += 4093) bad += p[k] != t + 1;
+          bad += p[n - 1] != t + 1;
+          pool.release(p);
+          held.erase(std::find(held.begin(), held.end(), std::make_pair(p, n)));
+        }
+      }
+      for (const auto& [p, n] : held) pool.release(p);
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(pool.stats().allocated, 0u);
+  EXPECT_EQ(pool.stats().reserved, live_bytes.load());
+  pool.empty_cache();
+  EXPECT_EQ(live_bytes.load(), 0u);
 }
 
 TEST(Tensor, FillOnAStridedView) {
