@@ -3,6 +3,9 @@
 #include <mpi.h>
 
 #include <cstdlib>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "dist/communicator.h"
 #include "dist/mpi_environment.h"
@@ -22,19 +25,30 @@ MPI_Datatype mpi_type(DType t, const char* op) {
   }
 }
 
+// A collective given up on (its deadline passed, or an error elsewhere ended the wait) may
+// still write into its buffer whenever the other ranks get to it: the request and the buffer's
+// storage are kept until the process ends, so that nothing freed (and reused) is written.
+void abandon(MPI_Request request, const Tensor& buffer) {
+  static std::mutex mu;
+  static auto* kept = new std::vector<std::pair<MPI_Request, Tensor>>();  // never freed, by design
+  std::lock_guard<std::mutex> lock(mu);
+  kept->emplace_back(request, buffer);
+}
+
 class MpiPending : public Communicator::Pending {
  public:
-  MpiPending(MPI_Request request, const char* op) : request_(request), op_(op) {}
+  MpiPending(MPI_Request request, const Tensor& buffer, const char* op) : request_(request), buffer_(buffer), op_(op) {}
   ~MpiPending() override {
-    if (request_ != MPI_REQUEST_NULL) {  // abandoned after an error elsewhere: finish quietly
-      int done = 0;
-      MPI_Test(&request_, &done, MPI_STATUS_IGNORE);
-    }
+    if (request_ == MPI_REQUEST_NULL) return;
+    int done = 0;
+    MPI_Test(&request_, &done, MPI_STATUS_IGNORE);
+    if (!done) abandon(request_, buffer_);
   }
   void wait() override { wait_for(&request_, op_); }
 
  private:
   MPI_Request request_;
+  Tensor buffer_;  // what the collective writes into: alive as long as it may be written
   const char* op_;
 };
 
@@ -53,7 +67,7 @@ class MpiCommunicator : public Communicator {
     FGVC_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "all_reduce"),
                               MPI_SUM, MPI_COMM_WORLD, &request) == MPI_SUCCESS,
                "all_reduce", "MPI_Iallreduce failed");
-    return std::make_unique<MpiPending>(request, "all_reduce");
+    return std::make_unique<MpiPending>(request, t, "all_reduce");
   }
   void broadcast(Tensor& t, int root) override {
     check(t, "broadcast");
@@ -62,7 +76,7 @@ class MpiCommunicator : public Communicator {
     FGVC_CHECK(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "broadcast"), root,
                           MPI_COMM_WORLD, &request) == MPI_SUCCESS,
                "broadcast", "MPI_Ibcast failed");
-    wait_for(&request, "broadcast");
+    MpiPending(request, t, "broadcast").wait();
   }
   void barrier() override {
     MPI_Request request;
