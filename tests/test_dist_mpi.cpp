@@ -14,12 +14,15 @@
 #include <thread>
 
 #include "autograd/ops.h"
+#include "data/loader.h"
 #include "dist/communicator.h"
 #include "dist/gradient_reducer.h"
 #include "nn/layers.h"
+#include "nn/models/registry.h"
 #include "optim/optimizer.h"
 #include "tensor/random.h"
 #include "train/checkpoint.h"
+#include "train/evaluate.h"
 #include "train/stop_request.h"
 #include "train/trainer.h"
 #include "image_files.h"
@@ -325,6 +328,61 @@ int resume_alone_mode(const std::string& dir) {
   return failures ? 1 : 0;
 }
 
+// --val DIR (2 ranks): the validation set is split over the ranks (7 images: 4 and 3; 1 image:
+// 1 and none) and the epoch line gives what one process scores with the run's checkpoint.
+int val_mode(dist::Communicator& comm, const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (comm.rank() == 0) {
+    fs::remove_all(dir);
+    testing::write_class_folder(dir + "/data", {8, 8, 8}, 24, 11);
+    testing::write_class_folder(dir + "/val7", {3, 2, 2}, 24, 12);
+    testing::write_class_folder(dir + "/val1", {0, 1, 0}, 24, 13);
+  }
+  comm.barrier();
+  for (const char* val : {"val7", "val1"}) {
+    train::TrainConfig c = quiet_config(dir, 4);
+    c.val = dir + "/" + val;
+    c.steps = 3;  // one epoch of 24 images at 2 x 4
+    c.out = dir + "/run_" + val;
+    train::train_model(c, Device::cpu());
+    comm.barrier();
+    if (comm.rank() != 0) continue;
+    nlohmann::json epoch;
+    std::ifstream in(c.out + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.at("kind") == "epoch") epoch = j;
+    }
+    const std::string what = std::string(val) + ": ";
+    if (epoch.is_null()) {
+      expect(false, what + "no epoch line");
+      continue;
+    }
+    // One process, the same checkpoint, the same evaluation settings.
+    const nlohmann::json cfg = nlohmann::json::parse(slurp(c.out + "/config.json"));
+    auto model = nn::create_model("resnet20", 3);
+    model->load_state_dict(train::load_checkpoint(c.out + "/last.safetensors").model);
+    data::LoaderOptions o;
+    o.batch_size = 4;
+    o.size = cfg.at("input_size").get<int>();
+    o.mode = data::Mode::Eval;
+    o.normalization = data::Normalization::ImageNet;
+    o.shuffle = false;
+    o.warn = false;
+    const data::Dataset set = data::load_dataset(c.val);
+    data::Loader loader(set, o);
+    const train::EvalResult r = train::evaluate({{model.get(), &loader}}, Device::cpu());
+    expect(epoch.at("val_images") == r.images && r.images == static_cast<int64_t>(set.samples.size()),
+           what + "val_images " + epoch.at("val_images").dump() + ", one process " + std::to_string(r.images));
+    expect(std::fabs(epoch.at("val_top1").get<double>() - r.top1_accuracy()) < 1e-12,
+           what + "val_top1 " + epoch.at("val_top1").dump() + ", one process " + std::to_string(r.top1_accuracy()));
+    // (float32 logits: batches of other images round a little differently, 4e-8 here)
+    expect(std::fabs(epoch.at("val_loss").get<double>() - r.loss) < 1e-6 * std::max(1.0, r.loss),
+           what + "val_loss " + epoch.at("val_loss").dump() + ", one process " + nlohmann::json(r.loss).dump());
+  }
+  return 0;
+}
+
 // --nan DIR (2 ranks, after --train DIR): a rate that overflows the weights. Every rank stops
 // at the same step with the loss's message, and the job ends (the ctest reads the message);
 // --nan-logged DIR (one process, after it) finds rank 0's error line in metrics.jsonl.
@@ -351,7 +409,7 @@ int nan_logged_mode(const std::string& dir) {
 
 int main(int argc, char** argv) {
   int hang_rank = -1;
-  std::string train_dir, reference_dir, sync_dir, dropout_dir;
+  std::string train_dir, reference_dir, sync_dir, dropout_dir, val_dir;
   for (int i = 1; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], "--nan") == 0) {
       std::filesystem::remove_all(nan_config(argv[i + 1]).out);  // (each rank: a missing folder is no error)
@@ -376,6 +434,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--hang-rank") == 0) hang_rank = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--train") == 0) train_dir = argv[i + 1];
     if (std::strcmp(argv[i], "--dropout") == 0) dropout_dir = argv[i + 1];
+    if (std::strcmp(argv[i], "--val") == 0) val_dir = argv[i + 1];
   }
   if (!reference_dir.empty()) {
     try {
@@ -398,6 +457,10 @@ int main(int argc, char** argv) {
     }
     if (!dropout_dir.empty()) {
       dropout_mode(*comm, dropout_dir);
+      return report_all_ranks(*comm);
+    }
+    if (!val_dir.empty()) {
+      val_mode(*comm, val_dir);
       return report_all_ranks(*comm);
     }
     if (!train_dir.empty()) {
