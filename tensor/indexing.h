@@ -40,15 +40,15 @@ IndexMap<N> make_index_map(const Shape& shape, const std::array<const Strides*, 
   int64_t sizes[64];
   int64_t st[N][64];
   int nd = 0;
-  FGVC_CHECK(shape.size() <= 64, "make_index_map", "rank ", shape.size(), " too large");
   for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
-    if (shape[d] == 1) continue;
+    if (shape[d] == 1) continue;  // any number of them: a rank-100 tensor of one element is fine
     bool merge = nd > 0;
     for (int k = 0; k < N && merge; ++k)
       merge = (*strides[k])[d] == st[k][nd - 1] * sizes[nd - 1];
     if (merge) {
       sizes[nd - 1] *= shape[d];
     } else {
+      FGVC_CHECK(nd < 64, "make_index_map", "iteration over more than 64 non-mergeable axes of ", shape_str(shape));
       sizes[nd] = shape[d];
       for (int k = 0; k < N; ++k) st[k][nd] = (*strides[k])[d];
       ++nd;

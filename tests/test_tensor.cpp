@@ -377,6 +377,27 @@ TEST(BlockPool, ThreadsShareItSafely) {
   EXPECT_EQ(live_bytes.load(), 0u);
 }
 
+// Any rank: size-1 axes are skipped, so a rank-70 tensor of one element copies, fills and adds;
+// more than 12 axes that cannot merge (a transposed rank-13 tensor) is a clear error.
+TEST(Tensor, RanksBeyondTheIterationLimit) {
+  const Tensor one = Tensor::full(Shape(70, 1), 2.5);
+  EXPECT_EQ(one.dim(), 70);
+  Tensor copy = Tensor::empty(Shape(70, 1));
+  copy.copy_(one);
+  EXPECT_EQ(copy.to_vector<float>(), (std::vector<float>{2.5f}));
+  EXPECT_EQ(kernels::add(one, copy).to_vector<float>(), (std::vector<float>{5.0f}));
+  Shape twos(13, 2);
+  std::vector<int64_t> reversed;
+  for (int64_t d = 12; d >= 0; --d) reversed.push_back(d);
+  const Tensor t = Tensor::zeros(twos).permute(reversed);
+  try {
+    t.contiguous();
+    ADD_FAILURE() << "no error for 13 axes that cannot merge";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-mergeable axes"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tensor, FillOnAStridedView) {
   Tensor a = Tensor::zeros({3, 3}, DType::Int64);
   a.slice(0, 0, 3, 2).fill_(5);
