@@ -26,14 +26,14 @@ MpiEnvironment::MpiEnvironment() {
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  // The launcher's count of processes against MPI's own. Another MPI's launcher (MPICH's
-  // Hydra sets PMI_SIZE, which this build's Open MPI does not read) starts N copies that each
-  // find a world of 1: N runs, each rank 0, each writing the same run folder.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
-    const char* v = std::getenv(name);
-    FGVC_CHECK(!v || !*v || std::atoi(v) == size_, "MPI", "the launcher started ", v, " processes ($", name,
-               ") but MPI sees a world of ", size_, ": start the job with the mpirun of the MPI this build links");
-  }
+  // Another MPI's launcher (MPICH's Hydra sets PMI_SIZE, which this build's Open MPI does not
+  // read) starts N copies that each find a world of 1: N runs, each rank 0, each writing the
+  // same run folder. Only that is refused: Open MPI's own count when it set one, else PMI's
+  // (which a Slurm shell can pass on to a correct mpirun's ranks with another value).
+  const char* name = std::getenv("OMPI_COMM_WORLD_SIZE") ? "OMPI_COMM_WORLD_SIZE" : "PMI_SIZE";
+  const char* launched = std::getenv(name);
+  FGVC_CHECK(size_ > 1 || !launched || std::atoi(launched) <= 1, "MPI", "the launcher started ", launched,
+             " processes ($", name, ") but MPI sees a world of 1: start the job with the mpirun of the MPI this build links");
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &local_rank_);

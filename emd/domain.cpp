@@ -52,8 +52,8 @@ void validate_domain(const Domain& d) {
   constexpr double kLargest = 1e150;
   auto check_finite = [&](const auto* p, auto limit) {
     // A branch-free count first, in the features' own type and in blocks with a count of the
-    // same width, so that it vectorizes (1000 x 2048 float32: 0.4 ms, against 3 ms comparing as
-    // float64 into a 64-bit count), then the first bad value is found for the message.
+    // same width, so that it vectorizes (the whole check of 1000 x 2048 float32: 1.2 ms, against
+    // 3.6 ms comparing as float64 into a 64-bit count), then the first bad value is found for the message.
     constexpr int64_t kBlock = 1 << 14;
     int64_t bad = 0;
 #pragma omp parallel for reduction(+ : bad) schedule(static) if (n > (1 << 22))

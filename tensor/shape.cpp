@@ -7,11 +7,13 @@
 namespace fgvc {
 
 int64_t numel(const Shape& shape) {
+  for (int64_t s : shape) FGVC_CHECK(s >= 0, "shape", "negative size in ", shape_str(shape));
+  // A side of 0 makes no elements whatever the others are, in any order of the sides.
+  if (std::find(shape.begin(), shape.end(), int64_t(0)) != shape.end()) return 0;
   int64_t n = 1;
   for (int64_t s : shape) {
     // A size from a flag or a file can be anything: too many elements is an error, not a
     // product that wraps (to a small or negative count, and a short allocation).
-    FGVC_CHECK(s >= 0, "shape", "negative size in ", shape_str(shape));
     FGVC_CHECK(!__builtin_mul_overflow(n, s, &n), "shape", shape_str(shape), " has more than 2^63 elements");
   }
   return n;

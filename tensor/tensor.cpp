@@ -170,8 +170,8 @@ static Shape infer_shape(const Shape& requested, int64_t n, const char* op, cons
       infer = static_cast<int>(i);
     } else {
       FGVC_CHECK(s[i] >= 0, op, "bad shape ", shape_str(requested));
-      FGVC_CHECK(!__builtin_mul_overflow(known, s[i], &known), op, "cannot reshape ", describe(t), " to ",
-                 shape_str(requested), ": more than 2^63 elements");
+      // (saturated: a side of 0 elsewhere still makes an empty shape, checked below)
+      if (__builtin_mul_overflow(known, s[i], &known)) known = INT64_MAX;
     }
   }
   if (infer >= 0) {
@@ -207,8 +207,8 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
   // A step past the end leaves one element (or none), whose stride is never used: kept as it
   // was, since stride x step could overflow. With two or more, step x stride is at most the
   // axis's own reach, which fits.
-  if (s[a] > 1) st[a] *= step;
-  return as_strided(s, st, offset() + start * strides()[a]);
+  if (s[a] > 1 && numel() > 0) st[a] *= step;  // (an empty tensor's strides can be anything)
+  return as_strided(s, st, numel() > 0 ? offset() + start * strides()[a] : offset());
 }
 
 Tensor Tensor::select(int64_t axis, int64_t index) const {

@@ -203,6 +203,9 @@ TEST(Tensor, HugeStridesAndStepsDoNotWrapAround) {
   const Tensor empty = Tensor::zeros({0, int64_t(1) << 40, int64_t(1) << 40});
   EXPECT_EQ(empty.numel(), 0);
   EXPECT_EQ(empty.contiguous().numel(), 0);
+  EXPECT_EQ(empty.slice(1, 3, int64_t(1) << 40, int64_t(1) << 30).shape(), (Shape{0, 1024, int64_t(1) << 40}));
+  EXPECT_EQ(numel(Shape{int64_t(1) << 40, int64_t(1) << 40, 0}), 0);  // a side of 0 anywhere
+  EXPECT_EQ(Tensor::zeros({0}).reshape({int64_t(1) << 40, int64_t(1) << 40, 0}).numel(), 0);
   EXPECT_THROW(m.reshape({int64_t(1) << 32, int64_t(1) << 32, -1}), Error);
   EXPECT_THROW(m.reshape({int64_t(1) << 32, int64_t(1) << 32, 8}), Error);
 }

@@ -551,6 +551,15 @@ TEST(Train, TheLastGoodCheckpointIsFiniteThroughout) {
     if (average) c.ema_decay = 0.9;
     const std::string what = training_error(c);
     EXPECT_NE(what.find("keeps the last good checkpoint"), std::string::npos) << what;
+    EXPECT_NE(what.find("training stopped"), std::string::npos) << what;
+    if (what.find("is not finite") != std::string::npos) {  // the statistics, not the loss: logged as well
+      std::ifstream in(c.out + "/metrics.jsonl");
+      std::string line, last;
+      while (std::getline(in, line)) last = line;
+      const nlohmann::json j = nlohmann::json::parse(last);
+      EXPECT_EQ(j.at("kind"), "error") << last;
+      EXPECT_NE(what.find(j.at("not_finite").get<std::string>() + " is not finite"), std::string::npos) << last;
+    }
     const train::Checkpoint ck = train::load_checkpoint(c.out + "/last.safetensors");
     EXPECT_EQ(ck.ema.empty(), !average);
     EXPECT_FALSE(ck.optimizer.empty());

@@ -672,9 +672,16 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       std::string culprit;
       for (const auto& [name, t] : kept)
         if (culprit.empty() && !optim::all_finite({t})) culprit = name;
-      throw Error(detail::concat("training: step ", pos.step, ": ", culprit, " is not finite; ",
+      // As a non-finite loss stops the run: rank 0's error line, then every rank's error. (At
+      // an epoch's end the position has moved on to the next epoch; the step was the last's.)
+      const int64_t epoch = pos.batch > 0 ? pos.epoch + 1 : std::max<int64_t>(pos.epoch, 1);
+      metrics.write({{"kind", "error"}, {"step", pos.step}, {"epoch", epoch}, {"not_finite", culprit}});
+      comm.barrier();
+      throw Error(detail::concat("training: step ", pos.step, " (epoch ", epoch, "): ", culprit,
+                                 " is not finite; training stopped. ",
                                  saved_once ? last_path + " keeps the last good checkpoint"
-                                            : std::string("no checkpoint was written")));
+                                            : std::string("no checkpoint had been written yet"),
+                                 amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
     }
     // The checkpoint keeps rank 0's position, and every rank resumes from it: the loss sums of
     // the open log window and epoch become the ranks' means first (what is logged is their
