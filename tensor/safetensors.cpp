@@ -46,7 +46,8 @@ constexpr StType kStTypes[] = {
     {"F16", 2, true, DType::Float16},   {"I64", 8, true, DType::Int64},    {"U8", 1, true, DType::UInt8},
     {"BOOL", 1, false, DType::UInt8},   {"I8", 1, false, DType::UInt8},    {"I16", 2, false, DType::UInt8},
     {"U16", 2, false, DType::UInt8},    {"I32", 4, false, DType::UInt8},   {"U32", 4, false, DType::UInt8},
-    {"U64", 8, false, DType::UInt8},    {"F8_E4M3", 1, false, DType::UInt8}, {"F8_E5M2", 1, false, DType::UInt8}};
+    {"U64", 8, false, DType::UInt8},    {"F8_E4M3", 1, false, DType::UInt8}, {"F8_E5M2", 1, false, DType::UInt8},
+    {"F8_E8M0", 1, false, DType::UInt8}, {"C64", 8, false, DType::UInt8}};  // (the packed 4- and 6-bit floats: unknown)
 
 const StType* st_type(const std::string& s) {
   for (const StType& t : kStTypes)

@@ -174,6 +174,13 @@ TEST(Safetensors, OtherTypesAreListedAndTheHeaderReadsAlone) {
                                                                   {"i16", "I16"}}));
     EXPECT_EQ(f.metadata.at("k"), "v");
   }
+  // The format's newer whole-byte types too: an 8-bit scale and a complex pair of float32.
+  const std::string newer = write_raw("newer",
+                                      R"({"scale":{"dtype":"F8_E8M0","shape":[2],"data_offsets":[0,2]},)"
+                                      R"("z":{"dtype":"C64","shape":[1],"data_offsets":[2,10]}})",
+                                      std::string(10, '\x01'));
+  EXPECT_EQ(read_safetensors(newer).unsupported,
+            (std::map<std::string, std::string>{{"scale", "F8_E8M0"}, {"z", "C64"}}));
   const SafetensorsHeader h = read_safetensors_header(path);
   ASSERT_EQ(h.entries.size(), 7u);
   EXPECT_EQ(h.entries[0].name, "ids");
