@@ -181,11 +181,24 @@ train::TrainConfig equivalence_config(const std::string& dir) {
 constexpr const char* kUnevenBad[] = {"class0/bad0.jpg", "class0/bad1.jpg", "class1/bad2.jpg", "class2/bad3.jpg",
                                       "class2/bad4.jpg"};
 
+// A data set smaller than one global batch (5 images; 2 ranks x 4 or 1 x 8): the batches keep
+// their last, short part (no drop_last), one a rank, 3 and 2 images. One step: 3.5e-6 apart, as
+// the uneven halves above; a second one lifts that to 1.8e-4 (batch norm over 5 images
+// amplifies the shares' float32 rounding about 50x a step, measured 2026-11-29).
+void small_run(const std::string& dir, train::TrainConfig c, int64_t batch, const std::string& out) {
+  c.data = dir + "/small";
+  c.batch_size = batch;
+  c.steps = 1;
+  c.out = out;
+  train::train_model(c, Device::cpu());
+}
+
 int reference_mode(const std::string& dir) {
   std::filesystem::remove_all(dir);
   testing::write_class_folder(dir + "/data", {20, 12, 8}, 24, 6);
   testing::write_class_folder(dir + "/uneven", {20, 12, 8}, 24, 6);
   for (const char* bad : kUnevenBad) testing::write_bytes(dir + "/uneven/" + bad, {'n', 'o'});
+  testing::write_class_folder(dir + "/small", {2, 2, 1}, 24, 7);
   train::TrainConfig c = equivalence_config(dir);
   c.batch_size = 8;
   c.out = dir + "/single";
@@ -194,6 +207,7 @@ int reference_mode(const std::string& dir) {
   c.steps = 1;
   c.out = dir + "/single_uneven";
   train::train_model(c, Device::cpu());
+  small_run(dir, c, 8, dir + "/single_small");
   std::printf("PASSED: 0 failure(s)\n");
   return 0;
 }
@@ -252,6 +266,9 @@ int sync_bn_mode(dist::Communicator& comm, const std::string& dir) {
   c.steps = 1;
   c.out = dir + "/two_ranks_uneven";
   train::train_model(c, Device::cpu());
+  if (comm.rank() == 0) std::filesystem::remove_all(dir + "/two_ranks_small");
+  comm.barrier();
+  small_run(dir, c, 4, dir + "/two_ranks_small");
   if (comm.rank() == 0) {
     expect(weights_difference(dir + "/single/last.safetensors", dir + "/two_ranks/last.safetensors",
                               "2 ranks x batch 4 (--sync-bn) vs 1 x batch 8") < 1e-5,
@@ -261,6 +278,9 @@ int sync_bn_mode(dist::Communicator& comm, const std::string& dir) {
     expect(weights_difference(dir + "/single_uneven/last.safetensors", dir + "/two_ranks_uneven/last.safetensors",
                               "the same, one step with unreadable files") < 2e-5,
            "uneven halves of a batch: the step is not the mean over its images");
+    expect(weights_difference(dir + "/single_small/last.safetensors", dir + "/two_ranks_small/last.safetensors",
+                              "5 images, less than a global batch, one step") < 2e-5,
+           "a data set smaller than one global batch: 2 ranks differ from one process");
   }
   return 0;
 }
