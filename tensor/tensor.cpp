@@ -207,8 +207,9 @@ Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end, int64_t step) con
   // A step past the end leaves one element (or none), whose stride is never used: kept as it
   // was, since stride x step could overflow. With two or more, step x stride is at most the
   // axis's own reach, which fits.
-  if (s[a] > 1 && numel() > 0) st[a] *= step;  // (an empty tensor's strides can be anything)
-  return as_strided(s, st, numel() > 0 ? offset() + start * strides()[a] : offset());
+  const bool empty = numel() == 0;  // (an empty tensor's strides can be anything, and are not scaled)
+  if (s[a] > 1 && !empty) st[a] *= step;
+  return as_strided(s, st, empty ? offset() : offset() + start * strides()[a]);
 }
 
 Tensor Tensor::select(int64_t axis, int64_t index) const {

@@ -653,6 +653,17 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   const auto epoch_skipped = [&]() {
     return skipped_before + static_cast<int64_t>(rank_sum(static_cast<double>(loader.skipped()), comm, device));
   };
+  // A number that is not finite stops the run: rank 0's error line (`line` with the kind, step
+  // and epoch added), then the same error on every rank, saying what the last good checkpoint is.
+  auto stop_not_finite = [&](int64_t step, int64_t epoch, json line, const std::string& what) {
+    line["kind"] = "error", line["step"] = step, line["epoch"] = epoch;
+    metrics.write(line);
+    comm.barrier();
+    throw Error(detail::concat("training: step ", step, " (epoch ", epoch, "): ", what, "; training stopped. ",
+                               saved_once ? last_path + " keeps the last good checkpoint"
+                                          : std::string("no checkpoint had been written yet"),
+                               amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
+  };
   auto save_last = [&]() {
     broadcast_buffers();
     // Everything the checkpoint keeps that a diverging run can spoil: the weights, the batch-norm
@@ -672,16 +683,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       std::string culprit;
       for (const auto& [name, t] : kept)
         if (culprit.empty() && !optim::all_finite({t})) culprit = name;
-      // As a non-finite loss stops the run: rank 0's error line, then every rank's error. (At
-      // an epoch's end the position has moved on to the next epoch; the step was the last's.)
+      // (At an epoch's end the position has moved on to the next epoch; the step was the last's.)
       const int64_t epoch = pos.batch > 0 ? pos.epoch + 1 : std::max<int64_t>(pos.epoch, 1);
-      metrics.write({{"kind", "error"}, {"step", pos.step}, {"epoch", epoch}, {"not_finite", culprit}});
-      comm.barrier();
-      throw Error(detail::concat("training: step ", pos.step, " (epoch ", epoch, "): ", culprit,
-                                 " is not finite; training stopped. ",
-                                 saved_once ? last_path + " keeps the last good checkpoint"
-                                            : std::string("no checkpoint had been written yet"),
-                                 amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
+      stop_not_finite(pos.step, epoch, {{"not_finite", culprit}}, culprit + " is not finite");
     }
     // The checkpoint keeps rank 0's position, and every rank resumes from it: the loss sums of
     // the open log window and epoch become the ranks' means first (what is logged is their
@@ -806,16 +810,10 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         // error line, with that mean, before any rank ends the job.
         const double mean_loss = rank_mean(value, comm, device);
         if (!std::isfinite(mean_loss)) {
-          metrics.write({{"kind", "error"}, {"step", pos.step + 1}, {"epoch", pos.epoch + 1}, {"loss", mean_loss}});
-          comm.barrier();
           const std::string what = std::isnan(value) ? "the loss is nan"
                                    : std::isinf(value) ? "the loss is infinite"
                                                        : "another rank's loss is not finite";
-          throw Error("training: step " + std::to_string(pos.step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
-                      "): " + what + "; training stopped. " +
-                      (saved_once ? last_path + " keeps the last good checkpoint"
-                                  : std::string("no checkpoint had been written yet")) +
-                      (amp_dtype == DType::Float16 ? " (try a smaller --lr, or --amp bf16)" : " (try a smaller --lr)"));
+          stop_not_finite(pos.step + 1, pos.epoch + 1, {{"loss", mean_loss}}, what);
         }
         if (reducer) reducer->prepare();
         backward(scaler ? scaler->scale(loss) : loss);
