@@ -101,14 +101,13 @@ Tensor golden_input(const std::string& model, int64_t size) {
 }
 
 class GoldenModels : public ::testing::TestWithParam<std::string> {
- protected:
+ public:
   static const SafetensorsFile& fixture() {
     static const SafetensorsFile f = read_safetensors(FGVC_TEST_DATA "/golden_models.safetensors");
     return f;
   }
 
-  // The model with the reference's weights, after checking that its state_dict has exactly the
-  // reference's names and shapes (the contract that lets timm/torchvision files load by name).
+ protected:
   // The model with the reference's weights, after checking its state_dict's names and shapes.
   std::shared_ptr<nn::Classifier> model_with_golden_weights() {
     const std::string name = GetParam();
@@ -254,6 +253,69 @@ TEST_P(GoldenModels, TrainingModeGradientsMatchItsReference) {
   EXPECT_LT(feature_error, 1e-8) << name;
   EXPECT_LT(worst, 1e-7) << name << ": " << worst_name;
   EXPECT_LT(stat_error, 1e-8) << name << ": " << worst_stat;
+}
+
+// Inception-v3's auxiliary classifier (tools/golden_models.py's aux_reference) runs only in
+// training mode, on Mixed_6e's 17 x 17 grid (inputs of 299 and up), which the whole-model checks
+// leave out: the head on its own, with the model's golden weights (AuxLogits.*), on generated
+// inputs. Evaluation mode at 17 x 17 in float32; training mode at 23 x 23 in float64 (the 5x5/3
+// pool leaves 7 x 7, the 5 x 5 convolution 3 x 3): the logits, the gradients of
+// sum(logits * cotangent) and the running statistics. A wrong pool window, stride or padding
+// rule, layer order or epsilon is off by far more than the tolerances.
+TEST(GoldenInceptionAux, HeadMatchesTorchvisionInBothModes) {
+  const SafetensorsFile& f = GoldenModels::fixture();
+  const auto sizes = nlohmann::json::parse(f.metadata.at("inception_v3.aux.input_sizes")).get<std::vector<int64_t>>();
+  ASSERT_EQ(sizes.size(), 2u);
+  const std::string prefix = "AuxLogits.";
+  auto head = nn::inception_aux(768, 1000);
+  std::map<std::string, Tensor> weights;
+  for (const auto& [key, shape] : GoldenModels::reference_state("inception_v3"))
+    if (key.rfind(prefix, 0) == 0) weights[key.substr(prefix.size())] = golden_tensor(key, shape);
+  head->load_state_dict(weights);  // strict: the head's names are exactly the reference's
+  auto aux_input = [](int64_t size) {
+    return golden_signs("__aux_input.inception_v3." + std::to_string(size), {2, 768, size, size});
+  };
+
+  head->eval();
+  double eval_error;
+  {
+    NoGradGuard no_grad;
+    const Tensor logits = head->forward(aux_input(sizes[0]));
+    const Tensor& want = f.tensors.at("inception_v3.aux.logits");
+    ASSERT_EQ(logits.shape(), want.shape());
+    eval_error = testing::rel_error(logits, want);
+  }
+
+  head->train();
+  head->to(DType::Float64);
+  const Tensor logits = head->forward(aux_input(sizes[1]).to(DType::Float64));
+  const Tensor& want_logits = f.tensors.at("inception_v3.aux.train.logits");
+  ASSERT_EQ(logits.shape(), want_logits.shape());
+  const double train_error = testing::rel_error(logits, want_logits);
+  backward(sum(mul(logits, golden_signs("__cotangent.inception_v3.aux", logits.shape()).to(DType::Float64))));
+  std::map<std::string, Tensor> gradients, buffers;
+  for (const auto& [name, p] : head->named_parameters()) {
+    EXPECT_TRUE(p.grad().defined()) << name;
+    if (p.grad().defined()) gradients[prefix + name] = p.grad();
+  }
+  for (const auto& [name, b] : head->named_buffers()) buffers[prefix + name] = b;
+  std::string worst_gradient, worst_stat;
+  const double gradient_error = summary_error(
+      gradients, nlohmann::json::parse(f.metadata.at("inception_v3.aux.train.parameters")).get<std::vector<std::string>>(),
+      f.tensors.at("inception_v3.aux.train.grad_norms").to_vector<double>(),
+      f.tensors.at("inception_v3.aux.train.grad_dots").to_vector<double>(), &worst_gradient);
+  const double stat_error = summary_error(
+      buffers, nlohmann::json::parse(f.metadata.at("inception_v3.aux.train.stats")).get<std::vector<std::string>>(),
+      f.tensors.at("inception_v3.aux.train.stat_norms").to_vector<double>(),
+      f.tensors.at("inception_v3.aux.train.stat_dots").to_vector<double>(), &worst_stat);
+  std::printf("inception_v3's auxiliary head against %s: evaluation mode (float32) %.1e; training mode (float64): "
+              "logits %.1e, gradients %.1e (worst: %s), running statistics %.1e (worst: %s)\n",
+              f.metadata.at("inception_v3.reference").c_str(), eval_error, train_error, gradient_error,
+              worst_gradient.c_str(), stat_error, worst_stat.c_str());
+  EXPECT_LT(eval_error, 1e-5);
+  EXPECT_LT(train_error, 1e-8);
+  EXPECT_LT(gradient_error, 1e-7) << worst_gradient;
+  EXPECT_LT(stat_error, 1e-8) << worst_stat;
 }
 
 // Measured: 1.3e-7 to 3.7e-7 at full size, except seresnet50 at 2.6e-5, where PyTorch's own

@@ -214,6 +214,36 @@ def running_stats_summary(model):
     return names, np.array(norms), np.array(dots)
 
 
+# Inception-v3's auxiliary classifier runs only in training mode, on Mixed_6e's 17 x 17 grid (an
+# input of 299 or more): the whole-model checks leave it off. It is checked on its own, with the
+# model's own golden weights (AuxLogits.*) on generated inputs: in evaluation mode at 17 x 17
+# (float32), and in training mode at 23 x 23 (float64), where the 5x5/3 pool leaves 7 x 7 and its
+# 5 x 5 convolution 3 x 3, so that the last batch norm sees more than two values per channel.
+AUX_EVAL_SIZE, AUX_TRAIN_SIZE, AUX_CHANNELS = 17, 23, 768
+
+
+def aux_input(size):
+    return (2.0 * counter_uniform(f"__aux_input.inception_v3.{size}", BATCH * AUX_CHANNELS * size * size) - 1.0).astype(
+        np.float32).reshape(BATCH, AUX_CHANNELS, size, size)
+
+
+def aux_reference(model):
+    """The auxiliary head's logits in both modes, and in training mode (float64) the gradient
+    summary of loss = sum(logits * cotangent) and the running statistics, named as in the
+    model's state_dict (AuxLogits.conv0.conv.weight, ...)."""
+    import copy
+    import torch
+    head = copy.deepcopy(model.AuxLogits).eval()
+    with torch.no_grad():
+        eval_logits = head(torch.from_numpy(aux_input(AUX_EVAL_SIZE))).numpy()
+    wrapper = torch.nn.Module()  # so that the names carry the model's prefix
+    wrapper.AuxLogits = copy.deepcopy(model.AuxLogits).double().train()
+    logits = wrapper.AuxLogits(torch.from_numpy(aux_input(AUX_TRAIN_SIZE)).double())
+    names, norms, dots = gradient_summary(wrapper, logits, "inception_v3.aux")
+    stats = running_stats_summary(wrapper)
+    return eval_logits, logits.detach().numpy(), names, norms, dots, stats
+
+
 def fixture(path):
     import torch
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -226,6 +256,18 @@ def fixture(path):
         metadata[name + ".reference"] = version
         metadata[name + ".input_size"] = str(size)
         metadata[name + ".state"] = json.dumps([[k, list(v.shape)] for k, v in state.items()])
+        if name == "inception_v3":  # before train_reference, which takes the head off
+            eval_logits, train_logits, aux_names, aux_norms, aux_dots, (aux_stats, aux_stat_norms, aux_stat_dots) = \
+                aux_reference(model)
+            tensors[name + ".aux.logits"] = eval_logits
+            tensors[name + ".aux.train.logits"] = train_logits
+            tensors[name + ".aux.train.grad_norms"] = aux_norms
+            tensors[name + ".aux.train.grad_dots"] = aux_dots
+            tensors[name + ".aux.train.stat_norms"] = aux_stat_norms
+            tensors[name + ".aux.train.stat_dots"] = aux_stat_dots
+            metadata[name + ".aux.train.parameters"] = json.dumps(aux_names)
+            metadata[name + ".aux.train.stats"] = json.dumps(aux_stats)
+            metadata[name + ".aux.input_sizes"] = json.dumps([AUX_EVAL_SIZE, AUX_TRAIN_SIZE])
         train_size = TRAIN_SIZE.get(name, 131)
         features, names, norms, dots, f32_error, g32_error, (stat_names, stat_norms, stat_dots) = train_reference(
             model, name, golden_input(name, train_size))
