@@ -667,6 +667,58 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   EXPECT_TRUE(train::recorded_classes(numbered.out + "/last.safetensors").empty());
 }
 
+// A checkpoint copied alone into a new folder (no config.json) records its run's settings: a
+// --resume with others is refused naming them and the file; the run's own settings continue
+// it, and the new config.json says what the run started from (--init). A checkpoint of before
+// the record (no "settings") still resumes, on its own checks.
+TEST(Train, ACheckpointCopiedAloneKeepsItsRunsSettings) {
+  Folders f;
+  train::TrainConfig source = small_config(f, "alone_init");
+  source.steps = 1;
+  train::train_model(source, Device::cpu());
+  train::TrainConfig c = small_config(f, "alone_run");
+  c.steps = 2;
+  c.init = source.out + "/last.safetensors";
+  train::train_model(c, Device::cpu());
+  const std::string copy = f.dir + "/alone_copy";
+  fs::remove_all(copy);
+  fs::create_directories(copy);
+  fs::copy_file(c.out + "/last.safetensors", copy + "/last.safetensors");
+
+  train::TrainConfig changed = c;
+  changed.out = copy;
+  changed.init = "";
+  changed.resume = true;
+  changed.steps = 3;
+  changed.lr = 0.5;
+  changed.seed = 7;
+  const std::string refused = training_error(changed);
+  EXPECT_NE(refused.find("this run is not the one in " + copy + "/last.safetensors"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("lr 0.5 (was 0.045)"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("seed 7 (was 0)"), std::string::npos) << refused;
+  EXPECT_FALSE(fs::exists(copy + "/config.json"));  // refused before anything is written
+
+  train::TrainConfig same = changed;
+  same.lr = c.lr;
+  same.seed = c.seed;
+  EXPECT_EQ(train::train_model(same, Device::cpu()).steps, 3);
+  std::ifstream in(copy + "/config.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("init"), c.init);
+  const nlohmann::json record = nlohmann::json::parse(train::checkpoint_settings(copy + "/last.safetensors"));
+  EXPECT_EQ(record.at("init"), c.init);  // the resumed run's checkpoints keep it too
+  EXPECT_EQ(record.at("lr"), c.lr);
+
+  // Without the record (a checkpoint of before it), only the checkpoint's own checks apply.
+  SafetensorsFile old = read_safetensors(c.out + "/last.safetensors");
+  old.metadata.erase("settings");
+  fs::remove_all(copy);
+  fs::create_directories(copy);
+  write_safetensors(copy + "/last.safetensors", old.tensors, old.metadata);
+  EXPECT_EQ(train::checkpoint_settings(copy + "/last.safetensors"), "");
+  EXPECT_EQ(train::train_model(changed, Device::cpu()).steps, 3);
+}
+
 // --init from a run that recorded its classes: the classifier rows follow the names when the
 // same classes come in another order (stage 2 on a list whose classes are ordered otherwise),
 // and other classes are refused unless --reset-classifier starts a new classifier.

@@ -30,6 +30,7 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
                          {"skipped_steps", p.skipped_steps}};
   std::map<std::string, std::string> metadata = {{"format", nn::kCheckpointFormat}, {"position", position.dump()}};
   if (!p.classes.empty()) metadata["classes"] = json(p.classes).dump();
+  if (!p.settings.empty()) metadata["settings"] = p.settings;
   write_safetensors(path, tensors, metadata);
 }
 
@@ -58,6 +59,12 @@ std::vector<std::string> recorded_classes(const std::string& path) {
   FGVC_CHECK(has_weight, path, "holds no model weights (its tensors: ", names.empty() ? "none" : names,
              "); give a weights file or an fgvc-train checkpoint");
   return classes_of(header.metadata, path);
+}
+
+std::string checkpoint_settings(const std::string& path) {
+  const SafetensorsHeader header = read_safetensors_header(path);
+  const auto it = header.metadata.find("settings");
+  return it == header.metadata.end() ? std::string() : it->second;
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
@@ -97,6 +104,8 @@ Checkpoint load_checkpoint(const std::string& path) {
     throw Error("checkpoint: " + path + ": bad position metadata: " + e.what());
   }
   c.position.classes = classes_of(file.metadata, path);
+  const auto settings = file.metadata.find("settings");
+  if (settings != file.metadata.end()) c.position.settings = settings->second;
   const std::string ema = nn::kEmaPrefix, opt = nn::kOptimizerPrefix;
   for (auto& [name, t] : file.tensors) {
     if (name.rfind(ema, 0) == 0) c.ema[name.substr(ema.size())] = t;

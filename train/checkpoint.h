@@ -53,6 +53,10 @@ struct TrainPosition {
   // list, as domain files keep theirs), so that fgvc-eval matches a data set's classes to the
   // model's outputs by name. Empty where none were recorded.
   std::vector<std::string> classes;
+  // The run's settings that shape its trajectory, and what it started from (trainer.cpp's
+  // run_record; a JSON object), kept in the metadata as "settings", so that --resume checks
+  // them where the run folder has no config.json. Empty in checkpoints of before 2026-11-29.
+  std::string settings;
 };
 
 // `optimizer` and `ema` may be null (best.safetensors keeps no optimizer slots).
@@ -65,6 +69,8 @@ struct Checkpoint {
 };
 // Throws naming the file when it is not an fgvc-train checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
+// A checkpoint's "settings" (TrainPosition::settings), from its header alone; "" where none.
+std::string checkpoint_settings(const std::string& path);
 // The class names a weights file records (an fgvc-train checkpoint's "classes"); empty for
 // a file without them (timm's or torchvision's weights). Throws naming the file when it is
 // not a safetensors file, holds no "*.weight" tensor (a domain file, say), or the names are not

@@ -108,25 +108,51 @@ namespace {
 
 // --resume continues the run as it was set up: every setting that shapes its trajectory (the
 // data's classes and counts, the model, the optimizer and its schedule, augmentation, the
-// moving average, the seed) must be config.json's. --steps and --epochs
-// may grow; the workers, logging, devices and paths may change.
-// Returns the run's config.json (empty where there is none).
-json check_same_run(const std::string& config_path, const json& now) {
-  if (!fs::exists(config_path)) return {};  // a run folder from elsewhere: the checkpoint's own checks apply
+// moving average, the seed) must be the run's. --steps and --epochs may grow; the workers,
+// logging, devices and paths may change.
+constexpr const char* kTrajectoryKeys[] = {
+    "model", "input_size", "optimizer", "lr", "lr_decay", "decay_epochs", "momentum", "rmsprop_decay", "epsilon",
+    "label_smoothing", "weight_decay", "aux_weight", "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort",
+    "crop", "min_crop_area", "min_crop_covered", "amp", "sync_bn", "classes", "train_counts"};
+
+// What a checkpoint records of its run (its metadata's "settings"): those settings, and what the
+// run started from (--init, --reset-classifier), which a resumed run keeps.
+json run_record(const json& now, const json& started_as) {
+  json record = json::object();
+  for (const char* key : kTrajectoryKeys) record[key] = now.at(key);
+  for (const char* key : {"init", "reset_classifier"}) record[key] = started_as.contains(key) ? started_as[key] : now.at(key);
+  return record;
+}
+
+// The run's settings, from its config.json, or where the folder has none (a checkpoint copied
+// alone), from the checkpoint's record of them; checked against this command's (`now`).
+// Checkpoints of before 2026-11-29 record none: then only their own checks apply (the model,
+// the classes, the global batch). Returns the record (empty where there is none).
+json check_same_run(const std::string& config_path, const std::string& last_path, const json& now) {
   json was;
-  try {
-    std::ifstream in(config_path);
-    was = json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error(config_path + ": not a run's config.json (" + e.what() + ")");
+  std::string source = config_path;
+  if (fs::exists(config_path)) {
+    try {
+      std::ifstream in(config_path);
+      was = json::parse(in);
+    } catch (const std::exception& e) {
+      throw Error(config_path + ": not a run's config.json (" + e.what() + ")");
+    }
+    if (!was.is_object()) throw Error(config_path + ": not a run's config.json");
+  } else {
+    source = last_path;
+    const std::string recorded = checkpoint_settings(last_path);
+    if (recorded.empty()) return {};
+    try {
+      was = json::parse(recorded);
+    } catch (const std::exception& e) {
+      throw Error(last_path + ": bad \"settings\" metadata (" + e.what() + ")");
+    }
+    if (!was.is_object()) throw Error(last_path + ": bad \"settings\" metadata (not a JSON object)");
   }
-  if (!was.is_object()) throw Error(config_path + ": not a run's config.json");
   std::string differences;
   // (The global batch is the checkpoint's to check: its message says which --batch-size fits.)
-  for (const char* key : {"model", "input_size", "optimizer", "lr", "lr_decay", "decay_epochs",
-                          "momentum", "rmsprop_decay", "epsilon", "label_smoothing", "weight_decay", "aux_weight",
-                          "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort", "crop", "min_crop_area", "min_crop_covered", "amp",
-                          "sync_bn", "classes", "train_counts"}) {
+  for (const char* key : kTrajectoryKeys) {
     // A key that runs of earlier versions did not record: the value they all used.
     if (!was.contains(key) && std::string(key) == "min_crop_covered") was[key] = 0.1;
     if (!was.contains(key) && std::string(key) == "crop") was[key] = "tf-slim";
@@ -135,7 +161,7 @@ json check_same_run(const std::string& config_path, const json& now) {
     differences += std::string(differences.empty() ? "" : ", ") + key +
                    (long_value ? " (not the run's)" : " " + now.at(key).dump() + " (was " + was[key].dump() + ")");
   }
-  FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", config_path, ": ", differences,
+  FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", source, ": ", differences,
              "; give the run's own settings to continue it, or another --out for a new run");
   return was;
 }
@@ -407,12 +433,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                                   "--val " + c.val);
   }
   const std::string config_path = (fs::path(c.out) / "config.json").string();
-  json started_as;  // a resumed run's config.json
-  if (c.resume) {  // before anything of the checkpoint is read: its settings are the run's
-    json now = config_object(c);
-    now["classes"] = train_set.classes;
-    now["train_counts"] = train_set.counts();
-    started_as = check_same_run(config_path, now);
+  json this_run = config_object(c);
+  this_run["classes"] = train_set.classes;
+  this_run["train_counts"] = train_set.counts();
+  json started_as;  // a resumed run's config.json (or its checkpoint's record)
+  if (c.resume) {  // before the checkpoint's tensors are read: its settings are the run's
+    started_as = check_same_run(config_path, last_path, this_run);
     if (!c.init.empty() && comm.rank() == 0)
       std::fprintf(stderr, "fgvc: warning: --init %s is not read: a resumed run goes on from %s\n", c.init.c_str(),
                    last_path.c_str());
@@ -586,6 +612,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   // Recorded in every checkpoint, so that fgvc-eval matches a data set by them; a list file
   // without names has none to record (its labels are the outputs' indices).
   pos.classes = train_set.numbered ? std::vector<std::string>{} : class_names;
+  pos.settings = run_record(this_run, started_as).dump(-1, ' ', false, json::error_handler_t::replace);
   json cfg = config_object(c);
   cfg["num_classes"] = K;
   cfg["train_images"] = train_set.samples.size();
