@@ -118,6 +118,17 @@ int run(const std::string& name, const std::string& description, int argc, char*
     for (char c : message) line += c == '\n' ? "\\n" : c == '\r' ? "\\r" : std::string(1, c);
     std::cerr << name << ": error: " << line << "\n";
   };
+  // "--data=" with nothing after the "=": CLI11 would take the next argument as its value (so
+  // "--source= --target T" reads as --source --target, and then complains of a missing
+  // --target). Refused by name instead.
+  for (int k = 1; k < argc; ++k) {
+    const std::string arg = argv[k];
+    if (arg == "--") break;
+    if (arg.size() > 3 && arg.compare(0, 2, "--") == 0 && arg.find('=') == arg.size() - 1) {
+      error_line(arg.substr(0, arg.size() - 1) + " has no value after its '=' (give one, or leave the option out)");
+      return 2;
+    }
+  }
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -3,7 +3,9 @@
 // "fgvc-NAME: error: ..." on stderr.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <stdexcept>
 #include <nlohmann/json.hpp>
@@ -100,7 +102,19 @@ inline const CLI::Validator TrainingBatchSize(
 inline const CLI::Validator Count = number_check(false, 1e12, true);          // --epochs, --steps, --images
 inline const CLI::Validator Repeats = number_check(false, 1000000, true);     // --repeats (an int)
 inline const CLI::Validator CountOrZero = number_check(true, 1e12, true);     // --top-k, --save-every
-inline const CLI::Validator Seed = number_check(true, INFINITY, true);         // --seed (CLI11 refuses > 2^64 - 1)
+// --seed: 0..2^64-1, read as an integer. CLI11 would store a larger number as 2^64-1 (another
+// seed than the one typed, the same for all of them), and a double cannot tell the two apart.
+inline const CLI::Validator Seed(
+    [](std::string& text) -> std::string {
+      double v = 0;
+      if (std::string e = finite_number(text, true, &v); !e.empty()) return e;
+      if (v < 0) return "must be >= 0, got " + text;
+      errno = 0;
+      std::strtoull(text.c_str(), nullptr, 10);
+      if (errno == ERANGE) return "must be at most 18446744073709551615, got " + text;
+      return std::string();
+    },
+    "INTEGER in 0..18446744073709551615");
 inline const CLI::Validator Fraction = range_check(0.0, 1.0);                  // decays, momentum, smoothing
 
 // A usage error found after parsing (exit 2).

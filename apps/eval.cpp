@@ -58,22 +58,29 @@ int main(int argc, char** argv) {
         }
         if (!train_counts_path.empty()) {
           data::Dataset train_set = prefix_errors("--train-counts", [&] { return data::load_dataset(train_counts_path); });
-          if (!recorded.empty() && !train_set.numbered) {
+          if (!recorded.empty()) {
             // The same classes by name, in any order (a COCO file's category ids, a list's
-            // classes file): counted in the order of the model's outputs.
+            // classes file): counted in the order of the model's outputs. A list of labels
+            // alone: its labels are the outputs' indices.
             std::vector<std::string> a = recorded, b = train_set.classes;
             std::sort(a.begin(), a.end());
             std::sort(b.begin(), b.end());
-            if (a != b)
+            if (!train_set.numbered && a != b)
               throw Error("--train-counts " + train_counts_path + ": not the classes " + recorded_by +
                           " was trained on (its first: '" + recorded[0] + "')");
-            train_set = data::align_classes(std::move(train_set), recorded, "--train-counts " + train_counts_path);
+            train_set = data::align_classes(std::move(train_set), recorded, "--train-counts " + train_counts_path,
+                                            recorded_by);
           }
-          dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path);
+          // A list of labels alone has no names to match a named data set's classes by.
+          if (train_set.numbered && !dataset.numbered)
+            throw Error("--train-counts " + train_counts_path + ": a list of labels without class names (no " +
+                        data::list_classes_path(train_counts_path) + ") cannot be matched to the classes of --data " +
+                        data_path + " by name; give it its classes file, or a folder");
+          dataset = data::align_classes(std::move(dataset), train_set.classes, "--data " + data_path,
+                                        "--train-counts " + train_counts_path);
           train_counts = train_set.counts();
         } else if (!recorded.empty() && !dataset.numbered) {  // a numbered list's labels are the model's outputs
-          dataset = data::align_classes(std::move(dataset), recorded,
-                                        "--data " + data_path + " (against the classes of " + recorded_by + ")");
+          dataset = data::align_classes(std::move(dataset), recorded, "--data " + data_path, recorded_by);
         }
         int64_t K = static_cast<int64_t>(dataset.classes.size());
         std::vector<std::shared_ptr<nn::Classifier>> nets;
@@ -89,7 +96,7 @@ int main(int argc, char** argv) {
             // A list file's labels are class indices: its highest may be below the model's last class.
             std::vector<std::string> numbers;
             for (int64_t c = 0; c < fc.size(0); ++c) numbers.push_back(std::to_string(c));
-            dataset = data::align_classes(std::move(dataset), numbers, "--data " + data_path);
+            dataset = data::align_classes(std::move(dataset), numbers, "--data " + data_path, weights[i] + "'s classifier");
             K = fc.size(0);
           }
           if (fc.size(0) != K)
@@ -138,24 +145,28 @@ int main(int argc, char** argv) {
           if (r.nonfinite)
             std::printf("warning: %lld image(s) got NaN or infinite scores (counted as wrong)\n",
                         (long long)r.nonfinite);
-          std::printf("%-8s %8s %8s %8s %8s %8s\n", "", "classes", "images", "top-1", "top-5", "top-1 err");
-          std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", "all", (long long)K, (long long)r.images,
-                      100 * r.top1_accuracy(), 100 * r.top5_accuracy(), 100 * (1 - r.top1_accuracy()));
+          std::printf("%-8s %8s %8s %8s %8s %9s %9s\n", "", "classes", "images", "top-1", "top-5", "top-1 err",
+                      "top-5 err");
+          std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %8.2f%% %8.2f%%\n", "all", (long long)K, (long long)r.images,
+                      100 * r.top1_accuracy(), 100 * r.top5_accuracy(), 100 * (1 - r.top1_accuracy()),
+                      100 * (1 - r.top5_accuracy()));
         }
         if (!train_counts.empty()) {
           const train::HeadTailResult h = train::head_tail(r, train_counts, threshold);
           // A group without validation images has no accuracy: null in JSON, "-" in the table.
           auto group = [](int64_t classes, int64_t images, double top1, double top5) {
-            nlohmann::json g = {{"classes", classes}, {"images", images}, {"top1", nullptr}, {"top5", nullptr}};
-            if (images > 0) g["top1"] = top1, g["top5"] = top5;
+            nlohmann::json g = {{"classes", classes}, {"images", images}, {"top1", nullptr}, {"top5", nullptr},
+                                {"top1_error", nullptr}, {"top5_error", nullptr}};
+            if (images > 0) g["top1"] = top1, g["top5"] = top5, g["top1_error"] = 1 - top1, g["top5_error"] = 1 - top5;
             return g;
           };
           auto row = [](const char* name, int64_t classes, int64_t images, double top1, double top5) {
             if (images > 0)
-              std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %7.2f%%\n", name, (long long)classes, (long long)images,
-                          100 * top1, 100 * top5, 100 * (1 - top1));
+              std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %8.2f%% %8.2f%%\n", name, (long long)classes,
+                          (long long)images, 100 * top1, 100 * top5, 100 * (1 - top1), 100 * (1 - top5));
             else
-              std::printf("%-8s %8lld %8lld %8s %8s %8s\n", name, (long long)classes, (long long)images, "-", "-", "-");
+              std::printf("%-8s %8lld %8lld %8s %8s %9s %9s\n", name, (long long)classes, (long long)images, "-", "-", "-",
+                          "-");
           };
           out["head"] = group(h.head_classes, h.head_images, h.head_top1, h.head_top5);
           out["tail"] = group(h.tail_classes, h.tail_images, h.tail_top1, h.tail_top5);

@@ -35,6 +35,12 @@ int main(int argc, char** argv) {
         if (!fc.defined() && !features_only)
           throw Error(weights + ": no classifier weight [K, D] (fc.weight, last_linear.weight, ...) for the logits; "
                       "--features-only writes the features alone");
+        // The logits come from the weights' own classifier: another count would be a new,
+        // untrained one (fgvc-train --reset-classifier makes that, for fine-tuning).
+        if (num_classes != 0 && fc.defined() && fc.size(0) != num_classes)
+          throw app::UsageError("--num-classes " + std::to_string(num_classes) + ": the classifier of --weights " + weights +
+                                " has " + std::to_string(fc.size(0)) + " classes (" + shape_str(fc.shape()) +
+                                "); give " + std::to_string(fc.size(0)) + ", or leave --num-classes out");
         if (num_classes == 0) num_classes = fc.defined() ? fc.size(0) : 1;  // a backbone's classifier is not used
         FGVC_CHECK(num_classes > 0, "--weights", weights, ": its classifier weight ", shape_str(fc.shape()),
                    " has no classes");

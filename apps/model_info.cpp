@@ -183,39 +183,47 @@ int main(int argc, char** argv) {
           std::vector<int64_t> label_values;
           for (int64_t i = 0; i < batch; ++i) label_values.push_back(i % num_classes);
           const Tensor labels = Tensor::from_vector(label_values, {batch}).to(device);
-          for (int pass = 0; pass <= repeats; ++pass) {
-            rec.next_pass();
-            if (pass == 1) {  // the first pass warms up: drop its timings
-              for (LayerRow& r : rec.rows) r.forward_s.clear(), r.backward_s.clear();
-              if (whole_model) {  // the warm-up recorded shapes and MACs; time the rest without syncs
-                nn::Module::set_observer(nullptr);
-                autograd::set_backward_timer(nullptr);
+          // A batch of one fails where a batch norm sees one value per channel (a 1 x 1 grid):
+          // that is the flag's doing, and named so (exit 2).
+          try {
+            for (int pass = 0; pass <= repeats; ++pass) {
+              rec.next_pass();
+              if (pass == 1) {  // the first pass warms up: drop its timings
+                for (LayerRow& r : rec.rows) r.forward_s.clear(), r.backward_s.clear();
+                if (whole_model) {  // the warm-up recorded shapes and MACs; time the rest without syncs
+                  nn::Module::set_observer(nullptr);
+                  autograd::set_backward_timer(nullptr);
+                }
+              }
+              const auto t0 = std::chrono::steady_clock::now();
+              {
+                AutocastGuard autocast(amp_dtype);
+                y = model->forward(x);
+              }
+              cuda_synchronize();
+              const auto t1 = std::chrono::steady_clock::now();
+              if (opt) {
+                AutocastGuard autocast(amp_dtype);
+                Tensor loss = cross_entropy(y, labels, 0.1);
+                if (model->aux_logits().defined())
+                  loss = add(loss, mul(cross_entropy(model->aux_logits(), labels, 0.1), 0.4));
+                backward(loss);
+                opt->step(0.045);
+                opt->zero_grad();
+              } else {
+                backward(sum(y));
+              }
+              cuda_synchronize();
+              const auto t2 = std::chrono::steady_clock::now();
+              if (pass > 0) {  // whole-model wall times, every op included
+                model_forward_s.push_back(std::chrono::duration<double>(t1 - t0).count());
+                model_step_s.push_back(std::chrono::duration<double>(t2 - t0).count());
               }
             }
-            const auto t0 = std::chrono::steady_clock::now();
-            {
-              AutocastGuard autocast(amp_dtype);
-              y = model->forward(x);
-            }
-            cuda_synchronize();
-            const auto t1 = std::chrono::steady_clock::now();
-            if (opt) {
-              AutocastGuard autocast(amp_dtype);
-              Tensor loss = cross_entropy(y, labels, 0.1);
-              if (model->aux_logits().defined())
-                loss = add(loss, mul(cross_entropy(model->aux_logits(), labels, 0.1), 0.4));
-              backward(loss);
-              opt->step(0.045);
-              opt->zero_grad();
-            } else {
-              backward(sum(y));
-            }
-            cuda_synchronize();
-            const auto t2 = std::chrono::steady_clock::now();
-            if (pass > 0) {  // whole-model wall times, every op included
-              model_forward_s.push_back(std::chrono::duration<double>(t1 - t0).count());
-              model_step_s.push_back(std::chrono::duration<double>(t2 - t0).count());
-            }
+          } catch (const Error& e) {
+            if (batch != 1) throw;
+            throw app::UsageError("--batch-size 1: a training step of " + model_name + " at " + std::to_string(size) +
+                                  " px needs 2 or more (" + e.what() + ")");
           }
           autograd::set_backward_timer(nullptr);
         }

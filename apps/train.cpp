@@ -53,6 +53,13 @@ void forward_signal(int signal) {
   }
 }
 
+// An accuracy as a percentage with two decimals ("85.71%", "5.00%", "100.00%").
+std::string percent(double fraction) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f%%", 100 * fraction);
+  return text;
+}
+
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT, SIGTSTP, SIGCONT};
 
 // fgvc-train --gpus N on one machine: the same command line, N processes, started by mpirun
@@ -266,8 +273,7 @@ int main(int argc, char** argv) {
           std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped%s; run in %s\n",
                       s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
                       s.last_loss,
-                      s.best_top1 >= 0 ? (", best val top-1 " + std::to_string(100 * s.best_top1).substr(0, 5) + "%").c_str()
-                                       : "",
+                      s.best_top1 >= 0 ? (", best val top-1 " + percent(s.best_top1)).c_str() : "",
                       (long long)s.skipped,
                       s.val_skipped ? (" (and " + std::to_string(s.val_skipped) + " in --val)").c_str() : "",
                       c.out.c_str());

@@ -332,11 +332,12 @@ Dataset load_dataset(const std::string& path) {
   throw Error("dataset: " + path + ": expected a folder (ImageFolder), a .txt list or a .json (COCO) file");
 }
 
-Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what) {
+Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what,
+                      const std::string& against) {
   if (d.numbered) {
     for (const Sample& s : d.samples)
       FGVC_CHECK(s.label < static_cast<int64_t>(classes.size()), what, "label ", s.label, " of ", s.path,
-                 " is not below the ", classes.size(), " classes");
+                 " is not below the ", classes.size(), " classes of ", against);
   } else {
     std::map<std::string, int64_t> index;
     for (size_t c = 0; c < classes.size(); ++c) index[classes[c]] = static_cast<int64_t>(c);
@@ -344,7 +345,7 @@ Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const 
     for (size_t c = 0; c < d.classes.size(); ++c) {
       const auto it = index.find(d.classes[c]);
       FGVC_CHECK(it != index.end(), what, "class '", d.classes[c], "' is not one of the ", classes.size(),
-                 " classes it is compared with");
+                 " classes of ", against);
       to[c] = it->second;
     }
     for (Sample& s : d.samples) s.label = to[static_cast<size_t>(s.label)];

@@ -39,8 +39,10 @@ Dataset load_dataset(const std::string& path);
 // `d` on the label set `classes` (a training set's): by name, so that a validation folder that
 // lacks a class, or orders its classes otherwise, lines up; a list file's labels are indices
 // already and must be below classes.size(). A class outside `classes` is an error naming
-// `what` (e.g. "--val v/"). Afterwards d.classes == classes.
-Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what);
+// `what` (e.g. "--val v/") and where `classes` came from (`against`: "--data train/").
+// Afterwards d.classes == classes.
+Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what,
+                      const std::string& against);
 
 // Writes a list file whose paths are relative to its own folder (so load_list_file reads it
 // back), and the class names beside it (none for a numbered dataset); atomic (temporary file

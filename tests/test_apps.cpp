@@ -296,6 +296,19 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   EXPECT_EQ(missing.code, 2);
   EXPECT_EQ(missing.err, "fgvc-train: error: --model is required\n");
   // With nothing required missing: worded the same, and a stray argument named as one.
+  // "--source=" with nothing after it: CLI11 would take the next argument as its value.
+  const Outcome empty = run("fgvc-similarity --source= --gamma 1 --target " + target);
+  EXPECT_EQ(empty.code, 2);
+  EXPECT_EQ(empty.err, "fgvc-similarity: error: --source has no value after its '=' (give one, or leave the option out)\n");
+  // A seed beyond 2^64 - 1 is refused (CLI11 would store 2^64 - 1 for every such number).
+  const Outcome seed = run("fgvc-subset --data missing/ --max-per-class 2 --out x.txt --seed 18446744073709551616");
+  EXPECT_EQ(seed.code, 2);
+  EXPECT_EQ(seed.err, "fgvc-subset: error: --seed: must be at most 18446744073709551615, got 18446744073709551616\n");
+  // A training step of one image where a batch norm sees a 1 x 1 grid: --batch-size is named.
+  const Outcome one = run("fgvc-model-info --device cpu --model resnet50 --input-size 32 --time --batch-size 1 --repeats 1");
+  EXPECT_EQ(one.code, 2);
+  EXPECT_EQ(one.err.rfind("fgvc-model-info: error: --batch-size 1: a training step of resnet50 at 32 px needs 2 or more", 0), 0u)
+      << one.err;
   const Outcome demo = run("fgvc-demo --bogus-flag=1");
   EXPECT_EQ(demo.code, 2);
   EXPECT_EQ(demo.err, "fgvc-demo: error: unknown option --bogus-flag\n");
@@ -531,6 +544,14 @@ TEST_F(Apps, InferMatchesTheLibraryForward) {
                           "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("missing"), std::string::npos) << bad.err;
+  // Another class count than the weights' classifier: named, with the count that fits (exit 2).
+  const Outcome count = run("fgvc-infer --device cpu --model resnet50 --num-classes 7 --weights " + dir +
+                            "/w.safetensors --input " + dir + "/x.safetensors --output " + dir + "/z.safetensors");
+  EXPECT_EQ(count.code, 2);
+  EXPECT_NE(count.err.find("--num-classes 7: the classifier of --weights " + dir + "/w.safetensors has 5 classes"),
+            std::string::npos)
+      << count.err;
+  EXPECT_NE(count.err.find("give 5, or leave --num-classes out"), std::string::npos) << count.err;
   // An input in 8-bit floats is named with its type (not "no tensor named 'input'").
   {
     const std::string header = R"({"input":{"dtype":"F8_E4M3","shape":[1,3,64,64],"data_offsets":[0,12288]}})";

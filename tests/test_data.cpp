@@ -941,16 +941,16 @@ TEST(Datasets, AlignClassesByName) {
   Dataset val;
   val.classes = {"owl", "crow"};  // the training set has no "hawk" images here, and sorts otherwise
   val.samples = {{"o.jpg", 0}, {"c.jpg", 1}};
-  const Dataset a = align_classes(val, {"crow", "hawk", "owl"}, "--val v");
+  const Dataset a = align_classes(val, {"crow", "hawk", "owl"}, "--val v", "--data t");
   EXPECT_EQ(a.classes, (std::vector<std::string>{"crow", "hawk", "owl"}));
   EXPECT_EQ(a.samples[0].label, 2);
   EXPECT_EQ(a.samples[1].label, 0);
   EXPECT_EQ(a.counts(), (std::vector<int64_t>{1, 0, 1}));
   try {
-    align_classes(val, {"crow", "hawk"}, "--val v");
+    align_classes(val, {"crow", "hawk"}, "--val v", "--data t");
     ADD_FAILURE() << "no error for a class the training set lacks";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--val v: class 'owl' is not one of the 2 classes"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("--val v: class 'owl' is not one of the 2 classes of --data t"), std::string::npos)
         << e.what();
   }
   // A training set written as a list (fgvc-subset's) keeps its class names beside it: a
@@ -966,7 +966,7 @@ TEST(Datasets, AlignClassesByName) {
     const Dataset list = load_dataset(train + "/subset.txt");
     EXPECT_FALSE(list.numbered);
     EXPECT_EQ(list.classes, sub.classes);
-    const Dataset v = align_classes(load_dataset(val_root), list.classes, "--val v");
+    const Dataset v = align_classes(load_dataset(val_root), list.classes, "--val v", "--data list.txt");
     EXPECT_EQ(v.counts(), (std::vector<int64_t>{1, 0, 1, 2}));
     // Names that do not cover the labels are an error naming both files; numbered lists
     // (no names) drop a stale names file.
@@ -1015,10 +1015,10 @@ TEST(Datasets, AlignClassesByName) {
   }
   const std::string d = fresh_dir("align");
   { std::ofstream(d + "/val.txt") << "x.jpg 0\ny.jpg 1\n"; }  // the highest class (2) has no image
-  const Dataset l = align_classes(load_dataset(d + "/val.txt"), {"crow", "hawk", "owl"}, "--val val.txt");
+  const Dataset l = align_classes(load_dataset(d + "/val.txt"), {"crow", "hawk", "owl"}, "--val val.txt", "--data t");
   EXPECT_EQ(l.samples[1].label, 1);
   EXPECT_EQ(l.classes.size(), 3u);
-  EXPECT_THROW(align_classes(load_dataset(d + "/val.txt"), {"crow"}, "--val val.txt"), Error);
+  EXPECT_THROW(align_classes(load_dataset(d + "/val.txt"), {"crow"}, "--val val.txt", "--data t"), Error);
 }
 
 TEST(Subsets, AtMostNPerClassSeededAndStatistics) {

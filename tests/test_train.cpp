@@ -1487,6 +1487,12 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   EXPECT_EQ(e.at("head").at("images").get<int>() + e.at("tail").at("images").get<int>(), 30);
   const double top1 = e.at("top1");
   EXPECT_NEAR(e.at("top1_error").get<double>(), 1 - top1, 1e-12);
+  for (const char* group : {"head", "tail"})
+    for (const char* k : {"1", "5"}) {
+      const nlohmann::json& g = e.at(group);
+      EXPECT_NEAR(g.at(std::string("top") + k + "_error").get<double>(), 1 - g.at(std::string("top") + k).get<double>(),
+                  1e-12) << group;
+    }
   // The best checkpoint's accuracy is the one the run logged for it: the best whole epoch's
   // (11 steps make an epoch of 93 images), not the partial epoch's that --steps 12 ends in,
   // whatever the two scored.
@@ -1508,6 +1514,7 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json no_head = testing::last_json_line(r.out);
   EXPECT_TRUE(no_head.at("head").at("top1").is_null());
+  EXPECT_TRUE(no_head.at("head").at("top5_error").is_null());
   EXPECT_DOUBLE_EQ(no_head.at("tail").at("top1").get<double>(), top1);
   // An ensemble of the same weights twice is that model (the mean of equal probabilities);
   // 12 views still count each image once; --model and --weights counts must pair up.
@@ -1556,6 +1563,19 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   }
   r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
                            " --train-counts " + f.dir + "/train_reversed.txt --head-threshold 10 --json",
+                       f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head"));
+  EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail"));
+  // --train-counts as a list of labels alone (no classes file): its labels are the indices of
+  // the classes the weights record, so the split is the same again.
+  {
+    const data::Dataset train_set = data::load_dataset(f.train);
+    std::ofstream list(f.dir + "/train_numbered.txt");
+    for (const data::Sample& smp : train_set.samples) list << smp.path << "\t" << smp.label << "\n";
+  }
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                           " --train-counts " + f.dir + "/train_numbered.txt --head-threshold 10 --json",
                        f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head"));

@@ -430,7 +430,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   if (!c.val.empty()) {
     // By class name: a validation set may lack classes, or list them in another order.
     val_set = data::align_classes(prefix_errors("--val", [&] { return data::load_dataset(c.val); }), train_set.classes,
-                                  "--val " + c.val);
+                                  "--val " + c.val, "--data " + c.data);
   }
   const std::string config_path = (fs::path(c.out) / "config.json").string();
   json this_run = config_object(c);
@@ -583,7 +583,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
       c.train_counts.empty()
           ? train_counts
           : data::align_classes(prefix_errors("--train-counts", [&] { return data::load_dataset(c.train_counts); }),
-                                train_set.classes, "--train-counts " + c.train_counts)
+                                train_set.classes, "--train-counts " + c.train_counts, "--data " + c.data)
                 .counts();
   data::Loader loader(train_set, lo);
   const int64_t steps_per_epoch = loader.batches_per_epoch();
