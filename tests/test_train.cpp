@@ -1552,34 +1552,26 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
                        f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_DOUBLE_EQ(testing::last_json_line(r.out).at("top1").get<double>(), top1);
-  // --train-counts in another class order (a list with its classes reversed): counted by name,
-  // the same split as with the folder.
+  // --train-counts as a list gives the folder's split: in another class order (its classes
+  // reversed), counted by name; as labels alone (no classes file), its labels are the indices
+  // of the classes the weights record.
+  const data::Dataset train_set = data::load_dataset(f.train);
+  const int64_t K = static_cast<int64_t>(train_set.classes.size());
   {
-    const data::Dataset train_set = data::load_dataset(f.train);
-    const int64_t K = static_cast<int64_t>(train_set.classes.size());
     std::ofstream list(f.dir + "/train_reversed.txt"), names(f.dir + "/train_reversed.classes.txt");
     for (int64_t k = K - 1; k >= 0; --k) names << train_set.classes[k] << "\n";
     for (const data::Sample& smp : train_set.samples) list << smp.path << "\t" << (K - 1 - smp.label) << "\n";
+    std::ofstream numbered(f.dir + "/train_numbered.txt");
+    for (const data::Sample& smp : train_set.samples) numbered << smp.path << "\t" << smp.label << "\n";
   }
-  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
-                           " --train-counts " + f.dir + "/train_reversed.txt --head-threshold 10 --json",
-                       f.dir);
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head"));
-  EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail"));
-  // --train-counts as a list of labels alone (no classes file): its labels are the indices of
-  // the classes the weights record, so the split is the same again.
-  {
-    const data::Dataset train_set = data::load_dataset(f.train);
-    std::ofstream list(f.dir + "/train_numbered.txt");
-    for (const data::Sample& smp : train_set.samples) list << smp.path << "\t" << smp.label << "\n";
+  for (const char* list : {"/train_reversed.txt", "/train_numbered.txt"}) {
+    r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                             " --train-counts " + f.dir + list + " --head-threshold 10 --json",
+                         f.dir);
+    ASSERT_EQ(r.code, 0) << list << ": " << r.err;
+    EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head")) << list;
+    EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail")) << list;
   }
-  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
-                           " --train-counts " + f.dir + "/train_numbered.txt --head-threshold 10 --json",
-                       f.dir);
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head"));
-  EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail"));
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");
