@@ -13,7 +13,11 @@
 //
 // The transforms add and subtract (and halve: exact), so the only roundings beyond a direct
 // convolution's are the few in the transforms: float32 results agree with im2col + GEMM to a
-// relative 2e-6 by norm (tests/test_nn.cpp). conv2d.cpp takes this path where it is faster:
+// relative 2e-6 by norm (tests/test_nn.cpp). Not so for non-finite inputs or ones near the
+// type's largest: the transforms subtract input values from each other, so an infinite one
+// (or a difference that overflows) makes its tiles' outputs NaN where a direct sum gives
+// +-inf or a finite value (any Winograd convolution does this; a non-finite activation stops
+// fgvc-train at that step's loss either way). conv2d.cpp takes this path where it is faster:
 // winograd_applies below.
 #pragma once
 #include "kernels/conv2d.h"
