@@ -30,8 +30,15 @@ Device Common::resolved_device() const {
   return d;
 }
 
-void prepare_output_file(const std::string& flag, const std::string& path) {
+void prepare_output_file(const std::string& flag, const std::string& path,
+                         const std::vector<std::pair<std::string, std::string>>& inputs) {
   if (path.empty()) return;
+  for (const auto& [input_flag, input] : inputs) {
+    std::error_code ec;
+    if (!input.empty() && std::filesystem::equivalent(path, input, ec))
+      throw UsageError(flag + " " + path + " is the file " + input_flag + " reads (" + input +
+                       "): the output would replace it; write it elsewhere");
+  }
   const std::string file = atomic_target(path);
   if (file.empty()) return;  // a pipe or a device (/dev/stdout): written in place, nothing beside it
   std::error_code ec;

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tensor/device.h"
 #include "tensor/error.h"  // fgvc::Error (exit 1), prefix_errors for the files flags name
@@ -125,8 +127,10 @@ struct UsageError : std::runtime_error {
 // An output file's folder, made where it is missing (as fgvc-train makes its --out), and
 // checked to take new files: called once the flags and inputs are known to be good, before
 // the long work, so that a bad call leaves no empty folder and a long evaluation is not lost
-// to a folder it cannot write. Errors name `flag`. "" does nothing.
-void prepare_output_file(const std::string& flag, const std::string& path);
+// to a folder it cannot write. Errors name `flag`. "" does nothing. An output that is one of
+// the `inputs` (flag, path), the same file by any name, is a usage error: it would be replaced.
+void prepare_output_file(const std::string& flag, const std::string& path,
+                         const std::vector<std::pair<std::string, std::string>>& inputs = {});
 
 // Path options, checked as they are parsed (a usage error, exit 2): OutputFile is not empty
 // and not an existing folder, OutputFolder not empty and not an existing file; NonEmptyPath

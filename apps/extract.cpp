@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
         model->eval();
 
         data::Loader loader(prefix_errors("--data", [&] { return data::load_dataset(data_path); }), o);
-        fgvc::app::prepare_output_file("--out", out);
+        fgvc::app::prepare_output_file("--out", out, {{"--weights", weights}, {"--data", data_path}});
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
         const std::vector<double>& counts = domain.counts;

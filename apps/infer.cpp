@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
         FGVC_CHECK(std::min(x->second.size(2), x->second.size(3)) >= nn::min_input_size(model_name), "--input", input,
                    ": images of ", x->second.size(2), " x ", x->second.size(3), " are below the ",
                    nn::min_input_size(model_name), " x ", nn::min_input_size(model_name), " that ", model_name, " needs");
-        fgvc::app::prepare_output_file("--output", output);
+        fgvc::app::prepare_output_file("--output", output, {{"--weights", weights}, {"--input", input}});
         NoGradGuard no_grad;
         const Tensor features = model->features(x->second.to(device));
         std::map<std::string, Tensor> out{{"features", features.cpu()}};

@@ -69,7 +69,9 @@ int main(int argc, char** argv) {
                                         source + " has " + std::to_string(m) + " classes with images");
         std::vector<fgvc::emd::Domain> ts;
         for (const std::string& t : targets) ts.push_back(fgvc::prefix_errors("--target", [&] { return fgvc::emd::load_domain(t); }));
-        fgvc::app::prepare_output_file("--out", out);
+        std::vector<std::pair<std::string, std::string>> inputs = {{"--source", source}};
+        for (const std::string& t : targets) inputs.push_back({"--target", t});
+        fgvc::app::prepare_output_file("--out", out, inputs);
         const std::vector<fgvc::emd::Selected> sel = fgvc::emd::select_source_classes(s, ts, per_target, gamma, device);
         std::ostringstream f;
         f.precision(12);

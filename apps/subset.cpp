@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
         (void)common.resolved_device();  // validates --device, as every binary does (nothing here runs on it)
         const Dataset full = fgvc::prefix_errors("--data", [&] { return load_dataset(data); });
         const Dataset sub = balanced_subset(full, max_per_class, seed);
-        fgvc::app::prepare_output_file("--out", out);
+        fgvc::app::prepare_output_file("--out", out, {{"--data", data}, {"--data", list_classes_path(data)}});
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
         // Head and tail are the full set's (a class is head by its own training images); the

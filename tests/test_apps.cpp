@@ -524,6 +524,31 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   EXPECT_NEAR(last_json_line(v4.out).at("macs").get<double>(), 45.8e9, 0.05e9);
 }
 
+// An output that names an input file (by any path) is refused before anything is written: it
+// would replace the file it was made from.
+TEST_F(Apps, AnOutputThatIsAnInputIsRefused) {
+  const std::string images = make_images(dir), list = dir + "/inputs.txt";
+  ASSERT_EQ(run("fgvc-subset --data " + images + " --max-per-class 2 --out " + list).code, 0);
+  const std::string before = testing::slurp(list);
+  const Outcome same = run("fgvc-subset --data " + list + " --max-per-class 1 --out " + dir + "/./inputs.txt");
+  EXPECT_EQ(same.code, 2);
+  EXPECT_NE(same.err.find("--out " + dir + "/./inputs.txt is the file --data reads (" + list + ")"), std::string::npos)
+      << same.err;
+  EXPECT_EQ(testing::slurp(list), before);
+  manual_seed(3);
+  write_safetensors(dir + "/w20.safetensors", nn::create_model("resnet20", 3)->state_dict());
+  write_safetensors(dir + "/x20.safetensors", {{"input", testing::randn_t({1, 3, 32, 32}, 4)}});
+  for (const char* output : {"/x20.safetensors", "/w20.safetensors"}) {
+    const Outcome r = run("fgvc-infer --device cpu --model resnet20 --weights " + dir + "/w20.safetensors --input " + dir +
+                          "/x20.safetensors --output " + dir + output);
+    EXPECT_EQ(r.code, 2) << output;
+    EXPECT_NE(r.err.find("the output would replace it"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(read_safetensors(dir + "/w20.safetensors").tensors.count("conv1.weight") +
+                read_safetensors(dir + "/x20.safetensors").tensors.count("input"),
+            2u);
+}
+
 TEST_F(Apps, InferMatchesTheLibraryForward) {
   manual_seed(7);
   auto model = nn::create_model("resnet50", 5);
