@@ -13,6 +13,7 @@
 #include "tensor/cuda_runtime.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/warning.h"
 
 namespace fgvc {
 namespace app {
@@ -103,6 +104,7 @@ int run(const std::string& name, const std::string& description, int argc, char*
         const std::function<void(CLI::App&)>& add_options,
         const std::function<nlohmann::json(const Common&)>& body) {
   CLI::App cli(description, name);
+  set_program_name(name);  // the library's warnings say which binary warned
   Common common;
   // Checked while parsing, so that a binary that runs on the CPU alone (fgvc-subset) still
   // rejects a misspelt device.

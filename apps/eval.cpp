@@ -12,6 +12,7 @@
 #include "nn/models/registry.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "tensor/warning.h"
 
 int main(int argc, char** argv) {
   std::vector<std::string> models, weights;
@@ -142,12 +143,10 @@ int main(int argc, char** argv) {
                               {"top1_error", 1 - r.top1_accuracy()},
                               {"top5_error", 1 - r.top5_accuracy()},
                               {"loss", r.loss}};
+        if (r.nonfinite) warn("%lld image(s) got NaN or infinite scores (counted as wrong)", (long long)r.nonfinite);
         if (!common.json) {
           std::printf("%lld images (%lld unreadable, skipped), %zu model(s), %d crop(s)\n", (long long)r.images,
                       (long long)r.skipped, weights.size(), crops);
-          if (r.nonfinite)
-            std::printf("warning: %lld image(s) got NaN or infinite scores (counted as wrong)\n",
-                        (long long)r.nonfinite);
           std::printf("%-8s %8s %8s %8s %8s %9s %9s\n", "", "classes", "images", "top-1", "top-5", "top-1 err",
                       "top-5 err");
           std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %8.2f%% %8.2f%%\n", "all", (long long)K, (long long)r.images,

@@ -8,6 +8,7 @@
 #include "emd/domain.h"
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
+#include "tensor/warning.h"
 #include "train/features.h"
 
 int main(int argc, char** argv) {
@@ -61,8 +62,7 @@ int main(int argc, char** argv) {
         // leaves it out, so it is named here rather than dropped without a word.
         for (int64_t c = 0; c < m; ++c)
           if (counts[c] == 0)
-            std::fprintf(stderr, "fgvc-extract: warning: class '%s' has no readable image: count 0, never selected\n",
-                         domain.classes[c].c_str());
+            warn("class '%s' has no readable image: count 0, never selected", domain.classes[c].c_str());
         domain.name = out;
         emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         if (!common.json)

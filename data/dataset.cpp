@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "tensor/error.h"
+#include "tensor/warning.h"
 
 namespace fgvc {
 namespace data {
@@ -118,8 +119,8 @@ Dataset load_image_folder(const std::string& root) {
     // A hidden folder (.ipynb_checkpoints, .git) is no class: taken as one it would be class 0
     // and shift every label. Said, since torchvision's ImageFolder does take it.
     if (hidden(e.path())) {
-      std::fprintf(stderr, "fgvc: warning: %s: hidden folder '%s' is not a class, skipped\n", root.c_str(),
-                   e.path().filename().c_str());
+      warn("%s: hidden folder '%s' is not a class, skipped", root.c_str(),
+           e.path().filename().c_str());
       continue;
     }
     class_dirs.push_back(e.path());
@@ -140,15 +141,15 @@ Dataset load_image_folder(const std::string& root) {
       std::error_code status_ec;
       if (e.is_directory(status_ec)) {
         if (hidden(e.path())) {  // a notebook's checkpoints would be every image again
-          std::fprintf(stderr, "fgvc: warning: %s: hidden folder skipped\n", e.path().c_str());
+          warn("%s: hidden folder skipped", e.path().c_str());
           it.disable_recursion_pending();
           continue;
         }
         std::error_code canonical_ec;
         const fs::path real = fs::canonical(e.path(), canonical_ec);
         if (!canonical_ec && !folders_listed.insert(real).second) {
-          std::fprintf(stderr, "fgvc: warning: %s: the folder %s, listed already (through a link), not listed again\n",
-                       e.path().c_str(), real.c_str());
+          warn("%s: the folder %s, listed already (through a link), not listed again",
+               e.path().c_str(), real.c_str());
           it.disable_recursion_pending();
         }
         continue;
@@ -164,8 +165,8 @@ Dataset load_image_folder(const std::string& root) {
     // Kept as a class (its index stays the folder's place), but said: a model trained on it has
     // an output that never sees an example (torchvision's ImageFolder refuses such a folder).
     if (files.empty())
-      std::fprintf(stderr, "fgvc: warning: %s: class folder '%s' has no images\n", root.c_str(),
-                   dir.filename().string().c_str());
+      warn("%s: class folder '%s' has no images", root.c_str(),
+           dir.filename().string().c_str());
     d.classes.push_back(dir.filename().string());
     for (std::string& f : files) d.samples.push_back({std::move(f), label});
   }
@@ -313,8 +314,8 @@ Dataset load_coco_json(const std::string& path) {
     for (const auto& [image, label] : label_of_image)
       FGVC_CHECK(images.count(image), "dataset", path, ": annotation for unknown image id ", image);
     if (unannotated)
-      std::fprintf(stderr, "fgvc: warning: %s: %lld image(s) without an annotation left out\n", path.c_str(),
-                   static_cast<long long>(unannotated));
+      warn("%s: %lld image(s) without an annotation left out", path.c_str(),
+           static_cast<long long>(unannotated));
   } catch (const nlohmann::json::exception& e) {
     throw Error("dataset: " + path + ": missing or mistyped field: " + e.what());
   }

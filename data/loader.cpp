@@ -8,6 +8,7 @@
 #include "data/decode.h"
 #include "data/subset.h"
 #include "tensor/cuda_runtime.h"
+#include "tensor/warning.h"
 
 namespace fgvc {
 namespace data {
@@ -102,10 +103,10 @@ bool Loader::next(Batch* out) {
   if (next_to_hand_ >= end_) {
     if (options_.warn && new_skipped_ > 0 && !reported_) {  // once, at the end of an epoch that warned
       if (options_.mode == Mode::Train)  // epochs counted from 1, as training reports them
-        std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped in epoch %llu\n",
-                     static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_ + 1));
+        warn("%lld unreadable file(s) skipped in epoch %llu",
+             static_cast<long long>(skipped_), static_cast<unsigned long long>(epoch_ + 1));
       else
-        std::fprintf(stderr, "fgvc: warning: %lld unreadable file(s) skipped\n", static_cast<long long>(skipped_));
+        warn("%lld unreadable file(s) skipped", static_cast<long long>(skipped_));
       reported_ = true;
     }
     return false;
@@ -127,7 +128,7 @@ bool Loader::next(Batch* out) {
   lock.unlock();
   cv_.notify_all();
   if (options_.warn)
-    for (const Batch::SkippedFile* f : first_time) std::fprintf(stderr, "fgvc: warning: skipped %s\n", f->error.c_str());
+    for (const Batch::SkippedFile* f : first_time) warn("skipped %s", f->error.c_str());
   return true;
 }
 

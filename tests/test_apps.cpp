@@ -444,6 +444,9 @@ TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {
   EXPECT_EQ(j.at("skipped").get<int>(), 1);
   EXPECT_GT(j.at("images_per_sec").get<double>(), 0);
   EXPECT_NE(r.err.find("broken.jpg"), std::string::npos) << r.err;  // one warning naming the file
+  // The library's warnings are named after the binary that warned, as its errors are.
+  EXPECT_NE(r.err.find("fgvc-loader-bench: warning: skipped "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("fgvc: warning"), std::string::npos) << r.err;
   // Several epochs to reach --images: the same bad file is still one skipped file.
   const Outcome many = run("fgvc-loader-bench --device cpu --data " + images +
                            " --input-size 32 --images 60 --batch-size 4 --workers 2 --json");

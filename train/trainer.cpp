@@ -33,6 +33,7 @@
 #include "tensor/atomic_file.h"
 #include "tensor/cuda_runtime.h"
 #include "tensor/error.h"
+#include "tensor/warning.h"
 #include "tensor/random.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -379,7 +380,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
     comm = dist::make_communicator(device);
   } catch (const std::exception& e) {
     if (!dist::launched_by_mpi()) throw;
-    std::fprintf(stderr, "fgvc-train: error: setting up the processes: %s\n", e.what());
+    std::fprintf(stderr, "%s: error: setting up the processes: %s\n", program_name().c_str(), e.what());
     dist::abort_job(1);
   }
   try {
@@ -387,7 +388,7 @@ TrainSummary train_model(const TrainConfig& config, Device device) {
   } catch (const std::exception& e) {
     if (comm->size() == 1) throw;
     // One rank failing ends them all, now, rather than leaving them in a collective.
-    std::fprintf(stderr, "fgvc-train: error: rank %d: %s\n", comm->rank(), e.what());
+    std::fprintf(stderr, "%s: error: rank %d: %s\n", program_name().c_str(), comm->rank(), e.what());
     comm->abort(1);
     throw;  // not reached: abort() ends the process
   }
@@ -440,8 +441,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   if (c.resume) {  // before the checkpoint's tensors are read: its settings are the run's
     started_as = check_same_run(config_path, last_path, this_run);
     if (!c.init.empty() && comm.rank() == 0)
-      std::fprintf(stderr, "fgvc: warning: --init %s is not read: a resumed run goes on from %s\n", c.init.c_str(),
-                   last_path.c_str());
+      warn("--init %s is not read: a resumed run goes on from %s", c.init.c_str(), last_path.c_str());
   }
   // The model, initialised from the seed (and from --init); on --resume from the checkpoint.
   manual_seed(c.seed);
@@ -804,10 +804,9 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         if (batch_sums[0] > 0) continue;
         if (batch_sums[6] > 0) {
           if (comm.rank() == 0)
-            std::fprintf(stderr,
-                         "fgvc: warning: a batch of epoch %lld skipped: a process's share of it was one image "
-                         "(unreadable files), and batch norm in training needs two\n",
-                         static_cast<long long>(pos.epoch + 1));
+            warn("a batch of epoch %lld skipped: a process's share of it was one image (unreadable files), "
+                 "and batch norm in training needs two",
+                 static_cast<long long>(pos.epoch + 1));
           continue;
         }
         // Each rank's loss is the mean over its images, and the reducer averages the ranks: where
