@@ -11,6 +11,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
+#include "tensor/region_errors.h"
 
 namespace fgvc {
 namespace emd {
@@ -77,14 +78,21 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
   // balance it.
   const int64_t block = std::clamp<int64_t>((m + threads - 1) / threads, 16, 512);
   const int64_t blocks = (m + block - 1) / block;
+  RegionErrors errors;  // a thread's scratch may fail to allocate
 #pragma omp parallel if (blocks > 1 && m * n * d > (1 << 20))
   {
     // Not zero-filled: every element is written before it is read. A tensor's storage: from
     // the host pool, in huge pages where it is large (tensor/storage.cpp).
-    const Tensor scratch = wide ? Tensor() : Tensor::empty({block * d}, DType::Float64);
-    double* const buffer = wide ? nullptr : scratch.data<double>();
+    Tensor scratch;
+    bool ready = false;
+    errors.run([&] {
+      if (!wide) scratch = Tensor::empty({block * d}, DType::Float64);
+      ready = true;
+    });
+    double* const buffer = scratch.defined() ? scratch.data<double>() : nullptr;
 #pragma omp for schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk) {
+      if (!ready) continue;  // every thread still takes its part in the loop; the error follows it
       const int64_t r0 = blk * block, rows = std::min(block, m - r0);
       const double* pa;
       if (wide) {
@@ -101,6 +109,7 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
       finish_block(pa, rows, pb, b_norms.data(), n, d, out + r0 * n);
     }
   }
+  errors.rethrow();
   return dist;
 }
 

@@ -11,6 +11,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/winograd_conv.h"
+#include "tensor/region_errors.h"
 #include "tensor/dispatch.h"
 
 namespace fgvc {
@@ -120,8 +121,10 @@ Tensor image_matrix(const Tensor& t, int64_t n, int64_t rows, int64_t cols) {
 template <class F>
 void for_each_image(int64_t n, F f) {
   if (n >= omp_get_max_threads() && n > 1) {
+    RegionErrors errors;  // f allocates its column buffer
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) f(i);
+    for (int64_t i = 0; i < n; ++i) errors.run([&] { f(i); });
+    errors.rethrow();
   } else {
     for (int64_t i = 0; i < n; ++i) f(i);
   }
@@ -246,6 +249,7 @@ Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d,
   }
   const int64_t per_chunk = std::max<int64_t>(1, (int64_t(16) << 20) / (rows * plane));
   const T* pg = static_cast<const T*>(grad.data_ptr());
+  const T* px = static_cast<const T*>(x.data_ptr());
   for (int64_t n0 = 0; n0 < d.n; n0 += per_chunk) {
     const int64_t nb = std::min(per_chunk, d.n - n0), ld = nb * plane;
     Tensor cols = Tensor::empty({rows, ld}, grad.dtype(), grad.device());
@@ -254,7 +258,7 @@ Tensor backward_weight_typed(const Tensor& grad, const Tensor& x, const Dims& d,
     T* pt = static_cast<T*>(gt.data_ptr());
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < nb; ++i) {
-      im2col(static_cast<const T*>(x.select(0, n0 + i).data_ptr()), d, g, pc + i * plane, ld, 0, d.ho);
+      im2col(px + (n0 + i) * d.c * d.h * d.w, d, g, pc + i * plane, ld, 0, d.ho);  // nothing here throws
       for (int64_t o = 0; o < d.o; ++o)
         std::memcpy(pt + o * ld + i * plane, pg + ((n0 + i) * d.o + o) * plane, sizeof(T) * plane);
     }

@@ -12,6 +12,7 @@
 
 #include "tensor/cast.h"
 #include "tensor/dispatch.h"
+#include "tensor/region_errors.h"
 
 namespace fgvc {
 
@@ -172,11 +173,18 @@ void avg_backward_typed(const T* g_out, const PoolDims& d, const Pool2dGeometry&
     lo = std::min<int64_t>(d.w, std::max<int64_t>(0, g.kernel_w - 1 - g.pad_w));
     hi = std::max(lo, std::min<int64_t>(d.w, d.wo - g.pad_w));
   }
+  RegionErrors errors;  // a thread's `share` may fail to allocate
 #pragma omp parallel if (d.planes * d.h * d.w > (1 << 14))
   {
-    std::vector<T> share(gather ? static_cast<size_t>(d.ho * d.wo) : 0);  // the scatter divides as it goes
+    std::vector<T> share;  // the scatter divides as it goes
+    bool ready = false;
+    errors.run([&] {
+      share.resize(gather ? static_cast<size_t>(d.ho * d.wo) : 0);
+      ready = true;
+    });
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < d.planes; ++p) {
+      if (!ready) continue;  // every thread still takes its part in the loop; the error follows it
       const T* gp = g_out + p * d.ho * d.wo;
       T* dp = dx + p * d.h * d.w;
       if (!gather) {
@@ -215,6 +223,7 @@ void avg_backward_typed(const T* g_out, const PoolDims& d, const Pool2dGeometry&
       }
     }
   }
+  errors.rethrow();
 }
 
 // The gradient of a max pooling, scattered to where each maximum was, outputs in order (the

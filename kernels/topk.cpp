@@ -7,6 +7,7 @@
 #include "fgvc/config.h"
 #include "kernels/topk_order.h"
 #include "tensor/dispatch.h"
+#include "tensor/region_errors.h"
 
 namespace fgvc {
 namespace kernels {
@@ -19,18 +20,22 @@ void topk_cpu_typed(const Tensor& x, int64_t k, const TopK& out) {
   const T* px = static_cast<const T*>(x.data_ptr());
   T* pv = static_cast<T*>(out.values.data_ptr());
   int64_t* pi = static_cast<int64_t*>(out.indices.data_ptr());
+  RegionErrors errors;  // a row's index list may fail to allocate
 #pragma omp parallel for if (rows * cols > (1 << 14)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* row = px + r * cols;
-    std::vector<int64_t> idx(static_cast<size_t>(cols));
-    std::iota(idx.begin(), idx.end(), 0);
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                      [&](int64_t a, int64_t b) { return topk_before(row[a], a, row[b], b); });
-    for (int64_t j = 0; j < k; ++j) {
-      pv[r * k + j] = row[idx[j]];
-      pi[r * k + j] = idx[j];
-    }
+    errors.run([&] {
+      const T* row = px + r * cols;
+      std::vector<int64_t> idx(static_cast<size_t>(cols));
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                        [&](int64_t a, int64_t b) { return topk_before(row[a], a, row[b], b); });
+      for (int64_t j = 0; j < k; ++j) {
+        pv[r * k + j] = row[idx[j]];
+        pi[r * k + j] = idx[j];
+      }
+    });
   }
+  errors.rethrow();
 }
 }  // namespace
 

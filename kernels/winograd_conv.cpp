@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "tensor/dispatch.h"
+#include "tensor/region_errors.h"
 
 namespace fgvc {
 namespace kernels {
@@ -254,21 +256,25 @@ template <class T>
 void convolve(const T* x, int64_t images, int64_t in, const Tiling& tl, const T* u, int64_t out, T* y) {
   const int64_t block = winograd_tile_block(in, out), tiles = images * tl.rows * tl.cols;
   const int64_t blocks = (tiles + block - 1) / block;
+  RegionErrors errors;  // a thread's buffers may fail to grow
 #pragma omp parallel
   {
-    BlockBuffers<T> buf(in, out, block, tl);
-    const Matrices<T>& v = buf.v;
-    const Matrices<T>& m = buf.m;
+    std::optional<BlockBuffers<T>> buf;
+    errors.run([&] { buf.emplace(in, out, block, tl); });
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
+      if (!buf) continue;  // every thread still takes its part in the loop; the error follows it
+      const Matrices<T>& v = buf->v;
+      const Matrices<T>& m = buf->m;
       const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-      transform_input(x, in, tl, t0, t1, v, buf.rows);
+      transform_input(x, in, tl, t0, t1, v, buf->rows);
       for (int e = 0; e < 16; ++e)
         blas_gemm(false, out, t1 - t0, in, u + e * out * in, in, v.data + e * v.stride, v.ld, T(0), m.data + e * m.stride,
                   m.ld);
-      transform_output(m, out, tl, t0, t1, y, buf.rows);
+      transform_output(m, out, tl, t0, t1, y, buf->rows);
     }
   }
+  errors.rethrow();
 }
 
 template <class T>
@@ -313,24 +319,28 @@ void backward_weight_typed(const Tensor& grad, const Tensor& x, const Conv2dGeom
   std::vector<T> sums(static_cast<size_t>(runs * sums_size), T(0));
   const T* px = static_cast<const T*>(x.data_ptr());
   const T* pg = static_cast<const T*>(grad.data_ptr());
+  RegionErrors errors;  // as in convolve
 #pragma omp parallel
   {
-    BlockBuffers<T> buf(in, out, block, tl);
-    const Matrices<T>& v = buf.v;
-    const Matrices<T>& dm = buf.m;
+    std::optional<BlockBuffers<T>> buf;
+    errors.run([&] { buf.emplace(in, out, block, tl); });
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < runs; ++r) {
+      if (!buf) continue;
+      const Matrices<T>& v = buf->v;
+      const Matrices<T>& dm = buf->m;
       T* du = sums.data() + r * sums_size;
       for (int64_t b = r * blocks / runs; b < (r + 1) * blocks / runs; ++b) {
         const int64_t t0 = b * block, t1 = std::min(tiles, t0 + block);
-        transform_input(px, in, tl, t0, t1, v, buf.rows);
-        transform_output_gradient(pg, out, tl, t0, t1, dm, buf.rows);
+        transform_input(px, in, tl, t0, t1, v, buf->rows);
+        transform_output_gradient(pg, out, tl, t0, t1, dm, buf->rows);
         for (int e = 0; e < 16; ++e)
           blas_gemm(true, out, in, t1 - t0, dm.data + e * dm.stride, dm.ld, v.data + e * v.stride, v.ld, T(1),
                     du + e * out * in, in);
       }
     }
   }
+  errors.rethrow();
   T* du = sums.data();
 #pragma omp parallel for if (sums_size > 65536) schedule(static)
   for (int64_t i = 0; i < sums_size; ++i)

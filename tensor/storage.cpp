@@ -22,6 +22,7 @@ namespace fgvc {
 
 namespace {
 std::atomic<bool> g_poison{false};
+std::atomic<size_t> g_host_limit{0};  // set_host_allocation_limit's; 0: none
 constexpr size_t kAlign = 64;  // a cache line, and enough for AVX-512 loads
 constexpr size_t kPooledFrom = 1 << 20;  // host tensors this large come from the pool
 
@@ -95,6 +96,7 @@ void host_pool_reset_peak() { host_pool().reset_peak(); }
 
 void set_allocation_poison(bool on) { g_poison = on; }
 bool allocation_poison() { return g_poison; }
+void set_host_allocation_limit(size_t bytes) { g_host_limit = bytes; }
 
 Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), device_(device) {
   if (device.is_cpu()) {
@@ -109,7 +111,8 @@ Storage::Storage(size_t bytes, Device device, bool pinned) : bytes_(bytes), devi
 #endif
     if (!data_) {
       pooled_ = bytes >= kPooledFrom;
-      data_ = pooled_ ? host_pool().allocate(bytes) : host_alloc(bytes);
+      const size_t limit = g_host_limit.load(std::memory_order_relaxed);
+      if (limit == 0 || bytes <= limit) data_ = pooled_ ? host_pool().allocate(bytes) : host_alloc(bytes);
       if (!data_) throw Error(detail::concat("Storage: out of host memory allocating ", bytes, " bytes"));
       if (pooled_) use_huge_pages(data_, bytes);
     }

@@ -57,6 +57,11 @@ class Storage {
 void set_allocation_poison(bool on);
 bool allocation_poison();
 
+// Test aid: host allocations of more than `bytes` fail as if the memory had run out (the
+// Storage error "out of host memory"), so that tests reach the paths of a failed allocation
+// deep inside a kernel. 0 (the default): no limit.
+void set_host_allocation_limit(size_t bytes);
+
 // The host's pool of large (>= 1 MiB) blocks: bytes in use, and their peak since the last
 // reset, as cuda_memory_stats gives them for a GPU (the activations a backward pass keeps).
 PoolStats host_pool_stats();

@@ -1,5 +1,10 @@
 // Bad shapes, dtypes and devices raise fgvc::Error whose message names the op and the
 // offending shapes/dtypes/devices; nothing aborts.
+#include <algorithm>
+
+#include "emd/ground_distance.h"
+#include "tensor/region_errors.h"
+#include "tensor/storage.h"
 #include "test_util.h"
 
 namespace fgvc {
@@ -102,6 +107,49 @@ TEST(Errors, ViewsStayInsideTheirStorage) {
 TEST(Errors, UndefinedTensorIsAnErrorNotACrash) {
   expect_error([] { Tensor().shape(); }, {"undefined"});
   expect_error([] { kernels::relu(Tensor()); }, {"relu", "undefined"});
+}
+
+// An exception thrown inside an OpenMP parallel region comes out of the region as itself, the
+// first one thrown, once every thread is done; without a failure the region runs everything.
+TEST(Errors, AnErrorInsideAParallelRegionIsRethrownAfterIt) {
+  for (const int64_t failing_from : {int64_t{-1}, int64_t{0}, int64_t{37}, int64_t{999}}) {
+    RegionErrors errors;
+    std::vector<int> done(1000, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < 1000; ++i)
+      errors.run([&] {
+        FGVC_CHECK(failing_from < 0 || i < failing_from, "work", "item ", i, " failed");
+        done[i] = 1;
+      });
+    if (failing_from < 0) {
+      EXPECT_NO_THROW(errors.rethrow());
+      EXPECT_EQ(std::count(done.begin(), done.end(), 1), 1000);
+      continue;
+    }
+    expect_error([&] { errors.rethrow(); }, {"work: item ", " failed"});
+    EXPECT_EQ(done[failing_from], 0);
+    for (int64_t i = failing_from; i < 1000; ++i) EXPECT_EQ(done[i], 0) << i;  // each a failing item
+  }
+}
+
+// A host allocation that fails inside a kernel's parallel region (a convolution's column
+// buffer, the distances' float64 scratch) is an fgvc::Error from the call, not the end of the
+// process, and the same call works once memory is there again.
+TEST(Errors, AnAllocationThatFailsInsideAKernelIsAnError) {
+  // 5 x 5: no Winograd; 4 images of 64 x 32 x 32 (1 MiB), their column tiles 3.3 MB each.
+  const Tensor x = testing::randn_t({4, 64, 32, 32}, 11), w = testing::randn_t({8, 64, 5, 5}, 12);
+  const Conv2dGeometry g = Conv2dGeometry::symmetric(1, 2);
+  set_host_allocation_limit(size_t(2) << 20);
+  expect_error([&] { kernels::conv2d(x, w, Tensor(), g); }, {"out of host memory"});
+  set_host_allocation_limit(0);
+  const Tensor y = kernels::conv2d(x, w, Tensor(), g);
+  EXPECT_EQ(y.shape(), (Shape{4, 8, 32, 32}));
+  // float32 features: each thread widens its block of rows (32 x 4096 float64, 1 MiB) first.
+  const Tensor a = testing::randn_t({64, 4096}, 13), b = testing::randn_t({16, 4096}, 14);
+  set_host_allocation_limit(size_t(768) << 10);
+  expect_error([&] { emd::pairwise_distances(a, b); }, {"out of host memory"});
+  set_host_allocation_limit(0);
+  EXPECT_EQ(emd::pairwise_distances(a, b).shape(), (Shape{64, 16}));
 }
 
 }  // namespace
