@@ -112,9 +112,10 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
   for (const auto& [name, w] : params)
     if (w.grad().defined()) total += k::sum(k::unary(UnaryOp::Square, w.grad().to(DType::Float64))).item<double>();
   const double norm = std::sqrt(total);
-  if (norm > max_norm && norm > 0)
+  const double coefficient = max_norm / (norm + 1e-6);
+  if (coefficient < 1)
     for (const auto& [name, w] : params)
-      if (w.grad().defined()) Tensor(w).set_grad(k::binary(BinaryOp::Mul, w.grad(), max_norm / norm));
+      if (w.grad().defined()) Tensor(w).set_grad(k::binary(BinaryOp::Mul, w.grad(), coefficient));
   return norm;
 }
 

@@ -90,8 +90,10 @@ int64_t decay_steps(int64_t steps_per_epoch, double decay_epochs);
 // (0.94 every 2 epochs in the paper's training, every 4 when fine-tuning).
 double exponential_decay(double lr0, double rate, int64_t decay_steps, int64_t step);
 
-// Scales all gradients so that their global L2 norm is at most max_norm; returns the norm
-// before clipping.
+// Scales all gradients so that their global L2 norm is at most max_norm, as PyTorch's
+// clip_grad_norm_ does it: by max_norm / (norm + 1e-6) where that is below 1 (the 1e-6 keeps
+// a zero norm finite; a clipped norm comes out a hair under max_norm). The norm is summed in
+// float64. Returns the norm before clipping.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
 
 // An exponential moving average of the weights: shadow = decay shadow + (1 - decay) w, used

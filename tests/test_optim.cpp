@@ -175,11 +175,17 @@ TEST(Optim, ScheduleClippingAndEma) {
   double before = 0;
   for (auto& [n, t] : p.named)
     for (double g : t.grad().to_vector<double>()) before += g * g;
+  ASSERT_GT(std::sqrt(before), 0.5);
   EXPECT_NEAR(optim::clip_grad_norm(p.named, 0.5), std::sqrt(before), 1e-6);
   double after = 0;
   for (auto& [n, t] : p.named)
     for (double g : t.grad().to_vector<double>()) after += g * g;
-  EXPECT_NEAR(std::sqrt(after), 0.5, 1e-6);
+  // PyTorch's factor, 0.5 / (norm + 1e-6): the clipped norm is 0.5 norm / (norm + 1e-6).
+  EXPECT_NEAR(std::sqrt(after), 0.5 * std::sqrt(before) / (std::sqrt(before) + 1e-6), 1e-7);
+  // A norm under the limit is left as it is, bit for bit.
+  const std::vector<double> kept = p.named[0].second.grad().to_vector<double>();
+  EXPECT_NEAR(optim::clip_grad_norm(p.named, 1.0), 0.5, 1e-6);
+  EXPECT_EQ(p.named[0].second.grad().to_vector<double>(), kept);
   optim::EMA ema(p.named, 0.9);
   const std::vector<double> start = p.named[1].second.to_vector<double>();
   p.named[1].second.fill_(1.0);

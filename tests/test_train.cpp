@@ -671,6 +671,32 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
 // --resume with others is refused naming them and the file; the run's own settings continue
 // it, and the new config.json says what the run started from (--init). A checkpoint of before
 // the record (no "settings") still resumes, on its own checks.
+// --resume from a file without optimiser state (best.safetensors copied over last, or a last
+// with its optim.* tensors removed) is refused: the run would go on with the optimiser's slots
+// restarted (RMSProp's mean square at 1, its momentum at 0) and no word said.
+TEST(Train, AResumeFromAFileWithoutOptimiserStateIsRefused) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "no_optim_run");
+  c.steps = 2;
+  train::train_model(c, Device::cpu());
+  SafetensorsFile full = read_safetensors(c.out + "/last.safetensors");
+  std::map<std::string, Tensor> weights;
+  for (const auto& [name, t] : full.tensors)
+    if (name.rfind("optim.", 0) != 0) weights[name] = t;
+  ASSERT_LT(weights.size(), full.tensors.size());
+  write_safetensors(c.out + "/last.safetensors", weights, full.metadata);
+  train::TrainConfig resumed = c;
+  resumed.resume = true;
+  resumed.steps = 4;
+  const std::string refused = training_error(resumed);
+  EXPECT_NE(refused.find("--resume: " + c.out + "/last.safetensors holds no optimiser state"), std::string::npos)
+      << refused;
+  EXPECT_NE(refused.find("for the 2 step(s) it has taken"), std::string::npos) << refused;
+  // With its state back, the same run goes on.
+  write_safetensors(c.out + "/last.safetensors", full.tensors, full.metadata);
+  EXPECT_EQ(train::train_model(resumed, Device::cpu()).steps, 4);
+}
+
 TEST(Train, ACheckpointCopiedAloneKeepsItsRunsSettings) {
   Folders f;
   train::TrainConfig source = small_config(f, "alone_init");

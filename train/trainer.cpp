@@ -497,6 +497,12 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     FGVC_CHECK(ck.position.classes.empty() || train_set.numbered || ck.position.classes == train_set.classes, "--resume",
                last_path, ": trained on other classes than --data ", c.data, " has (its first: '",
                ck.position.classes.front(), "')");
+    // A run that has updated its weights has optimiser state; a file without it (best.safetensors,
+    // written without, copied over last) would go on with the slots restarted and no word said.
+    FGVC_CHECK(!ck.optimizer.empty() || ck.position.step <= ck.position.skipped_steps, "--resume", last_path,
+               " holds no optimiser state (best.safetensors and weights files are written without it) for the ",
+               ck.position.step, " step(s) it has taken; resume from the run's own last.safetensors, or start a run "
+               "from these weights with --init");
     try {
       model->load_state_dict(ck.model, /*strict=*/true);
       optimizer->load_state(ck.optimizer);
