@@ -56,9 +56,10 @@ bool image_file(const fs::directory_entry& e) {
   std::error_code ec;
   if (!e.is_regular_file(ec)) return false;
   std::ifstream f(e.path(), std::ios::binary);
-  uint8_t head[8] = {};
+  uint8_t head[16] = {};
   f.read(reinterpret_cast<char*>(head), sizeof head);
-  return detect_format(head, static_cast<size_t>(f.gcount())) != ImageFormat::Unknown;
+  const auto n = static_cast<size_t>(f.gcount());
+  return detect_format(head, n) != ImageFormat::Unknown || unsupported_image_format(head, n) != nullptr;
 }
 
 // A UTF-8 byte order mark at the start of a text file (Windows editors write one) is not
@@ -183,6 +184,8 @@ Dataset load_list_file(const std::string& path) {
   d.source = path;
   std::string line;
   int64_t max_label = -1;
+  int64_t commented_entries = 0;  // '#' lines shaped as 'path label' whose path does not exist
+  int first_commented = 0;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line_no == 1) strip_bom(&line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -202,7 +205,13 @@ Dataset load_list_file(const std::string& path) {
       if (!has_label || sep <= begin) continue;
       const fs::path p = line.substr(begin, line.find_last_not_of(" \t", sep) + 1 - begin);
       std::error_code ec;
-      if (!fs::exists(p.is_absolute() ? p : base / p, ec)) continue;
+      if (!fs::exists(p.is_absolute() ? p : base / p, ec)) {
+        // A comment, or an entry whose file is missing ("#0001.jpg 3"; "# version 2" is a
+        // comment): said once, below, not dropped unseen.
+        const bool entry_like = begin + 1 < line.size() && line[begin + 1] != ' ' && line[begin + 1] != '\t';
+        if (entry_like && commented_entries++ == 0) first_commented = line_no;
+        continue;
+      }
     }
     FGVC_CHECK(sep != std::string::npos && sep > begin, "dataset", path, ":", line_no,
                ": expected 'path label', got '", line, "'");
@@ -214,6 +223,10 @@ Dataset load_list_file(const std::string& path) {
     d.samples.push_back({(p.is_absolute() ? p : base / p).string(), label});
     max_label = std::max<int64_t>(max_label, label);
   }
+  if (commented_entries > 0)
+    warn("%s: %lld line(s) starting with '#' read as comments, though shaped as 'path label' (line %d first): their "
+         "files do not exist",
+         path.c_str(), static_cast<long long>(commented_entries), first_commented);
   FGVC_CHECK(!d.samples.empty(), "dataset", path, ": no samples");
   const std::string names_path = list_classes_path(path);
   std::error_code ec;

@@ -402,6 +402,52 @@ ImageFormat detect_format(const uint8_t* b, size_t n) {
   return ImageFormat::Unknown;
 }
 
+const char* unsupported_image_format(const uint8_t* b, size_t n) {
+  const auto at = [&](size_t offset, const char* magic, size_t length) {
+    return n >= offset + length && std::memcmp(b + offset, magic, length) == 0;
+  };
+  if (at(0, "II*\0", 4) || at(0, "MM\0*", 4)) return "TIFF";
+  if (at(0, "RIFF", 4) && at(8, "WEBP", 4)) return "WebP";
+  if (at(4, "ftyp", 4)) {  // ISO media files: the major brand says which
+    for (const char* brand : {"avif", "avis"})
+      if (at(8, brand, 4)) return "AVIF";
+    for (const char* brand : {"heic", "heix", "hevc", "hevx", "heim", "heis", "mif1", "msf1"})
+      if (at(8, brand, 4)) return "HEIF";
+  }
+  if (at(0, "\0\0\0\x0CjP  \r\n\x87\n", 12) || at(0, "\xFF\x4F\xFF\x51", 4)) return "JPEG 2000";
+  if (at(0, "\0\0\0\x0CJXL \r\n\x87\n", 12) || at(0, "\xFF\x0A", 2)) return "JPEG XL";
+  if (at(0, "8BPS", 4)) return "PSD";
+  if (n >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '4' && std::isspace(b[2])) return "text or 1-bit PBM/PGM/PPM";
+  return nullptr;
+}
+
+namespace {
+
+// Why bytes of no format fgvc decodes are skipped: their format where it is known.
+std::string not_an_image(const std::vector<uint8_t>& bytes) {
+  const char* other = unsupported_image_format(bytes.data(), bytes.size());
+  if (!other) return kNotAnImage;
+  return std::string(other[0] == 'A' ? "an " : "a ") + other + " image, " + kNotAnImage + " (convert it)";
+}
+
+// Whether a PNG's chunks end exactly at the end of the file, image data among them, without the
+// closing IEND chunk: a whole image that some writers leave unclosed (PIL reads it), which
+// stb_image refuses, failing on a chunk of type 0 past the end, with an empty message.
+bool png_without_end(const std::vector<uint8_t>& bytes) {
+  bool data = false;
+  size_t at = 8;  // after the signature
+  while (at + 8 <= bytes.size()) {
+    const uint8_t* c = bytes.data() + at;
+    const uint64_t length = (uint64_t(c[0]) << 24) | (uint64_t(c[1]) << 16) | (uint64_t(c[2]) << 8) | c[3];
+    if (std::memcmp(c + 4, "IEND", 4) == 0) return false;
+    data = data || std::memcmp(c + 4, "IDAT", 4) == 0;
+    at += 12 + length;  // length, type, data, CRC
+  }
+  return data && at == bytes.size();
+}
+
+}  // namespace
+
 const char* format_name(ImageFormat f) {
   switch (f) {
     case ImageFormat::Jpeg: return "JPEG";
@@ -419,7 +465,7 @@ ImageHeader read_header(const std::vector<uint8_t>& bytes, const std::string& na
   if (bytes.empty()) {
     h.error = name + ": empty file";
   } else if (h.format == ImageFormat::Unknown) {
-    h.error = name + ": " + kNotAnImage;
+    h.error = name + ": " + not_an_image(bytes);
   } else if (h.format == ImageFormat::Jpeg) {
     char message[JMSG_LENGTH_MAX];
     if (!jpeg_header(bytes.data(), bytes.size(), &h, message)) h.error = name + ": bad JPEG: " + message;
@@ -441,7 +487,7 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     return d;
   }
   if (format == ImageFormat::Unknown) {
-    d.error = name + ": " + kNotAnImage;
+    d.error = name + ": " + not_an_image(bytes);
     return d;
   }
   if (format == ImageFormat::Jpeg) {
@@ -455,7 +501,15 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
   int w = 0, h = 0, comp = 0;
   d.error = stb_header(format, bytes, name, &w, &h, &comp);
   if (!d.error.empty()) return d;
-  uint8_t* pixels = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &comp, 3);
+  std::vector<uint8_t> closed;  // a PNG without its IEND, closed
+  if (format == ImageFormat::Png && png_without_end(bytes)) {
+    static const uint8_t kEnd[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    closed.reserve(bytes.size() + sizeof kEnd);
+    closed = bytes;
+    closed.insert(closed.end(), kEnd, kEnd + sizeof kEnd);
+  }
+  const std::vector<uint8_t>& input = closed.empty() ? bytes : closed;
+  uint8_t* pixels = stbi_load_from_memory(input.data(), static_cast<int>(input.size()), &w, &h, &comp, 3);
   if (!pixels) {
     d.error = name + ": bad " + format_name(format) + ": " + stb_reason();
     return d;

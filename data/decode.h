@@ -23,6 +23,11 @@ namespace data {
 enum class ImageFormat { Unknown, Jpeg, Png, Bmp, Gif, Pnm };
 ImageFormat detect_format(const uint8_t* bytes, size_t size);
 const char* format_name(ImageFormat f);
+// The name of an image format fgvc does not decode, from the first bytes of a file (TIFF, WebP,
+// HEIF, AVIF, JPEG 2000, JPEG XL, PSD, text or 1-bit PNM); nullptr for anything else. Such a
+// file in a class folder is listed, then skipped with a warning that names its format, however
+// it is named (a camera's IMG_0002 without an extension is not dropped unseen).
+const char* unsupported_image_format(const uint8_t* bytes, size_t size);
 
 struct ImageHeader {
   int width = 0, height = 0;

@@ -250,6 +250,52 @@ TEST(Decode, BrokenFilesAreErrorValuesNamingTheFile) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no libjpeg noise
 }
 
+// A PNG whose writer left out the closing IEND chunk is a whole image (PIL reads it): it
+// decodes. One cut inside its data stays an error, with a reason.
+TEST(Decode, APngWithoutItsEndChunkDecodes) {
+  const Image src = test_picture(40, 30);
+  const std::vector<uint8_t> png = testing::encode_png(src);
+  ASSERT_EQ(std::string(png.end() - 8, png.end() - 4), "IEND");
+  const std::vector<uint8_t> unclosed(png.begin(), png.end() - 12);
+  const Decoded d = decode_image(unclosed, "unclosed.png");
+  ASSERT_TRUE(d.ok()) << d.error;
+  EXPECT_EQ(mean_abs_diff(d.image, src), 0.0);
+  const Decoded cut = decode_image(std::vector<uint8_t>(png.begin(), png.end() - 40), "cut.png");
+  EXPECT_FALSE(cut.ok());
+  EXPECT_EQ(cut.error.find("no reason given"), std::string::npos) << cut.error;
+}
+
+// Files of formats fgvc does not decode are named by their format when skipped, and a class
+// folder lists them whatever their names (a camera's IMG_0002 has no extension), so that
+// they are counted as skipped rather than never seen.
+TEST(Decode, FormatsNotReadAreNamedAndListed) {
+  const std::vector<std::pair<std::vector<uint8_t>, std::string>> others = {
+      {{'I', 'I', '*', 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "a TIFF image"},
+      {{'M', 'M', 0, '*', 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0}, "a TIFF image"},
+      {{'R', 'I', 'F', 'F', 9, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', ' '}, "a WebP image"},
+      {{0, 0, 0, 24, 'f', 't', 'y', 'p', 'h', 'e', 'i', 'c', 0, 0, 0, 0}, "a HEIF image"},
+      {{0, 0, 0, 28, 'f', 't', 'y', 'p', 'a', 'v', 'i', 'f', 0, 0, 0, 0}, "an AVIF image"},
+      {{'8', 'B', 'P', 'S', 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "a PSD image"},
+      {{'P', '3', '\n', '1', ' ', '1', '\n', '2', '5', '5', '\n', '1', ' ', '2', ' ', '3'},
+       "a text or 1-bit PBM/PGM/PPM image"},
+  };
+  const std::string root = fresh_dir("other_formats");
+  fs::create_directories(root + "/c0");
+  testing::write_bytes(root + "/c0/a.png", testing::encode_png(test_picture(8, 8)));
+  int i = 0;
+  for (const auto& [bytes, named] : others) {
+    const Decoded d = decode_image(bytes, "IMG_000" + std::to_string(i));
+    EXPECT_FALSE(d.ok());
+    EXPECT_NE(d.error.find(named + ", not a JPEG, PNG, BMP, GIF or binary PGM/PPM image (convert it)"),
+              std::string::npos)
+        << d.error;
+    EXPECT_NE(read_header(bytes, "x").error.find(named), std::string::npos);
+    testing::write_bytes(root + "/c0/IMG_000" + std::to_string(i++), bytes);
+  }
+  testing::write_bytes(root + "/c0/notes", std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o', '\n'});  // not an image
+  EXPECT_EQ(load_dataset(root).samples.size(), 1 + others.size());
+}
+
 // stb_image would allocate whatever a header declares and read past a BMP's, PNM's or GIF's end
 // as black: sizes are checked first, and a BMP or PNM must hold its rows, a GIF its first frame.
 // Binary PGM/PPM decode through it.
@@ -825,6 +871,20 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     EXPECT_TRUE(fs::equivalent(h.samples[1].path, root + "/#1.jpg"));
     EXPECT_EQ(h.samples[1].label, 1);
     EXPECT_EQ(h.classes.size(), 2u);  // the comment's 500 is no label
+    // An entry-shaped '#' line whose file is missing is a comment too, but said ("# split 2",
+    // blank after the '#', is a comment as written).
+    std::ofstream(root + "/hash2.txt") << "# split 2\n" << rel << " 0\n#2.jpg 1\n#3.jpg 1\n";
+    ::testing::internal::CaptureStderr();
+    const Dataset h2 = load_dataset(root + "/hash2.txt");
+    const std::string said = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(h2.samples.size(), 1u);
+    EXPECT_NE(said.find("hash2.txt: 2 line(s) starting with '#' read as comments, though shaped as 'path label' "
+                        "(line 3 first): their files do not exist"),
+              std::string::npos)
+        << said;
+    ::testing::internal::CaptureStderr();
+    load_dataset(root + "/hash.txt");
+    EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
   }
   // COCO JSON with category ids that are not 0..n-1.
   {
