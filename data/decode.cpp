@@ -154,8 +154,18 @@ std::string pnm_truncation(const uint8_t* b, size_t n, int width, int height) {
 // the header and screen descriptor, the global colour table, extensions (a label, then
 // sub-blocks of a size byte and that many bytes, up to a size of 0), the image descriptor and
 // its local colour table, the LZW code size, then the data's sub-blocks up to a size of 0.
-std::string gif_truncation(const uint8_t* b, size_t n) {
+//
+// On the way it finds the colour of the first frame's pixels that stb_image leaves blank (alpha
+// 0): those of the transparent index, and those outside the frame's rectangle. PIL's
+// convert("RGB") gives them the colour of the transparent index, or without one of the
+// background index, in the frame's colour table (its local one, else the global one); black
+// where there is no such colour.
+struct GifBlankColour {
+  uint8_t rgb[3] = {0, 0, 0};
+};
+std::string gif_truncation(const uint8_t* b, size_t n, GifBlankColour* blank = nullptr) {
   const auto table = [](uint8_t packed) { return (packed & 0x80) ? size_t(3) << ((packed & 7) + 1) : size_t(0); };
+  int transparent = -1;  // from the last graphic control extension before the first image
   // The sub-blocks starting at `at`, past their terminator; false where the file ends first.
   const auto skip_sub_blocks = [&](size_t* at) {
     while (*at < n) {
@@ -177,10 +187,18 @@ std::string gif_truncation(const uint8_t* b, size_t n) {
         at += 1 + b[at];
         continue;
       }
+      if (b[at - 1] == 0xF9 && at + 5 <= n) transparent = (b[at + 1] & 1) ? b[at + 4] : -1;  // size 4: packed, delay, index
       if (!skip_sub_blocks(&at)) break;
     } else if (block == 0x2C) {  // the first image: descriptor, local colour table, LZW code size, data
       if (at + 9 > n) break;
-      at += 9 + table(b[at + 8]) + 1;
+      const size_t local = table(b[at + 8]);
+      if (blank) {
+        const uint8_t* colours = local ? b + at + 9 : b + 13;  // its own table, else the global one
+        const size_t entries = (local ? local : table(b[10])) / 3;
+        const size_t index = transparent >= 0 ? static_cast<size_t>(transparent) : b[11];
+        if (index < entries && colours + 3 * index + 3 <= b + n) std::memcpy(blank->rgb, colours + 3 * index, 3);
+      }
+      at += 9 + local + 1;
       return skip_sub_blocks(&at) ? "" : "truncated: the first frame's image data ends early";
     } else {
       return "";  // the trailer (no frame) or a block stb_image rejects itself
@@ -509,13 +527,23 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
     closed.insert(closed.end(), kEnd, kEnd + sizeof kEnd);
   }
   const std::vector<uint8_t>& input = closed.empty() ? bytes : closed;
-  uint8_t* pixels = stbi_load_from_memory(input.data(), static_cast<int>(input.size()), &w, &h, &comp, 3);
+  // GIF with alpha: its blank pixels take the colour PIL gives them (gif_truncation).
+  const bool gif = format == ImageFormat::Gif;
+  uint8_t* pixels = stbi_load_from_memory(input.data(), static_cast<int>(input.size()), &w, &h, &comp, gif ? 4 : 3);
   if (!pixels) {
     d.error = name + ": bad " + format_name(format) + ": " + stb_reason();
     return d;
   }
   d.image = Image(w, h);
-  std::memcpy(d.image.rgb.data(), pixels, d.image.rgb.size());
+  if (gif) {
+    GifBlankColour blank;
+    gif_truncation(bytes.data(), bytes.size(), &blank);
+    const size_t count = static_cast<size_t>(w) * static_cast<size_t>(h);
+    for (size_t i = 0; i < count; ++i)
+      std::memcpy(&d.image.rgb[3 * i], pixels[4 * i + 3] == 0 ? blank.rgb : pixels + 4 * i, 3);
+  } else {
+    std::memcpy(d.image.rgb.data(), pixels, d.image.rgb.size());
+  }
   stbi_image_free(pixels);
   Box r = region;
   if (r.w <= 0 || r.h <= 0) r = {0, 0, static_cast<double>(w), static_cast<double>(h)};

@@ -93,6 +93,23 @@ TEST(Decode, PngBmpGifThroughStb) {
   ASSERT_TRUE(g.ok()) << g.error;
   EXPECT_EQ(g.image.width, 1);
   EXPECT_EQ(g.image.rgb, (std::vector<uint8_t>{0, 0, 0}));
+  // A GIF's transparent pixels, and those outside its first frame, take the colour PIL's
+  // convert("RGB") gives them (Pillow 9.4): the transparent index's, else the background's.
+  // A screen of 2 or 3 x 1, colours (10, 20, 30) and (200, 100, 50), a 2 x 1 frame of indices 0, 1.
+  const auto gif = [](uint8_t screen_width, bool transparent_1) {
+    std::vector<uint8_t> b = {'G', 'I', 'F', '8', '9', 'a', screen_width, 0, 1, 0, 0x80, 0, 0, 10, 20, 30, 200, 100, 50};
+    if (transparent_1) b.insert(b.end(), {0x21, 0xF9, 4, 1, 0, 0, 1, 0});
+    b.insert(b.end(), {',', 0, 0, 0, 0, 2, 0, 1, 0, 0, 2, 2, 0x44, 0x0A, 0, ';'});
+    return b;
+  };
+  for (const auto& [bytes, want] : std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>>{
+           {gif(2, true), {10, 20, 30, 200, 100, 50}},
+           {gif(3, true), {10, 20, 30, 200, 100, 50, 200, 100, 50}},
+           {gif(3, false), {10, 20, 30, 200, 100, 50, 10, 20, 30}}}) {
+    const Decoded t = decode_image(bytes, "t.gif");
+    ASSERT_TRUE(t.ok()) << t.error;
+    EXPECT_EQ(t.image.rgb, want);
+  }
 }
 
 // The library's own encoder (the demo's image folders): its output buffer grows as it must
