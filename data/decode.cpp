@@ -193,10 +193,10 @@ std::string gif_truncation(const uint8_t* b, size_t n, GifBlankColour* blank = n
       if (at + 9 > n) break;
       const size_t local = table(b[at + 8]);
       if (blank) {
-        const uint8_t* colours = local ? b + at + 9 : b + 13;  // its own table, else the global one
+        const size_t colours = local ? at + 9 : 13;  // its own table, else the global one
         const size_t entries = (local ? local : table(b[10])) / 3;
         const size_t index = transparent >= 0 ? static_cast<size_t>(transparent) : b[11];
-        if (index < entries && colours + 3 * index + 3 <= b + n) std::memcpy(blank->rgb, colours + 3 * index, 3);
+        if (index < entries && colours + 3 * index + 3 <= n) std::memcpy(blank->rgb, b + colours + 3 * index, 3);
       }
       at += 9 + local + 1;
       return skip_sub_blocks(&at) ? "" : "truncated: the first frame's image data ends early";
