@@ -82,7 +82,15 @@ double collective_timeout_seconds() {
 }
 
 std::unique_ptr<Communicator> make_communicator(Device device) {
-  if (!launched_by_mpi()) return single_process();
+  if (!launched_by_mpi()) {
+    // srun without an MPI plugin (--mpi=none) starts its tasks with no MPI variables: each
+    // would be a run of its own, every one writing the same --out.
+    const char* tasks = env("SLURM_STEP_NUM_TASKS");
+    FGVC_CHECK(!tasks || std::atoi(tasks) <= 1, "distributed training", "srun started ", tasks,
+               " tasks without MPI's variables (srun --mpi=none?): each would train alone and write the same --out; "
+               "start them with srun --mpi=pmix, or with mpirun");
+    return single_process();
+  }
   return device.is_cuda() ? detail::make_nccl_communicator(device) : detail::make_mpi_communicator();
 }
 

@@ -23,6 +23,9 @@ MpiEnvironment::MpiEnvironment() {
     int provided = 0;
     FGVC_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS, "MPI",
                "MPI_Init_thread failed");
+    // The loader's and OpenMP's threads run beside the main thread, which alone calls MPI.
+    FGVC_CHECK(provided >= MPI_THREAD_FUNNELED, "MPI", "this MPI gives thread level ", provided,
+               ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED, ") that training's threads need");
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);

@@ -9,9 +9,11 @@
 # steadier on a shared machine (no thread team waiting for a descheduled member).
 # Usage: scripts/bench.sh [output folder, default build-bench/results]
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 build="build-bench"
 out=${1:-$build/results}
+[[ $# -eq 0 || $out == /* ]] || out=$caller/$out  # a folder given: relative to the caller
 
 fgvc_extra_packages=(python3)  # the report
 source scripts/setup-deps.sh

@@ -4,9 +4,9 @@
 # (with the CUDA backend when the toolkit is there), then runs fgvc-demo: two-stage
 # long-tailed training on Fashion-MNIST images, the head/tail table, EMD domain similarity and
 # source selection, and a report. About 2 minutes on 2 CPU cores after the build (README).
-#   scripts/demo.sh [RUN_DIR] [fgvc-demo flags...]     (default RUN_DIR: runs/demo)
-# RUN_DIR is relative to where the script is called from; a first argument that starts with
-# '-' is a flag, not RUN_DIR.
+#   scripts/demo.sh [RUN_DIR] [fgvc-demo flags...]     (default: runs/demo in the repository)
+# A RUN_DIR given is relative to where the script is called from; a first argument that starts
+# with '-' is a flag, not RUN_DIR.
 set -euo pipefail
 caller=$PWD
 out=runs/demo

@@ -58,6 +58,26 @@ TEST(Dist, LocalRankAndSizeFromTheLauncher) {
   EXPECT_EQ(dist::local_rank_from_environment(), 0);
 }
 
+// srun --mpi=none starts its tasks without MPI's variables: each would train alone and all
+// would write one --out. Refused; one task (a plain run inside a job) is a run of one.
+TEST(Dist, SrunTasksWithoutMpiAreRefused) {
+  ASSERT_FALSE(dist::launched_by_mpi()) << "run outside mpirun";
+  const char* before = std::getenv("SLURM_STEP_NUM_TASKS");
+  const std::string saved = before ? before : "";
+  setenv("SLURM_STEP_NUM_TASKS", "4", 1);
+  try {
+    dist::make_communicator(Device::cpu());
+    ADD_FAILURE() << "4 srun tasks without MPI were taken as one run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("srun started 4 tasks without MPI's variables"), std::string::npos)
+        << e.what();
+  }
+  setenv("SLURM_STEP_NUM_TASKS", "1", 1);
+  EXPECT_EQ(dist::make_communicator(Device::cpu())->size(), 1);
+  if (before) setenv("SLURM_STEP_NUM_TASKS", saved.c_str(), 1);
+  else unsetenv("SLURM_STEP_NUM_TASKS");
+}
+
 TEST(Dist, RankSharesCoverTheOrderExactlyOnce) {
   const std::vector<int64_t> order = data::shuffled_order(103, 5, 2);
   for (int world : {1, 2, 3, 8}) {
