@@ -11,6 +11,7 @@
 // NoGradGuard.
 #pragma once
 #include "tensor/dtype.h"
+#include "tensor/tensor.h"
 
 namespace fgvc {
 
@@ -21,6 +22,12 @@ class Autocast {
   static void set_dtype(DType dtype);
   static bool enabled() { return dtype() != DType::Float32; }
 };
+
+// The ops PyTorch's autocast runs in float32 whatever their input (sum, exp, log, pow; softmax,
+// log-softmax and cross-entropy always do here) take a 16-bit input up to float32 inside an
+// AutocastGuard, differentiably, so that a loss a user builds from them is not rounded to 16
+// bits; outside one, and for other dtypes, `x` itself.
+Tensor float32_under_autocast(const Tensor& x);
 
 class AutocastGuard {
  public:

@@ -1,5 +1,6 @@
 // Elementwise ops with their backward rules. Saved tensors are autograd::SavedTensor: detached
 // (the graph must not own the tensors that own it) and checked for in-place writes on use.
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/saved_tensor.h"
 #include "kernels/elementwise.h"
@@ -85,7 +86,8 @@ Tensor mul(const Tensor& a, double b) {
   return y;
 }
 
-Tensor pow(const Tensor& a, double exponent) {
+Tensor pow(const Tensor& a_in, double exponent) {
+  const Tensor a = float32_under_autocast(a_in);
   Tensor y = k::binary(k::BinaryOp::Pow, a, exponent);
   autograd::record("pow", {a}, {y}, [a = SavedTensor(a), exponent](const Grads& g, const Needs&) -> Grads {
     // d/da a^p = p a^(p-1); a^0 is constant, so 0 (p a^(p-1) would be 0 * inf at a = 0)
@@ -101,10 +103,10 @@ Tensor neg(const Tensor& x) {
                   [](const Tensor& g, const Tensor&) { return k::unary(k::UnaryOp::Neg, g); });
 }
 Tensor exp(const Tensor& x) {
-  return unary_op("exp", k::UnaryOp::Exp, x, Keep::Output, [](const Tensor& g, const Tensor& y) { return k::mul(g, y); });
+  return unary_op("exp", k::UnaryOp::Exp, float32_under_autocast(x), Keep::Output, [](const Tensor& g, const Tensor& y) { return k::mul(g, y); });
 }
 Tensor log(const Tensor& x) {
-  return unary_op("log", k::UnaryOp::Log, x, Keep::Input, [](const Tensor& g, const Tensor& x_) { return k::div(g, x_); });
+  return unary_op("log", k::UnaryOp::Log, float32_under_autocast(x), Keep::Input, [](const Tensor& g, const Tensor& x_) { return k::div(g, x_); });
 }
 Tensor sqrt(const Tensor& x) {
   return unary_op("sqrt", k::UnaryOp::Sqrt, x, Keep::Output, [](const Tensor& g, const Tensor& y) {

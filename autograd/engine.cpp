@@ -64,6 +64,11 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   if (!impl) return {};  // the leaf is gone; nobody can read its gradient
   Tensor leaf(impl);
   const Tensor& g = grad_outputs.at(0);
+  // A graph recorded before the leaf was cast or moved (cast_, move_to_, Module::to) still
+  // sends gradients of the old kind; PyTorch refuses them too.
+  FGVC_CHECK(g.dtype() == leaf.dtype() && g.device() == leaf.device(), "backward", "a gradient ", describe(g),
+             " reached a leaf that is now ", describe(leaf),
+             ": the graph was recorded before the tensor was cast or moved (record it again)");
   if (!leaf.grad().defined()) {
     // Keep the incoming tensor when nothing else refers to it or to its memory (a view, as
     // reshape's backward returns, shares the memory under a new handle), else a private copy,

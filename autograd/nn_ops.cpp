@@ -165,8 +165,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
-  FGVC_CHECK(p >= 0 && p < 1, "dropout", "p must be in [0, 1), got ", p);
+  FGVC_CHECK(p >= 0 && p <= 1, "dropout", "p must be in [0, 1], got ", p);
   if (!training || p == 0) return x;
+  if (p == 1) return mul(x, 0.0);  // everything dropped, as in PyTorch (no draws; a NaN stays NaN)
   Tensor keep = Tensor::empty(x.shape(), compute_dtype(x.dtype()), x.device());
   uniform_(keep, 0.0, 1.0, gen);
   // mask = (u > p) / (1 - p) (Gt), then scaled; u = p has probability 0.

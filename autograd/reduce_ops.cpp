@@ -1,4 +1,5 @@
 // Reductions and their backward: the gradient is broadcast back over the reduced axes.
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/saved_tensor.h"
 #include "kernels/elementwise.h"
@@ -38,7 +39,8 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return y;
 }
 
-Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
+Tensor sum(const Tensor& x_in, const std::vector<int64_t>& axes, bool keepdim) {
+  const Tensor x = float32_under_autocast(x_in);
   Tensor y = k::sum(x, axes, keepdim);
   const std::vector<int64_t> ax = k::normalize_axes(axes, x.dim(), "sum");
   autograd::record("sum", {x}, {y}, [in = x.shape(), ax](const Grads& g, const Needs&) -> Grads {

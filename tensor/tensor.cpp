@@ -376,8 +376,8 @@ Tensor& Tensor::set_requires_grad(bool on) {
 Tensor Tensor::grad() const { return checked().grad; }
 
 void Tensor::set_grad(const Tensor& g) {
-  FGVC_CHECK(!g.defined() || g.shape() == shape(), "Tensor::set_grad", "gradient ", describe(g),
-             " does not match ", describe(*this));
+  FGVC_CHECK(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()),
+             "Tensor::set_grad", "gradient ", describe(g), " does not match ", describe(*this));
   impl_->grad = g;
 }
 

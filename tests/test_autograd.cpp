@@ -80,6 +80,20 @@ TEST(Autograd, CastLeafTakesNewGradients) {
   backward(sum(w * 3.0));
   EXPECT_EQ(w.grad().dtype(), DType::Float32);
   EXPECT_EQ(w.grad().to_vector<float>(), (std::vector<float>{5.0f, 5.0f}));
+  // The graph recorded before the cast is refused, with or without a gradient in place, rather
+  // than leaving a float64 gradient on the float32 leaf.
+  for (const bool with_grad : {true, false}) {
+    if (!with_grad) w.zero_grad();
+    try {
+      backward(old_graph, Tensor(), /*retain_graph=*/true);
+      ADD_FAILURE() << "a float64 gradient reached the float32 leaf";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("recorded before the tensor was cast or moved"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(!w.grad().defined() || w.grad().dtype() == DType::Float32);
+  }
+  EXPECT_THROW(w.set_grad(Tensor::zeros({2}, DType::Float64)), Error);
 }
 
 TEST(Autograd, NoGradScopeRecordsNothing) {

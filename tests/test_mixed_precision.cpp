@@ -19,7 +19,9 @@
 namespace fgvc {
 namespace {
 
+using testing::rand_t;
 using testing::randn_t;
+using testing::rel_error;
 namespace k = kernels;
 
 const DType kLowTypes[] = {DType::BFloat16, DType::Float16};
@@ -184,6 +186,32 @@ struct DTypeRecorder : nn::ForwardObserver {
   void before(const nn::Module&, const Tensor&) override {}
   void after(const nn::Module& m, const Tensor&, const Tensor& y) override { outputs.push_back({m.type_name(), y.dtype()}); }
 };
+
+// The ops PyTorch's autocast runs in float32 (sum, exp, log, pow) take 16-bit inputs up to
+// float32 inside an AutocastGuard, differentiably (the gradient comes back in the input's
+// dtype); outside one a 16-bit input gives a 16-bit result, as in PyTorch.
+TEST(MixedPrecision, AutocastRunsSumExpLogAndPowInFloat32) {
+  for (DType low : kLowTypes) {
+    Tensor x = rand_t({64}, 21, 0.5, 2.0).to(low);
+    x.set_requires_grad(true);
+    {
+      AutocastGuard autocast(low);
+      const Tensor parts[] = {exp(x), log(x), pow(x, 3.0)};
+      for (const Tensor& y : parts) EXPECT_EQ(y.dtype(), DType::Float32) << dtype_name(low);
+      const Tensor total = sum(add(add(parts[0], parts[1]), parts[2]), {});
+      EXPECT_EQ(total.dtype(), DType::Float32);
+      EXPECT_EQ(sum(x, {}).dtype(), DType::Float32);
+      backward(total);
+    }
+    ASSERT_EQ(x.grad().dtype(), low);
+    // d/dx (e^x + log x + x^3) = e^x + 1/x + 3x^2, from the 16-bit x, rounded to 16 bits once.
+    const Tensor x32 = x.detach().to(DType::Float32);
+    const Tensor want = add(add(exp(x32), div(Tensor::full({64}, 1.0f), x32)), mul(mul(x32, x32), 3.0));
+    EXPECT_LT(rel_error(x.grad().to(DType::Float32), want), low == DType::BFloat16 ? 4e-3 : 5e-4);
+    EXPECT_EQ(exp(x.detach()).dtype(), low);  // outside autocast: the input's dtype
+    EXPECT_EQ(sum(x.detach(), {}).dtype(), low);
+  }
+}
 
 // Under autocast the convolutions, batch norms, activations and pooling of a network all
 // produce 16-bit tensors; the logits, every parameter and every gradient stay float32, and

@@ -509,6 +509,15 @@ TEST(Layers, LinearAndDropout) {
   }
   EXPECT_NEAR(zeros / 100000.0, 0.3, 0.01);
   EXPECT_TRUE(dropout(x, 0.3, false, gen).same(x));
+  // p = 1 drops everything (PyTorch's answer), p outside [0, 1] is an error.
+  Tensor w = testing::randn_t({5}, 6);
+  w.set_requires_grad(true);
+  const Tensor all_dropped = dropout(w, 1.0, true, gen);
+  EXPECT_EQ(all_dropped.to_vector<float>(), std::vector<float>(5, 0.0f));
+  backward(sum(all_dropped, {}));
+  EXPECT_EQ(w.grad().to_vector<float>(), std::vector<float>(5, 0.0f));
+  EXPECT_THROW(dropout(x, 1.5, true, gen), Error);
+  EXPECT_THROW(dropout(x, -0.1, true, gen), Error);
   // The gradient passes the kept values, scaled, and stops at the dropped ones: a generator
   // made afresh in each evaluation draws the same mask every time.
   const GradcheckResult d = gradcheck(
