@@ -247,8 +247,15 @@ TEST(Autograd, SoftmaxOf16BitInputsIsFloat32) {
   ASSERT_EQ(ly.dtype(), DType::Float32);
   const Tensor want = kernels::log_softmax(x.detach().to(DType::Float32), 1);
   EXPECT_EQ(ly.to_vector<float>(), want.to_vector<float>());
-  backward(sum(mul(ly, testing::randn_t({4, 7}, 6))));
+  EXPECT_EQ(y.to_vector<float>(), kernels::softmax(x.detach().to(DType::Float32), 1).to_vector<float>());
+  const Tensor r = testing::randn_t({4, 7}, 6), q = testing::randn_t({4, 7}, 7);
+  backward(add(sum(mul(ly, r)), sum(mul(y, q))));
   EXPECT_EQ(x.grad().dtype(), DType::BFloat16);
+  // Each rule in float32, rounded to bfloat16 by its own cast's backward (each op casts x up
+  // itself, as each autocast op does in PyTorch), the two added in bfloat16.
+  const Tensor want_grad = kernels::add(kernels::log_softmax_backward(r, ly, 1).to(DType::BFloat16),
+                                        kernels::softmax_backward(q, y, 1).to(DType::BFloat16));
+  EXPECT_EQ(x.grad().to_vector<float>(), want_grad.to_vector<float>());
   EXPECT_EQ(softmax(x, 1).dtype(), DType::Float32);  // outside autocast too
 }
 

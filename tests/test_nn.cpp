@@ -98,18 +98,28 @@ void check_adjoints(const Tensor& x, const Tensor& w, const Tensor& y, const Con
   EXPECT_LT(testing::rel_error(kernels::conv2d(x.to(DType::Float32), w.to(DType::Float32), Tensor(), g), y), 1e-5);
 }
 
+// The CPU's Winograd path off for a scope, and on again however the scope ends (a failed
+// ASSERT returns early: the tests after it must not run without Winograd unseen).
+struct WinogradOff {
+  WinogradOff() { kernels::set_cpu_winograd(false); }
+  ~WinogradOff() { kernels::set_cpu_winograd(true); }
+  WinogradOff(const WinogradOff&) = delete;
+  WinogradOff& operator=(const WinogradOff&) = delete;
+};
+
 // Images large enough that im2col runs in several tiles of output rows (the last one partial).
 TEST(Conv2d, TiledColumnsMatchDirectConvolutionAndAdjoints) {
-  kernels::set_cpu_winograd(false);  // the 3x3 stride-1 case would take Winograd's path instead
-  for (const Conv2dGeometry& g : {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry{2, 2, 0, 1, 0, 1, 1, 1}}) {
-    const Tensor x = r64({2, 64, 80, 81}, 21), w = r64({3, 64, 3, 3}, 22);
-    const int64_t rows = kernels::detail::conv2d_tile_rows(x.shape(), w.shape(), g);
-    const Tensor y = kernels::conv2d(x, w, Tensor(), g);
-    ASSERT_LT(rows, y.size(2) / 2) << "the test should cover several tiles";
-    ASSERT_NE(y.size(2) % rows, 0) << "and a partial last one";
-    check_adjoints(x, w, y, g);
+  {
+    const WinogradOff off;  // the 3x3 stride-1 case would take Winograd's path instead
+    for (const Conv2dGeometry& g : {Conv2dGeometry::symmetric(1, 1), Conv2dGeometry{2, 2, 0, 1, 0, 1, 1, 1}}) {
+      const Tensor x = r64({2, 64, 80, 81}, 21), w = r64({3, 64, 3, 3}, 22);
+      const int64_t rows = kernels::detail::conv2d_tile_rows(x.shape(), w.shape(), g);
+      const Tensor y = kernels::conv2d(x, w, Tensor(), g);
+      ASSERT_LT(rows, y.size(2) / 2) << "the test should cover several tiles";
+      ASSERT_NE(y.size(2) % rows, 0) << "and a partial last one";
+      check_adjoints(x, w, y, g);
+    }
   }
-  kernels::set_cpu_winograd(true);
   // A 1x1 convolution on a large plane: its weight gradient is one GEMM per image on the input.
   const Tensor x = r64({3, 8, 30, 31}, 24), w = r64({5, 8, 1, 1}, 25);
   const Tensor y = kernels::conv2d(x, w, Tensor(), Conv2dGeometry());
@@ -146,11 +156,13 @@ TEST(Conv2d, WinogradMatchesDirectConvolutionAndIm2col) {
     const Tensor wy = kernels::conv2d(x32, w32, Tensor(), c.g);
     const Tensor wdx = kernels::conv2d_backward_input(gy, w32, c.x, c.g);
     const Tensor wdw = kernels::conv2d_backward_weight(gy, x32, c.w, c.g);
-    kernels::set_cpu_winograd(false);
-    const Tensor iy = kernels::conv2d(x32, w32, Tensor(), c.g);
-    const Tensor idx = kernels::conv2d_backward_input(gy, w32, c.x, c.g);
-    const Tensor idw = kernels::conv2d_backward_weight(gy, x32, c.w, c.g);
-    kernels::set_cpu_winograd(true);
+    Tensor iy, idx, idw;
+    {
+      const WinogradOff off;
+      iy = kernels::conv2d(x32, w32, Tensor(), c.g);
+      idx = kernels::conv2d_backward_input(gy, w32, c.x, c.g);
+      idw = kernels::conv2d_backward_weight(gy, x32, c.w, c.g);
+    }
     EXPECT_LT(testing::rel_error(wy, iy), 2e-6) << shape_str(c.w);
     EXPECT_LT(testing::rel_error(wdx, idx), 2e-6) << shape_str(c.w);
     EXPECT_LT(testing::rel_error(wdw, idw), 2e-6) << shape_str(c.w);

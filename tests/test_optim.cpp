@@ -186,12 +186,26 @@ TEST(Optim, ScheduleClippingAndEma) {
   const std::vector<double> kept = p.named[0].second.grad().to_vector<double>();
   EXPECT_NEAR(optim::clip_grad_norm(p.named, 1.0), 0.5, 1e-6);
   EXPECT_EQ(p.named[0].second.grad().to_vector<double>(), kept);
+  // The moving average: every parameter, element by element, over steps of new random
+  // weights, at the constructor's decay and at a step's own.
   optim::EMA ema(p.named, 0.9);
-  const std::vector<double> start = p.named[1].second.to_vector<double>();
-  p.named[1].second.fill_(1.0);
-  ema.update(p.named);
-  const std::vector<double> s = ema.shadow().at("bn.weight").to_vector<double>();
-  for (size_t i = 0; i < s.size(); ++i) EXPECT_NEAR(s[i], 0.9 * start[i] + 0.1, 1e-6);
+  std::map<std::string, std::vector<double>> want;
+  for (const auto& [name, t] : p.named) want[name] = t.to_vector<double>();
+  for (int step = 0; step < 4; ++step) {
+    const double d = step % 2 == 0 ? 0.9 : 0.5;
+    for (size_t i = 0; i < p.named.size(); ++i) {
+      Tensor w = p.named[i].second;
+      w.copy_(testing::randn_t(w.shape(), 40 + 10 * step + i));
+      const std::vector<double> now = w.to_vector<double>();
+      for (size_t j = 0; j < now.size(); ++j) want[p.named[i].first][j] = d * want[p.named[i].first][j] + (1 - d) * now[j];
+    }
+    if (step % 2 == 0) ema.update(p.named);
+    else ema.update(p.named, 0.5);
+  }
+  for (const auto& [name, w] : want) {
+    const std::vector<double> got = ema.shadow().at(name).to_vector<double>();
+    for (size_t j = 0; j < got.size(); ++j) EXPECT_NEAR(got[j], w[j], 1e-6) << name << " " << j;
+  }
 }
 
 // Finite means finite: 3e38 passes (a sum of squares would overflow), one inf or NaN fails.

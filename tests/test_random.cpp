@@ -3,6 +3,9 @@
 // the layout, thread count or device; the counter advances; sane statistics.
 #include <omp.h>
 
+#include <cmath>
+#include <set>
+
 #include "tensor/philox.h"
 #include "tensor/random_value.h"
 #include "test_util.h"
@@ -100,6 +103,21 @@ TEST(Random, NormalStatistics) {
   EXPECT_NEAR(m, 0.0, 0.01);
   EXPECT_NEAR(m2, 1.0, 0.01);
   EXPECT_NEAR(m4 / (m2 * m2), 3.0, 0.05);  // kurtosis of a normal
+  // Independent neighbours: Box-Muller makes the numbers in pairs, and a pair that shared its
+  // uniforms wrongly would be correlated, or its squared radius (chi-square with 2 degrees of
+  // freedom: median 2 ln 2) off. Lag 1 over all neighbours, and within the pairs. (Standard
+  // errors: 0.002 for the correlations, 0.0014 for the fraction.)
+  double lag1 = 0, within = 0;
+  int64_t below_median = 0;
+  for (size_t i = 0; i + 1 < v.size(); ++i) lag1 += (v[i] - m) * (v[i + 1] - m);
+  for (size_t i = 0; i + 1 < v.size(); i += 2) {
+    within += (v[i] - m) * (v[i + 1] - m);
+    below_median += v[i] * v[i] + v[i + 1] * v[i + 1] < 2 * std::log(2.0);
+  }
+  EXPECT_LT(std::abs(lag1 / (v.size() - 1) / m2), 0.01);
+  EXPECT_LT(std::abs(within / (v.size() / 2) / m2), 0.01);
+  EXPECT_NEAR(static_cast<double>(below_median) / (v.size() / 2), 0.5, 0.007);
+  EXPECT_EQ(std::set<double>(v.begin(), v.end()).size(), v.size());  // no value twice in float64
 }
 
 TEST(Random, UniformRangeAndMean) {
