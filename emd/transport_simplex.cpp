@@ -1126,7 +1126,14 @@ std::unique_ptr<RowPricer> cuda_row_pricer(const double*, int, int, int, const d
 Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
                   const std::vector<double>& b_in, const Result& r) {
   const std::vector<double> a = normalized(a_in, "source"), b = normalized(b_in, "target");
-  Certificate c{-kInf, 0.0, std::fabs(r.cost - r.dual_objective)};
+  Certificate c{-kInf, 0.0, std::fabs(r.cost - r.dual_objective), 0.0};
+  detail::ExactishSum primal, dual;
+  for (const FlowCell& f : r.flow) primal.add_product(f.flow, cost[static_cast<int64_t>(f.i) * n + f.j]);
+  for (int64_t i = 0; i < m; ++i)
+    if (a[i] > 0) dual.add_product(a[i], r.u[i]);
+  for (int64_t j = 0; j < n; ++j)
+    if (b[j] > 0) dual.add_product(b[j], r.v[j]);
+  c.objective_error = std::max(std::fabs(r.cost - primal.value()), std::fabs(r.dual_objective - dual.value()));
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) c.dual_violation = std::max(c.dual_violation, r.u[i] + r.v[j] - cost[i * n + j]);
   std::vector<double> out(static_cast<size_t>(m), 0.0), in(static_cast<size_t>(n), 0.0);

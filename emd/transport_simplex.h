@@ -133,9 +133,14 @@ struct Problem {
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options = {}, int device = 0);
 
 // The largest violation of the optimality certificate, for tests: max over cells of
-// (u_i + v_j - c_ij), the largest marginal error of the flow, and |primal - dual|.
+// (u_i + v_j - c_ij), the largest marginal error of the flow (a negative flow counts as its
+// size), |primal - dual| of the result, and how far the result's two objectives are from the
+// ones its flow and duals give, recomputed here (sum f_ij c_ij; sum a_i u_i + sum b_j v_j over
+// the classes of weight > 0), so that a cost or a dual objective that is not the one of the
+// flow and duals returned cannot pass. (The solver's dual objective also holds the potentials'
+// low parts after a polish, which the returned duals round off: near 1e-16 of the largest |u|.)
 struct Certificate {
-  double dual_violation, marginal_error, gap;
+  double dual_violation, marginal_error, gap, objective_error;
 };
 Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<double>& a, const std::vector<double>& b,
                   const Result& r);

@@ -42,6 +42,7 @@ void expect_certified(const Tensor& cost, const std::vector<double>& a, const st
   EXPECT_LE(c.dual_violation, 1e-9 * scale) << what << ": reduced cost below zero";
   EXPECT_LE(c.marginal_error, 1e-12) << what << ": flow does not meet the weights";
   EXPECT_LE(c.gap, 1e-9 * scale) << what << ": primal and dual objectives differ";
+  EXPECT_LE(c.objective_error, 1e-9 * scale) << what << ": the objectives are not those of the flow and duals";
   EXPECT_LE(static_cast<int64_t>(r.flow.size()), cost.size(0) + cost.size(1) - 1) << what;
 }
 
@@ -51,6 +52,39 @@ emd::Result solve_certified(const Tensor& cost, const std::vector<double>& a, co
   const emd::Result r = emd::solve(cost.data<double>(), cost.size(0), cost.size(1), a, b);
   expect_certified(cost, a, b, r, what);
   return r;
+}
+
+// The certificate catches a wrong answer of each kind: a flow moved between two cells, a cost
+// or dual objective that is not the flow's or the duals', a dual raised. (So that the checks
+// every solve passes through could fail.)
+TEST(Emd, TheCertificateCatchesEachKindOfWrongAnswer) {
+  const int64_t m = 12, n = 9;
+  const Tensor cost = testing::rand_t({m, n}, 91, 0.0, 10.0, DType::Float64);
+  const std::vector<double> a = testing::rand_t({m}, 92, 0.1, 1.0, DType::Float64).to_vector<double>(),
+                            b = testing::rand_t({n}, 93, 0.1, 1.0, DType::Float64).to_vector<double>();
+  const emd::Result good = solve_certified(cost, a, b, "the good answer");
+  const auto check = [&](const emd::Result& r) { return emd::check(cost.data<double>(), m, n, a, b, r); };
+  // Half of a basic cell's flow moved to another cell of its row: the marginals of two
+  // columns break, and the primal recomputed from the flow no longer matches r.cost.
+  emd::Result moved = good;
+  ASSERT_GT(moved.flow[0].flow, 0);
+  const double half = moved.flow[0].flow / 2;
+  moved.flow[0].flow -= half;
+  moved.flow.push_back({moved.flow[0].i, (moved.flow[0].j + 1) % static_cast<int>(n), half});
+  EXPECT_GT(check(moved).marginal_error, 1e-6);
+  EXPECT_GT(check(moved).objective_error, 1e-9);
+  emd::Result costed = good;
+  costed.cost *= 1.001;  // gap and objective error
+  EXPECT_GT(check(costed).gap, 1e-6);
+  EXPECT_GT(check(costed).objective_error, 1e-6);
+  emd::Result claimed = good;  // a cost and dual objective that agree, but are not the flow's
+  claimed.cost += 0.01, claimed.dual_objective += 0.01;
+  EXPECT_LE(check(claimed).gap, 1e-12);
+  EXPECT_GT(check(claimed).objective_error, 1e-3);
+  emd::Result raised = good;  // a dual raised: some reduced cost turns negative
+  raised.u[3] += 1.0;
+  EXPECT_GT(check(raised).dual_violation, 0.5);
+  EXPECT_GT(check(raised).objective_error, 1e-3);
 }
 
 TEST(Emd, MatchesPotOnTheCommittedFixtures) {
@@ -205,6 +239,7 @@ TEST(Emd, CostsSpanningManyOrdersOfMagnitudeSolveExactly) {
       emd::Options rows;
       rows.pricing = emd::Pricing::Rows;
       const emd::Result by_rows = emd::solve(p.cost.data<double>(), 300, 60, p.a, p.b, rows);
+      expect_certified(p.cost, p.a, p.b, by_rows, "far pair, by rows");
       EXPECT_NEAR(by_rows.cost, p.want, 1e-12 * p.want) << far << " seed " << seed << " (by rows)";
     }
   }
@@ -230,6 +265,9 @@ TEST(Emd, CostsSpanningManyOrdersOfMagnitudeSolveExactly) {
     EXPECT_LE(c.dual_violation, 1e-10 * r.cost) << counts;
     EXPECT_LE(c.gap, 1e-10 * r.cost) << counts;
     EXPECT_LE(c.marginal_error, 1e-12) << counts;
+    // The recomputed primal is as good; the dual's, from potentials near 1e9 without their low
+    // parts, about 1e-16 of them.
+    EXPECT_LE(c.objective_error, 1e-15 * 1e9 * (m + n)) << counts;
   }
 }
 
@@ -276,16 +314,20 @@ TEST(Emd, MaxIterationsAllowsExactlyThatManyPivots) {
   const Tensor s = testing::randn_t({60, 8}, 7, DType::Float64), t = testing::randn_t({20, 8}, 8, DType::Float64);
   const Tensor c = emd::pairwise_distances(s, t);
   const std::vector<double> a(60, 1.0), b(20, 1.0);
-  const emd::Result free = emd::solve(c.data<double>(), 60, 20, a, b);
+  const emd::Result free = solve_certified(c, a, b, "no limit");
   ASSERT_GT(free.iterations, 1);
   emd::Options o;
   o.max_iterations = free.iterations;
-  EXPECT_EQ(emd::solve(c.data<double>(), 60, 20, a, b, o).cost, free.cost);
+  const emd::Result limited = emd::solve(c.data<double>(), 60, 20, a, b, o);
+  expect_certified(c, a, b, limited, "at the limit");
+  EXPECT_EQ(limited.cost, free.cost);
   o.max_iterations = free.iterations - 1;
   EXPECT_THROW(emd::solve(c.data<double>(), 60, 20, a, b, o), Error);
   o.block_size = INT64_MAX;  // clamped to the matrix: Dantzig's rule
   o.max_iterations = 0;
-  EXPECT_NEAR(emd::solve(c.data<double>(), 60, 20, a, b, o).cost, free.cost, 1e-12 * free.cost);
+  const emd::Result dantzig = emd::solve(c.data<double>(), 60, 20, a, b, o);
+  expect_certified(c, a, b, dantzig, "Dantzig's rule");
+  EXPECT_NEAR(dantzig.cost, free.cost, 1e-12 * free.cost);
 }
 
 TEST(Emd, RejectsBadWeightsAndCosts) {
