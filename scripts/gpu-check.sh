@@ -149,6 +149,7 @@ run() {
   local t name rc left filter deadline=$((SECONDS + 150)) tests=("$bundle"/bin/test_*)
   local gpu_filter
   gpu_filter=$(sed -n 's/^set(FGVC_GPU_TESTS "\(.*\)")$/\1/p' tests/CMakeLists.txt)
+  gpu_filter+=:$(sed -n 's/^set(FGVC_GPU_BRANCH_TESTS "\(.*\)")$/\1/p' tests/CMakeLists.txt)
   [[ $mode == emd ]] && tests=("$bundle/bin/test_emd" "$bundle/bin/test_cuda_parity" "$bundle/bin/test_mixed_precision"
                                "$bundle/bin/test_apps" "$bundle/bin/test_golden")
   [[ $mode == kernels ]] && tests=("$bundle/bin/test_cuda_parity" "$bundle/bin/test_elementwise" "$bundle/bin/test_reduce")
