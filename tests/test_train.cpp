@@ -1543,15 +1543,48 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   EXPECT_TRUE(no_head.at("head").at("top5_error").is_null());
   EXPECT_DOUBLE_EQ(no_head.at("tail").at("top1").get<double>(), top1);
   // An ensemble of the same weights twice is that model (the mean of equal probabilities);
-  // 12 views still count each image once; --model and --weights counts must pair up.
+  // --model and --weights counts must pair up.
   const std::string best = " --weights " + run + "/best.safetensors";
   r = testing::run_app("fgvc-eval --device cpu --model resnet20" + best + best + " --data " + f.val + " --json", f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_DOUBLE_EQ(testing::last_json_line(r.out).at("top1").get<double>(), top1);
   EXPECT_NEAR(testing::last_json_line(r.out).at("loss").get<double>(), e.at("loss").get<double>(), 1e-12);
-  r = testing::run_app("fgvc-eval --device cpu --model resnet20" + best + " --data " + f.val + " --crops 12 --json", f.dir);
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(testing::last_json_line(r.out).at("images"), 30);
+  // An ensemble of two different checkpoints (the best, of step 11, and the last, of step 12),
+  // over one view and over 12: what the library's evaluation gives for those two models
+  // (itself checked image by image in Evaluate.EnsembleAndTwelveViewsAverageProbabilities).
+  const std::string both = best + " --weights " + run + "/last.safetensors";
+  for (const int crops : {1, 12}) {
+    r = testing::run_app("fgvc-eval --device cpu --model resnet20" + both + " --data " + f.val + " --batch-size 7 --crops " +
+                             std::to_string(crops) + " --json",
+                         f.dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const nlohmann::json got = testing::last_json_line(r.out);
+    EXPECT_EQ(got.at("images"), 30);  // 12 views still count each image once
+    const data::Dataset val_set = data::load_dataset(f.val);
+    std::vector<std::shared_ptr<nn::Classifier>> nets;
+    std::vector<std::unique_ptr<data::Loader>> loaders;
+    std::vector<train::EnsembleMember> members;
+    std::vector<double> single_loss;
+    for (const char* file : {"/best.safetensors", "/last.safetensors"}) {
+      nets.push_back(nn::create_model("resnet20", static_cast<int64_t>(val_set.classes.size())));
+      nn::load_weights(*nets.back(), nn::read_model_weights(run + file));
+      data::LoaderOptions o;
+      o.mode = crops == 12 ? data::Mode::Eval12 : data::Mode::Eval;
+      o.size = nn::default_input_size("resnet20");
+      o.normalization = data::Normalization::ImageNet;
+      o.batch_size = 7;
+      o.shuffle = false;
+      loaders.push_back(std::make_unique<data::Loader>(val_set, o));
+      members.push_back({nets.back().get(), loaders.back().get()});
+      single_loss.push_back(train::evaluate({members.back()}, Device::cpu()).loss);
+    }
+    ASSERT_NE(single_loss[0], single_loss[1]) << "the two checkpoints should be two models";
+    const train::EvalResult want = train::evaluate(members, Device::cpu());
+    EXPECT_DOUBLE_EQ(got.at("top1").get<double>(), want.top1_accuracy()) << crops;
+    EXPECT_DOUBLE_EQ(got.at("top5").get<double>(), want.top5_accuracy()) << crops;
+    EXPECT_NEAR(got.at("loss").get<double>(), want.loss, 1e-9 * want.loss) << crops;
+    EXPECT_NE(got.at("loss").get<double>(), single_loss[0]) << crops;
+  }
   r = testing::run_app("fgvc-eval --device cpu --model resnet20 --model resnet20" + best + best + best + " --data " + f.val,
                        f.dir);
   EXPECT_EQ(r.code, 2);
@@ -1624,6 +1657,49 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
 
 // A file of the wrong kind, or none, given as weights: exit 1, the flag and the file named.
 // (A domain file records class names too; it was taken for weights, and the error blamed --data.)
+// A checkpoint with a moving average is evaluated with the average (what TF-slim evaluates),
+// or with the trained weights under --no-ema: each the loss of those weights, taken here from
+// the file by their prefix, and the two differ.
+TEST(TrainApps, EvaluationUsesTheMovingAverageUnlessToldNot) {
+  Folders f;
+  const std::string run = f.dir + "/ema_run";
+  fs::remove_all(run);
+  testing::Outcome r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + run +
+                                            " --steps 3 --batch-size 8 --ema-decay 0.9 --no-plots --json",
+                                        f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const SafetensorsFile file = read_safetensors(run + "/last.safetensors");
+  std::map<std::string, Tensor> averaged, trained;
+  for (const auto& [name, t] : file.tensors) {
+    if (name.rfind("ema.", 0) == 0) averaged[name.substr(4)] = t;
+    else if (name.rfind("optim.", 0) != 0) trained[name] = t;
+  }
+  ASSERT_FALSE(averaged.empty());
+  const data::Dataset val = data::load_dataset(f.val);
+  std::vector<double> losses;
+  for (const auto* weights : {&averaged, &trained}) {
+    auto net = nn::create_model("resnet20", static_cast<int64_t>(val.classes.size()));
+    nn::load_weights(*net, *weights);
+    data::LoaderOptions o;
+    o.mode = data::Mode::Eval;
+    o.size = nn::default_input_size("resnet20");
+    o.normalization = data::Normalization::ImageNet;
+    o.batch_size = 7;
+    o.shuffle = false;
+    data::Loader loader(val, o);
+    losses.push_back(train::evaluate({{net.get(), &loader}}, Device::cpu()).loss);
+  }
+  ASSERT_NE(losses[0], losses[1]);
+  for (const bool no_ema : {false, true}) {
+    r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/last.safetensors --data " + f.val +
+                             " --batch-size 7 --json" + (no_ema ? " --no-ema" : ""),
+                         f.dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const double want = losses[no_ema ? 1 : 0];
+    EXPECT_NEAR(testing::last_json_line(r.out).at("loss").get<double>(), want, 1e-9 * want) << no_ema;
+  }
+}
+
 TEST(TrainApps, WeightsFilesOfTheWrongKindAreNamedWithTheirFlag) {
   Folders f;
   const std::string domain = f.dir + "/domain.safetensors";
