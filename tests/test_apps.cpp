@@ -332,6 +332,18 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
 
 // fgvc-train --gpus N starts N processes, one per GPU: more than the machine has, or one GPU
 // named with it, is a usage error before mpirun starts (NCCL would refuse two ranks on a GPU).
+// Without a GPU, --gpus N is a usage error that says how to run several CPU processes.
+TEST_F(Apps, GpusWithoutAGpuAreAUsageError) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is here: GpusBeyondTheMachineAreAUsageErrorOnTheGpu covers it";
+  for (const char* n : {"2", "1000"}) {
+    const Outcome r = run("fgvc-train --model resnet20 --data " + dir + "/missing/ --out " + dir + "/run_x --steps 1 --gpus " + n);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_EQ(r.err, std::string("fgvc-train: error: --gpus ") + n +
+                         " needs CUDA devices; for several CPU processes run: mpirun -np N fgvc-train --device cpu ...\n");
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run_x"));
+}
+
 TEST_F(Apps, GpusBeyondTheMachineAreAUsageErrorOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   for (const std::string& args : {std::string("fgvc-train --model resnet20 --data missing/ --out run_x --steps 1 --gpus 1000"),

@@ -734,6 +734,35 @@ void saturate_via_hsv(float& r, float& g, float& b, float f) {
   r = table[sector][0] + m, g = table[sector][1] + m, b = table[sector][2] + m;
 }
 
+// The jitter's draws: brightness uniform in +-32/255 and saturation in [0.5, 1.5] (TF-slim's
+// fast distort_color), each over its whole range, centred, and the two independent.
+TEST(Transforms, ColorJitterDrawsTfSlimsRanges) {
+  RandomStream rng(12, 0);
+  const TrainAugment aug;
+  const int n = 20000;
+  double d_min = 1, d_max = -1, s_min = 2, s_max = 0, d_sum = 0, s_sum = 0, ds_sum = 0;
+  for (int i = 0; i < n; ++i) {
+    const ColorJitter j = sample_color_jitter(aug, rng);
+    EXPECT_TRUE(j.brightness_first);
+    d_min = std::min<double>(d_min, j.delta), d_max = std::max<double>(d_max, j.delta);
+    s_min = std::min<double>(s_min, j.saturation), s_max = std::max<double>(s_max, j.saturation);
+    d_sum += j.delta, s_sum += j.saturation, ds_sum += j.delta * (j.saturation - 1.0);
+  }
+  const double bound = 32.0 / 255.0;
+  EXPECT_GE(d_min, -bound);
+  EXPECT_LE(d_max, bound);
+  EXPECT_LT(d_min, -0.99 * bound);
+  EXPECT_GT(d_max, 0.99 * bound);
+  EXPECT_GE(s_min, 0.5);
+  EXPECT_LE(s_max, 1.5);
+  EXPECT_LT(s_min, 0.505);
+  EXPECT_GT(s_max, 1.495);
+  // Means (standard errors 5e-4 and 2e-3) and the covariance of the two (about 1.4e-4).
+  EXPECT_NEAR(d_sum / n, 0.0, 3e-3);
+  EXPECT_NEAR(s_sum / n, 1.0, 1e-2);
+  EXPECT_NEAR(ds_sum / n, 0.0, 1e-3);
+}
+
 TEST(Transforms, ColorJitterMatchesTheHsvDefinition) {
   RandomStream rng(11, 0);
   for (int i = 0; i < 2000; ++i) {

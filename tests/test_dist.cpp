@@ -167,7 +167,7 @@ TEST(Dist, ReducerBucketsAndStartsDuringBackward) {
 
 // Synchronised batch norm with a world of one (the sum over ranks is the identity) is batch
 // norm: same output, gradients and running statistics; and its backward passes a gradient check.
-TEST(Dist, SyncedBatchNormOnOneRankIsBatchNorm) {
+TEST(Dist, SyncedBatchNormIsBatchNormOverTheRanksBatches) {
   const Tensor x0 = kernels::add(testing::randn_t({4, 3, 5, 5}, 1, DType::Float64), Tensor::scalar(1.5, DType::Float64));
   const Tensor g0 = testing::randn_t({3}, 2, DType::Float64), b0 = testing::randn_t({3}, 3, DType::Float64);
   const Tensor dy = testing::randn_t({4, 3, 5, 5}, 4, DType::Float64);
@@ -191,6 +191,32 @@ TEST(Dist, SyncedBatchNormOnOneRankIsBatchNorm) {
       {x0, g0, b0});
   set_batch_norm_all_reduce(nullptr);
   EXPECT_TRUE(r.ok) << r.message;
+  // Two ranks holding the same batch, the other one simulated by the all-reduce (doubling each
+  // sum): batch norm over the two batches side by side. The output, running statistics and
+  // x's gradient (of the ranks' summed loss) are the first half of plain batch norm's on the
+  // doubled batch; gamma's and beta's stay local (half of it: the reducer averages them).
+  int calls = 0;
+  set_batch_norm_all_reduce([&calls](Tensor& t) {
+    ++calls;
+    t = kernels::binary(kernels::BinaryOp::Mul, t, 2.0);
+  });
+  Tensor x = x0.clone().set_requires_grad(true), g = g0.clone().set_requires_grad(true), b = b0.clone().set_requires_grad(true);
+  Tensor rm = Tensor::zeros({3}, DType::Float64), rv = Tensor::ones({3}, DType::Float64);
+  const Tensor y = batch_norm(x, g, b, rm, rv, true, 0.1, 1e-3);
+  backward(sum(mul(y, dy)));
+  set_batch_norm_all_reduce(nullptr);
+  EXPECT_EQ(calls, 3);  // the sums and the squares forward, the gradient sums backward
+  Tensor x2 = kernels::concat({x0, x0}, 0).set_requires_grad(true), g2 = g0.clone().set_requires_grad(true),
+         b2 = b0.clone().set_requires_grad(true);
+  Tensor rm2 = Tensor::zeros({3}, DType::Float64), rv2 = Tensor::ones({3}, DType::Float64);
+  const Tensor y2 = batch_norm(x2, g2, b2, rm2, rv2, true, 0.1, 1e-3);
+  backward(sum(mul(y2, kernels::concat({dy, dy}, 0))));
+  EXPECT_LT(testing::rel_error(y, y2.slice(0, 0, 4)), 1e-12);
+  EXPECT_LT(testing::rel_error(x.grad(), x2.grad().slice(0, 0, 4)), 1e-12);
+  EXPECT_LT(testing::rel_error(rm, rm2), 1e-12);
+  EXPECT_LT(testing::rel_error(rv, rv2), 1e-12);  // unbiased over 2 x 100 values per channel
+  EXPECT_LT(testing::rel_error(kernels::binary(kernels::BinaryOp::Mul, g.grad(), 2.0), g2.grad()), 1e-12);
+  EXPECT_LT(testing::rel_error(kernels::binary(kernels::BinaryOp::Mul, b.grad(), 2.0), b2.grad()), 1e-12);
 }
 
 }  // namespace
