@@ -46,15 +46,24 @@ using testing::test_dir;
 
 // An ImageFolder of testing::write_class_folder's images, written once per test folder and
 // kept for the next run; a marker beside it, written last, says it is whole (a run killed
-// while writing leaves none, and the next run writes the folder again). `extra` adds files.
+// while writing leaves none, and the next run writes the folder again) and what it holds (the
+// counts, seed, size and kFolderVersion: a folder of other arguments, or of an older
+// generator, is written again). `extra` adds files; `extra_version` names what it adds.
+constexpr int kFolderVersion = 2;  // bump when write_class_folder or an extra changes what it writes
 void class_folder(const std::string& root, const std::vector<int>& counts, uint32_t seed,
-                  const std::function<void()>& extra = nullptr) {
+                  const std::function<void()>& extra = nullptr, const std::string& extra_version = "") {
   const std::string done = root + ".complete";
-  if (fs::exists(done)) return;
+  std::string what = "v" + std::to_string(kFolderVersion) + " size 36 seed " + std::to_string(seed) + " counts";
+  for (int c : counts) what += " " + std::to_string(c);
+  what += extra ? " extra " + extra_version : "";
+  std::ifstream marker(done);
+  const std::string had((std::istreambuf_iterator<char>(marker)), std::istreambuf_iterator<char>());
+  if (had == what) return;
   fs::remove_all(root);
+  fs::remove(done);
   testing::write_class_folder(root, counts, 36, seed);
   if (extra) extra();
-  testing::write_bytes(done, {'1'});
+  testing::write_bytes(done, std::vector<uint8_t>(what.begin(), what.end()));
 }
 
 // A long-tailed training folder (imbalance 16) and a balanced validation folder, 5 classes.
@@ -803,7 +812,7 @@ TEST(Train, InitMatchesTheClassifierRowsByClassName) {
 TEST(Train, ABatchLeftWithOneImageIsSkipped) {
   Folders f;
   const std::string data = f.dir + "/one_left_data";
-  class_folder(data, {2, 1}, 5, [&] { testing::write_bytes(data + "/class1/bad.jpg", {'n', 'o'}); });
+  class_folder(data, {2, 1}, 5, [&] { testing::write_bytes(data + "/class1/bad.jpg", {'n', 'o'}); }, "class1/bad.jpg");
   train::TrainConfig c = small_config(f, "one_left");
   c.data = data;
   c.batch_size = 2;
@@ -823,7 +832,7 @@ TEST(Train, EpochsEndAtTheEpochWhenBatchesAreUnreadable) {
   class_folder(data, {5, 5}, 4, [&] {
     for (const char* cls : {"class0", "class1"})
       for (int i = 0; i < 3; ++i) testing::write_bytes(data + "/" + cls + "/bad" + std::to_string(i) + ".jpg", {'n', 'o'});
-  });
+  }, "3 bad.jpg per class");
   train::TrainConfig c = small_config(f, "epochs_skipping");
   c.data = data;
   c.batch_size = 2;  // 8 batches of 16 files, 10 of them readable: in this seed's orders, batches of no
