@@ -427,6 +427,21 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   const data::Dataset back = data::load_dataset(out);
   EXPECT_EQ(back.samples.size(), 5u);
   for (const auto& s : back.samples) EXPECT_TRUE(std::filesystem::exists(s.path)) << s.path;
+  // The file itself holds those counts, each sample under its own class's label, no file twice.
+  const data::Dataset full = data::load_dataset(images);
+  EXPECT_EQ(back.classes, full.classes);
+  std::vector<int> per_class(full.classes.size(), 0);
+  std::set<std::string> seen;
+  for (const auto& s : back.samples) {
+    ++per_class[static_cast<size_t>(s.label)];
+    EXPECT_TRUE(seen.insert(s.path).second) << s.path;
+    const auto it = std::find_if(full.samples.begin(), full.samples.end(), [&](const data::Sample& f) {
+      return std::filesystem::equivalent(f.path, s.path);
+    });
+    ASSERT_NE(it, full.samples.end()) << s.path;
+    EXPECT_EQ(it->label, s.label) << s.path;
+  }
+  EXPECT_EQ(per_class, (std::vector<int>{2, 2, 1}));
   // Head and tail by the full set's counts (7 with the broken file, 3, 1), and what the subset
   // keeps of each; the same seed writes the same file.
   const std::string again = dir + "/subset_again.txt";
