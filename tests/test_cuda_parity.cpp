@@ -411,20 +411,21 @@ TEST(CudaParity, ConvolutionAndPooling) {
     cases.push_back({7, 1, {1, 1, 3, 3, 0, 0, 1, 1}});
     cases.push_back({7, 7, Conv2dGeometry::symmetric(2, 3)});
     cases.push_back({1, 1, Conv2dGeometry::symmetric(2, 0)});
-    for (const Case& c : cases) {
-      const Conv2dGeometry& g = c.g;
-      const Tensor x = randn_t({2, 5, 13, 11}, 30), w = randn_t({7, 5, c.kh, c.kw}, 31), b = randn_t({7}, 32);
-      const Shape y_shape{2, 7, g.out_size(13, c.kh, true), g.out_size(11, c.kw, false)};
-      const Tensor gy = randn_t(y_shape, 33);
-      expect_parity(std::string(measured ? "conv2d (measured algorithms) " : "conv2d ") + std::to_string(c.kh) + "x" +
-                        std::to_string(c.kw),
-                    [&](const Ts& in) {
-                      return Ts{kernels::conv2d(in[0], in[1], in[2], g),
-                                kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
-                                kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
-                    },
-                    {x, w, b, gy}, kReductionTol);
-    }
+    for (const Case& c : cases)
+      for (DType dt : {DType::Float32, DType::Float64}) {  // float64: cuDNN's double path, its own scale factors
+        const Conv2dGeometry& g = c.g;
+        const Tensor x = randn_t({2, 5, 13, 11}, 30, dt), w = randn_t({7, 5, c.kh, c.kw}, 31, dt), b = randn_t({7}, 32, dt);
+        const Shape y_shape{2, 7, g.out_size(13, c.kh, true), g.out_size(11, c.kw, false)};
+        const Tensor gy = randn_t(y_shape, 33, dt);
+        expect_parity(std::string(measured ? "conv2d (measured algorithms) " : "conv2d ") + std::to_string(c.kh) + "x" +
+                          std::to_string(c.kw) + " " + dtype_name(dt),
+                      [&](const Ts& in) {
+                        return Ts{kernels::conv2d(in[0], in[1], in[2], g),
+                                  kernels::conv2d_backward_input(in[3], in[1], in[0].shape(), g),
+                                  kernels::conv2d_backward_weight(in[3], in[0], in[1].shape(), g)};
+                      },
+                      {x, w, b, gy}, tol_for(dt, kReductionTol));
+      }
   }
   kernels::set_cudnn_benchmark(false);
   kernels::set_cudnn_allow_tf32(true);
