@@ -269,6 +269,13 @@ TEST(CudaParity, TopKConcatAndCopies) {
   expect_parity("topk", [](const Ts& in) { auto t = kernels::topk(in[0], 5); return Ts{t.values, t.indices}; }, {x}, 0.0 + 1e-12);
   const Tensor ties = Tensor::from_vector(std::vector<float>{1, 5, 3, 5, 2, NAN, 7, 7}, {2, 4});
   expect_parity("topk ties", [](const Ts& in) { return Ts{kernels::topk(in[0], 3).indices}; }, {ties}, 1e-12);
+  // Long rows in float64 with planted ties far apart (columns j and j + 256, which one GPU
+  // thread may scan both of): the lower index first, as on the CPU.
+  std::vector<double> wide = randn_t({4, 1000}, 17, DType::Float64).to_vector<double>();
+  for (int64_t r = 0; r < 4; ++r)
+    for (const int64_t j : {int64_t{3}, int64_t{259}, int64_t{515}, int64_t{771}}) wide[r * 1000 + j] = 9.0 + r % 2;
+  expect_parity("topk float64, ties 256 apart", [](const Ts& in) { auto t = kernels::topk(in[0], 6); return Ts{t.values, t.indices}; },
+                {Tensor::from_vector(wide, {4, 1000})}, 1e-12);
   expect_parity("concat", [](const Ts& in) { return Ts{kernels::concat({in[0], in[1].transpose(0, 1)}, 1)}; },
                 {randn_t({6, 5}, 15), randn_t({7, 6}, 16)}, 1e-12);
   expect_parity("casts", [](const Ts& in) {
