@@ -527,6 +527,28 @@ TEST_F(Apps, ModelInfoCountsParametersAndMacs) {
   ASSERT_EQ(v3_time.code, 0) << v3_time.err;
   EXPECT_EQ(last_json_line(v3_time.out).at("aux_loss"), false);
   EXPECT_GT(last_json_line(v3_time.out).at("step_ms").get<double>(), 0.0);
+  // --time per layer: every layer row timed forward and backward, the totals their sums, the
+  // rows the same as without --time.
+  const Outcome timed = run("fgvc-model-info --device cpu --model resnet20 --time --layers --repeats 1 --json");
+  ASSERT_EQ(timed.code, 0) << timed.err;
+  const nlohmann::json tj = last_json_line(timed.out);
+  const Outcome untimed = run("fgvc-model-info --device cpu --model resnet20 --layers --json");
+  ASSERT_EQ(untimed.code, 0) << untimed.err;
+  const nlohmann::json uj = last_json_line(untimed.out);
+  ASSERT_EQ(tj.at("layers").size(), uj.at("layers").size());
+  EXPECT_EQ(tj.at("whole_model"), false);
+  double forward = 0, backward = 0;
+  for (size_t i = 0; i < tj.at("layers").size(); ++i) {
+    const nlohmann::json& row = tj.at("layers")[i];
+    EXPECT_EQ(row.at("name"), uj.at("layers")[i].at("name"));
+    EXPECT_EQ(row.at("params"), uj.at("layers")[i].at("params"));
+    EXPECT_GE(row.at("forward_ms").get<double>(), 0.0) << row.at("name");
+    EXPECT_GE(row.at("backward_ms").get<double>(), 0.0) << row.at("name");
+    forward += row.at("forward_ms").get<double>(), backward += row.at("backward_ms").get<double>();
+  }
+  EXPECT_NEAR(tj.at("layers_forward_ms").get<double>(), forward, 1e-6 * forward + 1e-9);
+  EXPECT_NEAR(tj.at("layers_backward_ms").get<double>(), backward, 1e-6 * backward + 1e-9);
+  EXPECT_EQ(tj.at("batch_size"), 2);  // the default: batch norm in a training step needs two
   const Outcome layers = run("fgvc-model-info --device cpu --model resnet50 --num-classes 10 --input-size 64 --layers --json");
   ASSERT_EQ(layers.code, 0) << layers.err;
   const nlohmann::json lj = last_json_line(layers.out);
@@ -691,6 +713,11 @@ TEST_F(Apps, ExtractWritesADomainFileOfClassMeans) {
   EXPECT_EQ(d.classes, (std::vector<std::string>{"c0", "c1", "c2"}));
   EXPECT_EQ(d.counts, (std::vector<double>{6, 3, 1}));
   EXPECT_EQ(d.features.shape(), (Shape{3, 2048}));
+  // SPEC section 5's metadata: the classes, the model, the layer the features come from.
+  const SafetensorsFile written = read_safetensors(dir + "/domain.safetensors");
+  EXPECT_EQ(written.metadata.at("model"), "resnet50");
+  EXPECT_EQ(written.metadata.at("layer"), "global average pool (penultimate)");
+  EXPECT_EQ(nlohmann::json::parse(written.metadata.at("classes")), nlohmann::json({"c0", "c1", "c2"}));
   // The means themselves: each image's features one at a time (batches of 1, not the app's 4),
   // averaged per class in float64 here.
   data::LoaderOptions o;

@@ -231,6 +231,15 @@ TEST(Train, ModelDependentDefaults) {
     EXPECT_EQ(j.at("lr").get<double>(), 0.045) << model;
     EXPECT_EQ(j.at("label_smoothing").get<double>(), 0.1) << model;
     EXPECT_EQ(j.at("weight_decay").get<double>(), 4e-5) << model;
+    // SPEC section 4's other defaults, the paper's and TF-slim's.
+    EXPECT_EQ(j.at("batch_size").get<int64_t>(), 32) << model;
+    EXPECT_EQ(j.at("optimizer"), "rmsprop") << model;
+    EXPECT_EQ(j.at("lr_decay").get<double>(), 0.94) << model;
+    EXPECT_EQ(j.at("rmsprop_decay").get<double>(), 0.9) << model;
+    EXPECT_EQ(j.at("momentum").get<double>(), 0.9) << model;
+    EXPECT_EQ(j.at("epsilon").get<double>(), 1.0) << model;
+    EXPECT_EQ(j.at("aux_weight").get<double>(), 0.4) << model;
+    EXPECT_EQ(j.at("amp"), "off") << model;
   }
 }
 
