@@ -523,7 +523,7 @@ Decoded decode_image(const std::vector<uint8_t>& bytes, const std::string& name,
   if (format == ImageFormat::Png && png_without_end(bytes)) {
     static const uint8_t kEnd[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
     closed.reserve(bytes.size() + sizeof kEnd);
-    closed = bytes;
+    closed.insert(closed.end(), bytes.begin(), bytes.end());
     closed.insert(closed.end(), kEnd, kEnd + sizeof kEnd);
   }
   const std::vector<uint8_t>& input = closed.empty() ? bytes : closed;

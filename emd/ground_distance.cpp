@@ -84,10 +84,8 @@ Tensor pairwise_distances_cpu(const Tensor& a, const Tensor& b_any) {
     // Not zero-filled: every element is written before it is read. A tensor's storage: from
     // the host pool, in huge pages where it is large (tensor/storage.cpp).
     Tensor scratch;
-    bool ready = false;
-    errors.run([&] {
+    const bool ready = errors.run([&] {
       if (!wide) scratch = Tensor::empty({block * d}, DType::Float64);
-      ready = true;
     });
     double* const buffer = scratch.defined() ? scratch.data<double>() : nullptr;
 #pragma omp for schedule(dynamic)

@@ -11,8 +11,8 @@
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/winograd_conv.h"
-#include "tensor/region_errors.h"
 #include "tensor/dispatch.h"
+#include "tensor/region_errors.h"
 
 namespace fgvc {
 namespace kernels {

@@ -177,11 +177,7 @@ void avg_backward_typed(const T* g_out, const PoolDims& d, const Pool2dGeometry&
 #pragma omp parallel if (d.planes * d.h * d.w > (1 << 14))
   {
     std::vector<T> share;  // the scatter divides as it goes
-    bool ready = false;
-    errors.run([&] {
-      share.resize(gather ? static_cast<size_t>(d.ho * d.wo) : 0);
-      ready = true;
-    });
+    const bool ready = errors.run([&] { share.resize(gather ? static_cast<size_t>(d.ho * d.wo) : 0); });
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < d.planes; ++p) {
       if (!ready) continue;  // every thread still takes its part in the loop; the error follows it

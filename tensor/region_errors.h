@@ -18,16 +18,19 @@ namespace fgvc {
 
 class RegionErrors {
  public:
-  // Runs f() unless a call has failed already; what it throws is kept, not thrown.
+  // Runs f() unless a call has failed already; what it throws is kept, not thrown. Whether
+  // f() ran to its end (a thread's setup that failed leaves that thread's share undone).
   template <class F>
-  void run(F&& f) noexcept {
-    if (failed()) return;
+  bool run(F&& f) noexcept {
+    if (failed()) return false;
     try {
       f();
+      return true;
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
       if (!first_) first_ = std::current_exception();
       failed_.store(true, std::memory_order_relaxed);
+      return false;
     }
   }
   bool failed() const { return failed_.load(std::memory_order_relaxed); }
