@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+#include <regex>
 #include <string>
 #include <thread>
 
@@ -93,7 +96,20 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
   c.ema_decay = 0.9;
   c.out = dir + "/whole";
   c.steps = 8;
+  // Its progress lines (stderr, not a terminal: one per logged step) captured on rank 0.
+  c.progress = true;
+  const std::string console = dir + "/whole-console.txt";
+  int saved_stderr = -1;
+  if (comm.rank() == 0) {
+    std::fflush(stderr);
+    saved_stderr = dup(2);
+    const int fd = open(console.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    close(fd);
+  }
   const train::TrainSummary s = train::train_model(c, Device::cpu());
+  if (comm.rank() == 0) std::fflush(stderr), dup2(saved_stderr, 2), close(saved_stderr);
+  c.progress = false;
   expect(s.world_size == 2 && s.steps == 8, "a 2-rank run of 8 steps");
   c.out = dir + "/parts";
   c.steps = 4;
@@ -138,6 +154,28 @@ int train_mode(dist::Communicator& comm, const std::string& dir) {
       return out;
     };
     const auto whole = lines("whole"), parts = lines("parts");
+    // The console's step lines show what metrics.jsonl logs, the ranks' mean loss and their
+    // images together, not rank 0's own: "epoch 1 step 3/8 loss 1.2345 lr 0.010000 65.5 img/s".
+    std::vector<std::string> shown, logged;
+    std::ifstream con(console);
+    const std::regex step_line(R"(^epoch \d+ step (\d+)/\d+ loss (\S+) lr \S+ (\S+) img/s)");
+    std::smatch match;
+    for (std::string line; std::getline(con, line);)
+      if (std::regex_search(line, match, step_line)) shown.push_back(match[1].str() + " " + match[2].str() + " " + match[3].str());
+    for (const nlohmann::json& j : whole)
+      if (j.at("kind") == "step") {
+        char loss_and_speed[64];
+        std::snprintf(loss_and_speed, sizeof loss_and_speed, "%.4f %.1f", j.at("loss").get<double>(),
+                      j.at("images_per_sec").get<double>());
+        logged.push_back(std::to_string(j.at("step").get<int64_t>()) + " " + loss_and_speed);
+      }
+    auto joined = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const std::string& x : v) out += "[" + x + "] ";
+      return out;
+    };
+    expect(!logged.empty() && shown == logged,
+           "console step lines " + joined(shown) + "vs metrics.jsonl's " + joined(logged));
     expect(whole.size() == parts.size(), "metrics.jsonl: as many lines after the resume");
     for (size_t i = 0; i < std::min(whole.size(), parts.size()); ++i) {
       const std::string what = "metrics.jsonl line " + std::to_string(i + 1);

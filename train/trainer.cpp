@@ -874,24 +874,28 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
         // still has a first and a last window.
         const bool log = pos.step % c.log_every == 0 || last_step() || pos.step == 1;
         const double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-        const double ips = window_s > 0 ? window_images / window_s : 0.0;
         const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
         const double eta = elapsed / static_cast<double>(summary.images) * n * static_cast<double>(total_steps - pos.step);
+        // A logged line is over all ranks: the loss's mean, and the images every rank took in
+        // the window. Between them a terminal's status line shows this rank's loss and, since
+        // the ranks step together, its images times the ranks (no collective every step).
+        double loss_shown = pos.window_loss / pos.window_steps;
+        double ips = window_s > 0 ? window_images * static_cast<double>(comm.size()) / window_s : 0.0;
+        if (log) {
+          const std::vector<double> sums = rank_sums({loss_shown, static_cast<double>(window_images)}, comm, device);
+          loss_shown = sums[0] / comm.size(), ips = window_s > 0 ? sums[1] / window_s : 0.0;
+        }
         progress.status("epoch " + std::to_string(pos.epoch + 1) + " step " + std::to_string(pos.step) + "/" +
-                            std::to_string(total_steps) + " loss " + fixed(pos.window_loss / pos.window_steps, 4) + " lr " +
-                            fixed(pos.lr, 6) + " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
+                            std::to_string(total_steps) + " loss " + fixed(loss_shown, 4) + " lr " + fixed(pos.lr, 6) +
+                            " " + fixed(ips, 1) + " img/s ETA " + format_duration(eta),
                         log);
         if (log) {
-          // Over all ranks: the loss's mean, and the images every rank took in the window.
-          const std::vector<double> sums =
-              rank_sums({pos.window_loss / pos.window_steps, static_cast<double>(window_images)}, comm, device);
-          const double mean = sums[0] / comm.size(), all_ips = window_s > 0 ? sums[1] / window_s : 0.0;
-          json line = {{"kind", "step"}, {"step", pos.step},       {"epoch", pos.epoch + 1},   {"loss", mean},
-                       {"lr", pos.lr},   {"images_per_sec", all_ips}, {"seconds", elapsed}};
+          json line = {{"kind", "step"}, {"step", pos.step},   {"epoch", pos.epoch + 1}, {"loss", loss_shown},
+                       {"lr", pos.lr},   {"images_per_sec", ips}, {"seconds", elapsed}};
           if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
           metrics.write(line);
-          if (logged_windows++ == 0) summary.first_loss = mean;
-          summary.last_loss = mean;
+          if (logged_windows++ == 0) summary.first_loss = loss_shown;
+          summary.last_loss = loss_shown;
           // A line at the end of a run between two intervals leaves the window open, so the
           // next interval's line covers the same steps whether or not the run was resumed.
           if (pos.step % c.log_every == 0) pos.window_loss = 0, pos.window_steps = 0;
