@@ -55,7 +55,9 @@ int main(int argc, char** argv) {
           const std::vector<std::string> these = prefix_errors("--weights", [&] { return train::recorded_classes(w); });
           if (these.empty()) continue;
           if (recorded.empty()) recorded = these, recorded_by = w;
-          else if (these != recorded) throw Error(w + ": trained on other classes than " + recorded_by);
+          else if (these != recorded)
+            throw Error(w + ": trained on other classes than " + recorded_by + ": " +
+                        data::class_difference(recorded, recorded_by, these, w));
         }
         if (!train_counts_path.empty()) {
           data::Dataset train_set = prefix_errors("--train-counts", [&] { return data::load_dataset(train_counts_path); });
@@ -68,7 +70,8 @@ int main(int argc, char** argv) {
             std::sort(b.begin(), b.end());
             if (!train_set.numbered && a != b)
               throw Error("--train-counts " + train_counts_path + ": not the classes " + recorded_by +
-                          " was trained on (its first: '" + recorded[0] + "')");
+                          " was trained on: " +
+                          data::class_difference(recorded, recorded_by, train_set.classes, "--train-counts"));
             train_set = data::align_classes(std::move(train_set), recorded, "--train-counts " + train_counts_path,
                                             recorded_by);
           }

@@ -346,6 +346,25 @@ Dataset load_dataset(const std::string& path) {
   throw Error("dataset: " + path + ": expected a folder (ImageFolder), a .txt list or a .json (COCO) file");
 }
 
+std::string class_difference(const std::vector<std::string>& expected, const std::string& expected_name,
+                             const std::vector<std::string>& found, const std::string& found_name) {
+  const std::set<std::string> e(expected.begin(), expected.end()), f(found.begin(), found.end());
+  for (const std::string& c : found)
+    if (!e.count(c))
+      return "class '" + c + "' of " + found_name + " is not one of the " + std::to_string(expected.size()) +
+             " of " + expected_name;
+  for (const std::string& c : expected)
+    if (!f.count(c)) return "class '" + c + "' of " + expected_name + " is not in " + found_name;
+  for (size_t i = 0; i < std::min(expected.size(), found.size()); ++i)
+    if (expected[i] != found[i])
+      return "the same classes in another order: output " + std::to_string(i) + " is '" + expected[i] + "' in " +
+             expected_name + ", '" + found[i] + "' in " + found_name;
+  if (expected.size() != found.size())  // the same names, one of them repeated
+    return std::to_string(found.size()) + " classes in " + found_name + ", " + std::to_string(expected.size()) +
+           " in " + expected_name;
+  return "";
+}
+
 Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what,
                       const std::string& against) {
   if (d.numbered) {

@@ -36,6 +36,13 @@ Dataset load_coco_json(const std::string& path);
 // A folder, a .txt list or a .json file, by what `path` is.
 Dataset load_dataset(const std::string& path);
 
+// The first way `found` differs from `expected` as class lists, for an error message: a class
+// of `found` missing from `expected`, one of `expected` missing from `found`, or, with the
+// same names, the first output they order differently; "" when the lists are equal. The
+// names say where each list came from ("--data train/", "the checkpoint").
+std::string class_difference(const std::vector<std::string>& expected, const std::string& expected_name,
+                             const std::vector<std::string>& found, const std::string& found_name);
+
 // `d` on the label set `classes` (a training set's): by name, so that a validation folder that
 // lacks a class, or orders its classes otherwise, lines up; a list file's labels are indices
 // already and must be below classes.size(). A class outside `classes` is an error naming

@@ -1043,6 +1043,17 @@ TEST(Datasets, CocoJsonHasOneSamplePerAnnotatedImage) {
 // A validation set lines up with the training set's classes by name: one that lacks a class,
 // or names them in another order, gets the training set's labels; a list file's labels are
 // indices already.
+TEST(Datasets, ClassDifferenceNamesTheFirstDifference) {
+  const std::vector<std::string> ab{"a", "b"};
+  EXPECT_EQ(data::class_difference(ab, "the run", ab, "--data"), "");
+  EXPECT_EQ(data::class_difference(ab, "the run", {"a", "c"}, "--data"),
+            "class 'c' of --data is not one of the 2 of the run");
+  EXPECT_EQ(data::class_difference(ab, "the run", {"a"}, "--data"), "class 'b' of the run is not in --data");
+  EXPECT_EQ(data::class_difference(ab, "the run", {"b", "a"}, "--data"),
+            "the same classes in another order: output 0 is 'a' in the run, 'b' in --data");
+  EXPECT_EQ(data::class_difference(ab, "the run", {"a", "b", "b"}, "--data"), "3 classes in --data, 2 in the run");
+}
+
 TEST(Datasets, AlignClassesByName) {
   Dataset val;
   val.classes = {"owl", "crow"};  // the training set has no "hawk" images here, and sorts otherwise

@@ -603,7 +603,7 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   ft.init = c.out + "/last.safetensors";
   const std::string what = training_error(ft);  // a 5-class checkpoint into a 4-class model
   EXPECT_NE(what.find("trained on other classes than --data"), std::string::npos) << what;
-  EXPECT_NE(what.find("5 against 4"), std::string::npos) << what;
+  EXPECT_NE(what.find("(class 'class4' of the checkpoint is not in --data)"), std::string::npos) << what;
   EXPECT_NE(what.find("--reset-classifier"), std::string::npos) << what;
   EXPECT_FALSE(fs::exists(ft.out));  // a failed --init leaves no empty run folder
   ft.reset_classifier = true;  // fine-tuning to new classes
@@ -645,6 +645,18 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   other.resume = true;
   other.steps = 4;
   EXPECT_NE(training_error(other).find("resnet20"), std::string::npos);  // names both models
+  // Resuming on data with other classes is refused naming the first class that differs, and
+  // the first class whose image count does.
+  const std::string renamed = f.dir + "/renamed";
+  class_folder(renamed, {8, 8, 8, 8, 8}, 3, [&] { fs::rename(renamed + "/class4", renamed + "/zebra"); }, "zebra");
+  train::TrainConfig elsewhere = c;
+  elsewhere.data = renamed;
+  elsewhere.resume = true;
+  elsewhere.steps = 4;
+  const std::string other_classes = training_error(elsewhere);
+  EXPECT_NE(other_classes.find("classes (class 'zebra' of --data is not one of the 5 of the run)"), std::string::npos)
+      << other_classes;
+  EXPECT_NE(other_classes.find("train_counts (value 0 8, the run's 48)"), std::string::npos) << other_classes;
   // Resuming with settings that change the run's course is refused naming each one; more
   // steps, other workers and logging are a continuation.
   train::TrainConfig changed = c;
@@ -807,7 +819,7 @@ TEST(Train, InitMatchesTheClassifierRowsByClassName) {
   other.init = source;
   other.steps = 1;
   const std::string what = training_error(other);
-  EXPECT_NE(what.find("'a_new_class' is not one of its 5"), std::string::npos) << what;
+  EXPECT_NE(what.find("class 'a_new_class' of --data is not one of the 5 of the checkpoint"), std::string::npos) << what;
   other.reset_classifier = true;
   EXPECT_EQ(train::train_model(other, Device::cpu()).steps, 1);
 }
@@ -1649,6 +1661,22 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
     EXPECT_EQ(testing::last_json_line(r.out).at("head"), e.at("head")) << list;
     EXPECT_EQ(testing::last_json_line(r.out).at("tail"), e.at("tail")) << list;
   }
+  // Counts of other classes: refused, naming the class that is not the weights'.
+  {
+    std::ofstream names(f.dir + "/train_renamed.classes.txt");
+    for (int64_t k = K - 1; k >= 1; --k) names << train_set.classes[k] << "\n";
+    names << "zebra\n";
+    std::ofstream list(f.dir + "/train_renamed.txt");
+    for (const data::Sample& smp : train_set.samples) list << smp.path << "\t" << (K - 1 - smp.label) << "\n";
+  }
+  r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.val +
+                           " --train-counts " + f.dir + "/train_renamed.txt",
+                       f.dir);
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("was trained on: class 'zebra' of --train-counts is not one of the 5 of " + run +
+                       "/best.safetensors\n"),
+            std::string::npos)
+      << r.err;
   const std::string csv = testing::slurp(f.dir + "/pc.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 6);
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "class,train_images,val_images,top1,top5");

@@ -116,6 +116,25 @@ constexpr const char* kTrajectoryKeys[] = {
     "label_smoothing", "weight_decay", "aux_weight", "ema_decay", "bn_decay", "clip_grad_norm", "seed", "color_distort",
     "crop", "min_crop_area", "min_crop_covered", "amp", "sync_bn", "classes", "train_counts"};
 
+// How a setting of this run differs from the run's: `2 (was 1)`; a list (the classes, their
+// training images) by its first difference.
+std::string setting_difference(const std::string& key, const json& now, const json& was) {
+  if (!now.is_array() || !was.is_array()) return now.dump() + " (was " + was.dump() + ")";
+  if (key == "classes") {
+    try {
+      return "(" + data::class_difference(was.get<std::vector<std::string>>(), "the run", now.get<std::vector<std::string>>(),
+                                          "--data") + ")";
+    } catch (const json::exception&) {  // not a list of names: a file from elsewhere
+    }
+  }
+  if (now.size() != was.size())
+    return "(" + std::to_string(now.size()) + " values, the run's " + std::to_string(was.size()) + ")";
+  for (size_t i = 0; i < now.size(); ++i)
+    if (now[i] != was[i])
+      return "(value " + std::to_string(i) + " " + now[i].dump() + ", the run's " + was[i].dump() + ")";
+  return "(not the run's)";
+}
+
 // What a checkpoint records of its run (its metadata's "settings"): those settings, and what the
 // run started from (--init, --reset-classifier), which a resumed run keeps.
 json run_record(const json& now, const json& started_as) {
@@ -158,9 +177,7 @@ json check_same_run(const std::string& config_path, const std::string& last_path
     if (!was.contains(key) && std::string(key) == "min_crop_covered") was[key] = 0.1;
     if (!was.contains(key) && std::string(key) == "crop") was[key] = "tf-slim";
     if (!was.contains(key) || was[key] == now.at(key)) continue;
-    const bool long_value = was[key].is_array();
-    differences += std::string(differences.empty() ? "" : ", ") + key +
-                   (long_value ? " (not the run's)" : " " + now.at(key).dump() + " (was " + was[key].dump() + ")");
+    differences += std::string(differences.empty() ? "" : ", ") + key + " " + setting_difference(key, now.at(key), was[key]);
   }
   FGVC_CHECK(differences.empty(), "--resume", "this run is not the one in ", source, ": ", differences,
              "; give the run's own settings to continue it, or another --out for a new run");
@@ -184,9 +201,7 @@ void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Datas
     const auto it = row_of.find(name);
     FGVC_CHECK(it != row_of.end() && recorded.size() == train_set.classes.size(), "--init", c.init,
                ": trained on other classes than --data ", c.data, " has (",
-               it == row_of.end() ? "'" + name + "' is not one of its " + std::to_string(recorded.size())
-                                  : std::to_string(recorded.size()) + " against " +
-                                        std::to_string(train_set.classes.size()),
+               data::class_difference(recorded, "the checkpoint", train_set.classes, "--data"),
                "); add --reset-classifier to fine-tune with a new classifier");
     rows.push_back(it->second);
   }
@@ -495,8 +510,8 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
                ": a checkpoint of ", ck.position.model, " with ", ck.position.num_classes, " classes; this run is ",
                c.model, " with ", K);
     FGVC_CHECK(ck.position.classes.empty() || train_set.numbered || ck.position.classes == train_set.classes, "--resume",
-               last_path, ": trained on other classes than --data ", c.data, " has (its first: '",
-               ck.position.classes.front(), "')");
+               last_path, ": trained on other classes than --data ", c.data, " has: ",
+               data::class_difference(ck.position.classes, "the checkpoint", train_set.classes, "--data"));
     // A run that has updated its weights has optimiser state; a file without it (best.safetensors,
     // written without, copied over last) would go on with the slots restarted and no word said.
     FGVC_CHECK(!ck.optimizer.empty() || ck.position.step <= ck.position.skipped_steps, "--resume", last_path,
