@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < weights.size(); ++i) {
           const std::string& name = models.size() == 1 ? models[0] : models[i];
           bool used_ema = false;
+          app::check_model_name(name);
+          prefix_errors("--weights", [&] { train::check_recorded_model(weights[i], name); });
           const auto w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights[i], !no_ema, &used_ema); });
           const Tensor fc = nn::classifier_weight(w);
           if (!fc.defined()) throw Error(weights[i] + ": no classifier weight [K, D]");
@@ -106,9 +108,7 @@ int main(int argc, char** argv) {
           if (fc.size(0) != K)
             throw Error(weights[i] + ": a classifier for " + std::to_string(fc.size(0)) + " classes, --data has " +
                         std::to_string(K) + (train_counts.empty() ? " (--train-counts TRAIN matches them by name)" : ""));
-          std::shared_ptr<nn::Classifier> net;
-          app::check_model_name(name);
-          net = nn::create_model(name, K);
+          std::shared_ptr<nn::Classifier> net = nn::create_model(name, K);
           try {
             nn::load_weights(*net, w);  // strict; a missing optional head (timm's Inception-v3) is allowed
           } catch (const Error& e) {

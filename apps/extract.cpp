@@ -9,6 +9,7 @@
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
 #include "tensor/warning.h"
+#include "train/checkpoint.h"
 #include "train/features.h"
 
 int main(int argc, char** argv) {
@@ -34,11 +35,12 @@ int main(int argc, char** argv) {
         o.size = size > 0 ? size : nn::default_input_size(model_name);
         app::check_input_size(model_name, o.size);
         o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
+        app::check_model_name(model_name);
+        prefix_errors("--weights", [&] { train::check_recorded_model(weights, model_name); });
         const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
         // The features come before the classifier, so a backbone (timm's num_classes=0) will
         // do: its model gets a classifier of one class that never runs.
         const Tensor fc = nn::classifier_weight(w);
-        app::check_model_name(model_name);
         const std::shared_ptr<nn::Classifier> model =
             nn::create_model(model_name, fc.defined() && fc.size(0) > 0 ? fc.size(0) : 1);
         try {

@@ -10,6 +10,7 @@
 #include "autograd/grad_mode.h"
 #include "nn/models/registry.h"
 #include "tensor/safetensors.h"
+#include "train/checkpoint.h"
 
 int main(int argc, char** argv) {
   std::string model_name, weights, input, output;
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
+        app::check_model_name(model_name);
+        prefix_errors("--weights", [&] { train::check_recorded_model(weights, model_name); });
         const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
         const Tensor fc = nn::classifier_weight(w);  // [K, D], undefined for a backbone
         if (!fc.defined() && !features_only)
@@ -44,7 +47,6 @@ int main(int argc, char** argv) {
         if (num_classes == 0) num_classes = fc.defined() ? fc.size(0) : 1;  // a backbone's classifier is not used
         FGVC_CHECK(num_classes > 0, "--weights", weights, ": its classifier weight ", shape_str(fc.shape()),
                    " has no classes");
-        app::check_model_name(model_name);
         const std::shared_ptr<nn::Classifier> model = nn::create_model(model_name, num_classes);
         try {
           // Strict; a missing optional head (timm's Inception-v3) is allowed, and a backbone

@@ -80,6 +80,11 @@ std::string Module::LoadReport::str() const {
     for (size_t i = 0; i < v.size() && i < 20; ++i) s += " " + v[i];
     if (v.size() > 20) s += " ...";
   };
+  // Most of the names not matching: weights of another network, which the lists below,
+  // cut at 20 names each, would leave the reader to infer.
+  if (missing.size() * 2 > expected)
+    s = "not weights of this network (" + std::to_string(missing.size()) + " of its " + std::to_string(expected) +
+        " tensors are not in the file)";
   list("missing", missing);
   list("unexpected", unexpected);
   list("mis-shaped or mistyped", mismatched);
@@ -89,6 +94,7 @@ std::string Module::LoadReport::str() const {
 Module::LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
   LoadReport r;
   std::map<std::string, Tensor> mine = state_dict();
+  r.expected = mine.size();
   for (auto& [name, t] : mine) {
     auto it = state.find(name);
     if (it == state.end()) r.missing.push_back(name);

@@ -47,6 +47,7 @@ class Module {
 
   struct LoadReport {
     std::vector<std::string> missing, unexpected, mismatched;  // mismatched: "name: [file shape] vs [model]"
+    size_t expected = 0;                                       // the module's tensors
     bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
     std::string str() const;
   };

@@ -61,6 +61,16 @@ std::vector<std::string> recorded_classes(const std::string& path) {
   return classes_of(header.metadata, path);
 }
 
+void check_recorded_model(const std::string& path, const std::string& model) {
+  const SafetensorsHeader header = read_safetensors_header(path);
+  const auto it = header.metadata.find("position");
+  if (it == header.metadata.end()) return;
+  const json position = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  if (!position.is_object() || !position.contains("model") || !position.at("model").is_string()) return;
+  const std::string recorded = position.at("model").get<std::string>();
+  FGVC_CHECK(recorded == model, path, "a checkpoint of ", recorded, ", not of ", model, " (give --model ", recorded, ")");
+}
+
 std::string checkpoint_settings(const std::string& path) {
   const SafetensorsHeader header = read_safetensors_header(path);
   const auto it = header.metadata.find("settings");

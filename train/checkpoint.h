@@ -76,6 +76,10 @@ std::string checkpoint_settings(const std::string& path);
 // not a safetensors file, holds no "*.weight" tensor (a domain file, say), or the names are not
 // a JSON list of strings.
 std::vector<std::string> recorded_classes(const std::string& path);
+// Refuses an fgvc-train checkpoint of another model than `model` (its "position" records the
+// model), naming both, before its tensors' names are compared one by one; a file that records
+// no model (timm's or torchvision's) passes.
+void check_recorded_model(const std::string& path, const std::string& model);
 
 }  // namespace train
 }  // namespace fgvc

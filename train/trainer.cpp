@@ -189,10 +189,24 @@ json check_same_run(const std::string& config_path, const std::string& last_path
 // follow the names when the same classes come in another order (an ImageFolder sorts them by
 // name, a COCO/iNat JSON by category id), and other classes need --reset-classifier.
 void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Dataset& train_set) {
+  prefix_errors("--init", [&] { check_recorded_model(c.init, c.model); });
   const std::vector<std::string> recorded = prefix_errors("--init", [&] { return recorded_classes(c.init); });
   if (c.reset_classifier || recorded.empty() || train_set.numbered || recorded == train_set.classes) {
-    prefix_errors("--init", [&] { return nn::load_weights(model, c.init, c.reset_classifier); });
-    return;
+    const nn::Module::LoadReport report =
+        prefix_errors("--init", [&] { return nn::load_weights(model, c.init, c.reset_classifier, /*strict=*/false); });
+    if (report.ok()) return;
+    // Only the classifiers' shapes differ: a network trained for other classes (ImageNet's
+    // 1000), which fine-tuning gives a new classifier.
+    const auto in_classifier = [&](const std::string& what) {
+      for (const std::string& prefix : model.classifier_prefixes())
+        if (what.rfind(prefix, 0) == 0) return true;
+      return false;
+    };
+    const bool classifier_only = report.missing.empty() && report.unexpected.empty() &&
+                                 std::all_of(report.mismatched.begin(), report.mismatched.end(), in_classifier);
+    throw Error("--init: " + c.init + ": load_state_dict: " + report.str() +
+                (classifier_only ? "; a classifier for other classes: add --reset-classifier to fine-tune with a new one"
+                                 : ""));
   }
   std::map<std::string, int64_t> row_of;
   for (size_t i = 0; i < recorded.size(); ++i) row_of[recorded[i]] = static_cast<int64_t>(i);
