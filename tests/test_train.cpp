@@ -530,67 +530,6 @@ TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
 // epoch (while the training loss is still finite, 1e20), which is 0% top-1, not a best model;
 // the epoch line counts them. Its batch-norm variances have overflowed by then, so the
 // checkpoint after that validation is refused (naming the tensor) and the run stops.
-// Weights of another network are refused for what they are, not by a wall of tensor names:
-// an fgvc-train checkpoint names its model (fgvc-eval, fgvc-infer, fgvc-extract, --init), other
-// files say how few of the network's tensors they hold; a network trained for other classes,
-// given to --init without --reset-classifier, is told to add it.
-TEST(TrainApps, WeightsOfAnotherNetworkAreRefusedForWhatTheyAre) {
-  Folders f;
-  train::TrainConfig c = small_config(f, "another_network");
-  c.steps = 1;
-  train::train_model(c, Device::cpu());
-  const std::string ck = c.out + "/last.safetensors";
-  {
-    std::ofstream x(f.dir + "/x.txt");  // fgvc-infer's input is never reached
-  }
-  for (const std::string& command :
-       {"fgvc-eval --device cpu --model resnet32 --weights " + ck + " --data " + f.val,
-        "fgvc-infer --device cpu --model resnet32 --weights " + ck + " --input " + f.dir + "/x.txt --output " + f.dir +
-            "/y.safetensors",
-        "fgvc-extract --device cpu --model resnet32 --weights " + ck + " --data " + f.val + " --out " + f.dir +
-            "/d.safetensors",
-        "fgvc-train --device cpu --model resnet32 --init " + ck + " --data " + f.train + " --out " + f.dir +
-            "/init_other --steps 1 --batch-size 8"}) {
-    const testing::Outcome r = testing::run_app(command, f.dir);
-    EXPECT_EQ(r.code, 1) << command << "\n" << r.err;
-    EXPECT_NE(r.err.find(ck + ": a checkpoint of resnet20, not of resnet32 (give --model resnet20)\n"), std::string::npos)
-        << command << "\n" << r.err;
-  }
-  // The same weights without fgvc's metadata (as a timm file would come).
-  const SafetensorsFile full = read_safetensors(ck);
-  std::map<std::string, Tensor> bare;
-  for (const auto& [name, t] : full.tensors)
-    if (name.rfind("ema.", 0) != 0 && name.rfind("optim.", 0) != 0) bare[name] = t;
-  write_safetensors(f.dir + "/bare.safetensors", bare, {});
-  const std::shared_ptr<nn::Classifier> resnet56 = nn::create_model("resnet56", 5);
-  try {
-    nn::load_weights(*resnet56, f.dir + "/bare.safetensors");
-    ADD_FAILURE() << "resnet20's weights loaded into resnet56";
-  } catch (const Error& e) {
-    const std::string what = e.what();
-    // resnet56's blocks 3-8 of each stage are not in resnet20's file, 10 tensors each.
-    const size_t all = resnet56->state_dict().size();
-    EXPECT_EQ(all, 332u);
-    EXPECT_NE(what.find("not weights of this network (180 of its 332 tensors are not in the file); missing (180): "),
-              std::string::npos)
-        << what;
-  }
-  // resnet20 for 5 classes into resnet20 for 4.
-  const std::string four = f.dir + "/four";
-  class_folder(four, {8, 8, 8, 8}, 3);
-  train::TrainConfig ft = small_config(f, "finetune_bare");
-  ft.data = four;
-  ft.steps = 1;
-  ft.init = f.dir + "/bare.safetensors";
-  const std::string what = training_error(ft);
-  EXPECT_NE(what.find("mis-shaped or mistyped (2): linear.bias: [5] vs [4] linear.weight: [5, 64] vs [4, 64]; a classifier for "
-                      "other classes: add --reset-classifier to fine-tune with a new one"),
-            std::string::npos)
-      << what;
-  ft.reset_classifier = true;
-  EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 1);
-}
-
 TEST(Train, ADivergedModelIsNeverTheBest) {
   Folders f;
   train::TrainConfig c = small_config(f, "diverged");
@@ -756,6 +695,67 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   numbered.steps = 1;
   ASSERT_EQ(train::train_model(numbered, Device::cpu()).steps, 1);
   EXPECT_TRUE(train::recorded_classes(numbered.out + "/last.safetensors").empty());
+}
+
+// Weights of another network are refused for what they are, not by a wall of tensor names:
+// an fgvc-train checkpoint names its model (fgvc-eval, fgvc-infer, fgvc-extract, --init), other
+// files say how many of the network's tensors they lack; a network trained for other classes,
+// given to --init without --reset-classifier, is told to add it.
+TEST(TrainApps, WeightsOfAnotherNetworkAreRefusedForWhatTheyAre) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "another_network");
+  c.steps = 1;
+  train::train_model(c, Device::cpu());
+  const std::string ck = c.out + "/last.safetensors";
+  {
+    std::ofstream x(f.dir + "/x.txt");  // fgvc-infer's input is never reached
+  }
+  for (const std::string& command :
+       {"fgvc-eval --device cpu --model resnet32 --weights " + ck + " --data " + f.val,
+        "fgvc-infer --device cpu --model resnet32 --weights " + ck + " --input " + f.dir + "/x.txt --output " + f.dir +
+            "/y.safetensors",
+        "fgvc-extract --device cpu --model resnet32 --weights " + ck + " --data " + f.val + " --out " + f.dir +
+            "/d.safetensors",
+        "fgvc-train --device cpu --model resnet32 --init " + ck + " --data " + f.train + " --out " + f.dir +
+            "/init_other --steps 1 --batch-size 8"}) {
+    const testing::Outcome r = testing::run_app(command, f.dir);
+    EXPECT_EQ(r.code, 1) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find(ck + ": a checkpoint of resnet20, not of resnet32 (give --model resnet20)\n"), std::string::npos)
+        << command << "\n" << r.err;
+  }
+  // The same weights without fgvc's metadata (as a timm file would come).
+  const SafetensorsFile full = read_safetensors(ck);
+  std::map<std::string, Tensor> bare;
+  for (const auto& [name, t] : full.tensors)
+    if (name.rfind("ema.", 0) != 0 && name.rfind("optim.", 0) != 0) bare[name] = t;
+  write_safetensors(f.dir + "/bare.safetensors", bare, {});
+  const std::shared_ptr<nn::Classifier> resnet56 = nn::create_model("resnet56", 5);
+  try {
+    nn::load_weights(*resnet56, f.dir + "/bare.safetensors");
+    ADD_FAILURE() << "resnet20's weights loaded into resnet56";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    // resnet56's blocks 3-8 of each stage are not in resnet20's file, 10 tensors each.
+    const size_t all = resnet56->state_dict().size();
+    EXPECT_EQ(all, 332u);
+    EXPECT_NE(what.find("not weights of this network (180 of its 332 tensors are not in the file); missing (180): "),
+              std::string::npos)
+        << what;
+  }
+  // resnet20 for 5 classes into resnet20 for 4.
+  const std::string four = f.dir + "/four";
+  class_folder(four, {8, 8, 8, 8}, 3);
+  train::TrainConfig ft = small_config(f, "finetune_bare");
+  ft.data = four;
+  ft.steps = 1;
+  ft.init = f.dir + "/bare.safetensors";
+  const std::string what = training_error(ft);
+  EXPECT_NE(what.find("mis-shaped or mistyped (2): linear.bias: [5] vs [4] linear.weight: [5, 64] vs [4, 64]; a classifier for "
+                      "other classes: add --reset-classifier to fine-tune with a new one"),
+            std::string::npos)
+      << what;
+  ft.reset_classifier = true;
+  EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 1);
 }
 
 // A checkpoint copied alone into a new folder (no config.json) records its run's settings: a
