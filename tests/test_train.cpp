@@ -758,10 +758,6 @@ TEST(TrainApps, WeightsOfAnotherNetworkAreRefusedForWhatTheyAre) {
   EXPECT_EQ(train::train_model(ft, Device::cpu()).steps, 1);
 }
 
-// A checkpoint copied alone into a new folder (no config.json) records its run's settings: a
-// --resume with others is refused naming them and the file; the run's own settings continue
-// it, and the new config.json says what the run started from (--init). A checkpoint of before
-// the record (no "settings") still resumes, on its own checks.
 // --resume from a file without optimiser state (best.safetensors copied over last, or a last
 // with its optim.* tensors removed) is refused: the run would go on with the optimiser's slots
 // restarted (RMSProp's mean square at 1, its momentum at 0) and no word said.
@@ -788,6 +784,10 @@ TEST(Train, AResumeFromAFileWithoutOptimiserStateIsRefused) {
   EXPECT_EQ(train::train_model(resumed, Device::cpu()).steps, 4);
 }
 
+// A checkpoint copied alone into a new folder (no config.json) records its run's settings: a
+// --resume with others is refused naming them and the file; the run's own settings continue
+// it, and the new config.json says what the run started from (--init). A checkpoint of before
+// the record (no "settings") still resumes, on its own checks.
 TEST(Train, ACheckpointCopiedAloneKeepsItsRunsSettings) {
   Folders f;
   train::TrainConfig source = small_config(f, "alone_init");
