@@ -375,7 +375,9 @@ int main(int argc, char** argv) {
            << "Stage 1: " << o.epochs1 << " epochs on the long-tailed set, lr " << o.lr1 << ". Stage 2: "
            << o.epochs2 << " epochs on a balanced subset (at most " << o.max_per_class << " per class, "
            << subset.samples.size() << " images) from stage 1's weights, lr " << o.lr2 << ".\n\n"
-           << table << (plots.empty() ? "\n![per-class accuracy](per_class.png)\n\n![training loss](loss.png)\n\n" : "\n")
+           << table << (plots.empty() ? "\n![per-class accuracy](per_class.png)\n\n![training loss](loss.png)\n\n"
+                                           "![training and test top-1](accuracy.png)\n\n"
+                                         : "\n")
            << "## Domain similarity (EMD between class-mean features)\n\n" << sim_table.str()
            << "\n## Source selection for the target 'footwear'\n\n" << sel_table.str() << "\n"
            << "Total time: " << std::llround(seconds()) << " s on "

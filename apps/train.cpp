@@ -270,14 +270,17 @@ int main(int argc, char** argv) {
           std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
                       (long long)s.steps);
         else if (!common.json)
-          std::printf("%s: %lld steps (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped%s; run in %s\n",
-                      s.resumed ? "resumed" : "trained", (long long)s.steps, s.images_per_sec, s.first_loss,
+          // "trained: 8 steps ..." or "resumed at step 4: 2 steps to step 6 ...".
+          std::printf("%s: %lld steps%s (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped%s; run in %s\n",
+                      s.resumed ? ("resumed at step " + std::to_string(s.steps - s.steps_run)).c_str() : "trained",
+                      (long long)s.steps_run, s.resumed ? (" to step " + std::to_string(s.steps)).c_str() : "",
+                      s.images_per_sec, s.first_loss,
                       s.last_loss,
                       s.best_top1 >= 0 ? (", best val top-1 " + percent(s.best_top1)).c_str() : "",
                       (long long)s.skipped,
                       s.val_skipped ? (" (and " + std::to_string(s.val_skipped) + " in --val)").c_str() : "",
                       c.out.c_str());
-        nlohmann::json out = {{"world_size", s.world_size}, {"steps", s.steps},           {"epochs", s.epochs_done},   {"images", s.images},
+        nlohmann::json out = {{"world_size", s.world_size}, {"steps", s.steps},           {"steps_run", s.steps_run}, {"epochs", s.epochs_done},   {"images", s.images},
                               {"skipped", s.skipped},       {"val_skipped", s.val_skipped},
                               {"first_loss", s.first_loss}, {"last_loss", s.last_loss},
                               {"seconds", s.seconds},       {"images_per_sec", s.images_per_sec},

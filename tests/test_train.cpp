@@ -14,6 +14,7 @@
 #include <functional>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -1578,8 +1579,22 @@ TEST(TrainApps, SigtermCheckpointsAndSaysHowToResume) {
           std::to_string(steps + 2) + " --batch-size 8 --log-every 1 --no-plots --resume --json",
       f.dir);
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(testing::last_json_line(r.out).at("steps"), steps + 2);
-  EXPECT_FALSE(testing::last_json_line(r.out).contains("stopped_by"));
+  EXPECT_EQ(j.at("steps_run"), steps);
+  const nlohmann::json resumed = testing::last_json_line(r.out);
+  EXPECT_EQ(resumed.at("steps"), steps + 2);  // the run's total, and what this call took
+  EXPECT_EQ(resumed.at("steps_run"), 2);
+  EXPECT_EQ(resumed.at("images"), 16);
+  EXPECT_FALSE(resumed.contains("stopped_by"));
+  const testing::Outcome text = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train +
+                                                     " --out " + run + " --steps " + std::to_string(steps + 5) +
+                                                     " --batch-size 8 --no-plots --resume --quiet",
+                                                 f.dir);
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_EQ(text.out.rfind("resumed at step " + std::to_string(steps + 2) + ": 3 steps to step " +
+                               std::to_string(steps + 5) + " (",
+                           0),
+            0u)
+      << text.out;
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
@@ -1965,7 +1980,14 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
   EXPECT_EQ(j.at("selected").size(), 3u);
   EXPECT_GT(j.at("seconds").get<double>(), 0);
   EXPECT_EQ(j.at("device").get<std::string>(), cuda_available() ? "cuda:0" : "cpu");  // the default: the GPU where there is one
-  EXPECT_NE(testing::slurp(run + "/report.md").find("## Stage 1 and stage 2"), std::string::npos);
+  const std::string report = testing::slurp(run + "/report.md");
+  EXPECT_NE(report.find("## Stage 1 and stage 2"), std::string::npos);
+  // The report shows each plot the demo drew, and each it shows is there.
+  std::set<std::string> shown;
+  const std::regex image(R"(!\[[^\]]*\]\(([^)]+)\))");
+  for (std::sregex_iterator it(report.begin(), report.end(), image), end; it != end; ++it) shown.insert((*it)[1].str());
+  EXPECT_EQ(shown, (std::set<std::string>{"accuracy.png", "loss.png", "per_class.png"})) << report;
+  for (const std::string& png : shown) EXPECT_TRUE(fs::exists(run + "/" + png)) << png;
   // Stage 2's list keeps min(count, 10) of each class.
   std::vector<int64_t> kept(10, 0);
   for (const data::Sample& s : data::load_dataset(run + "/stage2/balanced.txt").samples) kept[s.label]++;

@@ -791,6 +791,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   };
 
   const auto run_start = Clock::now();
+  const int64_t start_step = pos.step;  // a resumed run's, where this call starts
   double train_seconds = 0;
   int64_t window_images = 0, logged_windows = 0;
   auto window_start = Clock::now();
@@ -1007,6 +1008,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
     for (float f : flags.to_vector<float>()) summary.skipped += f > 0;
   }
   summary.steps = pos.step;
+  summary.steps_run = pos.step - start_step;
   summary.epochs_done = pos.epoch;  // the run's, as steps: a resumed run counts the epochs before it
   summary.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.images_per_sec = train_seconds > 0 ? summary.images / train_seconds : 0.0;

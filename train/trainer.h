@@ -67,8 +67,9 @@ TrainConfig resolve_defaults(TrainConfig c);
 
 struct TrainSummary {
   // steps and epochs_done: the run's totals (a resumed run counts those before it too);
-  // images: trained by this call (images_per_sec's); skipped: distinct unreadable training files.
-  int64_t steps = 0, epochs_done = 0, images = 0, skipped = 0;
+  // steps_run and images: taken by this call (images_per_sec's); skipped: distinct unreadable
+  // training files.
+  int64_t steps = 0, epochs_done = 0, steps_run = 0, images = 0, skipped = 0;
   int64_t val_skipped = 0;  // unreadable --val files (its last evaluation's count)
   double first_loss = 0, last_loss = 0;  // mean training loss of the first and the last logged window
   double best_top1 = -1;
