@@ -974,6 +974,13 @@ TEST(Datasets, BadLayoutsAreClearErrors) {
   { std::ofstream(d + "/huge.txt") << "a/x.jpg 4000000000\n"; }  // a mistyped column, not 4e9 classes
   expect_error(d + "/huge.txt", "huge.txt:1: label 4000000000 is not below");
   {
+    std::ofstream nul(d + "/nul.txt");
+    nul << "a/x.jpg 12" << '\0' << "34\n";  // not 12, read to the NUL
+  }
+  expect_error(d + "/nul.txt", "nul.txt:1: label '12");
+  { std::ofstream(d + "/huge.txt") << "a/x.jpg 1048576\n"; }  // 2^20: each label below names a class
+  expect_error(d + "/huge.txt", "huge.txt:1: label 1048576 is not below 1048576 (a label is a class index)");
+  {
     std::ofstream(d + "/two.json") << R"({"images":[{"id":1,"file_name":"a.jpg"}],"categories":[{"id":1,"name":"x"},)"
                                     << R"({"id":2,"name":"y"}],"annotations":[{"image_id":1,"category_id":1},)"
                                     << R"({"image_id":1,"category_id":2}]})";
