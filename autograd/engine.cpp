@@ -72,9 +72,11 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
   if (!leaf.grad().defined()) {
     // Keep the incoming tensor when nothing else refers to it or to its memory (a view, as
     // reshape's backward returns, shares the memory under a new handle), else a private copy,
-    // so that a later in-place change of either cannot reach the other.
+    // so that a later in-place change of either cannot reach the other. A gradient is always
+    // contiguous, as its parameter is: a transpose's backward hands on a strided view, whose
+    // data<>() would read the elements out of order.
     const bool own = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1;
-    leaf.set_grad(own ? g : g.clone());
+    leaf.set_grad(!g.is_contiguous() ? g.contiguous() : own ? g : g.clone());
   } else {
     leaf.set_grad(kernels::add(leaf.grad(), g));
   }

@@ -17,7 +17,7 @@ Loader::Loader(Dataset dataset, LoaderOptions options) : dataset_(std::move(data
   FGVC_CHECK(options_.batch_size > 0, "Loader", "batch size must be positive, got ", options_.batch_size);
   FGVC_CHECK(options_.size > 0, "Loader", "image size must be positive, got ", options_.size);
   FGVC_CHECK(options_.workers > 0 && options_.prefetch > 0, "Loader", "needs at least one worker and one batch of prefetch");
-  FGVC_CHECK(!dataset_.samples.empty(), "Loader", "dataset ", dataset_.source, " is empty");
+  FGVC_CHECK(!dataset_.samples.empty(), "Loader", "dataset ", dataset_.source.empty() ? std::string("(made in memory)") : dataset_.source, " is empty");
   options_.pinned = options_.pinned && cuda_available();
 }
 
@@ -54,7 +54,9 @@ void Loader::start_epoch(uint64_t epoch, int64_t first_batch) {
   if (options_.world_size > 1) order_ = rank_share(order_, options_.rank, options_.world_size);
   epoch_ = epoch;
   end_ = batches_per_epoch();
-  next_to_make_ = next_to_hand_ = std::min(first_batch, end_);
+  FGVC_CHECK(first_batch >= 0 && first_batch <= end_, "Loader::start_epoch", "first batch ", first_batch,
+             " is not within the epoch's ", end_, " batches");
+  next_to_make_ = next_to_hand_ = first_batch;
   skipped_ = 0;
   new_skipped_ = 0;
   reported_ = false;

@@ -72,7 +72,8 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // Starts (or restarts) epoch `epoch` (its order and augmentations), from batch `first`.
+  // Starts (or restarts) epoch `epoch` (its order and augmentations), from batch `first`
+  // (0 to batches_per_epoch(); the last: the epoch is over).
   void start_epoch(uint64_t epoch, int64_t first_batch = 0);
   // The next batch of the epoch in order; false when the epoch is over.
   bool next(Batch* batch);

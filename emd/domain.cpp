@@ -15,7 +15,10 @@
 namespace fgvc {
 namespace emd {
 
-void validate_domain(const Domain& d) {
+namespace {
+// validate_domain but for the features' values, which the callers below check through the
+// distances instead (an m x n pass, not m x d).
+void validate_layout(const Domain& d) {
   const std::string& who = d.name.empty() ? std::string("domain") : d.name;
   FGVC_CHECK(d.features.defined() && d.features.dim() == 2, "domain", who, ": features must be [classes, dim], got ",
              describe(d.features));
@@ -44,6 +47,12 @@ void validate_domain(const Domain& d) {
     total += d.counts[i];
   }
   FGVC_CHECK(total > 0, "domain", who, ": all class counts are zero");
+}
+}  // namespace
+
+void validate_domain(const Domain& d) {
+  validate_layout(d);
+  const std::string& who = d.name.empty() ? std::string("domain") : d.name;
   const Tensor f = d.features.cpu().contiguous();
   const int64_t dim = d.features.size(1);
   const int64_t n = f.numel();
@@ -110,7 +119,13 @@ Domain load_domain(const std::string& path) {
 void save_domain(const std::string& path, const Domain& d, const std::string& model, const std::string& layer) {
   validate_domain(d);
   std::vector<int64_t> counts;
-  for (double c : d.counts) counts.push_back(static_cast<int64_t>(std::llround(c)));
+  for (size_t i = 0; i < d.counts.size(); ++i) {
+    // The file holds image counts as I64: a fractional weight would come back rounded.
+    FGVC_CHECK(d.counts[i] == std::floor(d.counts[i]) && d.counts[i] < 9007199254740992.0, "domain", path,
+               ": class ", i, " ('", d.classes[i], "') has count ", d.counts[i],
+               ", not a whole number of images (a domain file holds counts as I64)");
+    counts.push_back(static_cast<int64_t>(d.counts[i]));
+  }
   write_safetensors(path,
                     {{"features", d.features},
                      {"counts", Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())})}},
@@ -119,13 +134,34 @@ void save_domain(const std::string& path, const Domain& d, const std::string& mo
 
 namespace {
 void check_pair(const Domain& s, const Domain& t) {
+  validate_layout(s);
+  validate_layout(t);
   FGVC_CHECK(s.features.size(1) == t.features.size(1), "domain_similarity", "feature dimensions differ: ", s.name,
              " has ", s.features.size(1), ", ", t.name, " has ", t.features.size(1));
+}
+
+// sim = exp(-gamma * EMD) is a similarity in (0, 1] for gamma >= 0.
+void check_gamma(double gamma) {
+  FGVC_CHECK(std::isfinite(gamma) && gamma >= 0, "domain_similarity", "gamma ", gamma,
+             " must be finite and not negative");
+}
+
+// Distances of non-finite features are NaN (or inf): then the domains' own check names the
+// class and feature (load_domain has checked files; these may be domains made in memory).
+void check_distances(const Tensor& dist, const Domain& s, const Domain& t) {
+  const double* p = dist.data<double>();
+  bool finite = true;
+  for (int64_t k = 0; k < dist.numel(); ++k) finite &= std::isfinite(p[k]);
+  if (finite) return;
+  validate_domain(s);
+  validate_domain(t);
+  throw Error("domain_similarity: distances between " + s.name + " and " + t.name + " overflow");
 }
 }  // namespace
 
 std::vector<Similarity> domain_similarities(const Domain& source, const std::vector<Domain>& targets, double gamma,
                                             Device device, const Options& options) {
+  check_gamma(gamma);
   for (const Domain& t : targets) check_pair(source, t);
   const auto t0 = std::chrono::steady_clock::now();
   const Tensor s = source.features.to(device);
@@ -133,6 +169,7 @@ std::vector<Similarity> domain_similarities(const Domain& source, const std::vec
   for (const Domain& t : targets) {
     on_device.push_back(pairwise_distances(s, t.features.to(device)));
     dist.push_back(on_device.back().cpu());
+    check_distances(dist.back(), source, t);
   }
   std::vector<Result> results;
   if (device.is_cuda() && options.pricing == Pricing::Rows) {  // passes on the GPU, pivots on the host
@@ -174,6 +211,8 @@ Similarity domain_similarity(const Domain& source, const Domain& target, double 
 
 std::vector<Selected> select_source_classes(const Domain& source, const std::vector<Domain>& targets,
                                             const std::vector<int64_t>& k_per_target, double gamma, Device device) {
+  check_gamma(gamma);
+  validate_layout(source);
   FGVC_CHECK(!targets.empty(), "select_source_classes", "no target domain");
   FGVC_CHECK(k_per_target.size() == targets.size(), "select_source_classes", k_per_target.size(), " values of k for ",
              targets.size(), " targets");
@@ -185,10 +224,12 @@ std::vector<Selected> select_source_classes(const Domain& source, const std::vec
   for (size_t t = 0; t < targets.size(); ++t) {
     check_pair(source, targets[t]);
     const int64_t k = k_per_target[t];
-    FGVC_CHECK(k >= 0 && k <= with_images, "select_source_classes", "k = ", k, " for target ", targets[t].name,
+    FGVC_CHECK(k >= 0, "select_source_classes", "k = ", k, " for target ", targets[t].name, " is negative");
+    FGVC_CHECK(k <= with_images, "select_source_classes", "k = ", k, " for target ", targets[t].name,
                ", but the source ", source.name, " has ", with_images, " classes with images");
     // EMD of a single source class to T: the target-weighted mean distance.
     const Tensor dist = pairwise_distances(source_features, targets[t].features.to(device)).cpu();
+    check_distances(dist, source, targets[t]);
     const double* d = dist.data<double>();
     const int64_t n = dist.size(1);
     double total = 0;

@@ -51,7 +51,7 @@ void finish_block(const double* a, int64_t rows, const double* b, const double* 
       double d2 = scale - 2.0 * g[i * n + j];
       // Cancellation, or no number at all (inf - inf): the differences themselves.
       if (!(d2 >= kCancellation * scale)) d2 = exact_squared_distance(ai, b + j * d, d);
-      g[i * n + j] = std::sqrt(d2 > 0.0 ? d2 : 0.0);
+      g[i * n + j] = std::sqrt(d2 < 0.0 ? 0.0 : d2);  // rounding below 0 clamped; a NaN (of NaN features) kept
     }
   }
 }

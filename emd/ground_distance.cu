@@ -31,7 +31,7 @@ __global__ void combine_kernel(const double* a, const double* b, const double* n
         d2 += diff * diff;
       }
     }
-    dist[k] = sqrt(d2 > 0.0 ? d2 : 0.0);
+    dist[k] = sqrt(d2 < 0.0 ? 0.0 : d2);  // rounding below 0 clamped; a NaN (of NaN features) kept
   }
 }
 }  // namespace

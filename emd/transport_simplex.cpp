@@ -1075,9 +1075,18 @@ std::unique_ptr<RowPricer> cpu_row_pricer(const double* cost, int m, int n) {
   return std::make_unique<CpuRowPricer>(cost, m, n);
 }
 
+void check_options(const Options& o) {
+  FGVC_CHECK(std::isfinite(o.tolerance) && o.tolerance >= 0 && o.tolerance < 1, "emd", "tolerance ", o.tolerance,
+             " is not in [0, 1) (a fraction of the largest cost)");
+  FGVC_CHECK(o.block_size >= 0 && o.max_iterations >= 0 && o.degenerate_limit >= 0, "emd",
+             "block_size, max_iterations and degenerate_limit must not be negative (0: the default), got ", o.block_size,
+             ", ", o.max_iterations, ", ", o.degenerate_limit);
+}
+
 Result solve_by_rows(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
                      const std::vector<double>& b_in, const Options& options, const MakeRowPricer& make) {
   const auto t0 = std::chrono::steady_clock::now();
+  check_options(options);
   const Reduced r = reduce(cost, m, n, a_in, b_in);
   // Without `make` (solve() with block pricing), no pricer: the solver scans blocks itself.
   const std::unique_ptr<RowPricer> pricer = make ? make(r.cost(cost), r.m(), r.n()) : nullptr;

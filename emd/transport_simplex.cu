@@ -345,6 +345,7 @@ void check_device_cost(const double* device_cost, int device, const std::string&
 
 std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const Options& options, int device) {
   const auto t0 = std::chrono::steady_clock::now();
+  detail::check_options(options);
   FGVC_CHECK(options.gpu_threads == 0 ||
                  (options.gpu_threads >= 32 && options.gpu_threads <= kThreads && options.gpu_threads % 32 == 0),
              "emd", "gpu_threads must be 0 or a multiple of 32 up to ", kThreads, ", got ", options.gpu_threads);

@@ -146,6 +146,9 @@ Certificate check(const double* cost, int64_t m, int64_t n, const std::vector<do
                   const Result& r);
 
 namespace detail {
+// Refuses options no solve can honour: a tolerance that is negative or not finite (a pivot
+// that never improves, or a comparison that is always false), negative counts.
+void check_options(const Options& options);
 // What solve() and solve_cuda() share: the problem without its weight-0 classes, the greedy
 // start, and the answer in the caller's indices with the weight-0 classes' duals.
 struct Reduced {

@@ -103,10 +103,14 @@ int64_t decay_steps(int64_t steps_per_epoch, double decay_epochs) {
 }
 
 double exponential_decay(double lr0, double rate, int64_t decay_steps, int64_t step) {
+  FGVC_CHECK(decay_steps > 0 && step >= 0, "exponential_decay", "decay_steps must be positive and step not negative, got ",
+             decay_steps, " and ", step);
   return lr0 * std::pow(rate, static_cast<double>(step / decay_steps));
 }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {
+  // A negative bound would flip every gradient (descent into ascent); 0 would zero them.
+  FGVC_CHECK(std::isfinite(max_norm) && max_norm > 0, "clip_grad_norm", "max_norm must be positive, got ", max_norm);
   NoGradGuard no_grad;
   double total = 0;
   for (const auto& [name, w] : params)

@@ -11,14 +11,14 @@ namespace {
 constexpr int64_t kGrain = 1 << 15;  // below this, one thread
 
 void check_operands(const char* op, const Tensor& w, std::initializer_list<const Tensor*> others) {
-  FGVC_CHECK(w.dtype() == DType::Float32 && w.is_contiguous(), op, ": parameters must be contiguous float32, got ",
+  FGVC_CHECK(w.dtype() == DType::Float32 && w.is_contiguous(), op, "parameters must be contiguous float32, got ",
              dtype_name(w.dtype()));
   for (const Tensor* t : others) {
-    FGVC_CHECK(t->shape() == w.shape(), op, ": shape ", shape_str(t->shape()), " does not match the parameter's ",
+    FGVC_CHECK(t->shape() == w.shape(), op, "shape ", shape_str(t->shape()), " does not match the parameter's ",
                shape_str(w.shape()));
-    FGVC_CHECK(t->dtype() == DType::Float32 && t->is_contiguous(), op, ": operands must be contiguous float32, got ",
+    FGVC_CHECK(t->dtype() == DType::Float32 && t->is_contiguous(), op, "operands must be contiguous float32, got ",
                dtype_name(t->dtype()));
-    FGVC_CHECK(t->device() == w.device(), op, ": operands on ", t->device().str(), " and ", w.device().str());
+    FGVC_CHECK(t->device() == w.device(), op, "operands on ", t->device().str(), " and ", w.device().str());
   }
 }
 

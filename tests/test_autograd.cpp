@@ -62,6 +62,17 @@ TEST(Autograd, LeafGradientsNeverShareMemoryThroughViews) {
   EXPECT_TRUE(all_close(b.grad(), {1, 2, 3, 4, 5, 6}));
 }
 
+// A gradient reaching a leaf through a transpose is a strided view; the leaf's gradient is
+// contiguous all the same, so its raw data is in the parameter's order (as in PyTorch).
+TEST(Autograd, LeafGradientsAreContiguous) {
+  Tensor w = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor coef = Tensor::from_vector(std::vector<double>{1, 2, 3, 4, 5, 6}, {3, 2});
+  backward(sum(mul(transpose(w, 0, 1), coef)));
+  ASSERT_TRUE(w.grad().is_contiguous());
+  const double* g = w.grad().data<double>();
+  EXPECT_EQ(std::vector<double>(g, g + 6), (std::vector<double>{1, 3, 5, 2, 4, 6}));
+}
+
 // x^0 is constant: its gradient is 0 everywhere, also at x = 0 (p x^(p-1) would be 0 * inf).
 TEST(Autograd, PowerZeroHasAZeroGradient) {
   Tensor x = leaf({0.0, 2.0, -3.0}, {3});

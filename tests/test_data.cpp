@@ -833,6 +833,16 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
   const Dataset f = load_dataset(root);
   EXPECT_EQ(f.classes, (std::vector<std::string>{"class_0", "class_1", "class_2"}));
   EXPECT_EQ(f.counts(), (std::vector<int64_t>{3, 1, 2}));
+  {  // A class's files in name order, whatever order the directory lists them in.
+    const std::string sorted = root + "_sorted/only";
+    fs::remove_all(root + "_sorted");
+    fs::create_directories(sorted);
+    for (const char* name : {"m", "c", "x", "a", "q", "f", "z", "b", "k", "t", "e", "p"})
+      fs::copy_file(f.samples[0].path, sorted + "/" + name + ".jpg");
+    const Dataset s = load_dataset(root + "_sorted");
+    ASSERT_EQ(s.samples.size(), 12u);
+    for (size_t i = 1; i < 12; ++i) EXPECT_LT(s.samples[i - 1].path, s.samples[i].path) << i;
+  }
   // The same set as a list file, written and read back.
   write_list_file(root + "/list.txt", f);
   const Dataset l = load_dataset(root + "/list.txt");
@@ -1180,6 +1190,20 @@ TEST(Subsets, AtMostNPerClassSeededAndStatistics) {
   std::vector<int64_t> perm = shuffled_order(100, 5, 2);
   std::sort(perm.begin(), perm.end());
   for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(perm[i], i);
+  // Uniform over all orders: each of the 6 orders of 3 about 1/6 of 1,200 epochs (a shuffle
+  // that never leaves an item in place, Sattolo's, would give 2 of them); and each of 3
+  // images kept by a subset of 1 about a third of 1,200 seeds.
+  std::map<std::vector<int64_t>, int> orders;
+  for (uint64_t epoch = 0; epoch < 1200; ++epoch) orders[shuffled_order(3, 7, epoch)]++;
+  EXPECT_EQ(orders.size(), 6u);
+  for (const auto& [order, times] : orders) EXPECT_NEAR(times, 200, 50);
+  Dataset three;
+  three.classes = {"only"};
+  for (int i = 0; i < 3; ++i) three.samples.push_back({"img" + std::to_string(i) + ".jpg", 0});
+  std::map<std::string, int> kept;
+  for (uint64_t seed = 0; seed < 1200; ++seed) kept[balanced_subset(three, 1, seed).samples.at(0).path]++;
+  EXPECT_EQ(kept.size(), 3u);
+  for (const auto& [path, times] : kept) EXPECT_NEAR(times, 400, 70) << path;
 }
 
 TEST(Loader, SameBatchesWithOneOrFourWorkers) {
@@ -1347,6 +1371,13 @@ TEST(Loader, EvalModesShapesAndDropLast) {
   }
   ASSERT_TRUE(l.next(&b));
   EXPECT_FALSE(l.next(&b));
+  // An epoch starts at any of its batches, or at its end; outside them is an error.
+  l.start_epoch(0, 1);
+  ASSERT_TRUE(l.next(&b));
+  EXPECT_FALSE(l.next(&b));
+  l.start_epoch(0, 2);
+  EXPECT_FALSE(l.next(&b));
+  for (const int64_t first : {-1, 3}) EXPECT_THROW(l.start_epoch(0, first), Error) << first;
 }
 
 // Images of one to three pixels a side go through every mode: read, none skipped, and a flat

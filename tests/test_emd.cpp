@@ -2,6 +2,9 @@
 // scripts/emd_fixtures.py), and the self-certificate (primal feasibility, dual
 // feasibility, zero gap) on every problem solved; ground distances; domain files.
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -328,6 +331,23 @@ TEST(Emd, MaxIterationsAllowsExactlyThatManyPivots) {
   const emd::Result dantzig = emd::solve(c.data<double>(), 60, 20, a, b, o);
   expect_certified(c, a, b, dantzig, "Dantzig's rule");
   EXPECT_NEAR(dantzig.cost, free.cost, 1e-12 * free.cost);
+}
+
+TEST(Emd, RejectsOptionsNoSolveCanHonour) {
+  const double cost[] = {1, 2, 3, 4, 5, 7};
+  for (const double tolerance : {-1.0, std::nan(""), 1.0}) {
+    emd::Options o;
+    o.tolerance = tolerance;
+    try {
+      emd::solve(cost, 3, 2, {3, 1, 2}, {2, 4}, o);
+      ADD_FAILURE() << "tolerance " << tolerance << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not in [0, 1)"), std::string::npos) << e.what();
+    }
+  }
+  emd::Options o;
+  o.max_iterations = -1;
+  EXPECT_THROW(emd::solve(cost, 3, 2, {3, 1, 2}, {2, 4}, o), Error);
 }
 
 TEST(Emd, RejectsBadWeightsAndCosts) {
@@ -1124,6 +1144,75 @@ TEST_F(DomainFiles, SimilaritiesOnTheGpuAreTheCpus) {
   ASSERT_EQ(by_rows.size(), targets.size());
   for (size_t q = 0; q < targets.size(); ++q)
     EXPECT_NEAR(by_rows[q].emd, cpu[q].emd, 1e-9 * cpu[q].emd) << "target " << q << " by rows";
+}
+
+// Domains made in memory (not through load_domain) are checked as files are: a NaN feature
+// would otherwise be a zero distance and a finite, wrong EMD.
+TEST_F(DomainFiles, DomainsMadeInMemoryAreCheckedToo) {
+  const emd::Domain s = make(6, 4, 11), t = make(3, 4, 12);
+  auto error_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    emd::Domain nan_target = t;
+    nan_target.name = "in memory";
+    nan_target.features = t.features.clone();
+    nan_target.features.select(0, 1).select(0, 2).fill_(bad);
+    const std::string what = error_of([&] { emd::domain_similarity(s, nan_target); });
+    EXPECT_NE(what.find("in memory: feature 2 of class 1"), std::string::npos) << what;
+    const std::string selecting = error_of([&] { emd::select_source_classes(s, {nan_target}, {1}); });
+    EXPECT_NE(selecting.find("in memory: feature 2 of class 1"), std::string::npos) << selecting;
+  }
+  EXPECT_TRUE(std::isnan(emd::pairwise_distances(s.features, [&] {
+                            Tensor f = t.features.clone();
+                            f.select(0, 0).select(0, 0).fill_(std::nan(""));
+                            return f;
+                          }()).to_vector<double>()[0]));
+  emd::Domain short_names = s;
+  short_names.classes.resize(1);
+  EXPECT_NE(error_of([&] { emd::select_source_classes(short_names, {t}, {3}); }).find("1 class names for 6 classes"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { emd::domain_similarity(s, t, -1.0); }).find("gamma -1 must be finite and not negative"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { emd::select_source_classes(s, {t}, {-1}); }).find("k = -1 for target  is negative"),
+            std::string::npos);
+  emd::Domain fractional = s;
+  fractional.counts[2] = 1.5;  // a weight, fine in memory; a file holds whole image counts
+  EXPECT_GT(emd::domain_similarity(fractional, t).emd, 0.0);
+  EXPECT_NE(error_of([&] { emd::save_domain(dir + "/fractional.safetensors", fractional); })
+                .find("class 2 ('class 11/2') has count 1.5, not a whole number of images"),
+            std::string::npos);
+}
+
+// Several targets: a source class that two select is reported against the nearer one.
+TEST_F(DomainFiles, ASourceClassTwoTargetsSelectGoesToTheNearer) {
+  emd::Domain s = make(8, 4, 21), near = make(2, 4, 22), far = make(2, 4, 23);
+  near.name = "near";
+  far.name = "far";
+  near.counts = {1, 1};
+  far.counts = {1, 1};
+  // Source class 5 halfway between near's two classes, and far's two classes around it
+  // farther out: every point on one line, along feature 0.
+  for (emd::Domain* d : {&s, &near, &far}) d->features.fill_(0.0);
+  for (int64_t i = 0; i < 8; ++i) s.features.select(0, i).select(0, 0).fill_(100.0 + 10.0 * i);
+  s.features.select(0, 5).select(0, 0).fill_(0.0);
+  near.features.select(0, 0).select(0, 0).fill_(-1.0);
+  near.features.select(0, 1).select(0, 0).fill_(1.0);
+  far.features.select(0, 0).select(0, 0).fill_(-3.0);
+  far.features.select(0, 1).select(0, 0).fill_(3.0);
+  for (const auto& order : {std::vector<emd::Domain>{near, far}, std::vector<emd::Domain>{far, near}}) {
+    const auto sel = emd::select_source_classes(s, order, {1, 1});
+    ASSERT_EQ(sel.size(), 1u);
+    EXPECT_EQ(sel[0].index, 5);
+    EXPECT_EQ(sel[0].target, "near");
+    EXPECT_DOUBLE_EQ(sel[0].emd, 1.0);
+    EXPECT_DOUBLE_EQ(sel[0].similarity, std::exp(-0.01));
+  }
 }
 
 TEST_F(DomainFiles, SelectionPicksTheClosestSourceClasses) {

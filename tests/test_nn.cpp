@@ -568,6 +568,27 @@ TEST(Layers, ANameIsRegisteredOnce) {
   EXPECT_EQ(Twice(4).state_dict().size(), 1u);
 }
 
+// An unknown name is an error listing the known ones, wherever it is asked about (a prefix of
+// a known name is not one: "inception_v3x").
+TEST(Models, UnknownNamesAreErrors) {
+  for (const std::string name : {"nope", "inception_v3x"}) {
+    for (const std::function<void()>& ask : std::vector<std::function<void()>>{
+             [&] { nn::create_model(name); }, [&] { nn::default_input_size(name); },
+             [&] { nn::min_input_size(name); }}) {
+      try {
+        ask();
+        ADD_FAILURE() << name << " was taken";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("unknown model '" + name + "' (known: inception_resnet_v2, "),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  EXPECT_EQ(nn::min_input_size("inception_v3"), 75);
+  EXPECT_EQ(nn::default_input_size("resnet20"), 32);
+}
+
 TEST(Models, ResNetParameterCountsMatchTorchvisionAndTimm) {
   EXPECT_EQ(nn::create_model("resnet50")->num_parameters(), 25557032);
   EXPECT_EQ(nn::create_model("resnet101")->num_parameters(), 44549160);

@@ -151,6 +151,7 @@ TEST(Optim, WeightDecaySelectsConvAndFcWeightsOfEveryModel) {
 }
 
 TEST(Optim, ScheduleClippingAndEma) {
+  EXPECT_THROW(optim::exponential_decay(0.045, 0.94, 0, 10), Error);  // was a division by zero
   EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 0), 0.045);
   EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 199), 0.045);
   EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 500), 0.045 * 0.94 * 0.94);
@@ -185,6 +186,9 @@ TEST(Optim, ScheduleClippingAndEma) {
   // A norm under the limit is left as it is, bit for bit.
   const std::vector<double> kept = p.named[0].second.grad().to_vector<double>();
   EXPECT_NEAR(optim::clip_grad_norm(p.named, 1.0), 0.5, 1e-6);
+  EXPECT_EQ(p.named[0].second.grad().to_vector<double>(), kept);
+  // A bound that is not positive would flip (or zero) every gradient: refused, nothing touched.
+  for (const double bad : {-1.0, 0.0, std::nan("")}) EXPECT_THROW(optim::clip_grad_norm(p.named, bad), Error) << bad;
   EXPECT_EQ(p.named[0].second.grad().to_vector<double>(), kept);
   // The moving average: every parameter, element by element, over steps of new random
   // weights, at the constructor's decay and at a step's own.

@@ -33,6 +33,7 @@
 #include "train/chart.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/features.h"
 #include "train/plots.h"
 #include "train/stop_request.h"
 #include "train/trainer.h"
@@ -588,6 +589,51 @@ TEST(Train, TheLastGoodCheckpointIsFiniteThroughout) {
         for (double v : t.to_vector<double>()) ASSERT_TRUE(std::isfinite(v)) << name;
       }
   }
+}
+
+// A later epoch that only ties the best top-1 does not replace best.safetensors: the first
+// epoch to reach it stays. With lr 0 and batch norm's running statistics frozen (decay 1), every
+// epoch's evaluation is the same.
+TEST(Train, ATieKeepsTheFirstBestEpoch) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "tie");
+  c.val = f.val;
+  c.epochs = 3;
+  c.lr = 0;
+  c.bn_decay = 1.0;
+  train::train_model(c, Device::cpu());
+  std::vector<double> top1;
+  std::ifstream in(c.out + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("kind") == "epoch") top1.push_back(j.at("val_top1").get<double>());
+  }
+  ASSERT_EQ(top1.size(), 3u);
+  ASSERT_EQ(top1[0], top1[1]);
+  ASSERT_EQ(top1[0], top1[2]);
+  const int64_t last = train::load_checkpoint(c.out + "/last.safetensors").position.step;
+  EXPECT_EQ(train::load_checkpoint(c.out + "/best.safetensors").position.step * 3, last);
+}
+
+// Class-mean features are taken in evaluation mode, and a model in training stays in training
+// (mid-run use must not freeze batch norm and dropout); each class's count is its images.
+TEST(Train, ClassMeanFeaturesLeaveTheModeAsItWas) {
+  Folders f;
+  const std::shared_ptr<nn::Classifier> model = nn::create_model("resnet20", 5);
+  data::LoaderOptions o;
+  o.mode = data::Mode::Eval;
+  o.size = 32;
+  o.batch_size = 4;
+  data::Loader loader(data::load_dataset(f.val), o);
+  model->train();
+  const emd::Domain domain = train::class_mean_features(*model, loader, Device::cpu());
+  EXPECT_TRUE(model->is_training());
+  EXPECT_EQ(domain.counts, (std::vector<double>{6, 6, 6, 6, 6}));
+  EXPECT_EQ(domain.classes, data::load_dataset(f.val).classes);
+  model->eval();  // the same means from a model already in evaluation mode, which stays there
+  const emd::Domain again = train::class_mean_features(*model, loader, Device::cpu());
+  EXPECT_FALSE(model->is_training());
+  EXPECT_EQ(again.features.to_vector<float>(), domain.features.to_vector<float>());
 }
 
 TEST(Train, MismatchingCheckpointsAreRefusedByName) {
@@ -1545,6 +1591,9 @@ TEST(Plots, PerClassCsvRoundTripsAwkwardClassNames) {
     EXPECT_EQ(records[c + 1][0], names[c]);
     EXPECT_EQ(records[c + 1][1], std::to_string(10 * (c + 1)));
     EXPECT_EQ(records[c + 1][2], std::to_string(r.per_class[c].images));
+    const double images = static_cast<double>(r.per_class[c].images);
+    EXPECT_NEAR(std::stod(records[c + 1][3]), r.per_class[c].top1 / images, 1e-6) << c;  // 6 digits
+    EXPECT_NEAR(std::stod(records[c + 1][4]), r.per_class[c].top5 / images, 1e-6) << c;
   }
   std::istringstream crlf("a,b\r\n\"x\r\ny\",2\r\nlast,3");  // CRLF records, no final line end
   EXPECT_EQ(train::read_csv(crlf), (std::vector<std::vector<std::string>>{{"a", "b"}, {"x\r\ny", "2"}, {"last", "3"}}));

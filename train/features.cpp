@@ -11,7 +11,15 @@ emd::Domain class_mean_features(nn::Classifier& model, data::Loader& loader, Dev
   const std::vector<std::string>& classes = loader.dataset().classes;
   const int64_t m = static_cast<int64_t>(classes.size()), dim = model.feature_dim();
   std::vector<double> sums(static_cast<size_t>(m * dim), 0.0), counts(static_cast<size_t>(m), 0.0);
+  // Evaluation mode for the pass (batch norm's running statistics, no dropout); a model in
+  // training is left in training.
+  const bool was_training = model.is_training();
   model.eval();
+  struct Restore {
+    nn::Classifier& model;
+    bool training;
+    ~Restore() { model.train(training); }
+  } restore{model, was_training};
   NoGradGuard no_grad;
   loader.start_epoch(0);
   data::Batch batch;

@@ -26,6 +26,16 @@
 #include "nn/layers.h"
 #include "nn/models/registry.h"
 
+#include "data/dataset.h"
+#include "data/decode.h"
+#include "data/loader.h"
+#include "data/subset.h"
+#include "data/transforms.h"
+
+#include "emd/domain.h"
+#include "emd/ground_distance.h"
+#include "emd/transport_simplex.h"
+
 #include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "optim/update_kernels.h"
@@ -35,4 +45,5 @@
 
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/features.h"
 #include "train/trainer.h"

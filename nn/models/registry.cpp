@@ -46,13 +46,25 @@ std::vector<std::string> model_names() {
 
 bool is_inception(const std::string& model) { return model.rfind("inception", 0) == 0; }
 
+namespace {
+// An unknown name is an error listing the known ones.
+void check_known(const std::string& model) {
+  if (factories().count(model)) return;
+  std::string known;
+  for (const std::string& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+  throw Error("create_model: unknown model '" + model + "' (known: " + known + ")");
+}
+}  // namespace
+
 int default_input_size(const std::string& model) {
+  check_known(model);
   // The paper trains every network at 299 (SPEC.md section 4); the CIFAR-style ResNets at 32.
   if (model == "resnet20" || model == "resnet32" || model == "resnet56") return 32;
   return 299;
 }
 
 int min_input_size(const std::string& model, bool aux_classifier_in_training) {
+  check_known(model);
   if (aux_classifier_in_training && is_inception(model)) return 299;
   return is_inception(model) ? 75 : 1;
 }
@@ -140,13 +152,8 @@ Module::LoadReport load_weights(Classifier& model, std::map<std::string, Tensor>
 
 std::shared_ptr<Classifier> create_model(const std::string& name, int64_t num_classes, bool aux_classifier) {
   FGVC_CHECK(num_classes > 0, "create_model", "num_classes must be positive, got ", num_classes);
-  const auto it = factories().find(name);
-  if (it == factories().end()) {
-    std::string known;
-    for (const std::string& n : model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw Error("create_model: unknown model '" + name + "' (known: " + known + ")");
-  }
-  return it->second(num_classes, aux_classifier);
+  check_known(name);
+  return factories().at(name)(num_classes, aux_classifier);
 }
 
 }  // namespace nn
