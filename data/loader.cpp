@@ -18,6 +18,7 @@ Loader::Loader(Dataset dataset, LoaderOptions options) : dataset_(std::move(data
   FGVC_CHECK(options_.size > 0, "Loader", "image size must be positive, got ", options_.size);
   FGVC_CHECK(options_.workers > 0 && options_.prefetch > 0, "Loader", "needs at least one worker and one batch of prefetch");
   FGVC_CHECK(!dataset_.samples.empty(), "Loader", "dataset ", dataset_.source.empty() ? std::string("(made in memory)") : dataset_.source, " is empty");
+  if (options_.mode == Mode::Train) check_augment(options_.augment);
   options_.pinned = options_.pinned && cuda_available();
 }
 

@@ -103,6 +103,21 @@ CropStyle crop_style(const std::string& name) {
   throw Error("crop: tf-slim or torchvision, got '" + name + "'");
 }
 
+void check_augment(const TrainAugment& a) {
+  auto within = [](const char* what, double lo, double value, double hi) {  // lo <= value <= hi; NaN fails
+    FGVC_CHECK(value >= lo && value <= hi, "augment", what, " ", value, " is not in [", lo, ", ", hi, "]");
+  };
+  FGVC_CHECK(a.area_min > 0, "augment", "area_min ", a.area_min, " must be positive");
+  within("area_max", a.area_min, a.area_max, 1.0);
+  within("min_covered", 0.0, a.min_covered, 1.0);
+  FGVC_CHECK(a.aspect_min > 0, "augment", "aspect_min ", a.aspect_min, " must be positive");
+  within("aspect_max", a.aspect_min, a.aspect_max, 1e6);
+  FGVC_CHECK(a.attempts >= 1, "augment", "attempts must be at least 1, got ", a.attempts);
+  within("brightness", 0.0, a.brightness, 1.0);
+  within("saturation_min", 0.0, a.saturation_min, 1e6);
+  within("saturation_max", a.saturation_min, a.saturation_max, 1e6);
+}
+
 Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng) {
   return aug.crop == CropStyle::Torchvision ? torchvision_crop(width, height, aug, rng)
                                             : tf_slim_crop(width, height, aug, rng);

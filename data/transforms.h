@@ -67,6 +67,11 @@ struct TrainAugment {
   double saturation_min = 0.5, saturation_max = 1.5;
 };
 
+// Refuses values no draw can honour (each named): areas outside (0, 1] or min above max,
+// min_covered outside [0, 1], aspect ratios not positive or min above max, attempts below 1,
+// a brightness delta outside [0, 1], saturation factors negative or min above max; NaN anywhere.
+void check_augment(const TrainAugment& aug);
+
 // The crop box of the train transform in an image of width x height.
 Box sample_crop(int width, int height, const TrainAugment& aug, RandomStream& rng);
 // The central crop (fraction of each side, in whole pixels as TensorFlow's central_crop) and the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include "autograd/grad_mode.h"
 #include "kernels/elementwise.h"
@@ -28,7 +29,37 @@ Tensor& Optimizer::slot(const std::string& param, const std::string& name, const
   return it->second;
 }
 
+namespace {
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+// lo <= value < hi (NaN fails).
+void check_range(const char* op, const char* what, double value, double lo, double hi) {
+  FGVC_CHECK(value >= lo && value < hi, op, what, " must be in [", lo, ", ", hi, "), got ", value);
+}
+}  // namespace
+
+Optimizer::Optimizer(NamedTensors params, double weight_decay)
+    : params_(std::move(params)), weight_decay_(weight_decay) {
+  check_range("optimizer", "weight_decay", weight_decay, 0.0, kInfinity);
+  std::set<std::string> names;
+  for (const auto& [name, w] : params_)
+    FGVC_CHECK(names.insert(name).second, "optimizer", "two parameters are named '", name, "'");
+}
+
+RMSProp::RMSProp(NamedTensors params, double decay, double momentum, double epsilon, double weight_decay)
+    : Optimizer(std::move(params), weight_decay), decay_(decay), momentum_(momentum), epsilon_(epsilon) {
+  check_range("rmsprop", "decay", decay, 0.0, 1.0);
+  check_range("rmsprop", "momentum", momentum, 0.0, 1.0);
+  FGVC_CHECK(std::isfinite(epsilon) && epsilon > 0, "rmsprop", "epsilon must be positive, got ", epsilon);
+}
+
+SGD::SGD(NamedTensors params, double momentum, double weight_decay)
+    : Optimizer(std::move(params), weight_decay), momentum_(momentum) {
+  check_range("sgd", "momentum", momentum, 0.0, 1.0);
+}
+
 void Optimizer::step(double lr) {
+  check_range("optimizer", "the learning rate", lr, 0.0, kInfinity);
   NoGradGuard no_grad;
   for (auto& [name, w] : params_) {
     Tensor g = w.grad();

@@ -27,10 +27,12 @@ bool decays(const std::string& name, const Tensor& t);
 
 class Optimizer {
  public:
-  Optimizer(NamedTensors params, double weight_decay) : params_(std::move(params)), weight_decay_(weight_decay) {}
+  // Refuses a weight decay that is negative or not finite and two parameters of one name
+  // (their slots would be one).
+  Optimizer(NamedTensors params, double weight_decay);
   virtual ~Optimizer() = default;
-  // One update with learning rate lr from the parameters' .grad (parameters without a
-  // gradient are left alone). Runs without recording a graph.
+  // One update with learning rate lr (finite, not negative) from the parameters' .grad
+  // (parameters without a gradient are left alone). Runs without recording a graph.
   void step(double lr);
   void zero_grad();
   // Slots by "<parameter name>.<slot name>", for checkpoints. Loading refuses a slot this
@@ -54,9 +56,9 @@ class Optimizer {
 
 class RMSProp : public Optimizer {
  public:
+  // decay and momentum in [0, 1), epsilon > 0.
   RMSProp(NamedTensors params, double decay = 0.9, double momentum = 0.9, double epsilon = 1.0,
-          double weight_decay = 0.0)
-      : Optimizer(std::move(params), weight_decay), decay_(decay), momentum_(momentum), epsilon_(epsilon) {}
+          double weight_decay = 0.0);
   std::vector<std::string> slot_names() const override { return {"ms", "mom"}; }
 
  protected:
@@ -68,8 +70,8 @@ class RMSProp : public Optimizer {
 
 class SGD : public Optimizer {
  public:
-  SGD(NamedTensors params, double momentum = 0.9, double weight_decay = 0.0)
-      : Optimizer(std::move(params), weight_decay), momentum_(momentum) {}
+  // momentum in [0, 1).
+  SGD(NamedTensors params, double momentum = 0.9, double weight_decay = 0.0);
   std::vector<std::string> slot_names() const override { return {"momentum"}; }
 
  protected:

@@ -190,6 +190,7 @@ Tensor Tensor::view(const Shape& shape) const {
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
+  infer_shape(shape, numel(), "Tensor::reshape", *this);  // its errors under its own name
   return is_contiguous() ? view(shape) : contiguous().view(shape);
 }
 

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -1382,6 +1384,33 @@ TEST(Loader, EvalModesShapesAndDropLast) {
 
 // Images of one to three pixels a side go through every mode: read, none skipped, and a flat
 // image comes out flat in its own colour (the crops, the resize and the flips all stay inside).
+// A training loader refuses augmentation values no draw can honour, naming the field.
+TEST(Loader, AugmentationOutOfRangeIsAnError) {
+  const std::string root = make_folder("augment_range", {2, 2});
+  const std::vector<std::pair<std::function<void(TrainAugment&)>, std::string>> bad = {
+      {[](TrainAugment& a) { a.brightness = std::nan(""); }, "brightness nan"},
+      {[](TrainAugment& a) { a.area_min = 2; }, "area_max 1 is not in [2, 1]"},
+      {[](TrainAugment& a) { a.area_min = 0; }, "area_min 0 must be positive"},
+      {[](TrainAugment& a) { a.aspect_min = -1; }, "aspect_min -1 must be positive"},
+      {[](TrainAugment& a) { a.attempts = 0; }, "attempts must be at least 1"},
+      {[](TrainAugment& a) { a.saturation_min = 2; }, "saturation_max 1.5 is not in [2, "},
+  };
+  for (const auto& [spoil, message] : bad) {
+    LoaderOptions o;
+    o.size = 16;
+    o.batch_size = 2;
+    spoil(o.augment);
+    try {
+      Loader l(load_dataset(root), o);
+      ADD_FAILURE() << message << ": taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+    o.mode = Mode::Eval;  // no augmentation there: not checked
+    EXPECT_NO_THROW(Loader(load_dataset(root), o)) << message;
+  }
+}
+
 TEST(Loader, TinyImagesInEveryMode) {
   const std::string root = fresh_dir("tiny");
   const std::vector<std::pair<int, int>> sizes = {{1, 1}, {1, 9}, {9, 1}, {2, 3}, {3, 2}};

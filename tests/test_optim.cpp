@@ -150,6 +150,27 @@ TEST(Optim, WeightDecaySelectsConvAndFcWeightsOfEveryModel) {
   }
 }
 
+// Hyperparameters no update can honour are refused when the optimiser is made, and a
+// learning rate that is not finite when it steps (NaN would be written into every weight).
+TEST(Optim, HyperparametersOutOfRangeAreErrors) {
+  Tensor w = testing::randn_t({4}, 3).set_requires_grad(true);
+  const optim::NamedTensors one = {{"w", w}};
+  EXPECT_THROW(optim::RMSProp(one, 2.0), Error);                     // decay
+  EXPECT_THROW(optim::RMSProp(one, 0.9, -1.0), Error);               // momentum
+  EXPECT_THROW(optim::RMSProp(one, 0.9, 0.9, -5.0), Error);          // epsilon
+  EXPECT_THROW(optim::RMSProp(one, 0.9, 0.9, 1.0, std::nan("")), Error);  // weight decay
+  EXPECT_THROW(optim::SGD(one, 1.0), Error);
+  EXPECT_THROW(optim::SGD({{"w", w}, {"w", w}}), Error);  // one name twice: one set of slots
+  optim::SGD sgd(one, 0.0);
+  w.set_grad(Tensor::ones({4}));
+  const std::vector<float> before = w.to_vector<float>();
+  for (const double lr : {std::nan(""), -0.1, std::numeric_limits<double>::infinity()})
+    EXPECT_THROW(sgd.step(lr), Error) << lr;
+  EXPECT_EQ(w.to_vector<float>(), before);
+  sgd.step(0.5);
+  EXPECT_FLOAT_EQ(w.to_vector<float>()[0], before[0] - 0.5f);
+}
+
 TEST(Optim, ScheduleClippingAndEma) {
   EXPECT_THROW(optim::exponential_decay(0.045, 0.94, 0, 10), Error);  // was a division by zero
   EXPECT_DOUBLE_EQ(optim::exponential_decay(0.045, 0.94, 200, 0), 0.045);

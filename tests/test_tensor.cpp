@@ -88,6 +88,15 @@ TEST(Tensor, ReshapeInfersOneAxis) {
   EXPECT_THROW(a.reshape({-1, -1}), Error);
   EXPECT_THROW(a.reshape({5, -1}), Error);
   EXPECT_THROW(a.reshape({7}), Error);
+  // Its errors under its own name, also on a strided tensor (which reshape copies first).
+  for (const Tensor& t : {a, a.transpose(0, 2)}) {
+    try {
+      t.reshape({7});
+      ADD_FAILURE() << "reshape to 7 elements";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("Tensor::reshape: ", 0), 0u) << e.what();
+    }
+  }
 }
 
 TEST(Tensor, CastsBetweenAllDtypes) {
