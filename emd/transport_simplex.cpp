@@ -873,6 +873,7 @@ void exact_integer_weights(const std::vector<double>& a, const std::vector<doubl
 Reduced reduce(const double* cost, int64_t m, int64_t n, const std::vector<double>& a_in,
                const std::vector<double>& b_in) {
   FGVC_CHECK(m > 0 && n > 0, "emd", "empty problem (", m, " x ", n, ")");
+  FGVC_CHECK(cost != nullptr, "emd", "no cost matrix (a null pointer) for a ", m, " x ", n, " problem");
   FGVC_CHECK(m < (1 << 30) && n < (1 << 30), "emd", "problem too large (", m, " x ", n, ")");
   FGVC_CHECK(static_cast<int64_t>(a_in.size()) == m && static_cast<int64_t>(b_in.size()) == n, "emd", "weights of sizes ",
              a_in.size(), " and ", b_in.size(), " for a ", m, " x ", n, " cost matrix");

@@ -356,6 +356,12 @@ TEST(Emd, RejectsBadWeightsAndCosts) {
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {0, 0}, {1, 1}), Error);
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1, NAN}, {1, 1}), Error);
   EXPECT_THROW(emd::solve(c.data<double>(), 2, 2, {1}, {1, 1}), Error);
+  try {
+    emd::solve(nullptr, 2, 2, {1, 1}, {1, 1});
+    ADD_FAILURE() << "a null cost matrix was read";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "emd: no cost matrix (a null pointer) for a 2 x 2 problem");
+  }
   const Tensor bad = Tensor::from_vector(std::vector<double>{1, INFINITY, 1, 1}, {2, 2});
   EXPECT_THROW(emd::solve(bad.data<double>(), 2, 2, {1, 1}, {1, 1}), Error);
   // A large matrix (its maximum is found over the threads): the first bad cell is named.

@@ -682,6 +682,26 @@ TEST(Models, InceptionV3NamesAndAuxHead) {
   EXPECT_FALSE(model.aux_logits().defined());
 }
 
+// Below 299 px the auxiliary classifier's grid is too small: in training the error says so and
+// what to do; with the head off (or in evaluation) the same input runs.
+TEST(Models, InceptionAuxHeadNeedsItsGrid) {
+  manual_seed(7);
+  nn::InceptionV3 model(4);
+  const Tensor x = testing::randn_t({1, 3, 120, 120}, 8);
+  try {
+    model.forward(x);
+    FAIL() << "a 120 px input ran the auxiliary classifier";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("InceptionV3: the auxiliary classifier needs a 17 x 17 grid (a 299 px input), this input gives 5 x 5", 0), 0u)
+        << what;
+    EXPECT_NE(what.find("set_aux_enabled(false)"), std::string::npos) << what;
+  }
+  model.set_aux_enabled(false);
+  EXPECT_EQ(model.forward(x).shape(), (Shape{1, 4}));
+  EXPECT_FALSE(model.aux_logits().defined());
+}
+
 TEST(Models, StateDictNamesAndStrictLoading) {
   auto model = nn::create_model("resnet50", 10);
   const auto state = model->state_dict();

@@ -37,7 +37,14 @@ class Classifier : public Module {
  protected:
   // For features(): runs the auxiliary classifier on its grid where training wants it.
   void run_aux(const std::shared_ptr<Module>& aux, const Tensor& grid) {
-    aux_out_ = aux && aux_enabled_ && is_training() ? aux->forward(grid) : Tensor();
+    aux_out_ = Tensor();
+    if (!aux || !aux_enabled_ || !is_training()) return;
+    // inception_aux pools 5x5/3, then convolves 5x5 unpadded: 17 x 17 is the least it takes
+    // (299 px for Inception-v3), else the pooling's own error would not say what to do.
+    FGVC_CHECK(grid.size(2) >= 17 && grid.size(3) >= 17, type_name(),
+               "the auxiliary classifier needs a 17 x 17 grid (a 299 px input), this input gives ", grid.size(2), " x ",
+               grid.size(3), ": train at 299 px or more, or without it (set_aux_enabled(false))");
+    aux_out_ = aux->forward(grid);
   }
   Tensor aux_out_;
   bool aux_enabled_ = true;
