@@ -18,7 +18,7 @@
 namespace fgvc {
 namespace app {
 
-Device Common::resolved_device() const {
+Device Common::resolved_device(bool make_current) const {
   if (device.empty()) return cuda_available() ? Device::cuda() : Device::cpu();
   Device d;
   try {
@@ -28,6 +28,10 @@ Device Common::resolved_device() const {
   }
   if (d.is_cuda() && !cuda_available())
     throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
+  if (d.is_cuda() && d.index >= cuda_device_count())
+    throw Error("--device " + device + ": no such CUDA device (this machine has " + std::to_string(cuda_device_count()) +
+                ": cuda:0 to cuda:" + std::to_string(cuda_device_count() - 1) + ")");
+  if (d.is_cuda() && make_current) cuda_set_home_device(d.index);
   return d;
 }
 

@@ -26,7 +26,12 @@ struct Common {
   // The exit status when `body` returns (its output written): fgvc-train stopped by a signal
   // before its total prints its summary and exits 1.
   mutable int exit_code = 0;
-  Device resolved_device() const;
+  // --device, checked (a CUDA device this machine has). make_current: a CUDA device becomes the
+  // process's home (cuda_set_home_device) before anything touches CUDA; otherwise each op's
+  // device guard would go back to device 0 after it and make a context there (hundreds of MB,
+  // refused on a GPU in exclusive-process mode). fgvc-train passes false: under mpirun each
+  // rank takes its own GPU, and the trainer makes that one current.
+  Device resolved_device(bool make_current = true) const;
 };
 
 // Parses the command line (after `add_options` has declared the binary's own options) and

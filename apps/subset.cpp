@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc::data;
-        (void)common.resolved_device();  // validates --device, as every binary does (nothing here runs on it)
+        (void)common.resolved_device(/*make_current=*/false);  // validates --device, as every binary does (nothing here runs on it)
         const Dataset full = fgvc::prefix_errors("--data", [&] { return load_dataset(data); });
         const Dataset sub = balanced_subset(full, max_per_class, seed);
         fgvc::app::prepare_output_file("--out", out, {{"--data", data}, {"--data", list_classes_path(data)}});

@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
-        const Device device = common.resolved_device();
+        const Device device = common.resolved_device(/*make_current=*/false);  // the trainer picks each rank's GPU
         if (c.steps == 0 && c.epochs == 0) throw app::UsageError("give --epochs or --steps");
         if (c.amp != "off" && !device.is_cuda())
           throw app::UsageError("--amp " + c.amp + ": mixed precision needs a CUDA device (this run is on " +

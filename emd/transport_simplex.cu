@@ -350,6 +350,8 @@ std::vector<Result> solve_batch_cuda(const std::vector<Problem>& problems, const
                  (options.gpu_threads >= 32 && options.gpu_threads <= kThreads && options.gpu_threads % 32 == 0),
              "emd", "gpu_threads must be 0 or a multiple of 32 up to ", kThreads, ", got ", options.gpu_threads);
   FGVC_CHECK(cuda_available(), "emd", "the CUDA solver needs a CUDA device: ", cuda_unavailable_reason());
+  FGVC_CHECK(device >= 0 && device < cuda_device_count(), "emd", "no CUDA device ", device, " (there are ",
+             cuda_device_count(), ")");
   if (problems.empty()) return {};
   cuda::DeviceGuard guard(device);
   cudaStream_t stream = cuda::stream(device);

@@ -183,6 +183,27 @@ Choices<Algo> rank_algorithms(const ConvPlan& plan, const char* direction, Rank 
   return c;
 }
 
+// cuDNN's measurement (with set_cudnn_benchmark(true)) or its heuristics. The measurement
+// allocates its own buffers and workspaces with cudaMalloc, beside fgvc's pool, which keeps
+// every freed block: where that fails, the pool's cache goes back to the driver and it
+// measures again, and where it fails still (a batch near the device's memory), the shape
+// takes cuDNN's heuristic ranking instead of failing a step that runs with it.
+template <class Measure, class Heuristic>
+void measured_or_heuristic(Measure measure, Heuristic heuristic) {
+  if (g_benchmark) {
+    cudnnStatus_t status = measure();
+    if (status == CUDNN_STATUS_ALLOC_FAILED) {
+      cuda_empty_cache();
+      status = measure();
+    }
+    if (status != CUDNN_STATUS_ALLOC_FAILED) {
+      FGVC_CUDNN_CHECK(status);
+      return;
+    }
+  }
+  FGVC_CUDNN_CHECK(heuristic());
+}
+
 // The plan of a shape with its algorithms for one direction (`slot`), ranked on the shape's
 // first call by `rank` (heuristic or measured) and `size`, which get the plan's descriptors.
 template <class Algo, class Perf, class Rank, class Size>
@@ -271,8 +292,8 @@ Tensor conv2d_cuda(const Tensor& x_in, const Tensor& w, const Conv2dGeometry& g_
   const auto [plan, choices] = planned<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
       dev, x.shape(), w.shape(), y_shape, g, x.dtype(), &ConvPlan::forward, "forward",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionFwdAlgoPerf_t* perf) {
-        FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, r, perf)
-                                     : cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, r, perf));
+        measured_or_heuristic([&] { return cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, r, perf); },
+                              [&] { return cudnnGetConvolutionForwardAlgorithm_v7(h, d.x, d.w, d.conv, d.y, n, r, perf); });
       },
       [&](const ConvDescriptors& d, cudnnConvolutionFwdAlgo_t a, size_t* bytes) {
         FGVC_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a, bytes));
@@ -298,8 +319,9 @@ Tensor conv2d_backward_input_cuda(const Tensor& grad, const Tensor& w, const Sha
   const auto [plan, choices] = planned<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
       dev, xp_shape, w.shape(), grad.shape(), g, grad.dtype(), &ConvPlan::backward_data, "backward-data",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-        FGVC_CUDNN_CHECK(g_benchmark ? cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, r, perf)
-                                     : cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, r, perf));
+        measured_or_heuristic(
+            [&] { return cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, r, perf); },
+            [&] { return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.y, d.conv, d.x, n, r, perf); });
       },
       [&](const ConvDescriptors& d, cudnnConvolutionBwdDataAlgo_t a, size_t* bytes) {
         FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a, bytes));
@@ -324,9 +346,9 @@ Tensor conv2d_backward_weight_cuda(const Tensor& grad, const Tensor& x_in, const
   const auto [plan, choices] = planned<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
       dev, x.shape(), w_shape, grad.shape(), g, grad.dtype(), &ConvPlan::backward_filter, "backward-filter",
       [&](const ConvDescriptors& d, int n, int* r, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-        FGVC_CUDNN_CHECK(g_benchmark
-                             ? cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, r, perf)
-                             : cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, r, perf));
+        measured_or_heuristic(
+            [&] { return cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, r, perf); },
+            [&] { return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x, d.y, d.conv, d.w, n, r, perf); });
       },
       [&](const ConvDescriptors& d, cudnnConvolutionBwdFilterAlgo_t a, size_t* bytes) {
         FGVC_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, a, bytes));

@@ -36,10 +36,16 @@ BlockPool& pool(int device) {
         [device](size_t bytes) -> void* {
           cuda::DeviceGuard guard(device);
           void* ptr = nullptr;
-          if (cudaMalloc(&ptr, bytes) != cudaSuccess) {
+          const cudaError_t err = cudaMalloc(&ptr, bytes);
+          // Only a lack of memory is "out of memory" (the pool then frees its cache and tries
+          // again). Any other error, e.g. an earlier kernel's illegal address, which every call
+          // after it returns, is that error: reported as one, it is not caught as an OutOfMemory
+          // (convolution falls back to smaller workspaces on those).
+          if (err == cudaErrorMemoryAllocation) {
             cudaGetLastError();
             return nullptr;
           }
+          FGVC_CUDA_CHECK(err);
           return ptr;
         },
         [device](void* ptr, size_t) {

@@ -348,6 +348,22 @@ TEST_F(Apps, GpusWithoutAGpuAreAUsageError) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/run_x"));
 }
 
+// --device cuda:N beyond the machine's devices: one line naming the flag and the devices there
+// are (it was the allocator's "invalid device ordinal" at the first tensor), in every binary.
+TEST_F(Apps, DeviceIndexBeyondTheMachineIsNamed) {
+  FGVC_REQUIRE_CUDA();
+  const std::string beyond = "cuda:" + std::to_string(cuda_device_count());
+  const std::vector<std::string> commands = {"fgvc-model-info --model resnet20",
+                                             "fgvc-similarity --source " + source + " --target " + target,
+                                             "fgvc-train --model resnet20 --data missing/ --out run_x --steps 1"};
+  for (const std::string& name : commands) {
+    const Outcome r = run(name + " --device " + beyond);
+    EXPECT_EQ(r.code, 1) << name << "\n" << r.err;
+    EXPECT_NE(r.err.find(": error: --device " + beyond + ": no such CUDA device (this machine has "), std::string::npos)
+        << r.err;
+  }
+}
+
 TEST_F(Apps, GpusBeyondTheMachineAreAUsageErrorOnTheGpu) {
   FGVC_REQUIRE_CUDA();
   for (const std::string& args : {std::string("fgvc-train --model resnet20 --data missing/ --out run_x --steps 1 --gpus 1000"),
