@@ -60,6 +60,26 @@ void prepare_output_file(const std::string& flag, const std::string& path,
   ::unlink(probe.c_str());
 }
 
+std::vector<std::pair<std::string, std::string>> data_inputs(const std::string& flag, const std::string& path) {
+  std::vector<std::pair<std::string, std::string>> inputs = {{flag, path}};
+  std::error_code ec;
+  if (!path.empty() && std::filesystem::is_regular_file(path, ec) && std::filesystem::path(path).extension() == ".txt")
+    inputs.push_back({flag + " (its class names)", data::list_classes_path(path)});
+  return inputs;
+}
+
+void refuse_data_image(const std::string& flag, const std::string& path, const std::string& data_flag,
+                       const data::Dataset& data) {
+  std::error_code ec;
+  if (path.empty() || !std::filesystem::exists(path, ec)) return;  // a new file replaces nothing
+  // By name first: one stat per image of the same file name, not one per image.
+  const std::filesystem::path name = std::filesystem::path(path).filename();
+  for (const data::Sample& s : data.samples)
+    if (std::filesystem::path(s.path).filename() == name && std::filesystem::equivalent(path, s.path, ec))
+      throw UsageError(flag + " " + path + " is an image of " + data_flag + " " + data.source +
+                       ": the output would replace it; write it elsewhere");
+}
+
 namespace {
 std::string output_path_problem(const std::string& path, bool folder) {
   if (path.empty()) return "an empty path";

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/dataset.h"
 #include "tensor/device.h"
 #include "tensor/error.h"  // fgvc::Error (exit 1), prefix_errors for the files flags name
 
@@ -136,6 +137,13 @@ struct UsageError : std::runtime_error {
 // the `inputs` (flag, path), the same file by any name, is a usage error: it would be replaced.
 void prepare_output_file(const std::string& flag, const std::string& path,
                          const std::vector<std::pair<std::string, std::string>>& inputs = {});
+// A data set's own files as inputs of prepare_output_file: `path` itself, and a list file's
+// class names beside it (data::list_classes_path), which loading read too.
+std::vector<std::pair<std::string, std::string>> data_inputs(const std::string& flag, const std::string& path);
+// An output that is one of the images of `data` (loaded from `flag`), by any name: a usage error,
+// before the work (the output would replace an image the run reads; fgvc-eval scored it).
+void refuse_data_image(const std::string& flag, const std::string& path, const std::string& data_flag,
+                       const data::Dataset& data);
 
 // Path options, checked as they are parsed (a usage error, exit 2): OutputFile is not empty
 // and not an existing folder, OutputFolder not empty and not an existing file; NonEmptyPath

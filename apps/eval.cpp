@@ -129,10 +129,11 @@ int main(int argc, char** argv) {
           members.push_back({net.get(), loaders.back().get()});
           if (!common.json && used_ema) std::printf("%s: the moving average of the weights\n", weights[i].c_str());
         }
-        std::vector<std::pair<std::string, std::string>> inputs = {{"--data", data_path},
-                                                                    {"--train-counts", train_counts_path}};
+        std::vector<std::pair<std::string, std::string>> inputs = app::data_inputs("--data", data_path);
+        for (const auto& input : app::data_inputs("--train-counts", train_counts_path)) inputs.push_back(input);
         for (const std::string& w : weights) inputs.push_back({"--weights", w});
         fgvc::app::prepare_output_file("--per-class", per_class, inputs);
+        app::refuse_data_image("--per-class", per_class, "--data", dataset);
         const train::EvalResult r = train::evaluate(members, device);
         FGVC_CHECK(r.images > 0, "--data", data_path, ": no readable image (", r.skipped, " file(s) skipped)");
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);

@@ -53,7 +53,10 @@ int main(int argc, char** argv) {
         model->eval();
 
         data::Loader loader(prefix_errors("--data", [&] { return data::load_dataset(data_path); }), o);
-        fgvc::app::prepare_output_file("--out", out, {{"--weights", weights}, {"--data", data_path}});
+        std::vector<std::pair<std::string, std::string>> inputs = app::data_inputs("--data", data_path);
+        inputs.push_back({"--weights", weights});
+        fgvc::app::prepare_output_file("--out", out, inputs);
+        app::refuse_data_image("--out", out, "--data", loader.dataset());
         emd::Domain domain = train::class_mean_features(*model, loader, device);
         const int64_t m = static_cast<int64_t>(domain.classes.size()), dim = model->feature_dim();
         const std::vector<double>& counts = domain.counts;

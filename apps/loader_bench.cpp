@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
         Loader loader(fgvc::prefix_errors("--data", [&] { return load_dataset(data); }), o);
         int64_t done = 0;
         Batch first;  // the first batch with an image, for --save-grid (drawn after the timing)
-        fgvc::app::prepare_output_file("--save-grid", grid, {{"--data", data}});
+        fgvc::app::prepare_output_file("--save-grid", grid, fgvc::app::data_inputs("--data", data));
+        fgvc::app::refuse_data_image("--save-grid", grid, "--data", loader.dataset());
         const auto t0 = std::chrono::steady_clock::now();
         for (uint64_t epoch = 0; done < images; ++epoch) {
           loader.start_epoch(epoch);

@@ -632,6 +632,35 @@ TEST_F(Apps, AnOutputThatIsAnInputIsRefused) {
   EXPECT_EQ(read_safetensors(dir + "/w20.safetensors").tensors.count("conv1.weight") +
                 read_safetensors(dir + "/x20.safetensors").tensors.count("input"),
             2u);
+  // One of the data set's images (by another path), or the class names beside a list file that
+  // --data or --train-counts names: refused, the file kept (fgvc-eval replaced an image it was
+  // scoring; a replaced class-names file made the next training run's classes CSV rows).
+  const std::string image = images + "/c1/0.jpg", image_bytes = testing::slurp(image);
+  const std::string names = list.substr(0, list.size() - 4) + ".classes.txt", names_before = testing::slurp(names);
+  const std::string eval = "fgvc-eval --device cpu --model resnet20 --weights " + dir + "/w20.safetensors --input-size 32 ";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {eval + "--data " + images + " --per-class " + images + "/c0/../c1/0.jpg", "is an image of --data " + images},
+      {eval + "--data " + list + " --per-class " + names, "is the file --data (its class names) reads"},
+      {eval + "--data " + images + " --train-counts " + list + " --per-class " + names,
+       "is the file --train-counts (its class names) reads"},
+      {"fgvc-extract --device cpu --model resnet20 --weights " + dir + "/w20.safetensors --input-size 32 --data " + list +
+           " --out " + images + "/c2/0.jpg",
+       "is an image of --data " + list},
+      {"fgvc-loader-bench --data " + images + " --input-size 32 --images 4 --batch-size 2 --save-grid " + images +
+           "/c2/0.png",
+       "is an image of --data " + images}};
+  testing::write_bytes(images + "/c2/0.png", testing::encode_png(testing::test_picture(40, 30)));
+  const std::string png_bytes = testing::slurp(images + "/c2/0.png"), jpeg_bytes = testing::slurp(images + "/c2/0.jpg");
+  for (const auto& [command, says] : refused) {
+    const Outcome r = run(command);
+    EXPECT_EQ(r.code, 2) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find("the output would replace it"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(testing::slurp(image), image_bytes);
+  EXPECT_EQ(testing::slurp(names), names_before);
+  EXPECT_EQ(testing::slurp(images + "/c2/0.png"), png_bytes);
+  EXPECT_EQ(testing::slurp(images + "/c2/0.jpg"), jpeg_bytes);
 }
 
 TEST_F(Apps, InferMatchesTheLibraryForward) {
