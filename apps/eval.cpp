@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
         cli.add_option("--model", models, "model name; one per --weights, or one for all")->required()->check(fgvc::app::ModelName);
         cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required()->check(fgvc::app::NonEmptyPath);
-        cli.add_option("--input-size", size, "input size (default: each model's)")->check(fgvc::app::InputSize);
+        cli.add_option("--input-size", size, "input size (default: the size a checkpoint was trained at, else the model's)")->check(fgvc::app::InputSize);
         cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")
             ->capture_default_str()->check(CLI::IsMember({1, 12}));
         cli.add_option("--train-counts", train_counts_path, "training data, for the head/tail split by class size")->check(fgvc::app::NonEmptyPath);
@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
         std::vector<std::shared_ptr<nn::Classifier>> nets;
         std::vector<std::unique_ptr<data::Loader>> loaders;
         std::vector<train::EnsembleMember> members;
+        std::vector<int> sizes;  // each model's input size
         for (size_t i = 0; i < weights.size(); ++i) {
           const std::string& name = models.size() == 1 ? models[0] : models[i];
           bool used_ema = false;
@@ -117,8 +118,10 @@ int main(int argc, char** argv) {
           net->to(device);
           data::LoaderOptions o;
           o.mode = crops == 12 ? data::Mode::Eval12 : data::Mode::Eval;
-          o.size = size > 0 ? size : nn::default_input_size(name);
+          const int trained_at = size > 0 ? 0 : prefix_errors("--weights", [&] { return train::recorded_input_size(weights[i]); });
+          o.size = size > 0 ? size : (trained_at > 0 ? trained_at : nn::default_input_size(name));
           app::check_input_size(name, o.size);
+          sizes.push_back(o.size);
           o.normalization = nn::is_inception(name) ? data::Normalization::Inception : data::Normalization::ImageNet;
           o.batch_size = batch_size;
           o.workers = workers;
@@ -137,11 +140,13 @@ int main(int argc, char** argv) {
         const train::EvalResult r = train::evaluate(members, device);
         FGVC_CHECK(r.images > 0, "--data", data_path, ": no readable image (", r.skipped, " file(s) skipped)");
         if (!per_class.empty()) train::write_per_class_csv(per_class, r, dataset.classes, train_counts);
+        const bool one_size = std::count(sizes.begin(), sizes.end(), sizes[0]) == static_cast<std::ptrdiff_t>(sizes.size());
         nlohmann::json out = {{"images", r.images},
                               {"skipped", r.skipped},
                               {"nonfinite", r.nonfinite},
                               {"models", weights.size()},
                               {"crops", crops},
+                              {"input_size", one_size ? nlohmann::json(sizes[0]) : nlohmann::json(sizes)},
                               {"top1", r.top1_accuracy()},
                               {"top5", r.top5_accuracy()},
                               {"top1_error", 1 - r.top1_accuracy()},
@@ -149,8 +154,10 @@ int main(int argc, char** argv) {
                               {"loss", r.loss}};
         if (r.nonfinite) warn("%lld image(s) got NaN or infinite scores (counted as wrong)", (long long)r.nonfinite);
         if (!common.json) {
-          std::printf("%lld images (%lld unreadable, skipped), %zu model(s), %d crop(s)\n", (long long)r.images,
-                      (long long)r.skipped, weights.size(), crops);
+          std::string at;  // the input size, or each model's
+          for (size_t i = 0; i < (one_size ? 1 : sizes.size()); ++i) at += (i ? "/" : "") + std::to_string(sizes[i]);
+          std::printf("%lld images (%lld unreadable, skipped), %zu model(s), %d crop(s) at %s px\n", (long long)r.images,
+                      (long long)r.skipped, weights.size(), crops, at.c_str());
           std::printf("%-8s %8s %8s %8s %8s %9s %9s\n", "", "classes", "images", "top-1", "top-5", "top-1 err",
                       "top-5 err");
           std::printf("%-8s %8lld %8lld %7.2f%% %7.2f%% %8.2f%% %8.2f%%\n", "all", (long long)K, (long long)r.images,

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
         cli.add_option("--weights", weights, "weights (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--data", data_path, "ImageFolder, .txt list or .json (COCO)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--out", out, "domain file to write (.safetensors)")->required()->check(fgvc::app::OutputFile);
-        cli.add_option("--input-size", size, "input size (default 299; 32 for resnet20/32/56)")
+        cli.add_option("--input-size", size, "input size (default: the size a checkpoint was trained at, else 299; 32 for resnet20/32/56)")
             ->check(fgvc::app::InputSize);
         cli.add_option("--batch-size", o.batch_size, "batch size (default 32)")->check(fgvc::app::BatchSize);
         cli.add_option("--workers", o.workers, "loader threads (default 1)")->check(fgvc::app::Threads);
@@ -32,11 +32,12 @@ int main(int argc, char** argv) {
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;
         const Device device = common.resolved_device();
-        o.size = size > 0 ? size : nn::default_input_size(model_name);
-        app::check_input_size(model_name, o.size);
-        o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
         app::check_model_name(model_name);
         prefix_errors("--weights", [&] { train::check_recorded_model(weights, model_name); });
+        const int trained_at = size > 0 ? 0 : prefix_errors("--weights", [&] { return train::recorded_input_size(weights); });
+        o.size = size > 0 ? size : (trained_at > 0 ? trained_at : nn::default_input_size(model_name));
+        app::check_input_size(model_name, o.size);
+        o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
         const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
         // The features come before the classifier, so a backbone (timm's num_classes=0) will
         // do: its model gets a classifier of one class that never runs.
@@ -71,9 +72,9 @@ int main(int argc, char** argv) {
         domain.name = out;
         emd::save_domain(out, domain, model_name, "global average pool (penultimate)");
         if (!common.json)
-          std::printf("%lld images of %lld classes -> %s (%lld-d means; %lld unreadable file(s) skipped)\n",
-                      (long long)images, (long long)m, out.c_str(), (long long)dim, (long long)loader.skipped());
+          std::printf("%lld images of %lld classes at %d px -> %s (%lld-d means; %lld unreadable file(s) skipped)\n",
+                      (long long)images, (long long)m, o.size, out.c_str(), (long long)dim, (long long)loader.skipped());
         return nlohmann::json{{"classes", m}, {"images", images}, {"dim", dim}, {"skipped", loader.skipped()},
-                              {"out", out}};
+                              {"out", out}, {"input_size", o.size}};
       });
 }

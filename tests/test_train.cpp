@@ -1646,6 +1646,48 @@ TEST(TrainApps, SigtermCheckpointsAndSaysHowToResume) {
       << text.out;
 }
 
+// fgvc-eval and fgvc-extract take the size a checkpoint was trained at (its settings record
+// it) unless --input-size says otherwise; a file without it, the model's default. Both say
+// which size they used.
+TEST(TrainApps, EvaluationDefaultsToTheTrainingSize) {
+  Folders f;
+  const std::string run = f.dir + "/at40";
+  fs::remove_all(run);
+  testing::Outcome r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + run +
+                                            " --steps 2 --batch-size 8 --input-size 40 --no-plots",
+                                        f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string eval = "fgvc-eval --device cpu --model resnet20 --data " + f.val + " --json --weights ";
+  const auto scored = [&](const std::string& args) {
+    const testing::Outcome e = testing::run_app(eval + args, f.dir);
+    EXPECT_EQ(e.code, 0) << args << "\n" << e.err;
+    return testing::last_json_line(e.out);
+  };
+  const nlohmann::json by_default = scored(run + "/last.safetensors");
+  EXPECT_EQ(by_default.at("input_size"), 40);
+  const nlohmann::json at40 = scored(run + "/last.safetensors --input-size 40");
+  EXPECT_DOUBLE_EQ(by_default.at("loss").get<double>(), at40.at("loss").get<double>());
+  const nlohmann::json at32 = scored(run + "/last.safetensors --input-size 32");
+  EXPECT_EQ(at32.at("input_size"), 32);
+  EXPECT_NE(at32.at("loss").get<double>(), at40.at("loss").get<double>());
+  // Weights alone (as timm's): the model's default, 32; an ensemble of both: each its own.
+  manual_seed(4);
+  write_safetensors(f.dir + "/plain.safetensors", nn::create_model("resnet20", 5)->state_dict());
+  EXPECT_EQ(scored(f.dir + "/plain.safetensors").at("input_size"), 32);
+  EXPECT_EQ(scored(f.dir + "/plain.safetensors --weights " + run + "/last.safetensors").at("input_size"),
+            nlohmann::json({32, 40}));
+  const testing::Outcome text = testing::run_app(
+      "fgvc-eval --device cpu --model resnet20 --data " + f.val + " --weights " + run + "/last.safetensors", f.dir);
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find(" model(s), 1 crop(s) at 40 px\n"), std::string::npos) << text.out;
+  const testing::Outcome x = testing::run_app("fgvc-extract --device cpu --model resnet20 --weights " + run +
+                                                  "/last.safetensors --data " + f.val + " --out " + f.dir +
+                                                  "/at40.safetensors --json",
+                                              f.dir);
+  ASSERT_EQ(x.code, 0) << x.err;
+  EXPECT_EQ(testing::last_json_line(x.out).at("input_size"), 40);
+}
+
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
   Folders f;
   const std::string run = f.dir + "/cli";

@@ -71,6 +71,15 @@ void check_recorded_model(const std::string& path, const std::string& model) {
   FGVC_CHECK(recorded == model, path, "a checkpoint of ", recorded, ", not of ", model, " (give --model ", recorded, ")");
 }
 
+int recorded_input_size(const std::string& path) {
+  const std::string settings = checkpoint_settings(path);
+  if (settings.empty()) return 0;
+  const json s = json::parse(settings, nullptr, /*allow_exceptions=*/false);
+  if (!s.is_object() || !s.contains("input_size") || !s.at("input_size").is_number_integer()) return 0;
+  const int64_t size = s.at("input_size").get<int64_t>();
+  return size > 0 && size <= 100000 ? static_cast<int>(size) : 0;
+}
+
 std::string checkpoint_settings(const std::string& path) {
   const SafetensorsHeader header = read_safetensors_header(path);
   const auto it = header.metadata.find("settings");

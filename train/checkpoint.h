@@ -80,6 +80,9 @@ std::vector<std::string> recorded_classes(const std::string& path);
 // model), naming both, before its tensors' names are compared one by one; a file that records
 // no model (timm's or torchvision's) passes.
 void check_recorded_model(const std::string& path, const std::string& model);
+// The input size an fgvc-train checkpoint's run trained at (its "settings" record it), which
+// fgvc-eval and fgvc-extract take by default; 0 for a file that records none.
+int recorded_input_size(const std::string& path);
 
 }  // namespace train
 }  // namespace fgvc
