@@ -200,6 +200,13 @@ int run(const std::string& name, const std::string& description, int argc, char*
     error_line(e.what());
     return 2;
   } catch (const CLI::ParseError& e) {
+    // CLI11's "--device: At Most 1 required but received 2": an option given twice.
+    const std::string what = e.what(), twice = ": At Most 1 required but received ";
+    const size_t at = what.find(twice);
+    if (at != std::string::npos && what.compare(0, 2, "--") == 0) {
+      error_line(what.substr(0, at) + " is given " + what.substr(at + twice.size()) + " times; give it once");
+      return 2;
+    }
     error_line(e.what());
     return 2;
   } catch (const std::exception& e) {  // a validator or conversion that threw: still a usage error

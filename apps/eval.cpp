@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
   return fgvc::app::run(
       "fgvc-eval", "Top-1/top-5 accuracy of a model or an ensemble, with the head/tail split", argc, argv,
       [&](CLI::App& cli) {
-        cli.add_option("--model", models, "model name; one per --weights, or one for all")->required()->check(fgvc::app::ModelName);
-        cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--model", models, "model name; one per --weights, or one for all")->required()->allow_extra_args(false)->check(fgvc::app::ModelName);
+        cli.add_option("--weights", weights, "weights or checkpoint (.safetensors); several: an ensemble")->required()->allow_extra_args(false)->check(fgvc::app::NonEmptyPath);
         cli.add_option("--data", data_path, "validation data: ImageFolder, .txt list or .json")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--input-size", size, "input size (default: the size a checkpoint was trained at, else the model's)")->check(fgvc::app::InputSize);
         cli.add_option("--crops", crops, "1 (central crop) or 12 (full + 5 crops, each flipped)")

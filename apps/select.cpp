@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       "fgvc-select", "Select the source classes most similar to the target domain(s)", argc, argv,
       [&](CLI::App& cli) {
         cli.add_option("--source", source, "source domain (.safetensors)")->required()->check(fgvc::app::NonEmptyPath);
-        cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required()->check(fgvc::app::NonEmptyPath);
+        cli.add_option("--target", targets, "target domain(s) (.safetensors); repeat for several")->required()->allow_extra_args(false)->check(fgvc::app::NonEmptyPath);
         cli.add_option("--top-k", top_k, "classes selected per target")->check(fgvc::app::CountOrZero);
         per_target_option = cli.add_option("--per-target-k", per_target_text,
                        "k for each target, in --target order (K1,K2,...); overrides --top-k");

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
         cli.add_option("--source", source, "source domain (.safetensors: features, counts)")->required()->check(fgvc::app::NonEmptyPath);
         cli.add_option("--target", targets, "target domain (.safetensors: features, counts); repeat for several")
             ->required()
+            ->allow_extra_args(false)  // one file each time: a stray argument is not a target
             ->check(fgvc::app::NonEmptyPath);
         cli.add_option("--gamma", gamma, "similarity scale (default 0.01)")->check(fgvc::app::Positive);
         cli.add_option("--pricing", pricing,

@@ -332,6 +332,15 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   const Outcome stray = run("fgvc-model-info --model resnet20 extra");
   EXPECT_EQ(stray.code, 2);
   EXPECT_EQ(stray.err, "fgvc-model-info: error: unexpected argument 'extra' (fgvc-model-info takes options only; see --help)\n");
+  // An option that may be repeated takes one value each time: a stray word after it is not a
+  // second target (it was read as one, and failed as a file, exit 1).
+  const Outcome extra_target = run("fgvc-similarity --device cpu --source " + source + " --target " + target + " extra");
+  EXPECT_EQ(extra_target.code, 2);
+  EXPECT_EQ(extra_target.err,
+            "fgvc-similarity: error: unexpected argument 'extra' (fgvc-similarity takes options only; see --help)\n");
+  const Outcome twice = run("fgvc-model-info --model resnet20 --device cpu --device cuda");
+  EXPECT_EQ(twice.code, 2);
+  EXPECT_EQ(twice.err, "fgvc-model-info: error: --device is given 2 times; give it once\n");
 }
 
 // fgvc-train --gpus N starts N processes, one per GPU: more than the machine has, or one GPU
