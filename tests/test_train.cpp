@@ -1926,6 +1926,22 @@ TEST(TrainApps, WeightsFilesOfTheWrongKindAreNamedWithTheirFlag) {
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err.rfind("fgvc-eval: error: --weights: " + domain + ": holds no model weights (its tensors: ", 0), 0u)
       << r.err;
+  // fgvc-infer's own input file given as weights, and a domain file to fgvc-extract: the same
+  // (fgvc-infer said "no classifier weight [K, D]", as if it were a backbone).
+  const std::string input = f.dir + "/input.safetensors";
+  write_safetensors(input, {{"input", testing::randn_t({1, 3, 32, 32}, 2)}});
+  r = testing::run_app("fgvc-infer --device cpu --model resnet20 --weights " + input + " --input " + input + " --output " +
+                           f.dir + "/y.safetensors",
+                       f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "fgvc-infer: error: --weights: " + input +
+                       ": holds no model weights (its tensors: input); give a weights file or an fgvc-train checkpoint\n");
+  r = testing::run_app("fgvc-extract --device cpu --model resnet20 --weights " + domain + " --data " + f.val + " --out " +
+                           f.dir + "/d2.safetensors",
+                       f.dir);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("fgvc-extract: error: --weights: " + domain + ": holds no model weights (its tensors: ", 0), 0u)
+      << r.err;
   for (const std::string& init : {domain, f.dir + "/missing.safetensors"}) {
     r = testing::run_app("fgvc-train --device cpu --model resnet20 --data " + f.train + " --out " + f.dir +
                              "/w --steps 1 --init " + init,

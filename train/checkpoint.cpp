@@ -46,10 +46,10 @@ std::vector<std::string> classes_of(const std::map<std::string, std::string>& me
 }
 }  // namespace
 
-std::vector<std::string> recorded_classes(const std::string& path) {
-  const SafetensorsHeader header = read_safetensors_header(path);  // the data stays unread
-  // Every model has weights named "<layer>.weight"; a file without one (a domain file of
-  // fgvc-extract, with its own "classes") is not weights, whatever classes it names.
+namespace {
+// Every model has weights named "<layer>.weight"; a file without one (a domain file of
+// fgvc-extract, with its own "classes"; fgvc-infer's input) is not weights.
+void check_holds_weights(const SafetensorsHeader& header, const std::string& path) {
   bool has_weight = false;
   std::string names;
   for (const SafetensorsEntry& e : header.entries) {
@@ -58,11 +58,18 @@ std::vector<std::string> recorded_classes(const std::string& path) {
   }
   FGVC_CHECK(has_weight, path, "holds no model weights (its tensors: ", names.empty() ? "none" : names,
              "); give a weights file or an fgvc-train checkpoint");
+}
+}  // namespace
+
+std::vector<std::string> recorded_classes(const std::string& path) {
+  const SafetensorsHeader header = read_safetensors_header(path);  // the data stays unread
+  check_holds_weights(header, path);  // whatever classes it names
   return classes_of(header.metadata, path);
 }
 
 void check_recorded_model(const std::string& path, const std::string& model) {
   const SafetensorsHeader header = read_safetensors_header(path);
+  check_holds_weights(header, path);
   const auto it = header.metadata.find("position");
   if (it == header.metadata.end()) return;
   const json position = json::parse(it->second, nullptr, /*allow_exceptions=*/false);

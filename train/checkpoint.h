@@ -78,7 +78,7 @@ std::string checkpoint_settings(const std::string& path);
 std::vector<std::string> recorded_classes(const std::string& path);
 // Refuses an fgvc-train checkpoint of another model than `model` (its "position" records the
 // model), naming both, before its tensors' names are compared one by one; a file that records
-// no model (timm's or torchvision's) passes.
+// no model (timm's or torchvision's) passes, one without weights at all does not.
 void check_recorded_model(const std::string& path, const std::string& model);
 // The input size an fgvc-train checkpoint's run trained at (its "settings" record it), which
 // fgvc-eval and fgvc-extract take by default; 0 for a file that records none.
