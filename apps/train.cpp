@@ -261,6 +261,11 @@ int main(int argc, char** argv) {
         if (s.stopped_by) common.exit_code = 1;
         if (s.rank != 0) std::exit(common.exit_code);  // data-parallel: rank 0 reports for the run
         const bool nothing_to_do = s.resumed && s.images == 0 && !s.stopped_by;  // --resume of a run already at its total
+        const auto four = [](double v) {
+          char text[32];
+          std::snprintf(text, sizeof text, "%.4f", v);
+          return std::string(text);
+        };
         if (s.stopped_by)
           std::fprintf(stderr,
                        "fgvc-train: error: stopped by %s after step %lld of the run; %s/last.safetensors holds it: the "
@@ -270,12 +275,13 @@ int main(int argc, char** argv) {
           std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
                       (long long)s.steps);
         else if (!common.json)
-          // "trained: 8 steps ..." or "resumed at step 4: 2 steps to step 6 ...".
-          std::printf("%s: %lld steps%s (%.1f img/s), loss %.4f -> %.4f%s; %lld unreadable file(s) skipped%s; run in %s\n",
+          // "trained: 8 steps ..." or "resumed at step 4: 2 steps to step 6 ..."; of one logged
+          // line (a resumed part shorter than --log-every) its loss alone, not "1.347 -> 1.347".
+          std::printf("%s: %lld steps%s (%.1f img/s), loss %s%s; %lld unreadable file(s) skipped%s; run in %s\n",
                       s.resumed ? ("resumed at step " + std::to_string(s.steps - s.steps_run)).c_str() : "trained",
                       (long long)s.steps_run, s.resumed ? (" to step " + std::to_string(s.steps)).c_str() : "",
-                      s.images_per_sec, s.first_loss,
-                      s.last_loss,
+                      s.images_per_sec,
+                      (s.loss_lines > 1 ? four(s.first_loss) + " -> " + four(s.last_loss) : four(s.last_loss)).c_str(),
                       s.best_top1 >= 0 ? (", best val top-1 " + percent(s.best_top1)).c_str() : "",
                       (long long)s.skipped,
                       s.val_skipped ? (" (and " + std::to_string(s.val_skipped) + " in --val)").c_str() : "",

@@ -1644,6 +1644,8 @@ TEST(TrainApps, SigtermCheckpointsAndSaysHowToResume) {
                            0),
             0u)
       << text.out;
+  // Its 3 steps log one line (--log-every 20): its loss alone, not "first -> last" of one line.
+  EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(img/s\), loss [0-9]+\.[0-9]{4}; )"))) << text.out;
 }
 
 // fgvc-eval and fgvc-extract take the size a checkpoint was trained at (its settings record

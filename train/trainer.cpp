@@ -925,6 +925,7 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
           if (scaler) line["loss_scale"] = scaler->scale_value(), line["skipped_steps"] = scaler->skipped_steps();
           metrics.write(line);
           if (logged_windows++ == 0) summary.first_loss = loss_shown;
+          summary.loss_lines = logged_windows;
           summary.last_loss = loss_shown;
           // A line at the end of a run between two intervals leaves the window open, so the
           // next interval's line covers the same steps whether or not the run was resumed.

@@ -72,6 +72,7 @@ struct TrainSummary {
   int64_t steps = 0, epochs_done = 0, steps_run = 0, images = 0, skipped = 0;
   int64_t val_skipped = 0;  // unreadable --val files (its last evaluation's count)
   double first_loss = 0, last_loss = 0;  // mean training loss of the first and the last logged window
+  int64_t loss_lines = 0;                 // step lines this call logged (1: first_loss is last_loss)
   double best_top1 = -1;
   double seconds = 0, images_per_sec = 0;
   bool resumed = false;
