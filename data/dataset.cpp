@@ -116,9 +116,13 @@ Dataset load_image_folder(const std::string& root) {
   Dataset d;
   d.source = root;
   std::vector<fs::path> class_dirs;
+  std::vector<std::string> loose;  // images beside the class folders: in no class
   for (const auto& e : fs::directory_iterator(root, ec)) {
     std::error_code status_ec;  // a link that loops is no class folder (nor an error)
-    if (!e.is_directory(status_ec)) continue;
+    if (!e.is_directory(status_ec)) {
+      if (image_extension(e.path())) loose.push_back(e.path().filename().string());
+      continue;
+    }
     // A hidden folder (.ipynb_checkpoints, .git) is no class: taken as one it would be class 0
     // and shift every label. Said, since torchvision's ImageFolder does take it.
     if (hidden(e.path())) {
@@ -130,6 +134,11 @@ Dataset load_image_folder(const std::string& root) {
   }
   FGVC_CHECK(!ec, "dataset", root, ": ", ec.message());
   std::sort(class_dirs.begin(), class_dirs.end());
+  if (!loose.empty()) {  // said, not dropped unseen (SPEC.md section 5)
+    std::sort(loose.begin(), loose.end());
+    warn("%s: %zu image(s) beside the class folders belong to no class, skipped ('%s'%s)", root.c_str(), loose.size(),
+         loose[0].c_str(), loose.size() > 1 ? ", ..." : "");
+  }
   FGVC_CHECK(!class_dirs.empty(), "dataset", root,
              ": no class folders (an ImageFolder has one sub-folder of images per class)");
   for (const fs::path& dir : class_dirs) {

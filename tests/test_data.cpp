@@ -891,6 +891,10 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     const std::vector<uint8_t> jpeg = encode_jpeg(test_picture(8, 8), JpegKind::Baseline);
     testing::write_bytes(h + "/.ipynb_checkpoints/a.jpg", jpeg);
     testing::write_bytes(h + "/class_1/.ipynb_checkpoints/0-checkpoint.jpg", jpeg);
+    // Images beside the class folders are in no class: said once, with the first by name.
+    testing::write_bytes(h + "/zz.jpg", jpeg);
+    testing::write_bytes(h + "/stray.png", jpeg);
+    testing::write_bytes(h + "/README.txt", std::vector<uint8_t>{'h', 'i'});
     ::testing::internal::CaptureStderr();
     const Dataset hd = load_dataset(h);
     const std::string err = ::testing::internal::GetCapturedStderr();
@@ -900,6 +904,10 @@ TEST(Datasets, ImageFolderListAndCocoJson) {
     EXPECT_EQ(hd.samples[2].label, 1);
     EXPECT_NE(err.find("hidden folder '.ipynb_checkpoints' is not a class, skipped"), std::string::npos) << err;
     EXPECT_NE(err.find("class_1/.ipynb_checkpoints: hidden folder skipped"), std::string::npos) << err;
+    EXPECT_NE(err.find(h + ": 2 image(s) beside the class folders belong to no class, skipped ('stray.png', ...)"),
+              std::string::npos)
+        << err;
+    EXPECT_EQ(err.find("README"), std::string::npos) << err;
   }
   // Links that loop: a file link to itself is a sample (unreadable, counted when decoded); a
   // folder link back up the tree, a second link to one folder and a looping link among the
