@@ -3,10 +3,13 @@
 //   fgvc-subset --data train/ --max-per-class 30 --out subset.txt [--seed 0]
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "apps/app.h"
 #include "data/dataset.h"
+#include "data/decode.h"
 #include "data/subset.h"
+#include "tensor/warning.h"
 
 int main(int argc, char** argv) {
   std::string data, out;
@@ -38,7 +41,29 @@ int main(int argc, char** argv) {
         using namespace fgvc::data;
         (void)common.resolved_device(/*make_current=*/false);  // validates --device, as every binary does (nothing here runs on it)
         const Dataset full = fgvc::prefix_errors("--data", [&] { return load_dataset(data); });
-        const Dataset sub = balanced_subset(full, max_per_class, seed);
+        // A drawn file that is empty, missing or not an image by its first bytes is passed over,
+        // named, and another of its class drawn: stage 2 gets N images it can read where the
+        // class has them. (Only the first bytes are read: a file corrupt further in is found
+        // when the trainer decodes it, skipped and counted there.)
+        int64_t passed_over = 0;
+        const auto usable = [&](const Sample& s) {
+          std::ifstream f(s.path, std::ios::binary);
+          uint8_t head[16] = {};
+          f.read(reinterpret_cast<char*>(head), sizeof head);
+          const auto n = static_cast<size_t>(f.gcount());
+          const char* other = n ? unsupported_image_format(head, n) : nullptr;
+          const std::string why = !f.is_open() && n == 0 ? "cannot be opened"
+                                  : n == 0                ? "is empty"
+                                  : other                 ? std::string("is ") + other + ", which fgvc does not decode"
+                                  : detect_format(head, n) == ImageFormat::Unknown ? "is not an image"
+                                                                                   : "";
+          if (why.empty()) return true;
+          fgvc::warn("%s %s: passed over, another image of class '%s' drawn", s.path.c_str(), why.c_str(),
+                     full.classes[static_cast<size_t>(s.label)].c_str());
+          ++passed_over;
+          return false;
+        };
+        const Dataset sub = balanced_subset(full, max_per_class, seed, usable);
         fgvc::app::prepare_output_file("--out", out, {{"--data", data}, {"--data", list_classes_path(data)}});
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
@@ -59,11 +84,12 @@ int main(int argc, char** argv) {
           std::printf("wrote %s (%zu classes: %lld head, with at least %lld images, and %lld tail)\n", out.c_str(),
                       full.classes.size(), (long long)before.head_classes, (long long)threshold,
                       (long long)before.tail_classes);
+          if (passed_over) std::printf("%lld unreadable file(s) passed over\n", (long long)passed_over);
         }
         return nlohmann::json{{"images", sub.samples.size()}, {"images_full", full.samples.size()},
                               {"classes", full.classes.size()}, {"max_per_class", max_per_class},
                               {"imbalance_full", before.imbalance}, {"imbalance", after.imbalance},
-                              {"counts", after.counts}, {"out", out},
+                              {"counts", after.counts}, {"out", out}, {"passed_over", passed_over},
                               {"head_threshold", threshold}, {"head_classes", before.head_classes},
                               {"tail_classes", before.tail_classes}, {"head_images_full", before.head_images},
                               {"tail_images_full", before.tail_images}, {"head_images", head_kept},

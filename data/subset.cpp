@@ -46,18 +46,22 @@ std::vector<int64_t> shuffled_order(int64_t n, uint64_t seed, uint64_t epoch) {
   return order;
 }
 
-Dataset balanced_subset(const Dataset& d, int64_t max_per_class, uint64_t seed) {
+Dataset balanced_subset(const Dataset& d, int64_t max_per_class, uint64_t seed,
+                        const std::function<bool(const Sample&)>& usable) {
   FGVC_CHECK(max_per_class > 0, "balanced_subset", "max_per_class must be positive, got ", max_per_class);
   std::vector<std::vector<int64_t>> by_class(d.classes.size());
   for (size_t i = 0; i < d.samples.size(); ++i) by_class[d.samples[i].label].push_back(static_cast<int64_t>(i));
   std::vector<char> keep(d.samples.size(), 0);
   for (size_t c = 0; c < by_class.size(); ++c) {
     std::vector<int64_t>& idx = by_class[c];
-    // A seeded partial Fisher-Yates: the first max_per_class of a random permutation.
+    // A seeded partial Fisher-Yates: the first max_per_class (usable) of a random permutation.
     RandomStream rng(seed ^ kSubsetKey, static_cast<uint64_t>(c) << 32);
-    const int64_t k = std::min<int64_t>(max_per_class, static_cast<int64_t>(idx.size()));
-    for (int64_t i = 0; i < k; ++i) std::swap(idx[i], idx[i + rng.below(static_cast<int64_t>(idx.size()) - i)]);
-    for (int64_t i = 0; i < k; ++i) keep[idx[i]] = 1;
+    const int64_t n = static_cast<int64_t>(idx.size());
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n && kept < max_per_class; ++i) {
+      std::swap(idx[i], idx[i + rng.below(n - i)]);
+      if (!usable || usable(d.samples[idx[i]])) keep[idx[i]] = 1, ++kept;
+    }
   }
   Dataset out;
   out.classes = d.classes;

@@ -2,6 +2,7 @@
 // second training stage (Cui et al. 2018, section 3.2: fine-tune on a more balanced subset).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "data/dataset.h"
@@ -20,8 +21,11 @@ LongTailStats long_tail_stats(const Dataset& d, int64_t head_threshold = 100);
 std::vector<bool> head_classes(const std::vector<int64_t>& counts, int64_t threshold);
 
 // At most max_per_class images of each class (all of a class with fewer), chosen uniformly
-// at random with `seed`; the kept samples stay in their original order.
-Dataset balanced_subset(const Dataset& d, int64_t max_per_class, uint64_t seed);
+// at random with `seed`; the kept samples stay in their original order. With `usable`, a drawn
+// sample it refuses is passed over and the next drawn in its place (the same draws as without
+// it while every sample is usable).
+Dataset balanced_subset(const Dataset& d, int64_t max_per_class, uint64_t seed,
+                        const std::function<bool(const Sample&)>& usable = {});
 
 // An epoch order of `n` sample indices in which every class is equally likely: a class
 // uniformly at random, then one of its images uniformly at random.

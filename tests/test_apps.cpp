@@ -501,6 +501,17 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   std::filesystem::remove_all(dir + "/new_folder");
   ASSERT_EQ(run("fgvc-subset --data " + images + " --max-per-class 2 --out " + nested).code, 0);
   EXPECT_EQ(data::load_dataset(nested).samples.size(), 5u);
+  // Files that are empty or not images by their first bytes are passed over, each named, and
+  // another of the class drawn (c0: 6 images and broken.jpg; c1: 3 and an empty file).
+  testing::write_bytes(images + "/c1/empty.jpg", {});
+  const Outcome all = run("fgvc-subset --data " + images + " --max-per-class 7 --out " + dir + "/readable.txt --json");
+  ASSERT_EQ(all.code, 0) << all.err;
+  EXPECT_EQ(last_json_line(all.out).at("counts"), nlohmann::json({6, 3, 1}));
+  EXPECT_EQ(last_json_line(all.out).at("passed_over"), 2);
+  EXPECT_NE(all.err.find(images + "/c0/broken.jpg is not an image: passed over, another image of class 'c0' drawn"),
+            std::string::npos)
+      << all.err;
+  EXPECT_NE(all.err.find(images + "/c1/empty.jpg is empty: passed over"), std::string::npos) << all.err;
 }
 
 TEST_F(Apps, LoaderBenchCountsSkippedFilesAndSavesAGrid) {

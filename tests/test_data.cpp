@@ -1175,6 +1175,15 @@ TEST(Subsets, AtMostNPerClassSeededAndStatistics) {
   for (const auto& x : s.samples) a.insert(x.path);
   for (const auto& x : balanced_subset(d, 3, 42).samples) b.insert(x.path);
   EXPECT_EQ(a, b);  // same seed, same subset
+  // A `usable` test that takes every sample draws the same subset; one that refuses a sample
+  // has another of its class drawn in its place, and a class with too few usable keeps those.
+  std::vector<std::string> all_usable, without;
+  for (const auto& x : balanced_subset(d, 3, 42, [](const Sample&) { return true; }).samples) all_usable.push_back(x.path);
+  EXPECT_EQ(std::set<std::string>(all_usable.begin(), all_usable.end()), a);
+  const std::string refused = s.samples.front().path;  // drawn for class 0
+  const Dataset other = balanced_subset(d, 3, 42, [&](const Sample& x) { return x.path != refused && x.label != 1; });
+  EXPECT_EQ(other.counts(), (std::vector<int64_t>{3, 0, 3, 0}));
+  for (const auto& x : other.samples) EXPECT_NE(x.path, refused);
   bool differs = false;
   for (uint64_t seed = 1; seed < 20 && !differs; ++seed) {
     std::set<std::string> c;
