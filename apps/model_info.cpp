@@ -117,23 +117,29 @@ int main(int argc, char** argv) {
         cli.add_option("--num-classes", num_classes, "classes of the classifier (default 1000)")->check(fgvc::app::ClassCount);
         cli.add_option("--input-size", size, "input size S for S x S images (default 299; 32 for resnet20/32/56)")->check(fgvc::app::InputSize);
         cli.add_flag("--layers", layers, "print the per-layer table");
-        cli.add_flag("--time", time, "measure each layer's forward and backward time (a training step; Inception-v4/-ResNet-v2 without the "
+        CLI::Option* time_flag = cli.add_flag("--time", time, "measure each layer's forward and backward time (a training step; Inception-v4/-ResNet-v2 without the "
                      "auxiliary classifier fgvc-train adds)");
-        cli.add_option("--batch-size", batch, "batch for --time (default 2: batch norm in a training step needs two values per channel)")->check(fgvc::app::BatchSize);
+        cli.add_option("--batch-size", batch, "batch for --time (default 2: batch norm in a training step needs two values per channel)")->check(fgvc::app::BatchSize)
+            ->needs(time_flag);
         cli.add_option("--optimizer", optimizer,
                        "with --time: a whole training step (label-smoothed cross-entropy, aux loss, backward, "
                        "this optimizer's update) instead of forward + backward of sum(logits)")
-            ->check(CLI::IsMember({"none", "rmsprop", "sgd"}));
+            ->check(CLI::IsMember({"none", "rmsprop", "sgd"}))
+            ->needs(time_flag);
         cli.add_flag("--whole-model", whole_model,
                      "with --time: time the whole model only, without the per-layer synchronisation (the "
-                     "figure to compare on a GPU)");
+                     "figure to compare on a GPU)")
+            ->needs(time_flag);
         cli.add_option("--amp", amp, "with --time on CUDA: mixed precision, 16-bit convolutions and activations (bf16 or fp16; default off)")
-            ->check(CLI::IsMember({"off", "bf16", "fp16"}));
+            ->check(CLI::IsMember({"off", "bf16", "fp16"}))
+            ->needs(time_flag);
         cli.add_flag("--cudnn-benchmark", cudnn_benchmark,
                      "with --time on CUDA: cuDNN times every convolution algorithm in the warm-up and keeps the "
-                     "fastest (PyTorch's cudnn.benchmark)");
+                     "fastest (PyTorch's cudnn.benchmark)")
+            ->needs(time_flag);
         cli.add_option("--repeats", repeats, "timed passes for --time, after one warm-up (default 3)")
-            ->check(fgvc::app::Repeats);
+            ->check(fgvc::app::Repeats)
+            ->needs(time_flag);
       },
       [&](const fgvc::app::Common& common) {
         using namespace fgvc;

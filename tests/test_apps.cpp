@@ -326,6 +326,13 @@ TEST_F(Apps, MisspeltOptionIsNamedBeforeAMissingRequiredOne) {
   EXPECT_EQ(one.code, 2);
   EXPECT_EQ(one.err.rfind("fgvc-model-info: error: --batch-size 1: a training step of resnet50 at 32 px needs 2 or more", 0), 0u)
       << one.err;
+  // Timing options without --time did nothing, silently: named.
+  for (const char* option : {"--batch-size 4", "--optimizer sgd", "--whole-model", "--repeats 2"}) {
+    const Outcome untimed = run(std::string("fgvc-model-info --device cpu --model resnet20 ") + option);
+    EXPECT_EQ(untimed.code, 2) << option;
+    EXPECT_EQ(untimed.err, "fgvc-model-info: error: " + std::string(option).substr(0, std::string(option).find(' ')) +
+                               " requires --time\n");
+  }
   const Outcome demo = run("fgvc-demo --bogus-flag=1");
   EXPECT_EQ(demo.code, 2);
   EXPECT_EQ(demo.err, "fgvc-demo: error: unknown option --bogus-flag\n");
