@@ -26,6 +26,7 @@
 #include "emd/domain.h"
 #include "nn/models/registry.h"
 #include "tensor/atomic_file.h"
+#include "tensor/warning.h"
 #include "train/evaluate.h"
 #include "train/features.h"
 #include "train/plots.h"
@@ -242,6 +243,16 @@ int main(int argc, char** argv) {
             write_folder(train_dir, data::read_idx_images(train_images), data::read_idx_labels(train_labels), want);
         write_folder(test_dir, data::read_idx_images(test_images), data::read_idx_labels(test_labels),
                      std::vector<int64_t>(10, o.test_per_class));
+        // A --data-dir with fewer images of a class than the long tail asks for: said, since
+        // the imbalance printed below is then not --imbalance's.
+        int short_classes = 0, first_short = -1;
+        for (int k = 0; k < 10; ++k)
+          if (counts[k] < want[k]) short_classes++, first_short = first_short < 0 ? k : first_short;
+        if (short_classes)
+          warn("%s has fewer images than --largest %lld and --imbalance %g ask for, of %d class(es) (class '%s': %lld "
+               "of %lld): the training set below is not that long tail",
+               train_images.c_str(), (long long)o.largest, o.imbalance, short_classes, kClasses[first_short],
+               (long long)counts[first_short], (long long)want[first_short]);
         const data::Dataset train_set = data::load_dataset(train_dir), test_set = data::load_dataset(test_dir);
         const data::LongTailStats stats = data::long_tail_stats(train_set, o.head_threshold);
         std::printf("training: %zu images, %lld..%lld per class (imbalance %.0f), %lld head / %lld tail classes "

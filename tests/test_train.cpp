@@ -2064,6 +2064,7 @@ TEST(TrainApps, DemoRunsEndToEndOnSmallIdxFiles) {
                                                   "--epochs2 2 --max-per-class 10 --batch-size 16 --head-threshold 20 --json",
                                               dir);
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err.find("training images of the"), std::string::npos) << r.err;  // 40 a class are there
   // Each stage prints its own result table (SPEC.md section 6), then the two side by side.
   for (const char* line : {"== stage 1", "stage 1, test accuracy", "== stage 2", "stage 2, test accuracy",
                            "| stage 1 (long-tailed) |", "| stage 2 (balanced fine-tuning) |",
