@@ -28,9 +28,11 @@ Device Common::resolved_device(bool make_current) const {
   }
   if (d.is_cuda() && !cuda_available())
     throw Error("--device " + device + ": no CUDA device (" + cuda_unavailable_reason() + ")");
-  if (d.is_cuda() && d.index >= cuda_device_count())
-    throw Error("--device " + device + ": no such CUDA device (this machine has " + std::to_string(cuda_device_count()) +
-                ": cuda:0 to cuda:" + std::to_string(cuda_device_count() - 1) + ")");
+  const int count = d.is_cuda() ? cuda_device_count() : 0;
+  if (d.is_cuda() && d.index >= count)
+    throw Error("--device " + device + ": no such CUDA device (this machine has " +
+                (count == 1 ? std::string("one: cuda:0") : std::to_string(count) + ": cuda:0 to cuda:" + std::to_string(count - 1)) +
+                ")");
   if (d.is_cuda() && make_current) cuda_set_home_device(d.index);
   return d;
 }
