@@ -459,6 +459,7 @@ TEST_F(Apps, SubsetWritesABalancedList) {
   ASSERT_EQ(r.code, 0) << r.err;
   const nlohmann::json j = last_json_line(r.out);
   EXPECT_EQ(j.at("images").get<int>(), 2 + 2 + 1);
+  EXPECT_EQ(j.at("head_threshold"), 100);  // fgvc-eval's default, SPEC.md section 4
   EXPECT_EQ(j.at("counts"), nlohmann::json({2, 2, 1}));
   const data::Dataset back = data::load_dataset(out);
   EXPECT_EQ(back.samples.size(), 5u);

@@ -619,6 +619,8 @@ TEST(Transforms, TorchvisionCropIsRandomResizedCrop) {
     RandomStream rng = RandomStream::for_sample(6, 0, static_cast<uint64_t>(i));
     const Box b = sample_crop(400, 400, aug, rng);
     ASSERT_EQ(b.w, std::floor(b.w));
+    ASSERT_GE(b.x, 0);
+    ASSERT_GE(b.y, 0);
     ASSERT_LE(b.x + b.w, 400);
     ASSERT_LE(b.y + b.h, 400);
     const double area = b.w * b.h / 160000.0;
@@ -633,6 +635,19 @@ TEST(Transforms, TorchvisionCropIsRandomResizedCrop) {
   // [0.08, 0.5] (0.46 of the 0.92 range) survives, so a little over half lie below 0.5.
   EXPECT_GT(below_half / double(n), 0.5);
   EXPECT_LT(below_half / double(n), 0.6);
+  // Offsets as torchvision's randint(0, W - w + 1): the right and bottom edges are reached too.
+  TrainAugment big = aug;
+  big.area_min = 0.3;
+  int right = 0, bottom = 0;
+  for (int i = 0; i < 2000; ++i) {
+    RandomStream rng = RandomStream::for_sample(7, 0, static_cast<uint64_t>(i));
+    const Box b = sample_crop(40, 30, big, rng);
+    ASSERT_GE(b.x, 0);
+    ASSERT_GE(b.y, 0);
+    right += b.x + b.w == 40, bottom += b.y + b.h == 30;
+  }
+  EXPECT_GT(right, 0);
+  EXPECT_GT(bottom, 0);
   // An image no draw fits (areas of at least 800 px in a 10-pixel-high strip): the centre, at 4/3.
   RandomStream rng = RandomStream::for_sample(6, 1, 0);
   const Box wide = sample_crop(1000, 10, aug, rng);
@@ -664,6 +679,19 @@ TEST(Transforms, MinCoveredBelowATenthAllowsSmallerCrops) {
   RandomStream rng = RandomStream::for_sample(2, 0, 0);
   const Box whole = sample_crop(400, 300, aug, rng);
   EXPECT_EQ(whole.w * whole.h, 400.0 * 300);
+}
+
+// Shrinking by less than 2x is plain bilinear with half-pixel centres (PyTorch's interpolate
+// without antialias; the wider filter starts above 2x): columns 0, 255, 0 to 2 pixels take
+// 0.75 and 0.25 of their neighbours, 63.75 each.
+TEST(Transforms, ShrinkingUnderTwiceIsBilinear) {
+  Image src(3, 3);
+  for (int y = 0; y < 3; ++y)
+    for (int x = 0; x < 3; ++x)
+      for (int ch = 0; ch < 3; ++ch) src.row(y)[x * 3 + ch] = x == 1 ? 255 : 0;
+  const Image out = resize_region(src, Box{0, 0, 3, 3}, 2);
+  ASSERT_EQ(out.width, 2);
+  for (uint8_t v : out.rgb) EXPECT_EQ(v, 64);
 }
 
 TEST(Transforms, EvalBoxesAndFlip) {
@@ -1223,6 +1251,13 @@ TEST(Subsets, AtMostNPerClassSeededAndStatistics) {
   for (uint64_t seed = 0; seed < 1200; ++seed) kept[balanced_subset(three, 1, seed).samples.at(0).path]++;
   EXPECT_EQ(kept.size(), 3u);
   for (const auto& [path, times] : kept) EXPECT_NEAR(times, 400, 70) << path;
+  // Two of three: each kept by about two thirds of 3,000 seeds (a draw from the whole class at
+  // each step, not from those left, keeps them 0.67, 0.78 and 0.56 of the time).
+  std::map<std::string, int> kept2;
+  for (uint64_t seed = 0; seed < 3000; ++seed)
+    for (const auto& s : balanced_subset(three, 2, seed).samples) kept2[s.path]++;
+  EXPECT_EQ(kept2.size(), 3u);
+  for (const auto& [path, times] : kept2) EXPECT_NEAR(times, 2000, 90) << path;
 }
 
 TEST(Loader, SameBatchesWithOneOrFourWorkers) {

@@ -46,6 +46,21 @@ TEST(Softmax, StableForHugeLogits) {
   EXPECT_NEAR(lp[1], -1000.0f, 1e-3);
 }
 
+// Rows whose every logit lies far below zero (where exp underflows) or far above it: shifting a
+// row changes nothing. (A row maximum started at 0 rather than -inf gave -inf and NaN here.)
+TEST(Softmax, ShiftInvariantFarFromZero) {
+  const Tensor low = Tensor::from_vector(std::vector<float>{-1000.0f, -1001.0f}, {1, 2});
+  const std::vector<float> lp = kernels::log_softmax(low).to_vector<float>();
+  EXPECT_NEAR(lp[0], -std::log1p(std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(lp[1], -1.0 - std::log1p(std::exp(-1.0)), 1e-6);
+  const std::vector<float> p = kernels::softmax(low).to_vector<float>();
+  EXPECT_NEAR(p[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(p[1], 1.0 / (1.0 + std::exp(1.0)), 1e-6);
+  const Tensor x = testing::randn_t({4, 7}, 3, DType::Float64);
+  for (const double shift : {-2000.0, 2000.0})
+    EXPECT_TRUE(all_close(kernels::log_softmax(add(x, shift)), kernels::log_softmax(x), 1e-12, 1e-12)) << shift;
+}
+
 TEST(CrossEntropy, MatchesFormulaWithAndWithoutSmoothing) {
   const int64_t n = 6, c = 10;
   for (DType dt : {DType::Float32, DType::Float64}) {

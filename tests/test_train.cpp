@@ -1688,6 +1688,11 @@ TEST(TrainApps, EvaluationDefaultsToTheTrainingSize) {
                                               f.dir);
   ASSERT_EQ(x.code, 0) << x.err;
   EXPECT_EQ(testing::last_json_line(x.out).at("input_size"), 40);
+  // SPEC.md's default head threshold, 100 training images (the largest class here has 48).
+  const nlohmann::json split = scored(run + "/last.safetensors --train-counts " + f.train);
+  EXPECT_EQ(split.at("head_threshold"), 100);
+  EXPECT_EQ(split.at("head").at("classes"), 0);
+  EXPECT_EQ(split.at("tail").at("classes"), 5);
 }
 
 TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
