@@ -528,6 +528,25 @@ TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
   }
 }
 
+// A loss that is infinite but not NaN (float32's range overflowed) stops the run at that step,
+// saying so, before its gradients are applied: logits of +-3e38 (class 0 far below the others)
+// make each class-0 image's loss 6e38, beyond float32.
+TEST(Train, AnInfiniteLossStopsAtItsStep) {
+  Folders f;
+  manual_seed(9);
+  std::map<std::string, Tensor> w = nn::create_model("resnet20", 5)->state_dict();
+  w.at("linear.weight").fill_(0.0);
+  w.at("linear.bias").copy_(Tensor::from_vector(std::vector<float>{-3e38f, 3e38f, 3e38f, 3e38f, 3e38f}, {5}));
+  write_safetensors(f.dir + "/overflowing.safetensors", w);
+  train::TrainConfig c = small_config(f, "inf");
+  c.init = f.dir + "/overflowing.safetensors";
+  c.label_smoothing = 0;
+  c.steps = 3;
+  const std::string what = training_error(c);
+  EXPECT_NE(what.find("the loss is infinite"), std::string::npos) << what;
+  EXPECT_NE(what.find("step 1"), std::string::npos) << what;
+}
+
 // A model diverging between two validations: its scores are all NaN at the end of the first
 // epoch (while the training loss is still finite, 1e20), which is 0% top-1, not a best model;
 // the epoch line counts them. Its batch-norm variances have overflowed by then, so the
