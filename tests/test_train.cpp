@@ -528,6 +528,20 @@ TEST(Train, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
   }
 }
 
+// Each step's dropout draws from its own block of the generator, 2^24 values a step from the
+// run's start (so a resumed run draws what the uninterrupted one did): after step k the
+// generator stands k blocks on from step 0's (resnet20 draws nothing of it, so exactly).
+TEST(Train, EachStepDrawsDropoutFromItsOwnBlock) {
+  Folders f;
+  train::TrainConfig c = small_config(f, "dropout_blocks");
+  c.steps = 4;
+  std::vector<uint64_t> offsets;
+  c.on_step = [&](int64_t) { offsets.push_back(default_generator().offset()); };
+  train::train_model(c, Device::cpu());
+  ASSERT_EQ(offsets.size(), 4u);
+  for (size_t k = 1; k < offsets.size(); ++k) EXPECT_EQ(offsets[k] - offsets[0], k << 24) << k;
+}
+
 // A loss that is infinite but not NaN (float32's range overflowed) stops the run at that step,
 // saying so, before its gradients are applied: logits of +-3e38 (class 0 far below the others)
 // make each class-0 image's loss 6e38, beyond float32.
