@@ -603,6 +603,17 @@ TEST(Transforms, TfSlimCropHeightIsUniform) {
   EXPECT_NEAR(sides / n, 60.0, 1.0);  // standard error 0.26
   EXPECT_NEAR(below_60 / double(n), 40.0 / 81, 0.025);
   EXPECT_EQ(seen.size(), 81u);  // every side from 20 to 100
+  // TensorFlow's nudge: at a least area of 442 px the least side drawn, 21, has 441 px and
+  // becomes 22, so 22 takes two of the 80 sides' draws (a redraw instead would give it 1/79).
+  aug.area_min = 0.0442;
+  int side22 = 0;
+  for (int i = 0; i < n; ++i) {
+    RandomStream rng = RandomStream::for_sample(5, 1, static_cast<uint64_t>(i));
+    const Box b = sample_crop(100, 100, aug, rng);
+    ASSERT_NE(b.h, 21);
+    side22 += b.h == 22;
+  }
+  EXPECT_NEAR(side22, n * 2.0 / 80, 45);  // 200, standard deviation 14; a redraw: 101
 }
 
 // --crop torchvision: RandomResizedCrop's draw (area uniform in [0.08, 1], aspect log-uniform in
