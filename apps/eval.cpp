@@ -49,15 +49,16 @@ int main(int argc, char** argv) {
         // The classes the model was trained on, by name (fgvc-train records them in its
         // checkpoints): --data may lack some, or order them otherwise. Every model of an
         // ensemble must have the same.
+        std::vector<train::RecordedRun> runs;  // what each weights file records, its header read once
+        for (const std::string& w : weights) runs.push_back(prefix_errors("--weights", [&] { return train::read_recorded_run(w); }));
         std::vector<std::string> recorded;  // the first that records them
         std::string recorded_by;
-        for (const std::string& w : weights) {
-          const std::vector<std::string> these = prefix_errors("--weights", [&] { return train::recorded_classes(w); });
-          if (these.empty()) continue;
-          if (recorded.empty()) recorded = these, recorded_by = w;
-          else if (these != recorded)
-            throw Error(w + ": trained on other classes than " + recorded_by + ": " +
-                        data::class_difference(recorded, recorded_by, these, w));
+        for (const train::RecordedRun& run : runs) {
+          if (run.classes.empty()) continue;
+          if (recorded.empty()) recorded = run.classes, recorded_by = run.path;
+          else if (run.classes != recorded)
+            throw Error(run.path + ": trained on other classes than " + recorded_by + ": " +
+                        data::class_difference(recorded, recorded_by, run.classes, run.path));
         }
         if (!train_counts_path.empty()) {
           data::Dataset train_set = prefix_errors("--train-counts", [&] { return data::load_dataset(train_counts_path); });
@@ -95,7 +96,7 @@ int main(int argc, char** argv) {
           const std::string& name = models.size() == 1 ? models[0] : models[i];
           bool used_ema = false;
           app::check_model_name(name);
-          prefix_errors("--weights", [&] { train::check_recorded_model(weights[i], name); });
+          prefix_errors("--weights", [&] { runs[i].check_model(name); });
           const auto w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights[i], !no_ema, &used_ema); });
           const Tensor fc = nn::classifier_weight(w);
           if (!fc.defined()) throw Error(weights[i] + ": no classifier weight [K, D]");
@@ -118,8 +119,7 @@ int main(int argc, char** argv) {
           net->to(device);
           data::LoaderOptions o;
           o.mode = crops == 12 ? data::Mode::Eval12 : data::Mode::Eval;
-          const int trained_at = size > 0 ? 0 : prefix_errors("--weights", [&] { return train::recorded_input_size(weights[i]); });
-          o.size = size > 0 ? size : (trained_at > 0 ? trained_at : nn::default_input_size(name));
+          o.size = size > 0 ? size : (runs[i].input_size > 0 ? runs[i].input_size : nn::default_input_size(name));
           app::check_input_size(name, o.size);
           sizes.push_back(o.size);
           o.normalization = nn::is_inception(name) ? data::Normalization::Inception : data::Normalization::ImageNet;

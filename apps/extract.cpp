@@ -33,9 +33,12 @@ int main(int argc, char** argv) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         app::check_model_name(model_name);
-        prefix_errors("--weights", [&] { train::check_recorded_model(weights, model_name); });
-        const int trained_at = size > 0 ? 0 : prefix_errors("--weights", [&] { return train::recorded_input_size(weights); });
-        o.size = size > 0 ? size : (trained_at > 0 ? trained_at : nn::default_input_size(model_name));
+        const train::RecordedRun run = prefix_errors("--weights", [&] {
+          train::RecordedRun r = train::read_recorded_run(weights);
+          r.check_model(model_name);
+          return r;
+        });
+        o.size = size > 0 ? size : (run.input_size > 0 ? run.input_size : nn::default_input_size(model_name));
         app::check_input_size(model_name, o.size);
         o.normalization = nn::is_inception(model_name) ? data::Normalization::Inception : data::Normalization::ImageNet;
         const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
         using namespace fgvc;
         const Device device = common.resolved_device();
         app::check_model_name(model_name);
-        prefix_errors("--weights", [&] { train::check_recorded_model(weights, model_name); });
+        prefix_errors("--weights", [&] { train::read_recorded_run(weights).check_model(model_name); });
         const std::map<std::string, Tensor> w = prefix_errors("--weights", [&] { return nn::read_model_weights(weights); });  // a checkpoint: its moving average
         const Tensor fc = nn::classifier_weight(w);  // [K, D], undefined for a backbone
         if (!fc.defined() && !features_only)

@@ -3,7 +3,6 @@
 //   fgvc-subset --data train/ --max-per-class 30 --out subset.txt [--seed 0]
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "apps/app.h"
 #include "data/dataset.h"
@@ -47,16 +46,7 @@ int main(int argc, char** argv) {
         // when the trainer decodes it, skipped and counted there.)
         int64_t passed_over = 0;
         const auto usable = [&](const Sample& s) {
-          std::ifstream f(s.path, std::ios::binary);
-          uint8_t head[16] = {};
-          f.read(reinterpret_cast<char*>(head), sizeof head);
-          const auto n = static_cast<size_t>(f.gcount());
-          const char* other = n ? unsupported_image_format(head, n) : nullptr;
-          const std::string why = !f.is_open() && n == 0 ? "cannot be opened"
-                                  : n == 0                ? "is empty"
-                                  : other                 ? std::string("is ") + other + ", which fgvc does not decode"
-                                  : detect_format(head, n) == ImageFormat::Unknown ? "is not an image"
-                                                                                   : "";
+          const std::string why = read_image_head(s.path).problem();
           if (why.empty()) return true;
           fgvc::warn("%s %s: passed over, another image of class '%s' drawn", s.path.c_str(), why.c_str(),
                      full.classes[static_cast<size_t>(s.label)].c_str());
@@ -64,7 +54,7 @@ int main(int argc, char** argv) {
           return false;
         };
         const Dataset sub = balanced_subset(full, max_per_class, seed, usable);
-        fgvc::app::prepare_output_file("--out", out, {{"--data", data}, {"--data", list_classes_path(data)}});
+        fgvc::app::prepare_output_file("--out", out, fgvc::app::data_inputs("--data", data));
         write_list_file(out, sub);
         const LongTailStats before = long_tail_stats(full, threshold), after = long_tail_stats(sub, threshold);
         // Head and tail are the full set's (a class is head by its own training images); the

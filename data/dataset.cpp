@@ -57,11 +57,7 @@ bool image_file(const fs::directory_entry& e) {
   if (hidden(e.path())) return false;  // hidden files (.DS_Store) are never images here
   std::error_code ec;
   if (!e.is_regular_file(ec)) return false;
-  std::ifstream f(e.path(), std::ios::binary);
-  uint8_t head[16] = {};
-  f.read(reinterpret_cast<char*>(head), sizeof head);
-  const auto n = static_cast<size_t>(f.gcount());
-  return detect_format(head, n) != ImageFormat::Unknown || unsupported_image_format(head, n) != nullptr;
+  return read_image_head(e.path().string()).is_image();
 }
 
 // A UTF-8 byte order mark at the start of a text file (Windows editors write one) is not

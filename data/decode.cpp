@@ -439,6 +439,26 @@ const char* unsupported_image_format(const uint8_t* b, size_t n) {
   return nullptr;
 }
 
+ImageFileHead read_image_head(const std::string& path) {
+  ImageFileHead head;
+  std::ifstream f(path, std::ios::binary);
+  head.opened = f.is_open();
+  uint8_t first[16] = {};
+  f.read(reinterpret_cast<char*>(first), sizeof first);
+  head.bytes = static_cast<size_t>(f.gcount());
+  head.format = detect_format(first, head.bytes);
+  head.unsupported = unsupported_image_format(first, head.bytes);
+  return head;
+}
+
+std::string ImageFileHead::problem() const {
+  if (!opened) return "cannot be opened";
+  if (bytes == 0) return "is empty";
+  if (unsupported) return std::string("is ") + unsupported + ", which fgvc does not decode";
+  if (format == ImageFormat::Unknown) return "is not an image";
+  return "";
+}
+
 namespace {
 
 // Why bytes of no format fgvc decodes are skipped: their format where it is known.

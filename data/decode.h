@@ -29,6 +29,21 @@ const char* format_name(ImageFormat f);
 // it is named (a camera's IMG_0002 without an extension is not dropped unseen).
 const char* unsupported_image_format(const uint8_t* bytes, size_t size);
 
+// What a file's first bytes say of it, without decoding it: the format fgvc decodes, or the
+// name of one it does not. Listing a class folder and fgvc-subset's draw both ask this.
+struct ImageFileHead {
+  bool opened = false;
+  size_t bytes = 0;  // how many of the first 16 bytes the file has
+  ImageFormat format = ImageFormat::Unknown;
+  const char* unsupported = nullptr;  // unsupported_image_format's answer
+  // An image of some format (decodable here or not): a class folder lists it.
+  bool is_image() const { return format != ImageFormat::Unknown || unsupported != nullptr; }
+  // Why it cannot be decoded ("is empty", "is TIFF, which fgvc does not decode", ...); empty
+  // when its format is one fgvc decodes.
+  std::string problem() const;
+};
+ImageFileHead read_image_head(const std::string& path);
+
 struct ImageHeader {
   int width = 0, height = 0;
   ImageFormat format = ImageFormat::Unknown;

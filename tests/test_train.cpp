@@ -762,7 +762,12 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   more.workers = c.workers + 1;
   more.log_every = 1;
   EXPECT_EQ(train::train_model(more, Device::cpu()).steps, c.steps + 1);
-  EXPECT_EQ(train::recorded_classes(c.out + "/last.safetensors"), data::load_dataset(c.data).classes);
+  const train::RecordedRun recorded = train::read_recorded_run(c.out + "/last.safetensors");
+  EXPECT_EQ(recorded.classes, data::load_dataset(c.data).classes);
+  EXPECT_EQ(recorded.model, c.model);
+  EXPECT_EQ(recorded.input_size, nn::default_input_size(c.model));  // the size it trained at: resnet20 takes 32 by default
+  EXPECT_NO_THROW(recorded.check_model(c.model));
+  EXPECT_THROW(recorded.check_model("resnet50"), Error);
   // A list file without class names records none (its labels are the outputs' indices), so
   // fgvc-eval scores other data by position, as before.
   {
@@ -774,7 +779,7 @@ TEST(Train, MismatchingCheckpointsAreRefusedByName) {
   numbered.data = f.dir + "/numbered.txt";
   numbered.steps = 1;
   ASSERT_EQ(train::train_model(numbered, Device::cpu()).steps, 1);
-  EXPECT_TRUE(train::recorded_classes(numbered.out + "/last.safetensors").empty());
+  EXPECT_TRUE(train::read_recorded_run(numbered.out + "/last.safetensors").classes.empty());
 }
 
 // Weights of another network are refused for what they are, not by a wall of tensor names:
@@ -925,7 +930,7 @@ TEST(Train, InitMatchesTheClassifierRowsByClassName) {
   first.steps = 2;
   train::train_model(first, Device::cpu());
   const std::string source = first.out + "/last.safetensors";
-  const std::vector<std::string> names = train::recorded_classes(source);
+  const std::vector<std::string> names = train::read_recorded_run(source).classes;
   ASSERT_EQ(names.size(), 5u);
   // The same images as a list whose classes run backwards: class4 is label 0, and so on.
   const data::Dataset folder = data::load_dataset(f.train);
@@ -1842,7 +1847,7 @@ TEST(TrainApps, TrainThenEvaluateWithHeadAndTail) {
     for (int64_t k = K - 1; k >= 0; --k) names << val.classes[k] << "\n";
     for (const data::Sample& smp : val.samples) list << smp.path << "\t" << (K - 1 - smp.label) << "\n";
   }
-  EXPECT_EQ(train::recorded_classes(run + "/best.safetensors"), data::load_dataset(f.train).classes);
+  EXPECT_EQ(train::read_recorded_run(run + "/best.safetensors").classes, data::load_dataset(f.train).classes);
   r = testing::run_app("fgvc-eval --device cpu --model resnet20 --weights " + run + "/best.safetensors --data " + f.dir +
                            "/reversed.txt --json",
                        f.dir);

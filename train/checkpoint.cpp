@@ -61,30 +61,31 @@ void check_holds_weights(const SafetensorsHeader& header, const std::string& pat
 }
 }  // namespace
 
-std::vector<std::string> recorded_classes(const std::string& path) {
-  const SafetensorsHeader header = read_safetensors_header(path);  // the data stays unread
-  check_holds_weights(header, path);  // whatever classes it names
-  return classes_of(header.metadata, path);
-}
-
-void check_recorded_model(const std::string& path, const std::string& model) {
+RecordedRun read_recorded_run(const std::string& path) {
   const SafetensorsHeader header = read_safetensors_header(path);
   check_holds_weights(header, path);
-  const auto it = header.metadata.find("position");
-  if (it == header.metadata.end()) return;
-  const json position = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-  if (!position.is_object() || !position.contains("model") || !position.at("model").is_string()) return;
-  const std::string recorded = position.at("model").get<std::string>();
-  FGVC_CHECK(recorded == model, path, "a checkpoint of ", recorded, ", not of ", model, " (give --model ", recorded, ")");
+  RecordedRun run;
+  run.path = path;
+  run.classes = classes_of(header.metadata, path);
+  // The position and settings are fgvc's own JSON; anything else there records nothing.
+  const auto json_of = [&](const char* key) {
+    const auto it = header.metadata.find(key);
+    return it == header.metadata.end() ? json() : json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  };
+  const json position = json_of("position");
+  if (position.is_object() && position.contains("model") && position.at("model").is_string())
+    run.model = position.at("model").get<std::string>();
+  const json settings = json_of("settings");
+  if (settings.is_object() && settings.contains("input_size") && settings.at("input_size").is_number_integer()) {
+    const int64_t size = settings.at("input_size").get<int64_t>();
+    if (size > 0 && size <= 100000) run.input_size = static_cast<int>(size);
+  }
+  return run;
 }
 
-int recorded_input_size(const std::string& path) {
-  const std::string settings = checkpoint_settings(path);
-  if (settings.empty()) return 0;
-  const json s = json::parse(settings, nullptr, /*allow_exceptions=*/false);
-  if (!s.is_object() || !s.contains("input_size") || !s.at("input_size").is_number_integer()) return 0;
-  const int64_t size = s.at("input_size").get<int64_t>();
-  return size > 0 && size <= 100000 ? static_cast<int>(size) : 0;
+void RecordedRun::check_model(const std::string& wanted) const {
+  FGVC_CHECK(model.empty() || model == wanted, path, "a checkpoint of ", model, ", not of ", wanted, " (give --model ",
+             model, ")");
 }
 
 std::string checkpoint_settings(const std::string& path) {

@@ -71,18 +71,21 @@ struct Checkpoint {
 Checkpoint load_checkpoint(const std::string& path);
 // A checkpoint's "settings" (TrainPosition::settings), from its header alone; "" where none.
 std::string checkpoint_settings(const std::string& path);
-// The class names a weights file records (an fgvc-train checkpoint's "classes"); empty for
-// a file without them (timm's or torchvision's weights). Throws naming the file when it is
-// not a safetensors file, holds no "*.weight" tensor (a domain file, say), or the names are not
-// a JSON list of strings.
-std::vector<std::string> recorded_classes(const std::string& path);
-// Refuses an fgvc-train checkpoint of another model than `model` (its "position" records the
-// model), naming both, before its tensors' names are compared one by one; a file that records
-// no model (timm's or torchvision's) passes, one without weights at all does not.
-void check_recorded_model(const std::string& path, const std::string& model);
-// The input size an fgvc-train checkpoint's run trained at (its "settings" record it), which
-// fgvc-eval and fgvc-extract take by default; 0 for a file that records none.
-int recorded_input_size(const std::string& path);
+// What a weights file records of the fgvc-train run that wrote it, from its header alone (the
+// tensors stay unread): fgvc-eval, fgvc-extract, fgvc-infer and --init read it once per file.
+// A file that records nothing (timm's or torchvision's weights) gives empty fields. Throws
+// naming the file when it is not a safetensors file, holds no "*.weight" tensor (a domain
+// file, say), or its class names are not a JSON list of strings.
+struct RecordedRun {
+  std::string path;
+  std::string model;                 // the model it is a checkpoint of; "" where none
+  std::vector<std::string> classes;  // the class names it was trained on, in output order
+  int input_size = 0;                // the input size it trained at ("settings"); 0 where none
+  // Refuses a checkpoint of another model than `model`, naming both, before its tensors'
+  // names are compared one by one; a file that records no model passes.
+  void check_model(const std::string& model) const;
+};
+RecordedRun read_recorded_run(const std::string& path);
 
 }  // namespace train
 }  // namespace fgvc

@@ -189,8 +189,11 @@ json check_same_run(const std::string& config_path, const std::string& last_path
 // follow the names when the same classes come in another order (an ImageFolder sorts them by
 // name, a COCO/iNat JSON by category id), and other classes need --reset-classifier.
 void init_weights(nn::Classifier& model, const TrainConfig& c, const data::Dataset& train_set) {
-  prefix_errors("--init", [&] { check_recorded_model(c.init, c.model); });
-  const std::vector<std::string> recorded = prefix_errors("--init", [&] { return recorded_classes(c.init); });
+  const std::vector<std::string> recorded = prefix_errors("--init", [&] {
+    const RecordedRun run = read_recorded_run(c.init);
+    run.check_model(c.model);
+    return run.classes;
+  });
   if (c.reset_classifier || recorded.empty() || train_set.numbered || recorded == train_set.classes) {
     const nn::Module::LoadReport report =
         prefix_errors("--init", [&] { return nn::load_weights(model, c.init, c.reset_classifier, /*strict=*/false); });
