@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
         }
         if (!train_counts_path.empty()) {
           data::Dataset train_set = prefix_errors("--train-counts", [&] { return data::load_dataset(train_counts_path); });
+          app::refuse_data_image("--per-class", per_class, "--train-counts", train_set);
           if (!recorded.empty()) {
             // The same classes by name, in any order (a COCO file's category ids, a list's
             // classes file): counted in the order of the model's outputs. A list of labels

@@ -272,8 +272,9 @@ int main(int argc, char** argv) {
                        "same command with --resume continues it\n",
                        train::signal_name(s.stopped_by), (long long)s.steps, c.out.c_str());
         else if (!common.json && nothing_to_do)
-          std::printf("nothing to do: the run in %s is already at step %lld, the --steps/--epochs total\n", c.out.c_str(),
-                      (long long)s.steps);
+          std::printf("nothing to do: the run in %s is already at step %lld (%lld epoch(s)); %s asks for no more\n",
+                      c.out.c_str(), (long long)s.steps, (long long)s.epochs_done,
+                      (c.steps > 0 ? "--steps " + std::to_string(c.steps) : "--epochs " + std::to_string(c.epochs)).c_str());
         else if (!common.json)
           // "trained: 8 steps ..." or "resumed at step 4: 2 steps to step 6 ..."; of one logged
           // line (a resumed part shorter than --log-every) its loss alone, not "1.347 -> 1.347".

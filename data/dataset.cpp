@@ -354,6 +354,37 @@ Dataset load_dataset(const std::string& path) {
   throw Error("dataset: " + path + ": expected a folder (ImageFolder), a .txt list or a .json (COCO) file");
 }
 
+std::string output_folder_among_images(const std::string& flag, const std::string& folder,
+                                       const std::string& data_flag, const Dataset& data) {
+  std::error_code ec;
+  const auto is_under = [](const fs::path& inner, const fs::path& outer) {  // both absolute
+    std::string i = inner.lexically_normal().string(), o = outer.lexically_normal().string();
+    while (o.size() > 1 && o.back() == '/') o.pop_back();
+    while (i.size() > 1 && i.back() == '/') i.pop_back();
+    return i == o || i.rfind(o == "/" ? o : o + "/", 0) == 0;
+  };
+  if (fs::is_directory(data.source, ec)) {
+    // By real paths (links resolved), the run folder as far as it exists.
+    const fs::path root = fs::weakly_canonical(data.source, ec), out = fs::weakly_canonical(folder, ec);
+    if (!ec && is_under(out, root))
+      return flag + " " + folder + (is_under(root, out) ? " is " : " is inside ") + data_flag + " " + data.source +
+             ", an image folder: the run's plots would join its images; put the run elsewhere";
+    return "";
+  }
+  const fs::file_status status = fs::status(folder, ec);
+  if (!fs::is_directory(status)) return "";  // a folder not yet made holds no images
+  // A folder of the list's is identified once (a stat of each distinct folder, not of each image).
+  std::set<std::string> seen;
+  for (const Sample& s : data.samples) {
+    const std::string parent = fs::path(s.path).parent_path().string();
+    if (!seen.insert(parent).second) continue;
+    if (fs::equivalent(parent.empty() ? "." : parent, folder, ec))
+      return flag + " " + folder + " holds images of " + data_flag + " " + data.source + " (" + s.path +
+             "): the run's files could replace them; put the run elsewhere";
+  }
+  return "";
+}
+
 std::string class_difference(const std::vector<std::string>& expected, const std::string& expected_name,
                              const std::vector<std::string>& found, const std::string& found_name) {
   const std::set<std::string> e(expected.begin(), expected.end()), f(found.begin(), found.end());

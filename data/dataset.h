@@ -51,6 +51,14 @@ std::string class_difference(const std::vector<std::string>& expected, const std
 Dataset align_classes(Dataset d, const std::vector<std::string>& classes, const std::string& what,
                       const std::string& against);
 
+// Why `folder`, an output folder (fgvc-train's run folder), may not be written where it is:
+// inside an ImageFolder's root (its plots would become images of a class, or of a new class
+// named after it, the next time the folder is read) or a folder that holds images of a list
+// or COCO file itself (its files would replace theirs). "" where neither; `flag` and
+// `data_flag` name the two in the answer.
+std::string output_folder_among_images(const std::string& flag, const std::string& folder,
+                                       const std::string& data_flag, const Dataset& data);
+
 // Writes a list file whose paths are relative to its own folder (so load_list_file reads it
 // back), and the class names beside it (none for a numbered dataset); atomic (temporary file
 // + rename).

@@ -664,6 +664,7 @@ TEST_F(Apps, AnOutputThatIsAnInputIsRefused) {
   // --data or --train-counts names: refused, the file kept (fgvc-eval replaced an image it was
   // scoring; a replaced class-names file made the next training run's classes CSV rows).
   const std::string image = images + "/c1/0.jpg", image_bytes = testing::slurp(image);
+  const std::string counted = images + "/c0/5.jpg", counted_bytes = testing::slurp(counted);
   const std::string names = list.substr(0, list.size() - 4) + ".classes.txt", names_before = testing::slurp(names);
   const std::string eval = "fgvc-eval --device cpu --model resnet20 --weights " + dir + "/w20.safetensors --input-size 32 ";
   const std::vector<std::pair<std::string, std::string>> refused = {
@@ -671,6 +672,8 @@ TEST_F(Apps, AnOutputThatIsAnInputIsRefused) {
       {eval + "--data " + list + " --per-class " + names, "is the file --data (its class names) reads"},
       {eval + "--data " + images + " --train-counts " + list + " --per-class " + names,
        "is the file --train-counts (its class names) reads"},
+      {eval + "--data " + list + " --train-counts " + images + " --per-class " + images + "/c0/5.jpg",
+       "is an image of --train-counts " + images},
       {"fgvc-extract --device cpu --model resnet20 --weights " + dir + "/w20.safetensors --input-size 32 --data " + list +
            " --out " + images + "/c2/0.jpg",
        "is an image of --data " + list},
@@ -685,7 +688,32 @@ TEST_F(Apps, AnOutputThatIsAnInputIsRefused) {
     EXPECT_NE(r.err.find(says), std::string::npos) << command << "\n" << r.err;
     EXPECT_NE(r.err.find("the output would replace it"), std::string::npos) << r.err;
   }
+  // fgvc-train's run folder among the images it reads: in an image folder (a class folder, or a
+  // new folder that would be read as a class of plots) or a folder of a list's images. Its
+  // loss.png replaced a class's image of that name.
+  const std::string train = "fgvc-train --device cpu --model resnet20 --batch-size 2 --input-size 32 --quiet ";
+  const std::vector<std::pair<std::string, std::string>> run_folders = {
+      {train + "--steps 1 --data " + images + " --out " + images + "/c0", "--out " + images + "/c0 is inside --data " + images},
+      {train + "--steps 1 --data " + images + " --out " + images + "/runs/a", "is inside --data " + images + ", an image folder"},
+      {train + "--steps 1 --data " + images + " --out " + images + "/.", "--out " + images + "/. is --data " + images},
+      {train + "--steps 1 --data " + list + " --val " + images + " --out " + images + "/runs/v", "is inside --val " + images},
+      {train + "--steps 1 --data " + list + " --out " + images + "/c1/", "holds images of --data " + list}};
+  for (const auto& [command, says] : run_folders) {
+    const Outcome r = run(command);
+    EXPECT_EQ(r.code, 1) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << command << "\n" << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(images + "/runs"));
+  // Resumed with a total it has passed: nothing to do, and the run's own step said as such.
+  const std::string run_folder = dir + "/run_done";
+  std::filesystem::remove_all(run_folder);
+  ASSERT_EQ(run(train + "--data " + images + " --out " + run_folder + " --steps 2").code, 0);
+  const Outcome done = run(train + "--data " + images + " --out " + run_folder + " --steps 1 --resume");
+  EXPECT_EQ(done.code, 0) << done.err;
+  EXPECT_EQ(done.out, "nothing to do: the run in " + run_folder + " is already at step 2 (0 epoch(s)); --steps 1 asks for no more\n");
+  EXPECT_FALSE(std::filesystem::exists(images + "/c0/config.json"));
   EXPECT_EQ(testing::slurp(image), image_bytes);
+  EXPECT_EQ(testing::slurp(counted), counted_bytes);
   EXPECT_EQ(testing::slurp(names), names_before);
   EXPECT_EQ(testing::slurp(images + "/c2/0.png"), png_bytes);
   EXPECT_EQ(testing::slurp(images + "/c2/0.jpg"), jpeg_bytes);

@@ -489,6 +489,14 @@ static TrainSummary train_with(const TrainConfig& config, Device device, dist::C
   std::shared_ptr<nn::Classifier> model = nn::create_model(c.model, K, aux_classifier);
   set_batch_norm_momentum(*model, 1.0 - c.bn_decay);
   if (!c.init.empty() && !c.resume) init_weights(*model, c, train_set);
+  // The run's plots and checkpoints would join the images it reads.
+  const std::vector<std::pair<std::string, const data::Dataset*>> read = {{"--data", &train_set},
+                                                                          {"--val", val_set ? &*val_set : nullptr}};
+  for (const auto& [data_flag, data] : read)
+    if (data) {
+      const std::string why = data::output_folder_among_images("--out", c.out, data_flag, *data);
+      if (!why.empty()) throw Error(why);
+    }
   {  // once the inputs are known to be good: a bad call leaves no empty folder
     std::error_code ec;
     fs::create_directories(c.out, ec);
