@@ -219,5 +219,32 @@ TEST(Dist, SyncedBatchNormIsBatchNormOverTheRanksBatches) {
   EXPECT_LT(testing::rel_error(kernels::binary(kernels::BinaryOp::Mul, b.grad(), 2.0), b2.grad()), 1e-12);
 }
 
+
+// 16-bit activations under synchronised batch norm: the statistics in float32, the output in
+// the activations' dtype, as plain batch norm gives it (the next layer expects its dtype).
+TEST(Dist, SyncedBatchNormKeeps16BitActivationsIn16Bits) {
+  struct Synced {  // a world of one, reset however the test ends
+    Synced() { set_batch_norm_all_reduce([](Tensor&) {}); }
+    ~Synced() { set_batch_norm_all_reduce(nullptr); }
+  };
+  for (const DType dt : {DType::BFloat16, DType::Float16}) {
+    const Tensor x = kernels::add(testing::randn_t({4, 3, 5, 5}, 1), Tensor::scalar(1.5)).to(dt);
+    const Tensor g = testing::randn_t({3}, 2), b = testing::randn_t({3}, 3);
+    Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3}), rm_s = Tensor::zeros({3}), rv_s = Tensor::ones({3});
+    const Tensor plain = batch_norm(x, g, b, rm, rv, true, 0.1, 1e-3);
+    Tensor synced;
+    {
+      const Synced world_of_one;
+      synced = batch_norm(x, g, b, rm_s, rv_s, true, 0.1, 1e-3);
+    }
+    EXPECT_EQ(plain.dtype(), dt);
+    EXPECT_EQ(synced.dtype(), dt) << dtype_name(dt);
+    EXPECT_EQ(synced.shape(), plain.shape());
+    EXPECT_LT(testing::rel_error(synced, plain), 1e-2) << dtype_name(dt);
+    EXPECT_LT(testing::rel_error(rm_s, rm), 1e-5) << dtype_name(dt);
+    EXPECT_LT(testing::rel_error(rv_s, rv), 1e-5) << dtype_name(dt);
+  }
+}
+
 }  // namespace
 }  // namespace fgvc

@@ -192,5 +192,22 @@ TEST(Gradcheck, SkipsKinksButFailsWhenMostPointsAreKinks) {
   EXPECT_EQ(res.skipped, 4);
 }
 
+
+// A backward rule that leaves an input without any gradient (as if its rule were forgotten)
+// fails the check: that input's numeric gradient is compared against zero, not skipped.
+TEST(Gradcheck, CatchesAMissingGradient) {
+  auto forgets_b = [](const Inputs& x) {  // y = a b with only dy/da written
+    Tensor y = kernels::mul(x[0], x[1]);
+    autograd::record("forgets_b", {x[0], x[1]}, {y},
+                     [b = x[1].detach()](const std::vector<Tensor>& g, const std::vector<bool>&) {
+                       return std::vector<Tensor>{kernels::mul(g[0], b), Tensor()};
+                     });
+    return y;
+  };
+  const GradcheckResult res = gradcheck(forgets_b, {r({4}, 1), pos({4}, 2)});
+  EXPECT_FALSE(res.ok);
+  EXPECT_NE(res.message.find("input 1 "), std::string::npos) << res.message;
+}
+
 }  // namespace
 }  // namespace fgvc

@@ -1169,5 +1169,84 @@ TEST(Models, ToFloat64ConvertsParametersAndFloatBuffersOnly) {
   EXPECT_THROW(m64->to(DType::Int64), Error);
 }
 
+
+// Dropout with p = 0 in training is the identity: x itself, and no draws (the generator's
+// offset stays, so the masks of the steps after it do not shift; a draw of exactly 0 would
+// otherwise drop its element).
+TEST(Layers, DropoutWithPZeroDrawsNothing) {
+  Generator gen(5);
+  const Tensor x = testing::randn_t({1000}, 9);
+  EXPECT_TRUE(dropout(x, 0.0, true, gen).same(x));
+  EXPECT_EQ(gen.offset(), 0u);
+}
+
+// The weight gradient of a convolution whose column matrix exceeds the 16 M-element chunk
+// (im2col + GEMM path, small planes): the images' sums from several chunks add up. A 16 x 16
+// kernel over 120 channels of 32 x 32 gives 30,720 rows x 289 columns per image (8.9 M): one
+// image a chunk, two chunks; the batch's gradient is the sum of each image's.
+TEST(Conv2d, WeightGradientAddsTheChunksOfALargeColumnMatrix) {
+  const Conv2dGeometry g;  // stride 1, no padding: not pointwise, not Winograd (16 x 16)
+  const Tensor x = testing::randn_t({2, 120, 32, 32}, 61), w = testing::randn_t({2, 120, 16, 16}, 62);
+  ASSERT_FALSE(kernels::detail::winograd_applies(x.shape(), w.shape(), g, DType::Float32));
+  ASSERT_EQ(kernels::detail::conv2d_tile_rows(x.shape(), w.shape(), g), 17) << "one tile per image: the chunked path";
+  const Tensor gy = testing::randn_t({2, 2, 17, 17}, 63);
+  const Tensor dw = kernels::conv2d_backward_weight(gy, x, w.shape(), g);
+  Tensor want = Tensor::zeros(w.shape());
+  for (int64_t n = 0; n < 2; ++n)
+    want = kernels::add(want, kernels::conv2d_backward_weight(gy.slice(0, n, n + 1).contiguous(),
+                                                              x.slice(0, n, n + 1).contiguous(), w.shape(), g));
+  EXPECT_LT(testing::rel_error(dw, want), 1e-5);
+}
+
+// Fresh layers' scales: convolutions Kaiming-normal by fan-out (out x kh x kw; a layer whose
+// widths differ tells it from fan-in), Linear layers uniform(+-1/sqrt(in)) (PyTorch's default).
+TEST(Layers, InitialisationScalesCountTheRightFans) {
+  const auto std_and_max = [](const Tensor& t) {
+    const std::vector<double> v = t.to_vector<double>();
+    double sq = 0, largest = 0;
+    for (double x : v) sq += x * x, largest = std::max(largest, std::abs(x));
+    return std::array<double, 2>{std::sqrt(sq / v.size()), largest};
+  };
+  manual_seed(4);
+  const nn::Conv2d widen(16, 256, 3);  // fan-out 2304, fan-in 144
+  EXPECT_NEAR(std_and_max(widen.weight)[0], std::sqrt(2.0 / (256 * 9)), 0.001);
+  const nn::Conv2d narrow(256, 16, 1);  // fan-out 16, fan-in 256
+  EXPECT_NEAR(std_and_max(narrow.weight)[0], std::sqrt(2.0 / 16), 0.02);
+  const nn::Linear fc(2048, 10);  // bound 1/sqrt(2048), not 1/sqrt(10)
+  for (const Tensor& t : {fc.weight, fc.bias}) {
+    const std::array<double, 2> s = std_and_max(t);
+    EXPECT_LE(s[1], 1.0 / std::sqrt(2048.0));
+    EXPECT_GT(s[1], 0.5 / std::sqrt(2048.0));
+  }
+  EXPECT_NEAR(std_and_max(fc.weight)[0], 1.0 / std::sqrt(3.0 * 2048), 0.001);  // uniform's std: bound / sqrt(3)
+}
+
+// A bottleneck that halves the grid at an unchanged width (in = 4 x planes) still projects
+// its shortcut (1x1 stride-2 convolution and batch norm): the identity has the wrong size.
+TEST(Models, StridedBottleneckOfUnchangedWidthProjectsItsShortcut) {
+  nn::Bottleneck block(256, 64, 2, false);
+  const auto state = block.state_dict();
+  ASSERT_TRUE(state.count("downsample.0.weight"));
+  EXPECT_EQ(state.at("downsample.0.weight").shape(), (Shape{256, 256, 1, 1}));
+  EXPECT_TRUE(state.count("downsample.1.running_var"));
+  block.eval();
+  NoGradGuard no_grad;
+  EXPECT_EQ(block.forward(testing::randn_t({1, 256, 8, 8}, 3)).shape(), (Shape{1, 256, 4, 4}));
+}
+
+// load_weights fills in batch norm's step counters only where the file leaves them out (timm's
+// exports): a file's own counters are loaded, as any other tensor.
+TEST(Models, LoadWeightsKeepsTheFilesBatchNormCounters) {
+  auto model = nn::create_model("resnet20", 10);
+  std::map<std::string, Tensor> weights;
+  for (const auto& [name, t] : model->state_dict()) weights[name] = t.detach().clone();
+  weights["bn1.num_batches_tracked"] = Tensor::scalar(7, DType::Int64);
+  weights.erase("layer1.0.bn1.num_batches_tracked");
+  nn::load_weights(*model, weights);
+  const auto state = model->state_dict();
+  EXPECT_EQ(state.at("bn1.num_batches_tracked").item<int64_t>(), 7);
+  EXPECT_EQ(state.at("layer1.0.bn1.num_batches_tracked").item<int64_t>(), 0);  // left out: the model's own
+}
+
 }  // namespace
 }  // namespace fgvc

@@ -262,5 +262,28 @@ TEST(Safetensors, WriteReplacesAtomically) {
   EXPECT_THROW(write_safetensors("/nonexistent-dir/x.safetensors", {{"x", Tensor::zeros({1})}}), Error);
 }
 
+
+// The writer aligns each tensor for its dtype, so a mapped read makes every tensor a view of
+// the one mapping (no copies); header lengths of every remainder mod 8 (the name's length).
+TEST(Safetensors, MappedTensorsOfAWrittenFileAreViewsOfTheMapping) {
+  for (int k = 0; k < 8; ++k) {
+    const std::string path = ::testing::TempDir() + "/views" + std::to_string(k) + ".safetensors";
+    const std::string pad(static_cast<size_t>(k), 'x');
+    write_safetensors(path, {{"a_f64" + pad, Tensor::full({3}, 1.5, DType::Float64)},
+                             {"b_i64", Tensor::from_vector(std::vector<int64_t>{4, -2}, {2})},
+                             {"c_f32", Tensor::full({5}, 2.5)},
+                             {"d_bf16", Tensor::full({3}, 0.5, DType::BFloat16)},
+                             {"e_u8", Tensor::full({3}, 7, DType::UInt8)}});
+    const SafetensorsFile f = read_safetensors(path, true);
+    ASSERT_EQ(f.tensors.size(), 5u);
+    const Storage* mapping = f.tensors.begin()->second.storage().get();
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    EXPECT_EQ(mapping->bytes(), static_cast<size_t>(in.tellg())) << k;
+    for (const auto& [name, t] : f.tensors) EXPECT_EQ(t.storage().get(), mapping) << name << ": copied, not a view";
+    EXPECT_EQ(f.tensors.at("a_f64" + pad).to_vector<double>(), std::vector<double>(3, 1.5));
+    EXPECT_EQ(f.tensors.at("b_i64").to_vector<int64_t>(), (std::vector<int64_t>{4, -2}));
+  }
+}
+
 }  // namespace
 }  // namespace fgvc

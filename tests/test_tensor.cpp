@@ -492,5 +492,42 @@ TEST(Tensor, AllocationPoisonMakesFreshMemoryNaN) {
   for (float v : t.to_vector<float>()) EXPECT_TRUE(std::isnan(v));
 }
 
+
+// Views of one memory whose only shared element is the first the copy writes and the last it
+// reads: still a copy through a snapshot of the source.
+TEST(Tensor, CopyBetweenViewsSharingOneElement) {
+  Tensor x = Tensor::arange(5);
+  x.slice(0, 2, 5, 2).copy_(x.slice(0, 0, 3, 2));  // x[2], x[4] <- x[0], x[2]
+  EXPECT_EQ(x.to_vector<float>(), (std::vector<float>{0, 1, 0, 3, 2}));
+}
+
+// A size-1 axis has no say in contiguity, whatever its stride (as in PyTorch): a transposed
+// row is a contiguous column and views without a copy.
+TEST(Tensor, SizeOneAxesDoNotBreakContiguity) {
+  const Tensor row = Tensor::arange(3).reshape({1, 3});
+  const Tensor col = row.transpose(0, 1);  // [3, 1], strides [1, 3]
+  EXPECT_TRUE(col.is_contiguous());
+  const Tensor flat = col.view({3});
+  EXPECT_EQ(flat.storage().get(), row.storage().get());
+  EXPECT_EQ(flat.to_vector<float>(), (std::vector<float>{0, 1, 2}));
+  EXPECT_TRUE(Tensor::zeros({3}).expand({1, 3}).is_contiguous());  // stride 0 on the size-1 axis
+}
+
+// A -1 beside a side of 0 could be any size: an error (PyTorch's too), not a division by zero.
+TEST(Tensor, ReshapeOfAnEmptyTensorWithMinusOneIsAnError) {
+  EXPECT_THROW(Tensor::zeros({2, 0}).reshape({0, -1}), Error);
+  EXPECT_THROW(Tensor::zeros({2, 0}).view({-1, 0}), Error);
+  EXPECT_EQ(Tensor::zeros({2, 0}).reshape({-1, 2}).shape(), (Shape{0, 2}));
+}
+
+// A slice that ends before it starts is empty (Python's and PyTorch's x[3:1]), not an error.
+TEST(Tensor, SliceEndingBeforeItsStartIsEmpty) {
+  const Tensor a = Tensor::arange(20).reshape({4, 5});
+  EXPECT_EQ(a.slice(1, 4, 2).shape(), (Shape{4, 0}));
+  EXPECT_EQ(a.slice(1, -1, 1, 2).shape(), (Shape{4, 0}));
+  EXPECT_EQ(a.slice(0, 3, -3).shape(), (Shape{0, 5}));  // end -3 is row 1
+  EXPECT_EQ(a.slice(0, 3, -3).numel(), 0);
+}
+
 }  // namespace
 }  // namespace fgvc
